@@ -1,0 +1,83 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Reading keys and passphrases from files the operator names. Contents go straight into
+/// `SecureBytes`, so no copy of a private key or passphrase outlives its use.
+public enum KeyFiles {
+    /// Reads a whole file into a wiped buffer. Key files are small; anything over 1 MiB is refused.
+    public static func readSecret(path: String) throws(KeyLoadError) -> SecureBytes {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .unreadableFile(path: path, reason: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw .unreadableFile(path: path, reason: String(cString: strerror(errno))) }
+        let size = Int(info.st_size)
+        guard size <= 1 << 20 else { throw .unreadableFile(path: path, reason: "larger than 1 MiB, not a key file") }
+        var buffer = SecureBytes(capacity: size)
+        var failure: Int32 = 0
+        buffer.withUnsafeMutableCapacity { raw in
+            var filled = 0
+            while filled < size {
+                let n = read(fd, raw.baseAddress! + filled, size - filled)
+                if n < 0 { if errno == EINTR { continue }; failure = errno; break }
+                if n == 0 { break }
+                filled += n
+            }
+            return filled
+        }
+        if failure != 0 { throw .unreadableFile(path: path, reason: String(cString: strerror(failure))) }
+        return buffer
+    }
+
+    /// A warning when a private key file can be read by its group or by others, else nil.
+    public static func permissionWarning(path: String) -> String? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        let mode = info.st_mode & 0o777
+        guard mode & 0o077 != 0 else { return nil }
+        return "private key file \(path) has mode \(String(mode, radix: 8)): readable by group or others; use chmod 600"
+    }
+
+    /// A passphrase from a file (its first line, without the line break) or from an environment
+    /// variable. Never from a command-line argument, which any user can read in the process list.
+    public static func passphrase(file: String?, environmentVariable: String = "PSP_KEY_PASSPHRASE")
+        throws(KeyLoadError) -> SecureBytes?
+    {
+        if let file {
+            let raw = try readSecret(path: file)
+            let length = raw.withUnsafeBytes { bytes in
+                bytes.firstIndex(where: { $0 == 0x0A || $0 == 0x0D }) ?? bytes.count
+            }
+            guard length > 0 else { throw .emptyPassphrase(source: file) }
+            return raw.withUnsafeBytes { SecureBytes(copying: UnsafeRawBufferPointer(rebasing: $0[..<length])) }
+        }
+        guard let value = getenv(environmentVariable) else { return nil }
+        let length = strlen(value)
+        guard length > 0 else { throw .emptyPassphrase(source: environmentVariable) }
+        return SecureBytes(copying: UnsafeRawBufferPointer(start: value, count: length))
+    }
+
+    /// Loads a private key from a PEM file, with an optional passphrase.
+    public static func loadPrivateKey(path: String, passphrase: borrowing SecureBytes?) throws(KeyLoadError) -> RSAKey {
+        let pem = try readSecret(path: path)
+        return try RSAKey.privateKey(pem: pem, passphrase: passphrase, source: path)
+    }
+
+    /// Loads a public key from a PEM file (SubjectPublicKeyInfo or PKCS#1); a private key file is
+    /// accepted too, and only its public half is used.
+    public static func loadPublicKey(path: String) throws(KeyLoadError) -> RSAKey {
+        let pem = try readSecret(path: path)
+        let bytes = pem.withUnsafeBytes { Array($0) }
+        do {
+            return try RSAKey.publicKey(pem: bytes, source: path)
+        } catch {
+            if let key = try? RSAKey.privateKey(pem: pem, source: path) { return key }
+            throw error
+        }
+    }
+}

@@ -1,0 +1,33 @@
+import CCardCryptoShim
+
+/// Small OpenSSL-backed helpers for tokens and fingerprints.
+public enum Secrets {
+    public static func sha256(_ bytes: UnsafeRawBufferPointer) -> [UInt8] {
+        var digest = [UInt8](repeating: 0, count: 32)
+        let ok = ccs_sha256(bytes.baseAddress, bytes.count, &digest)
+        precondition(ok == 1, "SHA-256 failed in OpenSSL")
+        return digest
+    }
+
+    public static func sha256(_ text: String) -> [UInt8] {
+        var text = text
+        return text.withUTF8 { sha256(UnsafeRawBufferPointer($0)) }
+    }
+
+    /// Compares two equal-length byte strings in time that does not depend on where they differ.
+    public static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        return a.withUnsafeBytes { pa in b.withUnsafeBytes { pb in ccs_constant_time_equal(pa.baseAddress, pb.baseAddress, a.count) == 1 } }
+    }
+
+    public static func randomBytes(_ count: Int) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        let ok = ccs_random_bytes(&out, count)
+        precondition(ok == 1, "OpenSSL's random generator failed")
+        return out
+    }
+
+    public static func hexString(_ bytes: some Sequence<UInt8>) -> String { hex(bytes) }
+
+    public static var openSSLVersion: String { String(cString: ccs_openssl_version()) }
+}

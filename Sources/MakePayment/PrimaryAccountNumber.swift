@@ -1,0 +1,119 @@
+import CardCrypto
+
+/// A clear card number (PAN). Noncopyable: there is one owner, its digits live on the heap so a move
+/// leaves no copy behind, and they are wiped with OPENSSL_cleanse when the value goes away.
+///
+/// It cannot leak by accident: being noncopyable it cannot be string-interpolated, printed, reflected
+/// (`Mirror`), encoded or stored in a copyable container; those are compile errors. What may be shown
+/// is `masked` (first 6, last 4), a separate copyable value.
+public struct PrimaryAccountNumber: ~Copyable, @unchecked Sendable {
+    // @unchecked: the digits are owned uniquely (noncopyable) and never mutated after init.
+    private let digits: UnsafeMutablePointer<UInt8>
+    /// Number of digits, 12 to 19.
+    public let count: Int
+
+    /// The longest number ISO/IEC 7812 allows.
+    public static let maximumLength = 19
+
+    /// Takes ASCII digits; nil if `ascii` holds anything else or is not 12-19 digits long.
+    public init?(ascii: UnsafeRawBufferPointer) {
+        guard (12...Self.maximumLength).contains(ascii.count),
+              ascii.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") })
+        else { return nil }
+        digits = .allocate(capacity: Self.maximumLength)
+        digits.initialize(repeating: 0, count: Self.maximumLength)
+        for i in 0..<ascii.count { digits[i] = ascii[i] }
+        count = ascii.count
+    }
+
+    /// For tests and tools that start from text they already hold (e.g. the simulator's test cards).
+    public init?(_ text: String) {
+        var text = text
+        var pan: PrimaryAccountNumber? = nil
+        text.withUTF8 { pan = PrimaryAccountNumber(ascii: UnsafeRawBufferPointer($0)) }
+        switch consume pan {
+        case .some(let pan): self = pan
+        case .none: return nil
+        }
+    }
+
+    deinit {
+        wipe(UnsafeMutableRawBufferPointer(start: digits, count: Self.maximumLength))
+        digits.deallocate()
+    }
+
+    /// Lends the ASCII digits, e.g. to write an ISO 8583 field 2. Do not keep or copy them.
+    public func withASCIIDigits<R: ~Copyable, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
+        try body(UnsafeRawBufferPointer(start: digits, count: count))
+    }
+
+    /// Luhn (mod 10) check over all digits.
+    public var passesLuhn: Bool {
+        var sum = 0
+        var double = false
+        for i in stride(from: count - 1, through: 0, by: -1) {
+            var d = Int(digits[i] &- UInt8(ascii: "0"))
+            if double { d *= 2; if d > 9 { d -= 9 } }
+            sum += d
+            double.toggle()
+        }
+        return sum % 10 == 0
+    }
+
+    /// The number shown as first 6, last 4, e.g. `492500******4444`: safe for logs, records and bodies.
+    public var masked: MaskedPAN {
+        var out = [UInt8](repeating: UInt8(ascii: "*"), count: count)
+        for i in 0..<6 { out[i] = digits[i] }
+        for i in (count - 4)..<count { out[i] = digits[i] }
+        return MaskedPAN(unchecked: String(decoding: out, as: UTF8.self))
+    }
+
+    /// The first `n` digits (the BIN/IIN), 6 or 8, as a number.
+    public func prefix(_ n: Int) -> Int {
+        var v = 0
+        for i in 0..<min(n, count) { v = v * 10 + Int(digits[i] &- UInt8(ascii: "0")) }
+        return v
+    }
+
+    /// The card scheme the number belongs to, by its IIN range.
+    public var scheme: CardScheme {
+        let p2 = prefix(2), p4 = prefix(4), p6 = prefix(6)
+        if digits[0] == UInt8(ascii: "4") { return .visa }
+        if (51...55).contains(p2) || (2221...2720).contains(p4) { return .mastercard }
+        if p2 == 34 || p2 == 37 { return .amex }
+        if (50...69).contains(p2) { return .maestro }
+        _ = p6
+        return .other
+    }
+}
+
+/// A card number as it may be shown: first 6 and last 4 digits, the rest as `*`.
+public struct MaskedPAN: Sendable, Hashable, Codable, CustomStringConvertible {
+    public let value: String
+    init(unchecked value: String) { self.value = value }
+
+    /// Accepts only text that is already masked (at most 10 clear digits); for reading records back.
+    public init?(masked value: String) {
+        guard value.utf8.filter({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }).count <= 10 else { return nil }
+        self.value = value
+    }
+
+    public var description: String { value }
+
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let masked = MaskedPAN(masked: text) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not a masked PAN"))
+        }
+        self = masked
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(value)
+    }
+}
+
+public enum CardScheme: String, Sendable, Codable, CaseIterable {
+    case visa, mastercard, amex, maestro, other
+}

@@ -1,0 +1,58 @@
+import CardCrypto
+import MakePayment
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The line-at-a-time tools behind `psp-worker decrypt` and `psp-worker encrypt`.
+public enum CardDataTools {
+    /// One `decrypt` answer: the card data with the PAN masked, or the API's error. Never the clear PAN.
+    public static func decryptLine(_ cardData: String, keyRing: KeyRing, currentMonth: CardExpiry) -> String {
+        do {
+            let card = try keyRing.decryptCardData(cardData, currentMonth: currentMonth)
+            return #"{"pan":\#(JSONText.quoted(card.pan.masked.value)),"expiry":"\#(card.expiry)","sessionId":\#(JSONText.quoted(card.sessionId))}"#
+        } catch {
+            return errorLine(error)
+        }
+    }
+
+    public static func errorLine(_ error: APIError) -> String {
+        #"{"errorId":\#(error.rawValue),"errorText":\#(JSONText.quoted(error.text))}"#
+    }
+
+    /// One `encrypt` answer: the `cardData` for a plaintext line, or nil when it cannot be encrypted.
+    public static func encryptLine(_ plaintext: String, encryptor: CardDataEncryptor) -> String? {
+        encryptor.cardData(for: plaintext)
+    }
+
+    /// The month now falls in (UTC), for the expiry check.
+    public static func currentMonth() -> CardExpiry {
+        CardExpiry.month(containing: Int64(time(nil)))
+    }
+}
+
+/// Minimal JSON text helpers for hand-written bodies on hot paths.
+public enum JSONText {
+    /// `text` as a JSON string literal, quotes included.
+    public static func quoted(_ text: String) -> String {
+        var out = "\""
+        out.reserveCapacity(text.utf8.count + 2)
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where scalar.value < 0x20:
+                let h = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - h.count) + h
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        out += "\""
+        return out
+    }
+}

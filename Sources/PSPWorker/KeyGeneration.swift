@@ -1,0 +1,40 @@
+import CardCrypto
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+public struct KeyGenerationError: Error, CustomStringConvertible {
+    public let description: String
+}
+
+/// `psp-worker keygen`: a new key pair on disk. The private key file is created with mode 0600 from
+/// the start (never written and then chmod-ed) and is never overwritten.
+public enum KeyGeneration {
+    public static func writeKeyPair(bits: Int, directory: String) throws {
+        if mkdir(directory, 0o700) != 0 && errno != EEXIST {
+            throw KeyGenerationError(description: "cannot create \(directory): \(String(cString: strerror(errno)))")
+        }
+        let key = try RSAKey.generate(bits: bits)
+        guard let pem = key.privateKeyPKCS8PEM() else { throw KeyGenerationError(description: "cannot encode the private key") }
+        try pem.withUnsafeBytes { try writeFile($0, to: directory + "/private-key.pem", mode: 0o600) }
+        var publicPEM = key.publicKeyPEM()
+        try publicPEM.withUTF8 { try writeFile(UnsafeRawBufferPointer($0), to: directory + "/public-key.pem", mode: 0o644) }
+    }
+
+    static func writeFile(_ bytes: UnsafeRawBufferPointer, to path: String, mode: mode_t) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+        guard fd >= 0 else {
+            throw KeyGenerationError(description: "cannot create \(path): \(String(cString: strerror(errno))) (an existing key is never overwritten)")
+        }
+        defer { close(fd) }
+        var done = 0
+        while done < bytes.count {
+            let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
+            if n < 0 { if errno == EINTR { continue }; throw KeyGenerationError(description: "cannot write \(path): \(String(cString: strerror(errno)))") }
+            done += n
+        }
+        guard fsync(fd) == 0 else { throw KeyGenerationError(description: "cannot sync \(path)") }
+    }
+}
