@@ -22,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.1.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
     ],
     targets: [
         // The machine's OpenSSL 3, as a system library; nothing else.
@@ -53,9 +54,10 @@ let package = Package(
             "CardCrypto", "MakePayment", "Acquiring",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "DequeModule", package: "swift-collections"),
         ]),
-        .target(name: "PaymentStoreConformance", dependencies: ["Processing", "MakePayment"]),
-        .target(name: "SQLitePaymentStore", dependencies: ["CSQLite", "Processing", "MakePayment"]),
+        .target(name: "PaymentStoreConformance", dependencies: ["Processing", "MakePayment", "Acquiring"]),
+        .target(name: "SQLitePaymentStore", dependencies: ["CSQLite", "Processing", "MakePayment", "Acquiring"]),
         // The app: HTTP routes, queue, worker pool, store wiring, configuration.
         .target(name: "PSPWorker", dependencies: [
             "CardCrypto", "MakePayment", "Acquiring", "Processing", "SQLitePaymentStore",

@@ -1,0 +1,104 @@
+import MakePayment
+
+/// What the pipeline asks an acquirer to authorize. A class so that an adapter's task can hold it
+/// while the pipeline enforces the deadline; the card data inside is noncopyable and is wiped when
+/// the last reference goes (the pipeline drops its own as soon as the adapter has answered).
+public final class AuthorizationRequest: Sendable {
+    public let pspTransactionId: String
+    /// Unique per attempt: what an acquirer uses as its STAN/RRN source and what a reversal names.
+    public let attemptId: String
+    public let merchantSerialNumber: String
+    /// Amount in minor units (øre).
+    public let amount: Int
+    /// ISO 4217 alphabetic code, "NOK".
+    public let currency: String
+    public let card: CardData
+
+    public init(pspTransactionId: String, attemptId: String, merchantSerialNumber: String,
+                amount: Int, currency: String, card: consuming CardData) {
+        self.pspTransactionId = pspTransactionId
+        self.attemptId = attemptId
+        self.merchantSerialNumber = merchantSerialNumber
+        self.amount = amount
+        self.currency = currency
+        self.card = card
+    }
+
+    public var maskedPAN: MaskedPAN { card.pan.masked }
+    public var scheme: CardScheme { card.pan.scheme }
+}
+
+/// The acquirer's answer, as it gave it. The pipeline maps `responseCode` to the API's errors.
+public struct AcquirerAnswer: Sendable, Equatable {
+    /// The acquirer's raw response code, ISO 8583 field 39 style ("00", "51", ...).
+    public var responseCode: String
+    public var message: String?
+    /// The issuer's authorization code (field 38), when approved.
+    public var authorizationCode: String?
+    /// The acquirer's reference for this transaction (RRN, field 37, or its own id).
+    public var acquirerReference: String?
+    /// The card scheme, when the acquirer says; used to pick scheme-specific code mappings.
+    public var scheme: CardScheme?
+
+    public init(responseCode: String, message: String? = nil, authorizationCode: String? = nil,
+                acquirerReference: String? = nil, scheme: CardScheme? = nil) {
+        self.responseCode = responseCode
+        self.message = message
+        self.authorizationCode = authorizationCode
+        self.acquirerReference = acquirerReference
+        self.scheme = scheme
+    }
+}
+
+/// A reversal of an attempt whose outcome is unknown or must be undone (a timeout, a partial
+/// approval, a crash between sending and recording).
+public struct ReversalRequest: Sendable, Equatable {
+    public var reversalId: String
+    public var pspTransactionId: String
+    /// The attempt being reversed: the adapter finds its original data elements by it.
+    public var attemptId: String
+    public var amount: Int
+    public var currency: String
+    public var merchantSerialNumber: String
+    /// 1 for the first send; more for repeats (ISO 8583 sends repeats as 0401).
+    public var sendCount: Int
+
+    public init(reversalId: String, pspTransactionId: String, attemptId: String, amount: Int,
+                currency: String, merchantSerialNumber: String, sendCount: Int = 1) {
+        self.reversalId = reversalId
+        self.pspTransactionId = pspTransactionId
+        self.attemptId = attemptId
+        self.amount = amount
+        self.currency = currency
+        self.merchantSerialNumber = merchantSerialNumber
+        self.sendCount = sendCount
+    }
+}
+
+/// Why an adapter could not say how an authorization went. The pipeline treats every one as an
+/// unknown outcome: it answers 85 and reverses.
+public struct AcquirerUnavailable: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// An acquirer, as the worker sees it. Implementations: `SimulatorAcquirer` (in process), and one
+/// per real protocol. The pipeline enforces the deadline and cancels the task past it; an adapter
+/// needs no timer of its own, but should stop work when its task is cancelled.
+///
+/// Room is left for capture, cancel and refund as further requirements with default answers.
+public protocol AcquirerAdapter: Sendable {
+    /// Names the adapter in logs, metrics and code-mapping overrides ("simulator", "iso8583").
+    var name: String { get }
+    /// Sends one authorization. Throws `AcquirerUnavailable` (or any error) when the outcome is unknown.
+    func authorize(_ request: AuthorizationRequest) async throws -> AcquirerAnswer
+    /// Sends one reversal; returns when the acquirer has acknowledged it, throws when it has not.
+    func reverse(_ reversal: ReversalRequest) async throws
+}
+
+/// Adapters that can say how many authorizations and reversals they have seen per payment, so that
+/// tests and operators can prove nothing was authorized twice.
+public protocol AuthorizationCounting: Sendable {
+    func authorizationCount(pspTransactionId: String) -> Int
+    func reversalCount(pspTransactionId: String) -> Int
+}

@@ -1,0 +1,62 @@
+import MakePayment
+
+/// What the pipeline does with an acquirer's response code.
+public enum ResponseDecision: Sendable, Equatable {
+    case approved
+    /// Approved for part of the amount (ISO 8583 "10"): reverse it and refuse the payment.
+    case partialApprovalReversed
+    /// Refused: the API error to answer, with a text of its own where the catalogue allows (72).
+    case refused(APIError, text: String? = nil)
+
+    public var errorMessage: ErrorMessage? {
+        switch self {
+        case .approved: nil
+        case .partialApprovalReversed: APIError.refusedByIssuer.message
+        case .refused(let error, let text): text.map { error.message(text: $0) } ?? error.message
+        }
+    }
+}
+
+/// Maps acquirers' raw response codes onto the API's errors. ISO 8583 field 39 by default; a card
+/// scheme or an acquirer can override single codes (`visa:05`, `iso8583:91`), in code or from a
+/// JSON file of the form `{"05": 82, "visa:59": 83, "iso8583:03": {"errorId": 72, "text": "…"}}`.
+public struct ResponseCodeTable: Sendable {
+    private var entries: [String: ResponseDecision]
+
+    public init(overrides: [String: ResponseDecision] = [:]) {
+        entries = Self.iso8583Defaults
+        for (key, decision) in overrides { entries[key] = decision }
+    }
+
+    /// The decision for `code`, most specific first: acquirer, then scheme, then the code alone.
+    /// A code nobody mapped is a refusal (82): a new code must never approve a payment.
+    public func decision(for code: String, scheme: CardScheme? = nil, acquirer: String? = nil) -> ResponseDecision {
+        if let acquirer, let d = entries[acquirer + ":" + code] { return d }
+        if let scheme, let d = entries[scheme.rawValue + ":" + code] { return d }
+        return entries[code] ?? .refused(.refusedByIssuer)
+    }
+
+    public mutating func override(_ key: String, with decision: ResponseDecision) { entries[key] = decision }
+
+    /// ISO 8583:1987 field 39, as the worker maps it by default.
+    public static let iso8583Defaults: [String: ResponseDecision] = {
+        var t: [String: ResponseDecision] = [:]
+        for c in ["00", "08", "11"] { t[c] = .approved }
+        t["10"] = .partialApprovalReversed
+        for c in ["15", "31", "92"] { t[c] = .refused(.noSuchIssuer) }
+        // Pick-up, lost and stolen (04, 07, 41, 43) are refused like any refusal, so the user is not
+        // told why; the raw code stays in our records.
+        for c in ["01", "02", "05", "12", "46", "57", "62", "78", "93", "04", "07", "41", "43"] { t[c] = .refused(.refusedByIssuer) }
+        for c in ["34", "59", "63"] { t[c] = .refused(.suspectedFraud) }
+        for c in ["61", "65"] { t[c] = .refused(.exceedsWithdrawalAmountLimit) }
+        for c in ["68", "91"] { t[c] = .refused(.responseReceivedTooLate) }
+        for c in ["33", "54"] { t[c] = .refused(.expiredCard) }
+        for c in ["14", "56"] { t[c] = .refused(.invalidCardNumber) }
+        t["58"] = .refused(.merchantDoesNotAllowCreditCards)
+        t["51"] = .refused(.notSufficientFunds)
+        t["03"] = .refused(.differentTexts, text: "Invalid merchant")
+        t["13"] = .refused(.differentTexts, text: "Invalid amount")
+        for c in ["06", "20", "22", "30", "94", "96"] { t[c] = .refused(.internalError) }
+        return t
+    }()
+}

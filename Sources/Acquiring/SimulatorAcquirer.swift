@@ -1,0 +1,78 @@
+import MakePayment
+import Synchronization
+
+/// The in-process acquirer, deterministic by test card, for development, tests and load tests.
+///
+/// A 16-digit PAN `4000000000000RRC` (13 digits `4000000000000`, the two-digit ISO 8583 response
+/// code `RR`, the Luhn check digit `C`) is answered with `RR`; `RR` = `99` never answers (a
+/// timeout). Every other valid PAN is approved. It counts authorizations and reversals per payment.
+public final class SimulatorAcquirer: AcquirerAdapter, AuthorizationCounting {
+    public let name = "simulator"
+    /// Added before every answer, to make load tests realistic.
+    public let latency: Duration
+    private let counts: Mutex<[String: (authorizations: Int, reversals: Int)]> = Mutex([:])
+    private let references: Atomic<Int> = Atomic(0)
+
+    public init(latency: Duration = .zero) {
+        self.latency = latency
+    }
+
+    /// The code a test card asks for, or nil for a PAN that is not a coded test card (approved).
+    public static func testCardCode(_ pan: borrowing PrimaryAccountNumber) -> String? {
+        guard pan.count == 16 else { return nil }
+        return pan.withASCIIDigits { digits -> String? in
+            for i in 0..<13 where digits[i] != (i == 0 ? UInt8(ascii: "4") : UInt8(ascii: "0")) { return nil }
+            return String(decoding: UnsafeRawBufferPointer(rebasing: digits[13..<15]), as: UTF8.self)
+        }
+    }
+
+    /// The test card for a response code, e.g. "51" → 4000000000000515.
+    public static func testCard(code: String) -> String {
+        precondition(code.utf8.count == 2 && code.utf8.allSatisfy { $0 >= 48 && $0 <= 57 })
+        let body = "4000000000000" + code
+        return body + String(luhnCheckDigit(body))
+    }
+
+    public static func luhnCheckDigit(_ body: String) -> Int {
+        var sum = 0
+        for (i, c) in body.utf8.reversed().enumerated() {
+            var d = Int(c) - 48
+            if i % 2 == 0 { d *= 2; if d > 9 { d -= 9 } }
+            sum += d
+        }
+        return (10 - sum % 10) % 10
+    }
+
+    public func authorize(_ request: AuthorizationRequest) async throws -> AcquirerAnswer {
+        counts.withLock { $0[request.pspTransactionId, default: (0, 0)].authorizations += 1 }
+        let code = Self.testCardCode(request.card.pan) ?? "00"
+        if code == "99" {
+            // Never answers: sleeps until the pipeline's deadline cancels it.
+            try await Task.sleep(for: .seconds(3600))
+            throw CancellationError()
+        }
+        if latency > .zero { try await Task.sleep(for: latency) }
+        let reference = references.add(1, ordering: .relaxed).newValue
+        let approved = code == "00" || code == "08" || code == "11" || code == "10"
+        return AcquirerAnswer(
+            responseCode: code,
+            message: approved ? "Approved" : "Declined",
+            authorizationCode: approved ? String(100_000 + reference % 900_000) : nil,
+            acquirerReference: "SIM" + String(reference),
+            scheme: request.scheme
+        )
+    }
+
+    public func reverse(_ reversal: ReversalRequest) async throws {
+        if latency > .zero { try await Task.sleep(for: latency) }
+        counts.withLock { $0[reversal.pspTransactionId, default: (0, 0)].reversals += 1 }
+    }
+
+    public func authorizationCount(pspTransactionId: String) -> Int {
+        counts.withLock { $0[pspTransactionId]?.authorizations ?? 0 }
+    }
+
+    public func reversalCount(pspTransactionId: String) -> Int {
+        counts.withLock { $0[pspTransactionId]?.reversals ?? 0 }
+    }
+}

@@ -1,0 +1,312 @@
+import Acquiring
+import CardCrypto
+import Logging
+import MakePayment
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The makePayment pipeline, each step a named unit, in the API's order:
+///
+/// front (HTTP task):  validate body (71) → find payment (404) → check token (401) →
+///                     merchant must match (71) → idempotency (recorded outcome, or join the one
+///                     in flight) → queue
+/// worker:             cancelled (85) → confirmed ≠ YES (93) → decrypt (92) → parse (92/87/86) →
+///                     record attempt → authorize under a deadline → map → record outcome → respond
+///
+/// It does no I/O of its own: the store, the acquirer and the clock are handed in.
+public final class MakePaymentPipeline: Sendable {
+    public struct Configuration: Sendable {
+        /// Vipps gives up after 15 s; the acquirer must answer well inside that.
+        public var acquirerTimeout: Duration = .seconds(10)
+        /// Identifies this process in attempt records, so a restarted worker can tell orphaned
+        /// attempts (sent by a process that died) from ones in flight.
+        public var instanceId: String
+        public init(acquirerTimeout: Duration = .seconds(10), instanceId: String) {
+            self.acquirerTimeout = acquirerTimeout
+            self.instanceId = instanceId
+        }
+    }
+
+    public let configuration: Configuration
+    public let keyRing: KeyRing
+    public let store: any PaymentStore
+    public let acquirer: any AcquirerAdapter
+    public let codes: ResponseCodeTable
+    public let metrics: PipelineMetrics
+    public let reversals: ReversalSender?
+    private let logger: Logger
+    private let inFlight = InFlightPayments()
+    private let now: @Sendable () -> Int64
+    private let currentMonth: @Sendable () -> CardExpiry
+
+    public init(configuration: Configuration, keyRing: KeyRing, store: any PaymentStore, acquirer: any AcquirerAdapter,
+                codes: ResponseCodeTable = ResponseCodeTable(), metrics: PipelineMetrics = .disabled,
+                reversals: ReversalSender? = nil, logger: Logger = Logger(label: "psp-worker.pipeline"),
+                now: @escaping @Sendable () -> Int64 = wallClockMilliseconds,
+                currentMonth: (@Sendable () -> CardExpiry)? = nil) {
+        self.configuration = configuration
+        self.keyRing = keyRing
+        self.store = store
+        self.acquirer = acquirer
+        self.codes = codes
+        self.metrics = metrics
+        self.reversals = reversals
+        self.logger = logger
+        self.now = now
+        self.currentMonth = currentMonth ?? { CardExpiry.month(containing: now() / 1000) }
+    }
+
+    // MARK: - Front
+
+    /// The whole makePayment call: the front's checks, then the queue (or the in-process worker
+    /// directly when `queue` is nil), and the answer. Never throws: every failure is an answer.
+    public func handle(body: MakePaymentRequest?, authorization: String?, queue: (any MakePaymentQueue)?) async -> MakePaymentResult {
+        let result = await front(body: body, authorization: authorization, queue: queue)
+        metrics.recordAnswer(result)
+        return result
+    }
+
+    private func front(body: MakePaymentRequest?, authorization: String?, queue: (any MakePaymentQueue)?) async -> MakePaymentResult {
+        // 1. Validate the body.
+        guard let request = body, Self.validate(request) == nil else {
+            return Self.invalidRequest(body?.pspTransactionId ?? "")
+        }
+        let id = request.pspTransactionId
+        // 2. Find the payment.
+        let record: PaymentRecord
+        do {
+            guard let found = try await store.payment(id) else {
+                return MakePaymentResult(httpStatus: 404, response: .fail(id, .invalidRequest))
+            }
+            record = found
+        } catch {
+            return internalError(id, step: "find payment", error)
+        }
+        // 3. Check the token, in constant time.
+        guard Self.tokenMatches(authorization, record.registration.tokenHash) else {
+            return MakePaymentResult(httpStatus: 401, response: .fail(id, .invalidRequest))
+        }
+        // 4. The merchant must be the one the payment was registered for.
+        guard request.merchantSerialNumber == record.registration.merchantSerialNumber else {
+            return MakePaymentResult(httpStatus: 400, response: .fail(id, .invalidRequest))
+        }
+        // 5. Idempotency: a recorded outcome is answered again; one in flight is joined.
+        if let outcome = record.outcome { return MakePaymentResult(httpStatus: 200, response: outcome.response(for: id)) }
+        return await inFlight.run(id) {
+            let job = MakePaymentJob(request: request, payment: record)
+            guard let queue else { return await self.work(job) }
+            do {
+                return try await queue.submit(job)
+            } catch {
+                self.metrics.queueRejected()
+                return MakePaymentResult(httpStatus: 503, response: .fail(id, .internalError))
+            }
+        }
+    }
+
+    /// Nil when the request is valid, else what is wrong (for the log; the answer is always 71).
+    public static func validate(_ request: MakePaymentRequest) -> String? {
+        if request.pspTransactionId.isEmpty || request.pspTransactionId.utf8.count > 128 { return "pspTransactionId" }
+        if request.merchantSerialNumber.isEmpty || request.merchantSerialNumber.utf8.count > 64 { return "merchantSerialNumber" }
+        if request.cardData.utf8.count > 4096 { return "cardData" }
+        return nil
+    }
+
+    public static func invalidRequest(_ id: String) -> MakePaymentResult {
+        MakePaymentResult(httpStatus: 400, response: .fail(id, .invalidRequest))
+    }
+
+    /// Compares SHA-256 of the presented token with the stored hash, in constant time.
+    public static func tokenMatches(_ authorization: String?, _ storedHash: [UInt8]) -> Bool {
+        guard var token = authorization, !token.isEmpty else { return false }
+        if token.hasPrefix("Bearer ") { token.removeFirst(7) }
+        return Secrets.constantTimeEqual(Secrets.sha256(token), storedHash)
+    }
+
+    // MARK: - Worker
+
+    /// A worker's part: everything after the queue. Never throws: every failure is an answer.
+    public func work(_ job: MakePaymentJob) async -> MakePaymentResult {
+        let id = job.request.pspTransactionId
+        var payment = job.payment
+        // The record the front read may be stale by the time a worker takes the job.
+        do {
+            guard let fresh = try await store.payment(id) else {
+                return MakePaymentResult(httpStatus: 404, response: .fail(id, .invalidRequest))
+            }
+            payment = fresh
+        } catch {
+            return internalError(id, step: "re-read payment", error)
+        }
+        switch payment.state {
+        case .completed:
+            if let outcome = payment.outcome { return MakePaymentResult(httpStatus: 200, response: outcome.response(for: id)) }
+            return internalError(id, step: "completed without outcome", nil)
+        case .cancelled:
+            // 6. Cancelled by the PSP.
+            return MakePaymentResult(httpStatus: 200, response: .fail(id, .responseReceivedTooLate))
+        case .processing:
+            return await recoverOrphan(payment)
+        case .pending:
+            break
+        }
+        // 7. Only a confirmed payment is decrypted.
+        guard job.request.confirmed == .yes else {
+            let error = APIError.statusFromVipps.message(text: "Status from Vipps:" + job.request.confirmed.rawValue)
+            return await finish(id, PaymentOutcome(status: .fail, error: error), reversal: nil)
+        }
+        // 8-9. Decrypt and parse. The clear card data lives in `request` until the adapter is done.
+        let started = ContinuousClock.now
+        let card: CardData
+        do {
+            card = try keyRing.decryptCardData(job.request.cardData, currentMonth: currentMonth())
+        } catch {
+            metrics.recordDecrypt(since: started)
+            return await finish(id, PaymentOutcome(status: .fail, error: error.message), reversal: nil)
+        }
+        metrics.recordDecrypt(since: started)
+        let registration = payment.registration
+        let authorization = AuthorizationRequest(
+            pspTransactionId: id, attemptId: Self.newAttemptId(id), merchantSerialNumber: registration.merchantSerialNumber,
+            amount: registration.amount, currency: registration.currency, card: card)
+        return await authorize(authorization, payment: payment)
+    }
+
+    /// Records the attempt durably, authorizes under the deadline, maps the answer, records the outcome.
+    private func authorize(_ request: AuthorizationRequest, payment: PaymentRecord) async -> MakePaymentResult {
+        let id = request.pspTransactionId
+        let masked = request.maskedPAN
+        // 10. Record the attempt first: a crash after this leaves a trace that forbids a blind retry.
+        let attempt = AttemptRecord(attemptId: request.attemptId, instanceId: configuration.instanceId,
+                                    maskedPAN: masked, startedAt: now())
+        do {
+            switch try await store.beginAttempt(id, attempt: attempt, now: now()) {
+            case .begun: break
+            case .notFound: return MakePaymentResult(httpStatus: 404, response: .fail(id, .invalidRequest))
+            case .notPending(let record):
+                if let outcome = record.outcome { return MakePaymentResult(httpStatus: 200, response: outcome.response(for: id)) }
+                if record.state == .cancelled { return MakePaymentResult(httpStatus: 200, response: .fail(id, .responseReceivedTooLate)) }
+                return await waitForOutcome(id)
+            }
+        } catch {
+            return internalError(id, step: "record attempt", error)
+        }
+        // 11. Authorize; the pipeline, not the adapter, enforces the deadline.
+        metrics.authorizationSent()
+        let acquirer = self.acquirer
+        let started = ContinuousClock.now
+        let outcome = await withDeadline(configuration.acquirerTimeout) { try await acquirer.authorize(request) }
+        metrics.recordAcquirer(since: started)
+        // 12. Map the answer.
+        let reversal = ReversalRequest(reversalId: request.attemptId + "-R", pspTransactionId: id, attemptId: request.attemptId,
+                                       amount: request.amount, currency: request.currency,
+                                       merchantSerialNumber: request.merchantSerialNumber)
+        switch outcome {
+        case .value(let answer):
+            let decision = codes.decision(for: answer.responseCode, scheme: answer.scheme ?? request.scheme, acquirer: acquirer.name)
+            var recorded = PaymentOutcome(status: decision == .approved ? .ok : .fail, error: decision.errorMessage, maskedPAN: masked,
+                                          acquirerResponseCode: answer.responseCode, authorizationCode: answer.authorizationCode,
+                                          acquirerReference: answer.acquirerReference)
+            if decision != .approved { recorded.authorizationCode = nil }
+            logger.info("authorization answered", metadata: [
+                "pspTransactionId": "\(id)", "attemptId": "\(request.attemptId)", "pan": "\(masked)",
+                "responseCode": "\(answer.responseCode)", "status": "\(recorded.status.rawValue)",
+            ])
+            return await finish(id, recorded, reversal: decision == .partialApprovalReversed ? reversal : nil)
+        case .timedOut, .failed:
+            // Unknown outcome: answer 85 and reverse. The authorization is never sent again.
+            let reason: String
+            if case .failed(let error) = outcome { reason = "acquirer error: \(error)" } else { reason = "acquirer timeout" }
+            logger.warning("authorization outcome unknown; reversing", metadata: [
+                "pspTransactionId": "\(id)", "attemptId": "\(request.attemptId)", "pan": "\(masked)", "reason": "\(reason)",
+            ])
+            let recorded = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked)
+            return await finish(id, recorded, reversal: reversal)
+        }
+    }
+
+    /// A payment left `processing` by a process that died between sending and recording: its
+    /// outcome is unknown, so it is reversed, never authorized again, and answered 85.
+    private func recoverOrphan(_ payment: PaymentRecord) async -> MakePaymentResult {
+        let id = payment.registration.pspTransactionId
+        guard let attempt = payment.attempt, attempt.instanceId != configuration.instanceId else {
+            // Sent by this process and still in flight elsewhere (a second front): wait for it.
+            return await waitForOutcome(id)
+        }
+        logger.warning("orphaned attempt found; reversing", metadata: [
+            "pspTransactionId": "\(id)", "attemptId": "\(attempt.attemptId)", "pan": "\(attempt.maskedPAN)",
+        ])
+        let registration = payment.registration
+        let reversal = ReversalRequest(reversalId: attempt.attemptId + "-R", pspTransactionId: id, attemptId: attempt.attemptId,
+                                       amount: registration.amount, currency: registration.currency,
+                                       merchantSerialNumber: registration.merchantSerialNumber)
+        let outcome = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: attempt.maskedPAN)
+        return await finish(id, outcome, reversal: reversal)
+    }
+
+    /// Polls the store for an outcome another process is recording, within Vipps's patience.
+    private func waitForOutcome(_ id: String) async -> MakePaymentResult {
+        let deadline = ContinuousClock.now + configuration.acquirerTimeout + .seconds(2)
+        while ContinuousClock.now < deadline {
+            if let outcome = try? await store.payment(id)?.outcome {
+                return MakePaymentResult(httpStatus: 200, response: outcome.response(for: id))
+            }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return MakePaymentResult(httpStatus: 200, response: .fail(id, .responseReceivedTooLate))
+    }
+
+    /// 13. Records the outcome (and any reversal, in the same transaction), then answers.
+    private func finish(_ id: String, _ outcome: PaymentOutcome, reversal: ReversalRequest?) async -> MakePaymentResult {
+        do {
+            let standing = try await store.recordOutcome(id, outcome: outcome, reversal: reversal, now: now()) ?? outcome
+            if let reversal { reversals?.sendSoon(reversal) }
+            return MakePaymentResult(httpStatus: 200, response: standing.response(for: id))
+        } catch {
+            return internalError(id, step: "record outcome", error)
+        }
+    }
+
+    private func internalError(_ id: String, step: String, _ error: (any Error)?) -> MakePaymentResult {
+        logger.error("internal error", metadata: ["pspTransactionId": "\(id)", "step": "\(step)", "error": "\(error.map { "\($0)" } ?? "-")"])
+        return MakePaymentResult(httpStatus: 500, response: .fail(id, .internalError))
+    }
+
+    static func newAttemptId(_ id: String) -> String {
+        Secrets.hexString(Secrets.randomBytes(8))
+    }
+}
+
+/// Milliseconds since 1970, from the system clock.
+@Sendable public func wallClockMilliseconds() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+}
+
+/// Coalesces concurrent makePayment calls for one payment in this process: the first runs, the
+/// rest wait for its result and get the same body.
+final class InFlightPayments: Sendable {
+    private let waiting = Mutex<[String: [CheckedContinuation<MakePaymentResult?, Never>]]>([:])
+
+    func run(_ id: String, _ body: @Sendable () async -> MakePaymentResult) async -> MakePaymentResult {
+        // nil: this call leads and runs `body`; a value: the leader's result, for a follower.
+        let joined: MakePaymentResult? = await withCheckedContinuation { continuation in
+            let leads = waiting.withLock { w -> Bool in
+                if w[id] == nil { w[id] = []; return true }
+                w[id]!.append(continuation)
+                return false
+            }
+            if leads { continuation.resume(returning: nil) }
+        }
+        if let joined { return joined }
+        let result = await body()
+        let followers = waiting.withLock { $0.removeValue(forKey: id) } ?? []
+        followers.forEach { $0.resume(returning: result) }
+        return result
+    }
+}

@@ -1,0 +1,166 @@
+import Acquiring
+import MakePayment
+
+/// A payment the PSP registered (from Vipps's initiate request), as the store keeps it. Only a
+/// SHA-256 of the makePaymentToken is stored.
+public struct PaymentRegistration: Sendable, Equatable {
+    public var pspTransactionId: String
+    public var merchantSerialNumber: String
+    public var merchantOrderId: String
+    public var amount: Int
+    public var currency: String
+    public var tokenHash: [UInt8]
+    public var paymentText: String
+
+    public init(pspTransactionId: String, merchantSerialNumber: String, merchantOrderId: String, amount: Int,
+                currency: String, tokenHash: [UInt8], paymentText: String) {
+        self.pspTransactionId = pspTransactionId
+        self.merchantSerialNumber = merchantSerialNumber
+        self.merchantOrderId = merchantOrderId
+        self.amount = amount
+        self.currency = currency
+        self.tokenHash = tokenHash
+        self.paymentText = paymentText
+    }
+}
+
+public enum PaymentState: String, Sendable, Codable {
+    /// Registered; no makePayment has been processed.
+    case pending
+    /// An attempt was recorded and sent to the acquirer; its outcome is not recorded yet.
+    case processing
+    /// Has an outcome; every later makePayment gets the same body.
+    case completed
+    /// Cancelled by the PSP before it was processed; makePayment answers 85.
+    case cancelled
+}
+
+/// The recorded answer to makePayment: what every repeat of the request gets again.
+public struct PaymentOutcome: Sendable, Equatable {
+    public var status: PaymentStatus
+    public var error: ErrorMessage?
+    public var maskedPAN: MaskedPAN?
+    public var acquirerResponseCode: String?
+    public var authorizationCode: String?
+    public var acquirerReference: String?
+
+    public init(status: PaymentStatus, error: ErrorMessage?, maskedPAN: MaskedPAN? = nil,
+                acquirerResponseCode: String? = nil, authorizationCode: String? = nil, acquirerReference: String? = nil) {
+        self.status = status
+        self.error = error
+        self.maskedPAN = maskedPAN
+        self.acquirerResponseCode = acquirerResponseCode
+        self.authorizationCode = authorizationCode
+        self.acquirerReference = acquirerReference
+    }
+
+    public func response(for pspTransactionId: String) -> MakePaymentResponse {
+        MakePaymentResponse(errorMessage: error, paymentInfo: PaymentInfo(pspTransactionId: pspTransactionId, status: status))
+    }
+}
+
+/// One authorization sent (or about to be sent) to the acquirer.
+public struct AttemptRecord: Sendable, Equatable {
+    public var attemptId: String
+    /// The process that sent it: an attempt left `processing` by another instance was orphaned by a crash.
+    public var instanceId: String
+    public var maskedPAN: MaskedPAN
+    public var startedAt: Int64
+
+    public init(attemptId: String, instanceId: String, maskedPAN: MaskedPAN, startedAt: Int64) {
+        self.attemptId = attemptId
+        self.instanceId = instanceId
+        self.maskedPAN = maskedPAN
+        self.startedAt = startedAt
+    }
+}
+
+/// Everything the store knows of a payment.
+public struct PaymentRecord: Sendable, Equatable {
+    public var registration: PaymentRegistration
+    public var state: PaymentState
+    public var outcome: PaymentOutcome?
+    /// The attempt in flight or last sent.
+    public var attempt: AttemptRecord?
+    /// How many authorizations were recorded as sent for this payment. Never more than one.
+    public var authorizationsSent: Int
+    public var createdAt: Int64
+    public var updatedAt: Int64
+    public var completedAt: Int64?
+
+    public init(registration: PaymentRegistration, state: PaymentState, outcome: PaymentOutcome?, attempt: AttemptRecord?,
+                authorizationsSent: Int, createdAt: Int64, updatedAt: Int64, completedAt: Int64?) {
+        self.registration = registration
+        self.state = state
+        self.outcome = outcome
+        self.attempt = attempt
+        self.authorizationsSent = authorizationsSent
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+        self.completedAt = completedAt
+    }
+}
+
+public enum ReversalState: String, Sendable, Codable {
+    case pending, acknowledged, failed
+}
+
+public struct ReversalRecord: Sendable, Equatable {
+    public var request: ReversalRequest
+    public var reason: String
+    public var state: ReversalState
+    public var tries: Int
+    public var nextTryAt: Int64
+    public var createdAt: Int64
+
+    public init(request: ReversalRequest, reason: String, state: ReversalState, tries: Int, nextTryAt: Int64, createdAt: Int64) {
+        self.request = request
+        self.reason = reason
+        self.state = state
+        self.tries = tries
+        self.nextTryAt = nextTryAt
+        self.createdAt = createdAt
+    }
+}
+
+public enum RegisterResult: Sendable, Equatable { case created, alreadyExists }
+
+public enum CancelResult: Sendable, Equatable {
+    case cancelled
+    case notFound
+    /// Too late: the payment is being processed or has an outcome.
+    case notPending(PaymentState)
+}
+
+/// What `beginAttempt` found.
+public enum BeginAttemptResult: Sendable, Equatable {
+    /// The attempt is durably recorded and the payment is `processing`: authorize now.
+    case begun
+    /// Another attempt got there first, or the payment has an outcome or was cancelled.
+    case notPending(PaymentRecord)
+    case notFound
+}
+
+/// Registrations, attempts, outcomes and reversals, durably. Implementations: SQLite (the embedded
+/// default). Every implementation passes `PaymentStoreConformance`.
+///
+/// The state machine it guards: pending → processing (beginAttempt, at most once) → completed
+/// (recordOutcome); pending → completed (recordOutcome without an attempt: refused before any
+/// authorization, e.g. 92); pending → cancelled. A transition from any other state is refused.
+public protocol PaymentStore: Sendable {
+    func register(_ registration: PaymentRegistration, now: Int64) async throws -> RegisterResult
+    func payment(_ pspTransactionId: String) async throws -> PaymentRecord?
+    func cancel(_ pspTransactionId: String, now: Int64) async throws -> CancelResult
+    /// Atomically moves a pending payment to processing with the attempt recorded.
+    func beginAttempt(_ pspTransactionId: String, attempt: AttemptRecord, now: Int64) async throws -> BeginAttemptResult
+    /// Records the outcome of a pending or processing payment, and with it any reversal it needs
+    /// (in the same transaction, so a reversal is never lost). Returns the outcome that stands: the
+    /// given one, or the one recorded earlier if the payment already had an outcome.
+    func recordOutcome(_ pspTransactionId: String, outcome: PaymentOutcome, reversal: ReversalRequest?,
+                       now: Int64) async throws -> PaymentOutcome?
+    /// Reversals not yet acknowledged whose next try is due.
+    func dueReversals(now: Int64, limit: Int) async throws -> [ReversalRecord]
+    /// Records a try of a reversal: acknowledged, or not (with when to try next, or failed for good).
+    func recordReversalTry(_ reversalId: String, state: ReversalState, nextTryAt: Int64, now: Int64) async throws
+    func reversals(for pspTransactionId: String) async throws -> [ReversalRecord]
+}

@@ -1,0 +1,100 @@
+import Acquiring
+import Logging
+import Synchronization
+
+/// Where the pipeline hands a reversal it has recorded, to be sent soon.
+public protocol ReversalSender: Sendable {
+    func sendSoon(_ reversal: ReversalRequest)
+}
+
+/// Store and forward for reversals. A reversal is recorded in the store first (with the outcome
+/// that needs it), then sent until the acquirer acknowledges it, with back-off, across restarts;
+/// after `maxTries` it is flagged for an operator (metric and log) and left in the store.
+public final class ReversalService: ReversalSender {
+    public struct Configuration: Sendable {
+        public var timeout: Duration = .seconds(10)
+        public var firstRetryMilliseconds: Int64 = 1_000
+        public var maxRetryMilliseconds: Int64 = 60_000
+        public var maxTries = 10
+        public var pollInterval: Duration = .seconds(1)
+        public init() {}
+    }
+
+    private let store: any PaymentStore
+    private let acquirer: any AcquirerAdapter
+    private let configuration: Configuration
+    private let metrics: PipelineMetrics
+    private let logger: Logger
+    private let now: @Sendable () -> Int64
+    /// Reversal ids being sent right now, so the poller and `sendSoon` never send one twice at once.
+    private let sending = Mutex<Set<String>>([])
+
+    public init(store: any PaymentStore, acquirer: any AcquirerAdapter, configuration: Configuration = .init(),
+                metrics: PipelineMetrics = .disabled, logger: Logger = Logger(label: "psp-worker.reversals"),
+                now: @escaping @Sendable () -> Int64 = wallClockMilliseconds) {
+        self.store = store
+        self.acquirer = acquirer
+        self.configuration = configuration
+        self.metrics = metrics
+        self.logger = logger
+        self.now = now
+    }
+
+    public func sendSoon(_ reversal: ReversalRequest) {
+        Task { await self.sendDue(limit: 16, only: reversal.reversalId) }
+    }
+
+    /// Sends every due reversal until cancelled: the store-and-forward loop.
+    public func run() async {
+        while !Task.isCancelled {
+            await sendDue(limit: 100, only: nil)
+            try? await Task.sleep(for: configuration.pollInterval)
+        }
+    }
+
+    /// One pass: sends the due reversals (or just `only`), recording each try.
+    public func sendDue(limit: Int, only: String?) async {
+        let due: [ReversalRecord]
+        do {
+            due = try await store.dueReversals(now: now(), limit: limit).filter { only == nil || $0.request.reversalId == only }
+        } catch {
+            logger.error("cannot read due reversals", metadata: ["error": "\(error)"])
+            return
+        }
+        for record in due { await send(record) }
+    }
+
+    private func send(_ record: ReversalRecord) async {
+        let id = record.request.reversalId
+        guard sending.withLock({ $0.insert(id).inserted }) else { return }
+        defer { _ = sending.withLock { $0.remove(id) } }
+        var request = record.request
+        request.sendCount = record.tries + 1
+        metrics.reversalsSent.increment()
+        let acquirer = self.acquirer
+        let outcome = await withDeadline(configuration.timeout) { [request] in try await acquirer.reverse(request) }
+        let tries = record.tries + 1
+        do {
+            switch outcome {
+            case .value:
+                metrics.reversalsAcknowledged.increment()
+                try await store.recordReversalTry(id, state: .acknowledged, nextTryAt: 0, now: now())
+                logger.info("reversal acknowledged", metadata: ["pspTransactionId": "\(request.pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
+            case .failed, .timedOut:
+                if tries >= configuration.maxTries {
+                    metrics.reversalsFailed.increment()
+                    try await store.recordReversalTry(id, state: .failed, nextTryAt: 0, now: now())
+                    logger.critical("reversal not acknowledged after all tries; needs an operator", metadata: [
+                        "pspTransactionId": "\(request.pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
+                } else {
+                    let backoff = min(configuration.firstRetryMilliseconds << min(Int64(tries - 1), 20), configuration.maxRetryMilliseconds)
+                    try await store.recordReversalTry(id, state: .pending, nextTryAt: now() + backoff, now: now())
+                    logger.warning("reversal not acknowledged; will retry", metadata: [
+                        "pspTransactionId": "\(request.pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
+                }
+            }
+        } catch {
+            logger.error("cannot record reversal try", metadata: ["reversalId": "\(id)", "error": "\(error)"])
+        }
+    }
+}

@@ -1,0 +1,232 @@
+import Acquiring
+import MakePayment
+import Processing
+
+/// The embedded default store: one SQLite file in WAL mode. Writes go through one writer lane that
+/// commits in groups (one fsync for everything that arrived meanwhile, `synchronous=FULL`, so a
+/// recorded outcome survives a crash of the process or the machine); reads go through a lane of
+/// their own and never wait for a sync. The clear PAN is never stored: only the masked form.
+public final class SQLitePaymentStore: PaymentStore {
+    private let writer: SQLiteLane
+    private let reader: SQLiteLane
+    public let path: String
+
+    public init(path: String) throws {
+        self.path = path
+        let write = try SQLiteConnection(path: path, readOnly: false)
+        try write.execute("PRAGMA journal_mode=WAL")
+        try write.execute("PRAGMA synchronous=FULL")
+        try write.execute("PRAGMA foreign_keys=ON")
+        try Self.migrate(write)
+        let read = try SQLiteConnection(path: path, readOnly: true)
+        writer = SQLiteLane(connection: write, grouped: true, name: "sqlite-writer")
+        reader = SQLiteLane(connection: read, grouped: false, name: "sqlite-reader")
+    }
+
+    deinit { close() }
+
+    /// Finishes queued work and stops the lanes' threads.
+    public func close() {
+        writer.close()
+        reader.close()
+    }
+
+    static func migrate(_ db: SQLiteConnection) throws {
+        try db.execute("""
+            CREATE TABLE IF NOT EXISTS payments (
+                psp_transaction_id TEXT PRIMARY KEY,
+                merchant_serial_number TEXT NOT NULL,
+                merchant_order_id TEXT NOT NULL,
+                amount INTEGER NOT NULL CHECK (amount >= 1),
+                currency TEXT NOT NULL,
+                token_hash BLOB NOT NULL,
+                payment_text TEXT NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('pending', 'processing', 'completed', 'cancelled')),
+                created_at INTEGER NOT NULL,
+                updated_at INTEGER NOT NULL,
+                completed_at INTEGER,
+                outcome_status TEXT,
+                outcome_error_id INTEGER,
+                outcome_error_text TEXT,
+                masked_pan TEXT,
+                acquirer_response_code TEXT,
+                authorization_code TEXT,
+                acquirer_reference TEXT,
+                authorizations_sent INTEGER NOT NULL DEFAULT 0,
+                attempt_id TEXT,
+                attempt_instance_id TEXT,
+                attempt_started_at INTEGER
+            ) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS attempts (
+                attempt_id TEXT PRIMARY KEY,
+                psp_transaction_id TEXT NOT NULL REFERENCES payments(psp_transaction_id),
+                instance_id TEXT NOT NULL,
+                masked_pan TEXT NOT NULL,
+                started_at INTEGER NOT NULL
+            ) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS reversals (
+                reversal_id TEXT PRIMARY KEY,
+                psp_transaction_id TEXT NOT NULL REFERENCES payments(psp_transaction_id),
+                attempt_id TEXT NOT NULL,
+                amount INTEGER NOT NULL,
+                currency TEXT NOT NULL,
+                merchant_serial_number TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('pending', 'acknowledged', 'failed')),
+                tries INTEGER NOT NULL DEFAULT 0,
+                next_try_at INTEGER NOT NULL,
+                created_at INTEGER NOT NULL,
+                updated_at INTEGER NOT NULL
+            ) WITHOUT ROWID;
+            CREATE INDEX IF NOT EXISTS reversals_due ON reversals(state, next_try_at);
+            CREATE INDEX IF NOT EXISTS reversals_payment ON reversals(psp_transaction_id);
+            """)
+    }
+
+    // MARK: PaymentStore
+
+    public func register(_ r: PaymentRegistration, now: Int64) async throws -> RegisterResult {
+        try await writer.perform { db in
+            let changed = try db.run("""
+                INSERT INTO payments (psp_transaction_id, merchant_serial_number, merchant_order_id, amount, currency,
+                    token_hash, payment_text, state, created_at, updated_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT DO NOTHING
+                """, [.text(r.pspTransactionId), .text(r.merchantSerialNumber), .text(r.merchantOrderId),
+                      .integer(Int64(r.amount)), .text(r.currency), .blob(r.tokenHash), .text(r.paymentText),
+                      .integer(now), .integer(now)])
+            return changed == 1 ? .created : .alreadyExists
+        }
+    }
+
+    public func payment(_ id: String) async throws -> PaymentRecord? {
+        try await reader.perform { db in try Self.read(db, id) }
+    }
+
+    private static let selectPayment = """
+        SELECT psp_transaction_id, merchant_serial_number, merchant_order_id, amount, currency, token_hash, payment_text,
+               state, created_at, updated_at, completed_at, outcome_status, outcome_error_id, outcome_error_text,
+               masked_pan, acquirer_response_code, authorization_code, acquirer_reference, authorizations_sent,
+               attempt_id, attempt_instance_id, attempt_started_at
+        FROM payments WHERE psp_transaction_id = ?
+        """
+
+    static func read(_ db: SQLiteConnection, _ id: String) throws -> PaymentRecord? {
+        var record: PaymentRecord?
+        try db.run(selectPayment, [.text(id)]) { row in
+            let registration = PaymentRegistration(
+                pspTransactionId: row.text(0), merchantSerialNumber: row.text(1), merchantOrderId: row.text(2),
+                amount: Int(row.int(3)), currency: row.text(4), tokenHash: row.blob(5), paymentText: row.text(6))
+            let masked = row.optionalText(14).flatMap(MaskedPAN.init(masked:))
+            var outcome: PaymentOutcome?
+            if let status = row.optionalText(11).flatMap(PaymentStatus.init(rawValue:)) {
+                let error = row.optionalInt(12).map { ErrorMessage(errorId: Int($0), errorText: row.optionalText(13) ?? "") }
+                outcome = PaymentOutcome(status: status, error: error, maskedPAN: masked,
+                                         acquirerResponseCode: row.optionalText(15), authorizationCode: row.optionalText(16),
+                                         acquirerReference: row.optionalText(17))
+            }
+            var attempt: AttemptRecord?
+            if let attemptId = row.optionalText(19), let masked {
+                attempt = AttemptRecord(attemptId: attemptId, instanceId: row.text(20), maskedPAN: masked, startedAt: row.int(21))
+            }
+            record = PaymentRecord(
+                registration: registration, state: PaymentState(rawValue: row.text(7)) ?? .pending, outcome: outcome,
+                attempt: attempt, authorizationsSent: Int(row.int(18)), createdAt: row.int(8), updatedAt: row.int(9),
+                completedAt: row.optionalInt(10))
+        }
+        return record
+    }
+
+    public func cancel(_ id: String, now: Int64) async throws -> CancelResult {
+        try await writer.perform { db in
+            let changed = try db.run("UPDATE payments SET state = 'cancelled', updated_at = ? WHERE psp_transaction_id = ? AND state = 'pending'",
+                                     [.integer(now), .text(id)])
+            if changed == 1 { return .cancelled }
+            guard let record = try Self.read(db, id) else { return .notFound }
+            return .notPending(record.state)
+        }
+    }
+
+    public func beginAttempt(_ id: String, attempt: AttemptRecord, now: Int64) async throws -> BeginAttemptResult {
+        try await writer.perform { db in
+            let changed = try db.run("""
+                UPDATE payments SET state = 'processing', updated_at = ?, masked_pan = ?, authorizations_sent = authorizations_sent + 1,
+                    attempt_id = ?, attempt_instance_id = ?, attempt_started_at = ?
+                WHERE psp_transaction_id = ? AND state = 'pending'
+                """, [.integer(now), .text(attempt.maskedPAN.value), .text(attempt.attemptId), .text(attempt.instanceId),
+                      .integer(attempt.startedAt), .text(id)])
+            guard changed == 1 else {
+                guard let record = try Self.read(db, id) else { return .notFound }
+                return .notPending(record)
+            }
+            try db.run("INSERT INTO attempts (attempt_id, psp_transaction_id, instance_id, masked_pan, started_at) VALUES (?, ?, ?, ?, ?)",
+                       [.text(attempt.attemptId), .text(id), .text(attempt.instanceId), .text(attempt.maskedPAN.value), .integer(attempt.startedAt)])
+            return .begun
+        }
+    }
+
+    public func recordOutcome(_ id: String, outcome: PaymentOutcome, reversal: ReversalRequest?, now: Int64) async throws -> PaymentOutcome? {
+        try await writer.perform { db in
+            let changed = try db.run("""
+                UPDATE payments SET state = 'completed', updated_at = ?, completed_at = ?, outcome_status = ?, outcome_error_id = ?,
+                    outcome_error_text = ?, masked_pan = COALESCE(?, masked_pan), acquirer_response_code = ?, authorization_code = ?,
+                    acquirer_reference = ?
+                WHERE psp_transaction_id = ? AND state IN ('pending', 'processing')
+                """, [.integer(now), .integer(now), .text(outcome.status.rawValue), .optional(outcome.error.map { Int64($0.errorId) }),
+                      .optional(outcome.error?.errorText), .optional(outcome.maskedPAN?.value), .optional(outcome.acquirerResponseCode),
+                      .optional(outcome.authorizationCode), .optional(outcome.acquirerReference), .text(id)])
+            guard changed == 1 else {
+                // Already completed (or cancelled): the earlier outcome stands, and no reversal is added.
+                return try Self.read(db, id)?.outcome
+            }
+            if let r = reversal {
+                try db.run("""
+                    INSERT INTO reversals (reversal_id, psp_transaction_id, attempt_id, amount, currency, merchant_serial_number,
+                        reason, state, tries, next_try_at, created_at, updated_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?) ON CONFLICT DO NOTHING
+                    """, [.text(r.reversalId), .text(r.pspTransactionId), .text(r.attemptId), .integer(Int64(r.amount)),
+                          .text(r.currency), .text(r.merchantSerialNumber),
+                          .text(outcome.acquirerResponseCode.map { "response code \($0)" } ?? "unknown outcome"),
+                          .integer(now), .integer(now), .integer(now)])
+            }
+            return outcome
+        }
+    }
+
+    private static let selectReversal = """
+        SELECT reversal_id, psp_transaction_id, attempt_id, amount, currency, merchant_serial_number, reason, state, tries,
+               next_try_at, created_at FROM reversals
+        """
+
+    static func reversal(_ row: SQLiteRow) -> ReversalRecord {
+        ReversalRecord(
+            request: ReversalRequest(reversalId: row.text(0), pspTransactionId: row.text(1), attemptId: row.text(2),
+                                     amount: Int(row.int(3)), currency: row.text(4), merchantSerialNumber: row.text(5),
+                                     sendCount: Int(row.int(8)) + 1),
+            reason: row.text(6), state: ReversalState(rawValue: row.text(7)) ?? .pending, tries: Int(row.int(8)),
+            nextTryAt: row.int(9), createdAt: row.int(10))
+    }
+
+    public func dueReversals(now: Int64, limit: Int) async throws -> [ReversalRecord] {
+        try await reader.perform { db in
+            var out: [ReversalRecord] = []
+            try db.run(Self.selectReversal + " WHERE state = 'pending' AND next_try_at <= ? ORDER BY next_try_at LIMIT ?",
+                       [.integer(now), .integer(Int64(limit))]) { out.append(Self.reversal($0)) }
+            return out
+        }
+    }
+
+    public func recordReversalTry(_ reversalId: String, state: ReversalState, nextTryAt: Int64, now: Int64) async throws {
+        try await writer.perform { db in
+            try db.run("UPDATE reversals SET state = ?, tries = tries + 1, next_try_at = ?, updated_at = ? WHERE reversal_id = ? AND state = 'pending'",
+                       [.text(state.rawValue), .integer(nextTryAt), .integer(now), .text(reversalId)])
+        }
+    }
+
+    public func reversals(for id: String) async throws -> [ReversalRecord] {
+        try await reader.perform { db in
+            var out: [ReversalRecord] = []
+            try db.run(Self.selectReversal + " WHERE psp_transaction_id = ? ORDER BY created_at", [.text(id)]) { out.append(Self.reversal($0)) }
+            return out
+        }
+    }
+}
