@@ -64,16 +64,19 @@ public final class MakePaymentPipeline: Sendable {
 
     /// The whole makePayment call: the front's checks, then the queue (or the in-process worker
     /// directly when `queue` is nil), and the answer. Never throws: every failure is an answer.
-    public func handle(body: MakePaymentRequest?, authorization: String?, queue: (any MakePaymentQueue)?) async -> MakePaymentResult {
-        let result = await front(body: body, authorization: authorization, queue: queue)
+    /// - Parameter idForInvalidBody: the pspTransactionId to name in a 71 answer when `body` is nil.
+    public func handle(body: MakePaymentRequest?, authorization: String?, queue: (any MakePaymentQueue)?,
+                       idForInvalidBody: String = "") async -> MakePaymentResult {
+        let result = await front(body: body, authorization: authorization, queue: queue, idForInvalidBody: idForInvalidBody)
         metrics.recordAnswer(result)
         return result
     }
 
-    private func front(body: MakePaymentRequest?, authorization: String?, queue: (any MakePaymentQueue)?) async -> MakePaymentResult {
+    private func front(body: MakePaymentRequest?, authorization: String?, queue: (any MakePaymentQueue)?,
+                       idForInvalidBody: String) async -> MakePaymentResult {
         // 1. Validate the body.
         guard let request = body, Self.validate(request) == nil else {
-            return Self.invalidRequest(body?.pspTransactionId ?? "")
+            return Self.invalidRequest(body?.pspTransactionId ?? idForInvalidBody)
         }
         let id = request.pspTransactionId
         // 2. Find the payment.
@@ -212,7 +215,7 @@ public final class MakePaymentPipeline: Sendable {
                                           acquirerResponseCode: answer.responseCode, authorizationCode: answer.authorizationCode,
                                           acquirerReference: answer.acquirerReference)
             if decision != .approved { recorded.authorizationCode = nil }
-            logger.info("authorization answered", metadata: [
+            logger.debug("authorization answered", metadata: [
                 "pspTransactionId": "\(id)", "attemptId": "\(request.attemptId)", "pan": "\(masked)",
                 "responseCode": "\(answer.responseCode)", "status": "\(recorded.status.rawValue)",
             ])

@@ -1,4 +1,7 @@
 import ArgumentParser
+import Foundation
+import Hummingbird
+import Logging
 import CardCrypto
 import MakePayment
 import PSPWorker
@@ -13,7 +16,7 @@ struct PSPWorkerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "psp-worker",
         abstract: "The card-processing tier of a PSP that offers Vipps: decrypts cardData and authorizes payments.",
-        subcommands: [Decrypt.self, Encrypt.self, Keygen.self]
+        subcommands: [Serve.self, Decrypt.self, Encrypt.self, Keygen.self]
     )
 }
 
@@ -112,5 +115,91 @@ struct Keygen: ParsableCommand {
             printError("error: \(error)")
             throw ExitCode(1)
         }
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Runs the makePayment worker: HTTP endpoint, queue, worker pool, acquirer adapter, durable store."
+    )
+    @Option(help: "Address to listen on.") var host = "127.0.0.1"
+    @Option(help: "Port to listen on (0: any free port).") var port = 8080
+    @Option(help: "Path of the makePaymentUrl given to Vipps.") var makePaymentPath = "/makePayment"
+    @Option(help: "PEM private key (PKCS#8, PKCS#1 or encrypted PKCS#8). Default: keys-example's TEST key.")
+    var privateKey: String?
+    @Option(help: "A retiring private key, tried after the active one. Repeatable.") var retiringKey: [String] = []
+    @Option(help: "File whose first line is the passphrase of encrypted keys (else PSP_KEY_PASSPHRASE).")
+    var passphraseFile: String?
+    @Option(help: "Where payments are recorded: sqlite:PATH.") var store = "sqlite:data/psp-worker.sqlite"
+    @Option(help: "Acquirer adapter: simulator.") var acquirer = "simulator"
+    @Option(help: "Latency the simulator adds to every answer, in milliseconds.") var simulatorLatencyMs = 0
+    @Option(help: "Worker tasks taking makePayment jobs off the queue. Default: the number of cores.")
+    var workers = PSPWorkerConfiguration.processorCount
+    @Option(help: "makePayment jobs that may wait for a worker; more are answered 503.") var queueCapacity = 1024
+    @Option(help: "Seconds the acquirer has to answer before the outcome counts as unknown (85, reversed).")
+    var acquirerTimeout: Double = 10
+    @Option(help: "File holding the admin bearer token for /payments (else PSP_ADMIN_TOKEN).") var adminTokenFile: String?
+    @Option(help: "JSON file of response-code overrides, e.g. {\"05\": 82, \"visa:59\": 83}.") var responseCodes: String?
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
+
+    func validate() throws {
+        guard acquirerTimeout > 0 && acquirerTimeout < 15 else {
+            throw ValidationError("--acquirer-timeout must be above 0 and below Vipps's 15 seconds")
+        }
+        guard workers >= 1, queueCapacity >= 1 else { throw ValidationError("--workers and --queue-capacity must be at least 1") }
+        guard store.hasPrefix("sqlite:"), store.count > 7 else { throw ValidationError("--store must be sqlite:PATH") }
+        guard acquirer == "simulator" else { throw ValidationError("--acquirer must be simulator") }
+    }
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardOutput(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "psp-worker")
+        var keyPath = privateKey
+        if keyPath == nil {
+            keyPath = "keys-example/psp-private-key.pem"
+            logger.critical("NO --private-key GIVEN: USING THE PUBLIC TEST KEY keys-example/psp-private-key.pem. NEVER USE IT FOR REAL CARD DATA.")
+        }
+        var configuration = PSPWorkerConfiguration(keys: KeyRingSource(privateKeyPath: keyPath!, retiringKeyPaths: retiringKey,
+                                                                       passphraseFile: passphraseFile))
+        configuration.host = host
+        configuration.port = port
+        configuration.makePaymentPath = makePaymentPath.hasPrefix("/") ? makePaymentPath : "/" + makePaymentPath
+        configuration.store = .sqlite(path: String(store.dropFirst("sqlite:".count)))
+        configuration.acquirer = .simulator(latency: .milliseconds(simulatorLatencyMs))
+        configuration.workers = workers
+        configuration.queueCapacity = queueCapacity
+        configuration.acquirerTimeout = .milliseconds(Int64(acquirerTimeout * 1000))
+        configuration.responseCodeOverridesPath = responseCodes
+        do {
+            configuration.adminToken = try adminToken()
+        } catch {
+            printError("error: \(error)")
+            throw ExitCode(2)
+        }
+        let app: any ApplicationProtocol
+        do {
+            app = try buildApplication(configuration: configuration, logger: logger)
+        } catch {
+            printError("error: \(error)")
+            throw ExitCode(2)
+        }
+        try await app.runService()
+    }
+
+    private func adminToken() throws -> String? {
+        if let adminTokenFile {
+            let secret = try KeyFiles.readSecret(path: adminTokenFile)
+            let token = secret.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !token.isEmpty else { throw ValidationError("\(adminTokenFile) is empty") }
+            return token
+        }
+        if let token = ProcessInfo.processInfo.environment["PSP_ADMIN_TOKEN"], !token.isEmpty { return token }
+        return nil
     }
 }

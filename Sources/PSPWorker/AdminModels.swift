@@ -1,0 +1,120 @@
+import Acquiring
+import Foundation
+import MakePayment
+import Processing
+
+/// `POST /payments`: the fields of Vipps's initiate request that the worker needs, checked one by
+/// one so each problem gets the API's own code where one fits.
+struct RegisterPaymentRequest {
+    var pspTransactionId: String
+    var merchantSerialNumber: String
+    var merchantOrderId: String
+    var amount: Int
+    var currency: String
+    var makePaymentToken: String
+    var paymentText: String
+
+    struct Problems: Error { var entries: [(field: String?, code: String, message: String)] }
+
+    static func parse(_ data: Data) -> Result<RegisterPaymentRequest, Problems> {
+        guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            return .failure(Problems(entries: [(nil, "51", "Invalid request")]))
+        }
+        var problems: [(String?, String, String)] = []
+        func string(_ field: String, max: Int, optional: Bool = false) -> String {
+            // Vipps sends merchantSerialNumber as a number in some integrations: accept digits either way.
+            if let number = object[field] as? Int, field == "merchantSerialNumber" { return String(number) }
+            guard let value = object[field] as? String, optional || !value.isEmpty, value.utf8.count <= max else {
+                if !(optional && object[field] == nil) { problems.append((field, "51", "Invalid request")) }
+                return ""
+            }
+            return value
+        }
+        let id = string("pspTransactionId", max: 128)
+        let msn = string("merchantSerialNumber", max: 64)
+        let orderId = string("merchantOrderId", max: 128)
+        let token = string("makePaymentToken", max: 1024)
+        let text = string("paymentText", max: 1024, optional: true)
+        var amount = 0
+        if let n = object["amount"] as? NSNumber, !(object["amount"] is Bool), n.doubleValue == n.doubleValue.rounded(),
+           n.doubleValue < 1e15 {
+            amount = n.intValue
+            if amount < 1 { problems.append(("amount", "amount.less.than.one", "Amount must be at least 1 øre")) }
+        } else {
+            problems.append(("amount", "51", "Invalid request"))
+        }
+        let currency = object["currency"] as? String ?? ""
+        if currency != "NOK" { problems.append(("currency", "transaction.currency.invalid", "Currency must be NOK")) }
+        guard problems.isEmpty else { return .failure(Problems(entries: problems)) }
+        return .success(RegisterPaymentRequest(pspTransactionId: id, merchantSerialNumber: msn, merchantOrderId: orderId,
+                                               amount: amount, currency: currency, makePaymentToken: token, paymentText: text))
+    }
+}
+
+/// `GET /payments/{id}`: what an operator may see. Never the clear PAN or the token.
+struct PaymentView: Encodable {
+    struct Reversal: Encodable {
+        var reversalId: String
+        var attemptId: String
+        var state: String
+        var tries: Int
+        var reason: String
+        var createdAt: String
+    }
+    var pspTransactionId: String
+    var merchantSerialNumber: String
+    var merchantOrderId: String
+    var amount: Int
+    var currency: String
+    var paymentText: String
+    var state: String
+    var status: String?
+    var errorId: Int?
+    var errorText: String?
+    var maskedPan: String?
+    var acquirerResponseCode: String?
+    var authorizationCode: String?
+    var acquirerReference: String?
+    var attemptId: String?
+    var authorizationsSent: Int
+    /// What the acquirer itself counted, when the adapter counts (the simulator does).
+    var acquirerAuthorizations: Int?
+    var acquirerReversals: Int?
+    var reversals: [Reversal]
+    var createdAt: String
+    var updatedAt: String
+    var completedAt: String?
+
+    init(_ r: PaymentRecord, reversals: [ReversalRecord], counts: (any AuthorizationCounting)?) {
+        let id = r.registration.pspTransactionId
+        pspTransactionId = id
+        merchantSerialNumber = r.registration.merchantSerialNumber
+        merchantOrderId = r.registration.merchantOrderId
+        amount = r.registration.amount
+        currency = r.registration.currency
+        paymentText = r.registration.paymentText
+        state = r.state.rawValue
+        status = r.outcome?.status.rawValue
+        errorId = r.outcome?.error?.errorId
+        errorText = r.outcome?.error?.errorText
+        maskedPan = (r.outcome?.maskedPAN ?? r.attempt?.maskedPAN)?.value
+        acquirerResponseCode = r.outcome?.acquirerResponseCode
+        authorizationCode = r.outcome?.authorizationCode
+        acquirerReference = r.outcome?.acquirerReference
+        attemptId = r.attempt?.attemptId
+        authorizationsSent = r.authorizationsSent
+        acquirerAuthorizations = counts?.authorizationCount(pspTransactionId: id)
+        acquirerReversals = counts?.reversalCount(pspTransactionId: id)
+        self.reversals = reversals.map {
+            Reversal(reversalId: $0.request.reversalId, attemptId: $0.request.attemptId, state: $0.state.rawValue,
+                     tries: $0.tries, reason: $0.reason, createdAt: Self.iso8601($0.createdAt))
+        }
+        createdAt = Self.iso8601(r.createdAt)
+        updatedAt = Self.iso8601(r.updatedAt)
+        completedAt = r.completedAt.map(Self.iso8601)
+    }
+
+    static func iso8601(_ milliseconds: Int64) -> String {
+        Date(timeIntervalSince1970: Double(milliseconds) / 1000).ISO8601Format(.iso8601.time(includingFractionalSeconds: true).year().month().day().dateSeparator(.dash).timeSeparator(.colon).timeZone(separator: .omitted))
+    }
+}

@@ -1,0 +1,127 @@
+import Acquiring
+import CardCrypto
+import Foundation
+import Hummingbird
+import Logging
+import MakePayment
+import Metrics
+import Prometheus
+import Processing
+import SQLitePaymentStore
+import ServiceLifecycle
+import Synchronization
+
+/// The parts the worker is built from. `serve` makes them from the configuration; tests may hand in
+/// their own (a store in a temporary folder, a scripted acquirer).
+public struct PSPWorkerComponents: Sendable {
+    public var keyRing: KeyRing
+    public var store: any PaymentStore
+    public var acquirer: any AcquirerAdapter
+    public var codes: ResponseCodeTable
+    /// Closed when the application stops (after the workers have drained).
+    public var closeStore: @Sendable () -> Void
+
+    public init(keyRing: KeyRing, store: any PaymentStore, acquirer: any AcquirerAdapter,
+                codes: ResponseCodeTable = ResponseCodeTable(), closeStore: @escaping @Sendable () -> Void = {}) {
+        self.keyRing = keyRing
+        self.store = store
+        self.acquirer = acquirer
+        self.codes = codes
+        self.closeStore = closeStore
+    }
+
+    /// Builds the components the configuration names. Logs key warnings.
+    public static func make(_ configuration: PSPWorkerConfiguration, logger: Logger) throws -> PSPWorkerComponents {
+        let (ring, warnings) = try configuration.keys.load(concurrency: max(configuration.workers, 1))
+        warnings.forEach { logger.warning("\($0)") }
+        logger.info("keys loaded", metadata: [
+            "active": "\(ring.active.source) sha256:\(ring.active.fingerprint)",
+            "retiring": "\(ring.retiring.map { "\($0.source) sha256:\($0.fingerprint)" })",
+        ])
+        let store: SQLitePaymentStore
+        switch configuration.store {
+        case .sqlite(let path):
+            let directory = (path as NSString).deletingLastPathComponent
+            if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+            store = try SQLitePaymentStore(path: path)
+        }
+        let acquirer: any AcquirerAdapter
+        switch configuration.acquirer {
+        case .simulator(let latency): acquirer = SimulatorAcquirer(latency: latency)
+        }
+        var codes = ResponseCodeTable()
+        if let path = configuration.responseCodeOverridesPath {
+            codes = try ResponseCodeTable(overridesJSON: Data(contentsOf: URL(fileURLWithPath: path)))
+        }
+        return PSPWorkerComponents(keyRing: ring, store: store, acquirer: acquirer, codes: codes, closeStore: { store.close() })
+    }
+}
+
+/// Builds the worker: router, pipeline, queue, worker pool and reversal services. `main` only
+/// parses arguments and runs what this returns; tests drive the same router.
+public func buildApplication(
+    configuration: PSPWorkerConfiguration, components: PSPWorkerComponents? = nil,
+    logger: Logger = Logger(label: "psp-worker")
+) throws -> some ApplicationProtocol {
+    let components = try components ?? PSPWorkerComponents.make(configuration, logger: logger)
+    let registry = PrometheusCollectorRegistry()
+    let factory = PrometheusMetricsFactory(registry: registry)
+    let metrics = PipelineMetrics(factory: factory)
+    let reversals = ReversalService(store: components.store, acquirer: components.acquirer, metrics: metrics,
+                                    logger: Logger(label: "psp-worker.reversals"))
+    let pipeline = MakePaymentPipeline(
+        configuration: .init(acquirerTimeout: configuration.acquirerTimeout, instanceId: Secrets.hexString(Secrets.randomBytes(8))),
+        keyRing: components.keyRing, store: components.store, acquirer: components.acquirer, codes: components.codes,
+        metrics: metrics, reversals: reversals, logger: Logger(label: "psp-worker.pipeline"))
+    let queue = InProcessMakePaymentQueue(capacity: configuration.queueCapacity)
+    if configuration.adminToken == nil {
+        logger.warning("no admin token (--admin-token-file or PSP_ADMIN_TOKEN): the /payments endpoints answer 401")
+    }
+    let routes = Routes(configuration: configuration, pipeline: pipeline, queue: queue, store: components.store,
+                        acquirer: components.acquirer, registry: registry, factory: factory,
+                        adminTokenHash: configuration.adminToken.map { Secrets.sha256($0) })
+    let router = Router(context: BasicRequestContext.self)
+    routes.add(to: router)
+
+    let workers = WorkerPoolService(queue: queue, workers: configuration.workers, pipeline: pipeline)
+    return Application(
+        router: router,
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "psp-worker"),
+        // Shut down in reverse: the HTTP server first (finishing requests in flight), then the
+        // workers (draining the queue), then reversals, then the store.
+        services: [StoreCloser(close: components.closeStore), ReversalLoopService(reversals: reversals), workers],
+        logger: logger)
+}
+
+/// The worker pool as a Service: on graceful shutdown it closes the queue and lets workers drain it.
+struct WorkerPoolService: Service {
+    let queue: InProcessMakePaymentQueue
+    let workers: Int
+    let pipeline: MakePaymentPipeline
+
+    func run() async throws {
+        let pipeline = self.pipeline
+        await withGracefulShutdownHandler {
+            await queue.runWorkers(workers) { job in await pipeline.work(job) }
+        } onGracefulShutdown: {
+            queue.close()
+        }
+    }
+}
+
+/// Store and forward of reversals, until shutdown; what is left is sent after the next start.
+struct ReversalLoopService: Service {
+    let reversals: ReversalService
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await reversals.run() }
+    }
+}
+
+/// Closes the store once everything that writes to it has stopped.
+struct StoreCloser: Service {
+    let close: @Sendable () -> Void
+    func run() async throws {
+        try? await gracefulShutdown()
+        close()
+    }
+}

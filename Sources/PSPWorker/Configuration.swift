@@ -1,0 +1,46 @@
+import Acquiring
+
+/// Everything `psp-worker serve` is configured with: filled from flags and the environment by the
+/// command line, or directly by tests.
+public struct PSPWorkerConfiguration: Sendable {
+    public enum StoreLocation: Sendable, Equatable {
+        case sqlite(path: String)
+    }
+    public enum AcquirerChoice: Sendable, Equatable {
+        case simulator(latency: Duration)
+    }
+
+    public var host = "127.0.0.1"
+    /// 0 lets the system choose (tests read the port back).
+    public var port = 8080
+    /// The makePaymentUrl path given to Vipps.
+    public var makePaymentPath = "/makePayment"
+    public var keys: KeyRingSource
+    public var store: StoreLocation = .sqlite(path: "data/psp-worker.sqlite")
+    public var acquirer: AcquirerChoice = .simulator(latency: .zero)
+    public var workers = PSPWorkerConfiguration.processorCount
+    public var queueCapacity = 1024
+    public var acquirerTimeout: Duration = .seconds(10)
+    /// The admin endpoints' bearer token; nil disables them (every call is 401).
+    public var adminToken: String?
+    /// A JSON file of response-code overrides (see ResponseCodeTable).
+    public var responseCodeOverridesPath: String?
+    /// Largest request body, in bytes; larger is 413.
+    public var maxBodyBytes = 64 * 1024
+
+    public init(keys: KeyRingSource) {
+        self.keys = keys
+    }
+
+    public static var processorCount: Int {
+        #if canImport(Glibc)
+        return max(Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), 1)
+        #else
+        return 2
+        #endif
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

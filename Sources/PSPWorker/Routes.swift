@@ -1,0 +1,154 @@
+import Acquiring
+import CardCrypto
+import Foundation
+import Hummingbird
+import MakePayment
+import Metrics
+import Prometheus
+import Processing
+import Synchronization
+
+/// The HTTP endpoints: makePayment for Vipps, /payments for the PSP (admin token), health, metrics.
+struct Routes: Sendable {
+    let configuration: PSPWorkerConfiguration
+    let pipeline: MakePaymentPipeline
+    let queue: InProcessMakePaymentQueue
+    let store: any PaymentStore
+    let acquirer: any AcquirerAdapter
+    let registry: PrometheusCollectorRegistry
+    let factory: PrometheusMetricsFactory
+    let adminTokenHash: [UInt8]?
+    private let decoder = JSONDecoder()
+
+    init(configuration: PSPWorkerConfiguration, pipeline: MakePaymentPipeline, queue: InProcessMakePaymentQueue,
+         store: any PaymentStore, acquirer: any AcquirerAdapter, registry: PrometheusCollectorRegistry,
+         factory: PrometheusMetricsFactory, adminTokenHash: [UInt8]?) {
+        self.configuration = configuration
+        self.pipeline = pipeline
+        self.queue = queue
+        self.store = store
+        self.acquirer = acquirer
+        self.registry = registry
+        self.factory = factory
+        self.adminTokenHash = adminTokenHash
+    }
+
+    func add(to router: Router<BasicRequestContext>) {
+        let inFlight = Gauge(label: "psp_makepayment_in_flight", factory: factory)
+        let depth = Gauge(label: "psp_queue_depth", factory: factory)
+        let counter = InFlightCounter()
+        router.post(RouterPath(configuration.makePaymentPath)) { request, _ -> Response in
+            inFlight.record(counter.enter())
+            defer { inFlight.record(counter.leave()) }
+            return await makePayment(request)
+        }
+        router.post("/payments") { request, _ in await adminOnly(request) { await register(request) } }
+        router.post("/payments/:id/cancel") { request, context in
+            await adminOnly(request) { await cancel(context.parameters.get("id") ?? "") }
+        }
+        router.get("/payments/:id") { request, context in
+            await adminOnly(request) { await show(context.parameters.get("id") ?? "") }
+        }
+        router.get("/health") { _, _ in Responses.json(.ok, #"{"status":"UP"}"#) }
+        router.get("/metrics") { _, _ in
+            depth.record(queue.depth)
+            var buffer: [UInt8] = []
+            registry.emit(into: &buffer)
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                            body: .init(byteBuffer: ByteBuffer(bytes: buffer)))
+        }
+    }
+
+    // MARK: makePayment
+
+    private struct IdOnly: Decodable { var pspTransactionId: String? }
+
+    func makePayment(_ request: Request) async -> Response {
+        var request = request
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.collectBody(upTo: configuration.maxBodyBytes)
+        } catch {
+            return Responses.makePayment(MakePaymentResult(httpStatus: 413, response: .fail("", .invalidRequest)))
+        }
+        let body = try? decoder.decode(MakePaymentRequest.self, from: buffer)
+        // For a body that is not a valid request, still name the payment in the answer if we can.
+        let fallbackId = body == nil ? ((try? decoder.decode(IdOnly.self, from: buffer))?.pspTransactionId ?? "") : ""
+        let result = await pipeline.handle(body: body, authorization: request.headers[.authorization], queue: queue,
+                                           idForInvalidBody: fallbackId)
+        return Responses.makePayment(result)
+    }
+
+    // MARK: admin
+
+    private func adminOnly(_ request: Request, _ body: () async -> Response) async -> Response {
+        guard let adminTokenHash, let header = request.headers[.authorization], header.hasPrefix("Bearer "),
+              Secrets.constantTimeEqual(Secrets.sha256(String(header.dropFirst(7))), adminTokenHash)
+        else {
+            return Responses.errors(.unauthorized, [(nil, "401", "Unauthorized: an admin bearer token is required")])
+        }
+        return await body()
+    }
+
+    func register(_ request: Request) async -> Response {
+        var request = request
+        guard let buffer = try? await request.collectBody(upTo: configuration.maxBodyBytes) else {
+            return Responses.errors(.contentTooLarge, [(nil, "51", "Invalid request")])
+        }
+        let parsed: RegisterPaymentRequest
+        switch RegisterPaymentRequest.parse(Data(buffer: buffer)) {
+        case .success(let p): parsed = p
+        case .failure(let problems): return Responses.errors(.badRequest, problems.entries)
+        }
+        let registration = PaymentRegistration(
+            pspTransactionId: parsed.pspTransactionId, merchantSerialNumber: parsed.merchantSerialNumber,
+            merchantOrderId: parsed.merchantOrderId, amount: parsed.amount, currency: parsed.currency,
+            tokenHash: Secrets.sha256(parsed.makePaymentToken), paymentText: parsed.paymentText)
+        do {
+            switch try await store.register(registration, now: wallClockMilliseconds()) {
+            case .created:
+                return Responses.json(.created, #"{"pspTransactionId":\#(JSONText.quoted(parsed.pspTransactionId)),"state":"pending"}"#)
+            case .alreadyExists:
+                return Responses.errors(.conflict, [("pspTransactionId", "99", "PSP Transaction id already exists")])
+            }
+        } catch {
+            return Responses.errors(.internalServerError, [(nil, "91", "Internal error")])
+        }
+    }
+
+    func cancel(_ id: String) async -> Response {
+        do {
+            switch try await store.cancel(id, now: wallClockMilliseconds()) {
+            case .cancelled: return Responses.json(.ok, #"{"pspTransactionId":\#(JSONText.quoted(id)),"state":"cancelled"}"#)
+            case .notFound: return Responses.errors(.notFound, [("pspTransactionId", "404", "No such payment")])
+            case .notPending(let state):
+                return Responses.errors(.conflict, [("pspTransactionId", "409", "The payment is \(state.rawValue) and can no longer be cancelled")])
+            }
+        } catch {
+            return Responses.errors(.internalServerError, [(nil, "91", "Internal error")])
+        }
+    }
+
+    func show(_ id: String) async -> Response {
+        do {
+            guard let record = try await store.payment(id) else {
+                return Responses.errors(.notFound, [("pspTransactionId", "404", "No such payment")])
+            }
+            let reversals = try await store.reversals(for: id)
+            let view = PaymentView(record, reversals: reversals, counts: acquirer as? any AuthorizationCounting)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            return Responses.json(.ok, String(decoding: try encoder.encode(view), as: UTF8.self))
+        } catch {
+            return Responses.errors(.internalServerError, [(nil, "91", "Internal error")])
+        }
+    }
+}
+
+/// Counts makePayment calls being answered, for the in-flight gauge.
+final class InFlightCounter: Sendable {
+    private let value = Atomic<Int>(0)
+    func enter() -> Int { value.add(1, ordering: .relaxed).newValue }
+    func leave() -> Int { value.subtract(1, ordering: .relaxed).newValue }
+}
+
