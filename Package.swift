@@ -75,7 +75,7 @@ let package = Package(
         .testTarget(name: "CardCryptoTests", dependencies: ["CardCrypto"], resources: [.copy("Fixtures")]),
         .testTarget(name: "MakePaymentTests", dependencies: ["MakePayment", "CardCrypto"]),
         .testTarget(name: "AcquiringTests", dependencies: ["Acquiring", "AcquirerConformance", "MakePayment"]),
-        .testTarget(name: "ProcessingTests", dependencies: ["Processing", "Acquiring", "MakePayment", "CardCrypto"]),
+        .testTarget(name: "ProcessingTests", dependencies: ["Processing", "Acquiring", "MakePayment", "CardCrypto", "SQLitePaymentStore", "PaymentStoreConformance"], resources: [.copy("Fixtures")]),
         .testTarget(name: "SQLitePaymentStoreTests", dependencies: ["SQLitePaymentStore", "PaymentStoreConformance", "Processing"]),
         .testTarget(name: "PSPWorkerTests", dependencies: [
             "PSPWorker",

@@ -1,0 +1,194 @@
+import Acquiring
+import MakePayment
+import Processing
+
+/// One conformance suite that every `PaymentStore` must pass (as fluent-kit's FluentBenchmark is
+/// for drivers). A store's tests run each check against fresh stores; a PSP can run it against a
+/// store of its own.
+///
+///     @Test(arguments: PaymentStoreConformance.checks)
+///     func conforms(_ check: PaymentStoreConformance.Check) async throws {
+///         try await check.run(PaymentStoreConformance(makeStore: { try MyStore(…) }))
+///     }
+public struct PaymentStoreConformance: Sendable {
+    /// Makes a new, empty store.
+    public let makeStore: @Sendable () async throws -> any PaymentStore
+    /// Opens the store most recently made by `makeStore` again (as after a restart); nil if the
+    /// store cannot be reopened (in memory).
+    public let reopenStore: (@Sendable () async throws -> any PaymentStore)?
+
+    public init(makeStore: @escaping @Sendable () async throws -> any PaymentStore,
+                reopenStore: (@Sendable () async throws -> any PaymentStore)? = nil) {
+        self.makeStore = makeStore
+        self.reopenStore = reopenStore
+    }
+
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    public struct Check: Sendable, CustomStringConvertible {
+        public let name: String
+        let body: @Sendable (PaymentStoreConformance) async throws -> Void
+        public func run(_ suite: PaymentStoreConformance) async throws { try await body(suite) }
+        public var description: String { name }
+    }
+
+    public static let checks: [Check] = [
+        Check(name: "registered payment reads back pending", body: { try await $0.registeredPaymentReadsBack() }),
+        Check(name: "second registration of an id is refused", body: { try await $0.duplicateRegistrationIsRefused() }),
+        Check(name: "only one of many concurrent attempts begins", body: { try await $0.onlyOneAttemptBegins() }),
+        Check(name: "outcome completes the payment and stands", body: { try await $0.outcomeCompletesAndStands() }),
+        Check(name: "outcome without attempt completes a pending payment", body: { try await $0.outcomeWithoutAttempt() }),
+        Check(name: "only a pending payment can be cancelled", body: { try await $0.onlyPendingCancels() }),
+        Check(name: "a cancelled payment takes no attempt and no outcome", body: { try await $0.cancelledTakesNothing() }),
+        Check(name: "reversal is stored with its outcome and retried until acknowledged", body: { try await $0.reversalLifecycle() }),
+        Check(name: "outcomes and orphaned attempts survive a reopen", body: { try await $0.survivesReopen() }),
+    ]
+
+    // MARK: helpers
+
+    static func expect(_ condition: Bool, _ message: @autoclosure () -> String) throws {
+        if !condition { throw Failure(description: message()) }
+    }
+
+    public static func registration(_ id: String, amount: Int = 1000) -> PaymentRegistration {
+        PaymentRegistration(pspTransactionId: id, merchantSerialNumber: "123456", merchantOrderId: "order-" + id,
+                            amount: amount, currency: "NOK", tokenHash: Array(repeating: 7, count: 32), paymentText: "Test payment")
+    }
+
+    static func attempt(_ id: String, instance: String = "instance-a") -> AttemptRecord {
+        AttemptRecord(attemptId: "att-" + id + "-" + instance, instanceId: instance,
+                      maskedPAN: MaskedPAN(masked: "400000******0002")!, startedAt: 1_000)
+    }
+
+    static let approved = PaymentOutcome(status: .ok, error: nil, maskedPAN: MaskedPAN(masked: "400000******0002"),
+                                         acquirerResponseCode: "00", authorizationCode: "123456", acquirerReference: "REF1")
+
+    // MARK: checks
+
+    func registeredPaymentReadsBack() async throws {
+        let store = try await makeStore()
+        let r = Self.registration("p-read", amount: 4250)
+        try Self.expect(try await store.register(r, now: 10) == .created, "register must create")
+        let record = try await store.payment("p-read")
+        try Self.expect(record?.registration == r, "the registration must read back unchanged, got \(String(describing: record?.registration))")
+        try Self.expect(record?.state == .pending && record?.outcome == nil && record?.authorizationsSent == 0, "a new payment is pending")
+        try Self.expect(record?.createdAt == 10, "createdAt must be kept")
+        try Self.expect(try await store.payment("p-missing") == nil, "an unknown id reads as nil")
+    }
+
+    func duplicateRegistrationIsRefused() async throws {
+        let store = try await makeStore()
+        _ = try await store.register(Self.registration("p-dup"), now: 1)
+        let second = try await store.register(Self.registration("p-dup", amount: 5), now: 2)
+        try Self.expect(second == .alreadyExists, "a second registration must be refused")
+        try Self.expect(try await store.payment("p-dup")?.registration.amount == 1000, "the first registration stands")
+    }
+
+    func onlyOneAttemptBegins() async throws {
+        let store = try await makeStore()
+        _ = try await store.register(Self.registration("p-race"), now: 1)
+        let begun = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for i in 0..<20 {
+                group.addTask {
+                    if case .begun = try await store.beginAttempt("p-race", attempt: Self.attempt("p-race", instance: "i\(i)"), now: 2) { return true }
+                    return false
+                }
+            }
+            return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        try Self.expect(begun == 1, "exactly one attempt may begin, \(begun) did")
+        let record = try await store.payment("p-race")
+        try Self.expect(record?.state == .processing && record?.authorizationsSent == 1, "the payment is processing with one authorization")
+        try Self.expect(record?.attempt?.maskedPAN.value == "400000******0002", "the attempt's masked PAN is kept")
+    }
+
+    func outcomeCompletesAndStands() async throws {
+        let store = try await makeStore()
+        _ = try await store.register(Self.registration("p-out"), now: 1)
+        _ = try await store.beginAttempt("p-out", attempt: Self.attempt("p-out"), now: 2)
+        let first = try await store.recordOutcome("p-out", outcome: Self.approved, reversal: nil, now: 3)
+        try Self.expect(first == Self.approved, "the recorded outcome is returned")
+        let refused = PaymentOutcome(status: .fail, error: APIError.refusedByIssuer.message)
+        let second = try await store.recordOutcome("p-out", outcome: refused, reversal: nil, now: 4)
+        try Self.expect(second == Self.approved, "a second outcome must not replace the first")
+        let record = try await store.payment("p-out")
+        try Self.expect(record?.state == .completed && record?.outcome == Self.approved && record?.completedAt == 3,
+                        "the payment is completed with its first outcome, got \(String(describing: record))")
+    }
+
+    func outcomeWithoutAttempt() async throws {
+        let store = try await makeStore()
+        _ = try await store.register(Self.registration("p-92"), now: 1)
+        let outcome = PaymentOutcome(status: .fail, error: APIError.unableToDecrypt.message)
+        _ = try await store.recordOutcome("p-92", outcome: outcome, reversal: nil, now: 2)
+        let record = try await store.payment("p-92")
+        try Self.expect(record?.outcome == outcome && record?.authorizationsSent == 0, "a refusal before authorization completes without an attempt")
+        if case .begun = try await store.beginAttempt("p-92", attempt: Self.attempt("p-92"), now: 3) {
+            throw Failure(description: "a completed payment must not begin an attempt")
+        }
+    }
+
+    func onlyPendingCancels() async throws {
+        let store = try await makeStore()
+        _ = try await store.register(Self.registration("p-c1"), now: 1)
+        try Self.expect(try await store.cancel("p-c1", now: 2) == .cancelled, "a pending payment cancels")
+        try Self.expect(try await store.cancel("p-c1", now: 3) == .notPending(.cancelled), "cancelling twice says it is cancelled")
+        try Self.expect(try await store.cancel("p-none", now: 3) == .notFound, "an unknown payment is not found")
+        _ = try await store.register(Self.registration("p-c2"), now: 1)
+        _ = try await store.beginAttempt("p-c2", attempt: Self.attempt("p-c2"), now: 2)
+        try Self.expect(try await store.cancel("p-c2", now: 3) == .notPending(.processing), "a processing payment cannot be cancelled")
+    }
+
+    func cancelledTakesNothing() async throws {
+        let store = try await makeStore()
+        _ = try await store.register(Self.registration("p-cx"), now: 1)
+        _ = try await store.cancel("p-cx", now: 2)
+        guard case .notPending(let record) = try await store.beginAttempt("p-cx", attempt: Self.attempt("p-cx"), now: 3) else {
+            throw Failure(description: "a cancelled payment must not begin an attempt")
+        }
+        try Self.expect(record.state == .cancelled, "beginAttempt reports the cancelled state")
+        let standing = try await store.recordOutcome("p-cx", outcome: Self.approved, reversal: nil, now: 4)
+        try Self.expect(standing == nil, "a cancelled payment takes no outcome")
+        try Self.expect(try await store.payment("p-cx")?.state == .cancelled, "it stays cancelled")
+    }
+
+    func reversalLifecycle() async throws {
+        let store = try await makeStore()
+        _ = try await store.register(Self.registration("p-rev"), now: 1)
+        _ = try await store.beginAttempt("p-rev", attempt: Self.attempt("p-rev"), now: 2)
+        let reversal = ReversalRequest(reversalId: "rev-1", pspTransactionId: "p-rev", attemptId: "att-p-rev-instance-a",
+                                       amount: 1000, currency: "NOK", merchantSerialNumber: "123456")
+        let timedOut = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message)
+        _ = try await store.recordOutcome("p-rev", outcome: timedOut, reversal: reversal, now: 100)
+        var due = try await store.dueReversals(now: 100, limit: 10)
+        try Self.expect(due.map(\.request) == [reversal], "the reversal is due at once, got \(due)")
+        try await store.recordReversalTry("rev-1", state: .pending, nextTryAt: 5_000, now: 101)
+        due = try await store.dueReversals(now: 200, limit: 10)
+        try Self.expect(due.isEmpty, "a reversal waiting for its next try is not due")
+        due = try await store.dueReversals(now: 5_000, limit: 10)
+        try Self.expect(due.count == 1 && due[0].tries == 1 && due[0].request.sendCount == 2, "its next try is a repeat")
+        try await store.recordReversalTry("rev-1", state: .acknowledged, nextTryAt: 0, now: 5_001)
+        try Self.expect(try await store.dueReversals(now: 10_000, limit: 10).isEmpty, "an acknowledged reversal is never due again")
+        let all = try await store.reversals(for: "p-rev")
+        try Self.expect(all.count == 1 && all[0].state == .acknowledged && all[0].tries == 2, "the reversal is acknowledged after two tries")
+    }
+
+    func survivesReopen() async throws {
+        guard let reopenStore else { return }
+        do {
+            let store = try await makeStore()
+            _ = try await store.register(Self.registration("p-done"), now: 1)
+            _ = try await store.beginAttempt("p-done", attempt: Self.attempt("p-done"), now: 2)
+            _ = try await store.recordOutcome("p-done", outcome: Self.approved, reversal: nil, now: 3)
+            _ = try await store.register(Self.registration("p-orphan"), now: 1)
+            _ = try await store.beginAttempt("p-orphan", attempt: Self.attempt("p-orphan", instance: "dead"), now: 2)
+        }
+        let store = try await reopenStore()
+        try Self.expect(try await store.payment("p-done")?.outcome == Self.approved, "a recorded outcome survives")
+        let orphan = try await store.payment("p-orphan")
+        try Self.expect(orphan?.state == .processing && orphan?.attempt?.instanceId == "dead",
+                        "an attempt in flight survives, naming the instance that sent it")
+    }
+}

@@ -1,0 +1,63 @@
+import Acquiring
+import CardCrypto
+import Foundation
+import MakePayment
+import PaymentStoreConformance
+import Processing
+import SQLitePaymentStore
+
+/// A pipeline over a real SQLite store in a temporary file, the simulator acquirer and the test key.
+final class PipelineHarness: Sendable {
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("pipeline-\(UUID().uuidString).sqlite").path
+    let store: SQLitePaymentStore
+    let acquirer: SimulatorAcquirer
+    let pipeline: MakePaymentPipeline
+    let encryptor: CardDataEncryptor
+    let reversals: ReversalService
+
+    static let keyRing: KeyRing = {
+        let pem = try! Data(contentsOf: Bundle.module.url(forResource: "psp-private-key", withExtension: "pem", subdirectory: "Fixtures")!)
+        return try! KeyRing(active: RSAKey.privateKey(pem: SecureBytes(copying: Array(pem))))
+    }()
+    static let publicKey: RSAKey = {
+        let pem = try! Data(contentsOf: Bundle.module.url(forResource: "psp-public-key", withExtension: "pem", subdirectory: "Fixtures")!)
+        return try! RSAKey.publicKey(pem: Array(pem))
+    }()
+
+    init(acquirerTimeout: Duration = .seconds(2), instanceId: String = "test-instance", latency: Duration = .zero) throws {
+        store = try SQLitePaymentStore(path: path)
+        acquirer = SimulatorAcquirer(latency: latency)
+        var reversalConfiguration = ReversalService.Configuration()
+        reversalConfiguration.timeout = .seconds(1)
+        reversals = ReversalService(store: store, acquirer: acquirer, configuration: reversalConfiguration)
+        pipeline = MakePaymentPipeline(
+            configuration: .init(acquirerTimeout: acquirerTimeout, instanceId: instanceId),
+            keyRing: Self.keyRing, store: store, acquirer: acquirer, reversals: reversals,
+            currentMonth: { CardExpiry(year: 2026, month: 11)! })
+        encryptor = try CardDataEncryptor(publicKey: Self.publicKey)
+    }
+
+    deinit {
+        store.close()
+        for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+    }
+
+    /// Registers a payment with token "token-<id>".
+    func register(_ id: String, amount: Int = 1000) async throws {
+        var registration = PaymentStoreConformance.registration(id, amount: amount)
+        registration.tokenHash = Secrets.sha256("token-" + id)
+        _ = try await store.register(registration, now: 1)
+    }
+
+    func cardData(_ plaintext: String) -> String { encryptor.cardData(for: plaintext)! }
+
+    func cardData(code: String) -> String { cardData(SimulatorAcquirer.testCard(code: code) + ",3012,session") }
+
+    func request(_ id: String, cardData: String, confirmed: Confirmed = .yes, merchant: String = "123456") -> MakePaymentRequest {
+        MakePaymentRequest(pspTransactionId: id, merchantSerialNumber: merchant, cardData: cardData, confirmed: confirmed)
+    }
+
+    func makePayment(_ request: MakePaymentRequest?, token: String? = nil, queue: (any MakePaymentQueue)? = nil) async -> MakePaymentResult {
+        await pipeline.handle(body: request, authorization: token ?? request.map { "token-" + $0.pspTransactionId }, queue: queue)
+    }
+}

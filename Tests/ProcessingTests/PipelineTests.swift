@@ -1,0 +1,243 @@
+import Acquiring
+import CardCrypto
+import MakePayment
+import PaymentStoreConformance
+import Processing
+import Foundation
+import Testing
+
+@Suite struct PipelineTests {
+    @Test func approvedCardIsOKAndRecorded() async throws {
+        let h = try PipelineHarness()
+        try await h.register("p1")
+        let result = await h.makePayment(h.request("p1", cardData: h.cardData(code: "00")))
+        #expect(result == MakePaymentResult(httpStatus: 200, response: .ok("p1")))
+        let record = try #require(try await h.store.payment("p1"))
+        #expect(record.state == .completed && record.authorizationsSent == 1)
+        #expect(record.outcome?.maskedPAN?.value == "400000******0002")
+        #expect(record.outcome?.authorizationCode != nil && record.outcome?.acquirerReference != nil)
+        #expect(h.acquirer.authorizationCount(pspTransactionId: "p1") == 1)
+    }
+
+    /// Every test-card code the simulator knows, through the default ISO 8583 table.
+    @Test(arguments: [
+        ("00", nil), ("08", nil), ("11", nil), ("10", 82),
+        ("15", 81), ("31", 81), ("92", 81),
+        ("01", 82), ("02", 82), ("05", 82), ("12", 82), ("46", 82), ("57", 82), ("62", 82), ("78", 82), ("93", 82),
+        ("04", 82), ("07", 82), ("41", 82), ("43", 82), ("42", 82),
+        ("34", 83), ("59", 83), ("63", 83), ("61", 84), ("65", 84), ("68", 85), ("91", 85),
+        ("33", 86), ("54", 86), ("14", 87), ("56", 87), ("58", 88), ("51", 89),
+        ("03", 72), ("13", 72), ("06", 91), ("20", 91), ("22", 91), ("30", 91), ("94", 91), ("96", 91),
+    ] as [(String, Int?)])
+    func testCardCodesMapToTheAPIsErrors(code: String, errorId: Int?) async throws {
+        let h = try PipelineHarness()
+        try await h.register("p-\(code)")
+        let result = await h.makePayment(h.request("p-\(code)", cardData: h.cardData(code: code)))
+        #expect(result.httpStatus == 200)
+        #expect(result.response.errorMessage?.errorId == errorId)
+        #expect(result.response.paymentInfo.status == (errorId == nil ? .ok : .fail))
+        let record = try #require(try await h.store.payment("p-\(code)"))
+        #expect(record.outcome?.acquirerResponseCode == code, "the raw code is kept in our records")
+    }
+
+    @Test func partialApprovalIsReversed() async throws {
+        let h = try PipelineHarness()
+        try await h.register("p10")
+        _ = await h.makePayment(h.request("p10", cardData: h.cardData(code: "10")))
+        try await waitUntil { try await h.store.reversals(for: "p10").first?.state == .acknowledged }
+        #expect(try await h.store.reversals(for: "p10").count == 1)
+        #expect(h.acquirer.reversalCount(pspTransactionId: "p10") == 1)
+    }
+
+    @Test func timeoutIsAnsweredWithinTheDeadlineAnd85AndReversedOnce() async throws {
+        let h = try PipelineHarness(acquirerTimeout: .milliseconds(300))
+        try await h.register("p99")
+        let start = ContinuousClock.now
+        let result = await h.makePayment(h.request("p99", cardData: h.cardData(code: "99")))
+        #expect(ContinuousClock.now - start < .seconds(5))
+        #expect(result.response.errorMessage?.errorId == 85)
+        try await waitUntil { h.acquirer.reversalCount(pspTransactionId: "p99") == 1 }
+        #expect(try await h.store.payment("p99")?.authorizationsSent == 1)
+        // A repeat gets the same answer and is never authorized again.
+        let again = await h.makePayment(h.request("p99", cardData: h.cardData(code: "99")))
+        #expect(again == result)
+        #expect(h.acquirer.authorizationCount(pspTransactionId: "p99") == 1)
+    }
+
+    @Test func wrongOrMissingTokenIsUnauthorized() async throws {
+        let h = try PipelineHarness()
+        try await h.register("p1")
+        let request = h.request("p1", cardData: h.cardData(code: "00"))
+        #expect(await h.makePayment(request, token: "token-p2").httpStatus == 401)
+        #expect(await h.pipeline.handle(body: request, authorization: nil, queue: nil).httpStatus == 401)
+        #expect(await h.makePayment(request, token: "").httpStatus == 401)
+        #expect(h.acquirer.authorizationCount(pspTransactionId: "p1") == 0)
+        #expect(try await h.store.payment("p1")?.state == .pending)
+    }
+
+    @Test func unknownPaymentIsNotFound() async throws {
+        let h = try PipelineHarness()
+        #expect(await h.makePayment(h.request("nope", cardData: "x")).httpStatus == 404)
+    }
+
+    @Test func otherMerchantIsInvalidRequest() async throws {
+        let h = try PipelineHarness()
+        try await h.register("p1")
+        let result = await h.makePayment(h.request("p1", cardData: h.cardData(code: "00"), merchant: "999999"))
+        #expect(result.httpStatus == 400 && result.response.errorMessage?.errorId == 71)
+    }
+
+    @Test func missingBodyIsInvalidRequest() async throws {
+        let h = try PipelineHarness()
+        let result = await h.pipeline.handle(body: nil, authorization: "x", queue: nil, idForInvalidBody: "p7")
+        #expect(result == MakePaymentResult(httpStatus: 400, response: .fail("p7", .invalidRequest)))
+    }
+
+    @Test func concurrentDuplicatesAuthorizeOnceAndGetIdenticalBodies() async throws {
+        let h = try PipelineHarness(latency: .milliseconds(50))
+        try await h.register("p-dup")
+        let request = h.request("p-dup", cardData: h.cardData(code: "00"))
+        let results = await withTaskGroup(of: MakePaymentResult.self) { group in
+            for _ in 0..<25 { group.addTask { await h.makePayment(request) } }
+            return await group.reduce(into: [MakePaymentResult]()) { $0.append($1) }
+        }
+        #expect(Set(results.map { "\($0)" }).count == 1)
+        #expect(results[0].response == .ok("p-dup"))
+        #expect(h.acquirer.authorizationCount(pspTransactionId: "p-dup") == 1)
+        #expect(try await h.store.payment("p-dup")?.authorizationsSent == 1)
+    }
+
+    @Test func cancelledPaymentIsAnswered85() async throws {
+        let h = try PipelineHarness()
+        try await h.register("p-c")
+        _ = try await h.store.cancel("p-c", now: 2)
+        let result = await h.makePayment(h.request("p-c", cardData: h.cardData(code: "00")))
+        #expect(result == MakePaymentResult(httpStatus: 200, response: .fail("p-c", .responseReceivedTooLate)))
+        #expect(h.acquirer.authorizationCount(pspTransactionId: "p-c") == 0)
+    }
+
+    @Test(arguments: [Confirmed.no, .timeout, .cancel])
+    func unconfirmedIsFailed93WithoutDecrypting(confirmed: Confirmed) async throws {
+        let h = try PipelineHarness()
+        try await h.register("p-u")
+        // Not a cryptogram at all: 93 proves it was never decrypted.
+        let result = await h.makePayment(h.request("p-u", cardData: "not-a-cryptogram", confirmed: confirmed))
+        #expect(result.response == .fail("p-u", ErrorMessage(errorId: 93, errorText: "Status from Vipps:" + confirmed.rawValue)))
+        #expect(h.acquirer.authorizationCount(pspTransactionId: "p-u") == 0)
+    }
+
+    @Test(arguments: [
+        ("garbage", 92), ("", 92),
+        ("4000000000000003,3012,s", 87),   // fails Luhn
+        ("4000000000000002,2610,s", 86),   // expired
+        ("4000000000000002,3013,s", 92),   // month 13
+        ("4000000000000002;3012;s", 92),
+    ])
+    func badCardDataIsRefusedBeforeAuthorization(plaintext: String, errorId: Int) async throws {
+        let h = try PipelineHarness()
+        try await h.register("p-b")
+        let cardData = plaintext == "garbage" ? String(repeating: "A", count: 344) : (plaintext.isEmpty ? "" : h.cardData(plaintext))
+        let result = await h.makePayment(h.request("p-b", cardData: cardData))
+        #expect(result.httpStatus == 200 && result.response.errorMessage?.errorId == errorId)
+        #expect(h.acquirer.authorizationCount(pspTransactionId: "p-b") == 0)
+        #expect(try await h.store.payment("p-b")?.authorizationsSent == 0)
+    }
+
+    @Test func orphanedAttemptIsReversedNotReauthorized() async throws {
+        let h = try PipelineHarness()
+        try await h.register("p-o")
+        // A process that died after recording its attempt and sending the authorization.
+        let dead = AttemptRecord(attemptId: "dead-attempt", instanceId: "dead-instance",
+                                 maskedPAN: MaskedPAN(masked: "400000******0002")!, startedAt: 1)
+        #expect(try await h.store.beginAttempt("p-o", attempt: dead, now: 1) == .begun)
+        let result = await h.makePayment(h.request("p-o", cardData: h.cardData(code: "00")))
+        #expect(result.response == .fail("p-o", .responseReceivedTooLate))
+        #expect(h.acquirer.authorizationCount(pspTransactionId: "p-o") == 0)
+        try await waitUntil { h.acquirer.reversalCount(pspTransactionId: "p-o") == 1 }
+        let reversals = try await h.store.reversals(for: "p-o")
+        #expect(reversals.map(\.request.attemptId) == ["dead-attempt"])
+        #expect(try await h.store.payment("p-o")?.authorizationsSent == 1)
+    }
+
+    @Test func jobsThroughTheQueueAreAnswered() async throws {
+        let h = try PipelineHarness()
+        let queue = InProcessMakePaymentQueue(capacity: 64)
+        let pipeline = h.pipeline
+        let workers = Task { await queue.runWorkers(2) { await pipeline.work($0) } }
+        for i in 0..<10 { try await h.register("q\(i)") }
+        let results = await withTaskGroup(of: MakePaymentResult.self) { group in
+            for i in 0..<10 { group.addTask { await h.makePayment(h.request("q\(i)", cardData: h.cardData(code: i % 2 == 0 ? "00" : "51")), queue: queue) } }
+            return await group.reduce(into: [MakePaymentResult]()) { $0.append($1) }
+        }
+        #expect(results.filter { $0.response.paymentInfo.status == .ok }.count == 5)
+        #expect(results.filter { $0.response.errorMessage?.errorId == 89 }.count == 5)
+        queue.close()
+        await workers.value
+    }
+}
+
+@Suite struct QueueTests {
+    @Test func fullQueueRefusesAtOnce() async throws {
+        let queue = InProcessMakePaymentQueue(capacity: 1)
+        let record = PaymentRecord(registration: PaymentStoreConformance.registration("x"), state: .pending, outcome: nil,
+                                   attempt: nil, authorizationsSent: 0, createdAt: 0, updatedAt: 0, completedAt: nil)
+        let job = MakePaymentJob(request: MakePaymentRequest(pspTransactionId: "x", merchantSerialNumber: "1", cardData: "", confirmed: .yes), payment: record)
+        let waiting = Task { try await queue.submit(job) }
+        while queue.depth < 1 { try await Task.sleep(for: .milliseconds(5)) }
+        await #expect(throws: QueueFull.self) { _ = try await queue.submit(job) }
+        let workers = Task { await queue.runWorkers(1) { _ in MakePaymentResult(httpStatus: 200, response: .ok("x")) } }
+        #expect(try await waiting.value == MakePaymentResult(httpStatus: 200, response: .ok("x")))
+        queue.close()
+        await workers.value
+        await #expect(throws: QueueFull.self) { _ = try await queue.submit(job) }
+    }
+}
+
+@Suite struct DeadlineTests {
+    @Test func operationThatIgnoresCancellationStillTimesOutOnTime() async {
+        let start = ContinuousClock.now
+        let outcome = await withDeadline(.milliseconds(100)) { () async throws -> Int in
+            // Ignores cancellation: sleeps in a way cancellation does not cut short.
+            let end = ContinuousClock.now + .milliseconds(1500)
+            while ContinuousClock.now < end { try? await Task.sleep(for: .milliseconds(20)) }
+            return 1
+        }
+        guard case .timedOut = outcome else { Issue.record("expected a timeout, got \(outcome)"); return }
+        #expect(ContinuousClock.now - start < .milliseconds(1000))
+    }
+
+    @Test func fastOperationReturnsItsValue() async {
+        let outcome = await withDeadline(.seconds(5)) { 42 }
+        guard case .value(let v) = outcome else { Issue.record("expected a value"); return }
+        #expect(v == 42)
+    }
+}
+
+@Suite struct ResponseCodeTableTests {
+    @Test func overridesBySchemeAndAcquirerWin() {
+        var table = ResponseCodeTable()
+        table.override("visa:05", with: .refused(.suspectedFraud))
+        table.override("iso8583:05", with: .refused(.noSuchIssuer))
+        #expect(table.decision(for: "05") == .refused(.refusedByIssuer))
+        #expect(table.decision(for: "05", scheme: .visa) == .refused(.suspectedFraud))
+        #expect(table.decision(for: "05", scheme: .visa, acquirer: "iso8583") == .refused(.noSuchIssuer))
+        #expect(table.decision(for: "X9") == .refused(.refusedByIssuer), "an unmapped code never approves")
+    }
+
+    @Test func overridesLoadFromJSON() throws {
+        let table = try ResponseCodeTable(overridesJSON: Data(#"{"05": 83, "mastercard:51": {"errorId": 72, "text": "Card blocked"}, "Z1": "approved"}"#.utf8))
+        #expect(table.decision(for: "05") == .refused(.suspectedFraud))
+        #expect(table.decision(for: "51", scheme: .mastercard).errorMessage == ErrorMessage(errorId: 72, errorText: "Card blocked"))
+        #expect(table.decision(for: "Z1") == .approved)
+        #expect(throws: ResponseCodeTableError.self) { _ = try ResponseCodeTable(overridesJSON: Data(#"{"05": 12}"#.utf8)) }
+    }
+}
+
+func waitUntil(timeout: Duration = .seconds(5), _ condition: () async throws -> Bool) async throws {
+    let end = ContinuousClock.now + timeout
+    while ContinuousClock.now < end {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+    Issue.record("condition not met within \(timeout)")
+}
