@@ -78,8 +78,8 @@ let package = Package(
         .testTarget(name: "ProcessingTests", dependencies: ["Processing", "Acquiring", "MakePayment", "CardCrypto", "SQLitePaymentStore", "PaymentStoreConformance"], resources: [.copy("Fixtures")]),
         .testTarget(name: "SQLitePaymentStoreTests", dependencies: ["SQLitePaymentStore", "PaymentStoreConformance", "Processing"]),
         .testTarget(name: "PSPWorkerTests", dependencies: [
-            "PSPWorker",
+            "PSPWorker", "psp-worker", "SQLitePaymentStore", "Acquiring", "CardCrypto", "MakePayment", "Processing",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
-        ]),
+        ], resources: [.copy("Fixtures")]),
     ]
 )

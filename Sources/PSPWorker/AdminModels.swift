@@ -16,19 +16,35 @@ struct RegisterPaymentRequest {
 
     struct Problems: Error { var entries: [(field: String?, code: String, message: String)] }
 
+    /// A JSON value as it came, so each field's type can be checked on its own.
+    enum JSONValue: Decodable {
+        case integer(Int), number(Double), string(String), bool(Bool), null, other
+        init(from decoder: any Decoder) throws {
+            let c = try decoder.singleValueContainer()
+            if c.decodeNil() { self = .null }
+            else if let v = try? c.decode(Int.self) { self = .integer(v) }
+            else if let v = try? c.decode(Double.self) { self = .number(v) }
+            else if let v = try? c.decode(String.self) { self = .string(v) }
+            else if let v = try? c.decode(Bool.self) { self = .bool(v) }
+            else { self = .other }
+        }
+    }
+
     static func parse(_ data: Data) -> Result<RegisterPaymentRequest, Problems> {
-        guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+        guard let object = try? JSONDecoder().decode([String: JSONValue].self, from: data) else {
             return .failure(Problems(entries: [(nil, "51", "Invalid request")]))
         }
         var problems: [(String?, String, String)] = []
         func string(_ field: String, max: Int, optional: Bool = false) -> String {
-            // Vipps sends merchantSerialNumber as a number in some integrations: accept digits either way.
-            if let number = object[field] as? Int, field == "merchantSerialNumber" { return String(number) }
-            guard let value = object[field] as? String, optional || !value.isEmpty, value.utf8.count <= max else {
-                if !(optional && object[field] == nil) { problems.append((field, "51", "Invalid request")) }
+            switch object[field] {
+            case .string(let value) where (optional || !value.isEmpty) && value.utf8.count <= max: return value
+            // Some integrations send merchantSerialNumber as a number: accept its digits.
+            case .integer(let number) where field == "merchantSerialNumber" && number > 0: return String(number)
+            case nil where optional: return ""
+            default:
+                problems.append((field, "51", "Invalid request"))
                 return ""
             }
-            return value
         }
         let id = string("pspTransactionId", max: 128)
         let msn = string("merchantSerialNumber", max: 64)
@@ -36,18 +52,20 @@ struct RegisterPaymentRequest {
         let token = string("makePaymentToken", max: 1024)
         let text = string("paymentText", max: 1024, optional: true)
         var amount = 0
-        if let n = object["amount"] as? NSNumber, !(object["amount"] is Bool), n.doubleValue == n.doubleValue.rounded(),
-           n.doubleValue < 1e15 {
-            amount = n.intValue
-            if amount < 1 { problems.append(("amount", "amount.less.than.one", "Amount must be at least 1 øre")) }
-        } else {
-            problems.append(("amount", "51", "Invalid request"))
+        let lessThanOne: (String?, String, String) = ("amount", "amount.less.than.one", "Amount must be at least 1 øre")
+        switch object["amount"] {
+        case .integer(let value) where value >= 1: amount = value
+        case .integer: problems.append(lessThanOne)
+        case .number(let value) where value < 1: problems.append(lessThanOne)
+        case .number: problems.append(("amount", "51", "Invalid request: amount is a whole number of øre"))
+        default: problems.append(("amount", "51", "Invalid request"))
         }
-        let currency = object["currency"] as? String ?? ""
-        if currency != "NOK" { problems.append(("currency", "transaction.currency.invalid", "Currency must be NOK")) }
+        if case .string("NOK") = object["currency"] {} else {
+            problems.append(("currency", "transaction.currency.invalid", "Currency must be NOK"))
+        }
         guard problems.isEmpty else { return .failure(Problems(entries: problems)) }
         return .success(RegisterPaymentRequest(pspTransactionId: id, merchantSerialNumber: msn, merchantOrderId: orderId,
-                                               amount: amount, currency: currency, makePaymentToken: token, paymentText: text))
+                                               amount: amount, currency: "NOK", makePaymentToken: token, paymentText: text))
     }
 }
 
