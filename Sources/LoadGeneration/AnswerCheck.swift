@@ -1,0 +1,34 @@
+import Foundation
+import MakePayment
+
+/// One makePayment answer, read back: its outcome label for the report and, when it is not what
+/// the case must get, what is wrong with it.
+public struct CheckedAnswer: Sendable, Equatable {
+    /// "200 OK", "200 FAIL 89", "401 FAIL 71", "503 (no body)": the outcome mix is counted by this.
+    public var outcome: String
+    /// Nil when the answer is the expected one.
+    public var problem: String?
+}
+
+public enum AnswerCheck {
+    /// Checks HTTP status, pspTransactionId, status, errorId and (when expected) errorText.
+    public static func check(httpStatus: Int, body: [UInt8], expected: ExpectedAnswer, pspTransactionId: String,
+                             decoder: JSONDecoder = JSONDecoder()) -> CheckedAnswer {
+        guard let response = try? decoder.decode(MakePaymentResponse.self, from: Data(body)) else {
+            let outcome = "\(httpStatus) (no makePayment body)"
+            return CheckedAnswer(outcome: outcome, problem: "expected \(expected), got \(outcome)")
+        }
+        let error = response.errorMessage
+        let outcome = "\(httpStatus) \(response.paymentInfo.status.rawValue)" + (error.map { " \($0.errorId)" } ?? "")
+        var problems: [String] = []
+        if httpStatus != expected.httpStatus { problems.append("HTTP \(httpStatus)") }
+        if response.paymentInfo.pspTransactionId != pspTransactionId {
+            problems.append("pspTransactionId \(response.paymentInfo.pspTransactionId)")
+        }
+        if response.paymentInfo.status != expected.status { problems.append("status \(response.paymentInfo.status.rawValue)") }
+        if error?.errorId != expected.errorId { problems.append("errorId \(error.map { String($0.errorId) } ?? "none")") }
+        if let text = expected.errorText, error?.errorText != text { problems.append("errorText \"\(error?.errorText ?? "")\"") }
+        guard !problems.isEmpty else { return CheckedAnswer(outcome: outcome, problem: nil) }
+        return CheckedAnswer(outcome: outcome, problem: "expected \(expected), got " + problems.joined(separator: ", "))
+    }
+}

@@ -1,0 +1,152 @@
+import Acquiring
+import MakePayment
+
+/// What one load-test payment exercises, and so what its makePayment must be answered.
+public enum CaseKind: Hashable, Sendable, CustomStringConvertible {
+    /// A valid card the simulator approves.
+    case approved
+    /// A simulator test card that asks for this two-digit ISO 8583 response code.
+    case code(String)
+    /// The simulator's never-answering card (code 99): 85 after the worker's acquirer timeout.
+    case timeout
+    /// A cryptogram with one byte flipped: it cannot decrypt.
+    case badCryptogram
+    /// The right payment with a makePaymentToken that is not its own.
+    case wrongToken
+    /// An approved card sent twice in a row: the repeat must get the identical body.
+    case duplicate
+    /// `confirmed` NO, TIMEOUT and CANCEL: never decrypted, answered 93.
+    case confirmedNo, confirmedTimeout, confirmedCancel
+    /// A PAN whose Luhn check digit is wrong.
+    case luhn
+    /// A card that expired in January 2020.
+    case expired
+
+    /// The kind named on the command line: `approved`, `timeout`, `bad-cryptogram`, `wrong-token`,
+    /// `duplicate`, `no`, `timeout-status`, `cancel`, `luhn`, `expired`, or a two-digit code.
+    public init?(name: String) {
+        switch name {
+        case "approved": self = .approved
+        case "timeout", "99": self = .timeout
+        case "bad-cryptogram": self = .badCryptogram
+        case "wrong-token": self = .wrongToken
+        case "duplicate": self = .duplicate
+        case "no": self = .confirmedNo
+        case "timeout-status": self = .confirmedTimeout
+        case "cancel": self = .confirmedCancel
+        case "luhn": self = .luhn
+        case "expired": self = .expired
+        default:
+            guard name.utf8.count == 2, name.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) else { return nil }
+            self = .code(name)
+        }
+    }
+
+    public var name: String {
+        switch self {
+        case .approved: "approved"
+        case .code(let code): code
+        case .timeout: "timeout"
+        case .badCryptogram: "bad-cryptogram"
+        case .wrongToken: "wrong-token"
+        case .duplicate: "duplicate"
+        case .confirmedNo: "no"
+        case .confirmedTimeout: "timeout-status"
+        case .confirmedCancel: "cancel"
+        case .luhn: "luhn"
+        case .expired: "expired"
+        }
+    }
+
+    public var description: String { name }
+
+    /// What `confirmed` says in the request.
+    public var confirmed: Confirmed {
+        switch self {
+        case .confirmedNo: .no
+        case .confirmedTimeout: .timeout
+        case .confirmedCancel: .cancel
+        default: .yes
+        }
+    }
+
+    /// Approved by the simulator (it is not one of its coded test cards) and Luhn-valid.
+    public static let approvedPAN = "4925000000000004"
+
+    /// The card data plaintext ("PAN,YYMM,SessionId") this kind encrypts.
+    public func cardPlaintext(session: String) -> String {
+        switch self {
+        case .code(let code): SimulatorAcquirer.testCard(code: code) + ",3012," + session
+        case .timeout: SimulatorAcquirer.testCard(code: "99") + ",3012," + session
+        case .luhn:
+            // The approved PAN with its check digit moved by one: fails Luhn, nothing else.
+            String(Self.approvedPAN.dropLast()) + String((Int(String(Self.approvedPAN.last!))! + 1) % 10) + ",3012," + session
+        case .expired: Self.approvedPAN + ",2001," + session
+        default: Self.approvedPAN + ",3012," + session
+        }
+    }
+
+    /// The answer this case must get. Written from the API's catalogue and the simulator's
+    /// contract, not from the worker's own table, so that the check is independent of the code it checks.
+    public var expected: ExpectedAnswer {
+        switch self {
+        case .approved, .duplicate: .ok
+        case .code(let code): Self.codeAnswers[code].map(ExpectedAnswer.fail) ?? .ok
+        case .timeout: .fail(.responseReceivedTooLate)
+        case .badCryptogram: .fail(.unableToDecrypt)
+        case .wrongToken: ExpectedAnswer(httpStatus: 401, status: .fail, errorId: APIError.invalidRequest.rawValue)
+        case .confirmedNo, .confirmedTimeout, .confirmedCancel:
+            ExpectedAnswer(httpStatus: 200, status: .fail, errorId: APIError.statusFromVipps.rawValue,
+                           errorText: "Status from Vipps:" + confirmed.rawValue)
+        case .luhn: .fail(.invalidCardNumber)
+        case .expired: .fail(.expiredCard)
+        }
+    }
+
+    /// ISO 8583 response codes and the API error each must become; a code absent here is approved
+    /// when it is 00, 08 or 11 and refused (82) otherwise (a code nobody mapped must never approve).
+    static let codeAnswers: [String: APIError] = {
+        var table: [String: APIError] = [:]
+        for code in 0...98 {
+            let text = code < 10 ? "0\(code)" : "\(code)"
+            table[text] = .refusedByIssuer
+        }
+        for code in ["00", "08", "11"] { table.removeValue(forKey: code) }
+        for code in ["15", "31", "92"] { table[code] = .noSuchIssuer }
+        for code in ["34", "59", "63"] { table[code] = .suspectedFraud }
+        for code in ["61", "65"] { table[code] = .exceedsWithdrawalAmountLimit }
+        for code in ["68", "91", "99"] { table[code] = .responseReceivedTooLate }
+        for code in ["33", "54"] { table[code] = .expiredCard }
+        for code in ["14", "56"] { table[code] = .invalidCardNumber }
+        table["58"] = .merchantDoesNotAllowCreditCards
+        table["51"] = .notSufficientFunds
+        for code in ["03", "13"] { table[code] = .differentTexts }
+        for code in ["06", "20", "22", "30", "94", "96"] { table[code] = .internalError }
+        return table
+    }()
+}
+
+/// What a makePayment answer must be: HTTP status, payment status, errorId and, where the API
+/// gives it a text of its own (93), the errorText.
+public struct ExpectedAnswer: Sendable, Equatable, Codable, CustomStringConvertible {
+    public var httpStatus: Int
+    public var status: PaymentStatus
+    public var errorId: Int?
+    public var errorText: String?
+
+    public init(httpStatus: Int, status: PaymentStatus, errorId: Int? = nil, errorText: String? = nil) {
+        self.httpStatus = httpStatus
+        self.status = status
+        self.errorId = errorId
+        self.errorText = errorText
+    }
+
+    public static let ok = ExpectedAnswer(httpStatus: 200, status: .ok)
+    public static func fail(_ error: APIError) -> ExpectedAnswer {
+        ExpectedAnswer(httpStatus: 200, status: .fail, errorId: error.rawValue)
+    }
+
+    public var description: String {
+        "\(httpStatus) \(status.rawValue)" + (errorId.map { " \($0)" } ?? "") + (errorText.map { " \"\($0)\"" } ?? "")
+    }
+}

@@ -1,0 +1,288 @@
+import CardCrypto
+import Foundation
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// What `vipps-sim` was asked to do.
+public struct LoadConfiguration: Sendable {
+    public enum Drive: Sendable, Equatable {
+        /// `concurrency` requests in flight, each sent as soon as the previous one on its slot is answered.
+        case closed(concurrency: Int)
+        /// `rate` requests per second on schedule, over up to `connections` connections.
+        case open(rate: Double, connections: Int)
+    }
+
+    public var address: ServerAddress
+    public var makePaymentPath = "/makePayment"
+    public var publicKeyPath = "keys-example/psp-public-key.pem"
+    public var adminToken: String
+    public var merchantSerialNumber = "123456"
+    public var drive: Drive
+    public var count: Int?
+    public var duration: Duration?
+    public var mix: Mix
+    public var seed: UInt64 = 1
+    public var requestTimeout: Duration = .seconds(30)
+    /// Connections used to register payments before the run.
+    public var registrationConcurrency = 16
+    /// Event-loop threads of the client. One is plenty for a worker on the same 2 cores, and
+    /// leaves the other core to the worker.
+    public var clientThreads = 1
+    public var showProgress = false
+    /// After the run, read duplicates and wrong-token payments back through `GET /payments/{id}`.
+    public var verifyIdempotency = true
+    /// Closed loop with only `--duration`: payments prepared per second of it (more than a
+    /// 2-core worker can answer; the rest are simply not sent).
+    public var closedLoopBudgetPerSecond = 3000
+
+    public init(address: ServerAddress, adminToken: String, drive: Drive, mix: Mix) {
+        self.address = address
+        self.adminToken = adminToken
+        self.drive = drive
+        self.mix = mix
+    }
+
+    /// How many payments to prepare: `count`, or what `duration` needs, or the lesser of the two.
+    public var plannedPayments: Int {
+        let byDuration: Int? = duration.map { d in
+            switch drive {
+            case .closed: Int(d.seconds.rounded(.up)) * closedLoopBudgetPerSecond
+            case .open(let rate, _): OpenLoopSchedule(rate: rate).count(for: d)
+            }
+        }
+        switch (count, byDuration) {
+        case let (c?, d?): return min(c, d)
+        case let (c?, nil): return c
+        case let (nil, d?): return d
+        case (nil, nil): return 10_000
+        }
+    }
+}
+
+public enum LoadRunError: Error, CustomStringConvertible {
+    case publicKey(String)
+    case registration(String)
+
+    public var description: String {
+        switch self {
+        case .publicKey(let reason): "cannot use the public key: \(reason)"
+        case .registration(let reason): "registering payments failed: \(reason)"
+        }
+    }
+}
+
+/// One run of `vipps-sim`: prepare, register, drive, verify, report.
+public final class LoadRun: Sendable {
+    public let configuration: LoadConfiguration
+    private let log: @Sendable (String) -> Void
+    private let recorder = Recorder()
+
+    public init(_ configuration: LoadConfiguration, log: @escaping @Sendable (String) -> Void) {
+        self.configuration = configuration
+        self.log = log
+    }
+
+    public func run() async throws -> Report {
+        let c = configuration
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, c.clientThreads))
+        defer { group.shutdownGracefully { _ in } }
+
+        // 1. Prepare every payload.
+        let total = c.plannedPayments
+        let key: RSAKey
+        do { key = try KeyFiles.loadPublicKey(path: c.publicKeyPath) } catch { throw LoadRunError.publicKey("\(error)") }
+        let runId = PaymentPlanner.randomHex(4)
+        let planner = PaymentPlanner(runId: runId, merchantSerialNumber: c.merchantSerialNumber,
+                                     makePaymentPath: c.makePaymentPath, hostHeader: c.address.hostHeader)
+        var clock = ContinuousClock.now
+        let plan = try await planner.payments(kinds: c.mix.assign(total: total, seed: c.seed), publicKey: key)
+        log("prepared \(plan.count) payments (run \(runId)) in \(Self.seconds(since: clock)) s")
+
+        // 2. Register them, as the PSP's checkout would.
+        clock = .now
+        try await register(plan, group: group)
+        log("registered \(plan.count) payments in \(Self.seconds(since: clock)) s")
+
+        // 3. Drive the timed run over connections opened beforehand.
+        let connections: Int
+        switch c.drive {
+        case .closed(let concurrency): connections = concurrency
+        case .open(_, let n): connections = n
+        }
+        var opened: [HTTPConnection] = []
+        for _ in 0..<connections { opened.append(try await HTTPConnection.connect(to: c.address, on: group)) }
+        let pool = opened
+        let cursor = Atomic<Int>(0)
+        let start = ContinuousClock.now
+        let deadline = c.duration.map { start + $0 }
+        let timeout = TimeAmount.nanoseconds(Int64(c.requestTimeout.nanoseconds))
+        let progress = c.showProgress ? Task { await self.showProgress(start: start, total: plan.count) } : nil
+
+        await withTaskGroup(of: Void.self) { tasks in
+            for slot in 0..<connections {
+                tasks.addTask {
+                    var connection: HTTPConnection? = pool[slot]
+                    let decoder = JSONDecoder()
+                    while true {
+                        let index = cursor.add(1, ordering: .relaxed).oldValue
+                        guard index < plan.count else { return }
+                        let intended: ContinuousClock.Instant
+                        switch c.drive {
+                        case .closed:
+                            if let deadline, ContinuousClock.now >= deadline { return }
+                            intended = .now
+                        case .open(let rate, _):
+                            intended = start + OpenLoopSchedule(rate: rate).offset(of: index)
+                            if let deadline, intended >= deadline { return }
+                            // Sleep until it is due; if it is already late (every connection was
+                            // busy), send at once: the wait is counted in its latency.
+                            if intended > .now { try? await Task.sleep(until: intended, tolerance: .microseconds(50)) }
+                        }
+                        await self.execute(plan[index], intended: intended, connection: &connection, timeout: timeout,
+                                           decoder: decoder)
+                    }
+                }
+            }
+        }
+        progress?.cancel()
+        _ = await progress?.value
+        let sent = min(cursor.load(ordering: .relaxed), plan.count)
+        for connection in pool { await connection.close() }
+
+        // 4. Idempotency, read back: a duplicate was authorized once; a wrong token, never.
+        if c.verifyIdempotency { await verify(plan[..<sent], group: group) }
+
+        var setup: Report.Setup
+        switch c.drive {
+        case .closed(let concurrency):
+            setup = Report.Setup(mode: .closed, concurrency: concurrency, targetRate: nil, payments: sent,
+                                 mix: c.mix.description, url: c.address.description)
+        case .open(let rate, let n):
+            setup = Report.Setup(mode: .open, concurrency: n, targetRate: rate, payments: sent,
+                                 mix: c.mix.description, url: c.address.description)
+        }
+        setup.payments = sent
+        return recorder.report(setup: setup, start: start, unsent: plan.count - sent)
+    }
+
+    /// Sends one case and checks its answer; a duplicate sends the same request again at once.
+    private func execute(_ payment: PlannedPayment, intended: ContinuousClock.Instant, connection: inout HTTPConnection?,
+                         timeout: TimeAmount, decoder: JSONDecoder) async {
+        recorder.sent(payment.kind)
+        let expected = payment.kind.expected
+        guard let first = await exchange(payment.makePayment, label: payment, connection: &connection, timeout: timeout) else { return }
+        let answeredAt = ContinuousClock.now
+        let lag: Duration? = if case .open = configuration.drive { max(.zero, first.sentAt - intended) } else { nil }
+        recorder.answered(AnswerCheck.check(httpStatus: first.answer.status, body: first.answer.body, expected: expected,
+                                            pspTransactionId: payment.id, decoder: decoder),
+                          latency: answeredAt - intended, sendLag: lag, label: "\(payment.id) [\(payment.kind)]", at: answeredAt)
+        guard payment.kind == .duplicate else { return }
+        guard let again = await exchange(payment.makePayment, label: payment, connection: &connection, timeout: timeout) else { return }
+        let now = ContinuousClock.now
+        var check = AnswerCheck.check(httpStatus: again.answer.status, body: again.answer.body, expected: expected,
+                                      pspTransactionId: payment.id, decoder: decoder)
+        if check.problem == nil, again.answer.body != first.answer.body || again.answer.status != first.answer.status {
+            check.problem = "the repeat's answer differs from the first"
+        }
+        recorder.answered(check, latency: now - again.sentAt, label: "\(payment.id) [duplicate, repeat]", at: now)
+    }
+
+    /// One request on the slot's connection, reconnecting first if it was lost. Nil (and a
+    /// transport error recorded) when there is no answer.
+    private func exchange(_ request: PreparedRequest, label payment: PlannedPayment, connection: inout HTTPConnection?,
+                          timeout: TimeAmount) async -> (answer: HTTPAnswer, sentAt: ContinuousClock.Instant)? {
+        do {
+            if connection?.isUsable != true {
+                await connection?.close()
+                connection = try await HTTPConnection.connect(to: configuration.address, on: MultiThreadedEventLoopGroup.singleton)
+            }
+            let sentAt = ContinuousClock.now
+            let answer = try await connection!.send(request, timeout: timeout)
+            return (answer, sentAt)
+        } catch {
+            recorder.transportError("\(payment.id) [\(payment.kind)]: \(error)")
+            await connection?.close()
+            connection = nil
+            return nil
+        }
+    }
+
+    /// Registers every payment through `POST /payments` with the admin token.
+    private func register(_ plan: [PlannedPayment], group: any EventLoopGroup) async throws {
+        let c = configuration
+        let cursor = Atomic<Int>(0)
+        let timeout = TimeAmount.nanoseconds(Int64(c.requestTimeout.nanoseconds))
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            for _ in 0..<max(1, min(c.registrationConcurrency, plan.count)) {
+                tasks.addTask {
+                    let connection = try await HTTPConnection.connect(to: c.address, on: group)
+                    defer { Task { await connection.close() } }
+                    while true {
+                        let index = cursor.add(1, ordering: .relaxed).oldValue
+                        guard index < plan.count else { return }
+                        let request = PreparedRequest(method: .POST, uri: "/payments", host: c.address.hostHeader,
+                                                      authorization: "Bearer " + c.adminToken, body: plan[index].registrationBody)
+                        let answer = try await connection.send(request, timeout: timeout)
+                        guard answer.status == 201 else {
+                            let hint = answer.status == 401 ? " (is the admin token the worker's PSP_ADMIN_TOKEN?)" : ""
+                            throw LoadRunError.registration("\(plan[index].id): HTTP \(answer.status) "
+                                + String(decoding: answer.body.prefix(200), as: UTF8.self) + hint)
+                        }
+                    }
+                }
+            }
+            try await tasks.waitForAll()
+        }
+    }
+
+    /// Reads back duplicates (one authorization) and wrong-token payments (still pending, none).
+    private func verify(_ sent: ArraySlice<PlannedPayment>, group: any EventLoopGroup) async {
+        let c = configuration
+        let targets = sent.filter { $0.kind == .duplicate || $0.kind == .wrongToken }
+        guard !targets.isEmpty else { return }
+        let timeout = TimeAmount.nanoseconds(Int64(c.requestTimeout.nanoseconds))
+        var connection: HTTPConnection?
+        for payment in targets {
+            let request = PreparedRequest(method: .GET, uri: "/payments/" + payment.id, host: c.address.hostHeader,
+                                          authorization: "Bearer " + c.adminToken, body: [])
+            guard let (answer, _) = await exchange(request, label: payment, connection: &connection, timeout: timeout) else { continue }
+            guard answer.status == 200,
+                  let view = (try? JSONSerialization.jsonObject(with: Data(answer.body))) as? [String: Any],
+                  let sentCount = view["authorizationsSent"] as? Int, let state = view["state"] as? String
+            else {
+                recorder.mismatch("\(payment.id) [\(payment.kind)]: GET /payments/{id} answered HTTP \(answer.status)")
+                continue
+            }
+            let acquirerCount = view["acquirerAuthorizations"] as? Int
+            switch payment.kind {
+            case .duplicate where sentCount != 1 || (acquirerCount ?? 1) != 1:
+                recorder.mismatch("\(payment.id) [duplicate]: authorized \(sentCount) times (acquirer saw \(acquirerCount ?? -1)), expected once")
+            case .wrongToken where state != "pending" || sentCount != 0:
+                recorder.mismatch("\(payment.id) [wrong-token]: state \(state) with \(sentCount) authorizations, expected pending with none")
+            default: break
+            }
+        }
+        await connection?.close()
+    }
+
+    /// A live line on the terminal: elapsed, answered, rate, mismatches, p99 so far.
+    private func showProgress(start: ContinuousClock.Instant, total: Int) async {
+        var last = (at: start, answered: 0)
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(1))
+            let now = ContinuousClock.now
+            let p = recorder.progress
+            let rate = Double(p.answered - last.answered) / max((now - last.at).seconds, 1e-3)
+            last = (now, p.answered)
+            let line = String(format: "\r\u{1B}[K%6.1f s  answered %d/%d  %.0f/s  mismatches %d  p99 %.2f ms",
+                              (now - start).seconds, p.answered, total, rate, p.mismatches, p.p99Milliseconds)
+            FileHandle.standardError.write(Data(line.utf8))
+        }
+        FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
+    }
+
+    static func seconds(since instant: ContinuousClock.Instant) -> String {
+        String(format: "%.1f", (ContinuousClock.now - instant).seconds)
+    }
+}

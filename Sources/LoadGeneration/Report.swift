@@ -1,0 +1,115 @@
+import Foundation
+import Histogram
+
+/// The result of a run: what `vipps-sim` prints at the end and writes with `--json`.
+public struct Report: Codable, Sendable, Equatable {
+    public enum Mode: String, Codable, Sendable { case closed, open }
+
+    /// How the run was driven.
+    public struct Setup: Codable, Sendable, Equatable {
+        public var mode: Mode
+        /// Closed loop: requests in flight. Open loop: connections.
+        public var concurrency: Int
+        /// Open loop: requests per second asked for.
+        public var targetRate: Double?
+        public var payments: Int
+        public var mix: String
+        public var url: String
+
+        public init(mode: Mode, concurrency: Int, targetRate: Double?, payments: Int, mix: String, url: String) {
+            self.mode = mode
+            self.concurrency = concurrency
+            self.targetRate = targetRate
+            self.payments = payments
+            self.mix = mix
+            self.url = url
+        }
+    }
+
+    /// Percentiles in milliseconds.
+    public struct Latency: Codable, Sendable, Equatable {
+        public var p50: Double
+        public var p90: Double
+        public var p99: Double
+        public var p999: Double
+        public var max: Double
+        public var mean: Double
+
+        public init(p50: Double, p90: Double, p99: Double, p999: Double, max: Double, mean: Double) {
+            self.p50 = p50
+            self.p90 = p90
+            self.p99 = p99
+            self.p999 = p999
+            self.max = max
+            self.mean = mean
+        }
+
+        /// From a histogram of microseconds.
+        init(_ h: Histogram<UInt64>) {
+            func ms(_ percentile: Double) -> Double { h.totalCount == 0 ? 0 : Double(h.valueAtPercentile(percentile)) / 1000 }
+            self.init(p50: ms(50), p90: ms(90), p99: ms(99), p999: ms(99.9),
+                      max: h.totalCount == 0 ? 0 : Double(h.max) / 1000, mean: h.totalCount == 0 ? 0 : h.mean / 1000)
+        }
+    }
+
+    public var setup: Setup
+    /// From the first intended send to the last answer.
+    public var elapsedSeconds: Double
+    /// HTTP answers (a duplicate case has two).
+    public var answered: Int
+    /// Answers per second.
+    public var throughput: Double
+    public var latencyMs: Latency
+    /// Open loop only: how late the generator itself sent. Large values mean the generator, not the
+    /// server, was the bottleneck, and the latency figures are pessimistic.
+    public var sendLagMs: Latency?
+    /// Answers by "HTTP status, status, errorId".
+    public var outcomes: [String: Int]
+    /// Cases sent, by kind.
+    public var kinds: [String: Int]
+    public var mismatches: Int
+    public var firstMismatches: [String]
+    public var transportErrors: Int
+    /// Prepared payments not sent before `--duration` ran out.
+    public var unsent: Int
+
+    public var passed: Bool { mismatches == 0 && transportErrors == 0 }
+
+    public func json() throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return try encoder.encode(self)
+    }
+
+    /// The human-readable report.
+    public var text: String {
+        func f(_ x: Double, _ digits: Int = 2) -> String { String(format: "%.\(digits)f", x) }
+        var lines: [String] = []
+        let target = setup.targetRate.map { ", target \(f($0, 0))/s" } ?? ""
+        lines.append("vipps-sim: \(setup.mode.rawValue) loop, \(setup.concurrency) connections\(target), \(setup.url)")
+        lines.append("  mix          \(setup.mix)")
+        lines.append("  answered     \(answered) in \(f(elapsedSeconds)) s" + (unsent > 0 ? " (\(unsent) prepared payments not sent)" : ""))
+        lines.append("  throughput   \(f(throughput, 1)) makePayment/s")
+        let l = latencyMs
+        lines.append("  latency ms   p50 \(f(l.p50, 3))  p90 \(f(l.p90, 3))  p99 \(f(l.p99, 3))  p99.9 \(f(l.p999, 3))  max \(f(l.max, 3))  mean \(f(l.mean, 3))")
+        if let s = sendLagMs {
+            lines.append("  send lag ms  p50 \(f(s.p50, 3))  p99 \(f(s.p99, 3))  max \(f(s.max, 3))  (generator lateness; included in latency)")
+        }
+        lines.append("  outcomes")
+        for (outcome, count) in outcomes.sorted(by: { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }) {
+            let share = answered > 0 ? Double(count) * 100 / Double(answered) : 0
+            lines.append("    \(outcome.padding(toLength: 22, withPad: " ", startingAt: 0)) \(String(count).leftPadded(8))  \(f(share, 2).leftPadded(6)) %")
+        }
+        lines.append("  kinds sent   " + kinds.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
+        lines.append("  mismatches   \(mismatches)" + (transportErrors > 0 ? " (\(transportErrors) without an answer)" : ""))
+        for m in firstMismatches { lines.append("    " + m) }
+        if mismatches > firstMismatches.count { lines.append("    … and \(mismatches - firstMismatches.count) more") }
+        return lines.joined(separator: "\n")
+    }
+}
+
+extension String {
+    fileprivate func leftPadded(_ width: Int) -> String {
+        count >= width ? self : String(repeating: " ", count: width - count) + self
+    }
+}

@@ -1,0 +1,142 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Synchronization
+import Testing
+
+/// `psp-worker serve` as a real process, on a port of its choosing, for tests that kill it.
+final class WorkerProcess: @unchecked Sendable {
+    // @unchecked: the Process is only touched from the test's own task.
+    let process = Process()
+    let port: Int
+
+    static var binary: URL {
+        // The test resources sit in the build folder next to the products.
+        Bundle.module.bundleURL.deletingLastPathComponent().appendingPathComponent("psp-worker")
+    }
+
+    init(store: String, latencyMs: Int, workers: Int = 8) throws {
+        process.executableURL = Self.binary
+        process.arguments = ["serve", "--port", "0", "--store", "sqlite:" + store, "--workers", String(workers),
+                             "--simulator-latency-ms", String(latencyMs), "--private-key", TestKeys.path("psp-private-key")]
+        var environment = ProcessInfo.processInfo.environment
+        environment["PSP_ADMIN_TOKEN"] = LiveWorker.adminToken
+        process.environment = environment
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // Read the log until the server says where it listens.
+        var seen = ""
+        let deadline = Date().addingTimeInterval(30)
+        var found: Int?
+        while found == nil, Date() < deadline {
+            let chunk = output.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            seen += String(decoding: chunk, as: UTF8.self)
+            if let range = seen.range(of: #"listening on 127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
+                found = Int(seen[range].split(separator: ":").last!)
+            }
+        }
+        guard let found else { process.terminate(); throw WorkerDidNotStart(log: seen) }
+        port = found
+        // Keep draining the log so the worker never blocks on a full pipe.
+        output.fileHandleForReading.readabilityHandler = { _ = $0.availableData }
+    }
+
+    struct WorkerDidNotStart: Error { let log: String }
+
+    func kill(_ signal: Int32) {
+        Foundation.kill(process.processIdentifier, signal)
+        process.waitUntilExit()
+    }
+
+    func request(_ method: String, _ path: String, _ body: String? = nil, authorization: String? = nil) async throws -> (Int, String) {
+        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+        request.httpMethod = method
+        request.timeoutInterval = 20
+        if let body { request.httpBody = Data(body.utf8); request.setValue("application/json", forHTTPHeaderField: "Content-Type") }
+        if let authorization { request.setValue(authorization, forHTTPHeaderField: "Authorization") }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        return ((response as! HTTPURLResponse).statusCode, String(decoding: data, as: UTF8.self))
+    }
+
+    func register(_ id: String) async throws -> Int {
+        try await request("POST", "/payments", """
+            {"pspTransactionId":"\(id)","merchantSerialNumber":"123456","merchantOrderId":"o-\(id)","amount":100,"currency":"NOK","makePaymentToken":"token-\(id)","paymentText":"t"}
+            """, authorization: "Bearer " + LiveWorker.adminToken).0
+    }
+
+    func makePayment(_ id: String, cardData: String) async throws -> (Int, String) {
+        try await request("POST", "/makePayment", """
+            {"pspTransactionId":"\(id)","merchantSerialNumber":"123456","cardData":"\(cardData)","confirmed":"YES"}
+            """, authorization: "token-" + id)
+    }
+
+    func show(_ id: String) async throws -> [String: Any] {
+        let (_, text) = try await request("GET", "/payments/" + id, authorization: "Bearer " + LiveWorker.adminToken)
+        return (try JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] ?? [:]
+    }
+}
+
+final class Answers: Sendable { let bodies = Mutex<[String: String]>([:]) }
+
+@Suite struct CrashRecoveryTests {
+    /// SIGKILL while authorizations are in flight, then a restart on the same store: every answer
+    /// given before the kill is given again, nothing is authorized twice, and the attempts the dead
+    /// process left open are reversed and answered 85.
+    @Test func sigkillUnderLoadLosesNoOutcomeAndNeverAuthorizesTwice() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("crash-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = directory.appendingPathComponent("store.sqlite").path
+        let ids = (0..<40).map { "crash-\($0)" }
+        let cardData = TestKeys.cardData(code: "00")
+
+        // 1. Load with a slow acquirer (1 s per answer, 8 workers), then SIGKILL mid-flight.
+        let first = try WorkerProcess(store: store, latencyMs: 1000)
+        for id in ids { #expect(try await first.register(id) == 201) }
+        let answeredBeforeKill = Answers()
+        let load = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for id in ids {
+                    group.addTask {
+                        if let (status, body) = try? await first.makePayment(id, cardData: cardData), status == 200 {
+                            answeredBeforeKill.bodies.withLock { $0[id] = body }
+                        }
+                    }
+                }
+            }
+        }
+        try await Task.sleep(for: .milliseconds(1500))
+        first.kill(SIGKILL)
+        await load.value
+        let before = answeredBeforeKill.bodies.withLock { $0 }
+
+        // 2. Restart on the same store, with a fast acquirer, and send every payment again.
+        let second = try WorkerProcess(store: store, latencyMs: 0)
+        defer { second.kill(SIGTERM) }
+        var orphans = 0
+        for id in ids {
+            let (status, body) = try await second.makePayment(id, cardData: cardData)
+            #expect(status == 200)
+            if let earlier = before[id] {
+                #expect(body == earlier, "\(id): a recorded outcome must be answered again unchanged")
+            }
+            let shown = try await second.show(id)
+            #expect(shown["state"] as? String == "completed", "\(id) must have an outcome")
+            let sent = shown["authorizationsSent"] as? Int ?? -1
+            #expect(sent == 1, "\(id): authorized exactly once across both processes, got \(sent)")
+            if before[id] == nil && (shown["acquirerAuthorizations"] as? Int) == 0 {
+                // Sent by the dead process, never answered: reversed and answered 85, not re-sent.
+                orphans += 1
+                #expect(shown["errorId"] as? Int == 85, "\(id): an orphaned attempt is answered 85")
+                #expect((shown["reversals"] as? [Any])?.count == 1, "\(id): an orphaned attempt is reversed")
+            }
+        }
+        // The kill must have hit both answered and in-flight payments, or the test proved nothing.
+        #expect(!before.isEmpty, "some payments must have been answered before the kill")
+        #expect(orphans > 0, "some payments must have been in flight at the kill")
+    }
+}
