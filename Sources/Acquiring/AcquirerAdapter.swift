@@ -7,6 +7,9 @@ public final class AuthorizationRequest: Sendable {
     public let pspTransactionId: String
     /// Unique per attempt: what an acquirer uses as its STAN/RRN source and what a reversal names.
     public let attemptId: String
+    /// The adapter's own identifiers for this attempt (STAN, RRN, …), from `attemptReference(for:)`,
+    /// recorded with the attempt before it is sent so that a reversal after a crash can name it.
+    public let attemptReference: String
     public let merchantSerialNumber: String
     /// Amount in minor units (øre).
     public let amount: Int
@@ -14,10 +17,11 @@ public final class AuthorizationRequest: Sendable {
     public let currency: String
     public let card: CardData
 
-    public init(pspTransactionId: String, attemptId: String, merchantSerialNumber: String,
+    public init(pspTransactionId: String, attemptId: String, attemptReference: String? = nil, merchantSerialNumber: String,
                 amount: Int, currency: String, card: consuming CardData) {
         self.pspTransactionId = pspTransactionId
         self.attemptId = attemptId
+        self.attemptReference = attemptReference ?? attemptId
         self.merchantSerialNumber = merchantSerialNumber
         self.amount = amount
         self.currency = currency
@@ -55,19 +59,22 @@ public struct AcquirerAnswer: Sendable, Equatable {
 public struct ReversalRequest: Sendable, Equatable {
     public var reversalId: String
     public var pspTransactionId: String
-    /// The attempt being reversed: the adapter finds its original data elements by it.
+    /// The attempt being reversed.
     public var attemptId: String
+    /// The adapter's identifiers of that attempt, as `attemptReference(for:)` made them.
+    public var attemptReference: String
     public var amount: Int
     public var currency: String
     public var merchantSerialNumber: String
     /// 1 for the first send; more for repeats (ISO 8583 sends repeats as 0401).
     public var sendCount: Int
 
-    public init(reversalId: String, pspTransactionId: String, attemptId: String, amount: Int,
+    public init(reversalId: String, pspTransactionId: String, attemptId: String, attemptReference: String? = nil, amount: Int,
                 currency: String, merchantSerialNumber: String, sendCount: Int = 1) {
         self.reversalId = reversalId
         self.pspTransactionId = pspTransactionId
         self.attemptId = attemptId
+        self.attemptReference = attemptReference ?? attemptId
         self.amount = amount
         self.currency = currency
         self.merchantSerialNumber = merchantSerialNumber
@@ -90,10 +97,19 @@ public struct AcquirerUnavailable: Error, Sendable, CustomStringConvertible {
 public protocol AcquirerAdapter: Sendable {
     /// Names the adapter in logs, metrics and code-mapping overrides ("simulator", "iso8583").
     var name: String { get }
+    /// Allocates the adapter's identifiers for a new attempt (an ISO 8583 STAN, RRN and transmission
+    /// time). Called before the attempt is recorded; what it returns is stored with the attempt and
+    /// handed back in `AuthorizationRequest.attemptReference` and `ReversalRequest.attemptReference`.
+    func attemptReference(for attemptId: String) -> String
     /// Sends one authorization. Throws `AcquirerUnavailable` (or any error) when the outcome is unknown.
     func authorize(_ request: AuthorizationRequest) async throws -> AcquirerAnswer
     /// Sends one reversal; returns when the acquirer has acknowledged it, throws when it has not.
     func reverse(_ reversal: ReversalRequest) async throws
+}
+
+extension AcquirerAdapter {
+    /// By default an attempt is known to the acquirer by our attempt id.
+    public func attemptReference(for attemptId: String) -> String { attemptId }
 }
 
 /// Adapters that can say how many authorizations and reversals they have seen per payment, so that

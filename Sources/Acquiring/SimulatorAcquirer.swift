@@ -19,12 +19,31 @@ public final class SimulatorAcquirer: AcquirerAdapter, AuthorizationCounting {
 
     /// The code a test card asks for, or nil for a PAN that is not a coded test card (approved).
     public static func testCardCode(_ pan: borrowing PrimaryAccountNumber) -> String? {
-        guard pan.count == 16 else { return nil }
-        return pan.withASCIIDigits { digits -> String? in
-            for i in 0..<13 where digits[i] != (i == 0 ? UInt8(ascii: "4") : UInt8(ascii: "0")) { return nil }
-            return String(decoding: UnsafeRawBufferPointer(rebasing: digits[13..<15]), as: UTF8.self)
-        }
+        pan.withASCIIDigits { testCardCode(asciiDigits: $0) }
     }
+
+    /// The same rule on ASCII digits, for acquirer hosts that receive the PAN on the wire.
+    public static func testCardCode(asciiDigits digits: some Collection<UInt8>) -> String? {
+        guard digits.count == 16 else { return nil }
+        var i = 0
+        var code: [UInt8] = []
+        for d in digits {
+            if i == 0 && d != UInt8(ascii: "4") { return nil }
+            if i > 0 && i < 13 && d != UInt8(ascii: "0") { return nil }
+            if i == 13 || i == 14 { code.append(d) }
+            i += 1
+        }
+        return String(decoding: code, as: UTF8.self)
+    }
+
+    /// What the simulator answers for a PAN: its test-card code, "00" for any other, nil for "never".
+    public static func answerCode(asciiDigits digits: some Collection<UInt8>) -> String? {
+        let code = testCardCode(asciiDigits: digits) ?? "00"
+        return code == "99" ? nil : code
+    }
+
+    /// Whether an ISO 8583 code approves (the simulator's authorization code is given only then).
+    public static func approves(_ code: String) -> Bool { code == "00" || code == "08" || code == "11" || code == "10" }
 
     /// The test card for a response code, e.g. "51" → 4000000000000515.
     public static func testCard(code: String) -> String {
@@ -53,7 +72,7 @@ public final class SimulatorAcquirer: AcquirerAdapter, AuthorizationCounting {
         }
         if latency > .zero { try await Task.sleep(for: latency) }
         let reference = references.add(1, ordering: .relaxed).newValue
-        let approved = code == "00" || code == "08" || code == "11" || code == "10"
+        let approved = Self.approves(code)
         return AcquirerAnswer(
             responseCode: code,
             message: approved ? "Approved" : "Declined",

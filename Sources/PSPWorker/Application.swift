@@ -2,6 +2,7 @@ import Acquiring
 import CardCrypto
 import Foundation
 import Hummingbird
+import ISO8583Acquirer
 import Logging
 import MakePayment
 import Metrics
@@ -48,6 +49,8 @@ public struct PSPWorkerComponents: Sendable {
         let acquirer: any AcquirerAdapter
         switch configuration.acquirer {
         case .simulator(let latency): acquirer = SimulatorAcquirer(latency: latency)
+        case .iso8583(let host, let port):
+            acquirer = ISO8583Acquirer(configuration: .init(host: host, port: port), logger: Logger(label: "psp-worker.iso8583"))
         }
         var codes = ResponseCodeTable()
         if let path = configuration.responseCodeOverridesPath {
@@ -89,7 +92,8 @@ public func buildApplication(
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "psp-worker"),
         // Shut down in reverse: the HTTP server first (finishing requests in flight), then the
         // workers (draining the queue), then reversals, then the store.
-        services: [StoreCloser(close: components.closeStore), ReversalLoopService(reversals: reversals), workers],
+        services: [StoreCloser(close: components.closeStore), ReversalLoopService(reversals: reversals),
+                   AcquirerKeepAlive(acquirer: components.acquirer), workers],
         logger: logger)
 }
 
@@ -114,6 +118,18 @@ struct ReversalLoopService: Service {
     let reversals: ReversalService
     func run() async throws {
         await cancelWhenGracefulShutdown { await reversals.run() }
+    }
+}
+
+/// Echoes on an idle ISO 8583 connection; nothing for adapters that need no keep-alive.
+struct AcquirerKeepAlive: Service {
+    let acquirer: any AcquirerAdapter
+    func run() async throws {
+        guard let iso = acquirer as? ISO8583Acquirer else {
+            try? await gracefulShutdown()
+            return
+        }
+        await cancelWhenGracefulShutdown { await iso.runKeepAlive() }
     }
 }
 

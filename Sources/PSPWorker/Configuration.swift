@@ -1,4 +1,5 @@
 import Acquiring
+import ISO8583Acquirer
 
 /// Everything `psp-worker serve` is configured with: filled from flags and the environment by the
 /// command line, or directly by tests.
@@ -8,6 +9,15 @@ public struct PSPWorkerConfiguration: Sendable {
     }
     public enum AcquirerChoice: Sendable, Equatable {
         case simulator(latency: Duration)
+        /// ISO 8583 over TCP: `iso8583://HOST:PORT`.
+        case iso8583(host: String, port: Int)
+
+        /// Parses `--acquirer`: `simulator` or `iso8583://HOST:PORT`.
+        public init?(_ text: String, simulatorLatency: Duration = .zero) {
+            if text == "simulator" { self = .simulator(latency: simulatorLatency); return }
+            if let iso = ISO8583Acquirer.Configuration(url: text) { self = .iso8583(host: iso.host, port: iso.port); return }
+            return nil
+        }
     }
 
     public var host = "127.0.0.1"

@@ -58,7 +58,7 @@ public struct PaymentStoreConformance: Sendable {
     }
 
     static func attempt(_ id: String, instance: String = "instance-a") -> AttemptRecord {
-        AttemptRecord(attemptId: "att-" + id + "-" + instance, instanceId: instance,
+        AttemptRecord(attemptId: "att-" + id + "-" + instance, attemptReference: "ref-" + id + "-" + instance, instanceId: instance,
                       maskedPAN: MaskedPAN(masked: "400000******0002")!, startedAt: 1_000)
     }
 
@@ -102,6 +102,7 @@ public struct PaymentStoreConformance: Sendable {
         let record = try await store.payment("p-race")
         try Self.expect(record?.state == .processing && record?.authorizationsSent == 1, "the payment is processing with one authorization")
         try Self.expect(record?.attempt?.maskedPAN.value == "400000******0002", "the attempt's masked PAN is kept")
+        try Self.expect(record?.attempt?.attemptReference.hasPrefix("ref-p-race-") == true, "the attempt's acquirer reference is kept")
     }
 
     func outcomeCompletesAndStands() async throws {
@@ -159,7 +160,7 @@ public struct PaymentStoreConformance: Sendable {
         _ = try await store.register(Self.registration("p-rev"), now: 1)
         _ = try await store.beginAttempt("p-rev", attempt: Self.attempt("p-rev"), now: 2)
         let reversal = ReversalRequest(reversalId: "rev-1", pspTransactionId: "p-rev", attemptId: "att-p-rev-instance-a",
-                                       amount: 1000, currency: "NOK", merchantSerialNumber: "123456")
+                                       attemptReference: "ref-p-rev-instance-a", amount: 1000, currency: "NOK", merchantSerialNumber: "123456")
         let timedOut = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message)
         _ = try await store.recordOutcome("p-rev", outcome: timedOut, reversal: reversal, now: 100)
         var due = try await store.dueReversals(now: 100, limit: 10)

@@ -173,8 +173,10 @@ public final class MakePaymentPipeline: Sendable {
         }
         metrics.recordDecrypt(since: started)
         let registration = payment.registration
+        let attemptId = Self.newAttemptId()
         let authorization = AuthorizationRequest(
-            pspTransactionId: id, attemptId: Self.newAttemptId(id), merchantSerialNumber: registration.merchantSerialNumber,
+            pspTransactionId: id, attemptId: attemptId, attemptReference: acquirer.attemptReference(for: attemptId),
+            merchantSerialNumber: registration.merchantSerialNumber,
             amount: registration.amount, currency: registration.currency, card: card)
         return await authorize(authorization, payment: payment)
     }
@@ -184,7 +186,8 @@ public final class MakePaymentPipeline: Sendable {
         let id = request.pspTransactionId
         let masked = request.maskedPAN
         // 10. Record the attempt first: a crash after this leaves a trace that forbids a blind retry.
-        let attempt = AttemptRecord(attemptId: request.attemptId, instanceId: configuration.instanceId,
+        let attempt = AttemptRecord(attemptId: request.attemptId, attemptReference: request.attemptReference,
+                                    instanceId: configuration.instanceId,
                                     maskedPAN: masked, startedAt: now())
         do {
             switch try await store.beginAttempt(id, attempt: attempt, now: now()) {
@@ -206,7 +209,7 @@ public final class MakePaymentPipeline: Sendable {
         metrics.recordAcquirer(since: started)
         // 12. Map the answer.
         let reversal = ReversalRequest(reversalId: request.attemptId + "-R", pspTransactionId: id, attemptId: request.attemptId,
-                                       amount: request.amount, currency: request.currency,
+                                       attemptReference: request.attemptReference, amount: request.amount, currency: request.currency,
                                        merchantSerialNumber: request.merchantSerialNumber)
         switch outcome {
         case .value(let answer):
@@ -245,7 +248,7 @@ public final class MakePaymentPipeline: Sendable {
         ])
         let registration = payment.registration
         let reversal = ReversalRequest(reversalId: attempt.attemptId + "-R", pspTransactionId: id, attemptId: attempt.attemptId,
-                                       amount: registration.amount, currency: registration.currency,
+                                       attemptReference: attempt.attemptReference, amount: registration.amount, currency: registration.currency,
                                        merchantSerialNumber: registration.merchantSerialNumber)
         let outcome = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: attempt.maskedPAN)
         return await finish(id, outcome, reversal: reversal)
@@ -279,16 +282,9 @@ public final class MakePaymentPipeline: Sendable {
         return MakePaymentResult(httpStatus: 500, response: .fail(id, .internalError))
     }
 
-    static func newAttemptId(_ id: String) -> String {
+    static func newAttemptId() -> String {
         Secrets.hexString(Secrets.randomBytes(8))
     }
-}
-
-/// Milliseconds since 1970, from the system clock.
-@Sendable public func wallClockMilliseconds() -> Int64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
 }
 
 /// Coalesces concurrent makePayment calls for one payment in this process: the first runs, the

@@ -62,13 +62,16 @@ public struct PaymentOutcome: Sendable, Equatable {
 /// One authorization sent (or about to be sent) to the acquirer.
 public struct AttemptRecord: Sendable, Equatable {
     public var attemptId: String
+    /// The acquirer adapter's identifiers of the attempt (see `AcquirerAdapter.attemptReference(for:)`).
+    public var attemptReference: String
     /// The process that sent it: an attempt left `processing` by another instance was orphaned by a crash.
     public var instanceId: String
     public var maskedPAN: MaskedPAN
     public var startedAt: Int64
 
-    public init(attemptId: String, instanceId: String, maskedPAN: MaskedPAN, startedAt: Int64) {
+    public init(attemptId: String, attemptReference: String? = nil, instanceId: String, maskedPAN: MaskedPAN, startedAt: Int64) {
         self.attemptId = attemptId
+        self.attemptReference = attemptReference ?? attemptId
         self.instanceId = instanceId
         self.maskedPAN = maskedPAN
         self.startedAt = startedAt

@@ -54,12 +54,14 @@ public final class SQLitePaymentStore: PaymentStore {
                 acquirer_reference TEXT,
                 authorizations_sent INTEGER NOT NULL DEFAULT 0,
                 attempt_id TEXT,
+                attempt_reference TEXT,
                 attempt_instance_id TEXT,
                 attempt_started_at INTEGER
             ) WITHOUT ROWID;
             CREATE TABLE IF NOT EXISTS attempts (
                 attempt_id TEXT PRIMARY KEY,
                 psp_transaction_id TEXT NOT NULL REFERENCES payments(psp_transaction_id),
+                attempt_reference TEXT NOT NULL,
                 instance_id TEXT NOT NULL,
                 masked_pan TEXT NOT NULL,
                 started_at INTEGER NOT NULL
@@ -68,6 +70,7 @@ public final class SQLitePaymentStore: PaymentStore {
                 reversal_id TEXT PRIMARY KEY,
                 psp_transaction_id TEXT NOT NULL REFERENCES payments(psp_transaction_id),
                 attempt_id TEXT NOT NULL,
+                attempt_reference TEXT NOT NULL,
                 amount INTEGER NOT NULL,
                 currency TEXT NOT NULL,
                 merchant_serial_number TEXT NOT NULL,
@@ -106,7 +109,7 @@ public final class SQLitePaymentStore: PaymentStore {
         SELECT psp_transaction_id, merchant_serial_number, merchant_order_id, amount, currency, token_hash, payment_text,
                state, created_at, updated_at, completed_at, outcome_status, outcome_error_id, outcome_error_text,
                masked_pan, acquirer_response_code, authorization_code, acquirer_reference, authorizations_sent,
-               attempt_id, attempt_instance_id, attempt_started_at
+               attempt_id, attempt_instance_id, attempt_started_at, attempt_reference
         FROM payments WHERE psp_transaction_id = ?
         """
 
@@ -126,7 +129,8 @@ public final class SQLitePaymentStore: PaymentStore {
             }
             var attempt: AttemptRecord?
             if let attemptId = row.optionalText(19), let masked {
-                attempt = AttemptRecord(attemptId: attemptId, instanceId: row.text(20), maskedPAN: masked, startedAt: row.int(21))
+                attempt = AttemptRecord(attemptId: attemptId, attemptReference: row.text(22), instanceId: row.text(20),
+                                        maskedPAN: masked, startedAt: row.int(21))
             }
             record = PaymentRecord(
                 registration: registration, state: PaymentState(rawValue: row.text(7)) ?? .pending, outcome: outcome,
@@ -150,16 +154,17 @@ public final class SQLitePaymentStore: PaymentStore {
         try await writer.perform { db in
             let changed = try db.run("""
                 UPDATE payments SET state = 'processing', updated_at = ?, masked_pan = ?, authorizations_sent = authorizations_sent + 1,
-                    attempt_id = ?, attempt_instance_id = ?, attempt_started_at = ?
+                    attempt_id = ?, attempt_reference = ?, attempt_instance_id = ?, attempt_started_at = ?
                 WHERE psp_transaction_id = ? AND state = 'pending'
-                """, [.integer(now), .text(attempt.maskedPAN.value), .text(attempt.attemptId), .text(attempt.instanceId),
+                """, [.integer(now), .text(attempt.maskedPAN.value), .text(attempt.attemptId), .text(attempt.attemptReference),
+                      .text(attempt.instanceId),
                       .integer(attempt.startedAt), .text(id)])
             guard changed == 1 else {
                 guard let record = try Self.read(db, id) else { return .notFound }
                 return .notPending(record)
             }
-            try db.run("INSERT INTO attempts (attempt_id, psp_transaction_id, instance_id, masked_pan, started_at) VALUES (?, ?, ?, ?, ?)",
-                       [.text(attempt.attemptId), .text(id), .text(attempt.instanceId), .text(attempt.maskedPAN.value), .integer(attempt.startedAt)])
+            try db.run("INSERT INTO attempts (attempt_id, psp_transaction_id, attempt_reference, instance_id, masked_pan, started_at) VALUES (?, ?, ?, ?, ?, ?)",
+                       [.text(attempt.attemptId), .text(id), .text(attempt.attemptReference), .text(attempt.instanceId), .text(attempt.maskedPAN.value), .integer(attempt.startedAt)])
             return .begun
         }
     }
@@ -180,10 +185,10 @@ public final class SQLitePaymentStore: PaymentStore {
             }
             if let r = reversal {
                 try db.run("""
-                    INSERT INTO reversals (reversal_id, psp_transaction_id, attempt_id, amount, currency, merchant_serial_number,
-                        reason, state, tries, next_try_at, created_at, updated_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?) ON CONFLICT DO NOTHING
-                    """, [.text(r.reversalId), .text(r.pspTransactionId), .text(r.attemptId), .integer(Int64(r.amount)),
+                    INSERT INTO reversals (reversal_id, psp_transaction_id, attempt_id, attempt_reference, amount, currency,
+                        merchant_serial_number, reason, state, tries, next_try_at, created_at, updated_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?) ON CONFLICT DO NOTHING
+                    """, [.text(r.reversalId), .text(r.pspTransactionId), .text(r.attemptId), .text(r.attemptReference), .integer(Int64(r.amount)),
                           .text(r.currency), .text(r.merchantSerialNumber),
                           .text(outcome.acquirerResponseCode.map { "response code \($0)" } ?? "unknown outcome"),
                           .integer(now), .integer(now), .integer(now)])
@@ -194,13 +199,13 @@ public final class SQLitePaymentStore: PaymentStore {
 
     private static let selectReversal = """
         SELECT reversal_id, psp_transaction_id, attempt_id, amount, currency, merchant_serial_number, reason, state, tries,
-               next_try_at, created_at FROM reversals
+               next_try_at, created_at, attempt_reference FROM reversals
         """
 
     static func reversal(_ row: SQLiteRow) -> ReversalRecord {
         ReversalRecord(
             request: ReversalRequest(reversalId: row.text(0), pspTransactionId: row.text(1), attemptId: row.text(2),
-                                     amount: Int(row.int(3)), currency: row.text(4), merchantSerialNumber: row.text(5),
+                                     attemptReference: row.text(11), amount: Int(row.int(3)), currency: row.text(4), merchantSerialNumber: row.text(5),
                                      sendCount: Int(row.int(8)) + 1),
             reason: row.text(6), state: ReversalState(rawValue: row.text(7)) ?? .pending, tries: Int(row.int(8)),
             nextTryAt: row.int(9), createdAt: row.int(10))

@@ -1,0 +1,205 @@
+/// ISO 8583:1987 codec with the all-ASCII layout of jPOS `ISO87APackager`:
+/// 4-digit MTI, hex-ASCII bitmaps (16 characters each), and fields per `fieldSpecs`.
+///
+/// A caseless enum because the packager holds no state; it is a namespace.
+public enum ISO87APackager {
+    /// Encodes a message. Fixed numeric values shorter than the field are left padded
+    /// with '0', fixed character values right padded with ' ', short amounts zero padded
+    /// after the sign; anything longer than the field is an error.
+    public static func encode(_ message: ISOMessage) throws(ISO8583Error) -> [UInt8] {
+        guard Ascii.isMTI(message.mti) else { throw .badMTI }
+        let numbers = message.fieldNumbers
+
+        // Validate every number before writing so an unknown field fails fast.
+        var bitmap = [UInt8](repeating: 0, count: 16)
+        for number in numbers {
+            guard spec(for: number) != nil else { throw .unknownField(field: number) }
+            setBit(number, in: &bitmap)
+        }
+        let secondary = numbers.last.map { $0 > 64 } ?? false
+        if secondary { setBit(1, in: &bitmap) }
+
+        var out: [UInt8] = []
+        out.reserveCapacity(256)
+        out.append(contentsOf: message.mti.utf8)
+        Ascii.appendHex(bitmap[0..<(secondary ? 16 : 8)], to: &out)
+        for number in numbers {
+            // Both non-nil: checked in the loop above.
+            try encodeField(spec(for: number)!, message[number]!, into: &out)
+        }
+        return out
+    }
+
+    /// Decodes exactly one message; bytes left after the last field are an error
+    /// because with a length-prefixed frame they mean the two sides disagree on layout.
+    /// Decoded values are the wire form: fixed fields keep their padding, binary is uppercase hex.
+    public static func decode(_ bytes: some Collection<UInt8>) throws(ISO8583Error) -> ISOMessage {
+        var reader = Reader(Array(bytes))
+
+        guard let mtiBytes = reader.take(4) else { throw .shortMessage(field: 0) }
+        guard mtiBytes.allSatisfy(Ascii.isDigit) else { throw .badMTI }
+        var message = ISOMessage(mti: Ascii.string(mtiBytes))
+
+        var bitmap = try readBitmap(&reader)
+        let secondary = bitmap[0] & 0x80 != 0
+        if secondary { bitmap += try readBitmap(&reader) }
+
+        for number in 2...(secondary ? 128 : 64) where isBitSet(number, in: bitmap) {
+            message[number] = try decodeField(spec(for: number)!, from: &reader)
+        }
+        guard reader.remaining == 0 else { throw .trailingBytes(count: reader.remaining) }
+        return message
+    }
+
+    // MARK: - Bitmap
+
+    /// Bit 1 is the most significant bit of the first byte (ISO 8583 numbering).
+    private static func setBit(_ number: Int, in bitmap: inout [UInt8]) {
+        bitmap[(number - 1) / 8] |= 0x80 >> UInt8((number - 1) % 8)
+    }
+
+    private static func isBitSet(_ number: Int, in bitmap: [UInt8]) -> Bool {
+        bitmap[(number - 1) / 8] & (0x80 >> UInt8((number - 1) % 8)) != 0
+    }
+
+    private static func readBitmap(_ reader: inout Reader) throws(ISO8583Error) -> [UInt8] {
+        guard let hex = reader.take(16) else { throw .shortMessage(field: 1) }
+        guard let bytes = Ascii.parseHex(hex) else { throw .badBitmap }
+        return bytes
+    }
+
+    // MARK: - Fields
+
+    private static func encodeField(
+        _ spec: ISOFieldSpec, _ value: String, into out: inout [UInt8]
+    ) throws(ISO8583Error) {
+        let field = spec.number
+        // Every kind carries one byte per character; jPOS uses ISO-8859-1, so do we.
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(value.utf8.count)
+        for scalar in value.unicodeScalars {
+            guard scalar.value <= 0xFF else {
+                // Numeric/hex/amount kinds report their own, more specific error.
+                throw spec.kind == .char || spec.kind == .llchar || spec.kind == .lllchar
+                    ? .badCharacter(field: field) : contentError(spec)
+            }
+            bytes.append(UInt8(scalar.value))
+        }
+
+        switch spec.kind {
+        case .numeric:
+            try checkNumeric(bytes, spec)
+            try checkMax(bytes.count, spec)
+            out.append(contentsOf: repeatElement(Ascii.zero, count: spec.length - bytes.count))
+            out.append(contentsOf: bytes)
+        case .char:
+            try checkMax(bytes.count, spec)
+            out.append(contentsOf: bytes)
+            out.append(contentsOf: repeatElement(Ascii.space, count: spec.length - bytes.count))
+        case .binary:
+            guard bytes.allSatisfy(Ascii.isHex) else { throw .nonHex(field: field) }
+            try checkMax(bytes.count, spec)
+            guard bytes.count == spec.maxValueLength else {
+                throw .badLength(field: field, length: bytes.count, expected: spec.maxValueLength)
+            }
+            out.append(contentsOf: bytes.map(Ascii.uppercased))
+        case .amount:
+            guard let sign = bytes.first, Ascii.isAmountSign(sign),
+                  bytes.dropFirst().allSatisfy(Ascii.isDigit)
+            else { throw .badAmount(field: field) }
+            try checkMax(bytes.count, spec)
+            out.append(sign)
+            out.append(contentsOf: repeatElement(Ascii.zero, count: spec.length - bytes.count))
+            out.append(contentsOf: bytes.dropFirst())
+        case .llnum, .llchar, .lllchar:
+            if spec.kind == .llnum { try checkNumeric(bytes, spec) }
+            try checkMax(bytes.count, spec)
+            Ascii.appendDecimal(bytes.count, digits: spec.kind.prefixDigits, to: &out)
+            out.append(contentsOf: bytes)
+        }
+    }
+
+    private static func decodeField(
+        _ spec: ISOFieldSpec, from reader: inout Reader
+    ) throws(ISO8583Error) -> String {
+        let field = spec.number
+        // Ending exactly at a field boundary means the bitmap promised more than was sent;
+        // ending inside a field means it was cut short. Both are rejected, but differently.
+        guard reader.remaining > 0 else { throw .bitmapAnnouncesMissingField(field: field) }
+
+        let raw: ArraySlice<UInt8>
+        if spec.kind.prefixDigits > 0 {
+            guard let prefix = reader.take(spec.kind.prefixDigits) else {
+                throw .shortMessage(field: field)
+            }
+            guard let length = Ascii.parseDecimal(prefix) else { throw .badLengthPrefix(field: field) }
+            // Checked before reading so a hostile prefix cannot make us look past the field's limit.
+            guard length <= spec.length else {
+                throw .fieldTooLong(field: field, length: length, max: spec.length)
+            }
+            guard let data = reader.take(length) else { throw .shortMessage(field: field) }
+            raw = data
+        } else {
+            let wireLength = spec.kind == .binary ? spec.length * 2 : spec.length
+            guard let data = reader.take(wireLength) else { throw .shortMessage(field: field) }
+            raw = data
+        }
+
+        switch spec.kind {
+        case .numeric, .llnum:
+            try checkNumeric(raw, spec)
+        case .binary:
+            guard raw.allSatisfy(Ascii.isHex) else { throw .nonHex(field: field) }
+            return Ascii.string(raw.map(Ascii.uppercased))
+        case .amount:
+            guard let sign = raw.first, Ascii.isAmountSign(sign),
+                  raw.dropFirst().allSatisfy(Ascii.isDigit)
+            else { throw .badAmount(field: field) }
+        case .char, .llchar, .lllchar:
+            break  // Any byte is a valid ISO-8859-1 character.
+        }
+        return Ascii.string(raw)
+    }
+
+    /// Track 2 (field 35) is IFA_LLNUM in jPOS but carries a field separator,
+    /// '=' in ASCII or 'D' as in the BCD convention, so those are let through there.
+    private static func checkNumeric(
+        _ bytes: some Collection<UInt8>, _ spec: ISOFieldSpec
+    ) throws(ISO8583Error) {
+        let isTrack2 = spec.number == 35
+        let valid = bytes.allSatisfy { Ascii.isDigit($0) || (isTrack2 && Ascii.isTrack2Separator($0)) }
+        guard valid else { throw .nonNumeric(field: spec.number) }
+    }
+
+    private static func checkMax(_ count: Int, _ spec: ISOFieldSpec) throws(ISO8583Error) {
+        guard count <= spec.maxValueLength else {
+            throw .fieldTooLong(field: spec.number, length: count, max: spec.maxValueLength)
+        }
+    }
+
+    private static func contentError(_ spec: ISOFieldSpec) -> ISO8583Error {
+        switch spec.kind {
+        case .binary: .nonHex(field: spec.number)
+        case .amount: .badAmount(field: spec.number)
+        case .numeric, .llnum: .nonNumeric(field: spec.number)
+        case .char, .llchar, .lllchar: .badCharacter(field: spec.number)
+        }
+    }
+}
+
+/// Bounds-checked cursor over the input: `take` returns nil instead of trapping,
+/// which is what lets truncated or hostile input end in an error rather than a crash.
+struct Reader {
+    private let bytes: [UInt8]
+    private var position = 0
+
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    var remaining: Int { bytes.count - position }
+
+    mutating func take(_ count: Int) -> ArraySlice<UInt8>? {
+        guard count >= 0, count <= remaining else { return nil }
+        defer { position += count }
+        return bytes[position..<(position + count)]
+    }
+}

@@ -1,0 +1,357 @@
+import Acquiring
+import CardCrypto
+import ISO8583
+import Logging
+import MakePayment
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// An acquirer host reached over TCP with ISO 8583:1987 (ASCII, jPOS's ISO87APackager), each message
+/// behind a 2-byte length. One persistent connection carries many authorizations at once; replies
+/// are matched on MTI class + field 41 + field 11 (as jPOS's QMUX does); every attempt gets its own
+/// STAN and RRN; the connection is re-opened with back-off; a reply that comes after its request
+/// gave up is logged and dropped, never matched to another request.
+///
+/// Messages: 0100/0110 authorization (fields 2, 3, 4, 7, 11, 12, 13, 14, 22, 25, 37, 41, 42, 48, 49),
+/// 0400/0410 reversal and 0401 repeats (field 90: original MTI, STAN, transmission time, acquirer),
+/// 0800/0810 echo as a keep-alive.
+public final class ISO8583Acquirer: AcquirerAdapter {
+    public struct Configuration: Sendable {
+        public var host: String
+        public var port: Int
+        /// Field 41, card acceptor terminal id (8 characters).
+        public var terminalId = "VIPPS001"
+        /// Field 32 and in field 90: the acquiring institution id.
+        public var acquiringInstitutionId = "12345678901"
+        public var connectTimeout: Duration = .seconds(2)
+        /// An echo is sent when the connection has been idle this long.
+        public var echoInterval: Duration = .seconds(30)
+        public var minimumBackoff: Duration = .milliseconds(100)
+        public var maximumBackoff: Duration = .seconds(5)
+
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+
+        /// `iso8583://HOST:PORT`.
+        public init?(url: String) {
+            guard url.hasPrefix("iso8583://") else { return nil }
+            let rest = url.dropFirst("iso8583://".count)
+            guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]), port > 0 else { return nil }
+            self.init(host: String(rest[..<colon]), port: port)
+        }
+    }
+
+    public let name = "iso8583"
+    public let configuration: Configuration
+    private let group: any EventLoopGroup
+    private let logger: Logger
+    private let state = Mutex(State())
+    private let stanCounter = Atomic<Int>(0)
+    private let clock: @Sendable () -> Int64
+
+    struct State {
+        var channel: (any Channel)?
+        var connecting: EventLoopFuture<any Channel>?
+        var pending: [String: CheckedContinuation<ISOMessage, any Error>] = [:]
+        var nextConnectAllowed: ContinuousClock.Instant = .now
+        var backoff: Duration = .zero
+        var lastTraffic: ContinuousClock.Instant = .now
+    }
+
+    public init(configuration: Configuration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+                logger: Logger = Logger(label: "psp-worker.iso8583"),
+                clock: @escaping @Sendable () -> Int64 = wallClockMilliseconds) {
+        self.configuration = configuration
+        self.group = group
+        self.logger = logger
+        self.clock = clock
+    }
+
+    // MARK: identifiers
+
+    /// A new STAN, 000001-999999, unique among the messages in flight.
+    func nextSTAN() -> String {
+        let n = stanCounter.add(1, ordering: .relaxed).newValue
+        return digits((n - 1) % 999_999 + 1, width: 6)
+    }
+
+    /// "STAN|MMDDhhmmss|RRN": the STAN, transmission time and retrieval reference number the
+    /// authorization will carry; recorded before it is sent, so a reversal can name it after a crash.
+    public func attemptReference(for attemptId: String) -> String {
+        let stan = nextSTAN()
+        let now = ISOClock(milliseconds: clock())
+        // RRN (field 37): YDDD + hh + STAN, 12 digits, as many hosts expect.
+        let rrn = digits(now.year % 10, width: 1) + digits(now.dayOfYear, width: 3) + digits(now.hour, width: 2) + stan
+        return stan + "|" + now.transmission + "|" + rrn
+    }
+
+    struct Reference {
+        let stan: String, transmission: String, rrn: String
+        init?(_ text: String) {
+            let parts = text.split(separator: "|").map(String.init)
+            guard parts.count == 3, parts[0].count == 6, parts[1].count == 10, parts[2].count == 12 else { return nil }
+            stan = parts[0]; transmission = parts[1]; rrn = parts[2]
+        }
+    }
+
+    // MARK: AcquirerAdapter
+
+    public func authorize(_ request: AuthorizationRequest) async throws -> AcquirerAnswer {
+        guard let reference = Reference(request.attemptReference) else {
+            throw AcquirerUnavailable("attempt reference \(request.attemptReference) is not an ISO 8583 reference")
+        }
+        let now = ISOClock(milliseconds: clock())
+        var message = ISOMessage(mti: "0100")
+        let panLength = request.card.pan.count
+        message[2] = String(repeating: "0", count: panLength)  // placeholder: the digits go straight into the frame
+        message[3] = "000000"
+        message[4] = digits(request.amount, width: 12)
+        message[7] = reference.transmission
+        message[11] = reference.stan
+        message[12] = now.time
+        message[13] = now.date
+        message[14] = request.card.expiry.description
+        message[22] = "810"        // PAN entered by e-commerce, PIN capability unknown
+        message[25] = "59"         // e-commerce
+        message[32] = configuration.acquiringInstitutionId
+        message[37] = reference.rrn
+        message[41] = configuration.terminalId
+        message[42] = Self.cardAcceptor(request.merchantSerialNumber)
+        message[48] = "WLT=VIPPS"  // wallet-initiated
+        message[49] = Self.numericCurrency(request.currency)
+        var frame = try ISO87APackager.encode(message)
+        // Field 2 follows the MTI, the bitmap(s) and its 2-digit length.
+        let panOffset = 4 + (message.needsSecondaryBitmap ? 32 : 16) + 2
+        request.card.pan.withASCIIDigits { pan in
+            for i in 0..<panLength { frame[panOffset + i] = pan[i] }
+        }
+        defer { frame.withUnsafeMutableBytes { wipe($0) } }
+        let reply = try await exchange(frame, key: "01" + configuration.terminalId + reference.stan)
+        guard let code = reply[39] else { throw AcquirerUnavailable("0110 without field 39") }
+        return AcquirerAnswer(responseCode: code, message: nil, authorizationCode: reply[38]?.trimmingCharacters(),
+                              acquirerReference: reply[37] ?? reference.rrn, scheme: request.scheme)
+    }
+
+    public func reverse(_ reversal: ReversalRequest) async throws {
+        guard let original = Reference(reversal.attemptReference) else {
+            throw AcquirerUnavailable("attempt reference \(reversal.attemptReference) is not an ISO 8583 reference")
+        }
+        let stan = nextSTAN()
+        let now = ISOClock(milliseconds: clock())
+        var message = ISOMessage(mti: reversal.sendCount > 1 ? "0401" : "0400")
+        message[3] = "000000"
+        message[4] = digits(reversal.amount, width: 12)
+        message[7] = now.transmission
+        message[11] = stan
+        message[12] = now.time
+        message[13] = now.date
+        message[32] = configuration.acquiringInstitutionId
+        message[37] = original.rrn
+        message[41] = configuration.terminalId
+        message[42] = Self.cardAcceptor(reversal.merchantSerialNumber)
+        message[49] = Self.numericCurrency(reversal.currency)
+        // Original data elements: MTI, STAN, transmission time, acquiring and forwarding institutions.
+        message[90] = "0100" + original.stan + original.transmission
+            + digits(Int(configuration.acquiringInstitutionId) ?? 0, width: 11) + String(repeating: "0", count: 11)
+        let reply = try await exchange(try ISO87APackager.encode(message), key: "04" + configuration.terminalId + stan)
+        // 25: the host cannot find the original, so there is nothing to undo.
+        guard let code = reply[39], code == "00" || code == "25" else {
+            throw AcquirerUnavailable("reversal refused with \(reply[39] ?? "no code")")
+        }
+    }
+
+    /// Sends an 0800 echo and waits for its 0810.
+    public func echo() async throws {
+        let stan = nextSTAN()
+        var message = ISOMessage(mti: "0800")
+        message[7] = ISOClock(milliseconds: clock()).transmission
+        message[11] = stan
+        message[41] = configuration.terminalId
+        message[70] = "301"
+        _ = try await exchange(try ISO87APackager.encode(message), key: "08" + configuration.terminalId + stan)
+    }
+
+    /// Keeps the connection alive with echoes when it is idle, until cancelled.
+    public func runKeepAlive() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.echoInterval)
+            let idle = state.withLock { ContinuousClock.now - $0.lastTraffic >= configuration.echoInterval }
+            if idle, state.withLock({ $0.channel != nil }) {
+                do { try await echo() } catch { logger.warning("echo failed", metadata: ["error": "\(error)"]) }
+            }
+        }
+    }
+
+    static func cardAcceptor(_ merchantSerialNumber: String) -> String {
+        String(merchantSerialNumber.prefix(15))
+    }
+
+    static func numericCurrency(_ alphabetic: String) -> String {
+        switch alphabetic {
+        case "NOK": "578"
+        case "SEK": "752"
+        case "DKK": "208"
+        case "EUR": "978"
+        default: "000"
+        }
+    }
+
+    // MARK: the connection
+
+    /// Sends one frame and waits for the reply with the same match key. Throws when the connection
+    /// cannot be had or is lost before the reply; cancellation (the pipeline's deadline) stops the
+    /// wait, and a reply that comes later is logged and dropped.
+    private func exchange(_ body: [UInt8], key: String) async throws -> ISOMessage {
+        let channel = try await connectedChannel()
+        var buffer = channel.allocator.buffer(capacity: body.count + 2)
+        buffer.writeISO8583Frame(body)
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ISOMessage, any Error>) in
+                let duplicate = state.withLock { s -> Bool in
+                    if s.pending[key] != nil { return true }
+                    s.pending[key] = continuation
+                    s.lastTraffic = .now
+                    return false
+                }
+                if duplicate {
+                    continuation.resume(throwing: AcquirerUnavailable("match key \(key) is already in flight"))
+                    return
+                }
+                if Task.isCancelled {
+                    if let c = state.withLock({ $0.pending.removeValue(forKey: key) }) { c.resume(throwing: CancellationError()) }
+                    return
+                }
+                channel.writeAndFlush(buffer).whenFailure { [weak self] error in
+                    guard let self else { return }
+                    if let c = self.state.withLock({ $0.pending.removeValue(forKey: key) }) {
+                        c.resume(throwing: AcquirerUnavailable("send failed: \(error)"))
+                    }
+                }
+            }
+        } onCancel: {
+            if let c = state.withLock({ $0.pending.removeValue(forKey: key) }) { c.resume(throwing: CancellationError()) }
+        }
+    }
+
+    /// The open connection, or a new one. Connection attempts are shared by concurrent callers and
+    /// spaced by an exponential back-off after failures.
+    private func connectedChannel() async throws -> any Channel {
+        enum Step { case ready(any Channel), wait(EventLoopFuture<any Channel>), backingOff, connect(EventLoopPromise<any Channel>) }
+        let step = state.withLock { s -> Step in
+            if let channel = s.channel, channel.isActive { return .ready(channel) }
+            if let connecting = s.connecting { return .wait(connecting) }
+            if ContinuousClock.now < s.nextConnectAllowed { return .backingOff }
+            let promise = group.next().makePromise(of: (any Channel).self)
+            s.connecting = promise.futureResult
+            return .connect(promise)
+        }
+        switch step {
+        case .ready(let channel): return channel
+        case .wait(let future): return try await future.get()
+        case .backingOff: throw AcquirerUnavailable("acquirer \(configuration.host):\(configuration.port) unreachable; backing off")
+        case .connect(let promise):
+            let bootstrap = ClientBootstrap(group: group)
+                .connectTimeout(.milliseconds(configuration.connectTimeout.components.seconds * 1000
+                                              + configuration.connectTimeout.components.attoseconds / 1_000_000_000_000_000))
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelInitializer { [weak self] channel in
+                    guard let self else { return channel.eventLoop.makeSucceededVoidFuture() }
+                    return channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(ISO8583FrameDecoder()))
+                        try channel.pipeline.syncOperations.addHandler(ReplyHandler(acquirer: self))
+                    }
+                }
+            do {
+                let channel = try await bootstrap.connect(host: configuration.host, port: configuration.port).get()
+                state.withLock { s in
+                    s.channel = channel
+                    s.connecting = nil
+                    s.backoff = .zero
+                }
+                logger.info("connected to acquirer", metadata: ["host": "\(configuration.host)", "port": "\(configuration.port)"])
+                promise.succeed(channel)
+                return channel
+            } catch {
+                let backoff = state.withLock { s -> Duration in
+                    s.connecting = nil
+                    s.backoff = s.backoff == .zero ? configuration.minimumBackoff : min(s.backoff * 2, configuration.maximumBackoff)
+                    s.nextConnectAllowed = .now + s.backoff
+                    return s.backoff
+                }
+                logger.warning("cannot connect to acquirer", metadata: ["error": "\(error)", "retryAfter": "\(backoff)"])
+                let failure = AcquirerUnavailable("cannot connect to acquirer: \(error)")
+                promise.fail(failure)
+                throw failure
+            }
+        }
+    }
+
+    /// A reply from the host: resumes the request it answers, or is logged as late or unknown.
+    fileprivate func received(_ frame: ByteBuffer) {
+        let message: ISOMessage
+        do {
+            message = try ISO87APackager.decode(frame.readableBytesView)
+        } catch {
+            logger.error("undecodable message from acquirer", metadata: ["error": "\(error)"])
+            return
+        }
+        guard let key = message.matchKey else {
+            logger.warning("message from acquirer without match key", metadata: ["message": "\(message.maskedDescription)"])
+            return
+        }
+        let continuation = state.withLock { s -> CheckedContinuation<ISOMessage, any Error>? in
+            s.lastTraffic = .now
+            return s.pending.removeValue(forKey: key)
+        }
+        if let continuation {
+            continuation.resume(returning: message)
+        } else {
+            // Its request gave up (deadline) or it is a duplicate: the reversal path owns that attempt.
+            logger.warning("late or unmatched reply from acquirer dropped", metadata: ["message": "\(message.maskedDescription)"])
+        }
+    }
+
+    /// The connection is gone: every request still waiting has an unknown outcome.
+    fileprivate func connectionLost(_ channel: any Channel) {
+        let waiting = state.withLock { s -> [CheckedContinuation<ISOMessage, any Error>] in
+            guard s.channel === channel else { return [] }
+            s.channel = nil
+            defer { s.pending.removeAll() }
+            return Array(s.pending.values)
+        }
+        if !waiting.isEmpty { logger.warning("acquirer connection lost", metadata: ["requestsInFlight": "\(waiting.count)"]) }
+        waiting.forEach { $0.resume(throwing: AcquirerUnavailable("connection lost after sending")) }
+    }
+}
+
+private final class ReplyHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    let acquirer: ISO8583Acquirer
+    init(acquirer: ISO8583Acquirer) { self.acquirer = acquirer }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        acquirer.received(unwrapInboundIn(data))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        acquirer.connectionLost(context.channel)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A framing error leaves the stream unusable: close, and let requests in flight fail.
+        context.close(promise: nil)
+    }
+}
+
+extension String {
+    func trimmingCharacters() -> String {
+        var s = Substring(self)
+        while s.last == " " { s.removeLast() }
+        return String(s)
+    }
+}
+

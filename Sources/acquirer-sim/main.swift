@@ -1,0 +1,88 @@
+import AcquirerSimulator
+import ArgumentParser
+import Foundation
+import Logging
+
+/// `acquirer-sim`: an acquirer host for tests and load tests. It speaks ISO 8583 over TCP (2-byte
+/// length, ISO87A) and answers by the simulator's test cards, with faults injected from flags. It
+/// keeps a journal of every authorization and reversal (by RRN) and writes it as JSON.
+@main
+struct AcquirerSimCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "acquirer-sim",
+        abstract: "A simulated acquirer host (ISO 8583 over TCP) answering by test card, with fault injection."
+    )
+
+    @Option(help: "Address to listen on.") var host = "127.0.0.1"
+    @Option(help: "ISO 8583 port (0: any free port, printed).") var isoPort = 8583
+    @Option(help: "Delay before every reply, in milliseconds.") var delayMs = 0
+    @Option(help: "Random extra delay up to this, in milliseconds.") var jitterMs = 0
+    @Option(help: "Share of authorization replies dropped (0 to 1).") var dropRate = 0.0
+    @Option(help: "Drop every Nth authorization reply (0: none).") var dropEvery = 0
+    @Flag(help: "Hold each authorization reply until its reversal arrives, then send it (a late reply).") var lateReplies = false
+    @Flag(help: "Send every reply twice.") var duplicateReplies = false
+    @Option(help: "Close a connection, unanswered, at its Nth message (0: never).") var resetAfter = 0
+    @Option(help: "Write the journal (authorizations and reversals by RRN) as JSON to this file, every second and at exit.")
+    var journal: String?
+
+    func validate() throws {
+        guard (0...1).contains(dropRate) else { throw ValidationError("--drop-rate must be between 0 and 1") }
+    }
+
+    func run() async throws {
+        var faults = AcquirerFaults()
+        faults.delay = .milliseconds(delayMs)
+        faults.jitter = .milliseconds(jitterMs)
+        faults.dropRate = dropRate
+        faults.dropEvery = dropEvery
+        faults.lateReplies = lateReplies
+        faults.duplicateReplies = duplicateReplies
+        faults.resetAfter = resetAfter
+        let acquirer = AcquirerHost(faults: faults)
+        let iso = ISO8583Host(host: acquirer)
+        let port = try await iso.start(address: host, port: isoPort)
+        print("acquirer-sim: ISO 8583 listening on \(host):\(port)")
+        fflush(nil)  // scripts wait for this line
+
+        let journalPath = journal
+        let write: @Sendable () -> Void = {
+            guard let journalPath else { return }
+            try? JournalFile.encode(acquirer.journal).write(to: URL(fileURLWithPath: journalPath), options: .atomic)
+        }
+        let finished = AsyncStream<Int32>.makeStream()
+        var sources: [any DispatchSourceSignal] = []
+        for sig in [SIGTERM, SIGINT] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig)
+            source.setEventHandler { finished.continuation.yield(sig) }
+            source.resume()
+            sources.append(source)
+        }
+        let writer = Task {
+            while !Task.isCancelled {
+                write()
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        for await _ in finished.stream { break }
+        writer.cancel()
+        write()
+        let j = acquirer.journal
+        print("acquirer-sim: \(j.totalAuthorizations) authorizations, \(j.totalReversals) reversals (+\(j.repeats) repeats), "
+              + "\(j.dropped) replies dropped, \(j.lateSent) late; authorized twice: \(j.authorizedTwice.count), reversed twice: \(j.reversedTwice.count)")
+        await iso.stop()
+        _ = sources
+    }
+}
+
+enum JournalFile {
+    static func encode(_ j: AcquirerJournal) throws -> Data {
+        let object: [String: Any] = [
+            "authorizations": j.authorizations, "reversals": j.reversals,
+            "totalAuthorizations": j.totalAuthorizations, "totalReversals": j.totalReversals,
+            "reversalRepeats": j.repeats, "droppedReplies": j.dropped, "lateReplies": j.lateSent,
+            "authorizedTwice": j.authorizedTwice, "reversedTwice": j.reversedTwice,
+        ]
+        return try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+    }
+}

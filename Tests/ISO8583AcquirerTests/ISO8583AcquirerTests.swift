@@ -1,0 +1,64 @@
+import AcquirerConformance
+import AcquirerSimulator
+import Acquiring
+import ISO8583
+import ISO8583Acquirer
+import Testing
+
+/// The ISO 8583 adapter against the simulated acquirer host on a real loopback socket.
+final class ISO8583Subject: AcquirerConformanceSubject {
+    let host = AcquirerHost()
+    let server: ISO8583Host
+    let iso: ISO8583Acquirer
+    var adapter: any AcquirerAdapter { iso }
+
+    init() async throws {
+        server = ISO8583Host(host: host)
+        let port = try await server.start(port: 0)
+        iso = ISO8583Acquirer(configuration: .init(host: "127.0.0.1", port: port))
+    }
+
+    static func rrn(_ attempt: AttemptIdentity) -> String { String(attempt.attemptReference.split(separator: "|").last ?? "") }
+    func authorizations(of attempt: AttemptIdentity) async -> Int { host.authorizationCount(rrn: Self.rrn(attempt)) }
+    func reversals(of attempt: AttemptIdentity) async -> Int { host.reversalCount(rrn: Self.rrn(attempt)) }
+    func setFaults(_ faults: ConformanceFaults) async -> Bool {
+        var f = AcquirerFaults()
+        f.lateReplies = faults.lateReplies
+        f.duplicateReplies = faults.duplicateReplies
+        f.resetAfter = faults.resetAfter
+        host.faults = f
+        return true
+    }
+}
+
+@Suite struct ISO8583AcquirerTests {
+    @Test(arguments: AcquirerConformance.checks)
+    func conformance(_ check: AcquirerConformance.Check) async throws {
+        let subject = try await ISO8583Subject()
+        try await check.run(AcquirerConformance(subject: subject))
+        await subject.server.stop()
+    }
+
+    @Test func attemptReferencesAreUniqueAndWellFormed() throws {
+        let adapter = ISO8583Acquirer(configuration: .init(host: "127.0.0.1", port: 1))
+        let references = (0..<1000).map { adapter.attemptReference(for: "a\($0)") }
+        #expect(Set(references).count == 1000)
+        let parts = references[0].split(separator: "|")
+        #expect(parts.count == 3 && parts[0].count == 6 && parts[1].count == 10 && parts[2].count == 12)
+        #expect(parts.allSatisfy { $0.allSatisfy(\.isNumber) })
+    }
+
+    @Test func urlsParse() {
+        #expect(ISO8583Acquirer.Configuration(url: "iso8583://127.0.0.1:8583")?.port == 8583)
+        #expect(ISO8583Acquirer.Configuration(url: "iso8583://acq.example:9000")?.host == "acq.example")
+        #expect(ISO8583Acquirer.Configuration(url: "http://x:1") == nil)
+        #expect(ISO8583Acquirer.Configuration(url: "iso8583://nohost") == nil)
+    }
+
+    @Test func unreachableHostIsAnUnknownOutcomeNotACrash() async throws {
+        let adapter = ISO8583Acquirer(configuration: .init(host: "127.0.0.1", port: 1))
+        let kit = AcquirerConformance(subject: try await ISO8583Subject())
+        let request = try kit.request(code: "00")
+        await #expect(throws: AcquirerUnavailable.self) { _ = try await adapter.authorize(request) }
+    }
+}
