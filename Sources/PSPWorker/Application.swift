@@ -1,6 +1,7 @@
 import Acquiring
 import CardCrypto
 import Foundation
+import HTTPAcquirer
 import Hummingbird
 import ISO8583Acquirer
 import Logging
@@ -51,6 +52,8 @@ public struct PSPWorkerComponents: Sendable {
         case .simulator(let latency): acquirer = SimulatorAcquirer(latency: latency)
         case .iso8583(let host, let port):
             acquirer = ISO8583Acquirer(configuration: .init(host: host, port: port), logger: Logger(label: "psp-worker.iso8583"))
+        case .http(let baseURL):
+            acquirer = HTTPAcquirer(baseURL: baseURL)!
         }
         var codes = ResponseCodeTable()
         if let path = configuration.responseCodeOverridesPath {

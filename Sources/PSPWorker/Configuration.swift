@@ -1,4 +1,5 @@
 import Acquiring
+import Foundation
 import ISO8583Acquirer
 
 /// Everything `psp-worker serve` is configured with: filled from flags and the environment by the
@@ -11,11 +12,17 @@ public struct PSPWorkerConfiguration: Sendable {
         case simulator(latency: Duration)
         /// ISO 8583 over TCP: `iso8583://HOST:PORT`.
         case iso8583(host: String, port: Int)
+        /// The HTTP JSON acquirer API: `http://…` or `https://…`.
+        case http(baseURL: String)
 
         /// Parses `--acquirer`: `simulator` or `iso8583://HOST:PORT`.
         public init?(_ text: String, simulatorLatency: Duration = .zero) {
             if text == "simulator" { self = .simulator(latency: simulatorLatency); return }
             if let iso = ISO8583Acquirer.Configuration(url: text) { self = .iso8583(host: iso.host, port: iso.port); return }
+            if (text.hasPrefix("http://") || text.hasPrefix("https://")) && URL(string: text)?.host != nil {
+                self = .http(baseURL: text)
+                return
+            }
             return nil
         }
     }

@@ -4,7 +4,7 @@ import Foundation
 import Logging
 
 /// `acquirer-sim`: an acquirer host for tests and load tests. It speaks ISO 8583 over TCP (2-byte
-/// length, ISO87A) and answers by the simulator's test cards, with faults injected from flags. It
+/// length, ISO87A) and the HTTP JSON API of `HTTPAcquirer`, and answers by the simulator's test cards, with faults injected from flags. It
 /// keeps a journal of every authorization and reversal (by RRN) and writes it as JSON.
 @main
 struct AcquirerSimCommand: AsyncParsableCommand {
@@ -15,6 +15,7 @@ struct AcquirerSimCommand: AsyncParsableCommand {
 
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
     @Option(help: "ISO 8583 port (0: any free port, printed).") var isoPort = 8583
+    @Option(help: "HTTP JSON port (0: any free port, printed; -1: no HTTP side).") var httpPort = 8090
     @Option(help: "Delay before every reply, in milliseconds.") var delayMs = 0
     @Option(help: "Random extra delay up to this, in milliseconds.") var jitterMs = 0
     @Option(help: "Share of authorization replies dropped (0 to 1).") var dropRate = 0.0
@@ -42,6 +43,11 @@ struct AcquirerSimCommand: AsyncParsableCommand {
         let iso = ISO8583Host(host: acquirer)
         let port = try await iso.start(address: host, port: isoPort)
         print("acquirer-sim: ISO 8583 listening on \(host):\(port)")
+        var http: HTTPHost.Running?
+        if httpPort >= 0 {
+            http = try await HTTPHost.start(host: acquirer, address: host, port: httpPort)
+            print("acquirer-sim: HTTP JSON listening on \(host):\(http!.port)")
+        }
         fflush(nil)  // scripts wait for this line
 
         let journalPath = journal
@@ -71,6 +77,7 @@ struct AcquirerSimCommand: AsyncParsableCommand {
         print("acquirer-sim: \(j.totalAuthorizations) authorizations, \(j.totalReversals) reversals (+\(j.repeats) repeats), "
               + "\(j.dropped) replies dropped, \(j.lateSent) late; authorized twice: \(j.authorizedTwice.count), reversed twice: \(j.reversedTwice.count)")
         await iso.stop()
+        http?.task.cancel()
         _ = sources
     }
 }

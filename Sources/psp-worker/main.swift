@@ -131,7 +131,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "File whose first line is the passphrase of encrypted keys (else PSP_KEY_PASSPHRASE).")
     var passphraseFile: String?
     @Option(help: "Where payments are recorded: sqlite:PATH.") var store = "sqlite:data/psp-worker.sqlite"
-    @Option(help: "Acquirer adapter: simulator, or iso8583://HOST:PORT.") var acquirer = "simulator"
+    @Option(help: "Acquirer adapter: simulator, iso8583://HOST:PORT, or http(s)://HOST:PORT[/path].") var acquirer = "simulator"
     @Option(help: "Latency the simulator adds to every answer, in milliseconds.") var simulatorLatencyMs = 0
     @Option(help: "Worker tasks taking makePayment jobs off the queue. Default: the number of cores.")
     var workers = PSPWorkerConfiguration.processorCount
@@ -149,7 +149,7 @@ struct Serve: AsyncParsableCommand {
         guard workers >= 1, queueCapacity >= 1 else { throw ValidationError("--workers and --queue-capacity must be at least 1") }
         guard store.hasPrefix("sqlite:"), store.count > 7 else { throw ValidationError("--store must be sqlite:PATH") }
         guard PSPWorkerConfiguration.AcquirerChoice(acquirer) != nil else {
-            throw ValidationError("--acquirer must be simulator or iso8583://HOST:PORT")
+            throw ValidationError("--acquirer must be simulator, iso8583://HOST:PORT or http(s)://HOST:PORT[/path]")
         }
     }
 

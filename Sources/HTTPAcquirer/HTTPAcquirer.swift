@@ -1,0 +1,118 @@
+import Acquiring
+import AsyncHTTPClient
+import CardCrypto
+import Foundation
+import Logging
+import MakePayment
+import NIOCore
+import NIOHTTP1
+
+/// An acquirer reached over HTTP(S) with a small JSON API, on a pooled AsyncHTTPClient.
+///
+/// `POST {base}/authorizations`
+/// `{"attemptId","reference","pspTransactionId","merchantSerialNumber","amount","currency","pan","expiry"}`
+/// → 200 `{"responseCode":"00","authorizationCode":"123456","acquirerReference":"…","message":"…"}`
+///
+/// `POST {base}/reversals`
+/// `{"reversalId","attemptId","reference","pspTransactionId","merchantSerialNumber","amount","currency","repeat"}`
+/// → 200 `{"responseCode":"00"}` (or `"25"`: no such original, nothing to undo)
+///
+/// `responseCode` is ISO 8583 field 39 and goes through the same table as every adapter. Any other
+/// status, a malformed body or a broken connection is an unknown outcome (the pipeline reverses).
+public final class HTTPAcquirer: AcquirerAdapter {
+    public let name = "http"
+    public let baseURL: String
+    private let client: HTTPClient
+    private let ownsClient: Bool
+    /// A bound on each request of its own, behind the pipeline's deadline.
+    public let requestTimeout: TimeAmount
+    private let logger: Logger
+
+    /// - Parameter baseURL: `http://HOST:PORT[/path]` or `https://…`.
+    public init?(baseURL: String, client: HTTPClient? = nil, requestTimeout: TimeAmount = .seconds(30),
+                 logger: Logger = Logger(label: "psp-worker.http-acquirer")) {
+        guard baseURL.hasPrefix("http://") || baseURL.hasPrefix("https://"), URL(string: baseURL)?.host != nil else { return nil }
+        self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        if let client {
+            self.client = client
+            ownsClient = false
+        } else {
+            var configuration = HTTPClient.Configuration()
+            configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
+            configuration.timeout = .init(connect: .seconds(2), read: requestTimeout)
+            self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+            ownsClient = true
+        }
+        self.requestTimeout = requestTimeout
+        self.logger = logger
+    }
+
+    deinit {
+        if ownsClient { try? client.syncShutdown() }
+    }
+
+    struct AuthorizationReply: Decodable {
+        var responseCode: String
+        var authorizationCode: String?
+        var acquirerReference: String?
+        var message: String?
+    }
+
+    public func authorize(_ request: AuthorizationRequest) async throws -> AcquirerAnswer {
+        // The body is written by hand so the clear PAN goes from its wiped buffer into the request
+        // bytes without passing through a String; our copy is wiped once it is handed over.
+        var body = [UInt8]()
+        body.reserveCapacity(512)
+        body.append(contentsOf: #"{"attemptId":\#(quoted(request.attemptId)),"reference":\#(quoted(request.attemptReference)),"#.utf8)
+        body.append(contentsOf: #""pspTransactionId":\#(quoted(request.pspTransactionId)),"merchantSerialNumber":\#(quoted(request.merchantSerialNumber)),"#.utf8)
+        body.append(contentsOf: #""amount":\#(request.amount),"currency":\#(quoted(request.currency)),"expiry":"\#(request.card.expiry)","pan":""#.utf8)
+        request.card.pan.withASCIIDigits { body.append(contentsOf: $0) }
+        body.append(contentsOf: "\"}".utf8)
+        defer { body.withUnsafeMutableBytes { wipe($0) } }
+        let reply: AuthorizationReply = try await post("/authorizations", body)
+        return AcquirerAnswer(responseCode: reply.responseCode, message: reply.message,
+                              authorizationCode: reply.authorizationCode, acquirerReference: reply.acquirerReference,
+                              scheme: request.scheme)
+    }
+
+    public func reverse(_ reversal: ReversalRequest) async throws {
+        let body = #"{"reversalId":\#(quoted(reversal.reversalId)),"attemptId":\#(quoted(reversal.attemptId)),"reference":\#(quoted(reversal.attemptReference)),"pspTransactionId":\#(quoted(reversal.pspTransactionId)),"merchantSerialNumber":\#(quoted(reversal.merchantSerialNumber)),"amount":\#(reversal.amount),"currency":\#(quoted(reversal.currency)),"repeat":\#(reversal.sendCount > 1)}"#
+        let reply: AuthorizationReply = try await post("/reversals", Array(body.utf8))
+        guard reply.responseCode == "00" || reply.responseCode == "25" else {
+            throw AcquirerUnavailable("reversal refused with \(reply.responseCode)")
+        }
+    }
+
+    private func post<T: Decodable>(_ path: String, _ body: [UInt8]) async throws -> T {
+        var request = HTTPClientRequest(url: baseURL + path)
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(ByteBuffer(bytes: body))
+        let response: HTTPClientResponse
+        do {
+            response = try await client.execute(request, timeout: requestTimeout)
+        } catch {
+            throw AcquirerUnavailable("HTTP acquirer: \(error)")
+        }
+        let bytes = try await response.body.collect(upTo: 64 * 1024)
+        guard response.status == .ok else { throw AcquirerUnavailable("HTTP acquirer answered \(response.status.code)") }
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(bytes.readableBytesView))
+        } catch {
+            throw AcquirerUnavailable("HTTP acquirer sent a body that is not the documented JSON")
+        }
+    }
+
+    private func quoted(_ text: String) -> String {
+        var out = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+}
