@@ -135,16 +135,10 @@ public final class MakePaymentPipeline: Sendable {
     /// A worker's part: everything after the queue. Never throws: every failure is an answer.
     public func work(_ job: MakePaymentJob) async -> MakePaymentResult {
         let id = job.request.pspTransactionId
-        var payment = job.payment
-        // The record the front read may be stale by the time a worker takes the job.
-        do {
-            guard let fresh = try await store.payment(id) else {
-                return MakePaymentResult(httpStatus: 404, response: .fail(id, .invalidRequest))
-            }
-            payment = fresh
-        } catch {
-            return internalError(id, step: "re-read payment", error)
-        }
+        // The record the front read. It may be stale by now, but every transition below is
+        // conditional in the store (pending → processing at most once), so a stale read cannot
+        // authorize twice; it only decides which answer to look for.
+        let payment = job.payment
         switch payment.state {
         case .completed:
             if let outcome = payment.outcome { return MakePaymentResult(httpStatus: 200, response: outcome.response(for: id)) }
@@ -269,8 +263,13 @@ public final class MakePaymentPipeline: Sendable {
     /// 13. Records the outcome (and any reversal, in the same transaction), then answers.
     private func finish(_ id: String, _ outcome: PaymentOutcome, reversal: ReversalRequest?) async -> MakePaymentResult {
         do {
-            let standing = try await store.recordOutcome(id, outcome: outcome, reversal: reversal, now: now()) ?? outcome
-            if let reversal { reversals?.sendSoon(reversal) }
+            guard let standing = try await store.recordOutcome(id, outcome: outcome, reversal: reversal, now: now()) else {
+                // Not recorded: the payment was cancelled meanwhile (or is gone).
+                let state = try await store.payment(id)?.state
+                return MakePaymentResult(httpStatus: state == nil ? 404 : 200,
+                                         response: .fail(id, state == nil ? .invalidRequest : .responseReceivedTooLate))
+            }
+            if let reversal, standing == outcome { reversals?.sendSoon(reversal) }
             return MakePaymentResult(httpStatus: 200, response: standing.response(for: id))
         } catch {
             return internalError(id, step: "record outcome", error)

@@ -1,0 +1,24 @@
+import ArgumentParser
+import CustomAcquirer
+import Hummingbird
+import PSPWorker
+
+/// The worker with our own adapter: the configuration and wiring are the worker's; only the
+/// acquirer is swapped.
+@main
+struct CustomPSPWorker: AsyncParsableCommand {
+    @Option var port = 8080
+    @Option var privateKey = "../../keys-example/psp-private-key.pem"
+    @Option var store = "data/custom.sqlite"
+    @Option var limit = 1_000_000
+
+    func run() async throws {
+        var configuration = PSPWorkerConfiguration(keys: KeyRingSource(privateKeyPath: privateKey))
+        configuration.port = port
+        configuration.store = .sqlite(path: store)
+        configuration.adminToken = "change-me"
+        var components = try PSPWorkerComponents.make(configuration, logger: .init(label: "custom-psp-worker"))
+        components.acquirer = LimitAcquirer(limit: limit)
+        try await buildApplication(configuration: configuration, components: components).runService()
+    }
+}
