@@ -89,7 +89,8 @@ public func buildApplication(
     let router = Router(context: BasicRequestContext.self)
     routes.add(to: router)
 
-    let workers = WorkerPoolService(queue: queue, workers: configuration.workers, pipeline: pipeline)
+    let workers = WorkerPoolService(queue: queue, workers: configuration.workers,
+                                    maxAuthorizing: configuration.maxAuthorizationsInFlight, pipeline: pipeline)
     return Application(
         router: router,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "psp-worker"),
@@ -104,12 +105,13 @@ public func buildApplication(
 struct WorkerPoolService: Service {
     let queue: InProcessMakePaymentQueue
     let workers: Int
+    let maxAuthorizing: Int
     let pipeline: MakePaymentPipeline
 
     func run() async throws {
         let pipeline = self.pipeline
         await withGracefulShutdownHandler {
-            await queue.runWorkers(workers) { job in await pipeline.work(job) }
+            await queue.runWorkers(workers, maxAuthorizing: maxAuthorizing) { job in pipeline.workStep(job) }
         } onGracefulShutdown: {
             queue.close()
         }

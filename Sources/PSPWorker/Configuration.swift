@@ -37,6 +37,8 @@ public struct PSPWorkerConfiguration: Sendable {
     public var acquirer: AcquirerChoice = .simulator(latency: .zero)
     public var workers = PSPWorkerConfiguration.processorCount
     public var queueCapacity = 1024
+    /// Authorizations waiting on the acquirer at once; past it, workers wait and the queue fills.
+    public var maxAuthorizationsInFlight = 4096
     public var acquirerTimeout: Duration = .seconds(10)
     /// The admin endpoints' bearer token; nil disables them (every call is 401).
     public var adminToken: String?

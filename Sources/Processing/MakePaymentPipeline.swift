@@ -134,6 +134,15 @@ public final class MakePaymentPipeline: Sendable {
 
     /// A worker's part: everything after the queue. Never throws: every failure is an answer.
     public func work(_ job: MakePaymentJob) async -> MakePaymentResult {
+        switch workStep(job) {
+        case .answered(let result): return result
+        case .awaiting(let rest): return await rest()
+        }
+    }
+
+    /// The worker's CPU-bound part (checks, decrypt, parse). The authorization, which waits on the
+    /// acquirer, is handed back to run without holding the worker.
+    public func workStep(_ job: MakePaymentJob) -> WorkStep {
         let id = job.request.pspTransactionId
         // The record the front read. It may be stale by now, but every transition below is
         // conditional in the store (pending → processing at most once), so a stale read cannot
@@ -141,20 +150,20 @@ public final class MakePaymentPipeline: Sendable {
         let payment = job.payment
         switch payment.state {
         case .completed:
-            if let outcome = payment.outcome { return MakePaymentResult(httpStatus: 200, response: outcome.response(for: id)) }
-            return internalError(id, step: "completed without outcome", nil)
+            if let outcome = payment.outcome { return .answered(MakePaymentResult(httpStatus: 200, response: outcome.response(for: id))) }
+            return .answered(internalError(id, step: "completed without outcome", nil))
         case .cancelled:
             // 6. Cancelled by the PSP.
-            return MakePaymentResult(httpStatus: 200, response: .fail(id, .responseReceivedTooLate))
+            return .answered(MakePaymentResult(httpStatus: 200, response: .fail(id, .responseReceivedTooLate)))
         case .processing:
-            return await recoverOrphan(payment)
+            return .awaiting { await self.recoverOrphan(payment) }
         case .pending:
             break
         }
         // 7. Only a confirmed payment is decrypted.
         guard job.request.confirmed == .yes else {
             let error = APIError.statusFromVipps.message(text: "Status from Vipps:" + job.request.confirmed.rawValue)
-            return await finish(id, PaymentOutcome(status: .fail, error: error), reversal: nil)
+            return .awaiting { await self.finish(id, PaymentOutcome(status: .fail, error: error), reversal: nil) }
         }
         // 8-9. Decrypt and parse. The clear card data lives in `request` until the adapter is done.
         let started = ContinuousClock.now
@@ -163,7 +172,7 @@ public final class MakePaymentPipeline: Sendable {
             card = try keyRing.decryptCardData(job.request.cardData, currentMonth: currentMonth())
         } catch {
             metrics.recordDecrypt(since: started)
-            return await finish(id, PaymentOutcome(status: .fail, error: error.message), reversal: nil)
+            return .awaiting { await self.finish(id, PaymentOutcome(status: .fail, error: error.message), reversal: nil) }
         }
         metrics.recordDecrypt(since: started)
         let registration = payment.registration
@@ -172,7 +181,7 @@ public final class MakePaymentPipeline: Sendable {
             pspTransactionId: id, attemptId: attemptId, attemptReference: acquirer.attemptReference(for: attemptId),
             merchantSerialNumber: registration.merchantSerialNumber,
             amount: registration.amount, currency: registration.currency, card: card)
-        return await authorize(authorization, payment: payment)
+        return .awaiting { await self.authorize(authorization, payment: payment) }
     }
 
     /// Records the attempt durably, authorizes under the deadline, maps the answer, records the outcome.

@@ -25,6 +25,15 @@ public struct MakePaymentResult: Sendable, Equatable {
     }
 }
 
+/// What a worker's CPU-bound part produced: the answer, or the rest, which waits on I/O (the store,
+/// the acquirer).
+/// A worker hands the waiting to a task of its own and takes the next job at once, so a slow
+/// acquirer holds no worker: workers are sized to the cores, authorizations in flight are not.
+public enum WorkStep: Sendable {
+    case answered(MakePaymentResult)
+    case awaiting(@Sendable () async -> MakePaymentResult)
+}
+
 public struct QueueFull: Error, Sendable, CustomStringConvertible {
     public init() {}
     public var description: String { "the makePayment queue is full" }
@@ -36,8 +45,10 @@ public struct QueueFull: Error, Sendable, CustomStringConvertible {
 public protocol MakePaymentQueue: Sendable {
     /// Enqueues `job` and waits for a worker's result. Throws `QueueFull` at once when full or closed.
     func submit(_ job: MakePaymentJob) async throws -> MakePaymentResult
-    /// Runs `workers` consumers, each handing jobs to `handler`, until the queue is closed and drained.
-    func runWorkers(_ workers: Int, handler: @escaping @Sendable (MakePaymentJob) async -> MakePaymentResult) async
+    /// Runs `workers` consumers, each handing jobs to `handler`, until the queue is closed and drained
+    /// and every authorization it started has been answered. At most `maxAuthorizing` authorizations
+    /// wait on the acquirer at once; past that, workers wait (and the queue fills: back-pressure).
+    func runWorkers(_ workers: Int, maxAuthorizing: Int, handler: @escaping @Sendable (MakePaymentJob) -> WorkStep) async
     /// Stops taking new jobs; workers finish what is queued and return.
     func close()
     /// Jobs waiting for a worker.
@@ -104,12 +115,25 @@ public final class InProcessMakePaymentQueue: MakePaymentQueue {
         }
     }
 
-    public func runWorkers(_ workers: Int, handler: @escaping @Sendable (MakePaymentJob) async -> MakePaymentResult) async {
+    public func runWorkers(_ workers: Int, maxAuthorizing: Int = 4096,
+                           handler: @escaping @Sendable (MakePaymentJob) -> WorkStep) async {
+        let slots = AuthorizationSlots(max(maxAuthorizing, 1))
         await withDiscardingTaskGroup { group in
             for _ in 0..<max(workers, 1) {
                 group.addTask {
-                    while let entry = await self.next() {
-                        entry.continuation.resume(returning: await handler(entry.job))
+                    await withDiscardingTaskGroup { authorizations in
+                        while let entry = await self.next() {
+                            switch handler(entry.job) {
+                            case .answered(let result):
+                                entry.continuation.resume(returning: result)
+                            case .awaiting(let rest):
+                                await slots.acquire()
+                                authorizations.addTask {
+                                    entry.continuation.resume(returning: await rest())
+                                    slots.release()
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -123,5 +147,32 @@ public final class InProcessMakePaymentQueue: MakePaymentQueue {
             return s.idleWorkers
         }
         idle.forEach { $0.resume(returning: nil) }
+    }
+}
+
+/// A counting semaphore for authorizations waiting on the acquirer.
+final class AuthorizationSlots: Sendable {
+    private let state: Mutex<(free: Int, waiters: Deque<CheckedContinuation<Void, Never>>)>
+
+    init(_ count: Int) { state = Mutex((count, [])) }
+
+    func acquire() async {
+        await withCheckedContinuation { continuation in
+            let granted = state.withLock { s -> Bool in
+                if s.free > 0 { s.free -= 1; return true }
+                s.waiters.append(continuation)
+                return false
+            }
+            if granted { continuation.resume() }
+        }
+    }
+
+    func release() {
+        let next = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            if let waiter = s.waiters.popFirst() { return waiter }
+            s.free += 1
+            return nil
+        }
+        next?.resume()
     }
 }

@@ -15,7 +15,8 @@ struct AcquirerSimCommand: AsyncParsableCommand {
 
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
     @Option(help: "ISO 8583 port (0: any free port, printed).") var isoPort = 8583
-    @Option(help: "HTTP JSON port (0: any free port, printed; -1: no HTTP side).") var httpPort = 8090
+    @Option(help: "HTTP JSON port (0: any free port, printed).") var httpPort = 8090
+    @Flag(help: "Run no HTTP side.") var noHTTP = false
     @Option(help: "Delay before every reply, in milliseconds.") var delayMs = 0
     @Option(help: "Random extra delay up to this, in milliseconds.") var jitterMs = 0
     @Option(help: "Share of authorization replies dropped (0 to 1).") var dropRate = 0.0
@@ -44,7 +45,7 @@ struct AcquirerSimCommand: AsyncParsableCommand {
         let port = try await iso.start(address: host, port: isoPort)
         print("acquirer-sim: ISO 8583 listening on \(host):\(port)")
         var http: HTTPHost.Running?
-        if httpPort >= 0 {
+        if !noHTTP {
             http = try await HTTPHost.start(host: acquirer, address: host, port: httpPort)
             print("acquirer-sim: HTTP JSON listening on \(host):\(http!.port)")
         }

@@ -162,7 +162,7 @@ import Testing
         let h = try PipelineHarness()
         let queue = InProcessMakePaymentQueue(capacity: 64)
         let pipeline = h.pipeline
-        let workers = Task { await queue.runWorkers(2) { await pipeline.work($0) } }
+        let workers = Task { await queue.runWorkers(2) { pipeline.workStep($0) } }
         for i in 0..<10 { try await h.register("q\(i)") }
         let results = await withTaskGroup(of: MakePaymentResult.self) { group in
             for i in 0..<10 { group.addTask { await h.makePayment(h.request("q\(i)", cardData: h.cardData(code: i % 2 == 0 ? "00" : "51")), queue: queue) } }
@@ -184,7 +184,7 @@ import Testing
         let waiting = Task { try await queue.submit(job) }
         while queue.depth < 1 { try await Task.sleep(for: .milliseconds(5)) }
         await #expect(throws: QueueFull.self) { _ = try await queue.submit(job) }
-        let workers = Task { await queue.runWorkers(1) { _ in MakePaymentResult(httpStatus: 200, response: .ok("x")) } }
+        let workers = Task { await queue.runWorkers(1) { _ in .answered(MakePaymentResult(httpStatus: 200, response: .ok("x"))) } }
         #expect(try await waiting.value == MakePaymentResult(httpStatus: 200, response: .ok("x")))
         queue.close()
         await workers.value
