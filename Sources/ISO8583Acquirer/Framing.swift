@@ -1,4 +1,5 @@
 import ISO8583
+import MakePayment
 import NIOCore
 
 /// Splits a TCP stream into ISO 8583 messages framed by a 2-byte big-endian length. A bad length
@@ -40,36 +41,19 @@ func digits(_ value: Int, width: Int) -> String {
     return text.count >= width ? String(text.suffix(width)) : String(repeating: "0", count: width - text.count) + text
 }
 
-/// Date and time fields in UTC, from milliseconds since 1970.
+/// ISO 8583 date and time fields (UTC), from milliseconds since 1970.
 struct ISOClock {
-    let month, day, hour, minute, second, dayOfYear, year: Int
+    let date: UTCDate
 
-    init(milliseconds: Int64) {
-        let seconds = milliseconds / 1000
-        let days = Int(seconds / 86_400)
-        let secondsOfDay = Int(seconds % 86_400)
-        hour = secondsOfDay / 3600
-        minute = secondsOfDay / 60 % 60
-        second = secondsOfDay % 60
-        // Civil-from-days (Howard Hinnant).
-        let z = days + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let doe = z - era * 146_097
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        day = doy - (153 * mp + 2) / 5 + 1
-        month = mp < 10 ? mp + 3 : mp - 9
-        year = yoe + era * 400 + (month <= 2 ? 1 : 0)
-        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
-        let cumulative = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334]
-        dayOfYear = cumulative[month - 1] + day + (leap && month > 2 ? 1 : 0)
-    }
+    init(milliseconds: Int64) { date = UTCDate(secondsSince1970: milliseconds / 1000) }
 
+    var year: Int { date.year }
+    var dayOfYear: Int { date.dayOfYear }
+    var hour: Int { date.hour }
     /// Field 7, transmission date and time: MMDDhhmmss.
-    var transmission: String { digits(month, width: 2) + digits(day, width: 2) + time }
+    var transmission: String { monthDay + time }
     /// Field 12, local time: hhmmss (UTC here).
-    var time: String { digits(hour, width: 2) + digits(minute, width: 2) + digits(second, width: 2) }
+    var time: String { digits(date.hour, width: 2) + digits(date.minute, width: 2) + digits(date.second, width: 2) }
     /// Field 13, local date: MMDD.
-    var date: String { digits(month, width: 2) + digits(day, width: 2) }
+    var monthDay: String { digits(date.month, width: 2) + digits(date.day, width: 2) }
 }

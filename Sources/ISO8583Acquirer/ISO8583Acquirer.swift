@@ -112,7 +112,7 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         message[7] = reference.transmission
         message[11] = reference.stan
         message[12] = now.time
-        message[13] = now.date
+        message[13] = now.monthDay
         message[14] = request.card.expiry.description
         message[22] = "810"        // PAN entered by e-commerce, PIN capability unknown
         message[25] = "59"         // e-commerce
@@ -147,7 +147,7 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         message[7] = now.transmission
         message[11] = stan
         message[12] = now.time
-        message[13] = now.date
+        message[13] = now.monthDay
         message[32] = configuration.acquiringInstitutionId
         message[37] = original.rrn
         message[41] = configuration.terminalId

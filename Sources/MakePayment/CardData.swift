@@ -21,17 +21,8 @@ public struct CardExpiry: Sendable, Hashable, Comparable, CustomStringConvertibl
 
     /// The month `secondsSince1970` falls in, in UTC.
     public static func month(containing secondsSince1970: Int64) -> CardExpiry {
-        // Civil-from-days (Howard Hinnant), to stay free of Foundation and time zones.
-        let days = secondsSince1970 >= 0 ? secondsSince1970 / 86_400 : (secondsSince1970 - 86_399) / 86_400
-        let z = days + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let doe = z - era * 146_097
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let m = mp < 10 ? mp + 3 : mp - 9
-        let y = yoe + era * 400 + (m <= 2 ? 1 : 0)
-        return CardExpiry(year: Int(min(max(y, 2000), 2099)), month: Int(m))!
+        let date = UTCDate(secondsSince1970: secondsSince1970)
+        return CardExpiry(year: min(max(date.year, 2000), 2099), month: date.month)!
     }
 }
 

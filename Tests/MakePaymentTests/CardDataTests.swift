@@ -140,3 +140,16 @@ private func outcome(_ text: String) -> String {
         #expect(error.message == ErrorMessage(errorId: id, errorText: text))
     }
 }
+
+@Suite struct UTCDateTests {
+    @Test(arguments: [
+        (Int64(0), 1970, 1, 1, 0, 1),
+        (Int64(951_827_696), 2000, 2, 29, 12, 60),       // 2000-02-29T12:34:56Z, a leap day
+        (Int64(1_798_761_599), 2026, 12, 31, 23, 365),   // 2026-12-31T23:59:59Z
+        (Int64(1_830_297_600), 2028, 1, 1, 0, 1),        // 2028-01-01T00:00:00Z
+    ])
+    func fieldsOfAMoment(seconds: Int64, year: Int, month: Int, day: Int, hour: Int, dayOfYear: Int) {
+        let date = UTCDate(secondsSince1970: seconds)
+        #expect([date.year, date.month, date.day, date.hour, date.dayOfYear] == [year, month, day, hour, dayOfYear])
+    }
+}
