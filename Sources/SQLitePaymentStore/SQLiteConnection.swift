@@ -8,9 +8,10 @@ public struct SQLiteError: Error, CustomStringConvertible {
 
 private let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 
-/// One SQLite connection, used by one thread at a time (its lane's), with prepared statements
-/// cached by SQL text.
-final class SQLiteConnection {
+/// One SQLite connection with prepared statements cached by SQL text.
+final class SQLiteConnection: @unchecked Sendable {
+    // @unchecked: a connection is used by one thread at a time: the writer lane's thread, or the
+    // one caller that took it from the reader pool.
     let handle: OpaquePointer
     private var statements: [String: OpaquePointer] = [:]
 

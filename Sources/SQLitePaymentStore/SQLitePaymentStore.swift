@@ -1,14 +1,16 @@
 import Acquiring
+import Synchronization
 import MakePayment
 import Processing
 
 /// The embedded default store: one SQLite file in WAL mode. Writes go through one writer lane that
 /// commits in groups (one fsync for everything that arrived meanwhile, `synchronous=FULL`, so a
-/// recorded outcome survives a crash of the process or the machine); reads go through a lane of
-/// their own and never wait for a sync. The clear PAN is never stored: only the masked form.
+/// recorded outcome survives a crash of the process or the machine); reads run in the caller, on a
+/// read-only connection from a pool (WAL readers never wait for the writer or a sync). The clear PAN
+/// is never stored: only the masked form.
 public final class SQLitePaymentStore: PaymentStore {
-    private let writer: SQLiteLane
-    private let reader: SQLiteLane
+    private let writer: SQLiteWriter
+    private let readers = Mutex<[SQLiteConnection]>([])
     public let path: String
 
     public init(path: String) throws {
@@ -18,9 +20,14 @@ public final class SQLitePaymentStore: PaymentStore {
         try write.execute("PRAGMA synchronous=FULL")
         try write.execute("PRAGMA foreign_keys=ON")
         try Self.migrate(write)
-        let read = try SQLiteConnection(path: path, readOnly: true)
-        writer = SQLiteLane(connection: write, grouped: true, name: "sqlite-writer")
-        reader = SQLiteLane(connection: read, grouped: false, name: "sqlite-reader")
+        writer = SQLiteWriter(connection: write, name: "sqlite-writer")
+    }
+
+    /// Lends a read-only connection to `body`, made on first need and kept for the next reader.
+    private func read<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
+        let connection = try readers.withLock { $0.popLast() } ?? SQLiteConnection(path: path, readOnly: true)
+        defer { readers.withLock { $0.append(connection) } }
+        return try body(connection)
     }
 
     deinit { close() }
@@ -28,7 +35,7 @@ public final class SQLitePaymentStore: PaymentStore {
     /// Finishes queued work and stops the lanes' threads.
     public func close() {
         writer.close()
-        reader.close()
+        readers.withLock { $0.removeAll() }
     }
 
     static func migrate(_ db: SQLiteConnection) throws {
@@ -102,7 +109,7 @@ public final class SQLitePaymentStore: PaymentStore {
     }
 
     public func payment(_ id: String) async throws -> PaymentRecord? {
-        try await reader.perform { db in try Self.read(db, id) }
+        try read { db in try Self.read(db, id) }
     }
 
     private static let selectPayment = """
@@ -212,7 +219,7 @@ public final class SQLitePaymentStore: PaymentStore {
     }
 
     public func dueReversals(now: Int64, limit: Int) async throws -> [ReversalRecord] {
-        try await reader.perform { db in
+        try read { db in
             var out: [ReversalRecord] = []
             try db.run(Self.selectReversal + " WHERE state = 'pending' AND next_try_at <= ? ORDER BY next_try_at LIMIT ?",
                        [.integer(now), .integer(Int64(limit))]) { out.append(Self.reversal($0)) }
@@ -228,7 +235,7 @@ public final class SQLitePaymentStore: PaymentStore {
     }
 
     public func reversals(for id: String) async throws -> [ReversalRecord] {
-        try await reader.perform { db in
+        try read { db in
             var out: [ReversalRecord] = []
             try db.run(Self.selectReversal + " WHERE psp_transaction_id = ? ORDER BY created_at", [.text(id)]) { out.append(Self.reversal($0)) }
             return out
