@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "psp-worker", targets: ["psp-worker"]),
+        .executable(name: "acquirer-sim", targets: ["acquirer-sim"]),
         .library(name: "CardCrypto", targets: ["CardCrypto"]),
         .library(name: "MakePayment", targets: ["MakePayment"]),
         .library(name: "Acquiring", targets: ["Acquiring"]),
@@ -14,6 +15,8 @@ let package = Package(
         .library(name: "PaymentStoreConformance", targets: ["PaymentStoreConformance"]),
         .library(name: "SQLitePaymentStore", targets: ["SQLitePaymentStore"]),
         .library(name: "PSPWorker", targets: ["PSPWorker"]),
+        .executable(name: "vipps-sim", targets: ["vipps-sim"]),
+        .library(name: "LoadGeneration", targets: ["LoadGeneration"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -23,6 +26,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // The machine's OpenSSL 3, as a system library; nothing else.
@@ -48,7 +54,32 @@ let package = Package(
             "MakePayment",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .target(name: "AcquirerConformance", dependencies: ["Acquiring", "MakePayment"]),
+        .target(name: "AcquirerConformance", dependencies: ["Acquiring", "MakePayment", "CardCrypto", "Processing"]),
+        // ISO 8583:1987, ASCII (jPOS ISO87APackager): the codec, on the standard library alone.
+        .target(name: "ISO8583"),
+        // The HTTP JSON acquirer adapter, on a pooled AsyncHTTPClient.
+        .target(name: "HTTPAcquirer", dependencies: [
+            "Acquiring", "MakePayment", "CardCrypto",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The simulated acquirer host behind `acquirer-sim` (and the adapters' conformance tests).
+        .target(name: "AcquirerSimulator", dependencies: [
+            "ISO8583", "ISO8583Acquirer", "Acquiring",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The ISO 8583 acquirer adapter over TCP (SwiftNIO).
+        .target(name: "ISO8583Acquirer", dependencies: [
+            "ISO8583", "Acquiring", "MakePayment", "CardCrypto",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // The makePayment pipeline, PaymentStore and MakePaymentQueue protocols. No I/O of its own.
         .target(name: "Processing", dependencies: [
             "CardCrypto", "MakePayment", "Acquiring",
@@ -60,23 +91,49 @@ let package = Package(
         .target(name: "SQLitePaymentStore", dependencies: ["CSQLite", "Processing", "MakePayment", "Acquiring"]),
         // The app: HTTP routes, queue, worker pool, store wiring, configuration.
         .target(name: "PSPWorker", dependencies: [
-            "CardCrypto", "MakePayment", "Acquiring", "Processing", "SQLitePaymentStore",
+            "CardCrypto", "MakePayment", "Acquiring", "Processing", "SQLitePaymentStore", "ISO8583Acquirer", "HTTPAcquirer",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        .executableTarget(name: "acquirer-sim", dependencies: [
+            "AcquirerSimulator",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .executableTarget(name: "psp-worker", dependencies: [
             "PSPWorker", "CardCrypto", "MakePayment",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
+        // vipps-sim's logic: payload preparation, a keep-alive SwiftNIO client, closed and open loops, checks, report.
+        .target(name: "LoadGeneration", dependencies: [
+            "CardCrypto", "MakePayment", "Acquiring",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Histogram", package: "hdrhistogram-swift"),
+        ]),
+        .executableTarget(name: "vipps-sim", dependencies: [
+            "LoadGeneration",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        .testTarget(name: "ISO8583Tests", dependencies: ["ISO8583"]),
+        .testTarget(name: "ISO8583AcquirerTests", dependencies: [
+            "ISO8583Acquirer", "AcquirerSimulator", "AcquirerConformance", "Acquiring", "ISO8583",
+        ]),
+        .testTarget(name: "HTTPAcquirerTests", dependencies: [
+            "HTTPAcquirer", "AcquirerSimulator", "AcquirerConformance", "Acquiring",
+        ]),
         .testTarget(name: "CardCryptoTests", dependencies: ["CardCrypto"], resources: [.copy("Fixtures")]),
         .testTarget(name: "MakePaymentTests", dependencies: ["MakePayment", "CardCrypto"]),
         .testTarget(name: "AcquiringTests", dependencies: ["Acquiring", "AcquirerConformance", "MakePayment"]),
         .testTarget(name: "ProcessingTests", dependencies: ["Processing", "Acquiring", "MakePayment", "CardCrypto", "SQLitePaymentStore", "PaymentStoreConformance"], resources: [.copy("Fixtures")]),
         .testTarget(name: "SQLitePaymentStoreTests", dependencies: ["SQLitePaymentStore", "PaymentStoreConformance", "Processing"]),
+        .testTarget(name: "LoadGenerationTests", dependencies: ["LoadGeneration", "MakePayment"]),
         .testTarget(name: "PSPWorkerTests", dependencies: [
             "PSPWorker", "psp-worker", "SQLitePaymentStore", "Acquiring", "CardCrypto", "MakePayment", "Processing",
             .product(name: "HummingbirdTesting", package: "hummingbird"),

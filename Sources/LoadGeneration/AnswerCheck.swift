@@ -8,6 +8,11 @@ public struct CheckedAnswer: Sendable, Equatable {
     public var outcome: String
     /// Nil when the answer is the expected one.
     public var problem: String?
+
+    public init(outcome: String, problem: String?) {
+        self.outcome = outcome
+        self.problem = problem
+    }
 }
 
 public enum AnswerCheck {

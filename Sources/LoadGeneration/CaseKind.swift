@@ -42,6 +42,15 @@ public enum CaseKind: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// Whether the case reaches the acquirer. Against an acquirer that drops replies (or resets
+    /// connections), such a case may rightly be answered 85 (unknown outcome, reversed).
+    public var reachesAcquirer: Bool {
+        switch self {
+        case .approved, .code, .timeout, .duplicate: true
+        default: false
+        }
+    }
+
     public var name: String {
         switch self {
         case .approved: "approved"

@@ -24,6 +24,9 @@ public struct LoadConfiguration: Sendable {
     public var mix: Mix
     public var seed: UInt64 = 1
     public var requestTimeout: Duration = .seconds(30)
+    /// The acquirer injects faults (dropped replies, resets): a case that reaches it may also be
+    /// answered FAIL 85, and is counted as an unknown outcome rather than a mismatch.
+    public var acquirerFaults = false
     /// Connections used to register payments before the run.
     public var registrationConcurrency = 16
     /// Event-loop threads of the client. One is plenty for a worker on the same 2 cores, and
@@ -77,16 +80,28 @@ public final class LoadRun: Sendable {
     public let configuration: LoadConfiguration
     private let log: @Sendable (String) -> Void
     private let recorder = Recorder()
+    private let group: MultiThreadedEventLoopGroup
 
     public init(_ configuration: LoadConfiguration, log: @escaping @Sendable (String) -> Void) {
         self.configuration = configuration
         self.log = log
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.clientThreads))
     }
 
+    /// Runs once; the client's threads stop when it returns.
     public func run() async throws -> Report {
+        do {
+            let report = try await drive()
+            try? await group.shutdownGracefully()
+            return report
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
+    }
+
+    private func drive() async throws -> Report {
         let c = configuration
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, c.clientThreads))
-        defer { group.shutdownGracefully { _ in } }
 
         // 1. Prepare every payload.
         let total = c.plannedPayments
@@ -101,7 +116,7 @@ public final class LoadRun: Sendable {
 
         // 2. Register them, as the PSP's checkout would.
         clock = .now
-        try await register(plan, group: group)
+        try await register(plan)
         log("registered \(plan.count) payments in \(Self.seconds(since: clock)) s")
 
         // 3. Drive the timed run over connections opened beforehand.
@@ -113,7 +128,9 @@ public final class LoadRun: Sendable {
         var opened: [HTTPConnection] = []
         for _ in 0..<connections { opened.append(try await HTTPConnection.connect(to: c.address, on: group)) }
         let pool = opened
-        let cursor = Atomic<Int>(0)
+        // Cases are taken in order; the ones sent are always a prefix of the plan.
+        let cursor = Counter()
+        let executed = Counter()
         let start = ContinuousClock.now
         let deadline = c.duration.map { start + $0 }
         let timeout = TimeAmount.nanoseconds(Int64(c.requestTimeout.nanoseconds))
@@ -125,12 +142,12 @@ public final class LoadRun: Sendable {
                     var connection: HTTPConnection? = pool[slot]
                     let decoder = JSONDecoder()
                     while true {
-                        let index = cursor.add(1, ordering: .relaxed).oldValue
+                        if case .closed = c.drive, let deadline, ContinuousClock.now >= deadline { return }
+                        let index = cursor.next()
                         guard index < plan.count else { return }
                         let intended: ContinuousClock.Instant
                         switch c.drive {
                         case .closed:
-                            if let deadline, ContinuousClock.now >= deadline { return }
                             intended = .now
                         case .open(let rate, _):
                             intended = start + OpenLoopSchedule(rate: rate).offset(of: index)
@@ -139,6 +156,7 @@ public final class LoadRun: Sendable {
                             // busy), send at once: the wait is counted in its latency.
                             if intended > .now { try? await Task.sleep(until: intended, tolerance: .microseconds(50)) }
                         }
+                        _ = executed.next()
                         await self.execute(plan[index], intended: intended, connection: &connection, timeout: timeout,
                                            decoder: decoder)
                     }
@@ -147,11 +165,11 @@ public final class LoadRun: Sendable {
         }
         progress?.cancel()
         _ = await progress?.value
-        let sent = min(cursor.load(ordering: .relaxed), plan.count)
+        let sent = executed.value
         for connection in pool { await connection.close() }
 
         // 4. Idempotency, read back: a duplicate was authorized once; a wrong token, never.
-        if c.verifyIdempotency { await verify(plan[..<sent], group: group) }
+        if c.verifyIdempotency { await verify(plan[..<sent]) }
 
         var setup: Report.Setup
         switch c.drive {
@@ -174,14 +192,19 @@ public final class LoadRun: Sendable {
         guard let first = await exchange(payment.makePayment, label: payment, connection: &connection, timeout: timeout) else { return }
         let answeredAt = ContinuousClock.now
         let lag: Duration? = if case .open = configuration.drive { max(.zero, first.sentAt - intended) } else { nil }
-        recorder.answered(AnswerCheck.check(httpStatus: first.answer.status, body: first.answer.body, expected: expected,
-                                            pspTransactionId: payment.id, decoder: decoder),
+        var firstCheck = AnswerCheck.check(httpStatus: first.answer.status, body: first.answer.body, expected: expected,
+                                           pspTransactionId: payment.id, decoder: decoder)
+        if firstCheck.problem != nil, configuration.acquirerFaults, payment.kind.reachesAcquirer, firstCheck.outcome == "200 FAIL 85" {
+            firstCheck.problem = nil
+        }
+        recorder.answered(firstCheck,
                           latency: answeredAt - intended, sendLag: lag, label: "\(payment.id) [\(payment.kind)]", at: answeredAt)
         guard payment.kind == .duplicate else { return }
         guard let again = await exchange(payment.makePayment, label: payment, connection: &connection, timeout: timeout) else { return }
         let now = ContinuousClock.now
         var check = AnswerCheck.check(httpStatus: again.answer.status, body: again.answer.body, expected: expected,
                                       pspTransactionId: payment.id, decoder: decoder)
+        if firstCheck.problem == nil && check.outcome == firstCheck.outcome { check.problem = nil }
         if check.problem == nil, again.answer.body != first.answer.body || again.answer.status != first.answer.status {
             check.problem = "the repeat's answer differs from the first"
         }
@@ -195,7 +218,7 @@ public final class LoadRun: Sendable {
         do {
             if connection?.isUsable != true {
                 await connection?.close()
-                connection = try await HTTPConnection.connect(to: configuration.address, on: MultiThreadedEventLoopGroup.singleton)
+                connection = try await HTTPConnection.connect(to: configuration.address, on: group)
             }
             let sentAt = ContinuousClock.now
             let answer = try await connection!.send(request, timeout: timeout)
@@ -209,22 +232,26 @@ public final class LoadRun: Sendable {
     }
 
     /// Registers every payment through `POST /payments` with the admin token.
-    private func register(_ plan: [PlannedPayment], group: any EventLoopGroup) async throws {
+    private func register(_ plan: [PlannedPayment]) async throws {
         let c = configuration
-        let cursor = Atomic<Int>(0)
+        let cursor = Counter()
         let timeout = TimeAmount.nanoseconds(Int64(c.requestTimeout.nanoseconds))
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             for _ in 0..<max(1, min(c.registrationConcurrency, plan.count)) {
                 tasks.addTask {
-                    let connection = try await HTTPConnection.connect(to: c.address, on: group)
-                    defer { Task { await connection.close() } }
+                    let connection = try await HTTPConnection.connect(to: c.address, on: self.group)
                     while true {
-                        let index = cursor.add(1, ordering: .relaxed).oldValue
-                        guard index < plan.count else { return }
+                        let index = cursor.next()
+                        guard index < plan.count else { await connection.close(); return }
                         let request = PreparedRequest(method: .POST, uri: "/payments", host: c.address.hostHeader,
                                                       authorization: "Bearer " + c.adminToken, body: plan[index].registrationBody)
-                        let answer = try await connection.send(request, timeout: timeout)
+                        let answer: HTTPAnswer
+                        do { answer = try await connection.send(request, timeout: timeout) } catch {
+                            await connection.close()
+                            throw LoadRunError.registration("\(plan[index].id): \(error)")
+                        }
                         guard answer.status == 201 else {
+                            await connection.close()
                             let hint = answer.status == 401 ? " (is the admin token the worker's PSP_ADMIN_TOKEN?)" : ""
                             throw LoadRunError.registration("\(plan[index].id): HTTP \(answer.status) "
                                 + String(decoding: answer.body.prefix(200), as: UTF8.self) + hint)
@@ -237,7 +264,7 @@ public final class LoadRun: Sendable {
     }
 
     /// Reads back duplicates (one authorization) and wrong-token payments (still pending, none).
-    private func verify(_ sent: ArraySlice<PlannedPayment>, group: any EventLoopGroup) async {
+    private func verify(_ sent: ArraySlice<PlannedPayment>) async {
         let c = configuration
         let targets = sent.filter { $0.kind == .duplicate || $0.kind == .wrongToken }
         guard !targets.isEmpty else { return }
@@ -285,4 +312,12 @@ public final class LoadRun: Sendable {
     static func seconds(since instant: ContinuousClock.Instant) -> String {
         String(format: "%.1f", (ContinuousClock.now - instant).seconds)
     }
+}
+
+/// A shared counter that tasks can capture (an `Atomic` itself cannot be captured by a task).
+final class Counter: Sendable {
+    private let atomic = Atomic<Int>(0)
+    /// The current value, then one more.
+    func next() -> Int { atomic.add(1, ordering: .relaxed).oldValue }
+    var value: Int { atomic.load(ordering: .relaxed) }
 }

@@ -37,7 +37,8 @@ public final class Recorder: Sendable {
                          at instant: ContinuousClock.Instant = .now) {
         state.withLock { s in
             s.answered += 1
-            s.lastAnswer = instant
+            // Answers from several connections may be recorded out of order.
+            s.lastAnswer = max(s.lastAnswer ?? instant, instant)
             _ = s.latency.record(Self.micros(latency))
             if let sendLag { _ = s.sendLag.record(Self.micros(sendLag)) }
             s.outcomes[answer.outcome, default: 0] += 1

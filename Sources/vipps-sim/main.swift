@@ -1,0 +1,90 @@
+import ArgumentParser
+import Foundation
+import LoadGeneration
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Plays Vipps against a running psp-worker: registers payments, sends makePayment with a mix of
+/// test cards, checks every answer and reports throughput and latency.
+@main
+struct VippsSim: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vipps-sim",
+        abstract: "Load-test a psp-worker the way Vipps calls it, and check every answer.",
+        discussion: """
+            Closed loop: --concurrency N requests in flight. Open loop: --rate R requests per second on \
+            schedule, latency measured from the intended send time. Exit status 1 when any answer is \
+            not what its test card must get.
+            """
+    )
+
+    @Option(help: "The worker's base URL (plain HTTP).") var url = "http://127.0.0.1:8080"
+    @Option(help: "Path of the makePaymentUrl.") var makePaymentPath = "/makePayment"
+    @Option(help: "The worker's public key, to encrypt card data with.") var publicKey = "keys-example/psp-public-key.pem"
+    @Option(help: "Admin bearer token for POST /payments (else the environment variable PSP_ADMIN_TOKEN).")
+    var adminToken: String?
+    @Option(help: "merchantSerialNumber of every payment.") var merchantSerialNumber = "123456"
+    @Option(help: "Closed loop: requests in flight. Open loop: connections (default 64).") var concurrency: Int?
+    @Option(help: "Open loop: makePayment requests per second, on schedule.") var rate: Double?
+    @Option(help: "Stop after this many seconds.") var duration: Double?
+    @Option(help: "Payments to prepare and send (default 10000 when --duration is not given).") var count: Int?
+    @Option(help: """
+        Share of each case: approved, a two-digit response code, timeout, bad-cryptogram, wrong-token, \
+        duplicate, no, timeout-status, cancel, luhn, expired.
+        """)
+    var mix = "approved=90,51=5,05=3,bad-cryptogram=1,wrong-token=1"
+    @Option(help: "Seed of the order the cases are sent in.") var seed: UInt64 = 1
+    @Option(help: "Seconds to wait for one answer before counting it as lost.") var requestTimeout: Double = 30
+    @Option(help: "Event-loop threads of the client.") var clientThreads = 1
+    @Option(help: "Write the report as JSON to this file.") var json: String?
+    @Flag(help: "Skip reading duplicates and wrong-token payments back after the run.") var noVerify = false
+    @Flag(help: "No progress line, even on a terminal.") var quiet = false
+    @Flag(help: "The acquirer drops replies or resets connections (acquirer-sim faults): a case that reaches it may also be answered FAIL 85.")
+    var acquirerFaults = false
+
+    func validate() throws {
+        if let concurrency, concurrency < 1 { throw ValidationError("--concurrency must be at least 1") }
+        if let rate, !(rate > 0) { throw ValidationError("--rate must be positive") }
+        if let duration, !(duration > 0) { throw ValidationError("--duration must be positive") }
+        if let count, count < 1 { throw ValidationError("--count must be at least 1") }
+        if ServerAddress(url: url) == nil { throw ValidationError("--url must look like http://HOST:PORT") }
+        do { _ = try Mix(parsing: mix) } catch { throw ValidationError("--mix: \(error)") }
+    }
+
+    func run() async throws {
+        guard let token = adminToken ?? ProcessInfo.processInfo.environment["PSP_ADMIN_TOKEN"], !token.isEmpty else {
+            throw ValidationError("an admin token is needed: --admin-token or PSP_ADMIN_TOKEN")
+        }
+        let drive: LoadConfiguration.Drive = rate.map { .open(rate: $0, connections: concurrency ?? 64) }
+            ?? .closed(concurrency: concurrency ?? 64)
+        var configuration = LoadConfiguration(address: ServerAddress(url: url)!, adminToken: token, drive: drive,
+                                              mix: try Mix(parsing: mix))
+        configuration.makePaymentPath = makePaymentPath
+        configuration.publicKeyPath = publicKey
+        configuration.merchantSerialNumber = merchantSerialNumber
+        configuration.count = count
+        configuration.duration = duration.map { .milliseconds(Int64($0 * 1000)) }
+        configuration.seed = seed
+        configuration.requestTimeout = .milliseconds(Int64(requestTimeout * 1000))
+        configuration.acquirerFaults = acquirerFaults
+        configuration.clientThreads = clientThreads
+        configuration.verifyIdempotency = !noVerify
+        configuration.showProgress = !quiet && isatty(STDERR_FILENO) == 1
+
+        let report: Report
+        do {
+            report = try await LoadRun(configuration, log: { FileHandle.standardError.write(Data(("vipps-sim: " + $0 + "\n").utf8)) }).run()
+        } catch {
+            FileHandle.standardError.write(Data("vipps-sim: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        print(report.text)
+        if let json {
+            try report.json().write(to: URL(fileURLWithPath: json))
+        }
+        if !report.passed { throw ExitCode(1) }
+    }
+}

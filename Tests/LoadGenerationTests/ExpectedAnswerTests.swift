@@ -1,0 +1,115 @@
+import Foundation
+import LoadGeneration
+import MakePayment
+import Testing
+
+@Suite struct ExpectedAnswerTests {
+    /// The API's table, code by code, as the brief for the worker states it.
+    static let codeTable: [(codes: [String], errorId: Int?)] = [
+        (["00", "08", "11"], nil),
+        (["10"], 82),
+        (["15", "31", "92"], 81),
+        (["01", "02", "05", "12", "46", "57", "62", "78", "93", "04", "07", "41", "43"], 82),
+        (["34", "59", "63"], 83),
+        (["61", "65"], 84),
+        (["68", "91"], 85),
+        (["33", "54"], 86),
+        (["14", "56"], 87),
+        (["58"], 88),
+        (["51"], 89),
+        (["03", "13"], 72),
+        (["06", "20", "22", "30", "94", "96"], 91),
+    ]
+
+    @Test(arguments: codeTable)
+    func responseCodesMapToTheCatalogue(codes: [String], errorId: Int?) {
+        for code in codes {
+            let expected = CaseKind.code(code).expected
+            #expect(expected.httpStatus == 200)
+            #expect(expected.status == (errorId == nil ? .ok : .fail), "code \(code)")
+            #expect(expected.errorId == errorId, "code \(code)")
+        }
+    }
+
+    @Test func unmappedCodeIsARefusalNeverAnApproval() {
+        #expect(CaseKind.code("17").expected == .fail(.refusedByIssuer))
+        #expect(CaseKind.code("88").expected == .fail(.refusedByIssuer))
+    }
+
+    @Test(arguments: [
+        (CaseKind.approved, ExpectedAnswer(httpStatus: 200, status: .ok)),
+        (.duplicate, ExpectedAnswer(httpStatus: 200, status: .ok)),
+        (.timeout, ExpectedAnswer(httpStatus: 200, status: .fail, errorId: 85)),
+        (.badCryptogram, ExpectedAnswer(httpStatus: 200, status: .fail, errorId: 92)),
+        (.wrongToken, ExpectedAnswer(httpStatus: 401, status: .fail, errorId: 71)),
+        (.confirmedNo, ExpectedAnswer(httpStatus: 200, status: .fail, errorId: 93, errorText: "Status from Vipps:NO")),
+        (.confirmedTimeout, ExpectedAnswer(httpStatus: 200, status: .fail, errorId: 93, errorText: "Status from Vipps:TIMEOUT")),
+        (.confirmedCancel, ExpectedAnswer(httpStatus: 200, status: .fail, errorId: 93, errorText: "Status from Vipps:CANCEL")),
+        (.luhn, ExpectedAnswer(httpStatus: 200, status: .fail, errorId: 87)),
+        (.expired, ExpectedAnswer(httpStatus: 200, status: .fail, errorId: 86)),
+    ])
+    func namedKindsExpectTheirAnswer(kind: CaseKind, expected: ExpectedAnswer) {
+        #expect(kind.expected == expected)
+        #expect(CaseKind(name: kind.name) == kind)
+    }
+
+    @Test func cardsAreWhatTheirKindSays() {
+        #expect(CaseKind.code("51").cardPlaintext(session: "s1") == "4000000000000515,3012,s1")
+        #expect(CaseKind.timeout.cardPlaintext(session: "s1").hasPrefix("400000000000099"))
+        #expect(CaseKind.expired.cardPlaintext(session: "s1") == CaseKind.approvedPAN + ",2001,s1")
+        #expect(Self.luhnValid(CaseKind.approvedPAN))
+        let luhnPAN = String(CaseKind.luhn.cardPlaintext(session: "s1").prefix(16))
+        #expect(!Self.luhnValid(luhnPAN))
+        #expect(luhnPAN.dropLast() == CaseKind.approvedPAN.dropLast())
+    }
+
+    static func luhnValid(_ pan: String) -> Bool {
+        var sum = 0
+        for (i, c) in pan.utf8.reversed().enumerated() {
+            var d = Int(c) - 48
+            if i % 2 == 1 { d *= 2; if d > 9 { d -= 9 } }
+            sum += d
+        }
+        return sum % 10 == 0
+    }
+
+    // MARK: checking an answer
+
+    static func body(_ response: MakePaymentResponse) -> [UInt8] { Array(try! JSONEncoder().encode(response)) }
+
+    @Test func matchingAnswerPasses() {
+        let ok = AnswerCheck.check(httpStatus: 200, body: Self.body(.ok("p1")), expected: .ok, pspTransactionId: "p1")
+        #expect(ok == CheckedAnswer(outcome: "200 OK", problem: nil))
+        let refused = AnswerCheck.check(httpStatus: 200, body: Self.body(.fail("p1", .notSufficientFunds)),
+                                        expected: .fail(.notSufficientFunds), pspTransactionId: "p1")
+        #expect(refused == CheckedAnswer(outcome: "200 FAIL 89", problem: nil))
+    }
+
+    @Test func wrongErrorIdIsAMismatch() {
+        let checked = AnswerCheck.check(httpStatus: 200, body: Self.body(.fail("p1", .refusedByIssuer)),
+                                        expected: .fail(.notSufficientFunds), pspTransactionId: "p1")
+        #expect(checked.outcome == "200 FAIL 82")
+        #expect(checked.problem == "expected 200 FAIL 89, got errorId 82")
+    }
+
+    @Test func wrongStatusIdAndHTTPStatusAreEachNamed() {
+        let checked = AnswerCheck.check(httpStatus: 500, body: Self.body(.fail("p2", .internalError)),
+                                        expected: .ok, pspTransactionId: "p1")
+        #expect(checked.problem == "expected 200 OK, got HTTP 500, pspTransactionId p2, status FAIL, errorId 91")
+    }
+
+    @Test func statusFromVippsTextIsChecked() {
+        let expected = CaseKind.confirmedCancel.expected
+        let right = MakePaymentResponse.fail("p1", APIError.statusFromVipps.message(text: "Status from Vipps:CANCEL"))
+        let wrong = MakePaymentResponse.fail("p1", APIError.statusFromVipps.message)
+        #expect(AnswerCheck.check(httpStatus: 200, body: Self.body(right), expected: expected, pspTransactionId: "p1").problem == nil)
+        #expect(AnswerCheck.check(httpStatus: 200, body: Self.body(wrong), expected: expected, pspTransactionId: "p1").problem
+            == #"expected 200 FAIL 93 "Status from Vipps:CANCEL", got errorText "Status from Vipps""#)
+    }
+
+    @Test func bodyThatIsNotAnAnswerIsAMismatch() {
+        let checked = AnswerCheck.check(httpStatus: 503, body: Array("busy".utf8), expected: .ok, pspTransactionId: "p1")
+        #expect(checked.outcome == "503 (no makePayment body)")
+        #expect(checked.problem != nil)
+    }
+}

@@ -1,0 +1,127 @@
+import Foundation
+import LoadGeneration
+import MakePayment
+import Testing
+
+@Suite struct OpenLoopScheduleTests {
+    @Test func requestsAreEvenlySpacedFromTheStart() {
+        let schedule = OpenLoopSchedule(rate: 1000)
+        #expect(schedule.offset(of: 0) == .zero)
+        #expect(schedule.offset(of: 1) == .milliseconds(1))
+        #expect(schedule.offset(of: 1500) == .milliseconds(1500))
+        #expect(OpenLoopSchedule(rate: 3).offset(of: 1) == .nanoseconds(333_333_333))
+    }
+
+    @Test func dueCountIncludesTheRequestDueExactlyNow() {
+        let schedule = OpenLoopSchedule(rate: 1000)
+        #expect(schedule.dueCount(at: .zero) == 1)
+        #expect(schedule.dueCount(at: .microseconds(999)) == 1)
+        #expect(schedule.dueCount(at: .milliseconds(1)) == 2)
+        #expect(schedule.dueCount(at: .seconds(2)) == 2001)
+        #expect(schedule.dueCount(at: .milliseconds(-1)) == 0)
+    }
+
+    @Test func aRunOfDurationSendsRateTimesDuration() {
+        #expect(OpenLoopSchedule(rate: 1200).count(for: .seconds(300)) == 360_000)
+        #expect(OpenLoopSchedule(rate: 0.5).count(for: .seconds(3)) == 2)
+        // Every request counted is due strictly before the end of the run.
+        let schedule = OpenLoopSchedule(rate: 7)
+        let n = schedule.count(for: .seconds(2))
+        #expect(schedule.offset(of: n - 1) < .seconds(2))
+        #expect(schedule.offset(of: n) >= .seconds(2))
+    }
+
+    @Test func plannedPaymentsFollowCountDurationAndRate() throws {
+        let mix = try Mix(parsing: "approved=1")
+        let address = ServerAddress(host: "127.0.0.1", port: 8080)
+        var open = LoadConfiguration(address: address, adminToken: "t", drive: .open(rate: 500, connections: 8), mix: mix)
+        #expect(open.plannedPayments == 10_000)
+        open.duration = .seconds(10)
+        #expect(open.plannedPayments == 5_000)
+        open.count = 2_000
+        #expect(open.plannedPayments == 2_000)
+        var closed = LoadConfiguration(address: address, adminToken: "t", drive: .closed(concurrency: 8), mix: mix)
+        closed.duration = .seconds(2)
+        #expect(closed.plannedPayments == 2 * closed.closedLoopBudgetPerSecond)
+    }
+
+    @Test(arguments: [
+        ("http://127.0.0.1:8080", ServerAddress(host: "127.0.0.1", port: 8080)),
+        ("http://localhost:9/", ServerAddress(host: "localhost", port: 9)),
+        ("http://worker", ServerAddress(host: "worker", port: 80)),
+    ])
+    func urlsParse(url: String, address: ServerAddress) {
+        #expect(ServerAddress(url: url) == address)
+    }
+
+    @Test(arguments: ["https://127.0.0.1:8443", "127.0.0.1:8080", "http://:80", "http://h:0", "http://h:8080/x"])
+    func unusableURLsAreRefused(url: String) {
+        #expect(ServerAddress(url: url) == nil)
+    }
+}
+
+@Suite struct ReportTests {
+    static func sampleReport() -> Report {
+        let recorder = Recorder()
+        let start = ContinuousClock.now
+        // 1000 answers at 1…1000 ms: percentiles are known to within the histogram's 3 digits.
+        for ms in 1...1000 {
+            recorder.sent(.approved)
+            recorder.answered(CheckedAnswer(outcome: "200 OK", problem: nil), latency: .milliseconds(ms),
+                              label: "p\(ms)", at: start + .milliseconds(2 * ms))
+        }
+        for i in 0..<12 {
+            recorder.sent(.code("51"))
+            recorder.answered(CheckedAnswer(outcome: "200 FAIL 82", problem: "expected 200 FAIL 89, got errorId 82"),
+                              latency: .milliseconds(5), label: "m\(i) [51]", at: start + .milliseconds(100))
+        }
+        let setup = Report.Setup(mode: .closed, concurrency: 4, targetRate: nil, payments: 1012, mix: "approved=99,51=1",
+                                 url: "http://127.0.0.1:8080")
+        return recorder.report(setup: setup, start: start, unsent: 0)
+    }
+
+    @Test func percentilesThroughputAndOutcomesComeFromTheAnswers() {
+        let report = Self.sampleReport()
+        #expect(report.answered == 1012)
+        #expect(abs(report.elapsedSeconds - 2.0) < 1e-9)
+        #expect(abs(report.throughput - 506) < 1e-6)
+        // The twelve 5 ms answers sit below the 1…1000 ms ones and move the median down six places.
+        #expect(abs(report.latencyMs.p50 - 494) <= 1)
+        #expect(abs(report.latencyMs.p99 - 990) <= 1)
+        #expect(abs(report.latencyMs.max - 1000) <= 1)
+        #expect(report.latencyMs.p50 <= report.latencyMs.p90 && report.latencyMs.p90 <= report.latencyMs.p99)
+        #expect(report.outcomes == ["200 OK": 1000, "200 FAIL 82": 12])
+        #expect(report.kinds == ["approved": 1000, "51": 12])
+        #expect(report.sendLagMs == nil)
+    }
+
+    @Test func mismatchesAreCountedAndTheFirstFewListed() {
+        let report = Self.sampleReport()
+        #expect(report.mismatches == 12)
+        #expect(report.firstMismatches.count == Recorder.listedMismatches)
+        #expect(report.firstMismatches.first == "m0 [51]: expected 200 FAIL 89, got errorId 82")
+        #expect(!report.passed)
+        #expect(report.text.contains("… and 2 more"))
+    }
+
+    @Test func transportErrorsFailTheRun() {
+        let recorder = Recorder()
+        recorder.transportError("p1 [approved]: connection closed before the answer")
+        let setup = Report.Setup(mode: .open, concurrency: 1, targetRate: 10, payments: 1, mix: "approved=1", url: "http://h:1")
+        let report = recorder.report(setup: setup, start: .now, unsent: 0)
+        #expect(report.transportErrors == 1 && report.mismatches == 1 && !report.passed)
+        #expect(report.outcomes == ["transport error": 1])
+    }
+
+    @Test func jsonHasTheReportsFieldsAndRoundTrips() throws {
+        let report = Self.sampleReport()
+        let data = try report.json()
+        #expect(try JSONDecoder().decode(Report.self, from: data) == report)
+        let object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let latency = try #require(object["latencyMs"] as? [String: Any])
+        #expect(Set(latency.keys) == ["p50", "p90", "p99", "p999", "max", "mean"])
+        #expect(object["throughput"] as? Double == report.throughput)
+        #expect(object["mismatches"] as? Int == 12)
+        #expect((object["setup"] as? [String: Any])?["mode"] as? String == "closed")
+    }
+}

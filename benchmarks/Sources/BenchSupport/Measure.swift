@@ -1,0 +1,51 @@
+import Foundation
+import Synchronization
+
+/// Fixed-duration loops on real threads: the figure a ratio to `openssl speed` needs (it, too,
+/// counts operations for a fixed time on one process per core).
+public enum Measure {
+    /// Runs `body(threadIndex, iteration)` on `threads` threads: a warm-up, then `seconds` of
+    /// counting. Returns operations per second, all threads together.
+    public static func opsPerSecond(threads: Int, seconds: Double, warmup: Double = 0.5,
+                                    _ body: @escaping @Sendable (Int, Int) -> Void) -> Double {
+        let counters = (0..<threads).map { _ in ThreadCounter() }
+        let stop = StopFlag()
+        let done = DispatchSemaphore(value: 0)
+        for t in 0..<threads {
+            let counter = counters[t]
+            let thread = Thread {
+                var i = 0
+                while !stop.isSet {
+                    body(t, i)
+                    i += 1
+                    counter.set(i)
+                }
+                done.signal()
+            }
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+        Thread.sleep(forTimeInterval: warmup)
+        let before = counters.reduce(0) { $0 + $1.value }
+        let start = ContinuousClock.now
+        Thread.sleep(forTimeInterval: seconds)
+        let after = counters.reduce(0) { $0 + $1.value }
+        let elapsed = ContinuousClock.now - start
+        stop.set()
+        for _ in 0..<threads { done.wait() }
+        let (s, atto) = elapsed.components
+        return Double(after - before) / (Double(s) + Double(atto) / 1e18)
+    }
+}
+
+final class ThreadCounter: Sendable {
+    private let atomic = Atomic<Int>(0)
+    func set(_ value: Int) { atomic.store(value, ordering: .relaxed) }
+    var value: Int { atomic.load(ordering: .relaxed) }
+}
+
+final class StopFlag: Sendable {
+    private let atomic = Atomic<Bool>(false)
+    func set() { atomic.store(true, ordering: .relaxed) }
+    var isSet: Bool { atomic.load(ordering: .relaxed) }
+}

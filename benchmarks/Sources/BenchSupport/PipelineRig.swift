@@ -1,0 +1,97 @@
+import Acquiring
+import CardCrypto
+import Foundation
+import MakePayment
+import Processing
+import SQLitePaymentStore
+import Synchronization
+
+/// The whole makePayment pipeline in one process, as the worker runs it minus HTTP: JSON decode of
+/// the body, the pipeline (token, idempotency, decrypt, parse, simulator acquirer, map, record in
+/// SQLite with group commit and fsync), JSON encode of the answer. Each payment is used once, so
+/// the rig registers all it will need up front.
+public final class PipelineRig: Sendable {
+    public let path: String
+    public let store: SQLitePaymentStore
+    public let pipeline: MakePaymentPipeline
+    private let bodies: [Data]
+    private let tokens: [String]
+    private let cursor = Atomic<Int>(0)
+    private let decoder = JSONDecoder()
+    private let encoder = JSONEncoder()
+
+    public var capacity: Int { bodies.count }
+    public var used: Int { min(cursor.load(ordering: .relaxed), bodies.count) }
+
+    /// A store in a new temporary file with `payments` registered payments, each with a cryptogram
+    /// of its own.
+    public init(payments: Int, directory: String = NSTemporaryDirectory()) async throws {
+        path = directory + "/pipeline-bench-\(UUID().uuidString).sqlite"
+        store = try SQLitePaymentStore(path: path)
+        pipeline = MakePaymentPipeline(
+            configuration: .init(acquirerTimeout: .seconds(10), instanceId: "bench"),
+            keyRing: Fixtures.keyRing(), store: store, acquirer: SimulatorAcquirer(),
+            currentMonth: { Fixtures.currentMonth })
+        let cards = Fixtures.cardData(count: payments)
+        var bodies: [Data] = [], tokens: [String] = []
+        for (i, cardData) in cards.enumerated() {
+            let request = MakePaymentRequest(pspTransactionId: "bench-\(i)", merchantSerialNumber: "123456",
+                                             cardData: cardData, confirmed: .yes)
+            bodies.append(try JSONEncoder().encode(request))
+            tokens.append("token-\(i)")
+        }
+        self.bodies = bodies
+        self.tokens = tokens
+        // Registered concurrently, so the store's group commit takes many per fsync.
+        let store = self.store
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for lane in 0..<64 {
+                group.addTask {
+                    for i in stride(from: lane, to: payments, by: 64) {
+                        let registration = PaymentRegistration(
+                            pspTransactionId: "bench-\(i)", merchantSerialNumber: "123456", merchantOrderId: "order-\(i)",
+                            amount: 10_000, currency: "NOK", tokenHash: Secrets.sha256("token-\(i)"), paymentText: "bench")
+                        _ = try await store.register(registration, now: 1)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+    }
+
+    /// The next payment, start to finish: decode, pipeline, encode. Nil when the rig is used up;
+    /// otherwise the answer's status ("OK" for every payment here).
+    public func makePayment() async -> Data? {
+        let i = cursor.add(1, ordering: .relaxed).oldValue
+        guard i < bodies.count else { return nil }
+        let request = try? decoder.decode(MakePaymentRequest.self, from: bodies[i])
+        let result = await pipeline.handle(body: request, authorization: tokens[i], queue: nil)
+        return try? encoder.encode(result.response)
+    }
+
+    /// Runs every remaining payment on `concurrency` tasks; makePayments per second.
+    public func run(concurrency: Int) async -> (perSecond: Double, failures: Int) {
+        let start = ContinuousClock.now
+        let failures = await withTaskGroup(of: Int.self) { group in
+            for _ in 0..<concurrency {
+                group.addTask {
+                    var failures = 0
+                    while let answer = await self.makePayment() {
+                        if !answer.contains(Array(#""status":"OK""#.utf8)) { failures += 1 }
+                    }
+                    return failures
+                }
+            }
+            return await group.reduce(0, +)
+        }
+        let elapsed = ContinuousClock.now - start
+        let (s, atto) = elapsed.components
+        return (Double(used) / (Double(s) + Double(atto) / 1e18), failures)
+    }
+
+    /// Stops the store and removes its files.
+    public func close() {
+        store.close()
+        for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+    }
+}

@@ -1,0 +1,172 @@
+import BenchSupport
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// bench-report: measures each figure with fixed-duration loops on real threads, and the ceiling
+// with `openssl speed rsa2048` (1 core and -multi <cores>), interleaved in rounds, then prints one
+// table of medians and ratios to the ceiling.
+//
+//   bench-report [--rounds 3] [--seconds 5] [--payments 5000] [--in-flight 64] [--threads <cores>]
+
+struct Options {
+    var seconds = 5.0
+    var payments = 5_000
+    var threads = ProcessInfo.processInfo.activeProcessorCount
+    var inFlight = 64
+    var rounds = 3
+
+    init(_ arguments: [String]) {
+        var i = 1
+        func value() -> String {
+            i += 1
+            guard i < arguments.count else { fatalError("\(arguments[i - 1]) needs a value") }
+            return arguments[i]
+        }
+        while i < arguments.count {
+            switch arguments[i] {
+            case "--seconds": seconds = Double(value()) ?? seconds
+            case "--payments": payments = Int(value()) ?? payments
+            case "--threads": threads = Int(value()) ?? threads
+            case "--in-flight": inFlight = Int(value()) ?? inFlight
+            case "--rounds": rounds = max(1, Int(value()) ?? rounds)
+            default: fatalError("unknown option \(arguments[i])")
+            }
+            i += 1
+        }
+    }
+}
+
+let options = Options(CommandLine.arguments)
+let n = options.threads
+func log(_ text: String) { FileHandle.standardError.write(Data(("bench-report: " + text + "\n").utf8)) }
+
+// nonisolated(unsafe): top-level globals are main-actor isolated; these are immutable and Sendable,
+// and the measuring threads only read them.
+nonisolated(unsafe) let ring = Fixtures.keyRing(concurrency: n)
+nonisolated(unsafe) let cards = Fixtures.cardData(count: 256)
+nonisolated(unsafe) let swiftCryptoKey = Fixtures.swiftCryptoKey()
+precondition(Decryptions.ours(ring, cards[0]) > 0 && Decryptions.swiftCrypto(swiftCryptoKey, cards[0]) > 0)
+
+func measure(_ name: String, threads: Int, _ body: @escaping @Sendable (Int, Int) -> Void) -> Double {
+    log("\(name), \(threads) thread(s), \(options.seconds) s …")
+    return Measure.opsPerSecond(threads: threads, seconds: options.seconds, body)
+}
+
+/// `openssl speed -seconds S [-multi N] rsa2048`, run here so that it interleaves with our figures:
+/// on a shared or virtual machine the speed drifts, and a ratio is only fair within one round.
+func opensslSignsPerSecond(multi: Int?) -> Double {
+    var arguments = ["speed", "-seconds", String(Int(options.seconds))]
+    if let multi { arguments += ["-multi", String(multi)] }
+    arguments.append("rsa2048")
+    log("openssl " + arguments.joined(separator: " ") + " …")
+    let output = runUnblocked(["openssl"] + arguments)
+    // "rsa 2048 bits 0.000696s 0.000020s 1437.5 50731.2": sign/s is the next-to-last column.
+    guard let line = output.split(separator: "\n").last(where: { $0.hasPrefix("rsa 2048 bits") }),
+          let value = line.split(separator: " ").dropLast().last.flatMap({ Double($0) })
+    else { fatalError("no rsa 2048 line in openssl speed's output") }
+    return value
+}
+
+/// Runs a command and returns its standard output. Spawned with an empty signal mask and SIGALRM at
+/// its default: after an `await` this code may run on a pool thread that blocks signals, and
+/// `openssl speed -seconds` stops on SIGALRM, so it would inherit the block and never stop.
+func runUnblocked(_ argv: [String]) -> String {
+    var pipe: [Int32] = [0, 0]
+    guard Glibc.pipe(&pipe) == 0 else { fatalError("pipe failed") }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    posix_spawn_file_actions_adddup2(&actions, pipe[1], 1)
+    posix_spawn_file_actions_addclose(&actions, pipe[0])
+    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    var none = sigset_t()
+    sigemptyset(&none)
+    posix_spawnattr_setsigmask(&attributes, &none)
+    var alarm = sigset_t()
+    sigemptyset(&alarm)
+    sigaddset(&alarm, SIGALRM)
+    posix_spawnattr_setsigdefault(&attributes, &alarm)
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    var pid: pid_t = 0
+    let cArguments = argv.map { strdup($0) } + [nil]
+    let spawned = posix_spawnp(&pid, argv[0], &actions, &attributes, cArguments, environ)
+    cArguments.forEach { free($0) }
+    posix_spawn_file_actions_destroy(&actions)
+    posix_spawnattr_destroy(&attributes)
+    close(pipe[1])
+    guard spawned == 0 else { fatalError("cannot run \(argv[0]): \(String(cString: strerror(spawned)))") }
+    let output = FileHandle(fileDescriptor: pipe[0], closeOnDealloc: true).readDataToEndOfFile()
+    var status: Int32 = 0
+    waitpid(pid, &status, 0)
+    return String(decoding: output, as: UTF8.self)
+}
+
+struct Round {
+    var ceilingOne = 0.0, ceilingAll = 0.0
+    var oursOne = 0.0, parsedOne = 0.0, parsedAll = 0.0, swiftCryptoOne = 0.0, swiftCryptoAll = 0.0, pipeline = 0.0
+}
+
+var rounds: [Round] = []
+for r in 1...options.rounds {
+    log("round \(r) of \(options.rounds)")
+    var round = Round()
+    round.ceilingOne = opensslSignsPerSecond(multi: nil)
+    round.oursOne = measure("ours: withDecryptedCardData", threads: 1) { _, i in _ = Decryptions.ours(ring, cards[i & 255]) }
+    round.parsedOne = measure("ours: decryptCardData", threads: 1) { _, i in _ = Decryptions.oursParsed(ring, cards[i & 255]) }
+    round.swiftCryptoOne = measure("swift-crypto: decrypt", threads: 1) { _, i in _ = Decryptions.swiftCrypto(swiftCryptoKey, cards[i & 255]) }
+    round.ceilingAll = opensslSignsPerSecond(multi: n)
+    round.parsedAll = measure("ours: decryptCardData", threads: n) { t, i in _ = Decryptions.oursParsed(ring, cards[(i + t * 31) & 255]) }
+    round.swiftCryptoAll = measure("swift-crypto: decrypt", threads: n) { t, i in
+        _ = Decryptions.swiftCrypto(swiftCryptoKey, cards[(i + t * 31) & 255])
+    }
+    log("pipeline: registering \(options.payments) payments …")
+    let rig = try await PipelineRig(payments: options.payments)
+    log("pipeline: \(options.payments) makePayments, \(options.inFlight) in flight …")
+    let pipeline = await rig.run(concurrency: options.inFlight)
+    rig.close()
+    if pipeline.failures > 0 { log("pipeline: \(pipeline.failures) answers were not OK") }
+    round.pipeline = pipeline.perSecond
+    rounds.append(round)
+}
+
+// MARK: the table: medians over the rounds; each ratio is the median of the ratios within a round.
+
+func median(_ values: [Double]) -> Double {
+    let sorted = values.sorted()
+    return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+}
+@MainActor func figure(_ key: KeyPath<Round, Double>) -> Double { median(rounds.map { $0[keyPath: key] }) }
+@MainActor func ratio(_ a: KeyPath<Round, Double>, _ b: KeyPath<Round, Double>) -> Double {
+    median(rounds.map { $0[keyPath: a] / $0[keyPath: b] })
+}
+func f(_ x: Double, _ digits: Int = 1) -> String { String(format: "%.\(digits)f", x) }
+func row(_ cells: [String]) -> String {
+    let widths = [52, 10, 30, 10]
+    return zip(cells, widths).map { c, w in c.count >= w ? c + " " : c + String(repeating: " ", count: w - c.count) }.joined()
+}
+
+var lines: [String] = []
+lines.append("bench-report: nproc \(n), \(options.rounds) rounds of \(Int(options.seconds)) s per figure; medians")
+lines.append(row(["figure", "ops/s", "ratio", "target"]))
+lines.append(String(repeating: "-", count: 102))
+lines.append(row(["openssl speed rsa2048 sign/s, 1 core (ceiling)", f(figure(\.ceilingOne)), "1", ""]))
+lines.append(row(["openssl speed -multi \(n) rsa2048 sign/s (ceiling)", f(figure(\.ceilingAll)), "1", ""]))
+lines.append(row(["ours: withDecryptedCardData, 1 thread", f(figure(\.oursOne)),
+                  f(ratio(\.oursOne, \.ceilingOne), 3) + " of 1-core ceiling", "≥ 0.95"]))
+lines.append(row(["ours: decryptCardData (decrypt + parse), 1 thread", f(figure(\.parsedOne)),
+                  f(ratio(\.parsedOne, \.ceilingOne), 3) + " of 1-core ceiling", "≥ 0.95"]))
+lines.append(row(["ours: decryptCardData, \(n) threads", f(figure(\.parsedAll)),
+                  f(ratio(\.parsedAll, \.ceilingAll), 3) + " of \(n)-core ceiling", ""]))
+lines.append(row(["  … as a multiple of the 1-core ceiling", "", "×" + f(ratio(\.parsedAll, \.ceilingOne), 3), "≥ ×1.9"]))
+lines.append(row(["pipeline in process, \(options.inFlight) in flight, SQLite (fsync)", f(figure(\.pipeline)),
+                  f(ratio(\.pipeline, \.ceilingAll), 3) + " of \(n)-core ceiling", "≥ 0.90"]))
+lines.append(row(["swift-crypto _RSA decrypt OAEP-SHA256, 1 thread", f(figure(\.swiftCryptoOne)),
+                  f(ratio(\.swiftCryptoOne, \.ceilingOne), 3) + " of 1-core ceiling", ""]))
+lines.append(row(["swift-crypto _RSA decrypt OAEP-SHA256, \(n) threads", f(figure(\.swiftCryptoAll)),
+                  f(ratio(\.swiftCryptoAll, \.ceilingAll), 3) + " of \(n)-core ceiling", ""]))
+lines.append(row(["ours / swift-crypto, 1 thread", "", "×" + f(ratio(\.oursOne, \.swiftCryptoOne), 3), "> ×1"]))
+lines.append(row(["ours / swift-crypto, \(n) threads", "", "×" + f(ratio(\.parsedAll, \.swiftCryptoAll), 3), "> ×1"]))
+print(lines.joined(separator: "\n"))

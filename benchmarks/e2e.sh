@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# HTTP end to end: starts `psp-worker serve` (fresh SQLite store in a temp folder, a random admin
+# token, any free port), drives it with `vipps-sim` on the same machine, prints throughput and
+# latency next to the `openssl speed rsa2048 -multi <cores>` ceiling, and stops the worker with
+# SIGTERM. Exit status 1 if any answer was not what its test card must get.
+#
+#   benchmarks/e2e.sh                  closed loop (20,000 mixed payments, 64 in flight), then an
+#                                      open loop at 80% of the peak it found, for the p99
+#   SOAK_SECONDS=300 benchmarks/e2e.sh also a 5-minute open-loop run, sampling the worker's RSS
+#
+# Environment (defaults): COUNT (20000), CONCURRENCY (64), MIX (approved=90,51=5,05=3,
+# bad-cryptogram=1,wrong-token=1), WORKERS (64: worker tasks; they wait on SQLite's group commit,
+# so more than the cores), RATE_SHARE (0.8), RATE_SECONDS (30), SOAK_SECONDS (0),
+# SCRATCH (benchmarks/.build-e2e: the build folder; point it at an existing release build to reuse it).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SCRATCH=${SCRATCH:-$ROOT/benchmarks/.build-e2e}
+COUNT=${COUNT:-20000}
+CONCURRENCY=${CONCURRENCY:-64}
+MIX=${MIX:-approved=90,51=5,05=3,bad-cryptogram=1,wrong-token=1}
+WORKERS=${WORKERS:-64}
+RATE_SHARE=${RATE_SHARE:-0.8}
+RATE_SECONDS=${RATE_SECONDS:-30}
+SOAK_SECONDS=${SOAK_SECONDS:-0}
+CORES=$(nproc)
+
+echo "== build (release, $SCRATCH)"
+for product in psp-worker vipps-sim; do
+    swift build --package-path "$ROOT" --scratch-path "$SCRATCH" -c release --product "$product" 2>&1 | tail -1
+done
+BIN=$(swift build --package-path "$ROOT" --scratch-path "$SCRATCH" -c release --show-bin-path)
+
+WORK=$(mktemp -d)
+export PSP_ADMIN_TOKEN=$(openssl rand -hex 24)
+WORKER_PID=""
+stop_worker() {
+    if [ -n "$WORKER_PID" ] && kill -0 "$WORKER_PID" 2>/dev/null; then
+        kill -TERM "$WORKER_PID"
+        wait "$WORKER_PID" || true
+    fi
+    WORKER_PID=""
+}
+trap 'stop_worker; rm -rf "$WORK"' EXIT
+
+echo "== machine: nproc $CORES; $(lscpu | grep 'Model name' | sed 's/  */ /g'); $(openssl version)"
+echo "== ceiling: openssl speed -seconds 5 -multi $CORES rsa2048 (sign/s = private-key operations/s)"
+CEILING=$(openssl speed -seconds 5 -multi "$CORES" rsa2048 2>/dev/null | awk '/^rsa 2048 bits/ { print $(NF-1) }')
+echo "ceiling: $CEILING sign/s on $CORES cores"
+
+echo "== start psp-worker (workers $WORKERS, store $WORK/e2e.sqlite)"
+(cd "$ROOT" && exec "$BIN/psp-worker" serve --port 0 --store "sqlite:$WORK/e2e.sqlite" --workers "$WORKERS" \
+    --queue-capacity 4096 --acquirer-timeout 2 >"$WORK/worker.log" 2>&1) &
+WORKER_PID=$!
+PORT=""
+for _ in $(seq 1 100); do
+    PORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/worker.log" | head -1)
+    [ -n "$PORT" ] && break
+    kill -0 "$WORKER_PID" 2>/dev/null || { cat "$WORK/worker.log"; exit 2; }
+    sleep 0.1
+done
+[ -n "$PORT" ] || { echo "psp-worker did not start"; cat "$WORK/worker.log"; exit 2; }
+URL="http://127.0.0.1:$PORT"
+echo "listening on $URL (pid $WORKER_PID)"
+
+# A field of a vipps-sim --json report (sorted keys, so the first "p99" is latencyMs's).
+field() { awk -v k="\"$2\"" '$1 == k { gsub(/,/, "", $3); print $3; exit }' "$1"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+FAILED=0
+sim() { (cd "$ROOT" && "$BIN/vipps-sim" --url "$URL" --quiet "$@") || FAILED=1; }
+
+echo "== closed loop: $COUNT payments, $CONCURRENCY in flight, mix $MIX"
+sim --count "$COUNT" --concurrency "$CONCURRENCY" --mix "$MIX" --json "$WORK/closed.json"
+PEAK=$(field "$WORK/closed.json" throughput)
+RATE=$(awk -v p="$PEAK" -v s="$RATE_SHARE" 'BEGIN { printf "%d", p * s }')
+
+echo "== open loop: $RATE/s ($RATE_SHARE of the peak) for $RATE_SECONDS s"
+sim --rate "$RATE" --duration "$RATE_SECONDS" --concurrency 128 --mix "$MIX" --json "$WORK/open.json"
+
+if [ "$SOAK_SECONDS" -gt 0 ]; then
+    echo "== soak: $RATE/s for $SOAK_SECONDS s; worker RSS sampled every 15 s once the timed run starts"
+    (cd "$ROOT" && "$BIN/vipps-sim" --url "$URL" --quiet --rate "$RATE" --duration "$SOAK_SECONDS" --concurrency 128 \
+        --mix "$MIX" --json "$WORK/soak.json" >"$WORK/soak.out" 2>"$WORK/soak.err") &
+    SIM_PID=$!
+    : >"$WORK/rss"
+    while kill -0 "$SIM_PID" 2>/dev/null; do
+        if grep -q "registered" "$WORK/soak.err"; then
+            echo "$(date +%s) $(ps -o rss= -p "$WORKER_PID")" >>"$WORK/rss"
+        fi
+        sleep 15
+    done
+    wait "$SIM_PID" || FAILED=1
+    cat "$WORK/soak.err" "$WORK/soak.out"
+    echo "worker RSS (KiB) over the soak, every 15 s:"
+    awk 'NR == 1 { t0 = $1 } { printf "  %4d s  %s\n", $1 - t0, $2 }' "$WORK/rss"
+fi
+
+stop_worker
+echo "== summary (psp-worker and vipps-sim sharing the same $CORES cores)"
+printf "%-44s %10s %8s %8s %8s %10s\n" "run" "per s" "p50 ms" "p99 ms" "max ms" "mismatches"
+for run in closed open soak; do
+    [ -f "$WORK/$run.json" ] || continue
+    printf "%-44s %10s %8s %8s %8s %10s\n" "$run loop" \
+        "$(field "$WORK/$run.json" throughput | cut -c1-8)" "$(field "$WORK/$run.json" p50)" \
+        "$(field "$WORK/$run.json" p99)" "$(field "$WORK/$run.json" max)" "$(field "$WORK/$run.json" mismatches)"
+done
+echo "ceiling, openssl speed rsa2048 -multi $CORES: $CEILING sign/s"
+echo "closed-loop peak / ceiling: $(ratio "$PEAK" "$CEILING")   (target ≥ 0.60)"
+echo "open loop at $RATE_SHARE of peak: p99 $(field "$WORK/open.json" p99) ms   (target < 20 ms)"
+exit $FAILED

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs the benchmarks beside the machine's ceiling and ends with ONE table of figures and ratios.
+#
+#   benchmarks/run.sh            the package-benchmark suites, then the table
+#   benchmarks/run.sh --quick    the table only
+#
+# The ceiling is `openssl speed rsa2048`'s sign/s: signing is the RSA private-key operation, the
+# same one decryption does, so nothing that decrypts RSA-2048 on this machine can beat it.
+# bench-report runs `openssl speed -seconds $SECONDS_PER rsa2048` and `… -multi $(nproc) rsa2048`
+# itself, interleaved with our figures in $ROUNDS rounds (speed drifts on shared and virtual
+# machines; a ratio is only fair within a round), and prints medians.
+# Environment: SECONDS_PER (5), ROUNDS (3), PAYMENTS (5000 per round, for the pipeline).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+echo "== machine: nproc $(nproc); $(lscpu | grep 'Model name' | sed 's/  */ /g'); $(openssl version)"
+swift build -c release 2>&1 | tail -1
+
+if [ "${1:-}" != "--quick" ]; then
+    echo "== package-benchmark suites: Decrypt, Pipeline, SwiftCrypto"
+    swift package --disable-sandbox benchmark
+fi
+
+echo "== bench-report"
+.build/release/bench-report --rounds "${ROUNDS:-3}" --seconds "${SECONDS_PER:-5}" --payments "${PAYMENTS:-5000}"
