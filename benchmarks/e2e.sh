@@ -9,8 +9,8 @@
 #   SOAK_SECONDS=300 benchmarks/e2e.sh also a 5-minute open-loop run, sampling the worker's RSS
 #
 # Environment (defaults): COUNT (20000), CONCURRENCY (64), MIX (approved=90,51=5,05=3,
-# bad-cryptogram=1,wrong-token=1), WORKERS (64: worker tasks; they wait on SQLite's group commit,
-# so more than the cores), RATE_SHARE (0.8), RATE_SECONDS (30), SOAK_SECONDS (0),
+# bad-cryptogram=1,wrong-token=1), WORKERS (the cores: workers only decrypt; the waiting on the
+# store and the acquirer runs in tasks of its own), RATE_SHARE (0.8), RATE_SECONDS (30), SOAK_SECONDS (0),
 # SCRATCH (benchmarks/.build-e2e: the build folder; point it at an existing release build to reuse it).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,7 +18,7 @@ SCRATCH=${SCRATCH:-$ROOT/benchmarks/.build-e2e}
 COUNT=${COUNT:-20000}
 CONCURRENCY=${CONCURRENCY:-64}
 MIX=${MIX:-approved=90,51=5,05=3,bad-cryptogram=1,wrong-token=1}
-WORKERS=${WORKERS:-64}
+WORKERS=${WORKERS:-$(nproc)}
 RATE_SHARE=${RATE_SHARE:-0.8}
 RATE_SECONDS=${RATE_SECONDS:-30}
 SOAK_SECONDS=${SOAK_SECONDS:-0}

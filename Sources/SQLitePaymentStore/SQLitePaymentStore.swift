@@ -11,6 +11,7 @@ import Processing
 public final class SQLitePaymentStore: PaymentStore {
     private let writer: SQLiteWriter
     private let readers = Mutex<[SQLiteConnection]>([])
+    private let checkpointer: SQLiteCheckpointer
     public let path: String
 
     public init(path: String) throws {
@@ -18,9 +19,13 @@ public final class SQLitePaymentStore: PaymentStore {
         let write = try SQLiteConnection(path: path, readOnly: false)
         try write.execute("PRAGMA journal_mode=WAL")
         try write.execute("PRAGMA synchronous=FULL")
+        // Checkpoints run on a thread of their own (PASSIVE: they never block the writer), not
+        // inside a commit, where they would stall every payment waiting on that commit.
+        try write.execute("PRAGMA wal_autocheckpoint=0")
         try write.execute("PRAGMA foreign_keys=ON")
         try Self.migrate(write)
         writer = SQLiteWriter(connection: write, name: "sqlite-writer")
+        checkpointer = try SQLiteCheckpointer(connection: SQLiteConnection(path: path, readOnly: false))
     }
 
     /// Lends a read-only connection to `body`, made on first need and kept for the next reader.
@@ -35,6 +40,7 @@ public final class SQLitePaymentStore: PaymentStore {
     /// Finishes queued work and stops the lanes' threads.
     public func close() {
         writer.close()
+        checkpointer.close()
         readers.withLock { $0.removeAll() }
     }
 
@@ -60,18 +66,11 @@ public final class SQLitePaymentStore: PaymentStore {
                 authorization_code TEXT,
                 acquirer_reference TEXT,
                 authorizations_sent INTEGER NOT NULL DEFAULT 0,
+                -- The one attempt a payment can have (pending -> processing happens at most once).
                 attempt_id TEXT,
                 attempt_reference TEXT,
                 attempt_instance_id TEXT,
                 attempt_started_at INTEGER
-            ) WITHOUT ROWID;
-            CREATE TABLE IF NOT EXISTS attempts (
-                attempt_id TEXT PRIMARY KEY,
-                psp_transaction_id TEXT NOT NULL REFERENCES payments(psp_transaction_id),
-                attempt_reference TEXT NOT NULL,
-                instance_id TEXT NOT NULL,
-                masked_pan TEXT NOT NULL,
-                started_at INTEGER NOT NULL
             ) WITHOUT ROWID;
             CREATE TABLE IF NOT EXISTS reversals (
                 reversal_id TEXT PRIMARY KEY,
@@ -170,8 +169,6 @@ public final class SQLitePaymentStore: PaymentStore {
                 guard let record = try Self.read(db, id) else { return .notFound }
                 return .notPending(record)
             }
-            try db.run("INSERT INTO attempts (attempt_id, psp_transaction_id, attempt_reference, instance_id, masked_pan, started_at) VALUES (?, ?, ?, ?, ?, ?)",
-                       [.text(attempt.attemptId), .text(id), .text(attempt.attemptReference), .text(attempt.instanceId), .text(attempt.maskedPAN.value), .integer(attempt.startedAt)])
             return .begun
         }
     }
@@ -228,7 +225,7 @@ public final class SQLitePaymentStore: PaymentStore {
     }
 
     public func recordReversalTry(_ reversalId: String, state: ReversalState, nextTryAt: Int64, now: Int64) async throws {
-        try await writer.perform { db in
+        _ = try await writer.perform { db in
             try db.run("UPDATE reversals SET state = ?, tries = tries + 1, next_try_at = ?, updated_at = ? WHERE reversal_id = ? AND state = 'pending'",
                        [.text(state.rawValue), .integer(nextTryAt), .integer(now), .text(reversalId)])
         }

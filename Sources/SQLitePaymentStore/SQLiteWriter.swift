@@ -103,3 +103,31 @@ final class SQLiteWriter: @unchecked Sendable {
         if wasOpen { stopped.wait() }
     }
 }
+
+/// Copies the WAL back into the database file every `interval`, PASSIVE (never waiting for, or
+/// blocking, the writer), so the WAL stays small without a checkpoint ever running inside a commit.
+final class SQLiteCheckpointer: @unchecked Sendable {
+    // @unchecked: `connection` is used only by this thread; `stop` is a semaphore.
+    private let connection: SQLiteConnection
+    private let stop = DispatchSemaphore(value: 0)
+    private let stopped = DispatchSemaphore(value: 0)
+    private let closed = Mutex(false)
+
+    init(connection: SQLiteConnection, interval: DispatchTimeInterval = .milliseconds(250)) {
+        self.connection = connection
+        let thread = Thread { [unowned self] in
+            while self.stop.wait(timeout: .now() + interval) == .timedOut {
+                try? self.connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            }
+            self.stopped.signal()
+        }
+        thread.name = "sqlite-checkpointer"
+        thread.start()
+    }
+
+    func close() {
+        guard closed.withLock({ c -> Bool in defer { c = true }; return !c }) else { return }
+        stop.signal()
+        stopped.wait()
+    }
+}

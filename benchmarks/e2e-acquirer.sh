@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# End to end through a real acquirer protocol with faults: acquirer-sim (dropped replies, delay,
+# jitter, cards that never answer), psp-worker serve --acquirer iso8583://… (or http://…), and
+# vipps-sim. Passes only if vipps-sim saw zero mismatches, acquirer-sim's journal shows no RRN
+# authorized twice or reversed twice, and every unknown outcome (each FAIL 85) was reversed
+# exactly once: reversals counted by acquirer-sim == 85 answers.
+#
+#   benchmarks/e2e-acquirer.sh                    ISO 8583
+#   ACQUIRER=http benchmarks/e2e-acquirer.sh      HTTP JSON
+#   ACQUIRER=simulator benchmarks/e2e-acquirer.sh the in-process simulator (no journal checks)
+#
+# Environment (defaults): ACQUIRER (iso8583), COUNT (20000), CONCURRENCY (64), DROP_EVERY (97),
+# DELAY_MS (2), JITTER_MS (3), MIX (approved=88,51=4,05=3,timeout=2,bad-cryptogram=1,wrong-token=1,no=1),
+# SCRATCH (the build folder; default .build of the repository).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SCRATCH=${SCRATCH:-$ROOT/.build}
+ACQUIRER=${ACQUIRER:-iso8583}
+COUNT=${COUNT:-20000}
+CONCURRENCY=${CONCURRENCY:-64}
+DROP_EVERY=${DROP_EVERY:-97}
+DELAY_MS=${DELAY_MS:-2}
+JITTER_MS=${JITTER_MS:-3}
+MIX=${MIX:-approved=88,51=4,05=3,timeout=2,bad-cryptogram=1,wrong-token=1,no=1}
+
+for product in psp-worker vipps-sim acquirer-sim; do
+    swift build --package-path "$ROOT" --scratch-path "$SCRATCH" -c release --product "$product" 2>&1 | tail -1
+done
+BIN=$(swift build --package-path "$ROOT" --scratch-path "$SCRATCH" -c release --show-bin-path)
+WORK=$(mktemp -d)
+export PSP_ADMIN_TOKEN=$(openssl rand -hex 24)
+PIDS=()
+cleanup() { for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+wait_for() {  # file, sed expression printing the port
+    for _ in $(seq 1 100); do
+        local port; port=$(sed -n "$2" "$1" | head -1)
+        if [ -n "$port" ]; then echo "$port"; return 0; fi
+        sleep 0.1
+    done
+    cat "$1" >&2; return 1
+}
+
+"$BIN/acquirer-sim" --iso-port 0 --http-port 0 --drop-every "$DROP_EVERY" --delay-ms "$DELAY_MS" --jitter-ms "$JITTER_MS" \
+    --journal "$WORK/journal.json" >"$WORK/acquirer.log" 2>&1 &
+PIDS+=($!)
+ISO_PORT=$(wait_for "$WORK/acquirer.log" 's/.*ISO 8583 listening on [0-9.]*:\([0-9]*\).*/\1/p')
+HTTP_PORT=$(wait_for "$WORK/acquirer.log" 's/.*HTTP JSON listening on [0-9.]*:\([0-9]*\).*/\1/p')
+case "$ACQUIRER" in
+    iso8583) URL="iso8583://127.0.0.1:$ISO_PORT"; FAULTS="--acquirer-faults" ;;
+    http) URL="http://127.0.0.1:$HTTP_PORT"; FAULTS="--acquirer-faults" ;;
+    simulator) URL="simulator"; FAULTS="" ;;
+    *) echo "ACQUIRER must be iso8583, http or simulator"; exit 2 ;;
+esac
+echo "== acquirer-sim: drop every $DROP_EVERY, delay ${DELAY_MS}+${JITTER_MS} ms; worker --acquirer $URL"
+
+(cd "$ROOT" && exec "$BIN/psp-worker" serve --port 0 --store "sqlite:$WORK/store.sqlite" --acquirer "$URL" \
+    --acquirer-timeout 1 --queue-capacity 4096 --log-level error >"$WORK/worker.log" 2>&1) &
+PIDS+=($!)
+PORT=$(wait_for "$WORK/worker.log" 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p')
+
+set +e
+(cd "$ROOT" && "$BIN/vipps-sim" --url "http://127.0.0.1:$PORT" --count "$COUNT" --concurrency "$CONCURRENCY" \
+    --mix "$MIX" $FAULTS --quiet --json "$WORK/report.json")
+SIM_STATUS=$?
+set -e
+
+UNKNOWN=$(python3 -c "import json; print(json.load(open('$WORK/report.json'))['outcomes'].get('200 FAIL 85', 0))")
+if [ "$ACQUIRER" = simulator ]; then exit $SIM_STATUS; fi
+# Reversals are sent right after the answer; give the last ones a moment to be acknowledged.
+for _ in $(seq 1 100); do
+    REVERSED=$(python3 -c "import json; print(json.load(open('$WORK/journal.json'))['totalReversals'])" 2>/dev/null || echo 0)
+    [ "$REVERSED" -ge "$UNKNOWN" ] && break
+    sleep 0.2
+done
+sleep 1.2   # the journal is rewritten every second
+python3 - "$WORK/journal.json" "$UNKNOWN" "$SIM_STATUS" <<'PY'
+import json, sys
+journal = json.load(open(sys.argv[1])); unknown = int(sys.argv[2]); sim = int(sys.argv[3])
+print(f"== acquirer-sim journal: {journal['totalAuthorizations']} authorizations, {journal['droppedReplies']} replies dropped, "
+      f"{journal['totalReversals']} reversals (+{journal['reversalRepeats']} repeats)")
+print(f"   unknown outcomes answered 85: {unknown}; reversed: {journal['totalReversals']}")
+print(f"   RRNs authorized twice: {len(journal['authorizedTwice'])}; reversed twice: {len(journal['reversedTwice'])}")
+ok = sim == 0 and not journal['authorizedTwice'] and not journal['reversedTwice'] and journal['totalReversals'] == unknown
+print("PASS" if ok else "FAIL")
+sys.exit(0 if ok else 1)
+PY
