@@ -56,7 +56,7 @@ esac
 echo "== acquirer-sim: drop every $DROP_EVERY, delay ${DELAY_MS}+${JITTER_MS} ms; worker --acquirer $URL"
 
 (cd "$ROOT" && exec "$BIN/psp-worker" serve --port 0 --store "sqlite:$WORK/store.sqlite" --acquirer "$URL" \
-    --acquirer-timeout 1 --queue-capacity 4096 --log-level error >"$WORK/worker.log" 2>&1) &
+    --acquirer-timeout 1 --queue-capacity 4096 >"$WORK/worker.log" 2>&1) &
 PIDS+=($!)
 PORT=$(wait_for "$WORK/worker.log" 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p')
 
