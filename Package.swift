@@ -67,7 +67,7 @@ let package = Package(
         ]),
         // The simulated acquirer host behind `acquirer-sim` (and the adapters' conformance tests).
         .target(name: "AcquirerSimulator", dependencies: [
-            "ISO8583", "ISO8583Acquirer", "Acquiring",
+            "ISO8583", "ISO8583Acquirer", "Acquiring", "MakePayment",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

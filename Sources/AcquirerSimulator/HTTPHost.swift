@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Logging
+import MakePayment
 
 /// The HTTP JSON side of the simulated acquirer (the API `HTTPAcquirer` documents):
 /// `POST /authorizations`, `POST /reversals`, and `GET /journal` for tests and scripts.
@@ -32,7 +33,7 @@ public enum HTTPHost {
             }
             if decision.delay > .zero { try await Task.sleep(for: decision.delay) }
             let authorizationCode = decision.authorizationCode.map { #","authorizationCode":"\#($0)""# } ?? ""
-            return json(.ok, #"{"responseCode":"\#(code)"\#(authorizationCode),"acquirerReference":"\#(authorization.reference)"}"#)
+            return json(.ok, #"{"responseCode":"\#(code)"\#(authorizationCode),"acquirerReference":\#(JSONText.quoted(authorization.reference))}"#)
         }
         router.post("/reversals") { request, context -> Response in
             var request = request

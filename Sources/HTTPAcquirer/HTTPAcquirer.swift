@@ -63,9 +63,9 @@ public final class HTTPAcquirer: AcquirerAdapter {
         // bytes without passing through a String; our copy is wiped once it is handed over.
         var body = [UInt8]()
         body.reserveCapacity(512)
-        body.append(contentsOf: #"{"attemptId":\#(quoted(request.attemptId)),"reference":\#(quoted(request.attemptReference)),"#.utf8)
-        body.append(contentsOf: #""pspTransactionId":\#(quoted(request.pspTransactionId)),"merchantSerialNumber":\#(quoted(request.merchantSerialNumber)),"#.utf8)
-        body.append(contentsOf: #""amount":\#(request.amount),"currency":\#(quoted(request.currency)),"expiry":"\#(request.card.expiry)","pan":""#.utf8)
+        body.append(contentsOf: #"{"attemptId":\#(JSONText.quoted(request.attemptId)),"reference":\#(JSONText.quoted(request.attemptReference)),"#.utf8)
+        body.append(contentsOf: #""pspTransactionId":\#(JSONText.quoted(request.pspTransactionId)),"merchantSerialNumber":\#(JSONText.quoted(request.merchantSerialNumber)),"#.utf8)
+        body.append(contentsOf: #""amount":\#(request.amount),"currency":\#(JSONText.quoted(request.currency)),"expiry":"\#(request.card.expiry)","pan":""#.utf8)
         request.card.pan.withASCIIDigits { body.append(contentsOf: $0) }
         body.append(contentsOf: "\"}".utf8)
         defer { body.withUnsafeMutableBytes { wipe($0) } }
@@ -76,7 +76,7 @@ public final class HTTPAcquirer: AcquirerAdapter {
     }
 
     public func reverse(_ reversal: ReversalRequest) async throws {
-        let body = #"{"reversalId":\#(quoted(reversal.reversalId)),"attemptId":\#(quoted(reversal.attemptId)),"reference":\#(quoted(reversal.attemptReference)),"pspTransactionId":\#(quoted(reversal.pspTransactionId)),"merchantSerialNumber":\#(quoted(reversal.merchantSerialNumber)),"amount":\#(reversal.amount),"currency":\#(quoted(reversal.currency)),"repeat":\#(reversal.sendCount > 1)}"#
+        let body = #"{"reversalId":\#(JSONText.quoted(reversal.reversalId)),"attemptId":\#(JSONText.quoted(reversal.attemptId)),"reference":\#(JSONText.quoted(reversal.attemptReference)),"pspTransactionId":\#(JSONText.quoted(reversal.pspTransactionId)),"merchantSerialNumber":\#(JSONText.quoted(reversal.merchantSerialNumber)),"amount":\#(reversal.amount),"currency":\#(JSONText.quoted(reversal.currency)),"repeat":\#(reversal.sendCount > 1)}"#
         let reply: AuthorizationReply = try await post("/reversals", Array(body.utf8))
         guard reply.responseCode == "00" || reply.responseCode == "25" else {
             throw AcquirerUnavailable("reversal refused with \(reply.responseCode)")
@@ -101,18 +101,5 @@ public final class HTTPAcquirer: AcquirerAdapter {
         } catch {
             throw AcquirerUnavailable("HTTP acquirer sent a body that is not the documented JSON")
         }
-    }
-
-    private func quoted(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
     }
 }
