@@ -1,4 +1,5 @@
 import Acquiring
+import Foundation
 import Synchronization
 
 /// Faults the simulated acquirer host injects, settable while it runs.
@@ -37,6 +38,17 @@ public struct AcquirerJournal: Sendable, Equatable {
     public var authorizedTwice: [String] { authorizations.filter { $0.value > 1 }.map(\.key).sorted() }
     /// RRNs reversed more than once (first sends, not 0401 repeats): must be empty.
     public var reversedTwice: [String] { reversals.filter { $0.value > 1 }.map(\.key).sorted() }
+
+    /// The journal as JSON (sorted keys): what `--journal FILE` and `GET /journal` give.
+    public func json() throws -> Data {
+        let object: [String: Any] = [
+            "authorizations": authorizations, "reversals": reversals,
+            "totalAuthorizations": totalAuthorizations, "totalReversals": totalReversals,
+            "reversalRepeats": repeats, "droppedReplies": dropped, "lateReplies": lateSent,
+            "authorizedTwice": authorizedTwice, "reversedTwice": reversedTwice,
+        ]
+        return try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+    }
 }
 
 /// The acquirer host behind both protocols of `acquirer-sim`: it answers by the simulator's test-card

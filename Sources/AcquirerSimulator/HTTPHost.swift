@@ -46,13 +46,7 @@ public enum HTTPHost {
             return json(.ok, #"{"responseCode":"\#(known ? "00" : "25")"}"#)
         }
         router.get("/journal") { _, _ -> Response in
-            let j = host.journal
-            let object: [String: Any] = [
-                "authorizations": j.authorizations, "reversals": j.reversals,
-                "totalAuthorizations": j.totalAuthorizations, "totalReversals": j.totalReversals,
-                "authorizedTwice": j.authorizedTwice, "reversedTwice": j.reversedTwice,
-            ]
-            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+            let data = try host.journal.json()
             return json(.ok, String(decoding: data, as: UTF8.self))
         }
         return router

@@ -21,7 +21,6 @@ public func withDeadline<T: Sendable>(
             do { result = .value(try await operation()) } catch { result = .failed(error) }
             race.finish(result)
         }
-        race.setWork(work)
         let timer = Task {
             try? await Task.sleep(for: duration)
             guard !Task.isCancelled else { return }
@@ -37,14 +36,12 @@ private final class DeadlineRace<T: Sendable>: Sendable {
         var continuation: CheckedContinuation<DeadlineOutcome<T>, Never>?
         var finished = false
         var timer: Task<Void, Never>?
-        var work: Task<Void, Never>?
     }
     private let state = Mutex(State())
 
     func install(_ continuation: CheckedContinuation<DeadlineOutcome<T>, Never>) {
         state.withLock { $0.continuation = continuation }
     }
-    func setWork(_ task: Task<Void, Never>) { state.withLock { $0.work = task } }
     func setTimer(_ task: Task<Void, Never>) {
         let cancelNow = state.withLock { s -> Bool in s.timer = task; return s.finished }
         if cancelNow { task.cancel() }

@@ -211,9 +211,6 @@ public final class MakePaymentPipeline: Sendable {
         let outcome = await withDeadline(configuration.acquirerTimeout) { try await acquirer.authorize(request) }
         metrics.recordAcquirer(since: started)
         // 12. Map the answer.
-        let reversal = ReversalRequest(reversalId: request.attemptId + "-R", pspTransactionId: id, attemptId: request.attemptId,
-                                       attemptReference: request.attemptReference, amount: request.amount, currency: request.currency,
-                                       merchantSerialNumber: request.merchantSerialNumber)
         switch outcome {
         case .value(let answer):
             let decision = codes.decision(for: answer.responseCode, scheme: answer.scheme ?? request.scheme, acquirer: acquirer.name)
@@ -225,7 +222,9 @@ public final class MakePaymentPipeline: Sendable {
                 "pspTransactionId": "\(id)", "attemptId": "\(request.attemptId)", "pan": "\(masked)",
                 "responseCode": "\(answer.responseCode)", "status": "\(recorded.status.rawValue)",
             ])
-            return await finish(id, recorded, reversal: decision == .partialApprovalReversed ? reversal : nil)
+            let reversal = decision == .partialApprovalReversed
+                ? Self.reversal(request.attemptId, request.attemptReference, of: payment.registration) : nil
+            return await finish(id, recorded, reversal: reversal)
         case .timedOut, .failed:
             // Unknown outcome: answer 85 and reverse. The authorization is never sent again.
             let reason: String
@@ -234,7 +233,7 @@ public final class MakePaymentPipeline: Sendable {
                 "pspTransactionId": "\(id)", "attemptId": "\(request.attemptId)", "pan": "\(masked)", "reason": "\(reason)",
             ])
             let recorded = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked)
-            return await finish(id, recorded, reversal: reversal)
+            return await finish(id, recorded, reversal: Self.reversal(request.attemptId, request.attemptReference, of: payment.registration))
         }
     }
 
@@ -250,9 +249,7 @@ public final class MakePaymentPipeline: Sendable {
             "pspTransactionId": "\(id)", "attemptId": "\(attempt.attemptId)", "pan": "\(attempt.maskedPAN)",
         ])
         let registration = payment.registration
-        let reversal = ReversalRequest(reversalId: attempt.attemptId + "-R", pspTransactionId: id, attemptId: attempt.attemptId,
-                                       attemptReference: attempt.attemptReference, amount: registration.amount, currency: registration.currency,
-                                       merchantSerialNumber: registration.merchantSerialNumber)
+        let reversal = Self.reversal(attempt.attemptId, attempt.attemptReference, of: registration)
         let outcome = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: attempt.maskedPAN)
         return await finish(id, outcome, reversal: reversal)
     }
@@ -283,6 +280,13 @@ public final class MakePaymentPipeline: Sendable {
         } catch {
             return internalError(id, step: "record outcome", error)
         }
+    }
+
+    /// The reversal that undoes one attempt of a registered payment.
+    static func reversal(_ attemptId: String, _ attemptReference: String, of registration: PaymentRegistration) -> ReversalRequest {
+        ReversalRequest(reversalId: attemptId + "-R", pspTransactionId: registration.pspTransactionId, attemptId: attemptId,
+                        attemptReference: attemptReference, amount: registration.amount, currency: registration.currency,
+                        merchantSerialNumber: registration.merchantSerialNumber)
     }
 
     private func internalError(_ id: String, step: String, _ error: (any Error)?) -> MakePaymentResult {

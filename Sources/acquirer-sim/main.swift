@@ -54,7 +54,7 @@ struct AcquirerSimCommand: AsyncParsableCommand {
         let journalPath = journal
         let write: @Sendable () -> Void = {
             guard let journalPath else { return }
-            try? JournalFile.encode(acquirer.journal).write(to: URL(fileURLWithPath: journalPath), options: .atomic)
+            try? acquirer.journal.json().write(to: URL(fileURLWithPath: journalPath), options: .atomic)
         }
         let finished = AsyncStream<Int32>.makeStream()
         var sources: [any DispatchSourceSignal] = []
@@ -80,17 +80,5 @@ struct AcquirerSimCommand: AsyncParsableCommand {
         await iso.stop()
         http?.task.cancel()
         _ = sources
-    }
-}
-
-enum JournalFile {
-    static func encode(_ j: AcquirerJournal) throws -> Data {
-        let object: [String: Any] = [
-            "authorizations": j.authorizations, "reversals": j.reversals,
-            "totalAuthorizations": j.totalAuthorizations, "totalReversals": j.totalReversals,
-            "reversalRepeats": j.repeats, "droppedReplies": j.dropped, "lateReplies": j.lateSent,
-            "authorizedTwice": j.authorizedTwice, "reversedTwice": j.reversedTwice,
-        ]
-        return try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
     }
 }
