@@ -2,30 +2,14 @@ import Hummingbird
 import MakePayment
 import Processing
 
-/// Hand-written JSON for the hot path's answers (no encoder, one buffer), and small helpers for
-/// the admin endpoints.
+/// The makePayment answer (its JSON written by hand, in MakePayment), and small helpers for the
+/// admin endpoints.
 enum Responses {
     static func makePayment(_ result: MakePaymentResult) -> Response {
-        var body = ByteBuffer()
-        body.reserveCapacity(192)
-        let r = result.response
-        if let error = r.errorMessage {
-            body.writeString(#"{"errorMessage":{"errorId":"#)
-            body.writeString(String(error.errorId))
-            body.writeString(#","errorText":"#)
-            body.writeString(JSONText.quoted(error.errorText))
-            body.writeString("},")
-        } else {
-            body.writeString("{")
-        }
-        body.writeString(#""paymentInfo":{"pspTransactionId":"#)
-        body.writeString(JSONText.quoted(r.paymentInfo.pspTransactionId))
-        body.writeString(#","status":""#)
-        body.writeString(r.paymentInfo.status.rawValue)
-        body.writeString("\"}}")
         var headers: HTTPFields = [.contentType: "application/json"]
         if result.httpStatus == 503 { headers[.retryAfter] = "1" }
-        return Response(status: .init(code: result.httpStatus), headers: headers, body: .init(byteBuffer: body))
+        return Response(status: .init(code: result.httpStatus), headers: headers,
+                        body: .init(byteBuffer: ByteBuffer(bytes: result.response.json)))
     }
 
     static func json(_ status: HTTPResponse.Status, _ text: String) -> Response {

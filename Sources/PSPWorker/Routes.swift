@@ -18,7 +18,6 @@ struct Routes: Sendable {
     let registry: PrometheusCollectorRegistry
     let factory: PrometheusMetricsFactory
     let adminTokenHash: [UInt8]?
-    private let decoder = JSONDecoder()
 
     init(configuration: PSPWorkerConfiguration, pipeline: MakePaymentPipeline, queue: InProcessMakePaymentQueue,
          store: any PaymentStore, acquirer: any AcquirerAdapter, registry: PrometheusCollectorRegistry,
@@ -61,8 +60,6 @@ struct Routes: Sendable {
 
     // MARK: makePayment
 
-    private struct IdOnly: Decodable { var pspTransactionId: String? }
-
     func makePayment(_ request: Request) async -> Response {
         var request = request
         let buffer: ByteBuffer
@@ -71,9 +68,13 @@ struct Routes: Sendable {
         } catch {
             return Responses.makePayment(MakePaymentResult(httpStatus: 413, response: .fail("", .invalidRequest)))
         }
-        let body = try? decoder.decode(MakePaymentRequest.self, from: buffer)
+        let parsed = buffer.withUnsafeReadableBytes { MakePaymentRequest.parse(json: $0) }
+        let body: MakePaymentRequest?, fallbackId: String
+        switch parsed {
+        case .request(let request): (body, fallbackId) = (request, "")
         // For a body that is not a valid request, still name the payment in the answer if we can.
-        let fallbackId = body == nil ? ((try? decoder.decode(IdOnly.self, from: buffer))?.pspTransactionId ?? "") : ""
+        case .invalid(let id): (body, fallbackId) = (nil, id ?? "")
+        }
         let result = await pipeline.handle(body: body, authorization: request.headers[.authorization], queue: queue,
                                            idForInvalidBody: fallbackId)
         return Responses.makePayment(result)

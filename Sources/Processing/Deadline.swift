@@ -10,23 +10,22 @@ public enum DeadlineOutcome<T: Sendable>: Sendable {
 /// Runs `operation` and returns its result, or `.timedOut` as soon as `duration` has passed,
 /// cancelling the operation. Unlike a task group it does not wait for an operation that ignores
 /// cancellation: the caller gets its answer on time whatever the adapter does.
+///
+/// Cheap on the hot path: the operation starts at once on the caller's thread (`Task.immediate`),
+/// so one that answers without suspending (the simulator) costs no hop; and the deadline is an
+/// entry in one shared `DeadlineTimer`, not a sleeping task of its own per call.
 public func withDeadline<T: Sendable>(
     _ duration: Duration, _ operation: @escaping @Sendable () async throws -> T
 ) async -> DeadlineOutcome<T> {
     let race = DeadlineRace<T>()
     return await withCheckedContinuation { continuation in
         race.install(continuation)
-        let work = Task {
+        let work = Task.immediate {
             let result: DeadlineOutcome<T>
             do { result = .value(try await operation()) } catch { result = .failed(error) }
             race.finish(result)
         }
-        let timer = Task {
-            try? await Task.sleep(for: duration)
-            guard !Task.isCancelled else { return }
-            if race.finish(.timedOut) { work.cancel() }
-        }
-        race.setTimer(timer)
+        race.arm(after: duration) { work.cancel() }
     }
 }
 
@@ -35,30 +34,91 @@ private final class DeadlineRace<T: Sendable>: Sendable {
     private struct State {
         var continuation: CheckedContinuation<DeadlineOutcome<T>, Never>?
         var finished = false
-        var timer: Task<Void, Never>?
+        var timer: DeadlineTimer.Ticket?
     }
     private let state = Mutex(State())
 
     func install(_ continuation: CheckedContinuation<DeadlineOutcome<T>, Never>) {
         state.withLock { $0.continuation = continuation }
     }
-    func setTimer(_ task: Task<Void, Never>) {
-        let cancelNow = state.withLock { s -> Bool in s.timer = task; return s.finished }
-        if cancelNow { task.cancel() }
+
+    /// Sets the deadline, unless the work has already finished (it often has, having run at once).
+    func arm(after duration: Duration, onTimeout cancel: @escaping @Sendable () -> Void) {
+        let timer = DeadlineTimer.shared
+        guard !state.withLock({ $0.finished }) else { return }
+        let ticket = timer.schedule(after: duration) { [self] in if self.finish(.timedOut) { cancel() } }
+        let finishedMeanwhile = state.withLock { s -> Bool in
+            if s.finished { return true }
+            s.timer = ticket
+            return false
+        }
+        if finishedMeanwhile { timer.cancel(ticket) }
     }
 
     /// Resumes the caller if nobody has yet; true if this call did.
     @discardableResult
     func finish(_ outcome: DeadlineOutcome<T>) -> Bool {
-        let (continuation, timer) = state.withLock { s -> (CheckedContinuation<DeadlineOutcome<T>, Never>?, Task<Void, Never>?) in
+        let (continuation, ticket) = state.withLock { s -> (CheckedContinuation<DeadlineOutcome<T>, Never>?, DeadlineTimer.Ticket?) in
             guard !s.finished else { return (nil, nil) }
             s.finished = true
-            defer { s.continuation = nil }
+            defer { s.continuation = nil; s.timer = nil }
             return (s.continuation, s.timer)
         }
         guard let continuation else { return false }
-        timer?.cancel()
+        if let ticket { DeadlineTimer.shared.cancel(ticket) }
         continuation.resume(returning: outcome)
         return true
+    }
+}
+
+/// One ticking task for every deadline in the process: scheduling is a lock and a dictionary
+/// insert, where a sleeping task per deadline would cost a task, a timer and a hop. It ticks
+/// every `resolution` while any deadline is set, and not at all otherwise; a deadline fires at
+/// most one `resolution` late.
+public final class DeadlineTimer: Sendable {
+    public static let shared = DeadlineTimer()
+
+    public struct Ticket: Sendable, Hashable { let id: UInt64 }
+    private struct Entry { let deadline: ContinuousClock.Instant; let fire: @Sendable () -> Void }
+    private struct State {
+        var entries: [UInt64: Entry] = [:]
+        var nextId: UInt64 = 0
+        var ticking = false
+    }
+    private let state = Mutex(State())
+    private let resolution: Duration
+
+    public init(resolution: Duration = .milliseconds(5)) { self.resolution = resolution }
+
+    /// Runs `fire` once `duration` has passed, unless cancelled first.
+    public func schedule(after duration: Duration, _ fire: @escaping @Sendable () -> Void) -> Ticket {
+        let deadline = ContinuousClock.now + duration
+        let (ticket, startTicking) = state.withLock { s -> (Ticket, Bool) in
+            s.nextId &+= 1
+            s.entries[s.nextId] = Entry(deadline: deadline, fire: fire)
+            defer { s.ticking = true }
+            return (Ticket(id: s.nextId), !s.ticking)
+        }
+        if startTicking { Task.detached { await self.tick() } }
+        return ticket
+    }
+
+    public func cancel(_ ticket: Ticket) {
+        _ = state.withLock { $0.entries.removeValue(forKey: ticket.id) }
+    }
+
+    private func tick() async {
+        while true {
+            try? await Task.sleep(for: resolution, tolerance: resolution / 2)
+            let now = ContinuousClock.now
+            let (due, more) = state.withLock { s -> ([Entry], Bool) in
+                let dueIds = s.entries.compactMap { $0.value.deadline <= now ? $0.key : nil }
+                let due = dueIds.compactMap { s.entries.removeValue(forKey: $0) }
+                if s.entries.isEmpty { s.ticking = false }
+                return (due, !s.entries.isEmpty)
+            }
+            due.forEach { $0.fire() }
+            if !more { return }
+        }
     }
 }

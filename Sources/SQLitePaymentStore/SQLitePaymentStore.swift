@@ -14,7 +14,9 @@ public final class SQLitePaymentStore: PaymentStore {
     private let checkpointer: SQLiteCheckpointer
     public let path: String
 
-    public init(path: String) throws {
+    /// - Parameter groupCommitWindow: how long the writer may wait for a group to fill under load
+    ///   (never when writes are sparse); zero commits whatever has arrived at once.
+    public init(path: String, groupCommitWindow: Duration = .milliseconds(2)) throws {
         self.path = path
         let write = try SQLiteConnection(path: path, readOnly: false)
         try write.execute("PRAGMA journal_mode=WAL")
@@ -24,7 +26,7 @@ public final class SQLitePaymentStore: PaymentStore {
         try write.execute("PRAGMA wal_autocheckpoint=0")
         try write.execute("PRAGMA foreign_keys=ON")
         try Self.migrate(write)
-        writer = SQLiteWriter(connection: write, name: "sqlite-writer")
+        writer = SQLiteWriter(connection: write, name: "sqlite-writer", gatherWindow: groupCommitWindow)
         checkpointer = try SQLiteCheckpointer(connection: SQLiteConnection(path: path, readOnly: false))
     }
 
@@ -36,6 +38,12 @@ public final class SQLitePaymentStore: PaymentStore {
     }
 
     deinit { close() }
+
+    /// Group commits so far: how many COMMITs, and how many writes they carried.
+    public var groupCommits: (commits: Int, writes: Int) {
+        let counts = writer.counts
+        return (counts.commits, counts.pieces)
+    }
 
     /// Finishes queued work and stops the lanes' threads.
     public func close() {
