@@ -18,13 +18,15 @@ public func withDeadline<T: Sendable>(
     _ duration: Duration, _ operation: @escaping @Sendable () async throws -> T
 ) async -> DeadlineOutcome<T> {
     let race = DeadlineRace<T>()
+    let work = Task.immediate {
+        let result: DeadlineOutcome<T>
+        do { result = .value(try await operation()) } catch { result = .failed(error) }
+        race.finish(result)
+    }
+    // Answered without suspending: no timer, no suspension of the caller.
+    if let early = race.early() { return early }
     return await withCheckedContinuation { continuation in
         race.install(continuation)
-        let work = Task.immediate {
-            let result: DeadlineOutcome<T>
-            do { result = .value(try await operation()) } catch { result = .failed(error) }
-            race.finish(result)
-        }
         race.arm(after: duration) { work.cancel() }
     }
 }
@@ -35,11 +37,24 @@ private final class DeadlineRace<T: Sendable>: Sendable {
         var continuation: CheckedContinuation<DeadlineOutcome<T>, Never>?
         var finished = false
         var timer: DeadlineTimer.Ticket?
+        /// The work's outcome when it finished before the caller waited.
+        var early: DeadlineOutcome<T>?
     }
     private let state = Mutex(State())
 
+    /// The outcome, if the work finished before anyone waited for it.
+    func early() -> DeadlineOutcome<T>? {
+        state.withLock { $0.early.take() }
+    }
+
+    /// Waits for the outcome; resumes at once if it came between `early()` and now.
     func install(_ continuation: CheckedContinuation<DeadlineOutcome<T>, Never>) {
-        state.withLock { $0.continuation = continuation }
+        let now = state.withLock { s -> DeadlineOutcome<T>? in
+            if let early = s.early.take() { return early }
+            s.continuation = continuation
+            return nil
+        }
+        if let now { continuation.resume(returning: now) }
     }
 
     /// Sets the deadline, unless the work has already finished (it often has, having run at once).
@@ -55,19 +70,21 @@ private final class DeadlineRace<T: Sendable>: Sendable {
         if finishedMeanwhile { timer.cancel(ticket) }
     }
 
-    /// Resumes the caller if nobody has yet; true if this call did.
+    /// Settles the outcome if nobody has yet (true if this call did): resumes the caller waiting,
+    /// or keeps the outcome for it when it has not started waiting.
     @discardableResult
     func finish(_ outcome: DeadlineOutcome<T>) -> Bool {
-        let (continuation, ticket) = state.withLock { s -> (CheckedContinuation<DeadlineOutcome<T>, Never>?, DeadlineTimer.Ticket?) in
-            guard !s.finished else { return (nil, nil) }
+        let (first, continuation, ticket) = state.withLock {
+            s -> (Bool, CheckedContinuation<DeadlineOutcome<T>, Never>?, DeadlineTimer.Ticket?) in
+            guard !s.finished else { return (false, nil, nil) }
             s.finished = true
+            if s.continuation == nil { s.early = outcome }
             defer { s.continuation = nil; s.timer = nil }
-            return (s.continuation, s.timer)
+            return (true, s.continuation, s.timer)
         }
-        guard let continuation else { return false }
         if let ticket { DeadlineTimer.shared.cancel(ticket) }
-        continuation.resume(returning: outcome)
-        return true
+        continuation?.resume(returning: outcome)
+        return first
     }
 }
 

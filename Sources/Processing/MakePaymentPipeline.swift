@@ -304,17 +304,26 @@ public final class MakePaymentPipeline: Sendable {
 final class InFlightPayments: Sendable {
     private let waiting = Mutex<[String: [CheckedContinuation<MakePaymentResult?, Never>]]>([:])
 
+
     func run(_ id: String, _ body: @Sendable () async -> MakePaymentResult) async -> MakePaymentResult {
-        // nil: this call leads and runs `body`; a value: the leader's result, for a follower.
-        let joined: MakePaymentResult? = await withCheckedContinuation { continuation in
-            let leads = waiting.withLock { w -> Bool in
-                if w[id] == nil { w[id] = []; return true }
-                w[id]!.append(continuation)
-                return false
-            }
-            if leads { continuation.resume(returning: nil) }
+        // The common case, no other call for this payment, takes the lead without suspending.
+        let leads = waiting.withLock { w -> Bool in
+            if w[id] == nil { w[id] = []; return true }
+            return false
         }
-        if let joined { return joined }
+        if !leads {
+            // nil: the leader finished between the two looks; its outcome is in the store.
+            let joined: MakePaymentResult? = await withCheckedContinuation { continuation in
+                let queued = waiting.withLock { w -> Bool in
+                    guard w[id] != nil else { return false }
+                    w[id]!.append(continuation)
+                    return true
+                }
+                if !queued { continuation.resume(returning: nil) }
+            }
+            if let joined { return joined }
+            return await run(id, body)
+        }
         let result = await body()
         let followers = waiting.withLock { $0.removeValue(forKey: id) } ?? []
         followers.forEach { $0.resume(returning: result) }

@@ -97,7 +97,12 @@ public final class InProcessMakePaymentQueue: MakePaymentQueue {
     }
 
     private func next() async -> Entry? {
-        await withCheckedContinuation { (worker: CheckedContinuation<Entry?, Never>) in
+        // A job already waiting is taken without suspending (a suspension is a trip through the executor).
+        if let entry = state.withLock({ $0.jobs.popFirst() }) {
+            queued.subtract(1, ordering: .relaxed)
+            return entry
+        }
+        return await withCheckedContinuation { (worker: CheckedContinuation<Entry?, Never>) in
             enum Action { case run(Entry), finish, wait }
             let action = state.withLock { s -> Action in
                 if let entry = s.jobs.popFirst() { return .run(entry) }
@@ -157,6 +162,12 @@ final class AuthorizationSlots: Sendable {
     init(_ count: Int) { state = Mutex((count, [])) }
 
     func acquire() async {
+        let granted = state.withLock { s -> Bool in
+            guard s.free > 0 else { return false }
+            s.free -= 1
+            return true
+        }
+        if granted { return }
         await withCheckedContinuation { continuation in
             let granted = state.withLock { s -> Bool in
                 if s.free > 0 { s.free -= 1; return true }
