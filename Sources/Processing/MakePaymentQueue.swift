@@ -55,31 +55,15 @@ public protocol MakePaymentQueue: Sendable {
     var depth: Int { get }
 }
 
-/// The queue in process. A job waits here for one of `workers` worker permits (FIFO, at most
-/// `capacity` waiting); once admitted, the caller's own task does the worker's CPU-bound part and
-/// then the waiting part under an authorization slot. Handing the job to a worker task and the
-/// rest to a task of its own, as a literal pool would, costs three trips through the executor
-/// (and, on a quiet machine, three thread wake-ups) per payment for nothing: the permits bound
-/// the decrypting to the cores all the same.
 public final class InProcessMakePaymentQueue: MakePaymentQueue {
+    struct Entry: Sendable {
+        let job: MakePaymentJob
+        let continuation: CheckedContinuation<MakePaymentResult?, Never>
+    }
     private struct State {
-        var handler: (@Sendable (MakePaymentJob) -> WorkStep)?
-        var slots: AuthorizationSlots?
-        /// Worker permits not in use (none before `runWorkers`).
-        var freeWorkers = 0
-        /// Jobs waiting for a permit, resumed with true to go or false when there is nobody to run them.
-        var waiting: Deque<CheckedContinuation<Bool, Never>> = []
-        /// Admitted jobs not yet answered.
-        var running = 0
+        var jobs: Deque<Entry> = []
+        var idleWorkers: [CheckedContinuation<Entry?, Never>] = []
         var closed = false
-        var drained: CheckedContinuation<Void, Never>?
-
-        /// The `runWorkers` caller to resume when the queue is closed and nothing is left to answer.
-        mutating func takeDrainedIfIdle() -> CheckedContinuation<Void, Never>? {
-            guard closed, running == 0, waiting.isEmpty else { return nil }
-            defer { drained = nil }
-            return drained
-        }
     }
     public let capacity: Int
     private let state = Mutex(State())
@@ -93,94 +77,81 @@ public final class InProcessMakePaymentQueue: MakePaymentQueue {
     public var depth: Int { queued.load(ordering: .relaxed) }
 
     public func submit(_ job: MakePaymentJob) async throws -> MakePaymentResult {
-        enum Admission { case go, wait, reject }
-        // Fast path: a free permit and nobody ahead, without suspending.
-        let admission = state.withLock { s -> Admission in
-            if s.closed { return .reject }
-            if s.freeWorkers > 0 && s.waiting.isEmpty { s.freeWorkers -= 1; s.running += 1; return .go }
-            return s.waiting.count >= capacity ? .reject : .wait
-        }
-        switch admission {
-        case .reject: throw QueueFull()
-        case .go: break
-        case .wait:
-            let admitted: Bool = await withCheckedContinuation { continuation in
-                let now = state.withLock { s -> Bool? in
-                    if s.closed { return false }
-                    if s.freeWorkers > 0 && s.waiting.isEmpty { s.freeWorkers -= 1; s.running += 1; return true }
-                    if s.waiting.count >= capacity { return false }
-                    s.waiting.append(continuation)
-                    return nil
-                }
-                if let now { continuation.resume(returning: now) } else { queued.add(1, ordering: .relaxed) }
+        let result: MakePaymentResult? = await withCheckedContinuation { continuation in
+            let entry = Entry(job: job, continuation: continuation)
+            enum Action { case reject, handTo(CheckedContinuation<Entry?, Never>), queued }
+            let action = state.withLock { s -> Action in
+                if s.closed || s.jobs.count >= capacity { return .reject }
+                if !s.idleWorkers.isEmpty { return .handTo(s.idleWorkers.removeLast()) }
+                s.jobs.append(entry)
+                return .queued
             }
-            guard admitted else { throw QueueFull() }
+            switch action {
+            case .reject: continuation.resume(returning: nil)
+            case .handTo(let worker): worker.resume(returning: entry)
+            case .queued: queued.add(1, ordering: .relaxed)
+            }
         }
-        let (handler, slots) = state.withLock { ($0.handler!, $0.slots!) }
-        let result: MakePaymentResult
-        switch handler(job) {
-        case .answered(let answer):
-            releaseWorker()
-            result = answer
-        case .awaiting(let rest):
-            // The permit is held until a slot is free: with every slot taken, decrypting stops
-            // (no clear card data piles up) and the queue fills instead.
-            await slots.acquire()
-            releaseWorker()
-            result = await rest()
-            slots.release()
-        }
-        let drained = state.withLock { s -> CheckedContinuation<Void, Never>? in
-            s.running -= 1
-            return s.takeDrainedIfIdle()
-        }
-        drained?.resume()
+        guard let result else { throw QueueFull() }
         return result
     }
 
-    /// Hands the permit to the next job waiting, or frees it.
-    private func releaseWorker() {
-        let next = state.withLock { s -> CheckedContinuation<Bool, Never>? in
-            if let next = s.waiting.popFirst() { s.running += 1; return next }
-            s.freeWorkers += 1
-            return nil
-        }
-        if let next {
+    private func next() async -> Entry? {
+        // A job already waiting is taken without suspending (a suspension is a trip through the executor).
+        if let entry = state.withLock({ $0.jobs.popFirst() }) {
             queued.subtract(1, ordering: .relaxed)
-            next.resume(returning: true)
+            return entry
+        }
+        return await withCheckedContinuation { (worker: CheckedContinuation<Entry?, Never>) in
+            enum Action { case run(Entry), finish, wait }
+            let action = state.withLock { s -> Action in
+                if let entry = s.jobs.popFirst() { return .run(entry) }
+                if s.closed { return .finish }
+                s.idleWorkers.append(worker)
+                return .wait
+            }
+            switch action {
+            case .run(let entry):
+                queued.subtract(1, ordering: .relaxed)
+                worker.resume(returning: entry)
+            case .finish: worker.resume(returning: nil)
+            case .wait: break
+            }
         }
     }
 
     public func runWorkers(_ workers: Int, maxAuthorizing: Int = 4096,
                            handler: @escaping @Sendable (MakePaymentJob) -> WorkStep) async {
-        let admitted = state.withLock { s -> [CheckedContinuation<Bool, Never>] in
-            s.handler = handler
-            s.slots = AuthorizationSlots(max(maxAuthorizing, 1))
-            var admitted: [CheckedContinuation<Bool, Never>] = []
+        let slots = AuthorizationSlots(max(maxAuthorizing, 1))
+        await withDiscardingTaskGroup { group in
             for _ in 0..<max(workers, 1) {
-                if let next = s.waiting.popFirst() { s.running += 1; admitted.append(next) } else { s.freeWorkers += 1 }
+                group.addTask {
+                    await withDiscardingTaskGroup { authorizations in
+                        while let entry = await self.next() {
+                            switch handler(entry.job) {
+                            case .answered(let result):
+                                entry.continuation.resume(returning: result)
+                            case .awaiting(let rest):
+                                await slots.acquire()
+                                authorizations.addTask {
+                                    entry.continuation.resume(returning: await rest())
+                                    slots.release()
+                                }
+                            }
+                        }
+                    }
+                }
             }
-            return admitted
         }
-        queued.subtract(admitted.count, ordering: .relaxed)
-        admitted.forEach { $0.resume(returning: true) }
-        // Returns once closed and every job admitted or queued has been answered.
-        await withCheckedContinuation { continuation in
-            let now = state.withLock { s -> Bool in
-                s.drained = continuation
-                return s.takeDrainedIfIdle() != nil
-            }
-            if now { continuation.resume() }
-        }
-        state.withLock { $0.freeWorkers = 0 }
     }
 
     public func close() {
-        let drained = state.withLock { s -> CheckedContinuation<Void, Never>? in
+        let idle = state.withLock { s -> [CheckedContinuation<Entry?, Never>] in
             s.closed = true
-            return s.takeDrainedIfIdle()
+            defer { s.idleWorkers.removeAll() }
+            return s.idleWorkers
         }
-        drained?.resume()
+        idle.forEach { $0.resume(returning: nil) }
     }
 }
 
