@@ -97,6 +97,7 @@ let package = Package(
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .executableTarget(name: "acquirer-sim", dependencies: [
             "AcquirerSimulator",
@@ -136,6 +137,7 @@ let package = Package(
         .testTarget(name: "LoadGenerationTests", dependencies: ["LoadGeneration", "MakePayment"]),
         .testTarget(name: "PSPWorkerTests", dependencies: [
             "PSPWorker", "psp-worker", "SQLitePaymentStore", "Acquiring", "CardCrypto", "MakePayment", "Processing",
+            "LoadGeneration",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ], resources: [.copy("Fixtures")]),
     ]

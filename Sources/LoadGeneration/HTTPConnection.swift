@@ -79,7 +79,12 @@ public final class HTTPConnection: Sendable {
     private init(channel: any Channel) { self.channel = channel }
 
     public static func connect(to address: ServerAddress, on group: any EventLoopGroup) async throws -> HTTPConnection {
-        let channel = try await ClientBootstrap(group: group)
+        try await connect(to: address, on: group.next()).get()
+    }
+
+    /// Connects on `loop`, whose thread then runs everything the connection does.
+    public static func connect(to address: ServerAddress, on loop: any EventLoop) -> EventLoopFuture<HTTPConnection> {
+        ClientBootstrap(group: loop)
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(.seconds(10))
             .channelInitializer { channel in
@@ -89,9 +94,10 @@ public final class HTTPConnection: Sendable {
                 }
             }
             .connect(host: address.host, port: address.port)
-            .get()
-        return HTTPConnection(channel: channel)
+            .map { HTTPConnection(channel: $0) }
     }
+
+    public var eventLoop: any EventLoop { channel.eventLoop }
 
     /// False once the connection failed or was closed: the caller connects again.
     public var isUsable: Bool { channel.isActive }
@@ -99,21 +105,32 @@ public final class HTTPConnection: Sendable {
     /// Sends `request` and waits for the whole answer, or fails after `timeout` (and closes the
     /// connection, since a late answer would otherwise be read as the next request's).
     public func send(_ request: PreparedRequest, timeout: TimeAmount) async throws -> HTTPAnswer {
+        try await send(request, timeout: timeout).get()
+    }
+
+    /// `send` without leaving the event loop: called there, nothing hops threads.
+    public func send(_ request: PreparedRequest, timeout: TimeAmount) -> EventLoopFuture<HTTPAnswer> {
         let channel = self.channel
         let promise = channel.eventLoop.makePromise(of: HTTPAnswer.self)
         let timer = channel.eventLoop.scheduleTask(in: timeout) {
             promise.fail(HTTPClientError.timedOut)
             channel.close(promise: nil)
         }
-        promise.futureResult.whenComplete { _ in timer.cancel() }
+        promise.futureResult.whenComplete { result in
+            timer.cancel()
+            if case .success(let answer) = result, !answer.keepAlive { channel.close(promise: nil) }
+        }
         channel.writeAndFlush(Exchange(request: request, promise: promise)).whenFailure { promise.fail($0) }
-        let answer = try await promise.futureResult.get()
-        if !answer.keepAlive { try? await channel.close() }
-        return answer
+        return promise.futureResult
     }
 
     public func close() async {
         try? await channel.close()
+    }
+
+    /// Closes without waiting; an already closed connection is no failure.
+    public func closeFuture() -> EventLoopFuture<Void> {
+        channel.close().recover { _ in }
     }
 }
 

@@ -136,37 +136,15 @@ public final class LoadRun: Sendable {
         let timeout = TimeAmount.nanoseconds(Int64(c.requestTimeout.nanoseconds))
         let progress = c.showProgress ? Task { await self.showProgress(start: start, total: plan.count) } : nil
 
-        await withTaskGroup(of: Void.self) { tasks in
-            for slot in 0..<connections {
-                tasks.addTask {
-                    var connection: HTTPConnection? = pool[slot]
-                    let decoder = JSONDecoder()
-                    while true {
-                        if case .closed = c.drive, let deadline, ContinuousClock.now >= deadline { return }
-                        let index = cursor.next()
-                        guard index < plan.count else { return }
-                        let intended: ContinuousClock.Instant
-                        switch c.drive {
-                        case .closed:
-                            intended = .now
-                        case .open(let rate, _):
-                            intended = start + OpenLoopSchedule(rate: rate).offset(of: index)
-                            if let deadline, intended >= deadline { return }
-                            // Sleep until it is due; if it is already late (every connection was
-                            // busy), send at once: the wait is counted in its latency.
-                            if intended > .now { try? await Task.sleep(until: intended, tolerance: .microseconds(50)) }
-                        }
-                        _ = executed.next()
-                        await self.execute(plan[index], intended: intended, connection: &connection, timeout: timeout,
-                                           decoder: decoder)
-                    }
-                }
-            }
-        }
+        let run = SlotDriver.Run(plan: plan, cursor: cursor, executed: executed, start: start, deadline: deadline,
+                                 timeout: timeout, drive: c.drive, address: c.address, acquirerFaults: c.acquirerFaults)
+        let drivers = pool.map { SlotDriver(run: run, recorder: recorder, connection: $0) }
+        let running = drivers.map { $0.start() }
+        for slot in running { try? await slot.get() }
         progress?.cancel()
         _ = await progress?.value
         let sent = executed.value
-        for connection in pool { await connection.close() }
+        for driver in drivers { try? await driver.close().get() }
 
         // 4. Idempotency, read back: a duplicate was authorized once; a wrong token, never.
         if c.verifyIdempotency { await verify(plan[..<sent]) }
@@ -182,33 +160,6 @@ public final class LoadRun: Sendable {
         }
         setup.payments = sent
         return recorder.report(setup: setup, start: start, unsent: plan.count - sent)
-    }
-
-    /// Sends one case and checks its answer; a duplicate sends the same request again at once.
-    private func execute(_ payment: PlannedPayment, intended: ContinuousClock.Instant, connection: inout HTTPConnection?,
-                         timeout: TimeAmount, decoder: JSONDecoder) async {
-        recorder.sent(payment.kind)
-        let expected = payment.kind.expected
-        guard let first = await exchange(payment.makePayment, label: payment, connection: &connection, timeout: timeout) else { return }
-        let answeredAt = ContinuousClock.now
-        let lag: Duration? = if case .open = configuration.drive { max(.zero, first.sentAt - intended) } else { nil }
-        var firstCheck = AnswerCheck.check(httpStatus: first.answer.status, body: first.answer.body, expected: expected,
-                                           pspTransactionId: payment.id, decoder: decoder)
-        if firstCheck.problem != nil, configuration.acquirerFaults, payment.kind.reachesAcquirer, firstCheck.outcome == "200 FAIL 85" {
-            firstCheck.problem = nil
-        }
-        recorder.answered(firstCheck,
-                          latency: answeredAt - intended, sendLag: lag, label: "\(payment.id) [\(payment.kind)]", at: answeredAt)
-        guard payment.kind == .duplicate else { return }
-        guard let again = await exchange(payment.makePayment, label: payment, connection: &connection, timeout: timeout) else { return }
-        let now = ContinuousClock.now
-        var check = AnswerCheck.check(httpStatus: again.answer.status, body: again.answer.body, expected: expected,
-                                      pspTransactionId: payment.id, decoder: decoder)
-        if firstCheck.problem == nil && check.outcome == firstCheck.outcome { check.problem = nil }
-        if check.problem == nil, again.answer.body != first.answer.body || again.answer.status != first.answer.status {
-            check.problem = "the repeat's answer differs from the first"
-        }
-        recorder.answered(check, latency: now - again.sentAt, label: "\(payment.id) [duplicate, repeat]", at: now)
     }
 
     /// One request on the slot's connection, reconnecting first if it was lost. Nil (and a

@@ -6,6 +6,7 @@ import Hummingbird
 import ISO8583Acquirer
 import Logging
 import MakePayment
+import NIOPosix
 import Metrics
 import Prometheus
 import Processing
@@ -98,6 +99,7 @@ public func buildApplication(
         // workers (draining the queue), then reversals, then the store.
         services: [StoreCloser(close: components.closeStore), ReversalLoopService(reversals: reversals),
                    AcquirerKeepAlive(acquirer: components.acquirer), workers],
+        eventLoopGroupProvider: configuration.eventLoopThreads.map { .shared(MultiThreadedEventLoopGroup(numberOfThreads: $0)) } ?? .singleton,
         logger: logger)
 }
 

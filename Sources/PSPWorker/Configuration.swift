@@ -36,6 +36,8 @@ public struct PSPWorkerConfiguration: Sendable {
     public var store: StoreLocation = .sqlite(path: "data/psp-worker.sqlite")
     public var acquirer: AcquirerChoice = .simulator(latency: .zero)
     public var workers = PSPWorkerConfiguration.processorCount
+    /// SwiftNIO event loop threads for HTTP (nil: NIO's shared group, one per core).
+    public var eventLoopThreads: Int?
     public var queueCapacity = 1024
     /// Authorizations waiting on the acquirer at once; past it, workers wait and the queue fills.
     public var maxAuthorizationsInFlight = 4096

@@ -135,6 +135,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Latency the simulator adds to every answer, in milliseconds.") var simulatorLatencyMs = 0
     @Option(help: "Worker tasks taking makePayment jobs off the queue. Default: the number of cores.")
     var workers = PSPWorkerConfiguration.processorCount
+    @Option(help: "SwiftNIO event loop threads for HTTP. Default: NIO's shared group, one per core.")
+    var eventLoopThreads: Int?
     @Option(help: "makePayment jobs that may wait for a worker; more are answered 503.") var queueCapacity = 1024
     @Option(help: "Seconds the acquirer has to answer before the outcome counts as unknown (85, reversed).")
     var acquirerTimeout: Double = 10
@@ -146,6 +148,7 @@ struct Serve: AsyncParsableCommand {
         guard acquirerTimeout > 0 && acquirerTimeout < 15 else {
             throw ValidationError("--acquirer-timeout must be above 0 and below Vipps's 15 seconds")
         }
+        if let eventLoopThreads, eventLoopThreads < 1 { throw ValidationError("--event-loop-threads must be at least 1") }
         guard workers >= 1, queueCapacity >= 1 else { throw ValidationError("--workers and --queue-capacity must be at least 1") }
         guard store.hasPrefix("sqlite:"), store.count > 7 else { throw ValidationError("--store must be sqlite:PATH") }
         guard PSPWorkerConfiguration.AcquirerChoice(acquirer) != nil else {
@@ -174,6 +177,7 @@ struct Serve: AsyncParsableCommand {
         configuration.store = .sqlite(path: String(store.dropFirst("sqlite:".count)))
         configuration.acquirer = PSPWorkerConfiguration.AcquirerChoice(acquirer, simulatorLatency: .milliseconds(simulatorLatencyMs))!
         configuration.workers = workers
+        configuration.eventLoopThreads = eventLoopThreads
         configuration.queueCapacity = queueCapacity
         configuration.acquirerTimeout = .milliseconds(Int64(acquirerTimeout * 1000))
         configuration.responseCodeOverridesPath = responseCodes

@@ -1,0 +1,40 @@
+import LoadGeneration
+import Testing
+
+/// vipps-sim's driver against the real worker on a real socket: every kind of case, closed and open
+/// loop, every answer checked (duplicates read back as authorized once, wrong tokens as never).
+@Suite struct LoadRunTests {
+    static let mix = "approved=40,51=5,05=5,timeout=2,bad-cryptogram=5,wrong-token=5,duplicate=10,no=5,timeout-status=5,cancel=5,luhn=5,expired=5"
+
+    func run(_ drive: LoadConfiguration.Drive, count: Int? = nil, duration: Duration? = nil, port: Int) async throws -> Report {
+        var configuration = LoadConfiguration(address: ServerAddress(host: "127.0.0.1", port: port),
+                                              adminToken: LiveWorker.adminToken, drive: drive, mix: try Mix(parsing: Self.mix))
+        configuration.publicKeyPath = TestKeys.path("psp-public-key")
+        configuration.count = count
+        configuration.duration = duration
+        configuration.requestTimeout = .seconds(10)
+        return try await LoadRun(configuration, log: { _ in }).run()
+    }
+
+    @Test func closedLoopAnswersEveryCaseAsItMust() async throws {
+        try await LiveWorker.run(acquirerTimeout: .milliseconds(500)) { client in
+            let report = try await run(.closed(concurrency: 16), count: 400, port: client.port!)
+            #expect(report.mismatches == 0, "\(report.firstMismatches)")
+            #expect(report.transportErrors == 0)
+            #expect(report.answered >= 400)
+            #expect(report.outcomes["200 OK"] ?? 0 > 0)
+            #expect(report.outcomes["200 FAIL 93"] ?? 0 > 0)
+            #expect(report.outcomes["401 FAIL 71"] ?? 0 > 0)
+        }
+    }
+
+    @Test func openLoopKeepsToTheScheduleAndChecksEveryAnswer() async throws {
+        try await LiveWorker.run(acquirerTimeout: .milliseconds(500)) { client in
+            let report = try await run(.open(rate: 200, connections: 32), duration: .seconds(1), port: client.port!)
+            #expect(report.mismatches == 0, "\(report.firstMismatches)")
+            #expect(report.transportErrors == 0)
+            #expect(report.setup.payments == 200)
+            #expect(report.answered >= 200)
+        }
+    }
+}
