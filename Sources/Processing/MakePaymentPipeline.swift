@@ -294,8 +294,31 @@ public final class MakePaymentPipeline: Sendable {
         return MakePaymentResult(httpStatus: 500, response: .fail(id, .internalError))
     }
 
-    static func newAttemptId() -> String {
-        Secrets.hexString(Secrets.randomBytes(8))
+    static func newAttemptId() -> String { AttemptIds.shared.next() }
+}
+
+/// Attempt ids: 16 hex digits, unique without a random draw per payment (OpenSSL's RAND_bytes
+/// looks its generator up by name on every call): a random 64-bit start drawn once per process,
+/// then one more per attempt. Two processes collide only if their ranges overlap, one chance in
+/// about 2^64 / attempts.
+final class AttemptIds: Sendable {
+    static let shared = AttemptIds()
+    private let next64: Atomic<UInt64>
+
+    init() {
+        let start = Secrets.randomBytes(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        next64 = Atomic(start)
+    }
+
+    func next() -> String {
+        let value = next64.add(1, ordering: .relaxed).oldValue
+        return String(unsafeUninitializedCapacity: 16) { buffer in
+            let digits: StaticString = "0123456789abcdef"
+            for i in 0..<16 {
+                buffer[i] = digits.utf8Start[Int((value >> UInt64(60 - 4 * i)) & 0xF)]
+            }
+            return 16
+        }
     }
 }
 

@@ -2,9 +2,9 @@ import Foundation
 import Synchronization
 
 /// A thread that owns the one read-write SQLite connection and commits in groups: everything that
-/// arrived while the previous commit was syncing goes into one transaction, each piece in its own
-/// savepoint, and no caller hears "done" before the COMMIT that made its write durable.
-/// (Statements, BEGIN and SAVEPOINT included, are prepared once.)
+/// arrived while the previous commit was syncing goes into one transaction, and no caller hears
+/// "done" before the COMMIT that made its write durable. (Statements, BEGIN and COMMIT included,
+/// are prepared once.)
 ///
 /// Under load it also waits up to `gatherWindow` for a group to fill (PostgreSQL's commit_delay):
 /// an fsync here costs ~60 µs of kernel CPU and ~250 µs of wall time, and at thousands of writes
@@ -59,6 +59,8 @@ final class SQLiteWriter: @unchecked Sendable {
             var failure: (any Error)?
             let item = Item(
                 run: { connection in
+                    // Run again alone after its group was rolled back, it starts afresh.
+                    failure = nil
                     do { result = try body(connection) } catch { failure = error; throw error }
                 },
                 finish: { batchError in
@@ -107,29 +109,48 @@ final class SQLiteWriter: @unchecked Sendable {
         stopped.signal()
     }
 
+    private enum GroupCommit { case committed, pieceFailed, failed(SQLiteError) }
+
+    /// One transaction for the whole group. No savepoint per piece (two more statements per
+    /// write): a piece that fails, which is rare (a constraint, a full disk), rolls the group back
+    /// and each piece then runs in a transaction of its own, so only the failing one fails.
     private func runGroup(_ batch: [Item]) {
+        switch commit(batch) {
+        case .committed:
+            batch.forEach { $0.finish(nil) }
+        case .pieceFailed where batch.count > 1:
+            for item in batch {
+                switch commit([item]) {
+                // A failed piece reports its own error from `finish`.
+                case .committed, .pieceFailed: item.finish(nil)
+                case .failed(let error): item.finish(error)
+                }
+            }
+        case .pieceFailed:
+            batch[0].finish(nil)
+        case .failed(let error):
+            batch.forEach { $0.finish(error) }
+        }
+    }
+
+    private func commit(_ items: some Collection<Item>) -> GroupCommit {
         do {
             try connection.run("BEGIN IMMEDIATE")
         } catch {
-            let e = error as? SQLiteError ?? SQLiteError(code: -1, message: "\(error)")
-            batch.forEach { $0.finish(e) }
-            return
+            return .failed(error as? SQLiteError ?? SQLiteError(code: -1, message: "\(error)"))
         }
-        for item in batch {
-            // A piece that fails is rolled back alone; the rest of the group still commits.
-            do {
-                try connection.run("SAVEPOINT piece")
-                do { try item.run(connection); try connection.run("RELEASE piece") }
-                catch { try connection.run("ROLLBACK TO piece"); try connection.run("RELEASE piece") }
-            } catch {}
+        for item in items {
+            do { try item.run(connection) } catch {
+                try? connection.execute("ROLLBACK")
+                return .pieceFailed
+            }
         }
         do {
             try connection.run("COMMIT")
-            batch.forEach { $0.finish(nil) }
+            return .committed
         } catch {
             try? connection.execute("ROLLBACK")
-            let e = error as? SQLiteError ?? SQLiteError(code: -1, message: "\(error)")
-            batch.forEach { $0.finish(e) }
+            return .failed(error as? SQLiteError ?? SQLiteError(code: -1, message: "\(error)"))
         }
     }
 

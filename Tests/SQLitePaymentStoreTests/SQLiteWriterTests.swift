@@ -1,0 +1,41 @@
+import Foundation
+@testable import SQLitePaymentStore
+import Testing
+
+@Suite struct SQLiteWriterTests {
+    /// A failing write in a group fails alone: the group is rolled back and each write is run again
+    /// on its own, so the others still commit, durably.
+    @Test func aFailingWriteFailsAloneInItsGroup() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("writer-\(UUID().uuidString).sqlite").path
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let connection = try SQLiteConnection(path: path, readOnly: false)
+        try connection.execute("PRAGMA journal_mode=WAL; CREATE TABLE t (x INTEGER PRIMARY KEY)")
+        try connection.run("INSERT INTO t (x) VALUES (?)", [.integer(-1)])
+        // A long window, so the writes below land in a few groups.
+        let writer = SQLiteWriter(connection: connection, name: "test-writer", gatherWindow: .milliseconds(50))
+        let outcomes = await withTaskGroup(of: (Int, Bool).self) { group in
+            for i in 0..<100 {
+                group.addTask {
+                    // Write 50 repeats the row inserted above: a primary-key violation.
+                    let value = i == 50 ? -1 : i
+                    do {
+                        try await writer.perform { db in try db.run("INSERT INTO t (x) VALUES (?)", [.integer(Int64(value))]) }
+                        return (i, true)
+                    } catch {
+                        return (i, false)
+                    }
+                }
+            }
+            return await group.reduce(into: [Int: Bool]()) { $0[$1.0] = $1.1 }
+        }
+        #expect(outcomes.filter { !$0.value }.map(\.key) == [50])
+        let counts = writer.counts
+        writer.close()
+        #expect(counts.pieces == 100)
+        #expect(counts.commits < counts.pieces, "the writes should have been grouped")
+        let reader = try SQLiteConnection(path: path, readOnly: true)
+        var rows = 0
+        try reader.run("SELECT count(*) FROM t") { rows = Int($0.int(0)) }
+        #expect(rows == 100)
+    }
+}
