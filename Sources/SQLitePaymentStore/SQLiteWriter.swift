@@ -9,7 +9,9 @@ import Synchronization
 /// Under load it also waits up to `gatherWindow` for a group to fill (PostgreSQL's commit_delay):
 /// an fsync here costs ~60 µs of kernel CPU and ~250 µs of wall time, and at thousands of writes
 /// per second one commit per write or two costs more CPU than everything else but RSA. It only
-/// waits when writes arrive faster than four per window, so a lone payment is never delayed.
+/// waits when writes arrive more often than once per window (then another is due before the
+/// window ends): sparse writes are never delayed. (Waiting only above four writes per window cost
+/// ~5 % more worker CPU per payment at 1,100 payments/s in an open loop, and a higher p99.)
 final class SQLiteWriter: @unchecked Sendable {
     // @unchecked: `connection` is touched only by the writer's own thread; the rest is behind `condition`.
     struct Item {
@@ -91,7 +93,7 @@ final class SQLiteWriter: @unchecked Sendable {
             condition.lock()
             while pending.isEmpty && !closed { idle = true; condition.wait(); idle = false }
             if pending.isEmpty && closed { condition.unlock(); break }
-            if gatherWindow > 0 && arrivalInterval * 4 < Double(gatherWindow) {
+            if gatherWindow > 0 && arrivalInterval < Double(gatherWindow) {
                 let deadline = pendingSince &+ gatherWindow
                 while pending.count < groupLimit && !closed {
                     let now = monotonicNanoseconds()
