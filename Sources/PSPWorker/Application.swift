@@ -46,7 +46,7 @@ public struct PSPWorkerComponents: Sendable {
         case .sqlite(let path):
             let directory = (path as NSString).deletingLastPathComponent
             if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
-            store = try SQLitePaymentStore(path: path)
+            store = try SQLitePaymentStore(path: path, groupCommitWindow: configuration.groupCommitWindow)
         }
         let acquirer: any AcquirerAdapter
         switch configuration.acquirer {

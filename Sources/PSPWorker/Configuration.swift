@@ -34,6 +34,8 @@ public struct PSPWorkerConfiguration: Sendable {
     public var makePaymentPath = "/makePayment"
     public var keys: KeyRingSource
     public var store: StoreLocation = .sqlite(path: "data/psp-worker.sqlite")
+    /// How long the store's writer may wait for a group commit to fill when writes come often.
+    public var groupCommitWindow: Duration = .milliseconds(2)
     public var acquirer: AcquirerChoice = .simulator(latency: .zero)
     public var workers = PSPWorkerConfiguration.processorCount
     /// SwiftNIO event loop threads for HTTP (nil: NIO's shared group, one per core).
