@@ -6,9 +6,10 @@
 #
 # The ceiling is `openssl speed rsa2048`'s sign/s: signing is the RSA private-key operation, the
 # same one decryption does, so nothing that decrypts RSA-2048 on this machine can beat it.
-# bench-report runs `openssl speed -seconds $SECONDS_PER rsa2048` and `… -multi $(nproc) rsa2048`
-# itself, interleaved with our figures in $ROUNDS rounds (speed drifts on shared and virtual
-# machines; a ratio is only fair within a round), and prints medians.
+# bench-report runs `openssl speed -seconds 1 rsa2048` and `… -multi $(nproc) rsa2048` itself,
+# in 1-second slices taking turns with our figures ($SECONDS_PER slices of each per round), in
+# $ROUNDS rounds (speed drifts on shared and virtual machines; a ratio is only fair between
+# figures that saw the same drift), and prints medians.
 # Environment: SECONDS_PER (5), ROUNDS (3), PAYMENTS (5000 per round, for the pipeline).
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -5,8 +5,8 @@ import Glibc
 #endif
 
 // bench-report: measures each figure with fixed-duration loops on real threads, and the ceiling
-// with `openssl speed rsa2048` (1 core and -multi <cores>), interleaved in rounds, then prints one
-// table of medians and ratios to the ceiling.
+// with `openssl speed rsa2048` (1 core and -multi <cores>), in 1-second slices interleaved with
+// each other, in rounds, then prints one table of medians and ratios to the ceiling.
 //
 //   bench-report [--rounds 3] [--seconds 5] [--payments 5000] [--in-flight 64] [--threads <cores>]
 
@@ -52,15 +52,16 @@ nonisolated(unsafe) let cards = Fixtures.cardData(count: 256)
 nonisolated(unsafe) let swiftCryptoKey = Fixtures.swiftCryptoKey()
 precondition(Decryptions.ours(ring, cards[0]) > 0 && Decryptions.swiftCrypto(swiftCryptoKey, cards[0]) > 0)
 
-func measure(_ name: String, threads: Int, _ body: @escaping @Sendable (Int, Int) -> Void) -> Double {
-    log("\(name), \(threads) thread(s), \(options.seconds) s …")
-    return Measure.opsPerSecond(threads: threads, seconds: options.seconds, body)
+func measure(_ name: String, threads: Int, seconds: Double = options.seconds,
+             _ body: @escaping @Sendable (Int, Int) -> Void) -> Double {
+    log("\(name), \(threads) thread(s), \(seconds) s …")
+    return Measure.opsPerSecond(threads: threads, seconds: seconds, body)
 }
 
 /// `openssl speed -seconds S [-multi N] rsa2048`, run here so that it interleaves with our figures:
 /// on a shared or virtual machine the speed drifts, and a ratio is only fair within one round.
-func opensslSignsPerSecond(multi: Int?) -> Double {
-    var arguments = ["speed", "-seconds", String(Int(options.seconds))]
+func opensslSignsPerSecond(multi: Int?, seconds: Int = Int(options.seconds)) -> Double {
+    var arguments = ["speed", "-seconds", String(seconds)]
     if let multi { arguments += ["-multi", String(multi)] }
     arguments.append("rsa2048")
     log("openssl " + arguments.joined(separator: " ") + " …")
@@ -131,14 +132,27 @@ for r in 1...options.rounds {
         rounds.append(round)
         continue
     }
-    round.ceilingOne = opensslSignsPerSecond(multi: nil)
-    round.oursOne = measure("ours: withDecryptedCardData", threads: 1) { _, i in _ = Decryptions.ours(ring, cards[i & 255]) }
-    round.parsedOne = measure("ours: decryptCardData", threads: 1) { _, i in _ = Decryptions.oursParsed(ring, cards[i & 255]) }
-    round.swiftCryptoOne = measure("swift-crypto: decrypt", threads: 1) { _, i in _ = Decryptions.swiftCrypto(swiftCryptoKey, cards[i & 255]) }
-    round.ceilingAll = opensslSignsPerSecond(multi: n)
-    round.parsedAll = measure("ours: decryptCardData", threads: n) { t, i in _ = Decryptions.oursParsed(ring, cards[(i + t * 31) & 255]) }
-    round.swiftCryptoAll = measure("swift-crypto: decrypt", threads: n) { t, i in
-        _ = Decryptions.swiftCrypto(swiftCryptoKey, cards[(i + t * 31) & 255])
+    // Each figure in 1-second slices, the slices of all figures interleaved: the VM's speed drifts
+    // within seconds, and a ratio between two figures is only fair if both saw the same drift.
+    let slices = max(1, Int(options.seconds.rounded()))
+    for _ in 0..<slices {
+        round.ceilingOne += opensslSignsPerSecond(multi: nil, seconds: 1) / Double(slices)
+        round.oursOne += measure("ours: withDecryptedCardData", threads: 1, seconds: 1) { _, i in
+            _ = Decryptions.ours(ring, cards[i & 255])
+        } / Double(slices)
+        round.parsedOne += measure("ours: decryptCardData", threads: 1, seconds: 1) { _, i in
+            _ = Decryptions.oursParsed(ring, cards[i & 255])
+        } / Double(slices)
+        round.swiftCryptoOne += measure("swift-crypto: decrypt", threads: 1, seconds: 1) { _, i in
+            _ = Decryptions.swiftCrypto(swiftCryptoKey, cards[i & 255])
+        } / Double(slices)
+        round.ceilingAll += opensslSignsPerSecond(multi: n, seconds: 1) / Double(slices)
+        round.parsedAll += measure("ours: decryptCardData", threads: n, seconds: 1) { t, i in
+            _ = Decryptions.oursParsed(ring, cards[(i + t * 31) & 255])
+        } / Double(slices)
+        round.swiftCryptoAll += measure("swift-crypto: decrypt", threads: n, seconds: 1) { t, i in
+            _ = Decryptions.swiftCrypto(swiftCryptoKey, cards[(i + t * 31) & 255])
+        } / Double(slices)
     }
     try await measurePipeline(&round)
     rounds.append(round)
