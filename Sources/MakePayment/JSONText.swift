@@ -9,7 +9,8 @@ public enum JSONText {
     }
 
     /// Appends `text` as a JSON string literal, quotes included, to `out`.
-    public static func appendQuoted(_ text: String, to out: inout [UInt8]) {
+    @inlinable
+    public static func appendQuoted<Out: RangeReplaceableCollection<UInt8>>(_ text: String, to out: inout Out) {
         out.append(UInt8(ascii: "\""))
         for byte in text.utf8 {
             switch byte {
@@ -19,9 +20,9 @@ public enum JSONText {
             case 0x0D: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
             case 0x09: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
             case ..<0x20:
-                let hex: [UInt8] = Array("0123456789abcdef".utf8)
+                func hex(_ nibble: UInt8) -> UInt8 { nibble < 10 ? nibble + 48 : nibble + 87 }
                 out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"),
-                                        hex[Int(byte >> 4)], hex[Int(byte & 0xF)]])
+                                        hex(byte >> 4), hex(byte & 0xF)])
             default: out.append(byte)
             }
         }

@@ -41,8 +41,10 @@ extension MakePaymentRequest {
 }
 
 extension MakePaymentResponse {
-    /// The answer's body, `{"errorMessage":{…},"paymentInfo":{…}}` (errorMessage only on failure).
-    public func appendJSON(to out: inout [UInt8]) {
+    /// The answer's body, `{"errorMessage":{…},"paymentInfo":{…}}` (errorMessage only on failure),
+    /// appended to any byte collection (an array, or a NIO buffer's view: no copy in between).
+    @inlinable
+    public func appendJSON<Out: RangeReplaceableCollection<UInt8>>(to out: inout Out) {
         if let error = errorMessage {
             out.append(contentsOf: #"{"errorMessage":{"errorId":"#.utf8)
             out.append(contentsOf: String(error.errorId).utf8)
@@ -133,8 +135,10 @@ struct JSONReader {
         if end < bytes.count, bytes[end] == UInt8(ascii: "\"") {
             at = end + 1
             let raw = UnsafeRawBufferPointer(rebasing: bytes[start..<end])
-            guard String(validating: raw, as: UTF8.self) != nil else { return nil }
-            return Self.key(raw)
+            let key = Self.key(raw)
+            // The four names are ASCII, so only another key needs its UTF-8 checked.
+            guard key != .other || String(validating: raw, as: UTF8.self) != nil else { return nil }
+            return key
         }
         guard let text = readString() else { return nil }
         var copy = text

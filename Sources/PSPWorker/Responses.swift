@@ -8,8 +8,10 @@ enum Responses {
     static func makePayment(_ result: MakePaymentResult) -> Response {
         var headers: HTTPFields = [.contentType: "application/json"]
         if result.httpStatus == 503 { headers[.retryAfter] = "1" }
-        return Response(status: .init(code: result.httpStatus), headers: headers,
-                        body: .init(byteBuffer: ByteBuffer(bytes: result.response.json)))
+        var body = ByteBuffer().readableBytesView
+        body.reserveCapacity(192)
+        result.response.appendJSON(to: &body)
+        return Response(status: .init(code: result.httpStatus), headers: headers, body: .init(byteBuffer: ByteBuffer(body)))
     }
 
     static func json(_ status: HTTPResponse.Status, _ text: String) -> Response {

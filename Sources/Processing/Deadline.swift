@@ -92,10 +92,10 @@ private final class DeadlineRace<T: Sendable>: Sendable {
 /// insert, where a sleeping task per deadline would cost a task, a timer and a hop. It ticks
 /// every `resolution` while any deadline is set, and not at all otherwise; a deadline fires at
 /// most one `resolution` late.
-public final class DeadlineTimer: Sendable {
-    public static let shared = DeadlineTimer()
+final class DeadlineTimer: Sendable {
+    static let shared = DeadlineTimer()
 
-    public struct Ticket: Sendable, Hashable { let id: UInt64 }
+    struct Ticket: Sendable, Hashable { let id: UInt64 }
     private struct Entry { let deadline: ContinuousClock.Instant; let fire: @Sendable () -> Void }
     private struct State {
         var entries: [UInt64: Entry] = [:]
@@ -105,10 +105,10 @@ public final class DeadlineTimer: Sendable {
     private let state = Mutex(State())
     private let resolution: Duration
 
-    public init(resolution: Duration = .milliseconds(5)) { self.resolution = resolution }
+    init(resolution: Duration = .milliseconds(5)) { self.resolution = resolution }
 
     /// Runs `fire` once `duration` has passed, unless cancelled first.
-    public func schedule(after duration: Duration, _ fire: @escaping @Sendable () -> Void) -> Ticket {
+    func schedule(after duration: Duration, _ fire: @escaping @Sendable () -> Void) -> Ticket {
         let deadline = ContinuousClock.now + duration
         let (ticket, startTicking) = state.withLock { s -> (Ticket, Bool) in
             s.nextId &+= 1
@@ -120,7 +120,7 @@ public final class DeadlineTimer: Sendable {
         return ticket
     }
 
-    public func cancel(_ ticket: Ticket) {
+    func cancel(_ ticket: Ticket) {
         _ = state.withLock { $0.entries.removeValue(forKey: ticket.id) }
     }
 

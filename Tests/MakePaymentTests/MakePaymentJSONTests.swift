@@ -128,4 +128,12 @@ private let valid = #"{"pspTransactionId":"t-1","merchantSerialNumber":"123456",
         let decoded = try? JSONDecoder().decode(MakePaymentResponse.self, from: Data(fail.json))
         #expect(decoded == fail)
     }
+
+    /// Every character a JSON string must escape is escaped, and the text reads back unchanged.
+    @Test func quotedTextRoundTrips() throws {
+        let text = "q\"b\\n\nr\rt\tc\u{01}\u{1F}é😀/"
+        let quoted = JSONText.quoted(text)
+        #expect(quoted == #""q\"b\\n\nr\rt\tc\u0001\u001fé😀/""#)
+        #expect(try JSONDecoder().decode(String.self, from: Data(quoted.utf8)) == text)
+    }
 }
