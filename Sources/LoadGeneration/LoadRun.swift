@@ -100,9 +100,29 @@ public final class LoadRun: Sendable {
         }
     }
 
-    private func drive() async throws -> Report {
-        let c = configuration
+    /// Prepares and registers the payments, then writes their makePayment requests to `path` instead
+    /// of sending them, for another load generator (wrk): one line per payment,
+    /// `pspTransactionId<TAB>Authorization<TAB>body`. Returns how many were written.
+    public func exportRequests(to path: String) async throws -> Int {
+        let plan: [PlannedPayment]
+        do { plan = try await prepareAndRegister() } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        try? await group.shutdownGracefully()
+        var text = ""
+        text.reserveCapacity(plan.count * 480)
+        for payment in plan {
+            text += payment.id + "\t" + (payment.makePayment.head.headers.first(name: "Authorization") ?? "") + "\t"
+            text += String(decoding: payment.makePayment.body.readableBytesView, as: UTF8.self) + "\n"
+        }
+        try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+        return plan.count
+    }
 
+    /// Steps 1 and 2 of a run: every payload prepared, every payment registered.
+    private func prepareAndRegister() async throws -> [PlannedPayment] {
+        let c = configuration
         // 1. Prepare every payload.
         let total = c.plannedPayments
         let key: RSAKey
@@ -110,14 +130,20 @@ public final class LoadRun: Sendable {
         let runId = PaymentPlanner.randomHex(4)
         let planner = PaymentPlanner(runId: runId, merchantSerialNumber: c.merchantSerialNumber,
                                      makePaymentPath: c.makePaymentPath, hostHeader: c.address.hostHeader)
-        var clock = ContinuousClock.now
+        let clock = ContinuousClock.now
         let plan = try await planner.payments(kinds: c.mix.assign(total: total, seed: c.seed), publicKey: key)
         log("prepared \(plan.count) payments (run \(runId)) in \(Self.seconds(since: clock)) s")
 
         // 2. Register them, as the PSP's checkout would.
-        clock = .now
+        let registering = ContinuousClock.now
         try await register(plan)
-        log("registered \(plan.count) payments in \(Self.seconds(since: clock)) s")
+        log("registered \(plan.count) payments in \(Self.seconds(since: registering)) s")
+        return plan
+    }
+
+    private func drive() async throws -> Report {
+        let c = configuration
+        let plan = try await prepareAndRegister()
 
         // 3. Drive the timed run over connections opened beforehand.
         let connections: Int

@@ -42,6 +42,12 @@ struct VippsSim: AsyncParsableCommand {
     @Option(help: "Write the report as JSON to this file.") var json: String?
     @Flag(help: "Skip reading duplicates and wrong-token payments back after the run.") var noVerify = false
     @Flag(help: "No progress line, even on a terminal.") var quiet = false
+    @Option(help: """
+        Prepare and register the payments, then write their makePayment requests to this file \
+        (pspTransactionId<TAB>Authorization<TAB>body per line) instead of sending them: for wrk \
+        (benchmarks/node-bar/makepayment.lua).
+        """)
+    var exportRequests: String?
     @Flag(help: "The acquirer drops replies or resets connections (acquirer-sim faults): a case that reaches it may also be answered FAIL 85.")
     var acquirerFaults = false
 
@@ -74,6 +80,17 @@ struct VippsSim: AsyncParsableCommand {
         configuration.verifyIdempotency = !noVerify
         configuration.showProgress = !quiet && isatty(STDERR_FILENO) == 1
 
+        if let exportRequests {
+            do {
+                let written = try await LoadRun(configuration, log: { FileHandle.standardError.write(Data(("vipps-sim: " + $0 + "\n").utf8)) })
+                    .exportRequests(to: exportRequests)
+                print("wrote \(written) makePayment requests to \(exportRequests)")
+            } catch {
+                FileHandle.standardError.write(Data("vipps-sim: \(error)\n".utf8))
+                throw ExitCode(2)
+            }
+            return
+        }
         let report: Report
         do {
             report = try await LoadRun(configuration, log: { FileHandle.standardError.write(Data(("vipps-sim: " + $0 + "\n").utf8)) }).run()

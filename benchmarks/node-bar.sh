@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The guide's end-to-end bar, measured here side by side: the same prepared makePayment requests,
+# driven by wrk on the same cores, against (1) a stateless Node endpoint (node-bar/server.js: cluster
+# of one process per core, node:crypto, decrypt + parse + answer, no store, no token check) and (2)
+# psp-worker serve (token check, store read, durable SQLite attempt + outcome, simulator acquirer).
+# Rounds take turns with `openssl speed -multi <cores> rsa2048`, and each figure is reported as a
+# share of the ceiling measured next to it.
+#
+#   SCRATCH=$PWD/../.build ./node-bar.sh      (after a release build there; else it builds)
+#
+# Environment (defaults): ROUNDS (2), SECONDS_PER_RUN (10), CONNECTIONS (64), WRK_THREADS (1),
+# SCRATCH (benchmarks/.build-e2e). Needs node and wrk (apt-get install -y nodejs wrk).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+HERE="$ROOT/benchmarks"
+SCRATCH=${SCRATCH:-$ROOT/benchmarks/.build-e2e}
+ROUNDS=${ROUNDS:-2}
+RUN_SECONDS=${SECONDS_PER_RUN:-10}
+CONNECTIONS=${CONNECTIONS:-64}
+export WRK_THREADS=${WRK_THREADS:-1}
+CORES=$(nproc)
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk"; exit 2; }
+command -v node >/dev/null || { echo "node is needed: apt-get install -y nodejs"; exit 2; }
+
+for product in psp-worker vipps-sim; do
+    swift build --package-path "$ROOT" --scratch-path "$SCRATCH" -c release --product "$product" 2>&1 | tail -1
+done
+BIN=$(swift build --package-path "$ROOT" --scratch-path "$SCRATCH" -c release --show-bin-path)
+
+WORK=$(mktemp -d)
+export PSP_ADMIN_TOKEN=$(openssl rand -hex 24)
+PIDS=()
+trap 'for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$WORK"' EXIT
+
+wait_port() { # log file -> port
+    local port=""
+    for _ in $(seq 1 100); do
+        port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$1" | head -1)
+        [ -n "$port" ] && { echo "$port"; return; }
+        sleep 0.1
+    done
+    echo "did not start:" >&2; cat "$1" >&2; exit 2
+}
+ceiling() { openssl speed -seconds 3 -multi "$CORES" rsa2048 2>/dev/null | awk '/^rsa 2048 bits/ { print $(NF-1) }'; }
+
+cd "$ROOT"
+"$BIN/psp-worker" serve --port 0 --store "sqlite:$WORK/bar.sqlite" --queue-capacity 4096 >"$WORK/worker.log" 2>&1 &
+PIDS+=($!)
+WORKER_PORT=$(wait_port "$WORK/worker.log")
+NODE_PORT=$((WORKER_PORT + 1))
+node "$HERE/node-bar/server.js" keys-example/psp-private-key.pem "$NODE_PORT" >"$WORK/node.log" 2>&1 &
+PIDS+=($!)
+wait_port "$WORK/node.log" >/dev/null
+
+echo "machine: nproc $CORES; $(lscpu | grep 'Model name' | sed 's/  */ /g'); $(openssl version); node $(node --version); $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2)"
+echo "wrk -t$WRK_THREADS -c$CONNECTIONS -d${RUN_SECONDS}s, every request a distinct approved payment; $ROUNDS rounds"
+printf "%-6s %-34s %10s %10s %9s %9s %9s %7s\n" round endpoint "ceiling" "req/s" "share" "p50 ms" "p99 ms" "not ok"
+wrk_run() { # url requests-file -> WRK line
+    REQUESTS="$2" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${RUN_SECONDS}s" --timeout 10s -s "$HERE/node-bar/makepayment.lua" "$1" | grep '^WRK'
+}
+for round in $(seq 1 "$ROUNDS"); do
+    C1=$(ceiling)
+    COUNT=$(awk -v c="$C1" -v s="$RUN_SECONDS" 'BEGIN { printf "%d", c * s * 1.3 + 1000 }')
+    "$BIN/vipps-sim" --url "http://127.0.0.1:$WORKER_PORT" --quiet --count "$COUNT" --mix approved=100 \
+        --export-requests "$WORK/requests.tsv" >/dev/null 2>"$WORK/export.err" || { cat "$WORK/export.err"; exit 2; }
+    NODE=$(wrk_run "http://127.0.0.1:$NODE_PORT/makePayment" "$WORK/requests.tsv")
+    OURS=$(wrk_run "http://127.0.0.1:$WORKER_PORT/makePayment" "$WORK/requests.tsv")
+    C2=$(ceiling)
+    for pair in "node (stateless, cluster)|$NODE" "psp-worker (token, SQLite, acquirer)|$OURS"; do
+        name=${pair%%|*}; line=${pair#*|}
+        echo "$line" | awk -v r="$round" -v n="$name" -v c1="$C1" -v c2="$C2" '{
+            c = (c1 + c2) / 2; rate = $3 / $5
+            printf "%-6s %-34s %10.1f %10.1f %9.3f %9.2f %9.2f %7d%s\n", r, n, c, rate, rate / c, $7, $11, $15, ($17 > 0 ? "  (file ran out: " $17 " repeats)" : "")
+        }'
+    done
+done
