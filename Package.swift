@@ -133,7 +133,7 @@ let package = Package(
         .testTarget(name: "MakePaymentTests", dependencies: ["MakePayment", "CardCrypto"]),
         .testTarget(name: "AcquiringTests", dependencies: ["Acquiring", "AcquirerConformance", "MakePayment"]),
         .testTarget(name: "ProcessingTests", dependencies: ["Processing", "Acquiring", "MakePayment", "CardCrypto", "SQLitePaymentStore", "PaymentStoreConformance"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "SQLitePaymentStoreTests", dependencies: ["SQLitePaymentStore", "PaymentStoreConformance", "Processing"]),
+        .testTarget(name: "SQLitePaymentStoreTests", dependencies: ["SQLitePaymentStore", "PaymentStoreConformance", "Processing", "MakePayment"]),
         .testTarget(name: "LoadGenerationTests", dependencies: ["LoadGeneration", "MakePayment"]),
         .testTarget(name: "PSPWorkerTests", dependencies: [
             "PSPWorker", "psp-worker", "SQLitePaymentStore", "Acquiring", "CardCrypto", "MakePayment", "Processing",

@@ -44,6 +44,7 @@ public struct PaymentStoreConformance: Sendable {
         Check(name: "a cancelled payment takes no attempt and no outcome", body: { try await $0.cancelledTakesNothing() }),
         Check(name: "reversal is stored with its outcome and retried until acknowledged", body: { try await $0.reversalLifecycle() }),
         Check(name: "outcomes and orphaned attempts survive a reopen", body: { try await $0.survivesReopen() }),
+        Check(name: "the makePayment read follows every transition", body: { try await $0.makePaymentReadFollowsTransitions() }),
     ]
 
     // MARK: helpers
@@ -76,6 +77,34 @@ public struct PaymentStoreConformance: Sendable {
         try Self.expect(record?.state == .pending && record?.outcome == nil && record?.authorizationsSent == 0, "a new payment is pending")
         try Self.expect(record?.createdAt == 10, "createdAt must be kept")
         try Self.expect(try await store.payment("p-missing") == nil, "an unknown id reads as nil")
+    }
+
+    /// `paymentForMakePayment` may answer from memory, but within one store it must always agree
+    /// with `payment` once a transition has returned.
+    func makePaymentReadFollowsTransitions() async throws {
+        let store = try await makeStore()
+        func agree(_ id: String, _ state: PaymentState?, _ step: String) async throws {
+            let front = try await store.paymentForMakePayment(id)
+            let plain = try await store.payment(id)
+            try Self.expect(front == plain, "after \(step), the makePayment read \(String(describing: front)) differs from the plain read \(String(describing: plain))")
+            try Self.expect(front?.state == state, "after \(step), the payment must be \(String(describing: state)), got \(String(describing: front?.state))")
+        }
+        try await agree("p-f-missing", nil, "nothing")
+        _ = try await store.register(Self.registration("p-f"), now: 5)
+        try await agree("p-f", .pending, "register")
+        _ = try await store.register(Self.registration("p-f", amount: 99), now: 6)
+        try await agree("p-f", .pending, "a refused second registration")
+        try Self.expect(try await store.paymentForMakePayment("p-f")?.registration.amount == 1000, "the first registration stands")
+        _ = try await store.beginAttempt("p-f", attempt: Self.attempt("p-f"), now: 7)
+        try await agree("p-f", .processing, "beginAttempt")
+        _ = try await store.recordOutcome("p-f", outcome: Self.approved, reversal: nil, now: 8)
+        try await agree("p-f", .completed, "recordOutcome")
+        _ = try await store.register(Self.registration("p-f-92"), now: 5)
+        _ = try await store.recordOutcome("p-f-92", outcome: PaymentOutcome(status: .fail, error: APIError.unableToDecrypt.message), reversal: nil, now: 6)
+        try await agree("p-f-92", .completed, "recordOutcome without an attempt")
+        _ = try await store.register(Self.registration("p-f-cx"), now: 5)
+        _ = try await store.cancel("p-f-cx", now: 6)
+        try await agree("p-f-cx", .cancelled, "cancel")
     }
 
     func duplicateRegistrationIsRefused() async throws {

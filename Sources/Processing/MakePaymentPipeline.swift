@@ -82,7 +82,7 @@ public final class MakePaymentPipeline: Sendable {
         // 2. Find the payment.
         let record: PaymentRecord
         do {
-            guard let found = try await store.payment(id) else {
+            guard let found = try await store.paymentForMakePayment(id) else {
                 return MakePaymentResult(httpStatus: 404, response: .fail(id, .invalidRequest))
             }
             record = found

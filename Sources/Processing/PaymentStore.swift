@@ -153,6 +153,12 @@ public enum BeginAttemptResult: Sendable, Equatable {
 public protocol PaymentStore: Sendable {
     func register(_ registration: PaymentRegistration, now: Int64) async throws -> RegisterResult
     func payment(_ pspTransactionId: String) async throws -> PaymentRecord?
+    /// The payment as the makePayment front needs it, which a store may answer from memory for a
+    /// payment it registered and has not moved since. Such a `pending` may be stale (another
+    /// process may have moved the payment); that is safe because every transition is conditional
+    /// here: a stale `pending` costs a wasted decryption, never a second authorization. Everything
+    /// else (an outcome, cancelled, processing) is read from the store itself.
+    func paymentForMakePayment(_ pspTransactionId: String) async throws -> PaymentRecord?
     func cancel(_ pspTransactionId: String, now: Int64) async throws -> CancelResult
     /// Atomically moves a pending payment to processing with the attempt recorded.
     func beginAttempt(_ pspTransactionId: String, attempt: AttemptRecord, now: Int64) async throws -> BeginAttemptResult
@@ -166,4 +172,11 @@ public protocol PaymentStore: Sendable {
     /// Records a try of a reversal: acknowledged, or not (with when to try next, or failed for good).
     func recordReversalTry(_ reversalId: String, state: ReversalState, nextTryAt: Int64, now: Int64) async throws
     func reversals(for pspTransactionId: String) async throws -> [ReversalRecord]
+}
+
+extension PaymentStore {
+    /// By default, a plain read.
+    public func paymentForMakePayment(_ pspTransactionId: String) async throws -> PaymentRecord? {
+        try await payment(pspTransactionId)
+    }
 }

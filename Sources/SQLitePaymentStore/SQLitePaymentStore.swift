@@ -12,12 +12,17 @@ public final class SQLitePaymentStore: PaymentStore {
     private let writer: SQLiteWriter
     private let readers = Mutex<[SQLiteConnection]>([])
     private let checkpointer: SQLiteCheckpointer
+    /// Payments registered here and not moved since: the makePayment front's read, from memory.
+    private let pending: PendingRegistrations
     public let path: String
 
     /// - Parameter groupCommitWindow: how long the writer may wait for a group to fill under load
     ///   (never when writes are sparse); zero commits whatever has arrived at once.
-    public init(path: String, groupCommitWindow: Duration = .milliseconds(2)) throws {
+    /// - Parameter pendingLimit: how many registered, not yet processed payments are remembered in
+    ///   memory for the makePayment front (past it, the front reads the file; zero: always).
+    public init(path: String, groupCommitWindow: Duration = .milliseconds(2), pendingLimit: Int = 100_000) throws {
         self.path = path
+        pending = PendingRegistrations(limit: pendingLimit)
         let write = try SQLiteConnection(path: path, readOnly: false)
         try write.execute("PRAGMA journal_mode=WAL")
         try write.execute("PRAGMA synchronous=FULL")
@@ -103,7 +108,7 @@ public final class SQLitePaymentStore: PaymentStore {
     // MARK: PaymentStore
 
     public func register(_ r: PaymentRegistration, now: Int64) async throws -> RegisterResult {
-        try await writer.perform { db in
+        let result: RegisterResult = try await writer.perform { db in
             let changed = try db.run("""
                 INSERT INTO payments (psp_transaction_id, merchant_serial_number, merchant_order_id, amount, currency,
                     token_hash, payment_text, state, created_at, updated_at)
@@ -113,10 +118,17 @@ public final class SQLitePaymentStore: PaymentStore {
                       .integer(now), .integer(now)])
             return changed == 1 ? .created : .alreadyExists
         }
+        if result == .created { pending.insert(r, at: now) }
+        return result
     }
 
     public func payment(_ id: String) async throws -> PaymentRecord? {
         try read { db in try Self.read(db, id) }
+    }
+
+    public func paymentForMakePayment(_ id: String) async throws -> PaymentRecord? {
+        if let remembered = pending.record(id) { return remembered }
+        return try read { db in try Self.read(db, id) }
     }
 
     private static let selectPayment = """
@@ -155,7 +167,8 @@ public final class SQLitePaymentStore: PaymentStore {
     }
 
     public func cancel(_ id: String, now: Int64) async throws -> CancelResult {
-        try await writer.perform { db in
+        pending.remove(id)
+        return try await writer.perform { db in
             let changed = try db.run("UPDATE payments SET state = 'cancelled', updated_at = ? WHERE psp_transaction_id = ? AND state = 'pending'",
                                      [.integer(now), .text(id)])
             if changed == 1 { return .cancelled }
@@ -165,7 +178,8 @@ public final class SQLitePaymentStore: PaymentStore {
     }
 
     public func beginAttempt(_ id: String, attempt: AttemptRecord, now: Int64) async throws -> BeginAttemptResult {
-        try await writer.perform { db in
+        pending.remove(id)
+        return try await writer.perform { db in
             let changed = try db.run("""
                 UPDATE payments SET state = 'processing', updated_at = ?, masked_pan = ?, authorizations_sent = authorizations_sent + 1,
                     attempt_id = ?, attempt_reference = ?, attempt_instance_id = ?, attempt_started_at = ?
@@ -182,7 +196,8 @@ public final class SQLitePaymentStore: PaymentStore {
     }
 
     public func recordOutcome(_ id: String, outcome: PaymentOutcome, reversal: ReversalRequest?, now: Int64) async throws -> PaymentOutcome? {
-        try await writer.perform { db in
+        pending.remove(id)
+        return try await writer.perform { db in
             let changed = try db.run("""
                 UPDATE payments SET state = 'completed', updated_at = ?, completed_at = ?, outcome_status = ?, outcome_error_id = ?,
                     outcome_error_text = ?, masked_pan = COALESCE(?, masked_pan), acquirer_response_code = ?, authorization_code = ?,
@@ -245,5 +260,35 @@ public final class SQLitePaymentStore: PaymentStore {
             try db.run(Self.selectReversal + " WHERE psp_transaction_id = ? ORDER BY created_at", [.text(id)]) { out.append(Self.reversal($0)) }
             return out
         }
+    }
+}
+
+/// The makePayment front's read, from memory: payments registered in this process and not moved
+/// out of `pending` since (each transition forgets its payment before it is written). Bounded:
+/// past `limit`, new registrations are not remembered and their front reads the file.
+final class PendingRegistrations: Sendable {
+    private struct Entry { let registration: PaymentRegistration; let createdAt: Int64 }
+    private let entries = Mutex<[String: Entry]>([:])
+    let limit: Int
+
+    init(limit: Int) { self.limit = max(0, limit) }
+
+    var count: Int { entries.withLock { $0.count } }
+
+    func insert(_ registration: PaymentRegistration, at now: Int64) {
+        entries.withLock { e in
+            if e.count < limit { e[registration.pspTransactionId] = Entry(registration: registration, createdAt: now) }
+        }
+    }
+
+    func remove(_ id: String) {
+        _ = entries.withLock { $0.removeValue(forKey: id) }
+    }
+
+    /// The record the file holds for a payment registered here and not moved since.
+    func record(_ id: String) -> PaymentRecord? {
+        guard let entry = entries.withLock({ $0[id] }) else { return nil }
+        return PaymentRecord(registration: entry.registration, state: .pending, outcome: nil, attempt: nil,
+                             authorizationsSent: 0, createdAt: entry.createdAt, updatedAt: entry.createdAt, completedAt: nil)
     }
 }

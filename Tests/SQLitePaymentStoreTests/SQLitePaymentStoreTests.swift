@@ -1,4 +1,5 @@
 import Foundation
+import MakePayment
 import PaymentStoreConformance
 import Processing
 import SQLitePaymentStore
@@ -37,6 +38,39 @@ final class TemporaryDatabase: Sendable {
                 try database.open()
             })
         try await check.run(suite)
+    }
+
+    /// A second process on the same file moves a payment this one registered: this one's front still
+    /// sees it pending (a stale hint), and the conditional transition is what stops a second attempt.
+    @Test func staleMakePaymentReadCannotBeginASecondAttempt() async throws {
+        let database = TemporaryDatabase()
+        let first = try database.open()
+        let second = try database.open()
+        _ = try await first.register(PaymentStoreConformance.registration("p-two"), now: 1)
+        let attempt = AttemptRecord(attemptId: "a2", instanceId: "second", maskedPAN: MaskedPAN(masked: "400000******0002")!, startedAt: 2)
+        #expect(try await second.beginAttempt("p-two", attempt: attempt, now: 2) == .begun)
+        #expect(try await first.paymentForMakePayment("p-two")?.state == .pending)
+        #expect(try await first.payment("p-two")?.state == .processing)
+        let again = AttemptRecord(attemptId: "a1", instanceId: "first", maskedPAN: MaskedPAN(masked: "400000******0002")!, startedAt: 3)
+        guard case .notPending(let record) = try await first.beginAttempt("p-two", attempt: again, now: 3) else {
+            Issue.record("a second attempt began")
+            return
+        }
+        #expect(record.authorizationsSent == 1 && record.attempt?.attemptId == "a2")
+        // Once this store has tried to move the payment, it no longer answers from memory.
+        #expect(try await first.paymentForMakePayment("p-two")?.state == .processing)
+    }
+
+    @Test func pendingLimitFallsBackToTheFile() async throws {
+        let database = TemporaryDatabase()
+        let store = try SQLitePaymentStore(path: database.path, pendingLimit: 1)
+        defer { store.close() }
+        for i in 0..<3 { _ = try await store.register(PaymentStoreConformance.registration("p-limit-\(i)"), now: Int64(i)) }
+        for i in 0..<3 {
+            let front = try await store.paymentForMakePayment("p-limit-\(i)")
+            let plain = try await store.payment("p-limit-\(i)")
+            #expect(front != nil && front == plain)
+        }
     }
 
     @Test func usesWriteAheadLogging() async throws {

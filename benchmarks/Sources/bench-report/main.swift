@@ -19,22 +19,36 @@ struct Options {
     /// Only the ceiling and the pipeline: a quick loop while working on the pipeline.
     var pipelineOnly = false
 
+    static let usage = "usage: bench-report [--rounds 3] [--seconds 5] [--payments 5000] [--in-flight 64] [--threads <cores>] [--pipeline-only]"
+
+    /// Exits with the usage (status 0 for --help, 2 for anything it does not understand).
+    static func exit(_ message: String?) -> Never {
+        if let message { FileHandle.standardError.write(Data(("bench-report: " + message + "\n" + usage + "\n").utf8)); Glibc.exit(2) }
+        print(usage)
+        Glibc.exit(0)
+    }
+
     init(_ arguments: [String]) {
         var i = 1
         func value() -> String {
             i += 1
-            guard i < arguments.count else { fatalError("\(arguments[i - 1]) needs a value") }
+            guard i < arguments.count else { Options.exit("\(arguments[i - 1]) needs a value") }
             return arguments[i]
+        }
+        func number<T: LosslessStringConvertible>(_ option: String) -> T {
+            guard let parsed = T(value()) else { Options.exit("\(option) needs a number") }
+            return parsed
         }
         while i < arguments.count {
             switch arguments[i] {
-            case "--seconds": seconds = Double(value()) ?? seconds
-            case "--payments": payments = Int(value()) ?? payments
-            case "--threads": threads = Int(value()) ?? threads
-            case "--in-flight": inFlight = Int(value()) ?? inFlight
-            case "--rounds": rounds = max(1, Int(value()) ?? rounds)
+            case "--seconds": seconds = number("--seconds")
+            case "--payments": payments = number("--payments")
+            case "--threads": threads = max(1, number("--threads"))
+            case "--in-flight": inFlight = max(1, number("--in-flight"))
+            case "--rounds": rounds = max(1, number("--rounds"))
             case "--pipeline-only": pipelineOnly = true
-            default: fatalError("unknown option \(arguments[i])")
+            case "--help", "-h": Options.exit(nil)
+            default: Options.exit("unknown option \(arguments[i])")
             }
             i += 1
         }
