@@ -92,8 +92,13 @@ public func buildApplication(
 
     let workers = WorkerPoolService(queue: queue, workers: configuration.workers,
                                     maxAuthorizing: configuration.maxAuthorizationsInFlight, pipeline: pipeline)
+    let makePayment = routes.makePaymentEndpoint()
+    let path = configuration.makePaymentPath, maxBodyBytes = configuration.maxBodyBytes
     return Application(
         router: router,
+        server: .http1(configuration: .init(additionalChannelHandlers: [
+            MakePaymentChannelHandler(path: path, maxBodyBytes: maxBodyBytes, serve: makePayment),
+        ])),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "psp-worker"),
         // Shut down in reverse: the HTTP server first (finishing requests in flight), then the
         // workers (draining the queue), then reversals, then the store.

@@ -33,14 +33,8 @@ struct Routes: Sendable {
     }
 
     func add(to router: Router<BasicRequestContext>) {
-        let inFlight = Gauge(label: "psp_makepayment_in_flight", factory: factory)
         let depth = Gauge(label: "psp_queue_depth", factory: factory)
-        let counter = InFlightCounter()
-        router.post(RouterPath(configuration.makePaymentPath)) { request, _ -> Response in
-            inFlight.record(counter.enter())
-            defer { inFlight.record(counter.leave()) }
-            return await makePayment(request)
-        }
+        // POST makePaymentPath is answered ahead of the router, by MakePaymentChannelHandler.
         router.post("/payments") { request, _ in await adminOnly(request) { await register(request) } }
         router.post("/payments/:id/cancel") { request, context in
             await adminOnly(request) { await cancel(context.parameters.get("id") ?? "") }
@@ -60,24 +54,23 @@ struct Routes: Sendable {
 
     // MARK: makePayment
 
-    func makePayment(_ request: Request) async -> Response {
-        var request = request
-        let buffer: ByteBuffer
-        do {
-            buffer = try await request.collectBody(upTo: configuration.maxBodyBytes)
-        } catch {
-            return Responses.makePayment(MakePaymentResult(httpStatus: 413, response: .fail("", .invalidRequest)))
+    /// makePayment: the body and the Authorization header in, the answer out (see MakePaymentChannelHandler).
+    func makePaymentEndpoint() -> MakePaymentChannelHandler.Serve {
+        let inFlight = Gauge(label: "psp_makepayment_in_flight", factory: factory)
+        let counter = InFlightCounter()
+        let pipeline = self.pipeline, queue = self.queue
+        return { buffer, authorization in
+            inFlight.record(counter.enter())
+            defer { inFlight.record(counter.leave()) }
+            let parsed = buffer.withUnsafeReadableBytes { MakePaymentRequest.parse(json: $0) }
+            let body: MakePaymentRequest?, fallbackId: String
+            switch parsed {
+            case .request(let request): (body, fallbackId) = (request, "")
+            // For a body that is not a valid request, still name the payment in the answer if we can.
+            case .invalid(let id): (body, fallbackId) = (nil, id ?? "")
+            }
+            return await pipeline.handle(body: body, authorization: authorization, queue: queue, idForInvalidBody: fallbackId)
         }
-        let parsed = buffer.withUnsafeReadableBytes { MakePaymentRequest.parse(json: $0) }
-        let body: MakePaymentRequest?, fallbackId: String
-        switch parsed {
-        case .request(let request): (body, fallbackId) = (request, "")
-        // For a body that is not a valid request, still name the payment in the answer if we can.
-        case .invalid(let id): (body, fallbackId) = (nil, id ?? "")
-        }
-        let result = await pipeline.handle(body: body, authorization: request.headers[.authorization], queue: queue,
-                                           idForInvalidBody: fallbackId)
-        return Responses.makePayment(result)
     }
 
     // MARK: admin

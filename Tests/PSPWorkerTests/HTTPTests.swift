@@ -223,3 +223,104 @@ extension TestResponse {
         }
     }
 }
+
+/// makePayment is answered ahead of the router (MakePaymentChannelHandler); on one keep-alive
+/// connection it must still take turns with the routes it hands on, in the order sent.
+@Suite struct MakePaymentConnectionTests {
+    @Test func pipelinedRequestsOnOneConnectionAreAnsweredInOrder() async throws {
+        try await LiveWorker.run { client in
+            for id in ["c1", "c2"] { #expect(try await client.register(id).status == .created) }
+            let port = try #require(client.port)
+            func makePayment(_ id: String) -> String {
+                let body = #"{"pspTransactionId":"\#(id)","merchantSerialNumber":"123456","cardData":"\#(TestKeys.cardData(code: "00"))","confirmed":"YES"}"#
+                return "POST /makePayment HTTP/1.1\r\nHost: x\r\nAuthorization: token-\(id)\r\nContent-Type: application/json\r\n"
+                    + "Content-Length: \(body.utf8.count)\r\n\r\n" + body
+            }
+            let getHealth = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+            let getPayment = "GET /payments/c1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(LiveWorker.adminToken)\r\n\r\n"
+            // All five at once: two makePayments, each followed by a request the router answers.
+            let answers = try RawHTTP.exchange(port: port, makePayment("c1") + getHealth + makePayment("c2") + getPayment + getHealth, answers: 5)
+            #expect(answers.map(\.status) == [200, 200, 200, 200, 200])
+            #expect(answers[0].body == #"{"paymentInfo":{"pspTransactionId":"c1","status":"OK"}}"#)
+            #expect(answers[1].body == #"{"status":"UP"}"#)
+            #expect(answers[2].body == #"{"paymentInfo":{"pspTransactionId":"c2","status":"OK"}}"#)
+            #expect(answers[3].body.contains(#""state":"completed""#))
+            #expect(answers[4].body == #"{"status":"UP"}"#)
+            // The headers Hummingbird would have sent.
+            #expect(answers[0].headers["content-type"] == "application/json")
+            #expect(answers[0].headers["server"] == "psp-worker")
+            #expect(answers[0].headers["date"]?.hasSuffix(" GMT") == true)
+        }
+    }
+
+    @Test func connectionCloseIsHonoured() async throws {
+        try await LiveWorker.run { client in
+            let port = try #require(client.port)
+            let body = #"{"pspTransactionId":"none","merchantSerialNumber":"123456","cardData":"AA==","confirmed":"YES"}"#
+            let request = "POST /makePayment?x=1 HTTP/1.1\r\nHost: x\r\nAuthorization: t\r\nConnection: close\r\nContent-Length: \(body.utf8.count)\r\n\r\n" + body
+            // Answered (404: no such payment), then closed by the server: reading to the end returns.
+            let answers = try RawHTTP.exchange(port: port, request, answers: 1, readToEnd: true)
+            #expect(answers.map(\.status) == [404])
+            #expect(answers[0].headers["connection"] == "close")
+        }
+    }
+}
+
+/// A bare HTTP/1.1 client on a socket, for what a test client hides (pipelining, connection close).
+enum RawHTTP {
+    struct Answer { var status: Int; var headers: [String: String]; var body: String }
+
+    static func exchange(port: Int, _ requests: String, answers count: Int, readToEnd: Bool = false) throws -> [Answer] {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw RawHTTPError.connect }
+        let bytes = Array(requests.utf8)
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+            guard n > 0 else { throw RawHTTPError.send }
+            sent += n
+        }
+        var received: [UInt8] = []
+        var answers: [Answer] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            while let (answer, used) = parse(received) {
+                answers.append(answer)
+                received.removeFirst(used)
+            }
+            if answers.count >= count && !readToEnd { return answers }
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n == 0 { return answers }  // closed by the server
+            guard n > 0 else { throw RawHTTPError.timeout(answers.count) }
+            received.append(contentsOf: buffer[..<n])
+        }
+    }
+
+    /// One whole answer (with Content-Length) from the front of `bytes`, and how many bytes it used.
+    static func parse(_ bytes: [UInt8]) -> (Answer, Int)? {
+        let separator: [UInt8] = [13, 10, 13, 10]
+        guard bytes.count >= 4, let end = (0...(bytes.count - 4)).first(where: { Array(bytes[$0..<$0 + 4]) == separator }) else { return nil }
+        let lines = String(decoding: bytes[..<end], as: UTF8.self).components(separatedBy: "\r\n")
+        let status = Int(lines[0].split(separator: " ")[1]) ?? 0
+        var headers: [String: String] = [:]
+        for line in lines.dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        }
+        let length = Int(headers["content-length"] ?? "0") ?? 0
+        guard bytes.count >= end + 4 + length else { return nil }
+        return (Answer(status: status, headers: headers, body: String(decoding: bytes[(end + 4)..<(end + 4 + length)], as: UTF8.self)), end + 4 + length)
+    }
+
+    enum RawHTTPError: Error { case connect, send, timeout(Int) }
+}

@@ -69,14 +69,17 @@ public final class PipelineRig: Sendable {
         return (result.response.json, result.response.paymentInfo.status == .ok)
     }
 
-    /// Runs every remaining payment on `concurrency` tasks; makePayments per second.
-    public func run(concurrency: Int) async -> (perSecond: Double, failures: Int) {
+    /// Runs payments on `concurrency` tasks until `seconds` have passed (tasks take no new payment
+    /// after that) or the rig is used up; makePayments per second and how many were made.
+    public func run(concurrency: Int, seconds: Double = .infinity) async -> (perSecond: Double, made: Int, failures: Int) {
         let start = ContinuousClock.now
+        let deadline = seconds.isFinite ? start + .milliseconds(Int64(seconds * 1000)) : nil
+        let usedBefore = used
         let failures = await withTaskGroup(of: Int.self) { group in
             for _ in 0..<concurrency {
                 group.addTask {
                     var failures = 0
-                    while let answer = await self.makePayment() {
+                    while deadline.map({ ContinuousClock.now < $0 }) ?? true, let answer = await self.makePayment() {
                         if !answer.ok { failures += 1 }
                     }
                     return failures
@@ -86,7 +89,8 @@ public final class PipelineRig: Sendable {
         }
         let elapsed = ContinuousClock.now - start
         let (s, atto) = elapsed.components
-        return (Double(used) / (Double(s) + Double(atto) / 1e18), failures)
+        let made = used - usedBefore
+        return (Double(made) / (Double(s) + Double(atto) / 1e18), made, failures)
     }
 
     /// Stops the store and removes its files.

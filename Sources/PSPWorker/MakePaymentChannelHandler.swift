@@ -1,0 +1,226 @@
+import Foundation
+import HTTPTypes
+import MakePayment
+import NIOCore
+import NIOHTTPTypes
+import Processing
+import Synchronization
+
+/// Serves `POST <makePaymentPath>` straight from the connection's channel pipeline, ahead of
+/// Hummingbird's router, and hands every other request on to it. makePayment is the one call on
+/// the hot path: here it skips the router, the request and response types and the async stream
+/// between the event loop and the handler task, and its front (parse, payment, token, merchant,
+/// idempotency) runs on the event loop at once (`Task.immediate`) until it waits for a worker.
+///
+/// One request at a time per connection, as HTTP/1.1 answers them: parts that arrive while an
+/// answer is outstanding (ours, or Hummingbird's for a request handed on) wait in a small backlog.
+/// On graceful shutdown the quiesce event is held until our answer is written, so a makePayment in
+/// flight is answered before the connection closes.
+final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    /// The endpoint's work: the body and the Authorization header in, the answer out.
+    typealias Serve = @Sendable (ByteBuffer, String?) async -> MakePaymentResult
+
+    private enum State {
+        case idle
+        /// Reading a makePayment body (`tooLarge`: past the limit; the rest is dropped and 413 answered).
+        case collecting(body: ByteBuffer, authorization: String?, closeAfter: Bool, tooLarge: Bool)
+        /// Our answer is being made.
+        case answering
+        /// A request handed on to Hummingbird: still being read, and/or its answer not yet written.
+        case handedOn(reading: Bool, answered: Bool)
+    }
+
+    private let path: String
+    private let maxBodyBytes: Int
+    private let serve: Serve
+    private var state = State.idle
+    private var backlog = CircularBuffer<HTTPRequestPart>()
+    private var closeAfterAnswer = false
+    private var quiesceHeld = false
+    /// A client pipelining more than this many parts behind an outstanding answer is cut off.
+    private let backlogLimit = 64
+
+    init(path: String, maxBodyBytes: Int, serve: @escaping Serve) {
+        self.path = path
+        self.maxBodyBytes = maxBodyBytes
+        self.serve = serve
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        if backlog.isEmpty && accepts(part) {
+            handle(part, context: context)
+        } else if backlog.count < backlogLimit {
+            backlog.append(part)
+        } else {
+            context.close(promise: nil)
+        }
+    }
+
+    /// Whether `part` can be handled now rather than wait for an outstanding answer.
+    private func accepts(_ part: HTTPRequestPart) -> Bool {
+        switch state {
+        case .idle, .collecting: return true
+        case .handedOn(let reading, _): return reading
+        case .answering: return false
+        }
+    }
+
+    private func handle(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
+        switch (state, part) {
+        case (.idle, .head(let head)):
+            if head.method == .post, let target = Self.path(of: head), target == path {
+                let connection = head.headerFields[.connection]?.lowercased()
+                state = .collecting(body: context.channel.allocator.buffer(capacity: 0), authorization: head.headerFields[.authorization],
+                                    closeAfter: connection?.contains("close") ?? false, tooLarge: false)
+            } else {
+                state = .handedOn(reading: true, answered: false)
+                context.fireChannelRead(wrapInboundOut(part))
+            }
+        case (.collecting(var body, let authorization, let closeAfter, var tooLarge), .body(var chunk)):
+            state = .answering  // (no copy-on-write of `body` while it is taken out)
+            if !tooLarge {
+                if body.readableBytes + chunk.readableBytes > maxBodyBytes {
+                    tooLarge = true
+                    body.clear()
+                } else if body.readableBytes == 0 {
+                    body = chunk
+                } else {
+                    body.writeBuffer(&chunk)
+                }
+            }
+            state = .collecting(body: body, authorization: authorization, closeAfter: closeAfter, tooLarge: tooLarge)
+        case (.collecting(let body, let authorization, let closeAfter, let tooLarge), .end):
+            state = .answering
+            closeAfterAnswer = closeAfter
+            if tooLarge {
+                answer(MakePaymentResult(httpStatus: 413, response: .fail("", .invalidRequest)), context: context)
+            } else {
+                start(body: body, authorization: authorization, context: context)
+            }
+        case (.handedOn(true, let answered), .end):
+            state = answered ? .idle : .handedOn(reading: false, answered: false)
+            context.fireChannelRead(wrapInboundOut(part))
+            if answered { drainBacklog(context: context) }
+        case (.handedOn(true, _), _):
+            context.fireChannelRead(wrapInboundOut(part))
+        default:
+            // Out of order (a body without a head): the codec would not let this happen.
+            context.close(promise: nil)
+        }
+    }
+
+    /// Runs the endpoint; its front runs here on the event loop until the first wait.
+    private func start(body: ByteBuffer, authorization: String?, context: ChannelHandlerContext) {
+        let serve = self.serve
+        let eventLoop = context.eventLoop
+        let bound = NIOLoopBound((handler: self, context: context), eventLoop: eventLoop)
+        Task.immediate {
+            let result = await serve(body, authorization)
+            if eventLoop.inEventLoop {
+                bound.value.handler.answer(result, context: bound.value.context)
+            } else {
+                eventLoop.execute { bound.value.handler.answer(result, context: bound.value.context) }
+            }
+        }
+    }
+
+    private func answer(_ result: MakePaymentResult, context: ChannelHandlerContext) {
+        var head = HTTPResponse(status: .init(code: result.httpStatus))
+        var json = context.channel.allocator.buffer(capacity: 192).readableBytesView
+        result.response.appendJSON(to: &json)
+        let body = ByteBuffer(json)
+        head.headerFields[.contentType] = "application/json"
+        head.headerFields[.contentLength] = String(body.readableBytes)
+        head.headerFields[.date] = HTTPDate.now()
+        head.headerFields[.server] = "psp-worker"
+        if result.httpStatus == 503 { head.headerFields[.retryAfter] = "1" }
+        let close = closeAfterAnswer || quiesceHeld
+        if close { head.headerFields[.connection] = "close" }
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.write(wrapOutboundOut(.body(body)), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        state = .idle
+        closeAfterAnswer = false
+        if close {
+            backlog.removeAll()
+            context.close(promise: nil)
+            return
+        }
+        drainBacklog(context: context)
+    }
+
+    private func drainBacklog(context: ChannelHandlerContext) {
+        var handed = false
+        while let next = backlog.first, accepts(next) {
+            backlog.removeFirst()
+            if case .handedOn = state { handed = true }
+            handle(next, context: context)
+            if case .handedOn = state { handed = true }
+        }
+        // Hummingbird's async channel passes reads on at a read-complete, which a backlog
+        // drained outside a read would never see.
+        if handed { context.fireChannelReadComplete() }
+    }
+
+    /// Hummingbird's answer to a request handed on: once its end is written, the next may start.
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        context.write(data, promise: promise)
+        guard case .end = unwrapOutboundIn(data), case .handedOn(let reading, _) = state else { return }
+        if reading {
+            state = .handedOn(reading: true, answered: true)
+        } else {
+            state = .idle
+            drainBacklog(context: context)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent {
+            switch state {
+            case .collecting, .answering:
+                // Ours is in flight: close after answering it.
+                quiesceHeld = true
+                return
+            case .idle, .handedOn:
+                backlog.removeAll()
+            }
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    /// The path of a request target, without its query.
+    static func path(of head: HTTPRequest) -> Substring? {
+        guard let target = head.path else { return nil }
+        return target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first
+    }
+}
+
+/// The Date header's IMF-fixdate, made at most once a second.
+enum HTTPDate {
+    private static let cache = Mutex<(second: Int, text: String)>((-1, ""))
+
+    static func now() -> String {
+        var time = timespec()
+        clock_gettime(CLOCK_REALTIME, &time)
+        let second = time.tv_sec
+        return cache.withLock { cached in
+            if cached.second == second { return cached.text }
+            var t = second
+            var parts = tm()
+            gmtime_r(&t, &parts)
+            let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+            let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+            func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
+            let text = "\(days[Int(parts.tm_wday)]), \(two(parts.tm_mday)) \(months[Int(parts.tm_mon)]) \(1900 + parts.tm_year) "
+                + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) GMT"
+            cached = (second, text)
+            return text
+        }
+    }
+}
