@@ -12,6 +12,7 @@
 # bad-cryptogram=1,wrong-token=1), WORKERS (the cores: workers only decrypt; the waiting on the
 # store and the acquirer runs in tasks of its own), RATE_SHARE (0.8; several, e.g. "0.5 0.6 0.7 0.8",
 # give one open-loop run each: latency against load), RATE_SECONDS (30), SOAK_SECONDS (0),
+# WORKER_ARGS (more `psp-worker serve` options, e.g. "--group-commit-window-ms 0"),
 # SCRATCH (benchmarks/.build-e2e: the build folder; point it at an existing release build to reuse it).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -50,7 +51,7 @@ echo "ceiling: $CEILING sign/s on $CORES cores"
 
 echo "== start psp-worker (workers $WORKERS, store $WORK/e2e.sqlite)"
 (cd "$ROOT" && exec "$BIN/psp-worker" serve --port 0 --store "sqlite:$WORK/e2e.sqlite" --workers "$WORKERS" \
-    --queue-capacity 4096 --acquirer-timeout 2 >"$WORK/worker.log" 2>&1) &
+    --queue-capacity 4096 --acquirer-timeout 2 ${WORKER_ARGS:-} >"$WORK/worker.log" 2>&1) &
 WORKER_PID=$!
 PORT=""
 for _ in $(seq 1 100); do
