@@ -144,15 +144,19 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         if close { head.headerFields[.connection] = "close" }
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.write(wrapOutboundOut(.body(body)), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         state = .idle
         closeAfterAnswer = false
-        if close {
-            backlog.removeAll()
-            context.close(promise: nil)
+        guard close else {
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            drainBacklog(context: context)
             return
         }
-        drainBacklog(context: context)
+        // Closed once the answer is out, not before (a close fails writes still pending).
+        backlog.removeAll()
+        let channel = context.channel
+        let written = context.eventLoop.makePromise(of: Void.self)
+        written.futureResult.whenComplete { _ in channel.close(promise: nil) }
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
     }
 
     private func drainBacklog(context: ChannelHandlerContext) {
