@@ -81,9 +81,6 @@ public func buildApplication(
         keyRing: components.keyRing, store: components.store, acquirer: components.acquirer, codes: components.codes,
         metrics: metrics, reversals: reversals, logger: Logger(label: "psp-worker.pipeline"))
     let queue = InProcessMakePaymentQueue(capacity: configuration.queueCapacity)
-    // Group commits wait to fill only while payments queue for a worker (CPU-bound): a moderate
-    // load commits at once and keeps its latency.
-    (components.store as? SQLitePaymentStore)?.gatherOnlyWhile { queue.depth > 0 }
     if configuration.adminToken == nil {
         logger.warning("no admin token (--admin-token-file or PSP_ADMIN_TOKEN): the /payments endpoints answer 401")
     }

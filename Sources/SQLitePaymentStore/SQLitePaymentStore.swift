@@ -48,13 +48,6 @@ public final class SQLitePaymentStore: PaymentStore {
 
     deinit { close() }
 
-    /// Lets the writer wait for a group to fill only while `condition` holds (besides the load
-    /// rule): the worker passes "makePayments are waiting in the queue", so that a moderate load,
-    /// which has CPU to spare, is not delayed by the window.
-    public func gatherOnlyWhile(_ condition: @escaping @Sendable () -> Bool) {
-        writer.gatherOnlyWhile(condition)
-    }
-
     /// Group commits so far: how many COMMITs, and how many writes they carried.
     public var groupCommits: (commits: Int, writes: Int) {
         let counts = writer.counts

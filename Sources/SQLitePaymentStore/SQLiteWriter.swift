@@ -34,9 +34,6 @@ final class SQLiteWriter: @unchecked Sendable {
     private var arrivalInterval: Double = 1e9
     private var statistics = Statistics()
     private let gatherWindow: UInt64
-    /// Gathering also needs this to hold (when set): e.g. "makePayments are waiting for a worker",
-    /// the sign that CPU, not the disk, is what runs short, so that saving fsyncs pays for the wait.
-    private var gatherCondition: (@Sendable () -> Bool)?
     private let groupLimit = 256
     private var thread: Thread?
     private let stopped = DispatchSemaphore(value: 0)
@@ -49,12 +46,6 @@ final class SQLiteWriter: @unchecked Sendable {
         thread.name = name
         self.thread = thread
         thread.start()
-    }
-
-    func gatherOnlyWhile(_ condition: @escaping @Sendable () -> Bool) {
-        self.condition.lock()
-        gatherCondition = condition
-        self.condition.unlock()
     }
 
     var counts: Statistics {
@@ -102,7 +93,7 @@ final class SQLiteWriter: @unchecked Sendable {
             condition.lock()
             while pending.isEmpty && !closed { idle = true; condition.wait(); idle = false }
             if pending.isEmpty && closed { condition.unlock(); break }
-            if gatherWindow > 0 && arrivalInterval < Double(gatherWindow) && gatherCondition?() != false {
+            if gatherWindow > 0 && arrivalInterval < Double(gatherWindow) {
                 let deadline = pendingSince &+ gatherWindow
                 while pending.count < groupLimit && !closed {
                     let now = monotonicNanoseconds()

@@ -38,23 +38,4 @@ import Testing
         try reader.run("SELECT count(*) FROM t") { rows = Int($0.int(0)) }
         #expect(rows == 100)
     }
-
-    /// With its condition false the writer never waits for a group to fill, however long the
-    /// window: a write with a one-minute window commits at once (the bound below is 30 s only so
-    /// that the test fails rather than waits if it gathers; the write takes milliseconds).
-    @Test func noGatheringWhileItsConditionIsFalse() async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("writer-\(UUID().uuidString).sqlite").path
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
-        let connection = try SQLiteConnection(path: path, readOnly: false)
-        try connection.execute("PRAGMA journal_mode=WAL; CREATE TABLE t (x INTEGER PRIMARY KEY)")
-        let writer = SQLiteWriter(connection: connection, name: "test-writer", gatherWindow: .seconds(60))
-        defer { writer.close() }
-        writer.gatherOnlyWhile { false }
-        let started = ContinuousClock.now
-        for i in 0..<3 {
-            try await writer.perform { db in try db.run("INSERT INTO t (x) VALUES (?)", [.integer(Int64(i))]) }
-        }
-        #expect(ContinuousClock.now - started < .seconds(30))
-        #expect(writer.counts == SQLiteWriter.Statistics(commits: 3, pieces: 3))
-    }
 }
