@@ -23,30 +23,19 @@ DELAY_MS=${DELAY_MS:-2}
 JITTER_MS=${JITTER_MS:-3}
 MIX=${MIX:-approved=88,51=4,05=3,timeout=2,bad-cryptogram=1,wrong-token=1,no=1}
 
-for product in psp-worker vipps-sim acquirer-sim; do
-    swift build --package-path "$ROOT" --scratch-path "$SCRATCH" -c release --product "$product" 2>&1 | tail -1
-done
-BIN=$(swift build --package-path "$ROOT" --scratch-path "$SCRATCH" -c release --show-bin-path)
+source "$ROOT/benchmarks/lib.sh"
+build_release psp-worker vipps-sim acquirer-sim
 WORK=$(mktemp -d)
 export PSP_ADMIN_TOKEN=$(openssl rand -hex 24)
 PIDS=()
 cleanup() { for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-wait_for() {  # file, sed expression printing the port
-    for _ in $(seq 1 100); do
-        local port; port=$(sed -n "$2" "$1" | head -1)
-        if [ -n "$port" ]; then echo "$port"; return 0; fi
-        sleep 0.1
-    done
-    cat "$1" >&2; return 1
-}
-
 "$BIN/acquirer-sim" --iso-port 0 --http-port 0 --drop-every "$DROP_EVERY" --delay-ms "$DELAY_MS" --jitter-ms "$JITTER_MS" \
     --journal "$WORK/journal.json" >"$WORK/acquirer.log" 2>&1 &
 PIDS+=($!)
-ISO_PORT=$(wait_for "$WORK/acquirer.log" 's/.*ISO 8583 listening on [0-9.]*:\([0-9]*\).*/\1/p')
-HTTP_PORT=$(wait_for "$WORK/acquirer.log" 's/.*HTTP JSON listening on [0-9.]*:\([0-9]*\).*/\1/p')
+ISO_PORT=$(logged_port "$WORK/acquirer.log" "" 's/.*ISO 8583 listening on [0-9.]*:\([0-9]*\).*/\1/p')
+HTTP_PORT=$(logged_port "$WORK/acquirer.log" "" 's/.*HTTP JSON listening on [0-9.]*:\([0-9]*\).*/\1/p')
 case "$ACQUIRER" in
     iso8583) URL="iso8583://127.0.0.1:$ISO_PORT"; FAULTS="--acquirer-faults" ;;
     http) URL="http://127.0.0.1:$HTTP_PORT"; FAULTS="--acquirer-faults" ;;
@@ -58,7 +47,7 @@ echo "== acquirer-sim: drop every $DROP_EVERY, delay ${DELAY_MS}+${JITTER_MS} ms
 (cd "$ROOT" && exec "$BIN/psp-worker" serve --port 0 --store "sqlite:$WORK/store.sqlite" --acquirer "$URL" \
     --acquirer-timeout 1 --queue-capacity 4096 >"$WORK/worker.log" 2>&1) &
 PIDS+=($!)
-PORT=$(wait_for "$WORK/worker.log" 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p')
+PORT=$(logged_port "$WORK/worker.log")
 
 set +e
 (cd "$ROOT" && "$BIN/vipps-sim" --url "http://127.0.0.1:$PORT" --count "$COUNT" --concurrency "$CONCURRENCY" \

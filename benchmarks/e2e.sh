@@ -27,10 +27,8 @@ SOAK_SECONDS=${SOAK_SECONDS:-0}
 CORES=$(nproc)
 
 echo "== build (release, $SCRATCH)"
-for product in psp-worker vipps-sim; do
-    swift build --package-path "$ROOT" --scratch-path "$SCRATCH" -c release --product "$product" 2>&1 | tail -1
-done
-BIN=$(swift build --package-path "$ROOT" --scratch-path "$SCRATCH" -c release --show-bin-path)
+source "$ROOT/benchmarks/lib.sh"
+build_release psp-worker vipps-sim
 
 WORK=$(mktemp -d)
 export PSP_ADMIN_TOKEN=$(openssl rand -hex 24)
@@ -53,14 +51,7 @@ echo "== start psp-worker (workers $WORKERS, store $WORK/e2e.sqlite)"
 (cd "$ROOT" && exec "$BIN/psp-worker" serve --port 0 --store "sqlite:$WORK/e2e.sqlite" --workers "$WORKERS" \
     --queue-capacity 4096 --acquirer-timeout 2 ${WORKER_ARGS:-} >"$WORK/worker.log" 2>&1) &
 WORKER_PID=$!
-PORT=""
-for _ in $(seq 1 100); do
-    PORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/worker.log" | head -1)
-    [ -n "$PORT" ] && break
-    kill -0 "$WORKER_PID" 2>/dev/null || { cat "$WORK/worker.log"; exit 2; }
-    sleep 0.1
-done
-[ -n "$PORT" ] || { echo "psp-worker did not start"; cat "$WORK/worker.log"; exit 2; }
+PORT=$(logged_port "$WORK/worker.log" "$WORKER_PID") || { echo "psp-worker did not start"; exit 2; }
 URL="http://127.0.0.1:$PORT"
 echo "listening on $URL (pid $WORKER_PID)"
 

@@ -22,35 +22,24 @@ CORES=$(nproc)
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk"; exit 2; }
 command -v node >/dev/null || { echo "node is needed: apt-get install -y nodejs"; exit 2; }
 
-for product in psp-worker vipps-sim; do
-    swift build --package-path "$ROOT" --scratch-path "$SCRATCH" -c release --product "$product" 2>&1 | tail -1
-done
-BIN=$(swift build --package-path "$ROOT" --scratch-path "$SCRATCH" -c release --show-bin-path)
+source "$HERE/lib.sh"
+build_release psp-worker vipps-sim
 
 WORK=$(mktemp -d)
 export PSP_ADMIN_TOKEN=$(openssl rand -hex 24)
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$WORK"' EXIT
 
-wait_port() { # log file -> port
-    local port=""
-    for _ in $(seq 1 100); do
-        port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$1" | head -1)
-        [ -n "$port" ] && { echo "$port"; return; }
-        sleep 0.1
-    done
-    echo "did not start:" >&2; cat "$1" >&2; exit 2
-}
 ceiling() { openssl speed -seconds 3 -multi "$CORES" rsa2048 2>/dev/null | awk '/^rsa 2048 bits/ { print $(NF-1) }'; }
 
 cd "$ROOT"
 "$BIN/psp-worker" serve --port 0 --store "sqlite:$WORK/bar.sqlite" --queue-capacity 4096 >"$WORK/worker.log" 2>&1 &
 PIDS+=($!)
-WORKER_PORT=$(wait_port "$WORK/worker.log")
+WORKER_PORT=$(logged_port "$WORK/worker.log" "${PIDS[0]}")
 NODE_PORT=$((WORKER_PORT + 1))
 node "$HERE/node-bar/server.js" keys-example/psp-private-key.pem "$NODE_PORT" >"$WORK/node.log" 2>&1 &
 PIDS+=($!)
-wait_port "$WORK/node.log" >/dev/null
+logged_port "$WORK/node.log" "${PIDS[1]}" >/dev/null
 
 echo "machine: nproc $CORES; $(lscpu | grep 'Model name' | sed 's/  */ /g'); $(openssl version); node $(node --version); $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2)"
 echo "wrk -t$WRK_THREADS -c$CONNECTIONS -d${RUN_SECONDS}s, every request a distinct approved payment; $ROUNDS rounds"

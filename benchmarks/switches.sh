@@ -16,12 +16,8 @@ cd "$ROOT"
 "$BIN/psp-worker" serve --port 0 --store "sqlite:$WORK/s.sqlite" --queue-capacity 4096 >"$WORK/worker.log" 2>&1 &
 WORKER_PID=$!
 trap 'kill -TERM $WORKER_PID 2>/dev/null; wait $WORKER_PID 2>/dev/null; rm -rf "$WORK"' EXIT
-PORT=""
-for _ in $(seq 1 100); do
-    PORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/worker.log" | head -1)
-    [ -n "$PORT" ] && break
-    sleep 0.1
-done
+source "$ROOT/benchmarks/lib.sh"
+PORT=$(logged_port "$WORK/worker.log" "$WORKER_PID")
 switches() { cat /proc/"$WORKER_PID"/task/*/status | awk '/ctxt_switches/ { s += $2 } END { print s }'; }
 ticks() { awk '{ print $14 + $15 }' /proc/"$WORKER_PID"/stat; }
 HZ=$(getconf CLK_TCK)

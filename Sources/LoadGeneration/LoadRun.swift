@@ -90,10 +90,15 @@ public final class LoadRun: Sendable {
 
     /// Runs once; the client's threads stop when it returns.
     public func run() async throws -> Report {
+        try await stoppingClient { try await drive() }
+    }
+
+    /// `body`, then the client's threads stop, whether it returned or threw.
+    private func stoppingClient<T>(_ body: () async throws -> T) async throws -> T {
         do {
-            let report = try await drive()
+            let value = try await body()
             try? await group.shutdownGracefully()
-            return report
+            return value
         } catch {
             try? await group.shutdownGracefully()
             throw error
@@ -104,12 +109,7 @@ public final class LoadRun: Sendable {
     /// of sending them, for another load generator (wrk): one line per payment,
     /// `pspTransactionId<TAB>Authorization<TAB>body`. Returns how many were written.
     public func exportRequests(to path: String) async throws -> Int {
-        let plan: [PlannedPayment]
-        do { plan = try await prepareAndRegister() } catch {
-            try? await group.shutdownGracefully()
-            throw error
-        }
-        try? await group.shutdownGracefully()
+        let plan = try await stoppingClient { try await prepareAndRegister() }
         var text = ""
         text.reserveCapacity(plan.count * 480)
         for payment in plan {

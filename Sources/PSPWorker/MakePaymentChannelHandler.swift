@@ -201,7 +201,7 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     /// The path of a request target, without its query.
     static func path(of head: HTTPRequest) -> Substring? {
         guard let target = head.path else { return nil }
-        return target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first
+        return target[..<(target.firstIndex(of: "?") ?? target.endIndex)]
     }
 }
 

@@ -5,15 +5,6 @@ import Processing
 /// The makePayment answer (its JSON written by hand, in MakePayment), and small helpers for the
 /// admin endpoints.
 enum Responses {
-    static func makePayment(_ result: MakePaymentResult) -> Response {
-        var headers: HTTPFields = [.contentType: "application/json"]
-        if result.httpStatus == 503 { headers[.retryAfter] = "1" }
-        var body = ByteBuffer().readableBytesView
-        body.reserveCapacity(192)
-        result.response.appendJSON(to: &body)
-        return Response(status: .init(code: result.httpStatus), headers: headers, body: .init(byteBuffer: ByteBuffer(body)))
-    }
-
     static func json(_ status: HTTPResponse.Status, _ text: String) -> Response {
         Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text)))
     }

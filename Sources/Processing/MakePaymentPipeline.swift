@@ -327,7 +327,6 @@ final class AttemptIds: Sendable {
 final class InFlightPayments: Sendable {
     private let waiting = Mutex<[String: [CheckedContinuation<MakePaymentResult?, Never>]]>([:])
 
-
     func run(_ id: String, _ body: @Sendable () async -> MakePaymentResult) async -> MakePaymentResult {
         // The common case, no other call for this payment, takes the lead without suspending.
         let leads = waiting.withLock { w -> Bool in

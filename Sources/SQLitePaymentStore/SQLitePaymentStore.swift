@@ -132,7 +132,7 @@ public final class SQLitePaymentStore: PaymentStore {
 
     public func paymentForMakePayment(_ id: String) async throws -> PaymentRecord? {
         if let remembered = pending.record(id) { return remembered }
-        return try read { db in try Self.read(db, id) }
+        return try await payment(id)
     }
 
     private static let selectPayment = """
@@ -273,11 +273,9 @@ public final class SQLitePaymentStore: PaymentStore {
 final class PendingRegistrations: Sendable {
     private struct Entry { let registration: PaymentRegistration; let createdAt: Int64 }
     private let entries = Mutex<[String: Entry]>([:])
-    let limit: Int
+    private let limit: Int
 
     init(limit: Int) { self.limit = max(0, limit) }
-
-    var count: Int { entries.withLock { $0.count } }
 
     func insert(_ registration: PaymentRegistration, at now: Int64) {
         entries.withLock { e in

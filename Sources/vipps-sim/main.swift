@@ -80,10 +80,10 @@ struct VippsSim: AsyncParsableCommand {
         configuration.verifyIdempotency = !noVerify
         configuration.showProgress = !quiet && isatty(STDERR_FILENO) == 1
 
+        let log: @Sendable (String) -> Void = { FileHandle.standardError.write(Data(("vipps-sim: " + $0 + "\n").utf8)) }
         if let exportRequests {
             do {
-                let written = try await LoadRun(configuration, log: { FileHandle.standardError.write(Data(("vipps-sim: " + $0 + "\n").utf8)) })
-                    .exportRequests(to: exportRequests)
+                let written = try await LoadRun(configuration, log: log).exportRequests(to: exportRequests)
                 print("wrote \(written) makePayment requests to \(exportRequests)")
             } catch {
                 FileHandle.standardError.write(Data("vipps-sim: \(error)\n".utf8))
@@ -93,7 +93,7 @@ struct VippsSim: AsyncParsableCommand {
         }
         let report: Report
         do {
-            report = try await LoadRun(configuration, log: { FileHandle.standardError.write(Data(("vipps-sim: " + $0 + "\n").utf8)) }).run()
+            report = try await LoadRun(configuration, log: log).run()
         } catch {
             FileHandle.standardError.write(Data("vipps-sim: \(error)\n".utf8))
             throw ExitCode(2)

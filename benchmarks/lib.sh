@@ -1,0 +1,26 @@
+# Shared by the benchmark scripts (sourced after ROOT and SCRATCH are set).
+
+# build_release PRODUCT...: release builds of the repository's products in $SCRATCH; sets BIN.
+build_release() {
+    local product
+    for product in "$@"; do
+        swift build --package-path "$ROOT" --scratch-path "$SCRATCH" -c release --product "$product" 2>&1 | tail -1
+    done
+    BIN=$(swift build --package-path "$ROOT" --scratch-path "$SCRATCH" -c release --show-bin-path)
+}
+
+# logged_port LOG [PID] [SED]: the port a server wrote to LOG, by default from its
+# "listening on 127.0.0.1:PORT" line (SED: another sed expression printing the port). Waits up to
+# 10 s; fails with the log on stderr if the port never shows or PID exits first.
+logged_port() {
+    local log=$1 pid=${2:-} expression=${3:-'s/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p'} port
+    for _ in $(seq 1 100); do
+        port=$(sed -n "$expression" "$log" | head -1)
+        if [ -n "$port" ]; then echo "$port"; return 0; fi
+        if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then break; fi
+        sleep 0.1
+    done
+    echo "did not start:" >&2
+    cat "$log" >&2
+    return 1
+}
