@@ -9,7 +9,10 @@
 #   SCRATCH=$PWD/../.build ./node-bar.sh      (after a release build there; else it builds)
 #
 # Environment (defaults): ROUNDS (2), SECONDS_PER_RUN (10), CONNECTIONS (64), WRK_THREADS (1),
-# SCRATCH (benchmarks/.build-e2e). Needs node and wrk (apt-get install -y nodejs wrk).
+# SCRATCH (benchmarks/.build-e2e); WORKER_IA32CAP and NODE_IA32CAP (unset): an OPENSSL_ia32cap value
+# for that server alone (both libcrypto and Node's OpenSSL read it; see benchmarks/README.md, "RSA
+# code path"). The ceiling is always `openssl speed` as installed, with no OPENSSL_ia32cap.
+# Needs node and wrk (apt-get install -y nodejs wrk).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 HERE="$ROOT/benchmarks"
@@ -30,18 +33,20 @@ export PSP_ADMIN_TOKEN=$(openssl rand -hex 24)
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$WORK"' EXIT
 
+unset OPENSSL_ia32cap
 ceiling() { openssl speed -seconds 3 -multi "$CORES" rsa2048 2>/dev/null | awk '/^rsa 2048 bits/ { print $(NF-1) }'; }
 
 cd "$ROOT"
-"$BIN/psp-worker" serve --port 0 --store "sqlite:$WORK/bar.sqlite" --queue-capacity 4096 >"$WORK/worker.log" 2>&1 &
+env ${WORKER_IA32CAP:+OPENSSL_ia32cap=$WORKER_IA32CAP} "$BIN/psp-worker" serve --port 0 --store "sqlite:$WORK/bar.sqlite" --queue-capacity 4096 >"$WORK/worker.log" 2>&1 &
 PIDS+=($!)
 WORKER_PORT=$(logged_port "$WORK/worker.log" "${PIDS[0]}")
 NODE_PORT=$((WORKER_PORT + 1))
-node "$HERE/node-bar/server.js" keys-example/psp-private-key.pem "$NODE_PORT" >"$WORK/node.log" 2>&1 &
+env ${NODE_IA32CAP:+OPENSSL_ia32cap=$NODE_IA32CAP} node "$HERE/node-bar/server.js" keys-example/psp-private-key.pem "$NODE_PORT" >"$WORK/node.log" 2>&1 &
 PIDS+=($!)
 logged_port "$WORK/node.log" "${PIDS[1]}" >/dev/null
 
 echo "machine: nproc $CORES; $(lscpu | grep 'Model name' | sed 's/  */ /g'); $(openssl version); node $(node --version); $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2)"
+echo "OPENSSL_ia32cap: psp-worker ${WORKER_IA32CAP:-(unset)}, node ${NODE_IA32CAP:-(unset)}, ceiling (unset)"
 echo "wrk -t$WRK_THREADS -c$CONNECTIONS -d${RUN_SECONDS}s, every request a distinct approved payment; $ROUNDS rounds"
 printf "%-6s %-34s %10s %10s %9s %9s %9s %7s\n" round endpoint "ceiling" "req/s" "share" "p50 ms" "p99 ms" "not ok"
 wrk_run() { # url requests-file -> WRK line

@@ -72,14 +72,20 @@ func measure(_ name: String, threads: Int, seconds: Double = options.seconds,
     return Measure.opsPerSecond(threads: threads, seconds: seconds, body)
 }
 
+/// The OPENSSL_ia32cap this process runs with, if any: it picks libcrypto's RSA code path (see
+/// README, "RSA code path"), for our shim and swift-crypto's BoringSSL alike, which read it at load.
+let codePath = ProcessInfo.processInfo.environment["OPENSSL_ia32cap"]
+
 /// `openssl speed -seconds S [-multi N] rsa2048`, run here so that it interleaves with our figures:
 /// on a shared or virtual machine the speed drifts, and a ratio is only fair within one round.
-func opensslSignsPerSecond(multi: Int?, seconds: Int = Int(options.seconds)) -> Double {
+/// The ceiling is openssl as installed, so its environment never has OPENSSL_ia32cap; with
+/// `samePath`, it runs on this process's code path instead (the ceiling of that path).
+func opensslSignsPerSecond(multi: Int?, seconds: Int = Int(options.seconds), samePath: Bool = false) -> Double {
     var arguments = ["speed", "-seconds", String(seconds)]
     if let multi { arguments += ["-multi", String(multi)] }
     arguments.append("rsa2048")
-    log("openssl " + arguments.joined(separator: " ") + " …")
-    let output = runUnblocked(["openssl"] + arguments)
+    log((samePath ? "OPENSSL_ia32cap=\(codePath ?? "") " : "") + "openssl " + arguments.joined(separator: " ") + " …")
+    let output = runUnblocked(["openssl"] + arguments, keepCodePath: samePath)
     // "rsa 2048 bits 0.000696s 0.000020s 1437.5 50731.2": sign/s is the next-to-last column.
     guard let line = output.split(separator: "\n").last(where: { $0.hasPrefix("rsa 2048 bits") }),
           let value = line.split(separator: " ").dropLast().last.flatMap({ Double($0) })
@@ -90,7 +96,7 @@ func opensslSignsPerSecond(multi: Int?, seconds: Int = Int(options.seconds)) -> 
 /// Runs a command and returns its standard output. Spawned with an empty signal mask and SIGALRM at
 /// its default: after an `await` this code may run on a pool thread that blocks signals, and
 /// `openssl speed -seconds` stops on SIGALRM, so it would inherit the block and never stop.
-func runUnblocked(_ argv: [String]) -> String {
+func runUnblocked(_ argv: [String], keepCodePath: Bool) -> String {
     var pipe: [Int32] = [0, 0]
     guard Glibc.pipe(&pipe) == 0 else { fatalError("pipe failed") }
     var actions = posix_spawn_file_actions_t()
@@ -110,8 +116,12 @@ func runUnblocked(_ argv: [String]) -> String {
     posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
     var pid: pid_t = 0
     let cArguments = argv.map { strdup($0) } + [nil]
-    let spawned = posix_spawnp(&pid, argv[0], &actions, &attributes, cArguments, environ)
+    let cEnvironment = ProcessInfo.processInfo.environment
+        .filter { keepCodePath || $0.key != "OPENSSL_ia32cap" }
+        .map { strdup($0.key + "=" + $0.value) } + [nil]
+    let spawned = posix_spawnp(&pid, argv[0], &actions, &attributes, cArguments, cEnvironment)
     cArguments.forEach { free($0) }
+    cEnvironment.forEach { free($0) }
     posix_spawn_file_actions_destroy(&actions)
     posix_spawnattr_destroy(&attributes)
     close(pipe[1])
@@ -129,6 +139,8 @@ struct Round {
     var pipelineCPU = 0.0
     /// `openssl speed -multi` measured in slices between the pipeline's.
     var pipelineCeiling = 0.0
+    /// The same ceilings on this process's code path, when OPENSSL_ia32cap is set.
+    var samePathOne = 0.0, samePathAll = 0.0, samePathPipeline = 0.0
 }
 
 /// User + system CPU seconds this process has used so far, all threads.
@@ -152,6 +164,7 @@ for r in 1...options.rounds {
     let slices = max(1, Int(options.seconds.rounded()))
     for _ in 0..<slices {
         round.ceilingOne += opensslSignsPerSecond(multi: nil, seconds: 1) / Double(slices)
+        if codePath != nil { round.samePathOne += opensslSignsPerSecond(multi: nil, seconds: 1, samePath: true) / Double(slices) }
         round.oursOne += measure("ours: withDecryptedCardData", threads: 1, seconds: 1) { _, i in
             _ = Decryptions.ours(ring, cards[i & 255])
         } / Double(slices)
@@ -162,6 +175,7 @@ for r in 1...options.rounds {
             _ = Decryptions.swiftCrypto(swiftCryptoKey, cards[i & 255])
         } / Double(slices)
         round.ceilingAll += opensslSignsPerSecond(multi: n, seconds: 1) / Double(slices)
+        if codePath != nil { round.samePathAll += opensslSignsPerSecond(multi: n, seconds: 1, samePath: true) / Double(slices) }
         round.parsedAll += measure("ours: decryptCardData", threads: n, seconds: 1) { t, i in
             _ = Decryptions.oursParsed(ring, cards[(i + t * 31) & 255])
         } / Double(slices)
@@ -187,6 +201,7 @@ func measurePipeline(_ round: inout Round) async throws {
     var cpu = 0.0, made = 0, failures = 0
     for _ in 0..<slices {
         round.pipelineCeiling += opensslSignsPerSecond(multi: n, seconds: 1) / Double(slices)
+        if codePath != nil { round.samePathPipeline += opensslSignsPerSecond(multi: n, seconds: 1, samePath: true) / Double(slices) }
         let cpuBefore = processCPUSeconds()
         let slice = await rig.run(concurrency: options.inFlight, seconds: 1)
         cpu += processCPUSeconds() - cpuBefore
@@ -219,24 +234,43 @@ func row(_ cells: [String]) -> String {
 
 var lines: [String] = []
 lines.append("bench-report: nproc \(n), \(options.rounds) rounds of \(Int(options.seconds)) s per figure; medians")
+if let codePath {
+    lines.append("OPENSSL_ia32cap=\(codePath) for this process (ours and swift-crypto); the ceiling is openssl as installed, "
+                 + "and each \"same path\" row is openssl speed with the same OPENSSL_ia32cap")
+}
 lines.append(row(["figure", "ops/s", "ratio", "target"]))
 lines.append(String(repeating: "-", count: 102))
+/// A row for the same-path ceiling and, under each figure, its ratio to it (only with OPENSSL_ia32cap).
+@MainActor func samePath(_ name: String, _ ceiling: KeyPath<Round, Double>, _ samePath: KeyPath<Round, Double>) {
+    guard codePath != nil else { return }
+    lines.append(row(["  … " + name + ", same path", f(figure(samePath)), "×" + f(ratio(samePath, ceiling), 3) + " of the ceiling", ""]))
+}
+@MainActor func ofSamePath(_ figureKey: KeyPath<Round, Double>, _ samePath: KeyPath<Round, Double>, cores: Int) {
+    guard codePath != nil else { return }
+    lines.append(row(["  … of openssl speed on the same path", "", f(ratio(figureKey, samePath), 3) + " of \(cores)-core same path", ""]))
+}
 if !options.pipelineOnly {
     lines.append(row(["openssl speed rsa2048 sign/s, 1 core (ceiling)", f(figure(\.ceilingOne)), "1", ""]))
+    samePath("openssl speed, 1 core", \.ceilingOne, \.samePathOne)
     lines.append(row(["openssl speed -multi \(n) rsa2048 sign/s (ceiling)", f(figure(\.ceilingAll)), "1", ""]))
+    samePath("openssl speed -multi \(n)", \.ceilingAll, \.samePathAll)
     lines.append(row(["ours: withDecryptedCardData, 1 thread", f(figure(\.oursOne)),
                       f(ratio(\.oursOne, \.ceilingOne), 3) + " of 1-core ceiling", "≥ 0.95"]))
+    ofSamePath(\.oursOne, \.samePathOne, cores: 1)
     lines.append(row(["ours: decryptCardData (decrypt + parse), 1 thread", f(figure(\.parsedOne)),
                       f(ratio(\.parsedOne, \.ceilingOne), 3) + " of 1-core ceiling", "≥ 0.95"]))
     lines.append(row(["ours: decryptCardData, \(n) threads", f(figure(\.parsedAll)),
                       f(ratio(\.parsedAll, \.ceilingAll), 3) + " of \(n)-core ceiling", ""]))
+    ofSamePath(\.parsedAll, \.samePathAll, cores: n)
     lines.append(row(["  … as a multiple of the 1-core ceiling", "", "×" + f(ratio(\.parsedAll, \.ceilingOne), 3), "≥ ×1.9"]))
 }
 lines.append(row(["openssl speed -multi \(n), beside the pipeline", f(figure(\.pipelineCeiling)), "1", ""]))
+samePath("openssl speed -multi \(n)", \.pipelineCeiling, \.samePathPipeline)
 lines.append(row(["pipeline in process, \(options.inFlight) in flight, SQLite (fsync)", f(figure(\.pipeline)),
                   f(ratio(\.pipeline, \.pipelineCeiling), 3) + " of \(n)-core ceiling", "≥ 0.90"]))
+ofSamePath(\.pipeline, \.samePathPipeline, cores: n)
 lines.append(row(["  … CPU per makePayment (µs, all threads)", f(figure(\.pipelineCPU)),
-                  "RSA alone: " + f(1e6 / figure(\.pipelineCeiling) * Double(n)) + " µs", ""]))
+                  "RSA alone: " + f(1e6 / figure(codePath == nil ? \.pipelineCeiling : \.samePathPipeline) * Double(n)) + " µs", ""]))
 if !options.pipelineOnly {
     lines.append(row(["swift-crypto _RSA decrypt OAEP-SHA256, 1 thread", f(figure(\.swiftCryptoOne)),
                       f(ratio(\.swiftCryptoOne, \.ceilingOne), 3) + " of 1-core ceiling", ""]))
