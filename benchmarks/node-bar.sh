@@ -9,7 +9,8 @@
 #   SCRATCH=$PWD/../.build ./node-bar.sh      (after a release build there; else it builds)
 #
 # Environment (defaults): ROUNDS (2), SECONDS_PER_RUN (10), CONNECTIONS (64), WRK_THREADS (1),
-# SCRATCH (benchmarks/.build-e2e); WORKER_IA32CAP and NODE_IA32CAP (unset): an OPENSSL_ia32cap value
+# SCRATCH (benchmarks/.build-e2e), WORKER_ARGS (more `psp-worker serve` options, e.g.
+# "--group-commit-window-ms 5"); WORKER_IA32CAP and NODE_IA32CAP (unset): an OPENSSL_ia32cap value
 # for that server alone (both libcrypto and Node's OpenSSL read it; see benchmarks/README.md, "RSA
 # code path"). The ceiling is always `openssl speed` as installed, with no OPENSSL_ia32cap.
 # Needs node and wrk (apt-get install -y nodejs wrk).
@@ -37,7 +38,7 @@ unset OPENSSL_ia32cap
 ceiling() { openssl speed -seconds 3 -multi "$CORES" rsa2048 2>/dev/null | awk '/^rsa 2048 bits/ { print $(NF-1) }'; }
 
 cd "$ROOT"
-env ${WORKER_IA32CAP:+OPENSSL_ia32cap=$WORKER_IA32CAP} "$BIN/psp-worker" serve --port 0 --store "sqlite:$WORK/bar.sqlite" --queue-capacity 4096 >"$WORK/worker.log" 2>&1 &
+env ${WORKER_IA32CAP:+OPENSSL_ia32cap=$WORKER_IA32CAP} "$BIN/psp-worker" serve --port 0 --store "sqlite:$WORK/bar.sqlite" --queue-capacity 4096 ${WORKER_ARGS:-} >"$WORK/worker.log" 2>&1 &
 PIDS+=($!)
 WORKER_PORT=$(logged_port "$WORK/worker.log" "${PIDS[0]}")
 NODE_PORT=$((WORKER_PORT + 1))
@@ -46,6 +47,7 @@ PIDS+=($!)
 logged_port "$WORK/node.log" "${PIDS[1]}" >/dev/null
 
 echo "machine: nproc $CORES; $(lscpu | grep 'Model name' | sed 's/  */ /g'); $(openssl version); node $(node --version); $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2)"
+echo "psp-worker options: ${WORKER_ARGS:-(defaults)}"
 echo "OPENSSL_ia32cap: psp-worker ${WORKER_IA32CAP:-(unset)}, node ${NODE_IA32CAP:-(unset)}, ceiling (unset)"
 echo "wrk -t$WRK_THREADS -c$CONNECTIONS -d${RUN_SECONDS}s, every request a distinct approved payment; $ROUNDS rounds"
 printf "%-6s %-34s %10s %10s %9s %9s %9s %7s\n" round endpoint "ceiling" "req/s" "share" "p50 ms" "p99 ms" "not ok"
