@@ -27,7 +27,7 @@ RATE_SHARE=${RATE_SHARE:-0.8}
 RATE_SECONDS=${RATE_SECONDS:-30}
 SOAK_SECONDS=${SOAK_SECONDS:-0}
 CORES=$(nproc)
-unset OPENSSL_ia32cap
+unset OPENSSL_ia32cap  # the worker gets only WORKER_IA32CAP
 
 echo "== build (release, $SCRATCH)"
 source "$ROOT/benchmarks/lib.sh"
@@ -47,10 +47,10 @@ trap 'stop_worker; rm -rf "$WORK"' EXIT
 
 echo "== machine: nproc $CORES; $(lscpu | grep 'Model name' | sed 's/  */ /g'); $(openssl version)"
 echo "== ceiling: openssl speed -seconds 5 -multi $CORES rsa2048 (sign/s = private-key operations/s)"
-CEILING=$(openssl speed -seconds 5 -multi "$CORES" rsa2048 2>/dev/null | awk '/^rsa 2048 bits/ { print $(NF-1) }')
+CEILING=$(signs_per_second 5)
 echo "ceiling: $CEILING sign/s on $CORES cores"
 if [ -n "${WORKER_IA32CAP:-}" ]; then
-    SAME_PATH=$(OPENSSL_ia32cap=$WORKER_IA32CAP openssl speed -seconds 5 -multi "$CORES" rsa2048 2>/dev/null | awk '/^rsa 2048 bits/ { print $(NF-1) }')
+    SAME_PATH=$(signs_per_second 5 "$WORKER_IA32CAP")
     echo "on the worker's RSA code path (OPENSSL_ia32cap=$WORKER_IA32CAP): $SAME_PATH sign/s, ×$(awk -v a="$SAME_PATH" -v b="$CEILING" 'BEGIN { printf "%.3f", a / b }') of the ceiling"
 fi
 

@@ -24,3 +24,10 @@ logged_port() {
     cat "$log" >&2
     return 1
 }
+
+# signs_per_second SECONDS [IA32CAP]: `openssl speed -multi <cores> rsa2048`'s sign/s, the ceiling;
+# with IA32CAP, on that OPENSSL_ia32cap's RSA code path instead of openssl as installed.
+signs_per_second() {
+    env -u OPENSSL_ia32cap ${2:+OPENSSL_ia32cap=$2} openssl speed -seconds "$1" -multi "$(nproc)" rsa2048 2>/dev/null \
+        | awk '/^rsa 2048 bits/ { print $(NF-1) }'
+}

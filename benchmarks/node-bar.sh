@@ -34,8 +34,9 @@ export PSP_ADMIN_TOKEN=$(openssl rand -hex 24)
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$WORK"' EXIT
 
+# Each server gets only the OPENSSL_ia32cap its variable above names.
 unset OPENSSL_ia32cap
-ceiling() { openssl speed -seconds 3 -multi "$CORES" rsa2048 2>/dev/null | awk '/^rsa 2048 bits/ { print $(NF-1) }'; }
+ceiling() { signs_per_second 3; }
 
 cd "$ROOT"
 env ${WORKER_IA32CAP:+OPENSSL_ia32cap=$WORKER_IA32CAP} "$BIN/psp-worker" serve --port 0 --store "sqlite:$WORK/bar.sqlite" --queue-capacity 4096 ${WORKER_ARGS:-} >"$WORK/worker.log" 2>&1 &
