@@ -142,8 +142,9 @@ let package = Package(
         .testTarget(name: "LoadGenerationTests", dependencies: ["LoadGeneration", "MakePayment"]),
         .testTarget(name: "PSPWorkerTests", dependencies: [
             "PSPWorker", "psp-worker", "SQLitePaymentStore", "Acquiring", "CardCrypto", "MakePayment", "Processing",
-            "LoadGeneration",
+            "LoadGeneration", "PaymentStoreConformance",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
+            .product(name: "NIOPosix", package: "swift-nio"),
         ], resources: [.copy("Fixtures")]),
     ]
 )

@@ -92,21 +92,24 @@ public func buildApplication(
     let router = Router(context: BasicRequestContext.self)
     routes.add(to: router)
 
+    let eventLoopGroup: MultiThreadedEventLoopGroup = configuration.eventLoopThreads.map { MultiThreadedEventLoopGroup(numberOfThreads: $0) } ?? .singleton
     let workers = WorkerPoolService(queue: queue, workers: configuration.workers,
-                                    maxAuthorizing: configuration.maxAuthorizationsInFlight, pipeline: pipeline)
+                                    maxAuthorizing: configuration.maxAuthorizationsInFlight, pipeline: pipeline,
+                                    executors: configuration.workersOnEventLoops ? EventLoopTaskExecutor.forEachLoop(of: eventLoopGroup) : [])
     let makePayment = routes.makePaymentEndpoint()
     let path = configuration.makePaymentPath, maxBodyBytes = configuration.maxBodyBytes
+    let staysOnEventLoop = configuration.workersOnEventLoops
     return Application(
         router: router,
         server: .http1(configuration: .init(additionalChannelHandlers: [
-            MakePaymentChannelHandler(path: path, maxBodyBytes: maxBodyBytes, serve: makePayment),
+            MakePaymentChannelHandler(path: path, maxBodyBytes: maxBodyBytes, staysOnEventLoop: staysOnEventLoop, serve: makePayment),
         ])),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "psp-worker"),
         // Shut down in reverse: the HTTP server first (finishing requests in flight), then the
         // workers (draining the queue), then reversals, then the store.
         services: [StoreCloser(close: components.closeStore), ReversalLoopService(reversals: reversals),
                    AcquirerKeepAlive(acquirer: components.acquirer), workers],
-        eventLoopGroupProvider: configuration.eventLoopThreads.map { .shared(MultiThreadedEventLoopGroup(numberOfThreads: $0)) } ?? .singleton,
+        eventLoopGroupProvider: .shared(eventLoopGroup),
         logger: logger)
 }
 
@@ -116,11 +119,12 @@ struct WorkerPoolService: Service {
     let workers: Int
     let maxAuthorizing: Int
     let pipeline: MakePaymentPipeline
+    let executors: [any TaskExecutor]
 
     func run() async throws {
         let pipeline = self.pipeline
         await withGracefulShutdownHandler {
-            await queue.runWorkers(workers, maxAuthorizing: maxAuthorizing) { job in pipeline.workStep(job) }
+            await queue.runWorkers(workers, maxAuthorizing: maxAuthorizing, executors: executors) { job in pipeline.workStep(job) }
         } onGracefulShutdown: {
             queue.close()
         }

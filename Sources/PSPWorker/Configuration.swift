@@ -40,6 +40,9 @@ public struct PSPWorkerConfiguration: Sendable {
     public var workers = PSPWorkerConfiguration.processorCount
     /// SwiftNIO event loop threads for HTTP (nil: NIO's shared group, one per core).
     public var eventLoopThreads: Int?
+    /// Whether the makePayment workers run on the HTTP event loop threads (fewer busy threads than
+    /// cores' worth of each; see EventLoopTaskExecutor) rather than on Swift's cooperative pool.
+    public var workersOnEventLoops = true
     public var queueCapacity = 1024
     /// Authorizations waiting on the acquirer at once; past it, workers wait and the queue fills.
     public var maxAuthorizationsInFlight = 4096

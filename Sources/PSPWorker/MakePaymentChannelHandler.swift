@@ -38,6 +38,10 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     private let path: String
     private let maxBodyBytes: Int
     private let serve: Serve
+    /// Set when the endpoint's task should stay on this connection's event loop after it waits
+    /// (the workers run on the event loops too): the answer is then written without a hop.
+    private let staysOnEventLoop: Bool
+    private var executor: EventLoopTaskExecutor?
     private var state = State.idle
     private var backlog = CircularBuffer<HTTPRequestPart>()
     private var closeAfterAnswer = false
@@ -45,10 +49,15 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     /// A client pipelining more than this many parts behind an outstanding answer is cut off.
     private let backlogLimit = 64
 
-    init(path: String, maxBodyBytes: Int, serve: @escaping Serve) {
+    init(path: String, maxBodyBytes: Int, staysOnEventLoop: Bool = false, serve: @escaping Serve) {
         self.path = path
         self.maxBodyBytes = maxBodyBytes
+        self.staysOnEventLoop = staysOnEventLoop
         self.serve = serve
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if staysOnEventLoop { executor = EventLoopTaskExecutor(context.eventLoop) }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -120,7 +129,7 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         let serve = self.serve
         let eventLoop = context.eventLoop
         let bound = NIOLoopBound((handler: self, context: context), eventLoop: eventLoop)
-        Task.immediate {
+        Task.immediate(executorPreference: executor) {
             let result = await serve(body, authorization)
             if eventLoop.inEventLoop {
                 bound.value.handler.answer(result, context: bound.value.context)

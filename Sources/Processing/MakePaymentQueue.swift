@@ -48,7 +48,10 @@ public protocol MakePaymentQueue: Sendable {
     /// Runs `workers` consumers, each handing jobs to `handler`, until the queue is closed and drained
     /// and every authorization it started has been answered. At most `maxAuthorizing` authorizations
     /// wait on the acquirer at once; past that, workers wait (and the queue fills: back-pressure).
-    func runWorkers(_ workers: Int, maxAuthorizing: Int, handler: @escaping @Sendable (MakePaymentJob) -> WorkStep) async
+    /// With `executors`, worker i and the authorizations it starts run on `executors[i % count]`
+    /// (the HTTP event loops, say); without, on the cooperative pool.
+    func runWorkers(_ workers: Int, maxAuthorizing: Int, executors: [any TaskExecutor],
+                    handler: @escaping @Sendable (MakePaymentJob) -> WorkStep) async
     /// Stops taking new jobs; workers finish what is queued and return.
     func close()
     /// Jobs waiting for a worker.
@@ -120,12 +123,13 @@ public final class InProcessMakePaymentQueue: MakePaymentQueue {
         }
     }
 
-    public func runWorkers(_ workers: Int, maxAuthorizing: Int = 4096,
+    public func runWorkers(_ workers: Int, maxAuthorizing: Int = 4096, executors: [any TaskExecutor] = [],
                            handler: @escaping @Sendable (MakePaymentJob) -> WorkStep) async {
         let slots = AuthorizationSlots(max(maxAuthorizing, 1))
         await withDiscardingTaskGroup { group in
-            for _ in 0..<max(workers, 1) {
-                group.addTask {
+            for worker in 0..<max(workers, 1) {
+                // Child tasks inherit the preference: the authorizations run where their worker does.
+                group.addTask(executorPreference: executors.isEmpty ? nil : executors[worker % executors.count]) {
                     await withDiscardingTaskGroup { authorizations in
                         while let entry = await self.next() {
                             // Let the continuations of payments already past their decryption

@@ -139,6 +139,8 @@ struct Serve: AsyncParsableCommand {
     var workers = PSPWorkerConfiguration.processorCount
     @Option(help: "SwiftNIO event loop threads for HTTP. Default: NIO's shared group, one per core.")
     var eventLoopThreads: Int?
+    @Option(help: "Where the workers run: event-loops (the HTTP threads; fewer task switches) or pool (Swift's cooperative pool).")
+    var workerThreads: WorkerThreads = .eventLoops
     @Option(help: "makePayment jobs that may wait for a worker; more are answered 503.") var queueCapacity = 1024
     @Option(help: "Seconds the acquirer has to answer before the outcome counts as unknown (85, reversed).")
     var acquirerTimeout: Double = 10
@@ -183,6 +185,7 @@ struct Serve: AsyncParsableCommand {
         configuration.acquirer = PSPWorkerConfiguration.AcquirerChoice(acquirer, simulatorLatency: .milliseconds(simulatorLatencyMs))!
         configuration.workers = workers
         configuration.eventLoopThreads = eventLoopThreads
+        configuration.workersOnEventLoops = workerThreads == .eventLoops
         configuration.groupCommitWindow = .microseconds(Int64(groupCommitWindowMs * 1000))
         configuration.queueCapacity = queueCapacity
         configuration.acquirerTimeout = .milliseconds(Int64(acquirerTimeout * 1000))
@@ -214,4 +217,9 @@ struct Serve: AsyncParsableCommand {
         if let token = ProcessInfo.processInfo.environment["PSP_ADMIN_TOKEN"], !token.isEmpty { return token }
         return nil
     }
+}
+
+enum WorkerThreads: String, ExpressibleByArgument, CaseIterable {
+    case eventLoops = "event-loops"
+    case pool
 }
