@@ -52,7 +52,8 @@ public struct PSPWorkerComponents: Sendable {
         }
         let acquirer: any AcquirerAdapter
         switch configuration.acquirer {
-        case .simulator(let latency): acquirer = SimulatorAcquirer(latency: latency)
+        // Room for a long load run (~10 minutes at 2,000/s) so that memory stays flat through it.
+        case .simulator(let latency): acquirer = SimulatorAcquirer(latency: latency, expectedPayments: 1_500_000)
         case .iso8583(let host, let port):
             acquirer = ISO8583Acquirer(configuration: .init(host: host, port: port), logger: Logger(label: "psp-worker.iso8583"))
         case .http(let baseURL):

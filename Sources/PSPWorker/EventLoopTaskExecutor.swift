@@ -1,4 +1,5 @@
 import NIOCore
+import Processing
 
 /// Runs a task's jobs on one SwiftNIO event loop, so that the makePayment workers and the HTTP
 /// front share the event loop threads instead of also waking the cooperative pool's: on a machine
@@ -7,12 +8,14 @@ import NIOCore
 ///
 /// A job from another thread costs one `execute` (a lock and, when the loop sleeps, an eventfd
 /// write); a job enqueued from the loop itself costs no wake-up at all.
-final class EventLoopTaskExecutor: TaskExecutor {
+final class EventLoopTaskExecutor: ThreadBoundTaskExecutor {
     let eventLoop: any EventLoop
 
     init(_ eventLoop: any EventLoop) {
         self.eventLoop = eventLoop
     }
+
+    var isCurrentThread: Bool { eventLoop.inEventLoop }
 
     func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)

@@ -58,6 +58,13 @@ public protocol MakePaymentQueue: Sendable {
     var depth: Int { get }
 }
 
+/// A task executor bound to one thread (an event loop's), that can tell whether it is the caller's.
+/// The queue uses it to hand a job to an idle worker on the submitting thread first: the job then
+/// runs there next, without waking another core (on a VM, an interrupt to another vCPU).
+public protocol ThreadBoundTaskExecutor: TaskExecutor {
+    var isCurrentThread: Bool { get }
+}
+
 public final class InProcessMakePaymentQueue: MakePaymentQueue {
     struct Entry: Sendable {
         let job: MakePaymentJob
@@ -65,7 +72,9 @@ public final class InProcessMakePaymentQueue: MakePaymentQueue {
     }
     private struct State {
         var jobs: Deque<Entry> = []
-        var idleWorkers: [CheckedContinuation<Entry?, Never>] = []
+        var idleWorkers: [(worker: Int, continuation: CheckedContinuation<Entry?, Never>)] = []
+        /// Worker i's executor, when it is bound to a thread.
+        var threads: [(any ThreadBoundTaskExecutor)?] = []
         var closed = false
     }
     public let capacity: Int
@@ -79,13 +88,20 @@ public final class InProcessMakePaymentQueue: MakePaymentQueue {
 
     public var depth: Int { queued.load(ordering: .relaxed) }
 
+    /// Workers waiting for a job.
+    public var idleWorkers: Int { state.withLock { $0.idleWorkers.count } }
+
     public func submit(_ job: MakePaymentJob) async throws -> MakePaymentResult {
         let result: MakePaymentResult? = await withCheckedContinuation { continuation in
             let entry = Entry(job: job, continuation: continuation)
             enum Action { case reject, handTo(CheckedContinuation<Entry?, Never>), queued }
             let action = state.withLock { s -> Action in
                 if s.closed || s.jobs.count >= capacity { return .reject }
-                if !s.idleWorkers.isEmpty { return .handTo(s.idleWorkers.removeLast()) }
+                if !s.idleWorkers.isEmpty {
+                    let threads = s.threads
+                    let local = s.idleWorkers.lastIndex { threads.indices.contains($0.worker) && threads[$0.worker]?.isCurrentThread == true }
+                    return .handTo(s.idleWorkers.remove(at: local ?? s.idleWorkers.count - 1).continuation)
+                }
                 s.jobs.append(entry)
                 return .queued
             }
@@ -99,25 +115,25 @@ public final class InProcessMakePaymentQueue: MakePaymentQueue {
         return result
     }
 
-    private func next() async -> Entry? {
+    private func next(worker: Int) async -> Entry? {
         // A job already waiting is taken without suspending (a suspension is a trip through the executor).
         if let entry = state.withLock({ $0.jobs.popFirst() }) {
             queued.subtract(1, ordering: .relaxed)
             return entry
         }
-        return await withCheckedContinuation { (worker: CheckedContinuation<Entry?, Never>) in
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Entry?, Never>) in
             enum Action { case run(Entry), finish, wait }
             let action = state.withLock { s -> Action in
                 if let entry = s.jobs.popFirst() { return .run(entry) }
                 if s.closed { return .finish }
-                s.idleWorkers.append(worker)
+                s.idleWorkers.append((worker: worker, continuation: continuation))
                 return .wait
             }
             switch action {
             case .run(let entry):
                 queued.subtract(1, ordering: .relaxed)
-                worker.resume(returning: entry)
-            case .finish: worker.resume(returning: nil)
+                continuation.resume(returning: entry)
+            case .finish: continuation.resume(returning: nil)
             case .wait: break
             }
         }
@@ -126,12 +142,16 @@ public final class InProcessMakePaymentQueue: MakePaymentQueue {
     public func runWorkers(_ workers: Int, maxAuthorizing: Int = 4096, executors: [any TaskExecutor] = [],
                            handler: @escaping @Sendable (MakePaymentJob) -> WorkStep) async {
         let slots = AuthorizationSlots(max(maxAuthorizing, 1))
+        let workers = max(workers, 1)
+        state.withLock { s in
+            s.threads = (0..<workers).map { executors.isEmpty ? nil : executors[$0 % executors.count] as? any ThreadBoundTaskExecutor }
+        }
         await withDiscardingTaskGroup { group in
-            for worker in 0..<max(workers, 1) {
+            for worker in 0..<workers {
                 // Child tasks inherit the preference: the authorizations run where their worker does.
                 group.addTask(executorPreference: executors.isEmpty ? nil : executors[worker % executors.count]) {
                     await withDiscardingTaskGroup { authorizations in
-                        while let entry = await self.next() {
+                        while let entry = await self.next(worker: worker) {
                             // Let the continuations of payments already past their decryption
                             // (store writes done, answers to send) run before this worker takes
                             // the pool thread for another ~1 ms of RSA: finishing started
@@ -158,7 +178,7 @@ public final class InProcessMakePaymentQueue: MakePaymentQueue {
         let idle = state.withLock { s -> [CheckedContinuation<Entry?, Never>] in
             s.closed = true
             defer { s.idleWorkers.removeAll() }
-            return s.idleWorkers
+            return s.idleWorkers.map(\.continuation)
         }
         idle.forEach { $0.resume(returning: nil) }
     }

@@ -45,4 +45,30 @@ import Testing
         #expect(!onLoop())
         try await group.shutdownGracefully()
     }
+
+    @Test func aJobGoesToTheIdleWorkerOnTheSubmittingLoop() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let executors = EventLoopTaskExecutor.forEachLoop(of: group)
+        let queue = InProcessMakePaymentQueue(capacity: 64)
+        let workers = Task {
+            await queue.runWorkers(2, executors: executors) { job in
+                // Answers with the index of the loop the worker runs on.
+                let loop = executors.firstIndex { $0.isCurrentThread }.map(String.init) ?? "none"
+                return .answered(MakePaymentResult(httpStatus: 200, response: .ok(loop)))
+            }
+        }
+        let record = PaymentRecord(registration: PaymentStoreConformance.registration("x"), state: .pending, outcome: nil,
+                                   attempt: nil, authorizationsSent: 0, createdAt: 0, updatedAt: 0, completedAt: nil)
+        let job = MakePaymentJob(request: MakePaymentRequest(pspTransactionId: "x", merchantSerialNumber: "1", cardData: "", confirmed: .yes),
+                                 payment: record)
+        for round in 0..<10 {
+            while queue.idleWorkers < 2 { try await Task.sleep(for: .milliseconds(1)) }
+            let submitting = round % 2
+            let answer = try await Task(executorPreference: executors[submitting]) { try await queue.submit(job) }.value
+            #expect(answer.response.paymentInfo.pspTransactionId == String(submitting), "round \(round)")
+        }
+        queue.close()
+        await workers.value
+        try await group.shutdownGracefully()
+    }
 }
