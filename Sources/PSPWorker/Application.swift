@@ -48,7 +48,8 @@ public struct PSPWorkerComponents: Sendable {
         case .sqlite(let path):
             let directory = (path as NSString).deletingLastPathComponent
             if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
-            store = try SQLitePaymentStore(path: path, groupCommitWindow: configuration.groupCommitWindow)
+            store = try SQLitePaymentStore(path: path, groupCommitWindow: configuration.groupCommitWindow,
+                                           busyGroupCommitWindow: configuration.busyGroupCommitWindow)
         }
         let acquirer: any AcquirerAdapter
         switch configuration.acquirer {
@@ -84,6 +85,9 @@ public func buildApplication(
         keyRing: components.keyRing, store: components.store, acquirer: components.acquirer, codes: components.codes,
         metrics: metrics, reversals: reversals, logger: Logger(label: "psp-worker.pipeline"))
     let queue = InProcessMakePaymentQueue(capacity: configuration.queueCapacity)
+    // Saturated: more jobs wait than the workers will take next.
+    let workerCount = max(configuration.workers, 1)
+    (components.store as? SQLitePaymentStore)?.whenBusy { queue.depth >= workerCount }
     if configuration.adminToken == nil {
         logger.warning("no admin token (--admin-token-file or PSP_ADMIN_TOKEN): the /payments endpoints answer 401")
     }

@@ -36,6 +36,8 @@ public struct PSPWorkerConfiguration: Sendable {
     public var store: StoreLocation = .sqlite(path: "data/psp-worker.sqlite")
     /// How long the store's writer may wait for a group commit to fill when writes come often.
     public var groupCommitWindow: Duration = .milliseconds(2)
+    /// The window while makePayments queue for a worker (the CPU is saturated).
+    public var busyGroupCommitWindow: Duration = .milliseconds(5)
     public var acquirer: AcquirerChoice = .simulator(latency: .zero)
     public var workers = PSPWorkerConfiguration.processorCount
     /// SwiftNIO event loop threads for HTTP (nil: NIO's shared group, one per core).

@@ -18,9 +18,12 @@ public final class SQLitePaymentStore: PaymentStore {
 
     /// - Parameter groupCommitWindow: how long the writer may wait for a group to fill under load
     ///   (never when writes are sparse); zero commits whatever has arrived at once.
+    /// - Parameter busyGroupCommitWindow: the window while the signal given to `whenBusy` says the
+    ///   CPU is saturated (nil: always `groupCommitWindow`).
     /// - Parameter pendingLimit: how many registered, not yet processed payments are remembered in
     ///   memory for the makePayment front (past it, the front reads the file; zero: always).
-    public init(path: String, groupCommitWindow: Duration = .milliseconds(2), pendingLimit: Int = 100_000) throws {
+    public init(path: String, groupCommitWindow: Duration = .milliseconds(2), busyGroupCommitWindow: Duration? = nil,
+                pendingLimit: Int = 100_000) throws {
         self.path = path
         pending = PendingRegistrations(limit: pendingLimit)
         let write = try SQLiteConnection(path: path, readOnly: false)
@@ -35,7 +38,8 @@ public final class SQLitePaymentStore: PaymentStore {
         // read from the OS for each of them.
         try write.execute("PRAGMA cache_size=-65536")
         try Self.migrate(write)
-        writer = SQLiteWriter(connection: write, name: "sqlite-writer", gatherWindow: groupCommitWindow)
+        writer = SQLiteWriter(connection: write, name: "sqlite-writer", gatherWindow: groupCommitWindow,
+                              busyWindow: busyGroupCommitWindow)
         checkpointer = try SQLiteCheckpointer(connection: SQLiteConnection(path: path, readOnly: false))
     }
 
@@ -47,6 +51,12 @@ public final class SQLitePaymentStore: PaymentStore {
     }
 
     deinit { close() }
+
+    /// Sets what tells the store that the machine is saturated (the worker: makePayments queue for a
+    /// worker); while it says so, the writer gathers for `busyGroupCommitWindow`.
+    public func whenBusy(_ signal: @escaping @Sendable () -> Bool) {
+        writer.whenBusy(signal)
+    }
 
     /// Group commits so far: how many COMMITs, and how many writes they carried.
     public var groupCommits: (commits: Int, writes: Int) {

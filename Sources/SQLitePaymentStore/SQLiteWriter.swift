@@ -34,18 +34,33 @@ final class SQLiteWriter: @unchecked Sendable {
     private var arrivalInterval: Double = 1e9
     private var statistics = Statistics()
     private let gatherWindow: UInt64
+    /// The window while `busy` says the CPU is saturated: then fewer, larger commits leave more of
+    /// it for RSA, and the wait costs no latency that the queue would not cost anyway.
+    private let busyWindow: UInt64
+    private var busy: (@Sendable () -> Bool)?
     private let groupLimit = 256
     private var thread: Thread?
     private let stopped = DispatchSemaphore(value: 0)
 
-    init(connection: SQLiteConnection, name: String, gatherWindow: Duration = .milliseconds(2)) {
+    init(connection: SQLiteConnection, name: String, gatherWindow: Duration = .milliseconds(2), busyWindow: Duration? = nil) {
         self.connection = connection
-        let (seconds, attoseconds) = gatherWindow.components
-        self.gatherWindow = UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
+        func nanoseconds(_ duration: Duration) -> UInt64 {
+            let (seconds, attoseconds) = duration.components
+            return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
+        }
+        self.gatherWindow = nanoseconds(gatherWindow)
+        self.busyWindow = nanoseconds(busyWindow ?? gatherWindow)
         let thread = Thread { [unowned self] in self.loop() }
         thread.name = name
         self.thread = thread
         thread.start()
+    }
+
+    /// Sets what tells the writer that the machine is saturated (read at each group's start).
+    func whenBusy(_ signal: @escaping @Sendable () -> Bool) {
+        condition.lock()
+        busy = signal
+        condition.unlock()
     }
 
     var counts: Statistics {
@@ -93,8 +108,9 @@ final class SQLiteWriter: @unchecked Sendable {
             condition.lock()
             while pending.isEmpty && !closed { idle = true; condition.wait(); idle = false }
             if pending.isEmpty && closed { condition.unlock(); break }
-            if gatherWindow > 0 && arrivalInterval < Double(gatherWindow) {
-                let deadline = pendingSince &+ gatherWindow
+            let window = busyWindow != gatherWindow && busy?() == true ? busyWindow : gatherWindow
+            if window > 0 && arrivalInterval < Double(window) {
+                let deadline = pendingSince &+ window
                 while pending.count < groupLimit && !closed {
                     let now = monotonicNanoseconds()
                     guard now < deadline else { break }

@@ -133,6 +133,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Where payments are recorded: sqlite:PATH.") var store = "sqlite:data/psp-worker.sqlite"
     @Option(help: "Milliseconds the store may wait for more writes to commit with, when writes come often (0: never).")
     var groupCommitWindowMs: Double = 2
+    @Option(help: "The window while makePayments queue for a worker (the CPU is saturated), in milliseconds.")
+    var busyGroupCommitWindowMs: Double = 5
     @Option(help: "Acquirer adapter: simulator, iso8583://HOST:PORT, or http(s)://HOST:PORT[/path].") var acquirer = "simulator"
     @Option(help: "Latency the simulator adds to every answer, in milliseconds.") var simulatorLatencyMs = 0
     @Option(help: "Worker tasks taking makePayment jobs off the queue. Default: the number of cores.")
@@ -152,8 +154,8 @@ struct Serve: AsyncParsableCommand {
         guard acquirerTimeout > 0 && acquirerTimeout < 15 else {
             throw ValidationError("--acquirer-timeout must be above 0 and below Vipps's 15 seconds")
         }
-        guard groupCommitWindowMs >= 0 && groupCommitWindowMs <= 100 else {
-            throw ValidationError("--group-commit-window-ms must be between 0 and 100")
+        guard groupCommitWindowMs >= 0 && groupCommitWindowMs <= 100, busyGroupCommitWindowMs >= 0 && busyGroupCommitWindowMs <= 100 else {
+            throw ValidationError("--group-commit-window-ms and --busy-group-commit-window-ms must be between 0 and 100")
         }
         if let eventLoopThreads, eventLoopThreads < 1 { throw ValidationError("--event-loop-threads must be at least 1") }
         guard workers >= 1, queueCapacity >= 1 else { throw ValidationError("--workers and --queue-capacity must be at least 1") }
@@ -187,6 +189,7 @@ struct Serve: AsyncParsableCommand {
         configuration.eventLoopThreads = eventLoopThreads
         configuration.workersOnEventLoops = workerThreads == .eventLoops
         configuration.groupCommitWindow = .microseconds(Int64(groupCommitWindowMs * 1000))
+        configuration.busyGroupCommitWindow = .microseconds(Int64(busyGroupCommitWindowMs * 1000))
         configuration.queueCapacity = queueCapacity
         configuration.acquirerTimeout = .milliseconds(Int64(acquirerTimeout * 1000))
         configuration.responseCodeOverridesPath = responseCodes

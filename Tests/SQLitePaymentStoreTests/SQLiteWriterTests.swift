@@ -38,4 +38,32 @@ import Testing
         try reader.run("SELECT count(*) FROM t") { rows = Int($0.int(0)) }
         #expect(rows == 100)
     }
+
+    /// While the busy signal says so, the writer gathers for the busy window: a write that comes
+    /// 50 ms after another joins its group. Otherwise (window zero) the first commits at once.
+    @Test(arguments: [false, true]) func theBusyWindowAppliesOnlyWhileBusy(busy: Bool) async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("writer-\(UUID().uuidString).sqlite").path
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let connection = try SQLiteConnection(path: path, readOnly: false)
+        try connection.execute("PRAGMA journal_mode=WAL; CREATE TABLE t (x INTEGER PRIMARY KEY)")
+        let writer = SQLiteWriter(connection: connection, name: "test-writer", gatherWindow: .zero, busyWindow: .milliseconds(500))
+        writer.whenBusy { busy }
+        func insert(_ x: Int) async throws {
+            try await writer.perform { db in _ = try db.run("INSERT INTO t (x) VALUES (?)", [.integer(Int64(x))]) }
+        }
+        // Writes close together first, so that the writer sees a load worth gathering for.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<40 { group.addTask { try await insert(i) } }
+            try await group.waitForAll()
+        }
+        let before = writer.counts.commits
+        async let first: Void = insert(100)
+        try await Task.sleep(for: .milliseconds(50))
+        try await insert(101)
+        try await first
+        let commits = writer.counts.commits - before
+        writer.close()
+        #expect(commits == (busy ? 1 : 2))
+    }
 }
+
