@@ -72,9 +72,8 @@ public final class InProcessMakePaymentQueue: MakePaymentQueue {
     }
     private struct State {
         var jobs: Deque<Entry> = []
-        var idleWorkers: [(worker: Int, continuation: CheckedContinuation<Entry?, Never>)] = []
-        /// Worker i's executor, when it is bound to a thread.
-        var threads: [(any ThreadBoundTaskExecutor)?] = []
+        /// Each with the thread its worker runs on, when it is bound to one.
+        var idleWorkers: [(thread: (any ThreadBoundTaskExecutor)?, continuation: CheckedContinuation<Entry?, Never>)] = []
         var closed = false
     }
     public let capacity: Int
@@ -98,8 +97,7 @@ public final class InProcessMakePaymentQueue: MakePaymentQueue {
             let action = state.withLock { s -> Action in
                 if s.closed || s.jobs.count >= capacity { return .reject }
                 if !s.idleWorkers.isEmpty {
-                    let threads = s.threads
-                    let local = s.idleWorkers.lastIndex { threads.indices.contains($0.worker) && threads[$0.worker]?.isCurrentThread == true }
+                    let local = s.idleWorkers.lastIndex { $0.thread?.isCurrentThread == true }
                     return .handTo(s.idleWorkers.remove(at: local ?? s.idleWorkers.count - 1).continuation)
                 }
                 s.jobs.append(entry)
@@ -115,7 +113,7 @@ public final class InProcessMakePaymentQueue: MakePaymentQueue {
         return result
     }
 
-    private func next(worker: Int) async -> Entry? {
+    private func next(on thread: (any ThreadBoundTaskExecutor)?) async -> Entry? {
         // A job already waiting is taken without suspending (a suspension is a trip through the executor).
         if let entry = state.withLock({ $0.jobs.popFirst() }) {
             queued.subtract(1, ordering: .relaxed)
@@ -126,7 +124,7 @@ public final class InProcessMakePaymentQueue: MakePaymentQueue {
             let action = state.withLock { s -> Action in
                 if let entry = s.jobs.popFirst() { return .run(entry) }
                 if s.closed { return .finish }
-                s.idleWorkers.append((worker: worker, continuation: continuation))
+                s.idleWorkers.append((thread: thread, continuation: continuation))
                 return .wait
             }
             switch action {
@@ -142,19 +140,17 @@ public final class InProcessMakePaymentQueue: MakePaymentQueue {
     public func runWorkers(_ workers: Int, maxAuthorizing: Int = 4096, executors: [any TaskExecutor] = [],
                            handler: @escaping @Sendable (MakePaymentJob) -> WorkStep) async {
         let slots = AuthorizationSlots(max(maxAuthorizing, 1))
-        let workers = max(workers, 1)
-        state.withLock { s in
-            s.threads = (0..<workers).map { executors.isEmpty ? nil : executors[$0 % executors.count] as? any ThreadBoundTaskExecutor }
-        }
         await withDiscardingTaskGroup { group in
-            for worker in 0..<workers {
+            for worker in 0..<max(workers, 1) {
+                let executor = executors.isEmpty ? nil : executors[worker % executors.count]
+                let thread = executor as? any ThreadBoundTaskExecutor
                 // Child tasks inherit the preference: the authorizations run where their worker does.
-                group.addTask(executorPreference: executors.isEmpty ? nil : executors[worker % executors.count]) {
+                group.addTask(executorPreference: executor) {
                     await withDiscardingTaskGroup { authorizations in
-                        while let entry = await self.next(worker: worker) {
+                        while let entry = await self.next(on: thread) {
                             // Let the continuations of payments already past their decryption
                             // (store writes done, answers to send) run before this worker takes
-                            // the pool thread for another ~1 ms of RSA: finishing started
+                            // its thread for another ~1 ms of RSA: finishing started
                             // payments first keeps the latency tail short under bursts.
                             await Task.yield()
                             switch handler(entry.job) {
