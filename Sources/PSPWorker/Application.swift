@@ -88,6 +88,8 @@ public func buildApplication(
     // Saturated: more jobs wait than the workers will take next.
     let workerCount = max(configuration.workers, 1)
     (components.store as? SQLitePaymentStore)?.whenBusy { queue.depth >= workerCount }
+    // A lone payment's writes are committed at once, not held for a group that cannot fill.
+    (components.store as? SQLitePaymentStore)?.whenWritesUnderway { queue.inProgress }
     if configuration.adminToken == nil {
         logger.warning("no admin token (--admin-token-file or PSP_ADMIN_TOKEN): the /payments endpoints answer 401")
     }

@@ -56,6 +56,8 @@ public protocol MakePaymentQueue: Sendable {
     func close()
     /// Jobs waiting for a worker.
     var depth: Int { get }
+    /// Jobs a worker has taken and not yet answered (decrypting, authorizing, or waiting on the store).
+    var inProgress: Int { get }
 }
 
 /// A task executor bound to one thread (an event loop's), that can tell whether it is the caller's.
@@ -79,6 +81,7 @@ public final class InProcessMakePaymentQueue: MakePaymentQueue {
     public let capacity: Int
     private let state = Mutex(State())
     private let queued = Atomic<Int>(0)
+    private let taken = Atomic<Int>(0)
 
     public init(capacity: Int) {
         precondition(capacity > 0)
@@ -86,6 +89,8 @@ public final class InProcessMakePaymentQueue: MakePaymentQueue {
     }
 
     public var depth: Int { queued.load(ordering: .relaxed) }
+
+    public var inProgress: Int { taken.load(ordering: .relaxed) }
 
     /// Workers waiting for a job.
     public var idleWorkers: Int { state.withLock { $0.idleWorkers.count } }
@@ -148,6 +153,7 @@ public final class InProcessMakePaymentQueue: MakePaymentQueue {
                 group.addTask(executorPreference: executor) {
                     await withDiscardingTaskGroup { authorizations in
                         while let entry = await self.next(on: thread) {
+                            self.taken.add(1, ordering: .relaxed)
                             // Let the continuations of payments already past their decryption
                             // (store writes done, answers to send) run before this worker takes
                             // its thread for another ~1 ms of RSA: finishing started
@@ -155,11 +161,14 @@ public final class InProcessMakePaymentQueue: MakePaymentQueue {
                             await Task.yield()
                             switch handler(entry.job) {
                             case .answered(let result):
+                                self.taken.subtract(1, ordering: .relaxed)
                                 entry.continuation.resume(returning: result)
                             case .awaiting(let rest):
                                 await slots.acquire()
                                 authorizations.addTask {
-                                    entry.continuation.resume(returning: await rest())
+                                    let result = await rest()
+                                    self.taken.subtract(1, ordering: .relaxed)
+                                    entry.continuation.resume(returning: result)
                                     slots.release()
                                 }
                             }

@@ -58,6 +58,12 @@ public final class SQLitePaymentStore: PaymentStore {
         writer.whenBusy(signal)
     }
 
+    /// Sets what tells the store how many writes may come soon (the worker: makePayments taken by a
+    /// worker and not yet answered). The writer stops gathering a group once all of them wait in it.
+    public func whenWritesUnderway(_ count: @escaping @Sendable () -> Int) {
+        writer.whenWritesUnderway(count)
+    }
+
     /// Group commits so far: how many COMMITs, and how many writes they carried.
     public var groupCommits: (commits: Int, writes: Int) {
         let counts = writer.counts

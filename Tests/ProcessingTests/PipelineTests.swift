@@ -190,6 +190,29 @@ import Testing
         await workers.value
         await #expect(throws: QueueFull.self) { _ = try await queue.submit(job) }
     }
+
+    /// A job counts as in progress from the moment a worker takes it until it is answered, the
+    /// authorization it waits on included (the store reads this to know what writes may still come).
+    @Test func aTakenJobIsInProgressUntilAnswered() async throws {
+        let queue = InProcessMakePaymentQueue(capacity: 4)
+        let record = PaymentRecord(registration: PaymentStoreConformance.registration("x"), state: .pending, outcome: nil,
+                                   attempt: nil, authorizationsSent: 0, createdAt: 0, updatedAt: 0, completedAt: nil)
+        let job = MakePaymentJob(request: MakePaymentRequest(pspTransactionId: "x", merchantSerialNumber: "1", cardData: "", confirmed: .yes), payment: record)
+        let authorizing = Gate()
+        let workers = Task {
+            await queue.runWorkers(1) { _ in
+                .awaiting { await authorizing.wait(); return MakePaymentResult(httpStatus: 200, response: .ok("x")) }
+            }
+        }
+        #expect(queue.inProgress == 0)
+        let answer = Task { try await queue.submit(job) }
+        try await waitUntil { queue.inProgress == 1 }
+        authorizing.open()
+        #expect(try await answer.value == MakePaymentResult(httpStatus: 200, response: .ok("x")))
+        #expect(queue.inProgress == 0)
+        queue.close()
+        await workers.value
+    }
 }
 
 @Suite struct DeadlineTests {

@@ -65,5 +65,33 @@ import Testing
         writer.close()
         #expect(commits == (busy ? 1 : 2))
     }
+
+    /// A write that every write underway already waits with is committed at once, not held for the
+    /// window: two writes 50 ms apart take two commits although the window is 500 ms. With one more
+    /// write underway, the first waits and the two share one commit.
+    @Test(arguments: [1, 2]) func aGroupIsNotHeldForWritesThatCannotCome(underway: Int) async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("writer-\(UUID().uuidString).sqlite").path
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let connection = try SQLiteConnection(path: path, readOnly: false)
+        try connection.execute("PRAGMA journal_mode=WAL; CREATE TABLE t (x INTEGER PRIMARY KEY)")
+        let writer = SQLiteWriter(connection: connection, name: "test-writer", gatherWindow: .milliseconds(500))
+        func insert(_ x: Int) async throws {
+            try await writer.perform { db in _ = try db.run("INSERT INTO t (x) VALUES (?)", [.integer(Int64(x))]) }
+        }
+        // Writes close together first, so that the writer sees a load worth gathering for.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<40 { group.addTask { try await insert(i) } }
+            try await group.waitForAll()
+        }
+        writer.whenWritesUnderway { underway }
+        let before = writer.counts.commits
+        async let first: Void = insert(100)
+        try await Task.sleep(for: .milliseconds(50))
+        try await insert(101)
+        try await first
+        let commits = writer.counts.commits - before
+        writer.close()
+        #expect(commits == (underway == 1 ? 2 : 1))
+    }
 }
 
