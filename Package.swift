@@ -139,7 +139,10 @@ let package = Package(
         .testTarget(name: "AcquiringTests", dependencies: ["Acquiring", "AcquirerConformance", "MakePayment"]),
         .testTarget(name: "ProcessingTests", dependencies: ["Processing", "Acquiring", "MakePayment", "CardCrypto", "SQLitePaymentStore", "PaymentStoreConformance"], resources: [.copy("Fixtures")]),
         .testTarget(name: "SQLitePaymentStoreTests", dependencies: ["SQLitePaymentStore", "PaymentStoreConformance", "Processing", "MakePayment"]),
-        .testTarget(name: "LoadGenerationTests", dependencies: ["LoadGeneration", "MakePayment"]),
+        .testTarget(name: "LoadGenerationTests", dependencies: [
+            "LoadGeneration", "MakePayment", .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
         .testTarget(name: "PSPWorkerTests", dependencies: [
             "PSPWorker", "psp-worker", "SQLitePaymentStore", "Acquiring", "CardCrypto", "MakePayment", "Processing",
             "LoadGeneration", "PaymentStoreConformance",

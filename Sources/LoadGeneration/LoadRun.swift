@@ -157,6 +157,7 @@ public final class LoadRun: Sendable {
         // Cases are taken in order; the ones sent are always a prefix of the plan.
         let cursor = Counter()
         let executed = Counter()
+        let cpuAtStart = Self.processCPUMicroseconds()
         let start = ContinuousClock.now
         let deadline = c.duration.map { start + $0 }
         let timeout = TimeAmount.nanoseconds(Int64(c.requestTimeout.nanoseconds))
@@ -167,6 +168,7 @@ public final class LoadRun: Sendable {
         let drivers = pool.map { SlotDriver(run: run, recorder: recorder, connection: $0) }
         let running = drivers.map { $0.start() }
         for slot in running { try? await slot.get() }
+        let generatorCPU = Self.processCPUMicroseconds() - cpuAtStart
         progress?.cancel()
         _ = await progress?.value
         let sent = executed.value
@@ -185,7 +187,23 @@ public final class LoadRun: Sendable {
                                  mix: c.mix.description, url: c.address.description)
         }
         setup.payments = sent
-        return recorder.report(setup: setup, start: start, unsent: plan.count - sent)
+        var report = recorder.report(setup: setup, start: start, unsent: plan.count - sent)
+        if report.answered > 0 { report.generatorCPUMicrosecondsPerAnswer = generatorCPU / Double(report.answered) }
+        return report
+    }
+
+    #if canImport(Glibc)
+    private static let RUSAGE_SELF_ARGUMENT = __rusage_who_t(RUSAGE_SELF.rawValue)
+    #else
+    private static let RUSAGE_SELF_ARGUMENT = RUSAGE_SELF
+    #endif
+
+    /// User and system CPU of the whole process so far, in microseconds.
+    static func processCPUMicroseconds() -> Double {
+        var usage = rusage()
+        guard getrusage(Self.RUSAGE_SELF_ARGUMENT, &usage) == 0 else { return 0 }
+        func micros(_ t: timeval) -> Double { Double(t.tv_sec) * 1e6 + Double(t.tv_usec) }
+        return micros(usage.ru_utime) + micros(usage.ru_stime)
     }
 
     /// One request on the slot's connection, reconnecting first if it was lost. Nil (and a

@@ -72,6 +72,9 @@ public struct Report: Codable, Sendable, Equatable {
     public var transportErrors: Int
     /// Prepared payments not sent before `--duration` ran out.
     public var unsent: Int
+    /// CPU the generator itself used during the timed run, per answer (user and system, all its
+    /// threads). On the worker's own cores, this is CPU the worker did not get.
+    public var generatorCPUMicrosecondsPerAnswer: Double? = nil
 
     public var passed: Bool { mismatches == 0 && transportErrors == 0 }
 
@@ -92,6 +95,9 @@ public struct Report: Codable, Sendable, Equatable {
         lines.append("  throughput   \(f(throughput, 1)) makePayment/s")
         let l = latencyMs
         lines.append("  latency ms   p50 \(f(l.p50, 3))  p90 \(f(l.p90, 3))  p99 \(f(l.p99, 3))  p99.9 \(f(l.p999, 3))  max \(f(l.max, 3))  mean \(f(l.mean, 3))")
+        if let cpu = generatorCPUMicrosecondsPerAnswer {
+            lines.append("  generator    \(f(cpu, 0)) µs of CPU per answer")
+        }
         if let s = sendLagMs {
             lines.append("  send lag ms  p50 \(f(s.p50, 3))  p99 \(f(s.p99, 3))  max \(f(s.max, 3))  (generator lateness; included in latency)")
         }
