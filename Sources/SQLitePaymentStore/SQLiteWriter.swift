@@ -57,7 +57,10 @@ final class SQLiteWriter: @unchecked Sendable {
         }
         self.gatherWindow = nanoseconds(gatherWindow)
         self.busyWindow = nanoseconds(busyWindow ?? gatherWindow)
-        let thread = Thread { [unowned self] in self.loop() }
+        let thread = Thread { [unowned self] in
+            nameCurrentThread(name)
+            self.loop()
+        }
         thread.name = name
         self.thread = thread
         thread.start()
@@ -207,6 +210,12 @@ final class SQLiteWriter: @unchecked Sendable {
     }
 }
 
+/// Names the calling thread for the OS too (`top -H`, `perf`, /proc/PID/task/*/comm): Foundation
+/// passes a name on only when it is set from the thread itself. Linux keeps the first 15 bytes.
+func nameCurrentThread(_ name: String) {
+    Thread.current.name = name
+}
+
 func monotonicNanoseconds() -> UInt64 {
     var now = timespec()
     clock_gettime(CLOCK_MONOTONIC, &now)
@@ -225,12 +234,13 @@ final class SQLiteCheckpointer: @unchecked Sendable {
     init(connection: SQLiteConnection, interval: DispatchTimeInterval = .milliseconds(250)) {
         self.connection = connection
         let thread = Thread { [unowned self] in
+            nameCurrentThread("sqlite-ckpt")
             while self.stop.wait(timeout: .now() + interval) == .timedOut {
                 try? self.connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
             }
             self.stopped.signal()
         }
-        thread.name = "sqlite-checkpointer"
+        thread.name = "sqlite-ckpt"
         thread.start()
     }
 
