@@ -67,15 +67,25 @@ field() { awk -v k="\"$2\"" '$1 == k { gsub(/,/, "", $3); print $3; exit }' "$1"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 FAILED=0
 sim() { (cd "$ROOT" && "$BIN/vipps-sim" --url "$URL" --quiet "$@") || FAILED=1; }
+# Steal time: the share of the vCPUs' time the hypervisor gave to someone else. Latency tails on a
+# VM follow it (a stolen 20 ms is 20 ms on every payment in flight), so each run reports its own.
+cpu_times() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $9 }' /proc/stat; }
+steal_share() { awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); d = y[1] - x[1]; printf "%.1f", (d > 0 ? (y[2] - x[2]) * 100 / d : 0) }'; }
+timed_sim() {  # NAME ARGS...: a run whose steal share is kept beside its report
+    local name=$1; shift
+    local before; before=$(cpu_times)
+    sim "$@" --json "$WORK/$name.json"
+    steal_share "$before" "$(cpu_times)" >"$WORK/$name.steal"
+}
 
 echo "== closed loop: $COUNT payments, $CONCURRENCY in flight, mix $MIX"
-sim --count "$COUNT" --concurrency "$CONCURRENCY" --mix "$MIX" --json "$WORK/closed.json"
+timed_sim closed --count "$COUNT" --concurrency "$CONCURRENCY" --mix "$MIX"
 PEAK=$(field "$WORK/closed.json" throughput)
 SHARES=($RATE_SHARE)
 for share in "${SHARES[@]}"; do
     RATE=$(awk -v p="$PEAK" -v s="$share" 'BEGIN { printf "%d", p * s }')
     echo "== open loop: $RATE/s ($share of the peak) for $RATE_SECONDS s"
-    sim --rate "$RATE" --duration "$RATE_SECONDS" --concurrency 128 --mix "$MIX" --json "$WORK/open-$share.json"
+    timed_sim "open-$share" --rate "$RATE" --duration "$RATE_SECONDS" --concurrency 128 --mix "$MIX"
 done
 # The soak and the summary's target line use the last share.
 LAST_SHARE=${SHARES[${#SHARES[@]}-1]}
@@ -86,6 +96,7 @@ if [ "$SOAK_SECONDS" -gt 0 ]; then
     (cd "$ROOT" && "$BIN/vipps-sim" --url "$URL" --quiet --rate "$RATE" --duration "$SOAK_SECONDS" --concurrency 128 \
         --mix "$MIX" --json "$WORK/soak.json" >"$WORK/soak.out" 2>"$WORK/soak.err") &
     SIM_PID=$!
+    SOAK_CPU=$(cpu_times)
     : >"$WORK/rss"
     while kill -0 "$SIM_PID" 2>/dev/null; do
         if grep -q "registered" "$WORK/soak.err"; then
@@ -94,6 +105,7 @@ if [ "$SOAK_SECONDS" -gt 0 ]; then
         sleep 15
     done
     wait "$SIM_PID" || FAILED=1
+    steal_share "$SOAK_CPU" "$(cpu_times)" >"$WORK/soak.steal"
     cat "$WORK/soak.err" "$WORK/soak.out"
     echo "worker RSS (KiB) over the soak, every 15 s:"
     awk 'NR == 1 { t0 = $1 } { printf "  %4d s  %s\n", $1 - t0, $2 }' "$WORK/rss"
@@ -101,15 +113,17 @@ fi
 
 stop_worker
 echo "== summary (psp-worker and vipps-sim sharing the same $CORES cores)"
-printf "%-44s %10s %8s %8s %8s %10s\n" "run" "per s" "p50 ms" "p99 ms" "max ms" "mismatches"
+printf "%-30s %10s %8s %8s %8s %10s %8s %7s\n" "run" "per s" "p50 ms" "p99 ms" "max ms" "mismatches" "gen µs" "steal %"
 for run in closed "${SHARES[@]/#/open-}" soak; do
     [ -f "$WORK/$run.json" ] || continue
     label="$run loop"
     case "$run" in open-*) label="open loop at ${run#open-} of peak" ;; esac
-    printf "%-44s %10s %8s %8s %8s %10s\n" "$label" \
+    printf "%-30s %10s %8s %8s %8s %10s %8s %7s\n" "$label" \
         "$(field "$WORK/$run.json" throughput | cut -c1-8)" "$(field "$WORK/$run.json" p50)" \
-        "$(field "$WORK/$run.json" p99)" "$(field "$WORK/$run.json" max)" "$(field "$WORK/$run.json" mismatches)"
+        "$(field "$WORK/$run.json" p99)" "$(field "$WORK/$run.json" max)" "$(field "$WORK/$run.json" mismatches)" \
+        "$(field "$WORK/$run.json" generatorCPUMicrosecondsPerAnswer | cut -d. -f1)" "$(cat "$WORK/$run.steal" 2>/dev/null || echo -)"
 done
+echo "(gen µs: vipps-sim's own CPU per answer, taken from the worker's cores; steal %: vCPU time the hypervisor took during the run)"
 echo "ceiling, openssl speed rsa2048 -multi $CORES: $CEILING sign/s"
 echo "closed-loop peak / ceiling: $(ratio "$PEAK" "$CEILING")   (target ≥ 0.60)"
 [ -n "${SAME_PATH:-}" ] && echo "closed-loop peak / openssl speed on the worker's path: $(ratio "$PEAK" "$SAME_PATH")"
