@@ -14,7 +14,9 @@ import Synchronization
 /// ~5 % more worker CPU per payment at 1,100 payments/s in an open loop, and a higher p99.)
 /// Nor does it wait when no other write can come: when every payment being worked on (`whenWritesUnderway`)
 /// already waits in the group. Each payment writes twice, one write after the other's commit, so
-/// the arrival rate alone would hold a lone payment for two windows that gather nothing.
+/// the arrival rate alone would hold a lone payment for two windows that gather nothing. (The count
+/// is read when a write arrives and when the writer wakes; a payment that finishes does not wake
+/// it, so a write that comes just before another payment's answer may still wait out the window.)
 final class SQLiteWriter: @unchecked Sendable {
     // @unchecked: `connection` is touched only by the writer's own thread; the rest is behind `condition`.
     struct Item {
