@@ -34,29 +34,27 @@ public struct ServerAddress: Sendable, Equatable, CustomStringConvertible {
 /// A request whose bytes were all written before the timed run: sending it is one write of a
 /// buffer, with no header encoding on the hot path.
 public struct PreparedRequest: Sendable {
-    public var head: HTTPRequestHead
-    public var body: ByteBuffer
     /// The whole request as it goes on the wire: request line, headers, blank line, body.
-    public var wire: ByteBuffer
+    public let wire: ByteBuffer
+    /// The Authorization header's value (for `--export-requests`).
+    public let authorization: String?
+    private let bodyOffset: Int
 
     public init(method: HTTPMethod, uri: String, host: String, authorization: String?, body: [UInt8]) {
-        var headers = HTTPHeaders()
-        headers.add(name: "Host", value: host)
-        if let authorization { headers.add(name: "Authorization", value: authorization) }
-        if method == .POST {
-            headers.add(name: "Content-Type", value: "application/json")
-            headers.add(name: "Content-Length", value: String(body.count))
-        }
-        self.head = HTTPRequestHead(version: .http1_1, method: method, uri: uri, headers: headers)
-        self.body = ByteBuffer(bytes: body)
         var wire = ByteBuffer()
         wire.reserveCapacity(256 + body.count)
-        wire.writeString("\(method.rawValue) \(uri) HTTP/1.1\r\n")
-        for (name, value) in headers { wire.writeString("\(name): \(value)\r\n") }
+        wire.writeString("\(method.rawValue) \(uri) HTTP/1.1\r\nHost: \(host)\r\n")
+        if let authorization { wire.writeString("Authorization: \(authorization)\r\n") }
+        if method == .POST { wire.writeString("Content-Type: application/json\r\nContent-Length: \(body.count)\r\n") }
         wire.writeString("\r\n")
+        bodyOffset = wire.readableBytes
         wire.writeBytes(body)
         self.wire = wire
+        self.authorization = authorization
     }
+
+    /// The body, as it is in `wire`.
+    public var body: ByteBufferView { wire.readableBytesView.dropFirst(bodyOffset) }
 }
 
 /// An HTTP answer: status and the whole body.
@@ -213,8 +211,6 @@ final class ExchangeHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        watchdog?.cancel()
-        watchdog = nil
         pending?.fail(HTTPClientError.connectionClosed)
         pending = nil
         context.fireChannelInactive()

@@ -113,8 +113,8 @@ public final class LoadRun: Sendable {
         var text = ""
         text.reserveCapacity(plan.count * 480)
         for payment in plan {
-            text += payment.id + "\t" + (payment.makePayment.head.headers.first(name: "Authorization") ?? "") + "\t"
-            text += String(decoding: payment.makePayment.body.readableBytesView, as: UTF8.self) + "\n"
+            text += payment.id + "\t" + (payment.makePayment.authorization ?? "") + "\t"
+            text += String(decoding: payment.makePayment.body, as: UTF8.self) + "\n"
         }
         try Data(text.utf8).write(to: URL(fileURLWithPath: path))
         return plan.count
@@ -192,16 +192,10 @@ public final class LoadRun: Sendable {
         return report
     }
 
-    #if canImport(Glibc)
-    private static let RUSAGE_SELF_ARGUMENT = __rusage_who_t(RUSAGE_SELF.rawValue)
-    #else
-    private static let RUSAGE_SELF_ARGUMENT = RUSAGE_SELF
-    #endif
-
     /// User and system CPU of the whole process so far, in microseconds.
     static func processCPUMicroseconds() -> Double {
         var usage = rusage()
-        guard getrusage(Self.RUSAGE_SELF_ARGUMENT, &usage) == 0 else { return 0 }
+        guard getrusage(RUSAGE_SELF.rawValue, &usage) == 0 else { return 0 }
         func micros(_ t: timeval) -> Double { Double(t.tv_sec) * 1e6 + Double(t.tv_usec) }
         return micros(usage.ru_utime) + micros(usage.ru_stime)
     }

@@ -63,7 +63,6 @@ final class SQLiteWriter: @unchecked Sendable {
             nameCurrentThread(name)
             self.loop()
         }
-        thread.name = name
         self.thread = thread
         thread.start()
     }
@@ -242,7 +241,6 @@ final class SQLiteCheckpointer: @unchecked Sendable {
             }
             self.stopped.signal()
         }
-        thread.name = "sqlite-ckpt"
         thread.start()
     }
 
