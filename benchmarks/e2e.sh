@@ -66,16 +66,30 @@ echo "listening on $URL (pid $WORKER_PID)"
 field() { awk -v k="\"$2\"" '$1 == k { gsub(/,/, "", $3); print $3; exit }' "$1"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 FAILED=0
-sim() { (cd "$ROOT" && "$BIN/vipps-sim" --url "$URL" --quiet "$@") || FAILED=1; }
-# Steal time: the share of the vCPUs' time the hypervisor gave to someone else. Latency tails on a
-# VM follow it (a stolen 20 ms is 20 ms on every payment in flight), so each run reports its own.
-cpu_times() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $9 }' /proc/stat; }
-steal_share() { awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); d = y[1] - x[1]; printf "%.1f", (d > 0 ? (y[2] - x[2]) * 100 / d : 0) }'; }
-timed_sim() {  # NAME ARGS...: a run whose steal share is kept beside its report
+# Where the cores' time went during a run's timed part (after vipps-sim has registered its
+# payments): steal, the vCPUs' time the hypervisor gave to someone else (latency tails on a VM
+# follow it: a stolen 20 ms is 20 ms on every payment in flight); idle, what was left over (near
+# zero: the run was at the machine's capacity, however low the worker's share looks); and the
+# worker's own CPU per answer (in an open loop every request wakes both sides on its own, so it
+# costs more than in a closed loop, where one wake-up serves many).
+CLK_TCK=$(getconf CLK_TCK)
+cpu_times() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $9, $5 + $6 }' /proc/stat; }
+share() { awk -v a="$1" -v b="$2" -v f="$3" 'BEGIN { split(a, x, " "); split(b, y, " "); d = y[1] - x[1]; printf "%.1f", (d > 0 ? (y[f] - x[f]) * 100 / d : 0) }'; }
+worker_ticks() { awk '{ print $14 + $15 }' "/proc/$WORKER_PID/stat"; }
+timed_sim() {  # NAME ARGS...: a run whose steal, idle and worker CPU are kept beside its report
     local name=$1; shift
-    local before; before=$(cpu_times)
-    sim "$@" --json "$WORK/$name.json"
-    steal_share "$before" "$(cpu_times)" >"$WORK/$name.steal"
+    (cd "$ROOT" && exec "$BIN/vipps-sim" --url "$URL" --quiet "$@" --json "$WORK/$name.json" 2>"$WORK/$name.err") &
+    local pid=$!
+    until grep -q "registered" "$WORK/$name.err" 2>/dev/null || ! kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    local before ticks
+    before=$(cpu_times); ticks=$(worker_ticks)
+    wait "$pid" || FAILED=1
+    local after; after=$(cpu_times)
+    cat "$WORK/$name.err" >&2
+    share "$before" "$after" 2 >"$WORK/$name.steal"
+    share "$before" "$after" 3 >"$WORK/$name.idle"
+    awk -v t0="$ticks" -v t1="$(worker_ticks)" -v hz="$CLK_TCK" -v n="$(field "$WORK/$name.json" answered)" \
+        'BEGIN { if (n > 0) printf "%d", (t1 - t0) * 1e6 / hz / n; else printf "-" }' >"$WORK/$name.worker"
 }
 
 echo "== closed loop: $COUNT payments, $CONCURRENCY in flight, mix $MIX"
@@ -96,16 +110,19 @@ if [ "$SOAK_SECONDS" -gt 0 ]; then
     (cd "$ROOT" && "$BIN/vipps-sim" --url "$URL" --quiet --rate "$RATE" --duration "$SOAK_SECONDS" --concurrency 128 \
         --mix "$MIX" --json "$WORK/soak.json" >"$WORK/soak.out" 2>"$WORK/soak.err") &
     SIM_PID=$!
-    SOAK_CPU=$(cpu_times)
+    until grep -q "registered" "$WORK/soak.err" 2>/dev/null || ! kill -0 "$SIM_PID" 2>/dev/null; do sleep 0.05; done
+    SOAK_CPU=$(cpu_times); SOAK_TICKS=$(worker_ticks)
     : >"$WORK/rss"
     while kill -0 "$SIM_PID" 2>/dev/null; do
-        if grep -q "registered" "$WORK/soak.err"; then
-            echo "$(date +%s) $(ps -o rss= -p "$WORKER_PID")" >>"$WORK/rss"
-        fi
+        echo "$(date +%s) $(ps -o rss= -p "$WORKER_PID")" >>"$WORK/rss"
         sleep 15
     done
     wait "$SIM_PID" || FAILED=1
-    steal_share "$SOAK_CPU" "$(cpu_times)" >"$WORK/soak.steal"
+    SOAK_END=$(cpu_times)
+    share "$SOAK_CPU" "$SOAK_END" 2 >"$WORK/soak.steal"
+    share "$SOAK_CPU" "$SOAK_END" 3 >"$WORK/soak.idle"
+    awk -v t0="$SOAK_TICKS" -v t1="$(worker_ticks)" -v hz="$CLK_TCK" -v n="$(field "$WORK/soak.json" answered)" \
+        'BEGIN { if (n > 0) printf "%d", (t1 - t0) * 1e6 / hz / n; else printf "-" }' >"$WORK/soak.worker"
     cat "$WORK/soak.err" "$WORK/soak.out"
     echo "worker RSS (KiB) over the soak, every 15 s:"
     awk 'NR == 1 { t0 = $1 } { printf "  %4d s  %s\n", $1 - t0, $2 }' "$WORK/rss"
@@ -113,17 +130,20 @@ fi
 
 stop_worker
 echo "== summary (psp-worker and vipps-sim sharing the same $CORES cores)"
-printf "%-30s %10s %8s %8s %8s %10s %8s %7s\n" "run" "per s" "p50 ms" "p99 ms" "max ms" "mismatches" "gen µs" "steal %"
+printf "%-30s %10s %8s %8s %8s %10s %9s %8s %7s %7s\n" "run" "per s" "p50 ms" "p99 ms" "max ms" "mismatches" "worker µs" "gen µs" "steal %" "idle %"
 for run in closed "${SHARES[@]/#/open-}" soak; do
     [ -f "$WORK/$run.json" ] || continue
     label="$run loop"
     case "$run" in open-*) label="open loop at ${run#open-} of peak" ;; esac
-    printf "%-30s %10s %8s %8s %8s %10s %8s %7s\n" "$label" \
+    printf "%-30s %10s %8s %8s %8s %10s %9s %8s %7s %7s\n" "$label" \
         "$(field "$WORK/$run.json" throughput | cut -c1-8)" "$(field "$WORK/$run.json" p50)" \
         "$(field "$WORK/$run.json" p99)" "$(field "$WORK/$run.json" max)" "$(field "$WORK/$run.json" mismatches)" \
-        "$(field "$WORK/$run.json" generatorCPUMicrosecondsPerAnswer | cut -d. -f1)" "$(cat "$WORK/$run.steal" 2>/dev/null || echo -)"
+        "$(cat "$WORK/$run.worker" 2>/dev/null || echo -)" \
+        "$(field "$WORK/$run.json" generatorCPUMicrosecondsPerAnswer | cut -d. -f1)" "$(cat "$WORK/$run.steal" 2>/dev/null || echo -)" \
+        "$(cat "$WORK/$run.idle" 2>/dev/null || echo -)"
 done
-echo "(gen µs: vipps-sim's own CPU per answer, taken from the worker's cores; steal %: vCPU time the hypervisor took during the run)"
+echo "(worker µs and gen µs: psp-worker's and vipps-sim's CPU per answer; steal %: vCPU time the hypervisor took;"
+echo " idle %: what neither used. All over the timed part of each run, after registration.)"
 echo "ceiling, openssl speed rsa2048 -multi $CORES: $CEILING sign/s"
 echo "closed-loop peak / ceiling: $(ratio "$PEAK" "$CEILING")   (target ≥ 0.60)"
 [ -n "${SAME_PATH:-}" ] && echo "closed-loop peak / openssl speed on the worker's path: $(ratio "$PEAK" "$SAME_PATH")"
