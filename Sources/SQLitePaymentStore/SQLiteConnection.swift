@@ -65,6 +65,26 @@ final class SQLiteConnection: @unchecked Sendable {
         return Int(sqlite3_changes(handle))
     }
 
+    /// What a PASSIVE checkpoint did: frames in the WAL, and how many of them are now in the
+    /// database file. When the two are equal, the next write starts the WAL again from its
+    /// beginning (unless a reader still reads an older snapshot from it).
+    struct Checkpoint: Sendable, Equatable {
+        var busy: Bool
+        var walFrames: Int
+        var backfilledFrames: Int
+        var isComplete: Bool { !busy && walFrames == backfilledFrames }
+    }
+
+    /// Copies the WAL's frames into the database file without waiting for, or blocking, the writer
+    /// (a writer's later frames are left for the next checkpoint).
+    func checkpointPassive() throws -> Checkpoint {
+        var result = Checkpoint(busy: true, walFrames: 0, backfilledFrames: 0)
+        try run("PRAGMA wal_checkpoint(PASSIVE)") { row in
+            result = Checkpoint(busy: row.int(0) != 0, walFrames: Int(row.int(1)), backfilledFrames: Int(row.int(2)))
+        }
+        return result
+    }
+
     private func prepared(_ sql: String) throws -> OpaquePointer {
         if let statement = statements[sql] { return statement }
         var statement: OpaquePointer?

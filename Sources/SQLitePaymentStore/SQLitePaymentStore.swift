@@ -22,16 +22,25 @@ public final class SQLitePaymentStore: PaymentStore {
     ///   CPU is saturated (nil: always `groupCommitWindow`).
     /// - Parameter pendingLimit: how many registered, not yet processed payments are remembered in
     ///   memory for the makePayment front (past it, the front reads the file; zero: always).
+    /// - Parameter walRestartFrames: the WAL's length (in pages) past which the writer completes a
+    ///   checkpoint between two groups so that the WAL starts again (4,096 pages: 16 MiB).
+    /// - Parameter checkpointInterval: how often the checkpointer copies the WAL into the database file.
     public init(path: String, groupCommitWindow: Duration = .milliseconds(2), busyGroupCommitWindow: Duration? = nil,
-                pendingLimit: Int = 100_000) throws {
+                pendingLimit: Int = 100_000, walRestartFrames: Int = 4096,
+                checkpointInterval: Duration = .milliseconds(250)) throws {
         self.path = path
         pending = PendingRegistrations(limit: pendingLimit)
         let write = try SQLiteConnection(path: path, readOnly: false)
         try write.execute("PRAGMA journal_mode=WAL")
         try write.execute("PRAGMA synchronous=FULL")
         // Checkpoints run on a thread of their own (PASSIVE: they never block the writer), not
-        // inside a commit, where they would stall every payment waiting on that commit.
+        // inside a commit, where they would stall every payment waiting on that commit; the writer
+        // only finishes one between two groups when the WAL has grown too long (`walRestartFrames`).
         try write.execute("PRAGMA wal_autocheckpoint=0")
+        // A WAL that restarts keeps its file and is written again from the start; one that grew long
+        // (a reader held an old snapshot, say) is cut back to four times the restart length when it
+        // restarts (4 KiB pages plus a 24-byte frame header each).
+        try write.execute("PRAGMA journal_size_limit=\(max(walRestartFrames, 1) * 4 * 4120)")
         try write.execute("PRAGMA foreign_keys=ON")
         // 64 MiB of pages for the writer (SQLite's default is 2 MiB): every payment's two updates
         // land on a random leaf of a table that keeps growing, and a page not in the cache is a
@@ -40,7 +49,12 @@ public final class SQLitePaymentStore: PaymentStore {
         try Self.migrate(write)
         writer = SQLiteWriter(connection: write, name: "sqlite-writer", gatherWindow: groupCommitWindow,
                               busyWindow: busyGroupCommitWindow)
-        checkpointer = try SQLiteCheckpointer(connection: SQLiteConnection(path: path, readOnly: false))
+        let writer = self.writer
+        let (seconds, attoseconds) = checkpointInterval.components
+        checkpointer = try SQLiteCheckpointer(
+            connection: SQLiteConnection(path: path, readOnly: false),
+            interval: .microseconds(max(1, Int(seconds) * 1_000_000 + Int(attoseconds / 1_000_000_000_000))),
+            restartFrames: max(walRestartFrames, 1), walTooLong: { writer.requestWALRestart() })
     }
 
     /// Lends a read-only connection to `body`, made on first need and kept for the next reader.
@@ -69,6 +83,9 @@ public final class SQLitePaymentStore: PaymentStore {
         let counts = writer.counts
         return (counts.commits, counts.pieces)
     }
+
+    /// How often the writer completed a checkpoint so that the WAL could start again.
+    public var walRestarts: Int { writer.counts.walRestarts }
 
     /// Finishes queued work and stops the lanes' threads.
     public func close() {

@@ -15,8 +15,10 @@ final class TemporaryDatabase: Sendable {
         path = FileManager.default.temporaryDirectory.appendingPathComponent("store-\(UUID().uuidString).sqlite").path
     }
 
-    func open() throws -> SQLitePaymentStore {
-        let store = try SQLitePaymentStore(path: path)
+    func open(groupCommitWindow: Duration = .milliseconds(2), walRestartFrames: Int = 4096,
+              checkpointInterval: Duration = .milliseconds(250)) throws -> SQLitePaymentStore {
+        let store = try SQLitePaymentStore(path: path, groupCommitWindow: groupCommitWindow, walRestartFrames: walRestartFrames,
+                                           checkpointInterval: checkpointInterval)
         stores.withLock { $0.append(store) }
         return store
     }
@@ -91,6 +93,38 @@ final class TemporaryDatabase: Sendable {
         store.close()
         let reopened = try database.open()
         for i in [0, 250, 499] { #expect(try await reopened.payment("p\(i)") != nil) }
+    }
+
+    /// Under writes that never pause, the checkpointer alone never catches up and the WAL would grow
+    /// for as long as they last; the writer completes a checkpoint between groups once it is too
+    /// long, so it starts again. Nothing written before a restart is lost.
+    @Test func walStartsAgainUnderWritesThatNeverPause() async throws {
+        let database = TemporaryDatabase()
+        // No gathering window either: one commit follows another at once.
+        let store = try database.open(groupCommitWindow: .zero, walRestartFrames: 32, checkpointInterval: .milliseconds(5))
+        let deadline = ContinuousClock.now + .seconds(60)
+        // Eight writers, each writing again as soon as its write is committed, until two restarts (a
+        // minute at most: a loaded machine may starve the checkpointer's thread a while, never that long).
+        let written = try await withThrowingTaskGroup(of: (writer: Int, count: Int).self) { group in
+            for writer in 0..<8 {
+                group.addTask {
+                    var count = 0
+                    while store.walRestarts < 2 && ContinuousClock.now < deadline {
+                        _ = try await store.register(PaymentStoreConformance.registration("w\(writer)-\(count)"), now: 1)
+                        count += 1
+                    }
+                    return (writer, count)
+                }
+            }
+            return try await group.reduce(into: [:]) { $0[$1.writer] = $1.count }
+        }
+        #expect(store.walRestarts >= 2)
+        // Each restart also cuts the file back to journal_size_limit (4 × 32 frames, ~0.5 MB).
+        let walBytes = try FileManager.default.attributesOfItem(atPath: database.path + "-wal")[.size] as? Int ?? 0
+        #expect(walBytes < 8 << 20)
+        for (writer, count) in written {
+            for i in 0..<count { #expect(try await store.payment("w\(writer)-\(i)") != nil) }
+        }
     }
 
     @Test func unwritablePathIsAClearError() {
