@@ -6,7 +6,7 @@
 #
 #   benchmarks/e2e.sh                  closed loop (20,000 mixed payments, 64 in flight), then an
 #                                      open loop at 80% of the peak it found, for the p99
-#   SOAK_SECONDS=300 benchmarks/e2e.sh also a 5-minute open-loop run, sampling the worker's RSS
+#   SOAK_SECONDS=300 benchmarks/e2e.sh also a 5-minute open-loop run, sampling the worker's RSS and the WAL
 #
 # Environment (defaults): COUNT (20000), CONCURRENCY (64), MIX (approved=90,51=5,05=3,
 # bad-cryptogram=1,wrong-token=1), WORKERS (the cores: workers only decrypt; the waiting on the
@@ -106,7 +106,7 @@ LAST_SHARE=${SHARES[${#SHARES[@]}-1]}
 cp "$WORK/open-$LAST_SHARE.json" "$WORK/open.json"
 
 if [ "$SOAK_SECONDS" -gt 0 ]; then
-    echo "== soak: $RATE/s for $SOAK_SECONDS s; worker RSS sampled every 15 s once the timed run starts"
+    echo "== soak: $RATE/s for $SOAK_SECONDS s; worker RSS and WAL size sampled every 15 s once the timed run starts"
     (cd "$ROOT" && "$BIN/vipps-sim" --url "$URL" --quiet --rate "$RATE" --duration "$SOAK_SECONDS" --concurrency 128 \
         --mix "$MIX" --json "$WORK/soak.json" >"$WORK/soak.out" 2>"$WORK/soak.err") &
     SIM_PID=$!
@@ -114,7 +114,7 @@ if [ "$SOAK_SECONDS" -gt 0 ]; then
     SOAK_CPU=$(cpu_times); SOAK_TICKS=$(worker_ticks)
     : >"$WORK/rss"
     while kill -0 "$SIM_PID" 2>/dev/null; do
-        echo "$(date +%s) $(ps -o rss= -p "$WORKER_PID")" >>"$WORK/rss"
+        echo "$(date +%s) $(ps -o rss= -p "$WORKER_PID") $(stat -c %s "$WORK/e2e.sqlite-wal" 2>/dev/null || echo 0)" >>"$WORK/rss"
         sleep 15
     done
     wait "$SIM_PID" || FAILED=1
@@ -124,8 +124,8 @@ if [ "$SOAK_SECONDS" -gt 0 ]; then
     awk -v t0="$SOAK_TICKS" -v t1="$(worker_ticks)" -v hz="$CLK_TCK" -v n="$(field "$WORK/soak.json" answered)" \
         'BEGIN { if (n > 0) printf "%d", (t1 - t0) * 1e6 / hz / n; else printf "-" }' >"$WORK/soak.worker"
     cat "$WORK/soak.err" "$WORK/soak.out"
-    echo "worker RSS (KiB) over the soak, every 15 s:"
-    awk 'NR == 1 { t0 = $1 } { printf "  %4d s  %s\n", $1 - t0, $2 }' "$WORK/rss"
+    echo "worker RSS and the store's WAL over the soak, every 15 s (the WAL starts again past 16 MiB):"
+    awk 'NR == 1 { t0 = $1 } { printf "  %4d s  RSS %s KiB  WAL %.1f MiB\n", $1 - t0, $2, $3 / 1048576 }' "$WORK/rss"
 fi
 
 stop_worker
