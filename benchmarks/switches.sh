@@ -1,36 +1,62 @@
 #!/usr/bin/env bash
-# Context switches and CPU the worker spends per makePayment, closed loop against open loop: why a
-# moderate, evenly spaced load costs more per payment than a saturating one (each idle thread that
-# is woken up costs a switch, and on a VM an interrupt to another vCPU).
+# Where a payment's CPU goes, thread by thread, closed loop against open loop: why a moderate,
+# evenly spaced load costs more per payment than a saturating one. For each thread of psp-worker
+# and vipps-sim: how often per payment it slept (voluntary switches: each sleep is a wake-up later),
+# how often it was preempted (involuntary: the two RSA loops, when the writer or the generator wakes
+# on their cores), and its CPU per payment.
 #
 #   SCRATCH=$PWD/../.build ./switches.sh      (after e2e.sh has built the release binaries there)
 #
-# Environment: SCRATCH (benchmarks/.build-e2e), COUNT (12000), RATE (900), RATE_SECONDS (12).
+# Environment (defaults): SCRATCH (benchmarks/.build-e2e), RATE (1500), RUN_SECONDS (14), WINDOW (8:
+# the seconds measured, from 1 s after registration), CONCURRENCY (64, closed loop), WORKER_IA32CAP.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SCRATCH=${SCRATCH:-$ROOT/benchmarks/.build-e2e}
 BIN=$(swift build --package-path "$ROOT" --scratch-path "$SCRATCH" -c release --show-bin-path)
 WORK=$(mktemp -d)
 export PSP_ADMIN_TOKEN=$(openssl rand -hex 24)
+RUN_SECONDS=${RUN_SECONDS:-14}; WINDOW=${WINDOW:-8}
 cd "$ROOT"
-"$BIN/psp-worker" serve --port 0 --store "sqlite:$WORK/s.sqlite" --queue-capacity 4096 >"$WORK/worker.log" 2>&1 &
+env ${WORKER_IA32CAP:+OPENSSL_ia32cap=$WORKER_IA32CAP} "$BIN/psp-worker" serve --port 0 --store "sqlite:$WORK/s.sqlite" \
+    --queue-capacity 4096 >"$WORK/worker.log" 2>&1 &
 WORKER_PID=$!
 trap 'kill -TERM $WORKER_PID 2>/dev/null; wait $WORKER_PID 2>/dev/null; rm -rf "$WORK"' EXIT
 source "$ROOT/benchmarks/lib.sh"
 PORT=$(logged_port "$WORK/worker.log" "$WORKER_PID")
-switches() { cat /proc/"$WORKER_PID"/task/*/status | awk '/ctxt_switches/ { s += $2 } END { print s }'; }
-ticks() { awk '{ print $14 + $15 }' /proc/"$WORKER_PID"/stat; }
+# One line per thread: process, thread name, voluntary and involuntary switches, CPU ticks.
+threads() {
+    for pid in "$@"; do
+        for task in /proc/"$pid"/task/*; do
+            printf "%s %s %s %s\n" "$(cat /proc/"$pid"/comm)" "$(tr ' ' _ <"$task"/comm)" \
+                "$(awk '/^voluntary_ctxt/ { v = $2 } /^nonvoluntary_ctxt/ { n = $2 } END { print v, n }' "$task"/status)" \
+                "$(awk '{ print $14 + $15 }' "$task"/stat)"
+        done
+    done
+}
 HZ=$(getconf CLK_TCK)
-printf "%-48s %10s %18s %18s\n" "run" "answered" "switches/payment" "worker CPU µs/pay"
-for run in "--count ${COUNT:-12000} --concurrency 64" "--rate ${RATE:-900} --duration ${RATE_SECONDS:-12} --concurrency 128"; do
+for run in "--duration $RUN_SECONDS --concurrency ${CONCURRENCY:-64}" "--rate ${RATE:-1500} --duration $RUN_SECONDS --concurrency 128"; do
     # shellcheck disable=SC2086
     "$BIN/vipps-sim" --url "http://127.0.0.1:$PORT" --quiet $run --json "$WORK/r.json" 2>"$WORK/sim.err" >/dev/null &
     SIM=$!
     until grep -q registered "$WORK/sim.err" 2>/dev/null; do sleep 0.05; done
-    s0=$(switches); t0=$(ticks)
+    sleep 1
+    threads "$WORKER_PID" "$SIM" >"$WORK/before"
+    sleep "$WINDOW"
+    threads "$WORKER_PID" "$SIM" >"$WORK/after"
     wait $SIM
-    s1=$(switches); t1=$(ticks)
-    n=$(awk '$1 == "\"answered\"" { gsub(/,/, "", $3); print $3 }' "$WORK/r.json")
-    awk -v run="$run" -v n="$n" -v s="$((s1 - s0))" -v t="$((t1 - t0))" -v hz="$HZ" \
-        'BEGIN { printf "%-48s %10d %18.1f %18.0f\n", run, n, s / n, t * 1000000 / hz / n }'
+    rate=$(awk '$1 == "\"throughput\"" { gsub(/,/, "", $3); print $3 }' "$WORK/r.json")
+    printf "== vipps-sim %s: %.1f payments/s; per payment over %s s\n" "$run" "$rate" "$WINDOW"
+    printf "  %-11s %-18s %8s %12s %8s\n" "process" "thread" "sleeps" "preempted" "CPU µs"
+    # Threads of one name are summed; threads that did nothing (or came and went) are left out.
+    awk -v n="$(awk -v r="$rate" -v w="$WINDOW" 'BEGIN { print r * w }')" -v hz="$HZ" '
+        FNR == NR { v0[$1 " " $2] += $3; n0[$1 " " $2] += $4; t0[$1 " " $2] += $5; next }
+        { v1[$1 " " $2] += $3; n1[$1 " " $2] += $4; t1[$1 " " $2] += $5 }
+        END {
+            for (k in v1) {
+                dv = v1[k] - v0[k]; dn = n1[k] - n0[k]; dt = t1[k] - t0[k]
+                if (dt <= 0 && dv / n < 0.005 && dn / n < 0.005) continue
+                split(k, name, " ")
+                printf "  %-11s %-18s %8.2f %12.2f %8.0f\n", name[1], name[2], dv / n, dn / n, dt * 1e6 / hz / n
+            }
+        }' "$WORK/before" "$WORK/after" | sort
 done
