@@ -6,6 +6,7 @@ import MakePayment
 import Metrics
 import Prometheus
 import Processing
+import SQLitePaymentStore
 import Synchronization
 
 /// The HTTP endpoints: makePayment for Vipps, /payments for the PSP (admin token), health, metrics.
@@ -34,6 +35,7 @@ struct Routes: Sendable {
 
     func add(to router: Router<BasicRequestContext>) {
         let depth = Gauge(label: "psp_queue_depth", factory: factory)
+        let storeMetrics = (store as? SQLitePaymentStore).map { StoreMetrics(store: $0, factory: factory) }
         // POST makePaymentPath is answered ahead of the router, by MakePaymentChannelHandler.
         router.post("/payments") { request, _ in await adminOnly(request) { await register(request) } }
         router.post("/payments/:id/cancel") { request, context in
@@ -45,6 +47,7 @@ struct Routes: Sendable {
         router.get("/health") { _, _ in Responses.json(.ok, #"{"status":"UP"}"#) }
         router.get("/metrics") { _, _ in
             depth.record(queue.depth)
+            storeMetrics?.update()
             var buffer: [UInt8] = []
             registry.emit(into: &buffer)
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],

@@ -220,7 +220,19 @@ extension TestResponse {
             #expect(metrics.contains(#"psp_makepayment_requests_total{status="200",errorId="89"} 1"#))
             #expect(metrics.contains("psp_decrypt_duration_seconds_count 1"))
             #expect(metrics.contains("psp_queue_depth"))
+            // Registration, the attempt and the outcome: three writes, each committed.
+            #expect(Self.value(of: "psp_store_writes_total", in: metrics) == 3)
+            #expect((1...3).contains(Self.value(of: "psp_store_commits_total", in: metrics) ?? 0))
+            #expect((Self.value(of: "psp_store_wal_restarts_total", in: metrics) ?? 0) == 0)
         }
+    }
+
+    /// A sample's value in Prometheus text (a counter never written is emitted as 0 or not at all).
+    static func value(of name: String, in metrics: String) -> Int? {
+        for line in metrics.split(separator: "\n") where line.hasPrefix(name + " ") {
+            return Int(line.dropFirst(name.count + 1))
+        }
+        return nil
     }
 }
 
