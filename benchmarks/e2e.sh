@@ -147,5 +147,6 @@ echo " idle %: what neither used. All over the timed part of each run, after reg
 echo "ceiling, openssl speed rsa2048 -multi $CORES: $CEILING sign/s"
 echo "closed-loop peak / ceiling: $(ratio "$PEAK" "$CEILING")   (target ≥ 0.60)"
 [ -n "${SAME_PATH:-}" ] && echo "closed-loop peak / openssl speed on the worker's path: $(ratio "$PEAK" "$SAME_PATH")"
-echo "open loop at $LAST_SHARE of peak: p99 $(field "$WORK/open.json" p99) ms   (target < 20 ms)"
+echo "open loop at $LAST_SHARE of peak: p99 $(field "$WORK/open.json" p99) ms   (target < 20 ms)," \
+    "with $(cat "$WORK/open-$LAST_SHARE.idle") % of the cores idle (under ~10 %: the open loop is at the machine's capacity)"
 exit $FAILED
