@@ -50,6 +50,12 @@ struct VippsSim: AsyncParsableCommand {
     var exportRequests: String?
     @Flag(help: "The acquirer drops replies or resets connections (acquirer-sim faults): a case that reaches it may also be answered FAIL 85.")
     var acquirerFaults = false
+    @Flag(help: """
+        Run under the default scheduling policy. Otherwise, on Linux, vipps-sim runs under SCHED_BATCH: \
+        on cores it shares with the worker its wake-ups do not preempt the worker's threads (it keeps \
+        its fair share of the CPU, and any delay this causes it counts in the latency it measures).
+        """)
+    var noBatchScheduling = false
 
     func validate() throws {
         if let concurrency, concurrency < 1 { throw ValidationError("--concurrency must be at least 1") }
@@ -81,6 +87,10 @@ struct VippsSim: AsyncParsableCommand {
         configuration.showProgress = !quiet && isatty(STDERR_FILENO) == 1
 
         let log: @Sendable (String) -> Void = { FileHandle.standardError.write(Data(("vipps-sim: " + $0 + "\n").utf8)) }
+        // Before the run starts its event loops, which inherit the policy from the thread starting them.
+        if !noBatchScheduling, (GeneratorScheduling.batchAllThreads() ?? 0) == 0 {
+            log("cannot run under SCHED_BATCH here; running under the default scheduling policy")
+        }
         if let exportRequests {
             do {
                 let written = try await LoadRun(configuration, log: log).exportRequests(to: exportRequests)
