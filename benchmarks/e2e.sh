@@ -76,20 +76,26 @@ CLK_TCK=$(getconf CLK_TCK)
 cpu_times() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $9, $5 + $6 }' /proc/stat; }
 share() { awk -v a="$1" -v b="$2" -v f="$3" 'BEGIN { split(a, x, " "); split(b, y, " "); d = y[1] - x[1]; printf "%.1f", (d > 0 ? (y[f] - x[f]) * 100 / d : 0) }'; }
 worker_ticks() { awk '{ print $14 + $15 }' "/proc/$WORKER_PID/stat"; }
+wait_registered() {  # ERR PID: until vipps-sim (PID, stderr in ERR) has registered its payments, or exited
+    until grep -q "registered" "$1" 2>/dev/null || ! kill -0 "$2" 2>/dev/null; do sleep 0.05; done
+}
+account() {  # NAME CPU_TIMES WORKER_TICKS: the steal, idle and worker CPU of NAME's run since those counts
+    local after; after=$(cpu_times)
+    share "$2" "$after" 2 >"$WORK/$1.steal"
+    share "$2" "$after" 3 >"$WORK/$1.idle"
+    awk -v t0="$3" -v t1="$(worker_ticks)" -v hz="$CLK_TCK" -v n="$(field "$WORK/$1.json" answered)" \
+        'BEGIN { if (n > 0) printf "%d", (t1 - t0) * 1e6 / hz / n; else printf "-" }' >"$WORK/$1.worker"
+}
 timed_sim() {  # NAME ARGS...: a run whose steal, idle and worker CPU are kept beside its report
     local name=$1; shift
     (cd "$ROOT" && exec "$BIN/vipps-sim" --url "$URL" --quiet "$@" --json "$WORK/$name.json" 2>"$WORK/$name.err") &
     local pid=$!
-    until grep -q "registered" "$WORK/$name.err" 2>/dev/null || ! kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    wait_registered "$WORK/$name.err" "$pid"
     local before ticks
     before=$(cpu_times); ticks=$(worker_ticks)
     wait "$pid" || FAILED=1
-    local after; after=$(cpu_times)
+    account "$name" "$before" "$ticks"
     cat "$WORK/$name.err" >&2
-    share "$before" "$after" 2 >"$WORK/$name.steal"
-    share "$before" "$after" 3 >"$WORK/$name.idle"
-    awk -v t0="$ticks" -v t1="$(worker_ticks)" -v hz="$CLK_TCK" -v n="$(field "$WORK/$name.json" answered)" \
-        'BEGIN { if (n > 0) printf "%d", (t1 - t0) * 1e6 / hz / n; else printf "-" }' >"$WORK/$name.worker"
 }
 
 echo "== closed loop: $COUNT payments, $CONCURRENCY in flight, mix $MIX"
@@ -110,19 +116,16 @@ if [ "$SOAK_SECONDS" -gt 0 ]; then
     (cd "$ROOT" && "$BIN/vipps-sim" --url "$URL" --quiet --rate "$RATE" --duration "$SOAK_SECONDS" --concurrency 128 \
         --mix "$MIX" --json "$WORK/soak.json" >"$WORK/soak.out" 2>"$WORK/soak.err") &
     SIM_PID=$!
-    until grep -q "registered" "$WORK/soak.err" 2>/dev/null || ! kill -0 "$SIM_PID" 2>/dev/null; do sleep 0.05; done
+    wait_registered "$WORK/soak.err" "$SIM_PID"
     SOAK_CPU=$(cpu_times); SOAK_TICKS=$(worker_ticks)
     : >"$WORK/rss"
     while kill -0 "$SIM_PID" 2>/dev/null; do
         echo "$(date +%s) $(ps -o rss= -p "$WORKER_PID") $(stat -c %s "$WORK/e2e.sqlite-wal" 2>/dev/null || echo 0)" >>"$WORK/rss"
-        sleep 15
+        # In short steps, so that the soak's accounting ends when vipps-sim does.
+        for _ in $(seq 30); do kill -0 "$SIM_PID" 2>/dev/null && sleep 0.5; done
     done
     wait "$SIM_PID" || FAILED=1
-    SOAK_END=$(cpu_times)
-    share "$SOAK_CPU" "$SOAK_END" 2 >"$WORK/soak.steal"
-    share "$SOAK_CPU" "$SOAK_END" 3 >"$WORK/soak.idle"
-    awk -v t0="$SOAK_TICKS" -v t1="$(worker_ticks)" -v hz="$CLK_TCK" -v n="$(field "$WORK/soak.json" answered)" \
-        'BEGIN { if (n > 0) printf "%d", (t1 - t0) * 1e6 / hz / n; else printf "-" }' >"$WORK/soak.worker"
+    account soak "$SOAK_CPU" "$SOAK_TICKS"
     cat "$WORK/soak.err" "$WORK/soak.out"
     echo "worker RSS and the store's WAL over the soak, every 15 s (the WAL starts again past 16 MiB):"
     awk 'NR == 1 { t0 = $1 } { printf "  %4d s  RSS %s KiB  WAL %.1f MiB\n", $1 - t0, $2, $3 / 1048576 }' "$WORK/rss"

@@ -50,10 +50,8 @@ public final class SQLitePaymentStore: PaymentStore {
         writer = SQLiteWriter(connection: write, name: "sqlite-writer", gatherWindow: groupCommitWindow,
                               busyWindow: busyGroupCommitWindow)
         let writer = self.writer
-        let (seconds, attoseconds) = checkpointInterval.components
         checkpointer = try SQLiteCheckpointer(
-            connection: SQLiteConnection(path: path, readOnly: false),
-            interval: .microseconds(max(1, Int(seconds) * 1_000_000 + Int(attoseconds / 1_000_000_000_000))),
+            connection: SQLiteConnection(path: path, readOnly: false), interval: checkpointInterval,
             restartFrames: max(walRestartFrames, 1), walTooLong: { writer.requestWALRestart() })
     }
 

@@ -56,10 +56,6 @@ final class SQLiteWriter: @unchecked Sendable {
 
     init(connection: SQLiteConnection, name: String, gatherWindow: Duration = .milliseconds(2), busyWindow: Duration? = nil) {
         self.connection = connection
-        func nanoseconds(_ duration: Duration) -> UInt64 {
-            let (seconds, attoseconds) = duration.components
-            return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
-        }
         self.gatherWindow = nanoseconds(gatherWindow)
         self.busyWindow = nanoseconds(busyWindow ?? gatherWindow)
         let thread = Thread { [unowned self] in
@@ -252,6 +248,12 @@ func nameCurrentThread(_ name: String) {
     Thread.current.name = name
 }
 
+/// A duration in whole nanoseconds (negative: zero).
+func nanoseconds(_ duration: Duration) -> UInt64 {
+    let (seconds, attoseconds) = duration.components
+    return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
+}
+
 func monotonicNanoseconds() -> UInt64 {
     var now = timespec()
     clock_gettime(CLOCK_MONOTONIC, &now)
@@ -269,9 +271,9 @@ final class SQLiteCheckpointer: @unchecked Sendable {
     private let stopped = DispatchSemaphore(value: 0)
     private let closed = Mutex(false)
 
-    init(connection: SQLiteConnection, interval: DispatchTimeInterval = .milliseconds(250), restartFrames: Int,
-         walTooLong: @escaping @Sendable () -> Void) {
+    init(connection: SQLiteConnection, interval: Duration, restartFrames: Int, walTooLong: @escaping @Sendable () -> Void) {
         self.connection = connection
+        let interval = DispatchTimeInterval.nanoseconds(Int(max(nanoseconds(interval), 1)))
         let thread = Thread { [unowned self] in
             nameCurrentThread("sqlite-ckpt")
             while self.stop.wait(timeout: .now() + interval) == .timedOut {

@@ -2,14 +2,30 @@ import Foundation
 @testable import SQLitePaymentStore
 import Testing
 
+/// A WAL database in a temporary file with one table `t (x INTEGER PRIMARY KEY)`, for a writer to
+/// write to. `remove()` deletes its files (from a `defer`: the connections must outlive the test's
+/// last use of them, which a deinit would not promise).
+struct ScratchTable {
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("writer-\(UUID().uuidString).sqlite").path
+    let connection: SQLiteConnection
+
+    init() throws {
+        connection = try SQLiteConnection(path: path, readOnly: false)
+        try connection.execute("PRAGMA journal_mode=WAL; CREATE TABLE t (x INTEGER PRIMARY KEY)")
+    }
+
+    func remove() {
+        for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+    }
+}
+
 @Suite struct SQLiteWriterTests {
     /// A failing write in a group fails alone: the group is rolled back and each write is run again
     /// on its own, so the others still commit, durably.
     @Test func aFailingWriteFailsAloneInItsGroup() async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("writer-\(UUID().uuidString).sqlite").path
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
-        let connection = try SQLiteConnection(path: path, readOnly: false)
-        try connection.execute("PRAGMA journal_mode=WAL; CREATE TABLE t (x INTEGER PRIMARY KEY)")
+        let scratch = try ScratchTable()
+        defer { scratch.remove() }
+        let connection = scratch.connection
         try connection.run("INSERT INTO t (x) VALUES (?)", [.integer(-1)])
         // A long window, so the writes below land in a few groups.
         let writer = SQLiteWriter(connection: connection, name: "test-writer", gatherWindow: .milliseconds(50))
@@ -33,7 +49,7 @@ import Testing
         writer.close()
         #expect(counts.pieces == 100)
         #expect(counts.commits < counts.pieces, "the writes should have been grouped")
-        let reader = try SQLiteConnection(path: path, readOnly: true)
+        let reader = try SQLiteConnection(path: scratch.path, readOnly: true)
         var rows = 0
         try reader.run("SELECT count(*) FROM t") { rows = Int($0.int(0)) }
         #expect(rows == 100)
@@ -43,10 +59,9 @@ import Testing
     /// 50 ms after another joins its group. Otherwise (window zero) a write is committed at once,
     /// never held for the busy window (30 s in that case, so that holding it cannot go unseen).
     @Test(arguments: [false, true]) func theBusyWindowAppliesOnlyWhileBusy(busy: Bool) async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("writer-\(UUID().uuidString).sqlite").path
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
-        let connection = try SQLiteConnection(path: path, readOnly: false)
-        try connection.execute("PRAGMA journal_mode=WAL; CREATE TABLE t (x INTEGER PRIMARY KEY)")
+        let scratch = try ScratchTable()
+        defer { scratch.remove() }
+        let connection = scratch.connection
         let writer = SQLiteWriter(connection: connection, name: "test-writer", gatherWindow: .zero,
                                   busyWindow: busy ? .milliseconds(500) : .seconds(30))
         writer.whenBusy { busy }
@@ -79,10 +94,9 @@ import Testing
     /// committed at once, and a write that waits for one more underway is committed as soon as that
     /// one arrives, in the same group. (Without the rule each would take the whole 30 s.)
     @Test(arguments: [1, 2]) func aGroupIsNotHeldForWritesThatCannotCome(underway: Int) async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("writer-\(UUID().uuidString).sqlite").path
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
-        let connection = try SQLiteConnection(path: path, readOnly: false)
-        try connection.execute("PRAGMA journal_mode=WAL; CREATE TABLE t (x INTEGER PRIMARY KEY)")
+        let scratch = try ScratchTable()
+        defer { scratch.remove() }
+        let connection = scratch.connection
         let writer = SQLiteWriter(connection: connection, name: "test-writer", gatherWindow: .seconds(30))
         writer.whenWritesUnderway { underway }
         func insert(_ x: Int) async throws {
