@@ -87,7 +87,10 @@ public final class HTTPAcquirer: AcquirerAdapter {
         var request = HTTPClientRequest(url: baseURL + path)
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
-        request.body = .bytes(ByteBuffer(bytes: body))
+        let sent = ByteBuffer(bytes: body)
+        // The body may hold a clear PAN: its copy in the request is zeroed once the call is over.
+        defer { sent.wipeStorage() }
+        request.body = .bytes(sent)
         let response: HTTPClientResponse
         do {
             response = try await client.execute(request, timeout: requestTimeout)
@@ -101,5 +104,13 @@ public final class HTTPAcquirer: AcquirerAdapter {
         } catch {
             throw AcquirerUnavailable("HTTP acquirer sent a body that is not the documented JSON")
         }
+    }
+}
+
+extension ByteBuffer {
+    /// Zeroes the bytes this buffer holds, in its storage itself (no copy on write): for a buffer
+    /// that carried card data and that nothing reads any more.
+    func wipeStorage() {
+        withVeryUnsafeBytes { wipe(UnsafeMutableRawBufferPointer(mutating: $0)) }
     }
 }

@@ -40,8 +40,8 @@ public struct ISOMessage: Sendable, Hashable {
 extension ISOMessage: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
     /// Fields replaced by "***" in logs. 35/52/55 (track 2, PIN block, EMV data) as
     /// required; 34, 36 and 45 (extended PAN, track 3, track 1) as well because they
-    /// embed the PAN too.
-    public static let fullyMaskedFields: Set<Int> = [34, 35, 36, 45, 52, 55]
+    /// embed the PAN too; 14 (expiry), which beside a masked PAN is card data all the same.
+    public static let fullyMaskedFields: Set<Int> = [14, 34, 35, 36, 45, 52, 55]
 
     /// Log-safe rendering, e.g. `0100 {2=492500******4444, 3=000000, 35=***}`.
     /// Control and non-ASCII characters are escaped so a field cannot forge log lines.

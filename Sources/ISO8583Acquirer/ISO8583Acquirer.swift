@@ -49,7 +49,10 @@ public final class ISO8583Acquirer: AcquirerAdapter {
     private let group: any EventLoopGroup
     private let logger: Logger
     private let state = Mutex(State())
-    private let stanCounter = Atomic<Int>(0)
+    /// Both start at a random point in each process, so a restart does not hand out the STANs and
+    /// RRNs the previous process used (a reversal after a crash names its original by them).
+    private let stanCounter = Atomic<Int>(Int.random(in: 0..<999_999))
+    private let rrnCounter = Atomic<UInt64>(UInt64.random(in: 0..<1_000_000_000_000))
     private let clock: @Sendable () -> Int64
 
     struct State {
@@ -83,8 +86,10 @@ public final class ISO8583Acquirer: AcquirerAdapter {
     public func attemptReference(for attemptId: String) -> String {
         let stan = nextSTAN()
         let now = ISOClock(milliseconds: clock())
-        // RRN (field 37): YDDD + hh + STAN, 12 digits, as many hosts expect.
-        let rrn = digits(now.year % 10, width: 1) + digits(now.dayOfYear, width: 3) + digits(now.hour, width: 2) + stan
+        // RRN (field 37): 12 digits from a sequence of 10^12. Not the common YDDDhh + STAN: the STAN
+        // wraps after 999,999 messages (10 minutes at 1,600/s), and a host that matches reversals
+        // by RRN would then undo a newer authorization.
+        let rrn = digits(Int(rrnCounter.add(1, ordering: .relaxed).oldValue % 1_000_000_000_000), width: 12)
         return stan + "|" + now.transmission + "|" + rrn
     }
 
@@ -224,7 +229,10 @@ public final class ISO8583Acquirer: AcquirerAdapter {
                     if let c = state.withLock({ $0.pending.removeValue(forKey: key) }) { c.resume(throwing: CancellationError()) }
                     return
                 }
-                channel.writeAndFlush(buffer).whenFailure { [weak self] error in
+                let written = channel.writeAndFlush(buffer)
+                // The frame may hold a clear PAN: zeroed once the socket has it (or the write failed).
+                written.whenComplete { [buffer] _ in buffer.wipeStorage() }
+                written.whenFailure { [weak self] error in
                     guard let self else { return }
                     if let c = self.state.withLock({ $0.pending.removeValue(forKey: key) }) {
                         c.resume(throwing: AcquirerUnavailable("send failed: \(error)"))
@@ -355,3 +363,10 @@ extension String {
     }
 }
 
+extension ByteBuffer {
+    /// Zeroes the bytes this buffer holds, in its storage itself (no copy on write): for a buffer
+    /// that carried card data and that nothing reads any more.
+    func wipeStorage() {
+        withVeryUnsafeBytes { wipe(UnsafeMutableRawBufferPointer(mutating: $0)) }
+    }
+}

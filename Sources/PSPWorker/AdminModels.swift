@@ -30,6 +30,9 @@ struct RegisterPaymentRequest {
         }
     }
 
+    /// The most an authorization can carry: ISO 8583 field 4 is 12 digits (about 10 billion NOK in øre).
+    static let maxAmount = 999_999_999_999
+
     static func parse(_ data: Data) -> Result<RegisterPaymentRequest, Problems> {
         guard let object = try? JSONDecoder().decode([String: JSONValue].self, from: data) else {
             return .failure(Problems(entries: [(nil, "51", "Invalid request")]))
@@ -54,7 +57,9 @@ struct RegisterPaymentRequest {
         var amount = 0
         let lessThanOne: (String?, String, String) = ("amount", "amount.less.than.one", "Amount must be at least 1 øre")
         switch object["amount"] {
-        case .integer(let value) where value >= 1: amount = value
+        case .integer(let value) where value >= 1 && value <= Self.maxAmount: amount = value
+        case .integer(let value) where value >= 1:
+            problems.append(("amount", "51", "Invalid request: amount is at most \(Self.maxAmount) øre"))
         case .integer: problems.append(lessThanOne)
         case .number(let value) where value < 1: problems.append(lessThanOne)
         case .number: problems.append(("amount", "51", "Invalid request: amount is a whole number of øre"))

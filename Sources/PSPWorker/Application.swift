@@ -117,7 +117,7 @@ public func buildApplication(
         // Shut down in reverse: the HTTP server first (finishing requests in flight), then the
         // workers (draining the queue), then reversals, then the store.
         services: [StoreCloser(close: components.closeStore), ReversalLoopService(reversals: reversals),
-                   AcquirerKeepAlive(acquirer: components.acquirer), workers],
+                   OrphanSweepService(pipeline: pipeline), AcquirerKeepAlive(acquirer: components.acquirer), workers],
         eventLoopGroupProvider: .shared(eventLoopGroup),
         logger: logger)
 }
@@ -145,6 +145,15 @@ struct ReversalLoopService: Service {
     let reversals: ReversalService
     func run() async throws {
         await cancelWhenGracefulShutdown { await reversals.run() }
+    }
+}
+
+/// Reverses attempts a crash (of this process or an earlier one) left without an outcome: at
+/// start, then every 5 s, until shutdown.
+struct OrphanSweepService: Service {
+    let pipeline: MakePaymentPipeline
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await pipeline.runOrphanSweeps(every: .seconds(5)) }
     }
 }
 

@@ -45,6 +45,7 @@ public struct PaymentStoreConformance: Sendable {
         Check(name: "reversal is stored with its outcome and retried until acknowledged", body: { try await $0.reversalLifecycle() }),
         Check(name: "outcomes and orphaned attempts survive a reopen", body: { try await $0.survivesReopen() }),
         Check(name: "the makePayment read follows every transition", body: { try await $0.makePaymentReadFollowsTransitions() }),
+        Check(name: "attempts in flight are listed by age, and only those", body: { try await $0.attemptsInFlightListedByAge() }),
     ]
 
     // MARK: helpers
@@ -67,6 +68,23 @@ public struct PaymentStoreConformance: Sendable {
                                          acquirerResponseCode: "00", authorizationCode: "123456", acquirerReference: "REF1")
 
     // MARK: checks
+
+    func attemptsInFlightListedByAge() async throws {
+        let store = try await makeStore()
+        for id in ["f-old", "f-older", "f-young", "f-done", "f-pending"] { _ = try await store.register(Self.registration(id), now: 1) }
+        for (id, startedAt) in [("f-old", Int64(2_000)), ("f-older", 1_000), ("f-young", 9_000), ("f-done", 500)] {
+            var attempt = Self.attempt(id)
+            attempt.startedAt = startedAt
+            _ = try await store.beginAttempt(id, attempt: attempt, now: startedAt)
+        }
+        _ = try await store.recordOutcome("f-done", outcome: Self.approved, reversal: nil, now: 600)
+        let listed = try await store.attemptsStarted(before: 5_000, limit: 10)
+        try Self.expect(listed.map(\.registration.pspTransactionId) == ["f-older", "f-old"],
+                        "processing payments whose attempt started before 5000, oldest first; got \(listed.map(\.registration.pspTransactionId))")
+        try Self.expect(listed.first?.attempt?.attemptId == Self.attempt("f-older").attemptId, "each with its attempt")
+        let one = try await store.attemptsStarted(before: 5_000, limit: 1)
+        try Self.expect(one.map(\.registration.pspTransactionId) == ["f-older"], "at most `limit`")
+    }
 
     func registeredPaymentReadsBack() async throws {
         let store = try await makeStore()

@@ -199,7 +199,7 @@ public final class MakePaymentPipeline: Sendable {
             case .notPending(let record):
                 if let outcome = record.outcome { return MakePaymentResult(httpStatus: 200, response: outcome.response(for: id)) }
                 if record.state == .cancelled { return MakePaymentResult(httpStatus: 200, response: .fail(id, .responseReceivedTooLate)) }
-                return await waitForOutcome(id)
+                return await recoverOrphan(record)
             }
         } catch {
             return internalError(id, step: "record attempt", error)
@@ -237,33 +237,90 @@ public final class MakePaymentPipeline: Sendable {
         }
     }
 
-    /// A payment left `processing` by a process that died between sending and recording: its
-    /// outcome is unknown, so it is reversed, never authorized again, and answered 85.
+    /// How long after its attempt started a payment still `processing` counts as orphaned: the
+    /// acquirer's deadline and a margin for recording the outcome. Until then the attempt may be in
+    /// flight, here or in another process on the same store, and a reversal that reached the host
+    /// before the authorization would find nothing to undo.
+    public var orphanedAfterMilliseconds: Int64 {
+        let timeout = configuration.acquirerTimeout.components
+        return timeout.seconds * 1_000 + timeout.attoseconds / 1_000_000_000_000_000 + Self.outcomeMarginMilliseconds
+    }
+    static let outcomeMarginMilliseconds: Int64 = 2_000
+
+    /// A payment found `processing`: its attempt is in flight (wait for the outcome), or was left
+    /// by a crash between sending and recording, or by an outcome that could not be recorded. Once
+    /// it is older than `orphanedAfterMilliseconds` its outcome is unknown for good: it is
+    /// reversed, never authorized again, and answered 85.
     private func recoverOrphan(_ payment: PaymentRecord) async -> MakePaymentResult {
         let id = payment.registration.pspTransactionId
-        guard let attempt = payment.attempt, attempt.instanceId != configuration.instanceId else {
-            // Sent by this process and still in flight elsewhere (a second front): wait for it.
-            return await waitForOutcome(id)
-        }
+        let startedAt = payment.attempt?.startedAt ?? payment.updatedAt
+        let young = min(startedAt + orphanedAfterMilliseconds - now(), orphanedAfterMilliseconds)
+        if young > 0, let answered = await waitForOutcome(id, for: .milliseconds(young)) { return answered }
+        guard let attempt = payment.attempt else { return internalError(id, step: "processing without an attempt", nil) }
+        return await reverseOrphan(payment, attempt)
+    }
+
+    private func reverseOrphan(_ payment: PaymentRecord, _ attempt: AttemptRecord) async -> MakePaymentResult {
+        let id = payment.registration.pspTransactionId
         logger.warning("orphaned attempt found; reversing", metadata: [
             "pspTransactionId": "\(id)", "attemptId": "\(attempt.attemptId)", "pan": "\(attempt.maskedPAN)",
+            "sameProcess": "\(attempt.instanceId == configuration.instanceId)",
         ])
-        let registration = payment.registration
-        let reversal = Self.reversal(attempt.attemptId, attempt.attemptReference, of: registration)
+        let reversal = Self.reversal(attempt.attemptId, attempt.attemptReference, of: payment.registration)
         let outcome = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: attempt.maskedPAN)
         return await finish(id, outcome, reversal: reversal)
     }
 
-    /// Polls the store for an outcome another process is recording, within Vipps's patience.
-    private func waitForOutcome(_ id: String) async -> MakePaymentResult {
-        let deadline = ContinuousClock.now + configuration.acquirerTimeout + .seconds(2)
+    /// Polls the store for an outcome being recorded elsewhere; nil if none came within `patience`.
+    private func waitForOutcome(_ id: String, for patience: Duration) async -> MakePaymentResult? {
+        let deadline = ContinuousClock.now + patience
         while ContinuousClock.now < deadline {
-            if let outcome = try? await store.payment(id)?.outcome {
-                return MakePaymentResult(httpStatus: 200, response: outcome.response(for: id))
+            if let record = try? await store.payment(id), record.state != .processing {
+                if let outcome = record.outcome { return MakePaymentResult(httpStatus: 200, response: outcome.response(for: id)) }
+                return MakePaymentResult(httpStatus: 200, response: .fail(id, .responseReceivedTooLate))
             }
             try? await Task.sleep(for: .milliseconds(50))
         }
-        return MakePaymentResult(httpStatus: 200, response: .fail(id, .responseReceivedTooLate))
+        return nil
+    }
+
+    // MARK: - Orphan sweep
+
+    /// Reverses every attempt left `processing` past `orphanedAfterMilliseconds` (records 85 and
+    /// the reversal, which the reversal service sends), without waiting for Vipps to call again:
+    /// after a crash Vipps may never retry, and an approval would stay on the card. Returns how
+    /// many it recorded.
+    @discardableResult
+    public func sweepOrphans(batch: Int = 100) async -> Int {
+        var swept = 0
+        while !Task.isCancelled {
+            let found: [PaymentRecord]
+            do {
+                found = try await store.attemptsStarted(before: now() - orphanedAfterMilliseconds, limit: batch)
+            } catch {
+                logger.error("cannot read attempts in flight", metadata: ["error": "\(error)"])
+                return swept
+            }
+            var recorded = 0
+            for payment in found {
+                guard let attempt = payment.attempt else { continue }
+                // Joined with a makePayment for the same payment in flight here, if any.
+                let result = await inFlight.run(payment.registration.pspTransactionId) { await self.reverseOrphan(payment, attempt) }
+                if result.httpStatus == 200 { recorded += 1 }
+            }
+            swept += recorded
+            // A batch that recorded nothing (the store refuses writes, say) is tried at the next sweep.
+            if found.count < batch || recorded == 0 { return swept }
+        }
+        return swept
+    }
+
+    /// Sweeps at start and then every `interval`, until cancelled.
+    public func runOrphanSweeps(every interval: Duration) async {
+        while !Task.isCancelled {
+            await sweepOrphans()
+            try? await Task.sleep(for: interval)
+        }
     }
 
     /// 13. Records the outcome (and any reversal, in the same transaction), then answers.

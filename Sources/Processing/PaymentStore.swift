@@ -167,6 +167,10 @@ public protocol PaymentStore: Sendable {
     /// given one, or the one recorded earlier if the payment already had an outcome.
     func recordOutcome(_ pspTransactionId: String, outcome: PaymentOutcome, reversal: ReversalRequest?,
                        now: Int64) async throws -> PaymentOutcome?
+    /// Payments still `processing` whose attempt started before `startedBefore` (milliseconds),
+    /// oldest first: the orphan sweep's candidates (a crash between sending and recording, or an
+    /// outcome that could not be recorded).
+    func attemptsStarted(before startedBefore: Int64, limit: Int) async throws -> [PaymentRecord]
     /// Reversals not yet acknowledged whose next try is due.
     func dueReversals(now: Int64, limit: Int) async throws -> [ReversalRecord]
     /// Records a try of a reversal: acknowledged, or not (with when to try next, or failed for good).

@@ -41,33 +41,44 @@ public final class ReversalService: ReversalSender {
     }
 
     public func sendSoon(_ reversal: ReversalRequest) {
-        Task { await self.sendDue(limit: 16, only: reversal.reversalId) }
+        Task { await self.send(reversal.reversalId, of: reversal.pspTransactionId) }
     }
 
     /// Sends every due reversal until cancelled: the store-and-forward loop.
     public func run() async {
         while !Task.isCancelled {
-            await sendDue(limit: 100, only: nil)
+            await sendDue(limit: 100)
             try? await Task.sleep(for: configuration.pollInterval)
         }
     }
 
-    /// One pass: sends the due reversals (or just `only`), recording each try.
-    public func sendDue(limit: Int, only: String?) async {
+    /// One pass: sends the due reversals, recording each try.
+    public func sendDue(limit: Int) async {
         let due: [ReversalRecord]
         do {
-            due = try await store.dueReversals(now: now(), limit: limit).filter { only == nil || $0.request.reversalId == only }
+            due = try await store.dueReversals(now: now(), limit: limit)
         } catch {
             logger.error("cannot read due reversals", metadata: ["error": "\(error)"])
             return
         }
-        for record in due { await send(record) }
+        for record in due { await send(record.request.reversalId, of: record.request.pspTransactionId) }
     }
 
-    private func send(_ record: ReversalRecord) async {
-        let id = record.request.reversalId
+    /// Sends one reversal if it is still due. Claimed first (`sending`), then read again: the list
+    /// it came from may be stale (the other path may have sent it meanwhile, or counted a try), and
+    /// a second 0400 on the wire must never go out for one acknowledged already.
+    private func send(_ id: String, of pspTransactionId: String) async {
         guard sending.withLock({ $0.insert(id).inserted }) else { return }
         defer { _ = sending.withLock { $0.remove(id) } }
+        let record: ReversalRecord
+        do {
+            guard let current = try await store.reversals(for: pspTransactionId).first(where: { $0.request.reversalId == id }),
+                  current.state == .pending, current.nextTryAt <= now() else { return }
+            record = current
+        } catch {
+            logger.error("cannot read reversal", metadata: ["reversalId": "\(id)", "error": "\(error)"])
+            return
+        }
         var request = record.request
         request.sendCount = record.tries + 1
         metrics.reversalsSent.increment()

@@ -137,6 +137,8 @@ public final class SQLitePaymentStore: PaymentStore {
             ) WITHOUT ROWID;
             CREATE INDEX IF NOT EXISTS reversals_due ON reversals(state, next_try_at);
             CREATE INDEX IF NOT EXISTS reversals_payment ON reversals(psp_transaction_id);
+            -- The payments in flight, oldest attempt first: what the orphan sweep reads.
+            CREATE INDEX IF NOT EXISTS payments_processing ON payments(attempt_started_at) WHERE state = 'processing';
             """)
     }
 
@@ -166,39 +168,51 @@ public final class SQLitePaymentStore: PaymentStore {
         return try await payment(id)
     }
 
-    private static let selectPayment = """
+    private static let selectPayments = """
         SELECT psp_transaction_id, merchant_serial_number, merchant_order_id, amount, currency, token_hash, payment_text,
                state, created_at, updated_at, completed_at, outcome_status, outcome_error_id, outcome_error_text,
                masked_pan, acquirer_response_code, authorization_code, acquirer_reference, authorizations_sent,
                attempt_id, attempt_instance_id, attempt_started_at, attempt_reference
-        FROM payments WHERE psp_transaction_id = ?
+        FROM payments
         """
 
     static func read(_ db: SQLiteConnection, _ id: String) throws -> PaymentRecord? {
         var record: PaymentRecord?
-        try db.run(selectPayment, [.text(id)]) { row in
-            let registration = PaymentRegistration(
-                pspTransactionId: row.text(0), merchantSerialNumber: row.text(1), merchantOrderId: row.text(2),
-                amount: Int(row.int(3)), currency: row.text(4), tokenHash: row.blob(5), paymentText: row.text(6))
-            let masked = row.optionalText(14).flatMap(MaskedPAN.init(masked:))
-            var outcome: PaymentOutcome?
-            if let status = row.optionalText(11).flatMap(PaymentStatus.init(rawValue:)) {
-                let error = row.optionalInt(12).map { ErrorMessage(errorId: Int($0), errorText: row.optionalText(13) ?? "") }
-                outcome = PaymentOutcome(status: status, error: error, maskedPAN: masked,
-                                         acquirerResponseCode: row.optionalText(15), authorizationCode: row.optionalText(16),
-                                         acquirerReference: row.optionalText(17))
-            }
-            var attempt: AttemptRecord?
-            if let attemptId = row.optionalText(19), let masked {
-                attempt = AttemptRecord(attemptId: attemptId, attemptReference: row.text(22), instanceId: row.text(20),
-                                        maskedPAN: masked, startedAt: row.int(21))
-            }
-            record = PaymentRecord(
-                registration: registration, state: PaymentState(rawValue: row.text(7)) ?? .pending, outcome: outcome,
-                attempt: attempt, authorizationsSent: Int(row.int(18)), createdAt: row.int(8), updatedAt: row.int(9),
-                completedAt: row.optionalInt(10))
-        }
+        try db.run(selectPayments + " WHERE psp_transaction_id = ?", [.text(id)]) { record = Self.payment($0) }
         return record
+    }
+
+    public func attemptsStarted(before startedBefore: Int64, limit: Int) async throws -> [PaymentRecord] {
+        try read { db in
+            var out: [PaymentRecord] = []
+            // Served by the partial index payments_processing: only payments in flight are in it.
+            try db.run(Self.selectPayments + " WHERE state = 'processing' AND attempt_started_at < ? ORDER BY attempt_started_at LIMIT ?",
+                       [.integer(startedBefore), .integer(Int64(limit))]) { out.append(Self.payment($0)) }
+            return out
+        }
+    }
+
+    static func payment(_ row: SQLiteRow) -> PaymentRecord {
+        let registration = PaymentRegistration(
+            pspTransactionId: row.text(0), merchantSerialNumber: row.text(1), merchantOrderId: row.text(2),
+            amount: Int(row.int(3)), currency: row.text(4), tokenHash: row.blob(5), paymentText: row.text(6))
+        let masked = row.optionalText(14).flatMap(MaskedPAN.init(masked:))
+        var outcome: PaymentOutcome?
+        if let status = row.optionalText(11).flatMap(PaymentStatus.init(rawValue:)) {
+            let error = row.optionalInt(12).map { ErrorMessage(errorId: Int($0), errorText: row.optionalText(13) ?? "") }
+            outcome = PaymentOutcome(status: status, error: error, maskedPAN: masked,
+                                     acquirerResponseCode: row.optionalText(15), authorizationCode: row.optionalText(16),
+                                     acquirerReference: row.optionalText(17))
+        }
+        var attempt: AttemptRecord?
+        if let attemptId = row.optionalText(19), let masked {
+            attempt = AttemptRecord(attemptId: attemptId, attemptReference: row.text(22), instanceId: row.text(20),
+                                    maskedPAN: masked, startedAt: row.int(21))
+        }
+        return PaymentRecord(
+            registration: registration, state: PaymentState(rawValue: row.text(7)) ?? .pending, outcome: outcome,
+            attempt: attempt, authorizationsSent: Int(row.int(18)), createdAt: row.int(8), updatedAt: row.int(9),
+            completedAt: row.optionalInt(10))
     }
 
     public func cancel(_ id: String, now: Int64) async throws -> CancelResult {

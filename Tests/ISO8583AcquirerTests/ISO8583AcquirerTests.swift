@@ -46,6 +46,12 @@ final class ISO8583Subject: AcquirerConformanceSubject {
         let parts = references[0].split(separator: "|")
         #expect(parts.count == 3 && parts[0].count == 6 && parts[1].count == 10 && parts[2].count == 12)
         #expect(parts.allSatisfy { $0.allSatisfy(\.isNumber) })
+        // A restarted process (a new adapter) does not hand out the RRNs or STANs of the last one.
+        let restarted = ISO8583Acquirer(configuration: .init(host: "127.0.0.1", port: 1))
+        let again = (0..<1000).map { restarted.attemptReference(for: "a\($0)") }
+        let rrns = Set(references.map { $0.split(separator: "|")[2] })
+        #expect(rrns.count == 1000 && rrns.isDisjoint(with: again.map { $0.split(separator: "|")[2] }))
+        #expect(references[0].split(separator: "|")[0] != again[0].split(separator: "|")[0])
     }
 
     @Test func urlsParse() {

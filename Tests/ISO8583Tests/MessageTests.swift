@@ -29,14 +29,14 @@ struct MessageTests {
             return message
         }
 
-        @Test("masked description: PAN as first 6 + last 4; 35, 52, 55 as ***")
+        @Test("masked description: PAN as first 6 + last 4; 14, 35, 52, 55 as ***")
         func exactFormat() {
             let message = ISOMessage(mti: "0100", fields: [
-                2: samplePAN, 3: "000000", 35: sampleTrack2, 41: "TERM0001",
+                2: samplePAN, 3: "000000", 14: "2512", 35: sampleTrack2, 41: "TERM0001",
                 52: "0123456789ABCDEF", 55: "9F2608A1B2C3D4E5F607",
             ])
             #expect(message.maskedDescription
-                == "0100 {2=492500******4444, 3=000000, 35=***, 41=TERM0001, 52=***, 55=***}")
+                == "0100 {2=492500******4444, 3=000000, 14=***, 35=***, 41=TERM0001, 52=***, 55=***}")
         }
 
         @Test("no rendering of a message shows the clear PAN or track data")

@@ -180,6 +180,10 @@ extension TestResponse {
             #expect(duplicate.text.contains(#""errorCode":"99","errorMessage":"PSP Transaction id already exists""#))
             let zero = try await client.register("p2", amount: "0")
             #expect(zero.status == .badRequest && zero.text.contains("amount.less.than.one"))
+            // An amount an ISO 8583 field 4 (n12) cannot carry is refused, not cut to its last 12 digits.
+            let huge = try await client.register("p5", amount: "1000000000050")
+            #expect(huge.status == .badRequest && huge.text.contains("at most 999999999999"))
+            #expect(try await client.register("p6", amount: "999999999999").status == .created)
             let euro = try await client.register("p3", currency: "\"EUR\"")
             #expect(euro.status == .badRequest && euro.text.contains("transaction.currency.invalid"))
             let text = try await client.register("p4", amount: "\"ten\"")

@@ -158,6 +158,91 @@ import Testing
         #expect(try await h.store.payment("p-o")?.authorizationsSent == 1)
     }
 
+    /// After a crash Vipps may never call again: the sweep reverses what was left in flight, by
+    /// an earlier process or by this one (its outcome could not be recorded), once it is older
+    /// than the acquirer's deadline; an attempt younger than that is left alone.
+    @Test func sweepReversesOrphansWithoutACall() async throws {
+        // Orphaned after 32 s: "young" stays young however slowly a busy test machine runs this.
+        let h = try PipelineHarness(acquirerTimeout: .seconds(30))
+        let masked = MaskedPAN(masked: "400000******0002")!
+        let now = wallClockMilliseconds()
+        for (id, instance, startedAt) in [("s-dead", "dead-instance", Int64(1)), ("s-ours", "test-instance", now - 60_000),
+                                          ("s-young", "other-instance", now)] {
+            try await h.register(id)
+            let attempt = AttemptRecord(attemptId: id + "-attempt", instanceId: instance, maskedPAN: masked, startedAt: startedAt)
+            #expect(try await h.store.beginAttempt(id, attempt: attempt, now: startedAt) == .begun)
+        }
+        #expect(await h.pipeline.sweepOrphans() == 2)
+        for id in ["s-dead", "s-ours"] {
+            let record = try #require(try await h.store.payment(id))
+            #expect(record.state == .completed && record.outcome?.error?.errorId == 85, "\(id) is answered 85")
+            #expect(try await h.store.reversals(for: id).map(\.request.attemptId) == [id + "-attempt"])
+            try await waitUntil { h.acquirer.reversalCount(pspTransactionId: id) == 1 }
+        }
+        #expect(try await h.store.payment("s-young")?.state == .processing, "an attempt that may be in flight is not reversed")
+        #expect(await h.pipeline.sweepOrphans() == 0, "nothing is swept twice")
+        #expect(h.acquirer.authorizationCount(pspTransactionId: "s-dead") == 0)
+    }
+
+    /// A retry that finds another process's attempt still young waits for its outcome instead of
+    /// reversing it (a reversal that overtook the authorization would find nothing to undo).
+    @Test func aRetryWaitsForAnAttemptInFlightElsewhere() async throws {
+        let h = try PipelineHarness(acquirerTimeout: .milliseconds(500))
+        try await h.register("w-1")
+        let attempt = AttemptRecord(attemptId: "w-1-attempt", instanceId: "other-instance",
+                                    maskedPAN: MaskedPAN(masked: "400000******0002")!, startedAt: wallClockMilliseconds())
+        #expect(try await h.store.beginAttempt("w-1", attempt: attempt, now: attempt.startedAt) == .begun)
+        let retry = Task { await h.makePayment(h.request("w-1", cardData: h.cardData(code: "00"))) }
+        try await Task.sleep(for: .milliseconds(200))
+        // The other process records its approval.
+        let approved = PaymentOutcome(status: .ok, error: nil, maskedPAN: attempt.maskedPAN, acquirerResponseCode: "00",
+                                      authorizationCode: "123456", acquirerReference: "REF")
+        _ = try await h.store.recordOutcome("w-1", outcome: approved, reversal: nil, now: wallClockMilliseconds())
+        #expect(await retry.value == MakePaymentResult(httpStatus: 200, response: .ok("w-1")))
+        #expect(try await h.store.reversals(for: "w-1").isEmpty)
+        #expect(h.acquirer.authorizationCount(pspTransactionId: "w-1") == 0)
+    }
+
+    /// ... and reverses it once it has outlived the acquirer's deadline without an outcome.
+    @Test func aRetryReversesAnAttemptThatOutlivesTheDeadline() async throws {
+        let h = try PipelineHarness(acquirerTimeout: .milliseconds(200))
+        try await h.register("w-2")
+        let attempt = AttemptRecord(attemptId: "w-2-attempt", instanceId: "other-instance",
+                                    maskedPAN: MaskedPAN(masked: "400000******0002")!, startedAt: wallClockMilliseconds())
+        #expect(try await h.store.beginAttempt("w-2", attempt: attempt, now: attempt.startedAt) == .begun)
+        let result = await h.makePayment(h.request("w-2", cardData: h.cardData(code: "00")))
+        #expect(result.response == .fail("w-2", .responseReceivedTooLate))
+        #expect(wallClockMilliseconds() >= attempt.startedAt + h.pipeline.orphanedAfterMilliseconds, "not before the deadline and its margin")
+        #expect(try await h.store.payment("w-2")?.outcome?.error?.errorId == 85, "the 85 is recorded")
+        try await waitUntil { h.acquirer.reversalCount(pspTransactionId: "w-2") == 1 }
+        #expect(h.acquirer.authorizationCount(pspTransactionId: "w-2") == 0)
+    }
+
+    /// The poller's list of due reversals goes stale while it sends the first: a reversal that
+    /// `sendSoon` sent and had acknowledged meanwhile is not sent a second time.
+    @Test func aReversalAcknowledgedMeanwhileIsNotSentAgain() async throws {
+        let h = try PipelineHarness(latency: .milliseconds(300))
+        let masked = MaskedPAN(masked: "400000******0002")!
+        var requests: [ReversalRequest] = []
+        for id in ["r-1", "r-2"] {
+            try await h.register(id)
+            let attempt = AttemptRecord(attemptId: id + "-attempt", instanceId: "test-instance", maskedPAN: masked, startedAt: 1)
+            _ = try await h.store.beginAttempt(id, attempt: attempt, now: 1)
+            let reversal = ReversalRequest(reversalId: id + "-R", pspTransactionId: id, attemptId: attempt.attemptId,
+                                           attemptReference: attempt.attemptReference, amount: 1000, currency: "NOK", merchantSerialNumber: "123456")
+            let outcome = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked)
+            _ = try await h.store.recordOutcome(id, outcome: outcome, reversal: reversal, now: 1)
+            requests.append(reversal)
+        }
+        h.reversals.sendSoon(requests[1])  // r-2: sent now, acknowledged after 300 ms
+        try await Task.sleep(for: .milliseconds(30))
+        await h.reversals.sendDue(limit: 10)  // reads [r-1, r-2], sends r-1 (300 ms), then comes to r-2
+        try await waitUntil { try await h.store.reversals(for: "r-2").first?.state == .acknowledged }
+        #expect(h.acquirer.reversalCount(pspTransactionId: "r-1") == 1)
+        #expect(h.acquirer.reversalCount(pspTransactionId: "r-2") == 1, "r-2 must not go out twice")
+        #expect(try await h.store.reversals(for: "r-2").first?.tries == 1)
+    }
+
     @Test func jobsThroughTheQueueAreAnswered() async throws {
         let h = try PipelineHarness()
         let queue = InProcessMakePaymentQueue(capacity: 64)
