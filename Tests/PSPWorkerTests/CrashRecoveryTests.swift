@@ -16,10 +16,10 @@ final class WorkerProcess: @unchecked Sendable {
         Bundle.module.bundleURL.deletingLastPathComponent().appendingPathComponent("psp-worker")
     }
 
-    init(store: String, latencyMs: Int, workers: Int = 8) throws {
+    init(store: String, latencyMs: Int, workers: Int = 8, arguments: [String] = []) throws {
         process.executableURL = Self.binary
         process.arguments = ["serve", "--port", "0", "--store", "sqlite:" + store, "--workers", String(workers),
-                             "--simulator-latency-ms", String(latencyMs), "--private-key", TestKeys.path("psp-private-key")]
+                             "--simulator-latency-ms", String(latencyMs), "--private-key", TestKeys.path("psp-private-key")] + arguments
         var environment = ProcessInfo.processInfo.environment
         environment["PSP_ADMIN_TOKEN"] = LiveWorker.adminToken
         process.environment = environment
@@ -138,5 +138,56 @@ final class Answers: Sendable { let bodies = Mutex<[String: String]>([:]) }
         // The kill must have hit both answered and in-flight payments, or the test proved nothing.
         #expect(!before.isEmpty, "some payments must have been answered before the kill")
         #expect(orphans > 0, "some payments must have been in flight at the kill")
+    }
+
+    /// After a crash Vipps may never call again. The restarted worker reverses, by itself, every
+    /// attempt the dead one left in flight (answered 85 to any later call), and sends nothing again.
+    @Test func orphansAreReversedAfterARestartWithoutAnyCall() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("orphans-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = directory.appendingPathComponent("store.sqlite").path
+        let ids = (0..<16).map { "orphan-\($0)" }
+        let cardData = TestKeys.cardData(code: "00")
+
+        // 1. A slow acquirer (2 s per answer), and SIGKILL while every payment waits on it.
+        let first = try WorkerProcess(store: store, latencyMs: 2000)
+        for id in ids { #expect(try await first.register(id) == 201) }
+        let load = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for id in ids { group.addTask { _ = try? await first.makePayment(id, cardData: cardData) } }
+            }
+        }
+        try await Task.sleep(for: .milliseconds(1000))
+        first.kill(SIGKILL)
+        await load.value
+
+        // 2. Restart (orphaned 1 s + 2 s after an attempt started), and only watch.
+        let second = try WorkerProcess(store: store, latencyMs: 0, arguments: ["--acquirer-timeout", "1"])
+        defer { second.kill(SIGTERM) }
+        var inFlight: [String] = []
+        for id in ids where try await second.show(id)["state"] as? String == "processing" { inFlight.append(id) }
+        #expect(!inFlight.isEmpty, "some payments must have been in flight at the kill")
+        let deadline = ContinuousClock.now + .seconds(40)
+        var settled: Set<String> = []
+        while settled.count < inFlight.count && ContinuousClock.now < deadline {
+            for id in inFlight where !settled.contains(id) {
+                let shown = try await second.show(id)
+                let reversals = shown["reversals"] as? [[String: Any]] ?? []
+                if shown["state"] as? String == "completed" && reversals.first?["state"] as? String == "acknowledged" {
+                    settled.insert(id)
+                    #expect(shown["errorId"] as? Int == 85, "\(id): an orphaned attempt is answered 85")
+                    #expect(reversals.count == 1 && shown["authorizationsSent"] as? Int == 1, "\(id): reversed once, never sent again")
+                }
+            }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        #expect(settled.count == inFlight.count, "every orphan reversed without a call; left: \(Set(inFlight).subtracting(settled).sorted())")
+        // A later call gets the recorded 85, and nothing is authorized again.
+        if let id = inFlight.first {
+            let (status, body) = try await second.makePayment(id, cardData: cardData)
+            #expect(status == 200 && body.contains(#""errorId":85"#))
+            #expect(try await second.show(id)["authorizationsSent"] as? Int == 1)
+        }
     }
 }
