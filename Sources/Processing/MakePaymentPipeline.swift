@@ -15,18 +15,24 @@ import Darwin
 ///                     merchant must match (71) → idempotency (recorded outcome, or join the one
 ///                     in flight) → queue
 /// worker:             cancelled (85) → confirmed ≠ YES (93) → decrypt (92) → parse (92/87/86) →
-///                     record attempt → authorize under a deadline → map → record outcome → respond
+///                     too late to send (85) → record attempt → authorize under a deadline → map →
+///                     record outcome → respond
 ///
 /// It does no I/O of its own: the store, the acquirer and the clock are handed in.
 public final class MakePaymentPipeline: Sendable {
     public struct Configuration: Sendable {
         /// Vipps gives up after 15 s; the acquirer must answer well inside that.
         public var acquirerTimeout: Duration = .seconds(10)
+        /// How long after the front took a makePayment its answer is still of use: Vipps gives up
+        /// after 15 s. Time spent waiting for a worker or an authorization slot comes off the
+        /// acquirer's deadline, and a payment with too little left is not sent at all (85).
+        public var answerWithin: Duration = .seconds(14)
         /// Identifies this process in attempt records, so a restarted worker can tell orphaned
         /// attempts (sent by a process that died) from ones in flight.
         public var instanceId: String
-        public init(acquirerTimeout: Duration = .seconds(10), instanceId: String) {
+        public init(acquirerTimeout: Duration = .seconds(10), answerWithin: Duration = .seconds(14), instanceId: String) {
             self.acquirerTimeout = acquirerTimeout
+            self.answerWithin = answerWithin
             self.instanceId = instanceId
         }
     }
@@ -181,13 +187,23 @@ public final class MakePaymentPipeline: Sendable {
             pspTransactionId: id, attemptId: attemptId, attemptReference: acquirer.attemptReference(for: attemptId),
             merchantSerialNumber: registration.merchantSerialNumber,
             amount: registration.amount, currency: registration.currency, card: card)
-        return .awaiting { await self.authorize(authorization, payment: payment) }
+        let receivedAt = job.receivedAt
+        return .awaiting { await self.authorize(authorization, payment: payment, receivedAt: receivedAt) }
     }
 
     /// Records the attempt durably, authorizes under the deadline, maps the answer, records the outcome.
-    private func authorize(_ request: AuthorizationRequest, payment: PaymentRecord) async -> MakePaymentResult {
+    private func authorize(_ request: AuthorizationRequest, payment: PaymentRecord, receivedAt: ContinuousClock.Instant) async -> MakePaymentResult {
         let id = request.pspTransactionId
         let masked = request.maskedPAN
+        // What is left of Vipps's patience bounds the acquirer's deadline. With too little left (a
+        // long wait for a worker or an authorization slot), nothing is sent: an approval Vipps
+        // no longer waits for would hold the customer's money for a payment that failed.
+        let deadline = min(configuration.acquirerTimeout, configuration.answerWithin - (ContinuousClock.now - receivedAt))
+        guard deadline >= min(configuration.acquirerTimeout, .seconds(1)) else {
+            logger.warning("too late to authorize; not sent", metadata: ["pspTransactionId": "\(id)", "pan": "\(masked)"])
+            return await finish(id, PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked),
+                                reversal: nil)
+        }
         // 10. Record the attempt first: a crash after this leaves a trace that forbids a blind retry.
         let attempt = AttemptRecord(attemptId: request.attemptId, attemptReference: request.attemptReference,
                                     instanceId: configuration.instanceId,
@@ -208,7 +224,7 @@ public final class MakePaymentPipeline: Sendable {
         metrics.authorizationSent()
         let acquirer = self.acquirer
         let started = ContinuousClock.now
-        let outcome = await withDeadline(configuration.acquirerTimeout) { try await acquirer.authorize(request) }
+        let outcome = await withDeadline(deadline) { try await acquirer.authorize(request) }
         metrics.recordAcquirer(since: started)
         // 12. Map the answer.
         switch outcome {

@@ -243,6 +243,30 @@ import Testing
         #expect(try await h.store.reversals(for: "r-2").first?.tries == 1)
     }
 
+    /// Time spent queued comes off the acquirer's deadline; with too little of Vipps's patience
+    /// left, nothing is sent.
+    @Test func timeInTheQueueComesOffTheAcquirersDeadline() async throws {
+        let h = try PipelineHarness(acquirerTimeout: .seconds(10), latency: .seconds(5))
+        try await h.register("late-1")
+        try await h.register("late-2")
+        let record = try #require(try await h.store.payment("late-1"))
+        // Taken by the front 20 s ago: Vipps has given up. Not sent, answered 85, no attempt.
+        let stale = MakePaymentJob(request: h.request("late-1", cardData: h.cardData(code: "00")), payment: record,
+                                   receivedAt: .now - .seconds(20))
+        #expect(await h.pipeline.work(stale).response == .fail("late-1", .responseReceivedTooLate))
+        #expect(h.acquirer.authorizationCount(pspTransactionId: "late-1") == 0)
+        #expect(try await h.store.payment("late-1")?.authorizationsSent == 0)
+        // Taken 12.5 s ago: 1.5 s of the 14 left, so the 5 s acquirer is cut off at 1.5 s, not 10.
+        let record2 = try #require(try await h.store.payment("late-2"))
+        let started = ContinuousClock.now
+        let late = MakePaymentJob(request: h.request("late-2", cardData: h.cardData(code: "00")), payment: record2,
+                                  receivedAt: .now - .milliseconds(12_500))
+        #expect(await h.pipeline.work(late).response == .fail("late-2", .responseReceivedTooLate))
+        #expect(ContinuousClock.now - started < .seconds(4))
+        #expect(try await h.store.payment("late-2")?.authorizationsSent == 1)
+        #expect(try await h.store.reversals(for: "late-2").count == 1, "an authorization cut off by the deadline is reversed")
+    }
+
     @Test func jobsThroughTheQueueAreAnswered() async throws {
         let h = try PipelineHarness()
         let queue = InProcessMakePaymentQueue(capacity: 64)
