@@ -15,7 +15,9 @@ public final class ReversalService: ReversalSender {
         public var timeout: Duration = .seconds(10)
         public var firstRetryMilliseconds: Int64 = 1_000
         public var maxRetryMilliseconds: Int64 = 60_000
-        public var maxTries = 10
+        /// 200 tries, at most 60 s apart after the first few: over 3 hours, so an acquirer's
+        /// outage of an hour or two leaves nothing for an operator.
+        public var maxTries = 200
         public var pollInterval: Duration = .seconds(1)
         public init() {}
     }
