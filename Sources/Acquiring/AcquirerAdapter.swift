@@ -103,8 +103,17 @@ public protocol AcquirerAdapter: Sendable {
     func attemptReference(for attemptId: String) -> String
     /// Sends one authorization. Throws `AcquirerUnavailable` (or any error) when the outcome is unknown.
     func authorize(_ request: AuthorizationRequest) async throws -> AcquirerAnswer
-    /// Sends one reversal; returns when the acquirer has acknowledged it, throws when it has not.
-    func reverse(_ reversal: ReversalRequest) async throws
+    /// Sends one reversal; returns how the acquirer acknowledged it, throws when it has not.
+    func reverse(_ reversal: ReversalRequest) async throws -> ReversalAnswer
+}
+
+/// How an acquirer acknowledged a reversal.
+public enum ReversalAnswer: Sendable, Equatable {
+    /// The authorization is undone (ISO 8583 00).
+    case reversed
+    /// The acquirer has no such authorization on file (ISO 8583 25): it never arrived, or, soon
+    /// after a timeout, it has not been recorded yet (the reversal service then asks again).
+    case noOriginal
 }
 
 extension AcquirerAdapter {

@@ -96,10 +96,11 @@ public final class SimulatorAcquirer: AcquirerAdapter, AuthorizationCounting {
         )
     }
 
-    public func reverse(_ reversal: ReversalRequest) async throws {
+    public func reverse(_ reversal: ReversalRequest) async throws -> ReversalAnswer {
         if latency > .zero { try await Task.sleep(for: latency) }
         let key = Self.key(reversal.pspTransactionId)
         counts.withLock { $0[key, default: 0] &+= 1 << 32 }
+        return .reversed
     }
 
     public func authorizationCount(pspTransactionId: String) -> Int {

@@ -75,11 +75,13 @@ public final class HTTPAcquirer: AcquirerAdapter {
                               scheme: request.scheme)
     }
 
-    public func reverse(_ reversal: ReversalRequest) async throws {
+    public func reverse(_ reversal: ReversalRequest) async throws -> ReversalAnswer {
         let body = #"{"reversalId":\#(JSONText.quoted(reversal.reversalId)),"attemptId":\#(JSONText.quoted(reversal.attemptId)),"reference":\#(JSONText.quoted(reversal.attemptReference)),"pspTransactionId":\#(JSONText.quoted(reversal.pspTransactionId)),"merchantSerialNumber":\#(JSONText.quoted(reversal.merchantSerialNumber)),"amount":\#(reversal.amount),"currency":\#(JSONText.quoted(reversal.currency)),"repeat":\#(reversal.sendCount > 1)}"#
         let reply: AuthorizationReply = try await post("/reversals", Array(body.utf8))
-        guard reply.responseCode == "00" || reply.responseCode == "25" else {
-            throw AcquirerUnavailable("reversal refused with \(reply.responseCode)")
+        switch reply.responseCode {
+        case "00": return .reversed
+        case "25": return .noOriginal
+        default: throw AcquirerUnavailable("reversal refused with \(reply.responseCode)")
         }
     }
 

@@ -140,7 +140,7 @@ public final class ISO8583Acquirer: AcquirerAdapter {
                               acquirerReference: reply[37] ?? reference.rrn, scheme: request.scheme)
     }
 
-    public func reverse(_ reversal: ReversalRequest) async throws {
+    public func reverse(_ reversal: ReversalRequest) async throws -> ReversalAnswer {
         guard let original = Reference(reversal.attemptReference) else {
             throw AcquirerUnavailable("attempt reference \(reversal.attemptReference) is not an ISO 8583 reference")
         }
@@ -162,9 +162,11 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         message[90] = "0100" + original.stan + original.transmission
             + digits(Int(configuration.acquiringInstitutionId) ?? 0, width: 11) + String(repeating: "0", count: 11)
         let reply = try await exchange(try ISO87APackager.encode(message), key: "04" + configuration.terminalId + stan)
-        // 25: the host cannot find the original, so there is nothing to undo.
-        guard let code = reply[39], code == "00" || code == "25" else {
-            throw AcquirerUnavailable("reversal refused with \(reply[39] ?? "no code")")
+        // 25: the host cannot find the original (yet).
+        switch reply[39] {
+        case "00": return .reversed
+        case "25": return .noOriginal
+        default: throw AcquirerUnavailable("reversal refused with \(reply[39] ?? "no code")")
         }
     }
 

@@ -18,6 +18,10 @@ public final class ReversalService: ReversalSender {
         /// 200 tries, at most 60 s apart after the first few: over 3 hours, so an acquirer's
         /// outage of an hour or two leaves nothing for an operator.
         public var maxTries = 200
+        /// A "no such authorization" (25) this soon after the reversal was recorded may only mean
+        /// the authorization is not on file yet (a slow host, an HTTP pool's parallel requests):
+        /// the reversal is repeated until this much time has passed, then 25 is taken as final.
+        public var noOriginalSettleMilliseconds: Int64 = 30_000
         public var pollInterval: Duration = .seconds(1)
         public init() {}
     }
@@ -89,6 +93,11 @@ public final class ReversalService: ReversalSender {
         let tries = record.tries + 1
         do {
             switch outcome {
+            case .value(.noOriginal) where now() - record.createdAt < configuration.noOriginalSettleMilliseconds:
+                let backoff = min(configuration.firstRetryMilliseconds << min(Int64(tries - 1), 20), configuration.maxRetryMilliseconds)
+                try await store.recordReversalTry(id, state: .pending, nextTryAt: now() + backoff, now: now())
+                logger.info("acquirer has no such authorization yet; will ask again", metadata: [
+                    "pspTransactionId": "\(request.pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
             case .value:
                 metrics.reversalsAcknowledged.increment()
                 try await store.recordReversalTry(id, state: .acknowledged, nextTryAt: 0, now: now())

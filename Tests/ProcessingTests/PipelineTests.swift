@@ -267,6 +267,33 @@ import Testing
         #expect(try await h.store.reversals(for: "late-2").count == 1, "an authorization cut off by the deadline is reversed")
     }
 
+    /// A 25 ("no such authorization") soon after a timeout may only mean the authorization is
+    /// not on file yet: the reversal is repeated (sendCount 2: an ISO 0401) until the acquirer
+    /// reverses it. Once the settle time has passed, a 25 is final.
+    @Test(arguments: [(Int64(30_000), 2, ReversalAnswer.reversed), (Int64(0), 1, ReversalAnswer.noOriginal)])
+    func aReversalAnsweredNoOriginalSoonIsAskedAgain(settle: Int64, sends: Int, last: ReversalAnswer) async throws {
+        let h = try PipelineHarness()
+        try await h.register("n-1")
+        let masked = MaskedPAN(masked: "400000******0002")!
+        let attempt = AttemptRecord(attemptId: "n-1-attempt", instanceId: "test-instance", maskedPAN: masked, startedAt: 1)
+        _ = try await h.store.beginAttempt("n-1", attempt: attempt, now: 1)
+        let request = ReversalRequest(reversalId: "n-1-R", pspTransactionId: "n-1", attemptId: attempt.attemptId,
+                                      attemptReference: attempt.attemptReference, amount: 1000, currency: "NOK", merchantSerialNumber: "123456")
+        _ = try await h.store.recordOutcome("n-1", outcome: PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked),
+                                            reversal: request, now: wallClockMilliseconds())
+        let acquirer = NotOnFileYet()
+        var configuration = ReversalService.Configuration()
+        configuration.firstRetryMilliseconds = 50
+        configuration.noOriginalSettleMilliseconds = settle
+        let service = ReversalService(store: h.store, acquirer: acquirer, configuration: configuration)
+        let loop = Task { await service.run() }
+        defer { loop.cancel() }
+        try await waitUntil { try await h.store.reversals(for: "n-1").first?.state == .acknowledged }
+        #expect(acquirer.sendCounts.withLock { $0 } == Array(1...sends))
+        #expect(try await h.store.reversals(for: "n-1").first?.tries == sends)
+        #expect(acquirer.answers.withLock { $0.last } == last)
+    }
+
     @Test func jobsThroughTheQueueAreAnswered() async throws {
         let h = try PipelineHarness()
         let queue = InProcessMakePaymentQueue(capacity: 64)
@@ -398,5 +425,18 @@ final class Gate: Sendable {
             return s.waiters
         }
         waiters.forEach { $0.resume() }
+    }
+}
+
+/// An acquirer that has the authorization on file only from the second reversal on.
+final class NotOnFileYet: AcquirerAdapter {
+    let name = "not-on-file-yet"
+    let sendCounts = Mutex<[Int]>([])
+    let answers = Mutex<[ReversalAnswer]>([])
+    func authorize(_ request: AuthorizationRequest) async throws -> AcquirerAnswer { throw AcquirerUnavailable("not used") }
+    func reverse(_ reversal: ReversalRequest) async throws -> ReversalAnswer {
+        let answer: ReversalAnswer = sendCounts.withLock { $0.append(reversal.sendCount); return $0.count } == 1 ? .noOriginal : .reversed
+        answers.withLock { $0.append(answer) }
+        return answer
     }
 }
