@@ -29,6 +29,8 @@ public final class HTTPAcquirer: AcquirerAdapter {
     private let logger: Logger
 
     /// - Parameter baseURL: `http://HOST:PORT[/path]` or `https://…`.
+    /// - Parameter client: a client of the caller's; it must not follow redirects
+    ///   (`redirectConfiguration = .disallow`), or a redirect would post the card elsewhere.
     public init?(baseURL: String, client: HTTPClient? = nil, requestTimeout: TimeAmount = .seconds(30),
                  logger: Logger = Logger(label: "psp-worker.http-acquirer")) {
         guard baseURL.hasPrefix("http://") || baseURL.hasPrefix("https://"), URL(string: baseURL)?.host != nil else { return nil }
@@ -40,6 +42,9 @@ public final class HTTPAcquirer: AcquirerAdapter {
             var configuration = HTTPClient.Configuration()
             configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
             configuration.timeout = .init(connect: .seconds(2), read: requestTimeout)
+            // A redirect would post the clear PAN again, to wherever it points (even from https to
+            // http), and send the authorization twice: it is an unknown outcome instead.
+            configuration.redirectConfiguration = .disallow
             self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
             ownsClient = true
         }

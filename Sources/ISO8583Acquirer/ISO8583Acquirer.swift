@@ -224,10 +224,12 @@ public final class ISO8583Acquirer: AcquirerAdapter {
                     return false
                 }
                 if duplicate {
+                    buffer.wipeStorage()
                     continuation.resume(throwing: AcquirerUnavailable("match key \(key) is already in flight"))
                     return
                 }
                 if Task.isCancelled {
+                    buffer.wipeStorage()
                     if let c = state.withLock({ $0.pending.removeValue(forKey: key) }) { c.resume(throwing: CancellationError()) }
                     return
                 }

@@ -46,6 +46,7 @@ public struct PaymentStoreConformance: Sendable {
         Check(name: "outcomes and orphaned attempts survive a reopen", body: { try await $0.survivesReopen() }),
         Check(name: "the makePayment read follows every transition", body: { try await $0.makePaymentReadFollowsTransitions() }),
         Check(name: "attempts in flight are listed by age, and only those", body: { try await $0.attemptsInFlightListedByAge() }),
+        Check(name: "an attempt in flight is closed only by its own outcome", body: { try await $0.attemptClosedOnlyByItsOwnOutcome() }),
     ]
 
     // MARK: helpers
@@ -69,6 +70,20 @@ public struct PaymentStoreConformance: Sendable {
 
     // MARK: checks
 
+    func attemptClosedOnlyByItsOwnOutcome() async throws {
+        let store = try await makeStore()
+        _ = try await store.register(Self.registration("p-own"), now: 1)
+        _ = try await store.beginAttempt("p-own", attempt: Self.attempt("p-own"), now: 2)
+        // A refusal decided on a stale "pending" (no attempt), or the outcome of some other attempt.
+        let tooLate = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message)
+        let unattempted = try await store.recordOutcome("p-own", outcome: tooLate, reversal: nil, attemptId: nil, now: 3)
+        let other = try await store.recordOutcome("p-own", outcome: tooLate, reversal: nil, attemptId: "att-someone-else", now: 3)
+        try Self.expect(unattempted == nil && other == nil, "neither closes the attempt in flight")
+        try Self.expect(try await store.payment("p-own")?.state == .processing, "the payment stays processing")
+        let own = try await store.recordOutcome("p-own", outcome: Self.approved, reversal: nil, attemptId: Self.attempt("p-own").attemptId, now: 4)
+        try Self.expect(own == Self.approved, "its own outcome closes it")
+    }
+
     func attemptsInFlightListedByAge() async throws {
         let store = try await makeStore()
         for id in ["f-old", "f-older", "f-young", "f-done", "f-pending"] { _ = try await store.register(Self.registration(id), now: 1) }
@@ -77,7 +92,7 @@ public struct PaymentStoreConformance: Sendable {
             attempt.startedAt = startedAt
             _ = try await store.beginAttempt(id, attempt: attempt, now: startedAt)
         }
-        _ = try await store.recordOutcome("f-done", outcome: Self.approved, reversal: nil, now: 600)
+        _ = try await store.recordOutcome("f-done", outcome: Self.approved, reversal: nil, attemptId: Self.attempt("f-done").attemptId, now: 600)
         let listed = try await store.attemptsStarted(before: 5_000, limit: 10)
         try Self.expect(listed.map(\.registration.pspTransactionId) == ["f-older", "f-old"],
                         "processing payments whose attempt started before 5000, oldest first; got \(listed.map(\.registration.pspTransactionId))")
@@ -115,10 +130,10 @@ public struct PaymentStoreConformance: Sendable {
         try Self.expect(try await store.paymentForMakePayment("p-f")?.registration.amount == 1000, "the first registration stands")
         _ = try await store.beginAttempt("p-f", attempt: Self.attempt("p-f"), now: 7)
         try await agree("p-f", .processing, "beginAttempt")
-        _ = try await store.recordOutcome("p-f", outcome: Self.approved, reversal: nil, now: 8)
+        _ = try await store.recordOutcome("p-f", outcome: Self.approved, reversal: nil, attemptId: Self.attempt("p-f").attemptId, now: 8)
         try await agree("p-f", .completed, "recordOutcome")
         _ = try await store.register(Self.registration("p-f-92"), now: 5)
-        _ = try await store.recordOutcome("p-f-92", outcome: PaymentOutcome(status: .fail, error: APIError.unableToDecrypt.message), reversal: nil, now: 6)
+        _ = try await store.recordOutcome("p-f-92", outcome: PaymentOutcome(status: .fail, error: APIError.unableToDecrypt.message), reversal: nil, attemptId: nil, now: 6)
         try await agree("p-f-92", .completed, "recordOutcome without an attempt")
         _ = try await store.register(Self.registration("p-f-cx"), now: 5)
         _ = try await store.cancel("p-f-cx", now: 6)
@@ -156,10 +171,10 @@ public struct PaymentStoreConformance: Sendable {
         let store = try await makeStore()
         _ = try await store.register(Self.registration("p-out"), now: 1)
         _ = try await store.beginAttempt("p-out", attempt: Self.attempt("p-out"), now: 2)
-        let first = try await store.recordOutcome("p-out", outcome: Self.approved, reversal: nil, now: 3)
+        let first = try await store.recordOutcome("p-out", outcome: Self.approved, reversal: nil, attemptId: Self.attempt("p-out").attemptId, now: 3)
         try Self.expect(first == Self.approved, "the recorded outcome is returned")
         let refused = PaymentOutcome(status: .fail, error: APIError.refusedByIssuer.message)
-        let second = try await store.recordOutcome("p-out", outcome: refused, reversal: nil, now: 4)
+        let second = try await store.recordOutcome("p-out", outcome: refused, reversal: nil, attemptId: Self.attempt("p-out").attemptId, now: 4)
         try Self.expect(second == Self.approved, "a second outcome must not replace the first")
         let record = try await store.payment("p-out")
         try Self.expect(record?.state == .completed && record?.outcome == Self.approved && record?.completedAt == 3,
@@ -170,7 +185,7 @@ public struct PaymentStoreConformance: Sendable {
         let store = try await makeStore()
         _ = try await store.register(Self.registration("p-92"), now: 1)
         let outcome = PaymentOutcome(status: .fail, error: APIError.unableToDecrypt.message)
-        _ = try await store.recordOutcome("p-92", outcome: outcome, reversal: nil, now: 2)
+        _ = try await store.recordOutcome("p-92", outcome: outcome, reversal: nil, attemptId: nil, now: 2)
         let record = try await store.payment("p-92")
         try Self.expect(record?.outcome == outcome && record?.authorizationsSent == 0, "a refusal before authorization completes without an attempt")
         if case .begun = try await store.beginAttempt("p-92", attempt: Self.attempt("p-92"), now: 3) {
@@ -197,7 +212,7 @@ public struct PaymentStoreConformance: Sendable {
             throw Failure(description: "a cancelled payment must not begin an attempt")
         }
         try Self.expect(record.state == .cancelled, "beginAttempt reports the cancelled state")
-        let standing = try await store.recordOutcome("p-cx", outcome: Self.approved, reversal: nil, now: 4)
+        let standing = try await store.recordOutcome("p-cx", outcome: Self.approved, reversal: nil, attemptId: nil, now: 4)
         try Self.expect(standing == nil, "a cancelled payment takes no outcome")
         try Self.expect(try await store.payment("p-cx")?.state == .cancelled, "it stays cancelled")
     }
@@ -209,7 +224,7 @@ public struct PaymentStoreConformance: Sendable {
         let reversal = ReversalRequest(reversalId: "rev-1", pspTransactionId: "p-rev", attemptId: "att-p-rev-instance-a",
                                        attemptReference: "ref-p-rev-instance-a", amount: 1000, currency: "NOK", merchantSerialNumber: "123456")
         let timedOut = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message)
-        _ = try await store.recordOutcome("p-rev", outcome: timedOut, reversal: reversal, now: 100)
+        _ = try await store.recordOutcome("p-rev", outcome: timedOut, reversal: reversal, attemptId: Self.attempt("p-rev").attemptId, now: 100)
         var due = try await store.dueReversals(now: 100, limit: 10)
         try Self.expect(due.map(\.request) == [reversal], "the reversal is due at once, got \(due)")
         try await store.recordReversalTry("rev-1", state: .pending, nextTryAt: 5_000, now: 101)
@@ -229,7 +244,7 @@ public struct PaymentStoreConformance: Sendable {
             let store = try await makeStore()
             _ = try await store.register(Self.registration("p-done"), now: 1)
             _ = try await store.beginAttempt("p-done", attempt: Self.attempt("p-done"), now: 2)
-            _ = try await store.recordOutcome("p-done", outcome: Self.approved, reversal: nil, now: 3)
+            _ = try await store.recordOutcome("p-done", outcome: Self.approved, reversal: nil, attemptId: Self.attempt("p-done").attemptId, now: 3)
             _ = try await store.register(Self.registration("p-orphan"), now: 1)
             _ = try await store.beginAttempt("p-orphan", attempt: Self.attempt("p-orphan", instance: "dead"), now: 2)
         }

@@ -169,7 +169,7 @@ public final class MakePaymentPipeline: Sendable {
         // 7. Only a confirmed payment is decrypted.
         guard job.request.confirmed == .yes else {
             let error = APIError.statusFromVipps.message(text: "Status from Vipps:" + job.request.confirmed.rawValue)
-            return .awaiting { await self.finish(id, PaymentOutcome(status: .fail, error: error), reversal: nil) }
+            return .awaiting { await self.finish(id, PaymentOutcome(status: .fail, error: error), reversal: nil, attemptId: nil) }
         }
         // 8-9. Decrypt and parse. The clear card data lives in `request` until the adapter is done.
         let started = ContinuousClock.now
@@ -178,7 +178,7 @@ public final class MakePaymentPipeline: Sendable {
             card = try keyRing.decryptCardData(job.request.cardData, currentMonth: currentMonth())
         } catch {
             metrics.recordDecrypt(since: started)
-            return .awaiting { await self.finish(id, PaymentOutcome(status: .fail, error: error.message), reversal: nil) }
+            return .awaiting { await self.finish(id, PaymentOutcome(status: .fail, error: error.message), reversal: nil, attemptId: nil) }
         }
         metrics.recordDecrypt(since: started)
         let registration = payment.registration
@@ -202,7 +202,7 @@ public final class MakePaymentPipeline: Sendable {
         guard deadline >= min(configuration.acquirerTimeout, .seconds(1)) else {
             logger.warning("too late to authorize; not sent", metadata: ["pspTransactionId": "\(id)", "pan": "\(masked)"])
             return await finish(id, PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked),
-                                reversal: nil)
+                                reversal: nil, attemptId: nil)
         }
         // 10. Record the attempt first: a crash after this leaves a trace that forbids a blind retry.
         let attempt = AttemptRecord(attemptId: request.attemptId, attemptReference: request.attemptReference,
@@ -240,7 +240,7 @@ public final class MakePaymentPipeline: Sendable {
             ])
             let reversal = decision == .partialApprovalReversed
                 ? Self.reversal(request.attemptId, request.attemptReference, of: payment.registration) : nil
-            return await finish(id, recorded, reversal: reversal)
+            return await finish(id, recorded, reversal: reversal, attemptId: request.attemptId)
         case .timedOut, .failed:
             // Unknown outcome: answer 85 and reverse. The authorization is never sent again.
             let reason: String
@@ -249,7 +249,8 @@ public final class MakePaymentPipeline: Sendable {
                 "pspTransactionId": "\(id)", "attemptId": "\(request.attemptId)", "pan": "\(masked)", "reason": "\(reason)",
             ])
             let recorded = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked)
-            return await finish(id, recorded, reversal: Self.reversal(request.attemptId, request.attemptReference, of: payment.registration))
+            return await finish(id, recorded, reversal: Self.reversal(request.attemptId, request.attemptReference, of: payment.registration),
+                                attemptId: request.attemptId)
         }
     }
 
@@ -284,7 +285,7 @@ public final class MakePaymentPipeline: Sendable {
         ])
         let reversal = Self.reversal(attempt.attemptId, attempt.attemptReference, of: payment.registration)
         let outcome = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: attempt.maskedPAN)
-        return await finish(id, outcome, reversal: reversal)
+        return await finish(id, outcome, reversal: reversal, attemptId: attempt.attemptId)
     }
 
     /// Polls the store for an outcome being recorded elsewhere; nil if none came within `patience`.
@@ -340,13 +341,17 @@ public final class MakePaymentPipeline: Sendable {
     }
 
     /// 13. Records the outcome (and any reversal, in the same transaction), then answers.
-    private func finish(_ id: String, _ outcome: PaymentOutcome, reversal: ReversalRequest?) async -> MakePaymentResult {
+    private func finish(_ id: String, _ outcome: PaymentOutcome, reversal: ReversalRequest?, attemptId: String?) async -> MakePaymentResult {
         do {
-            guard let standing = try await store.recordOutcome(id, outcome: outcome, reversal: reversal, now: now()) else {
-                // Not recorded: the payment was cancelled meanwhile (or is gone).
-                let state = try await store.payment(id)?.state
-                return MakePaymentResult(httpStatus: state == nil ? 404 : 200,
-                                         response: .fail(id, state == nil ? .invalidRequest : .responseReceivedTooLate))
+            guard let standing = try await store.recordOutcome(id, outcome: outcome, reversal: reversal, attemptId: attemptId, now: now()) else {
+                guard let record = try await store.payment(id) else {
+                    return MakePaymentResult(httpStatus: 404, response: .fail(id, .invalidRequest))
+                }
+                // A refusal decided on a stale `pending` (another process began an attempt
+                // meanwhile): that attempt's outcome is the answer, and it is never closed unreversed.
+                if record.state == .processing && attemptId == nil { return await recoverOrphan(record) }
+                // Cancelled meanwhile.
+                return MakePaymentResult(httpStatus: 200, response: .fail(id, .responseReceivedTooLate))
             }
             if let reversal, standing == outcome { reversals?.sendSoon(reversal) }
             return MakePaymentResult(httpStatus: 200, response: standing.response(for: id))

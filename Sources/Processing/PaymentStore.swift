@@ -162,11 +162,14 @@ public protocol PaymentStore: Sendable {
     func cancel(_ pspTransactionId: String, now: Int64) async throws -> CancelResult
     /// Atomically moves a pending payment to processing with the attempt recorded.
     func beginAttempt(_ pspTransactionId: String, attempt: AttemptRecord, now: Int64) async throws -> BeginAttemptResult
-    /// Records the outcome of a pending or processing payment, and with it any reversal it needs
-    /// (in the same transaction, so a reversal is never lost). Returns the outcome that stands: the
-    /// given one, or the one recorded earlier if the payment already had an outcome.
+    /// Records an outcome, and with it any reversal it needs (in the same transaction, so a
+    /// reversal is never lost): the outcome of attempt `attemptId` of a `processing` payment, or,
+    /// with `attemptId` nil, a refusal before any authorization of a payment still `pending`
+    /// (never one that is `processing`: that attempt may have been sent, and its outcome is its
+    /// own). Returns the outcome that stands: the given one, or the one recorded earlier if the
+    /// payment already had an outcome; nil if it has none (cancelled, or processing another way).
     func recordOutcome(_ pspTransactionId: String, outcome: PaymentOutcome, reversal: ReversalRequest?,
-                       now: Int64) async throws -> PaymentOutcome?
+                       attemptId: String?, now: Int64) async throws -> PaymentOutcome?
     /// Payments still `processing` whose attempt started before `startedBefore` (milliseconds),
     /// oldest first: the orphan sweep's candidates (a crash between sending and recording, or an
     /// outcome that could not be recorded).

@@ -244,17 +244,31 @@ public final class SQLitePaymentStore: PaymentStore {
         }
     }
 
-    public func recordOutcome(_ id: String, outcome: PaymentOutcome, reversal: ReversalRequest?, now: Int64) async throws -> PaymentOutcome? {
+    private static let completePayment = """
+        UPDATE payments SET state = 'completed', updated_at = ?, completed_at = ?, outcome_status = ?, outcome_error_id = ?,
+            outcome_error_text = ?, masked_pan = COALESCE(?, masked_pan), acquirer_response_code = ?, authorization_code = ?,
+            acquirer_reference = ?
+        WHERE psp_transaction_id = ?
+        """
+    /// The outcome of the attempt in flight; a refusal before any authorization (never over an attempt).
+    private static let completeAttempt = completePayment + " AND state = 'processing' AND attempt_id = ?"
+    private static let completeUnattempted = completePayment + " AND state = 'pending'"
+
+    public func recordOutcome(_ id: String, outcome: PaymentOutcome, reversal: ReversalRequest?, attemptId: String?,
+                              now: Int64) async throws -> PaymentOutcome? {
         pending.remove(id)
         return try await writer.perform { db in
-            let changed = try db.run("""
-                UPDATE payments SET state = 'completed', updated_at = ?, completed_at = ?, outcome_status = ?, outcome_error_id = ?,
-                    outcome_error_text = ?, masked_pan = COALESCE(?, masked_pan), acquirer_response_code = ?, authorization_code = ?,
-                    acquirer_reference = ?
-                WHERE psp_transaction_id = ? AND state IN ('pending', 'processing')
-                """, [.integer(now), .integer(now), .text(outcome.status.rawValue), .optional(outcome.error.map { Int64($0.errorId) }),
-                      .optional(outcome.error?.errorText), .optional(outcome.maskedPAN?.value), .optional(outcome.acquirerResponseCode),
-                      .optional(outcome.authorizationCode), .optional(outcome.acquirerReference), .text(id)])
+            var values: [SQLiteValue] = [
+                .integer(now), .integer(now), .text(outcome.status.rawValue), .optional(outcome.error.map { Int64($0.errorId) }),
+                .optional(outcome.error?.errorText), .optional(outcome.maskedPAN?.value), .optional(outcome.acquirerResponseCode),
+                .optional(outcome.authorizationCode), .optional(outcome.acquirerReference), .text(id)]
+            let changed: Int
+            if let attemptId {
+                values.append(.text(attemptId))
+                changed = try db.run(Self.completeAttempt, values)
+            } else {
+                changed = try db.run(Self.completeUnattempted, values)
+            }
             guard changed == 1 else {
                 // Already completed (or cancelled): the earlier outcome stands, and no reversal is added.
                 return try Self.read(db, id)?.outcome

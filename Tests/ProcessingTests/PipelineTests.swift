@@ -197,7 +197,7 @@ import Testing
         // The other process records its approval.
         let approved = PaymentOutcome(status: .ok, error: nil, maskedPAN: attempt.maskedPAN, acquirerResponseCode: "00",
                                       authorizationCode: "123456", acquirerReference: "REF")
-        _ = try await h.store.recordOutcome("w-1", outcome: approved, reversal: nil, now: wallClockMilliseconds())
+        _ = try await h.store.recordOutcome("w-1", outcome: approved, reversal: nil, attemptId: attempt.attemptId, now: wallClockMilliseconds())
         #expect(await retry.value == MakePaymentResult(httpStatus: 200, response: .ok("w-1")))
         #expect(try await h.store.reversals(for: "w-1").isEmpty)
         #expect(h.acquirer.authorizationCount(pspTransactionId: "w-1") == 0)
@@ -231,7 +231,7 @@ import Testing
             let reversal = ReversalRequest(reversalId: id + "-R", pspTransactionId: id, attemptId: attempt.attemptId,
                                            attemptReference: attempt.attemptReference, amount: 1000, currency: "NOK", merchantSerialNumber: "123456")
             let outcome = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked)
-            _ = try await h.store.recordOutcome(id, outcome: outcome, reversal: reversal, now: 1)
+            _ = try await h.store.recordOutcome(id, outcome: outcome, reversal: reversal, attemptId: attempt.attemptId, now: 1)
             requests.append(reversal)
         }
         h.reversals.sendSoon(requests[1])  // r-2: sent now, acknowledged after 300 ms
@@ -241,6 +241,24 @@ import Testing
         #expect(h.acquirer.reversalCount(pspTransactionId: "r-1") == 1)
         #expect(h.acquirer.reversalCount(pspTransactionId: "r-2") == 1, "r-2 must not go out twice")
         #expect(try await h.store.reversals(for: "r-2").first?.tries == 1)
+    }
+
+    /// A refusal decided on a stale `pending` (the front's memory, while another process began an
+    /// attempt) must not close that attempt without reversing it: its outcome is the answer.
+    @Test func aRefusalOnAStalePendingDoesNotCloseAnAttemptInFlight() async throws {
+        let h = try PipelineHarness(acquirerTimeout: .milliseconds(200))
+        try await h.register("st-1")
+        let stale = try #require(try await h.store.payment("st-1"))
+        let theirs = AttemptRecord(attemptId: "st-1-theirs", instanceId: "other-instance",
+                                   maskedPAN: MaskedPAN(masked: "400000******0002")!, startedAt: wallClockMilliseconds())
+        #expect(try await h.store.beginAttempt("st-1", attempt: theirs, now: theirs.startedAt) == .begun)
+        // Refused before any authorization here (confirmed NO), on the stale record.
+        let job = MakePaymentJob(request: h.request("st-1", cardData: h.cardData(code: "00"), confirmed: .no), payment: stale)
+        let result = await h.pipeline.work(job)
+        #expect(result.response == .fail("st-1", .responseReceivedTooLate), "the other attempt's outcome (unknown: 85), not 93")
+        let record = try #require(try await h.store.payment("st-1"))
+        #expect(record.state == .completed && record.outcome?.error?.errorId == 85)
+        #expect(try await h.store.reversals(for: "st-1").map(\.request.attemptId) == ["st-1-theirs"], "their attempt is reversed")
     }
 
     /// Time spent queued comes off the acquirer's deadline; with too little of Vipps's patience
@@ -280,7 +298,7 @@ import Testing
         let request = ReversalRequest(reversalId: "n-1-R", pspTransactionId: "n-1", attemptId: attempt.attemptId,
                                       attemptReference: attempt.attemptReference, amount: 1000, currency: "NOK", merchantSerialNumber: "123456")
         _ = try await h.store.recordOutcome("n-1", outcome: PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked),
-                                            reversal: request, now: wallClockMilliseconds())
+                                            reversal: request, attemptId: attempt.attemptId, now: wallClockMilliseconds())
         let acquirer = NotOnFileYet()
         var configuration = ReversalService.Configuration()
         configuration.firstRetryMilliseconds = 50
