@@ -47,6 +47,7 @@ public struct PaymentStoreConformance: Sendable {
         Check(name: "the makePayment read follows every transition", body: { try await $0.makePaymentReadFollowsTransitions() }),
         Check(name: "attempts in flight are listed by age, and only those", body: { try await $0.attemptsInFlightListedByAge() }),
         Check(name: "an attempt in flight is closed only by its own outcome", body: { try await $0.attemptClosedOnlyByItsOwnOutcome() }),
+        Check(name: "a due reversal is claimed by one sender at a time", body: { try await $0.reversalClaimedOnce() }),
     ]
 
     // MARK: helpers
@@ -69,6 +70,25 @@ public struct PaymentStoreConformance: Sendable {
                                          acquirerResponseCode: "00", authorizationCode: "123456", acquirerReference: "REF1")
 
     // MARK: checks
+
+    func reversalClaimedOnce() async throws {
+        let store = try await makeStore()
+        _ = try await store.register(Self.registration("p-claim"), now: 1)
+        _ = try await store.beginAttempt("p-claim", attempt: Self.attempt("p-claim"), now: 2)
+        let reversal = ReversalRequest(reversalId: "rev-claim", pspTransactionId: "p-claim", attemptId: Self.attempt("p-claim").attemptId,
+                                       attemptReference: "ref", amount: 1000, currency: "NOK", merchantSerialNumber: "123456")
+        _ = try await store.recordOutcome("p-claim", outcome: PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message),
+                                          reversal: reversal, attemptId: Self.attempt("p-claim").attemptId, now: 100)
+        let claims = try await withThrowingTaskGroup(of: ReversalRecord?.self) { group in
+            for _ in 0..<8 { group.addTask { try await store.claimReversal("rev-claim", now: 200, until: 10_000) } }
+            return try await group.reduce(into: [ReversalRecord]()) { if let r = $1 { $0.append(r) } }
+        }
+        try Self.expect(claims.count == 1 && claims[0].request.reversalId == "rev-claim", "one of eight concurrent claims wins, got \(claims.count)")
+        try Self.expect(try await store.claimReversal("rev-claim", now: 9_999, until: 20_000) == nil, "a claimed reversal is not due until its claim ends")
+        try Self.expect(try await store.claimReversal("rev-claim", now: 10_000, until: 20_000) != nil, "a claim that ran out (its sender died) can be taken again")
+        try await store.recordReversalTry("rev-claim", state: .acknowledged, nextTryAt: 0, now: 10_001)
+        try Self.expect(try await store.claimReversal("rev-claim", now: 30_000, until: 40_000) == nil, "an acknowledged reversal is never claimed")
+    }
 
     func attemptClosedOnlyByItsOwnOutcome() async throws {
         let store = try await makeStore()

@@ -176,6 +176,9 @@ public protocol PaymentStore: Sendable {
     func attemptsStarted(before startedBefore: Int64, limit: Int) async throws -> [PaymentRecord]
     /// Reversals not yet acknowledged whose next try is due.
     func dueReversals(now: Int64, limit: Int) async throws -> [ReversalRecord]
+    /// Claims a reversal for one send: if it is pending and due at `now`, moves its next try to
+    /// `until` (so that no other process sends it meanwhile) and returns it; else nil.
+    func claimReversal(_ reversalId: String, now: Int64, until: Int64) async throws -> ReversalRecord?
     /// Records a try of a reversal: acknowledged, or not (with when to try next, or failed for good).
     func recordReversalTry(_ reversalId: String, state: ReversalState, nextTryAt: Int64, now: Int64) async throws
     func reversals(for pspTransactionId: String) async throws -> [ReversalRecord]

@@ -47,7 +47,7 @@ public final class ReversalService: ReversalSender {
     }
 
     public func sendSoon(_ reversal: ReversalRequest) {
-        Task { await self.send(reversal.reversalId, of: reversal.pspTransactionId) }
+        Task { await self.send(reversal.reversalId) }
     }
 
     /// Sends every due reversal until cancelled: the store-and-forward loop.
@@ -67,22 +67,24 @@ public final class ReversalService: ReversalSender {
             logger.error("cannot read due reversals", metadata: ["error": "\(error)"])
             return
         }
-        for record in due { await send(record.request.reversalId, of: record.request.pspTransactionId) }
+        for record in due { await send(record.request.reversalId) }
     }
 
-    /// Sends one reversal if it is still due. Claimed first (`sending`), then read again: the list
-    /// it came from may be stale (the other path may have sent it meanwhile, or counted a try), and
-    /// a second 0400 on the wire must never go out for one acknowledged already.
-    private func send(_ id: String, of pspTransactionId: String) async {
+    /// Sends one reversal if it is still due. Claimed in the store first: the list it came from
+    /// may be stale (the other path, or another process on the same store, may have sent it
+    /// meanwhile), and a second 0400 must never go out for one acknowledged already. The claim
+    /// lasts for one send; if this process dies sending, the reversal is due again after it.
+    private func send(_ id: String) async {
         guard sending.withLock({ $0.insert(id).inserted }) else { return }
         defer { _ = sending.withLock { $0.remove(id) } }
         let record: ReversalRecord
         do {
-            guard let current = try await store.reversals(for: pspTransactionId).first(where: { $0.request.reversalId == id }),
-                  current.state == .pending, current.nextTryAt <= now() else { return }
-            record = current
+            let timeout = configuration.timeout.components
+            let claimFor = timeout.seconds * 1_000 + timeout.attoseconds / 1_000_000_000_000_000 + 5_000
+            guard let claimed = try await store.claimReversal(id, now: now(), until: now() + claimFor) else { return }
+            record = claimed
         } catch {
-            logger.error("cannot read reversal", metadata: ["reversalId": "\(id)", "error": "\(error)"])
+            logger.error("cannot claim reversal", metadata: ["reversalId": "\(id)", "error": "\(error)"])
             return
         }
         var request = record.request

@@ -310,6 +310,17 @@ public final class SQLitePaymentStore: PaymentStore {
         }
     }
 
+    public func claimReversal(_ reversalId: String, now: Int64, until: Int64) async throws -> ReversalRecord? {
+        try await writer.perform { db in
+            let changed = try db.run("UPDATE reversals SET next_try_at = ?, updated_at = ? WHERE reversal_id = ? AND state = 'pending' AND next_try_at <= ?",
+                                     [.integer(until), .integer(now), .text(reversalId), .integer(now)])
+            guard changed == 1 else { return nil }
+            var claimed: ReversalRecord?
+            try db.run(Self.selectReversal + " WHERE reversal_id = ?", [.text(reversalId)]) { claimed = Self.reversal($0) }
+            return claimed
+        }
+    }
+
     public func recordReversalTry(_ reversalId: String, state: ReversalState, nextTryAt: Int64, now: Int64) async throws {
         _ = try await writer.perform { db in
             try db.run("UPDATE reversals SET state = ?, tries = tries + 1, next_try_at = ?, updated_at = ? WHERE reversal_id = ? AND state = 'pending'",

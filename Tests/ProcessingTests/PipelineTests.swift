@@ -285,6 +285,30 @@ import Testing
         #expect(try await h.store.reversals(for: "late-2").count == 1, "an authorization cut off by the deadline is reversed")
     }
 
+    /// Two reversal services on one store (two processes): each due reversal goes out once.
+    @Test func twoReversalServicesOnOneStoreSendEachReversalOnce() async throws {
+        let h = try PipelineHarness(latency: .milliseconds(200))
+        let masked = MaskedPAN(masked: "400000******0002")!
+        for i in 0..<4 {
+            let id = "two-\(i)"
+            try await h.register(id)
+            let attempt = AttemptRecord(attemptId: id + "-attempt", instanceId: "test-instance", maskedPAN: masked, startedAt: 1)
+            _ = try await h.store.beginAttempt(id, attempt: attempt, now: 1)
+            let reversal = ReversalRequest(reversalId: id + "-R", pspTransactionId: id, attemptId: attempt.attemptId,
+                                           attemptReference: attempt.attemptReference, amount: 1000, currency: "NOK", merchantSerialNumber: "123456")
+            _ = try await h.store.recordOutcome(id, outcome: PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked),
+                                                reversal: reversal, attemptId: attempt.attemptId, now: 1)
+        }
+        let other = ReversalService(store: h.store, acquirer: h.acquirer)
+        async let a: Void = h.reversals.sendDue(limit: 10)
+        async let b: Void = other.sendDue(limit: 10)
+        _ = await (a, b)
+        for i in 0..<4 {
+            #expect(h.acquirer.reversalCount(pspTransactionId: "two-\(i)") == 1)
+            #expect(try await h.store.reversals(for: "two-\(i)").first?.state == .acknowledged)
+        }
+    }
+
     /// A 25 ("no such authorization") soon after a timeout may only mean the authorization is
     /// not on file yet: the reversal is repeated (sendCount 2: an ISO 0401) until the acquirer
     /// reverses it. Once the settle time has passed, a 25 is final.
