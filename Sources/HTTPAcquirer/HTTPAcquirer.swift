@@ -95,9 +95,18 @@ public final class HTTPAcquirer: AcquirerAdapter {
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
         let sent = ByteBuffer(bytes: body)
-        // The body may hold a clear PAN: its copy in the request is zeroed once the call is over.
-        defer { sent.wipeStorage() }
         request.body = .bytes(sent)
+        // The body may hold a clear PAN: its copy in the request is zeroed once the call is over.
+        // A call that failed or was cancelled (the pipeline's deadline) returns before the client
+        // has stopped writing on its event loop, so that copy is zeroed a second later instead.
+        var answered = false
+        defer {
+            if answered {
+                sent.wipeStorage()
+            } else {
+                client.eventLoopGroup.next().scheduleTask(in: .seconds(1)) { sent.wipeStorage() }
+            }
+        }
         let response: HTTPClientResponse
         do {
             response = try await client.execute(request, timeout: requestTimeout)
@@ -105,6 +114,7 @@ public final class HTTPAcquirer: AcquirerAdapter {
             throw AcquirerUnavailable("HTTP acquirer: \(error)")
         }
         let bytes = try await response.body.collect(upTo: 64 * 1024)
+        answered = true
         guard response.status == .ok else { throw AcquirerUnavailable("HTTP acquirer answered \(response.status.code)") }
         do {
             return try JSONDecoder().decode(T.self, from: Data(bytes.readableBytesView))

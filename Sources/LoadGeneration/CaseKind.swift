@@ -100,7 +100,13 @@ public enum CaseKind: Hashable, Sendable, CustomStringConvertible {
     public var expected: ExpectedAnswer {
         switch self {
         case .approved, .duplicate: .ok
-        case .code(let code): Self.codeAnswers[code].map(ExpectedAnswer.fail) ?? .ok
+        case .code(let code):
+            // 72 "Different texts": the text is the acquirer's reason, as the API's catalogue gives it.
+            if let text = Self.differentTexts[code] {
+                ExpectedAnswer(httpStatus: 200, status: .fail, errorId: APIError.differentTexts.rawValue, errorText: text)
+            } else {
+                Self.codeAnswers[code].map(ExpectedAnswer.fail) ?? .ok
+            }
         case .timeout: .fail(.responseReceivedTooLate)
         case .badCryptogram: .fail(.unableToDecrypt)
         case .wrongToken: ExpectedAnswer(httpStatus: 401, status: .fail, errorId: APIError.invalidRequest.rawValue)
@@ -111,6 +117,9 @@ public enum CaseKind: Hashable, Sendable, CustomStringConvertible {
         case .expired: .fail(.expiredCard)
         }
     }
+
+    /// The texts the two 72 codes carry.
+    static let differentTexts = ["03": "Invalid merchant", "13": "Invalid amount"]
 
     /// ISO 8583 response codes and the API error each must become; a code absent here is approved
     /// when it is 00, 08 or 11 and refused (82) otherwise (a code nobody mapped must never approve).

@@ -198,8 +198,8 @@ public final class MakePaymentPipeline: Sendable {
         // What is left of Vipps's patience bounds the acquirer's deadline. With too little left (a
         // long wait for a worker or an authorization slot), nothing is sent: an approval Vipps
         // no longer waits for would hold the customer's money for a payment that failed.
-        let deadline = min(configuration.acquirerTimeout, configuration.answerWithin - (ContinuousClock.now - receivedAt))
-        guard deadline >= min(configuration.acquirerTimeout, .seconds(1)) else {
+        let shortest = min(configuration.acquirerTimeout, .seconds(1))
+        guard configuration.answerWithin - (ContinuousClock.now - receivedAt) >= shortest else {
             logger.warning("too late to authorize; not sent", metadata: ["pspTransactionId": "\(id)", "pan": "\(masked)"])
             return await finish(id, PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked),
                                 reversal: nil, attemptId: nil)
@@ -220,7 +220,9 @@ public final class MakePaymentPipeline: Sendable {
         } catch {
             return internalError(id, step: "record attempt", error)
         }
-        // 11. Authorize; the pipeline, not the adapter, enforces the deadline.
+        // 11. Authorize; the pipeline, not the adapter, enforces the deadline (what is left after
+        // the attempt's commit, never under `shortest`: once recorded, the attempt is sent).
+        let deadline = max(min(configuration.acquirerTimeout, configuration.answerWithin - (ContinuousClock.now - receivedAt)), shortest)
         metrics.authorizationSent()
         let acquirer = self.acquirer
         let started = ContinuousClock.now

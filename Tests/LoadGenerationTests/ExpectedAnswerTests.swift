@@ -31,6 +31,12 @@ import Testing
         }
     }
 
+    /// 72 is checked with its text: a worker that swapped the two texts must be a mismatch.
+    @Test func differentTextsAreCheckedWithTheirText() {
+        #expect(CaseKind.code("03").expected.errorText == "Invalid merchant")
+        #expect(CaseKind.code("13").expected.errorText == "Invalid amount")
+    }
+
     @Test func unmappedCodeIsARefusalNeverAnApproval() {
         #expect(CaseKind.code("17").expected == .fail(.refusedByIssuer))
         #expect(CaseKind.code("88").expected == .fail(.refusedByIssuer))
