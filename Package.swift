@@ -133,6 +133,7 @@ let package = Package(
         ]),
         .testTarget(name: "HTTPAcquirerTests", dependencies: [
             "HTTPAcquirer", "AcquirerSimulator", "AcquirerConformance", "Acquiring",
+            .product(name: "Hummingbird", package: "hummingbird"),
         ]),
         .testTarget(name: "CardCryptoTests", dependencies: ["CardCrypto"], resources: [.copy("Fixtures")]),
         .testTarget(name: "MakePaymentTests", dependencies: ["MakePayment", "CardCrypto"]),

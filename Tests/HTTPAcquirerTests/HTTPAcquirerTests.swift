@@ -2,6 +2,8 @@ import AcquirerConformance
 import AcquirerSimulator
 import Acquiring
 import HTTPAcquirer
+import Hummingbird
+import Synchronization
 import Testing
 
 /// The HTTP JSON adapter against the simulated acquirer's HTTP side on a real loopback socket.
@@ -35,6 +37,33 @@ final class HTTPSubject: AcquirerConformanceSubject {
         #expect(HTTPAcquirer(baseURL: "http://127.0.0.1:8090") != nil)
         #expect(HTTPAcquirer(baseURL: "https://acquirer.example/api/") != nil)
         #expect(HTTPAcquirer(baseURL: "iso8583://x:1") == nil)
+    }
+
+    /// A redirect is not followed: it would post the clear PAN again, to wherever it points, and
+    /// send the authorization twice. It is an unknown outcome.
+    @Test func aRedirectIsNotFollowed() async throws {
+        let elsewhere = Atomic<Int>(0)
+        let listening = Atomic<Int>(0)
+        let (ports, continuation) = AsyncStream<Int>.makeStream()
+        let router = Router()
+        router.post("/authorizations") { _, _ -> Response in
+            Response(status: .temporaryRedirect, headers: [.location: "http://127.0.0.1:\(listening.load(ordering: .relaxed))/elsewhere"])
+        }
+        router.post("/elsewhere") { _, _ -> Response in
+            elsewhere.add(1, ordering: .relaxed)
+            return Response(status: .ok)
+        }
+        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+                              onServerRunning: { continuation.yield($0.localAddress?.port ?? 0); continuation.finish() })
+        let server = Task { try await app.run() }
+        defer { server.cancel() }
+        var port = 0
+        for await bound in ports { port = bound }
+        listening.store(port, ordering: .relaxed)
+        let adapter = HTTPAcquirer(baseURL: "http://127.0.0.1:\(port)")!
+        let request = try AcquirerConformance(subject: try await HTTPSubject()).request(code: "00")
+        await #expect(throws: AcquirerUnavailable.self) { _ = try await adapter.authorize(request) }
+        #expect(elsewhere.load(ordering: .relaxed) == 0, "the card was posted to the redirect's target")
     }
 
     @Test func refusedConnectionIsAnUnknownOutcome() async throws {
