@@ -7,7 +7,8 @@ public struct ResponseCodeTableError: Error, CustomStringConvertible {
 
 extension ResponseCodeTable {
     /// The default table with the overrides of a JSON document:
-    /// `{"05": 82, "visa:59": 83, "iso8583:03": {"errorId": 72, "text": "Invalid merchant"}, "42": "approved"}`.
+    /// `{"05": 82, "visa:59": 83, "iso8583:03": {"errorId": 72, "text": "Invalid merchant"}, "42": "approved",
+    /// "16": {"errorId": 82, "reverse": true}}` (refused, and reversed because the authorization may stand).
     /// An errorId outside the catalogue is refused with a clear message.
     public init(overridesJSON data: Data) throws {
         let object: Any
@@ -19,11 +20,11 @@ extension ResponseCodeTable {
         }
         var overrides: [String: ResponseDecision] = [:]
         for (key, value) in entries {
-            func decision(_ id: Int, _ text: String?) throws -> ResponseDecision {
+            func decision(_ id: Int, _ text: String?, reverse: Bool = false) throws -> ResponseDecision {
                 guard let error = APIError(rawValue: id), (81...92).contains(id) || id == 72 else {
                     throw ResponseCodeTableError(description: "override \(key): \(id) is not an errorId an acquirer answer can map to (72, 81-92)")
                 }
-                return .refused(error, text: text)
+                return reverse ? .refusedAndReversed(error, text: text) : .refused(error, text: text)
             }
             switch value {
             case let id as Int: overrides[key] = try decision(id, nil)
@@ -33,7 +34,7 @@ extension ResponseCodeTable {
                 guard let id = object["errorId"] as? Int else {
                     throw ResponseCodeTableError(description: "override \(key): an object needs an integer errorId")
                 }
-                overrides[key] = try decision(id, object["text"] as? String)
+                overrides[key] = try decision(id, object["text"] as? String, reverse: object["reverse"] as? Bool ?? false)
             default:
                 throw ResponseCodeTableError(description: "override \(key): use an errorId, \"approved\", \"partial\" or {\"errorId\":…, \"text\":…}")
             }

@@ -7,12 +7,25 @@ public enum ResponseDecision: Sendable, Equatable {
     case partialApprovalReversed
     /// Refused: the API error to answer, with a text of its own where the catalogue allows (72).
     case refused(APIError, text: String? = nil)
+    /// Refused, and reversed all the same, because the authorization may stand: a code nobody
+    /// mapped (it may be an approval we do not honour, such as 16), or the issuer's late answer (68).
+    /// Reversing a declined authorization costs one message (the host answers 25); leaving an
+    /// approval open holds the customer's money for days.
+    case refusedAndReversed(APIError, text: String? = nil)
 
     public var errorMessage: ErrorMessage? {
         switch self {
         case .approved: nil
         case .partialApprovalReversed: APIError.refusedByIssuer.message
-        case .refused(let error, let text): text.map { error.message(text: $0) } ?? error.message
+        case .refused(let error, let text), .refusedAndReversed(let error, let text): text.map { error.message(text: $0) } ?? error.message
+        }
+    }
+
+    /// Whether the attempt is reversed once the refusal is recorded.
+    public var reverses: Bool {
+        switch self {
+        case .partialApprovalReversed, .refusedAndReversed: true
+        case .approved, .refused: false
         }
     }
 }
@@ -29,11 +42,12 @@ public struct ResponseCodeTable: Sendable {
     }
 
     /// The decision for `code`, most specific first: acquirer, then scheme, then the code alone.
-    /// A code nobody mapped is a refusal (82): a new code must never approve a payment.
+    /// A code nobody mapped is a refusal (82), and reversed: a new code must never approve a
+    /// payment, nor leave an approval it may stand for open.
     public func decision(for code: String, scheme: CardScheme? = nil, acquirer: String? = nil) -> ResponseDecision {
         if let acquirer, let d = entries[acquirer + ":" + code] { return d }
         if let scheme, let d = entries[scheme.rawValue + ":" + code] { return d }
-        return entries[code] ?? .refused(.refusedByIssuer)
+        return entries[code] ?? .refusedAndReversed(.refusedByIssuer)
     }
 
     public mutating func override(_ key: String, with decision: ResponseDecision) { entries[key] = decision }
@@ -49,7 +63,9 @@ public struct ResponseCodeTable: Sendable {
         for c in ["01", "02", "05", "12", "46", "57", "62", "78", "93", "04", "07", "41", "43"] { t[c] = .refused(.refusedByIssuer) }
         for c in ["34", "59", "63"] { t[c] = .refused(.suspectedFraud) }
         for c in ["61", "65"] { t[c] = .refused(.exceedsWithdrawalAmountLimit) }
-        for c in ["68", "91"] { t[c] = .refused(.responseReceivedTooLate) }
+        // 68: the issuer answered the switch too late, and may have approved. 91: it could not be reached.
+        t["68"] = .refusedAndReversed(.responseReceivedTooLate)
+        t["91"] = .refused(.responseReceivedTooLate)
         for c in ["33", "54"] { t[c] = .refused(.expiredCard) }
         for c in ["14", "56"] { t[c] = .refused(.invalidCardNumber) }
         t["58"] = .refused(.merchantDoesNotAllowCreditCards)

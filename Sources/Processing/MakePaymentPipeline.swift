@@ -240,7 +240,7 @@ public final class MakePaymentPipeline: Sendable {
                 "pspTransactionId": "\(id)", "attemptId": "\(request.attemptId)", "pan": "\(masked)",
                 "responseCode": "\(answer.responseCode)", "status": "\(recorded.status.rawValue)",
             ])
-            let reversal = decision == .partialApprovalReversed
+            let reversal = decision.reverses
                 ? Self.reversal(request.attemptId, request.attemptReference, of: payment.registration) : nil
             return await finish(id, recorded, reversal: reversal, attemptId: request.attemptId)
         case .timedOut, .failed:

@@ -50,6 +50,25 @@ import Testing
         #expect(h.acquirer.reversalCount(pspTransactionId: "p10") == 1)
     }
 
+    /// A refusal whose authorization may stand is reversed: a code nobody mapped (16 is an ISO
+    /// approval we do not honour) and the issuer's late answer (68). A plain decline is not.
+    @Test(arguments: [("16", 82, 1), ("68", 85, 1), ("51", 89, 0), ("05", 82, 0)])
+    func refusalsThatMayStandAreReversed(code: String, errorId: Int, reversals: Int) async throws {
+        let h = try PipelineHarness()
+        let id = "may-" + code
+        try await h.register(id)
+        let result = await h.makePayment(h.request(id, cardData: h.cardData(code: code)))
+        #expect(result.response.errorMessage?.errorId == errorId)
+        if reversals > 0 {
+            try await waitUntil { try await h.store.reversals(for: id).first?.state == .acknowledged }
+        } else {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(try await h.store.reversals(for: id).count == reversals)
+        #expect(h.acquirer.reversalCount(pspTransactionId: id) == reversals)
+        #expect(try await h.store.payment(id)?.outcome?.authorizationCode == nil, "no authorization code is kept for a refusal")
+    }
+
     @Test func timeoutIsAnswered85AndReversedOnce() async throws {
         let h = try PipelineHarness(acquirerTimeout: .milliseconds(300))
         try await h.register("p99")
@@ -425,12 +444,13 @@ import Testing
         #expect(table.decision(for: "05") == .refused(.refusedByIssuer))
         #expect(table.decision(for: "05", scheme: .visa) == .refused(.suspectedFraud))
         #expect(table.decision(for: "05", scheme: .visa, acquirer: "iso8583") == .refused(.noSuchIssuer))
-        #expect(table.decision(for: "X9") == .refused(.refusedByIssuer), "an unmapped code never approves")
+        #expect(table.decision(for: "X9") == .refusedAndReversed(.refusedByIssuer), "an unmapped code never approves, and is reversed")
     }
 
     @Test func overridesLoadFromJSON() throws {
-        let table = try ResponseCodeTable(overridesJSON: Data(#"{"05": 83, "mastercard:51": {"errorId": 72, "text": "Card blocked"}, "Z1": "approved"}"#.utf8))
+        let table = try ResponseCodeTable(overridesJSON: Data(#"{"05": 83, "mastercard:51": {"errorId": 72, "text": "Card blocked"}, "Z1": "approved", "16": {"errorId": 82, "reverse": true}}"#.utf8))
         #expect(table.decision(for: "05") == .refused(.suspectedFraud))
+        #expect(table.decision(for: "16") == .refusedAndReversed(.refusedByIssuer))
         #expect(table.decision(for: "51", scheme: .mastercard).errorMessage == ErrorMessage(errorId: 72, errorText: "Card blocked"))
         #expect(table.decision(for: "Z1") == .approved)
         #expect(throws: ResponseCodeTableError.self) { _ = try ResponseCodeTable(overridesJSON: Data(#"{"05": 12}"#.utf8)) }
