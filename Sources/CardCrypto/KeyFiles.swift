@@ -16,10 +16,14 @@ public enum KeyFiles {
         defer { close(fd) }
         var info = stat()
         guard fstat(fd, &info) == 0 else { throw .unreadableFile(path: path, reason: String(cString: strerror(errno))) }
-        let size = Int(info.st_size)
-        guard size <= 1 << 20 else { throw .unreadableFile(path: path, reason: "larger than 1 MiB, not a key file") }
+        // A pipe (`--passphrase-file <(…)`, /dev/stdin) has no size: it is read to its end, up to the limit.
+        let regular = (info.st_mode & S_IFMT) == S_IFREG
+        let limit = 1 << 20
+        let size = regular ? Int(info.st_size) : limit
+        guard size <= limit else { throw .unreadableFile(path: path, reason: "larger than 1 MiB, not a key file") }
         var buffer = SecureBytes(capacity: size)
         var failure: Int32 = 0
+        var full = false
         buffer.withUnsafeMutableCapacity { raw in
             var filled = 0
             while filled < size {
@@ -28,9 +32,11 @@ public enum KeyFiles {
                 if n == 0 { break }
                 filled += n
             }
+            full = !regular && filled == size
             return filled
         }
         if failure != 0 { throw .unreadableFile(path: path, reason: String(cString: strerror(failure))) }
+        if full { throw .unreadableFile(path: path, reason: "larger than 1 MiB, not a key file") }
         return buffer
     }
 

@@ -22,6 +22,22 @@ import Testing
         #expect(key.bits == 2048)
     }
 
+    /// A passphrase from a pipe (`--passphrase-file <(…)`), which has no size to go by.
+    @Test func passphraseFromAPipeLoadsEncryptedKey() throws {
+        let fifo = FileManager.default.temporaryDirectory.appendingPathComponent("passphrase-\(UUID().uuidString)").path
+        #expect(mkfifo(fifo, 0o600) == 0)
+        defer { unlink(fifo) }
+        let writer = Thread {
+            let handle = FileHandle(forWritingAtPath: fifo)!
+            handle.write(Data("test-passphrase-not-secret\n".utf8))
+            try? handle.close()
+        }
+        writer.start()
+        let passphrase = try KeyFiles.passphrase(file: fifo)
+        let key = try KeyFiles.loadPrivateKey(path: Fixtures.path("psp-private-key-encrypted.pem"), passphrase: passphrase)
+        #expect(key.bits == 2048)
+    }
+
     @Test func encryptedKeyWithoutPassphraseIsAClearError() throws {
         #expect(throws: KeyLoadError.needsPassphrase(path: "psp-private-key-encrypted.pem")) {
             _ = try Fixtures.privateKey("psp-private-key-encrypted.pem")
