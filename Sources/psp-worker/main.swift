@@ -104,7 +104,7 @@ struct Keygen: ParsableCommand {
     var bits: Int = 2048
 
     func validate() throws {
-        guard bits >= 2048 else { throw ValidationError("--bits must be at least 2048") }
+        guard bits >= 2048 && bits <= 16384 else { throw ValidationError("--bits must be between 2048 and 16384") }
     }
 
     func run() throws {
@@ -151,8 +151,14 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
 
     func validate() throws {
-        guard acquirerTimeout > 0 && acquirerTimeout < 15 else {
-            throw ValidationError("--acquirer-timeout must be above 0 and below Vipps's 15 seconds")
+        guard acquirerTimeout >= 0.1 && acquirerTimeout < 15 else {
+            throw ValidationError("--acquirer-timeout must be at least 0.1 and below Vipps's 15 seconds")
+        }
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
+        // makePayment is served ahead of the router: on an admin path it would take that path over.
+        let path = makePaymentPath.hasPrefix("/") ? makePaymentPath : "/" + makePaymentPath
+        guard path.count > 1, !["/payments", "/health", "/metrics"].contains(where: { path == $0 || path.hasPrefix($0 + "/") }) else {
+            throw ValidationError("--make-payment-path must not be /, /payments, /health or /metrics (or below them)")
         }
         guard groupCommitWindowMs >= 0 && groupCommitWindowMs <= 100, busyGroupCommitWindowMs >= 0 && busyGroupCommitWindowMs <= 100 else {
             throw ValidationError("--group-commit-window-ms and --busy-group-commit-window-ms must be between 0 and 100")

@@ -191,3 +191,27 @@ final class Answers: Sendable { let bodies = Mutex<[String: String]>([:]) }
         }
     }
 }
+
+@Suite struct CommandLineTests {
+    /// Values that would pass a type check and then misbehave are refused before anything starts.
+    @Test(arguments: [
+        (["serve", "--make-payment-path", "/payments"], "--make-payment-path"),
+        (["serve", "--make-payment-path", "metrics/x"], "--make-payment-path"),
+        (["serve", "--acquirer-timeout", "0.0004"], "--acquirer-timeout"),
+        (["serve", "--port", "70000"], "--port"),
+        (["keygen", "--bits", "99999999999"], "--bits"),
+    ])
+    func badValuesAreRefused(arguments: [String], named: String) throws {
+        let process = Process()
+        process.executableURL = WorkerProcess.binary
+        process.arguments = arguments
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus != 0)
+        #expect(message.contains(named), "\(message)")
+    }
+}
