@@ -62,9 +62,19 @@ public enum KeyFiles {
             guard length > 0 else { throw .emptyPassphrase(source: file) }
             return raw.withUnsafeBytes { SecureBytes(copying: UnsafeRawBufferPointer(rebasing: $0[..<length])) }
         }
-        guard let value = getenv(environmentVariable) else { return nil }
+        return takeEnvironmentSecret(environmentVariable)
+    }
+
+    /// A secret from the environment, taken out of it: copied, then zeroed where it was (which is
+    /// what /proc/PID/environ and a core dump show) and unset. Nil when unset or empty.
+    public static func takeEnvironmentSecret(_ name: String) -> SecureBytes? {
+        guard let value = getenv(name) else { return nil }
         let length = strlen(value)
-        guard length > 0 else { throw .emptyPassphrase(source: environmentVariable) }
+        defer {
+            memset(value, 0, length)
+            unsetenv(name)
+        }
+        guard length > 0 else { return nil }
         return SecureBytes(copying: UnsafeRawBufferPointer(start: value, count: length))
     }
 

@@ -41,7 +41,7 @@ public struct PSPWorkerComponents: Sendable {
             "active": "\(ring.active.source) sha256:\(ring.active.fingerprint)",
             "retiring": "\(ring.retiring.map { "\($0.source) sha256:\($0.fingerprint)" })",
             // libcrypto read it at load: it picks the RSA code path (benchmarks/rsa-code-path.sh).
-            "OPENSSL_ia32cap": "\(ProcessInfo.processInfo.environment["OPENSSL_ia32cap"] ?? "unset: OpenSSL's default RSA code path")",
+            "OPENSSL_ia32cap": "\(getenv("OPENSSL_ia32cap").map { String(cString: $0) } ?? "unset: OpenSSL's default RSA code path")",
         ])
         let store: SQLitePaymentStore
         switch configuration.store {

@@ -223,8 +223,8 @@ struct Serve: AsyncParsableCommand {
             guard !token.isEmpty else { throw ValidationError("\(adminTokenFile) is empty") }
             return token
         }
-        if let token = ProcessInfo.processInfo.environment["PSP_ADMIN_TOKEN"], !token.isEmpty { return token }
-        return nil
+        guard let secret = KeyFiles.takeEnvironmentSecret("PSP_ADMIN_TOKEN") else { return nil }
+        return secret.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
     }
 }
 

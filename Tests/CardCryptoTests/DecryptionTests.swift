@@ -38,6 +38,23 @@ import Testing
         #expect(key.bits == 2048)
     }
 
+    /// A passphrase or token from the environment is taken out of it: unset, and zeroed where it
+    /// was, so /proc/PID/environ and a core dump no longer hold it.
+    @Test func anEnvironmentSecretIsTakenOutOfTheEnvironment() throws {
+        let name = "PSP_TEST_SECRET_\(UInt32.random(in: 0...UInt32.max))"
+        setenv(name, "test-passphrase-not-secret", 1)
+        let before = try #require(getenv(name))
+        var taken: [UInt8] = []
+        if let secret = KeyFiles.takeEnvironmentSecret(name) { taken = secret.withUnsafeBytes { [UInt8]($0) } }
+        #expect(taken == [UInt8]("test-passphrase-not-secret".utf8))
+        #expect(getenv(name) == nil)
+        #expect(strlen(before) == 0, "the old copy is zeroed")
+        setenv(name, "", 1)
+        var empty = true
+        if KeyFiles.takeEnvironmentSecret(name) != nil { empty = false }
+        #expect(empty, "empty is unset")
+    }
+
     @Test func encryptedKeyWithoutPassphraseIsAClearError() throws {
         #expect(throws: KeyLoadError.needsPassphrase(path: "psp-private-key-encrypted.pem")) {
             _ = try Fixtures.privateKey("psp-private-key-encrypted.pem")
