@@ -59,3 +59,10 @@ public struct SecureBytes: ~Copyable, @unchecked Sendable {
 public func wipe(_ buffer: UnsafeMutableRawBufferPointer) {
     if let base = buffer.baseAddress { ccs_cleanse(base, buffer.count) }
 }
+
+/// Wipes memory lent out read-only (a NIO `ByteBuffer`'s storage, via `withVeryUnsafeBytes`) in
+/// place, with no copy on write: for a buffer that carried card data and that nothing reads any more.
+@inline(__always)
+public func wipeInPlace(_ buffer: UnsafeRawBufferPointer) {
+    wipe(UnsafeMutableRawBufferPointer(mutating: buffer))
+}

@@ -102,9 +102,9 @@ public final class HTTPAcquirer: AcquirerAdapter {
         var answered = false
         defer {
             if answered {
-                sent.wipeStorage()
+                sent.withVeryUnsafeBytes(wipeInPlace)
             } else {
-                client.eventLoopGroup.next().scheduleTask(in: .seconds(1)) { sent.wipeStorage() }
+                client.eventLoopGroup.next().scheduleTask(in: .seconds(1)) { sent.withVeryUnsafeBytes(wipeInPlace) }
             }
         }
         let response: HTTPClientResponse
@@ -121,13 +121,5 @@ public final class HTTPAcquirer: AcquirerAdapter {
         } catch {
             throw AcquirerUnavailable("HTTP acquirer sent a body that is not the documented JSON")
         }
-    }
-}
-
-extension ByteBuffer {
-    /// Zeroes the bytes this buffer holds, in its storage itself (no copy on write): for a buffer
-    /// that carried card data and that nothing reads any more.
-    func wipeStorage() {
-        withVeryUnsafeBytes { wipe(UnsafeMutableRawBufferPointer(mutating: $0)) }
     }
 }

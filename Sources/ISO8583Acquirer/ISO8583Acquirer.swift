@@ -224,20 +224,19 @@ public final class ISO8583Acquirer: AcquirerAdapter {
                     return false
                 }
                 if duplicate {
-                    buffer.wipeStorage()
+                    buffer.withVeryUnsafeBytes(wipeInPlace)
                     continuation.resume(throwing: AcquirerUnavailable("match key \(key) is already in flight"))
                     return
                 }
                 if Task.isCancelled {
-                    buffer.wipeStorage()
+                    buffer.withVeryUnsafeBytes(wipeInPlace)
                     if let c = state.withLock({ $0.pending.removeValue(forKey: key) }) { c.resume(throwing: CancellationError()) }
                     return
                 }
-                let written = channel.writeAndFlush(buffer)
-                // The frame may hold a clear PAN: zeroed once the socket has it (or the write failed).
-                written.whenComplete { [buffer] _ in buffer.wipeStorage() }
-                written.whenFailure { [weak self] error in
-                    guard let self else { return }
+                channel.writeAndFlush(buffer).whenComplete { [weak self, buffer] result in
+                    // The frame may hold a clear PAN: zeroed once the socket has it (or the write failed).
+                    buffer.withVeryUnsafeBytes(wipeInPlace)
+                    guard case .failure(let error) = result, let self else { return }
                     if let c = self.state.withLock({ $0.pending.removeValue(forKey: key) }) {
                         c.resume(throwing: AcquirerUnavailable("send failed: \(error)"))
                     }
@@ -364,13 +363,5 @@ extension String {
         var s = Substring(self)
         while s.last == " " { s.removeLast() }
         return String(s)
-    }
-}
-
-extension ByteBuffer {
-    /// Zeroes the bytes this buffer holds, in its storage itself (no copy on write): for a buffer
-    /// that carried card data and that nothing reads any more.
-    func wipeStorage() {
-        withVeryUnsafeBytes { wipe(UnsafeMutableRawBufferPointer(mutating: $0)) }
     }
 }

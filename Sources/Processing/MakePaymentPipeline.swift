@@ -260,10 +260,7 @@ public final class MakePaymentPipeline: Sendable {
     /// acquirer's deadline and a margin for recording the outcome. Until then the attempt may be in
     /// flight, here or in another process on the same store, and a reversal that reached the host
     /// before the authorization would find nothing to undo.
-    public var orphanedAfterMilliseconds: Int64 {
-        let timeout = configuration.acquirerTimeout.components
-        return timeout.seconds * 1_000 + timeout.attoseconds / 1_000_000_000_000_000 + Self.outcomeMarginMilliseconds
-    }
+    public var orphanedAfterMilliseconds: Int64 { configuration.acquirerTimeout.milliseconds + Self.outcomeMarginMilliseconds }
     static let outcomeMarginMilliseconds: Int64 = 2_000
 
     /// A payment found `processing`: its attempt is in flight (wait for the outcome), or was left

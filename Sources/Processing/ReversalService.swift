@@ -79,8 +79,7 @@ public final class ReversalService: ReversalSender {
         defer { _ = sending.withLock { $0.remove(id) } }
         let record: ReversalRecord
         do {
-            let timeout = configuration.timeout.components
-            let claimFor = timeout.seconds * 1_000 + timeout.attoseconds / 1_000_000_000_000_000 + 5_000
+            let claimFor = configuration.timeout.milliseconds + 5_000
             guard let claimed = try await store.claimReversal(id, now: now(), until: now() + claimFor) else { return }
             record = claimed
         } catch {
@@ -96,8 +95,7 @@ public final class ReversalService: ReversalSender {
         do {
             switch outcome {
             case .value(.noOriginal) where now() - record.createdAt < configuration.noOriginalSettleMilliseconds:
-                let backoff = min(configuration.firstRetryMilliseconds << min(Int64(tries - 1), 20), configuration.maxRetryMilliseconds)
-                try await store.recordReversalTry(id, state: .pending, nextTryAt: now() + backoff, now: now())
+                try await store.recordReversalTry(id, state: .pending, nextTryAt: now() + backoff(after: tries), now: now())
                 logger.info("acquirer has no such authorization yet; will ask again", metadata: [
                     "pspTransactionId": "\(request.pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
             case .value:
@@ -111,8 +109,7 @@ public final class ReversalService: ReversalSender {
                     logger.critical("reversal not acknowledged after all tries; needs an operator", metadata: [
                         "pspTransactionId": "\(request.pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
                 } else {
-                    let backoff = min(configuration.firstRetryMilliseconds << min(Int64(tries - 1), 20), configuration.maxRetryMilliseconds)
-                    try await store.recordReversalTry(id, state: .pending, nextTryAt: now() + backoff, now: now())
+                    try await store.recordReversalTry(id, state: .pending, nextTryAt: now() + backoff(after: tries), now: now())
                     logger.warning("reversal not acknowledged; will retry", metadata: [
                         "pspTransactionId": "\(request.pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
                 }
@@ -120,5 +117,10 @@ public final class ReversalService: ReversalSender {
         } catch {
             logger.error("cannot record reversal try", metadata: ["reversalId": "\(id)", "error": "\(error)"])
         }
+    }
+
+    /// The wait before the next try: the first retry's, doubled per try, up to the cap.
+    private func backoff(after tries: Int) -> Int64 {
+        min(configuration.firstRetryMilliseconds << min(Int64(tries - 1), 20), configuration.maxRetryMilliseconds)
     }
 }

@@ -175,19 +175,21 @@ public final class SQLitePaymentStore: PaymentStore {
                attempt_id, attempt_instance_id, attempt_started_at, attempt_reference
         FROM payments
         """
+    private static let selectPaymentById = selectPayments + " WHERE psp_transaction_id = ?"
+    // Served by the partial index payments_processing: only payments in flight are in it.
+    private static let selectAttemptsStarted = selectPayments
+        + " WHERE state = 'processing' AND attempt_started_at < ? ORDER BY attempt_started_at LIMIT ?"
 
     static func read(_ db: SQLiteConnection, _ id: String) throws -> PaymentRecord? {
         var record: PaymentRecord?
-        try db.run(selectPayments + " WHERE psp_transaction_id = ?", [.text(id)]) { record = Self.payment($0) }
+        try db.run(selectPaymentById, [.text(id)]) { record = Self.payment($0) }
         return record
     }
 
     public func attemptsStarted(before startedBefore: Int64, limit: Int) async throws -> [PaymentRecord] {
         try read { db in
             var out: [PaymentRecord] = []
-            // Served by the partial index payments_processing: only payments in flight are in it.
-            try db.run(Self.selectPayments + " WHERE state = 'processing' AND attempt_started_at < ? ORDER BY attempt_started_at LIMIT ?",
-                       [.integer(startedBefore), .integer(Int64(limit))]) { out.append(Self.payment($0)) }
+            try db.run(Self.selectAttemptsStarted, [.integer(startedBefore), .integer(Int64(limit))]) { out.append(Self.payment($0)) }
             return out
         }
     }
@@ -244,31 +246,20 @@ public final class SQLitePaymentStore: PaymentStore {
         }
     }
 
-    private static let completePayment = """
-        UPDATE payments SET state = 'completed', updated_at = ?, completed_at = ?, outcome_status = ?, outcome_error_id = ?,
-            outcome_error_text = ?, masked_pan = COALESCE(?, masked_pan), acquirer_response_code = ?, authorization_code = ?,
-            acquirer_reference = ?
-        WHERE psp_transaction_id = ?
-        """
-    /// The outcome of the attempt in flight; a refusal before any authorization (never over an attempt).
-    private static let completeAttempt = completePayment + " AND state = 'processing' AND attempt_id = ?"
-    private static let completeUnattempted = completePayment + " AND state = 'pending'"
-
     public func recordOutcome(_ id: String, outcome: PaymentOutcome, reversal: ReversalRequest?, attemptId: String?,
                               now: Int64) async throws -> PaymentOutcome? {
         pending.remove(id)
         return try await writer.perform { db in
-            var values: [SQLiteValue] = [
-                .integer(now), .integer(now), .text(outcome.status.rawValue), .optional(outcome.error.map { Int64($0.errorId) }),
-                .optional(outcome.error?.errorText), .optional(outcome.maskedPAN?.value), .optional(outcome.acquirerResponseCode),
-                .optional(outcome.authorizationCode), .optional(outcome.acquirerReference), .text(id)]
-            let changed: Int
-            if let attemptId {
-                values.append(.text(attemptId))
-                changed = try db.run(Self.completeAttempt, values)
-            } else {
-                changed = try db.run(Self.completeUnattempted, values)
-            }
+            // `attempt_id IS ?`: the outcome of the attempt the row names, or, with none, a refusal
+            // before any authorization (a pending row names no attempt; a processing one always does).
+            let changed = try db.run("""
+                UPDATE payments SET state = 'completed', updated_at = ?, completed_at = ?, outcome_status = ?, outcome_error_id = ?,
+                    outcome_error_text = ?, masked_pan = COALESCE(?, masked_pan), acquirer_response_code = ?, authorization_code = ?,
+                    acquirer_reference = ?
+                WHERE psp_transaction_id = ? AND state IN ('pending', 'processing') AND attempt_id IS ?
+                """, [.integer(now), .integer(now), .text(outcome.status.rawValue), .optional(outcome.error.map { Int64($0.errorId) }),
+                      .optional(outcome.error?.errorText), .optional(outcome.maskedPAN?.value), .optional(outcome.acquirerResponseCode),
+                      .optional(outcome.authorizationCode), .optional(outcome.acquirerReference), .text(id), .optional(attemptId)])
             guard changed == 1 else {
                 // Already completed (or cancelled): the earlier outcome stands, and no reversal is added.
                 return try Self.read(db, id)?.outcome

@@ -82,15 +82,25 @@ final class WorkerProcess: @unchecked Sendable {
 
 final class Answers: Sendable { let bodies = Mutex<[String: String]>([:]) }
 
+/// A folder of its own for a store that outlives one worker process.
+struct ScratchStore {
+    let directory: URL
+    var path: String { directory.appendingPathComponent("store.sqlite").path }
+    init(_ name: String) throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    }
+    func remove() { try? FileManager.default.removeItem(at: directory) }
+}
+
 @Suite struct CrashRecoveryTests {
     /// SIGKILL while authorizations are in flight, then a restart on the same store: every answer
     /// given before the kill is given again, nothing is authorized twice, and the attempts the dead
     /// process left open are reversed and answered 85.
     @Test func sigkillUnderLoadLosesNoOutcomeAndNeverAuthorizesTwice() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("crash-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let store = directory.appendingPathComponent("store.sqlite").path
+        let scratch = try ScratchStore("crash")
+        defer { scratch.remove() }
+        let store = scratch.path
         let ids = (0..<40).map { "crash-\($0)" }
         let cardData = TestKeys.cardData(code: "00")
 
@@ -143,10 +153,9 @@ final class Answers: Sendable { let bodies = Mutex<[String: String]>([:]) }
     /// After a crash Vipps may never call again. The restarted worker reverses, by itself, every
     /// attempt the dead one left in flight (answered 85 to any later call), and sends nothing again.
     @Test func orphansAreReversedAfterARestartWithoutAnyCall() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("orphans-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let store = directory.appendingPathComponent("store.sqlite").path
+        let scratch = try ScratchStore("orphans")
+        defer { scratch.remove() }
+        let store = scratch.path
         let ids = (0..<16).map { "orphan-\($0)" }
         let cardData = TestKeys.cardData(code: "00")
 

@@ -49,6 +49,30 @@ final class PipelineHarness: Sendable {
         _ = try await store.register(registration, now: 1)
     }
 
+    static let masked = MaskedPAN(masked: "400000******0002")!
+
+    /// Begins an attempt for registered payment `id`, as process `instance` would have, started at `startedAt`.
+    @discardableResult
+    func beginAttempt(_ id: String, instance: String, startedAt: Int64) async throws -> AttemptRecord {
+        let attempt = AttemptRecord(attemptId: id + "-attempt", instanceId: instance, maskedPAN: Self.masked, startedAt: startedAt)
+        guard try await store.beginAttempt(id, attempt: attempt, now: startedAt) == .begun else { throw HarnessError("\(id): attempt not begun") }
+        return attempt
+    }
+
+    /// Registers `id`, begins an attempt and records it answered 85 with its reversal due now, not sent.
+    @discardableResult
+    func reversalDue(_ id: String) async throws -> ReversalRequest {
+        try await register(id)
+        let attempt = try await beginAttempt(id, instance: "test-instance", startedAt: 1)
+        let reversal = ReversalRequest(reversalId: id + "-R", pspTransactionId: id, attemptId: attempt.attemptId,
+                                       attemptReference: attempt.attemptReference, amount: 1000, currency: "NOK", merchantSerialNumber: "123456")
+        let outcome = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: Self.masked)
+        _ = try await store.recordOutcome(id, outcome: outcome, reversal: reversal, attemptId: attempt.attemptId, now: wallClockMilliseconds())
+        return reversal
+    }
+
+    struct HarnessError: Error { let description: String; init(_ d: String) { description = d } }
+
     func cardData(_ plaintext: String) -> String { encryptor.cardData(for: plaintext)! }
 
     func cardData(code: String) -> String { cardData(SimulatorAcquirer.testCard(code: code) + ",3012,session") }

@@ -183,13 +183,11 @@ import Testing
     @Test func sweepReversesOrphansWithoutACall() async throws {
         // Orphaned after 32 s: "young" stays young however slowly a busy test machine runs this.
         let h = try PipelineHarness(acquirerTimeout: .seconds(30))
-        let masked = MaskedPAN(masked: "400000******0002")!
         let now = wallClockMilliseconds()
         for (id, instance, startedAt) in [("s-dead", "dead-instance", Int64(1)), ("s-ours", "test-instance", now - 60_000),
                                           ("s-young", "other-instance", now)] {
             try await h.register(id)
-            let attempt = AttemptRecord(attemptId: id + "-attempt", instanceId: instance, maskedPAN: masked, startedAt: startedAt)
-            #expect(try await h.store.beginAttempt(id, attempt: attempt, now: startedAt) == .begun)
+            try await h.beginAttempt(id, instance: instance, startedAt: startedAt)
         }
         #expect(await h.pipeline.sweepOrphans() == 2)
         for id in ["s-dead", "s-ours"] {
@@ -208,9 +206,7 @@ import Testing
     @Test func aRetryWaitsForAnAttemptInFlightElsewhere() async throws {
         let h = try PipelineHarness(acquirerTimeout: .milliseconds(500))
         try await h.register("w-1")
-        let attempt = AttemptRecord(attemptId: "w-1-attempt", instanceId: "other-instance",
-                                    maskedPAN: MaskedPAN(masked: "400000******0002")!, startedAt: wallClockMilliseconds())
-        #expect(try await h.store.beginAttempt("w-1", attempt: attempt, now: attempt.startedAt) == .begun)
+        let attempt = try await h.beginAttempt("w-1", instance: "other-instance", startedAt: wallClockMilliseconds())
         let retry = Task { await h.makePayment(h.request("w-1", cardData: h.cardData(code: "00"))) }
         try await Task.sleep(for: .milliseconds(200))
         // The other process records its approval.
@@ -226,9 +222,7 @@ import Testing
     @Test func aRetryReversesAnAttemptThatOutlivesTheDeadline() async throws {
         let h = try PipelineHarness(acquirerTimeout: .milliseconds(200))
         try await h.register("w-2")
-        let attempt = AttemptRecord(attemptId: "w-2-attempt", instanceId: "other-instance",
-                                    maskedPAN: MaskedPAN(masked: "400000******0002")!, startedAt: wallClockMilliseconds())
-        #expect(try await h.store.beginAttempt("w-2", attempt: attempt, now: attempt.startedAt) == .begun)
+        let attempt = try await h.beginAttempt("w-2", instance: "other-instance", startedAt: wallClockMilliseconds())
         let result = await h.makePayment(h.request("w-2", cardData: h.cardData(code: "00")))
         #expect(result.response == .fail("w-2", .responseReceivedTooLate))
         #expect(wallClockMilliseconds() >= attempt.startedAt + h.pipeline.orphanedAfterMilliseconds, "not before the deadline and its margin")
@@ -241,19 +235,9 @@ import Testing
     /// `sendSoon` sent and had acknowledged meanwhile is not sent a second time.
     @Test func aReversalAcknowledgedMeanwhileIsNotSentAgain() async throws {
         let h = try PipelineHarness(latency: .milliseconds(300))
-        let masked = MaskedPAN(masked: "400000******0002")!
-        var requests: [ReversalRequest] = []
-        for id in ["r-1", "r-2"] {
-            try await h.register(id)
-            let attempt = AttemptRecord(attemptId: id + "-attempt", instanceId: "test-instance", maskedPAN: masked, startedAt: 1)
-            _ = try await h.store.beginAttempt(id, attempt: attempt, now: 1)
-            let reversal = ReversalRequest(reversalId: id + "-R", pspTransactionId: id, attemptId: attempt.attemptId,
-                                           attemptReference: attempt.attemptReference, amount: 1000, currency: "NOK", merchantSerialNumber: "123456")
-            let outcome = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked)
-            _ = try await h.store.recordOutcome(id, outcome: outcome, reversal: reversal, attemptId: attempt.attemptId, now: 1)
-            requests.append(reversal)
-        }
-        h.reversals.sendSoon(requests[1])  // r-2: sent now, acknowledged after 300 ms
+        try await h.reversalDue("r-1")
+        let second = try await h.reversalDue("r-2")
+        h.reversals.sendSoon(second)  // r-2: sent now, acknowledged after 300 ms
         try await Task.sleep(for: .milliseconds(30))
         await h.reversals.sendDue(limit: 10)  // reads [r-1, r-2], sends r-1 (300 ms), then comes to r-2
         try await waitUntil { try await h.store.reversals(for: "r-2").first?.state == .acknowledged }
@@ -268,16 +252,14 @@ import Testing
         let h = try PipelineHarness(acquirerTimeout: .milliseconds(200))
         try await h.register("st-1")
         let stale = try #require(try await h.store.payment("st-1"))
-        let theirs = AttemptRecord(attemptId: "st-1-theirs", instanceId: "other-instance",
-                                   maskedPAN: MaskedPAN(masked: "400000******0002")!, startedAt: wallClockMilliseconds())
-        #expect(try await h.store.beginAttempt("st-1", attempt: theirs, now: theirs.startedAt) == .begun)
+        let theirs = try await h.beginAttempt("st-1", instance: "other-instance", startedAt: wallClockMilliseconds())
         // Refused before any authorization here (confirmed NO), on the stale record.
         let job = MakePaymentJob(request: h.request("st-1", cardData: h.cardData(code: "00"), confirmed: .no), payment: stale)
         let result = await h.pipeline.work(job)
         #expect(result.response == .fail("st-1", .responseReceivedTooLate), "the other attempt's outcome (unknown: 85), not 93")
         let record = try #require(try await h.store.payment("st-1"))
         #expect(record.state == .completed && record.outcome?.error?.errorId == 85)
-        #expect(try await h.store.reversals(for: "st-1").map(\.request.attemptId) == ["st-1-theirs"], "their attempt is reversed")
+        #expect(try await h.store.reversals(for: "st-1").map(\.request.attemptId) == [theirs.attemptId], "their attempt is reversed")
     }
 
     /// Time spent queued comes off the acquirer's deadline; with too little of Vipps's patience
@@ -307,17 +289,7 @@ import Testing
     /// Two reversal services on one store (two processes): each due reversal goes out once.
     @Test func twoReversalServicesOnOneStoreSendEachReversalOnce() async throws {
         let h = try PipelineHarness(latency: .milliseconds(200))
-        let masked = MaskedPAN(masked: "400000******0002")!
-        for i in 0..<4 {
-            let id = "two-\(i)"
-            try await h.register(id)
-            let attempt = AttemptRecord(attemptId: id + "-attempt", instanceId: "test-instance", maskedPAN: masked, startedAt: 1)
-            _ = try await h.store.beginAttempt(id, attempt: attempt, now: 1)
-            let reversal = ReversalRequest(reversalId: id + "-R", pspTransactionId: id, attemptId: attempt.attemptId,
-                                           attemptReference: attempt.attemptReference, amount: 1000, currency: "NOK", merchantSerialNumber: "123456")
-            _ = try await h.store.recordOutcome(id, outcome: PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked),
-                                                reversal: reversal, attemptId: attempt.attemptId, now: 1)
-        }
+        for i in 0..<4 { try await h.reversalDue("two-\(i)") }
         let other = ReversalService(store: h.store, acquirer: h.acquirer)
         async let a: Void = h.reversals.sendDue(limit: 10)
         async let b: Void = other.sendDue(limit: 10)
@@ -334,14 +306,7 @@ import Testing
     @Test(arguments: [(Int64(30_000), 2, ReversalAnswer.reversed), (Int64(0), 1, ReversalAnswer.noOriginal)])
     func aReversalAnsweredNoOriginalSoonIsAskedAgain(settle: Int64, sends: Int, last: ReversalAnswer) async throws {
         let h = try PipelineHarness()
-        try await h.register("n-1")
-        let masked = MaskedPAN(masked: "400000******0002")!
-        let attempt = AttemptRecord(attemptId: "n-1-attempt", instanceId: "test-instance", maskedPAN: masked, startedAt: 1)
-        _ = try await h.store.beginAttempt("n-1", attempt: attempt, now: 1)
-        let request = ReversalRequest(reversalId: "n-1-R", pspTransactionId: "n-1", attemptId: attempt.attemptId,
-                                      attemptReference: attempt.attemptReference, amount: 1000, currency: "NOK", merchantSerialNumber: "123456")
-        _ = try await h.store.recordOutcome("n-1", outcome: PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked),
-                                            reversal: request, attemptId: attempt.attemptId, now: wallClockMilliseconds())
+        try await h.reversalDue("n-1")
         let acquirer = NotOnFileYet()
         var configuration = ReversalService.Configuration()
         configuration.firstRetryMilliseconds = 50
