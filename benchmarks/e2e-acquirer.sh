@@ -44,7 +44,7 @@ case "$ACQUIRER" in
 esac
 echo "== acquirer-sim: drop every $DROP_EVERY, delay ${DELAY_MS}+${JITTER_MS} ms; worker --acquirer $URL"
 
-(cd "$ROOT" && exec "$BIN/psp-worker" serve --port 0 --store "sqlite:$WORK/store.sqlite" --acquirer "$URL" \
+(cd "$ROOT" && exec "$BIN/psp-worker" serve --private-key "$ROOT/keys-example/psp-private-key.pem" --port 0 --store "sqlite:$WORK/store.sqlite" --acquirer "$URL" \
     --acquirer-timeout 1 --queue-capacity 4096 >"$WORK/worker.log" 2>&1) &
 PIDS+=($!)
 PORT=$(logged_port "$WORK/worker.log")

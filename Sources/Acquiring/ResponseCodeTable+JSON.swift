@@ -24,6 +24,10 @@ extension ResponseCodeTable {
                 guard let error = APIError(rawValue: id), (81...92).contains(id) || id == 72 else {
                     throw ResponseCodeTableError(description: "override \(key): \(id) is not an errorId an acquirer answer can map to (72, 81-92)")
                 }
+                // The API fixes every text but 72's: an 82 that says "Declined" is not the API's 82.
+                if text != nil, error != .differentTexts {
+                    throw ResponseCodeTableError(description: "override \(key): only errorId 72 carries a text of its own; \(id) answers the API's text")
+                }
                 return reverse ? .refusedAndReversed(error, text: text) : .refused(error, text: text)
             }
             switch value {

@@ -3,6 +3,8 @@
 #include "shim.h"
 
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <openssl/bio.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -236,6 +238,12 @@ int ccs_encryptor_encrypt(ccs_encryptor *e, const uint8_t *in, size_t in_len,
     if (EVP_PKEY_encrypt(e->ctx, out, &len, in, in_len) != 1) { ERR_clear_error(); return 0; }
     *out_len = len;
     return 1;
+}
+
+int ccs_disable_core_dumps(void) {
+    struct rlimit none = { 0, 0 };
+    if (setrlimit(RLIMIT_CORE, &none) != 0) return 0;
+    return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0 && prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 0;
 }
 
 void ccs_cleanse(void *p, size_t len) { if (p != NULL && len > 0) OPENSSL_cleanse(p, len); }

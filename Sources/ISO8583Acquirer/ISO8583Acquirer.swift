@@ -303,6 +303,9 @@ public final class ISO8583Acquirer: AcquirerAdapter {
     /// A reply from the host: resumes the request it answers, or is logged as late or unknown.
     fileprivate func received(_ frame: ByteBuffer) {
         let message: ISOMessage
+        // Many hosts echo fields 2 and 14 in their replies: the frame's bytes (its own range of
+        // the receive buffer, already consumed) are wiped once decoded.
+        defer { frame.withUnsafeReadableBytes(wipeInPlace) }
         do {
             message = try ISO87APackager.decode(frame.readableBytesView)
         } catch {

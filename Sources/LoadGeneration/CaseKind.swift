@@ -109,7 +109,7 @@ public enum CaseKind: Hashable, Sendable, CustomStringConvertible {
             }
         case .timeout: .fail(.responseReceivedTooLate)
         case .badCryptogram: .fail(.unableToDecrypt)
-        case .wrongToken: ExpectedAnswer(httpStatus: 401, status: .fail, errorId: APIError.invalidRequest.rawValue)
+        case .wrongToken: ExpectedAnswer(httpStatus: 401, status: .fail, errorId: 71, errorText: ExpectedAnswer.catalogue[71])
         case .confirmedNo, .confirmedTimeout, .confirmedCancel:
             ExpectedAnswer(httpStatus: 200, status: .fail, errorId: APIError.statusFromVipps.rawValue,
                            errorText: "Status from Vipps:" + confirmed.rawValue)
@@ -144,8 +144,7 @@ public enum CaseKind: Hashable, Sendable, CustomStringConvertible {
     }()
 }
 
-/// What a makePayment answer must be: HTTP status, payment status, errorId and, where the API
-/// gives it a text of its own (93), the errorText.
+/// What a makePayment answer must be: HTTP status, payment status, errorId and errorText.
 public struct ExpectedAnswer: Sendable, Equatable, Codable, CustomStringConvertible {
     public var httpStatus: Int
     public var status: PaymentStatus
@@ -161,10 +160,21 @@ public struct ExpectedAnswer: Sendable, Equatable, Codable, CustomStringConverti
 
     public static let ok = ExpectedAnswer(httpStatus: 200, status: .ok)
     public static func fail(_ error: APIError) -> ExpectedAnswer {
-        ExpectedAnswer(httpStatus: 200, status: .fail, errorId: error.rawValue)
+        ExpectedAnswer(httpStatus: 200, status: .fail, errorId: error.rawValue, errorText: catalogue[error.rawValue])
     }
 
+    /// The API's error texts, copied here from its catalogue rather than taken from the worker's
+    /// `APIError`: a wrong text in the worker is then a mismatch, not a change on both sides.
+    public static let catalogue: [Int: String] = [
+        71: "Invalid request", 72: "Different texts", 81: "No such issuer", 82: "Refused by Issuer",
+        83: "Suspected fraud", 84: "Exceeds withdrawal amount limit", 85: "Response received to late",
+        86: "Expired card", 87: "Invalid card number (no such number)", 88: "Merchant does not allow credit cards",
+        89: "Not sufficient funds", 91: "Internal error", 92: "Unable to decrypt",
+    ]
+
+    /// The text is shown only where it is not the catalogue's (72, 93).
     public var description: String {
-        "\(httpStatus) \(status.rawValue)" + (errorId.map { " \($0)" } ?? "") + (errorText.map { " \"\($0)\"" } ?? "")
+        let shownText = errorText.flatMap { text in errorId.flatMap { Self.catalogue[$0] } == text ? nil : text }
+        return "\(httpStatus) \(status.rawValue)" + (errorId.map { " \($0)" } ?? "") + (shownText.map { " \"\($0)\"" } ?? "")
     }
 }

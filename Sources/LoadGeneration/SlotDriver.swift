@@ -86,8 +86,11 @@ final class SlotDriver: @unchecked Sendable {
             let expected = payment.kind.expected
             var checked = AnswerCheck.check(httpStatus: first.answer.status, body: first.answer.body, expected: expected,
                                                pspTransactionId: payment.id, decoder: self.decoder)
-            if checked.problem != nil, self.run.acquirerFaults, payment.kind.reachesAcquirer, checked.outcome == "200 FAIL 85" {
-                checked.problem = nil
+            // With acquirer faults, a payment that reaches the acquirer may also be 85, text and all.
+            if checked.problem != nil, self.run.acquirerFaults, payment.kind.reachesAcquirer {
+                let tooLate = AnswerCheck.check(httpStatus: first.answer.status, body: first.answer.body, expected: .fail(.responseReceivedTooLate),
+                                                pspTransactionId: payment.id, decoder: self.decoder)
+                if tooLate.problem == nil { checked = tooLate }
             }
             let firstCheck = checked
             self.recorder.answered(firstCheck, latency: answeredAt - intended, sendLag: lag,

@@ -92,12 +92,12 @@ public func buildApplication(
         // A lone payment's writes are committed at once, not held for a group that cannot fill.
         store.whenWritesUnderway { queue.inProgress }
     }
-    if configuration.adminToken == nil {
+    if configuration.adminTokenHash == nil {
         logger.warning("no admin token (--admin-token-file or PSP_ADMIN_TOKEN): the /payments endpoints answer 401")
     }
     let routes = Routes(configuration: configuration, pipeline: pipeline, queue: queue, store: components.store,
                         acquirer: components.acquirer, registry: registry, factory: factory,
-                        adminTokenHash: configuration.adminToken.map { Secrets.sha256($0) })
+                        adminTokenHash: configuration.adminTokenHash)
     let router = Router(context: BasicRequestContext.self)
     routes.add(to: router)
 
@@ -141,10 +141,12 @@ struct WorkerPoolService: Service {
 }
 
 /// Store and forward of reversals, until shutdown; what is left is sent after the next start.
+/// Sends already under way are finished (and recorded) before the store closes after it.
 struct ReversalLoopService: Service {
     let reversals: ReversalService
     func run() async throws {
         await cancelWhenGracefulShutdown { await reversals.run() }
+        await reversals.finishSendingSoon()
     }
 }
 

@@ -49,8 +49,9 @@ public struct PSPWorkerConfiguration: Sendable {
     /// Authorizations waiting on the acquirer at once; past it, workers wait and the queue fills.
     public var maxAuthorizationsInFlight = 4096
     public var acquirerTimeout: Duration = .seconds(10)
-    /// The admin endpoints' bearer token; nil disables them (every call is 401).
-    public var adminToken: String?
+    /// The SHA-256 of the admin endpoints' bearer token (the token itself is never kept); nil
+    /// disables them (every call is 401).
+    public var adminTokenHash: [UInt8]?
     /// A JSON file of response-code overrides (see ResponseCodeTable).
     public var responseCodeOverridesPath: String?
     /// Largest request body, in bytes; larger is 413.

@@ -220,9 +220,16 @@ public final class MakePaymentPipeline: Sendable {
         } catch {
             return internalError(id, step: "record attempt", error)
         }
-        // 11. Authorize; the pipeline, not the adapter, enforces the deadline (what is left after
-        // the attempt's commit, never under `shortest`: once recorded, the attempt is sent).
-        let deadline = max(min(configuration.acquirerTimeout, configuration.answerWithin - (ContinuousClock.now - receivedAt)), shortest)
+        // 11. Authorize; the pipeline, not the adapter, enforces the deadline: what is left of
+        // Vipps's patience after the attempt's commit (which can stall), with no floor. If nothing
+        // is left, the attempt is closed unsent: its outcome is known, so there is nothing to reverse.
+        let left = configuration.answerWithin - (ContinuousClock.now - receivedAt)
+        guard left > .zero else {
+            logger.warning("too late to authorize after recording the attempt; not sent", metadata: ["pspTransactionId": "\(id)", "pan": "\(masked)"])
+            return await finish(id, PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked),
+                                reversal: nil, attemptId: request.attemptId)
+        }
+        let deadline = min(configuration.acquirerTimeout, left)
         metrics.authorizationSent()
         let acquirer = self.acquirer
         let started = ContinuousClock.now
@@ -231,7 +238,15 @@ public final class MakePaymentPipeline: Sendable {
         // 12. Map the answer.
         switch outcome {
         case .value(let answer):
-            let decision = codes.decision(for: answer.responseCode, scheme: answer.scheme ?? request.scheme, acquirer: acquirer.name)
+            var decision = codes.decision(for: answer.responseCode, scheme: answer.scheme ?? request.scheme, acquirer: acquirer.name)
+            // An approval that comes back after Vipps's patience (the deadline's timer fired late)
+            // would be answered to no one: it is reversed and recorded 85, like a timeout.
+            if decision == .approved, ContinuousClock.now - receivedAt > configuration.answerWithin {
+                logger.warning("approval came too late; reversing", metadata: [
+                    "pspTransactionId": "\(id)", "attemptId": "\(request.attemptId)", "pan": "\(masked)",
+                ])
+                decision = .refusedAndReversed(.responseReceivedTooLate)
+            }
             var recorded = PaymentOutcome(status: decision == .approved ? .ok : .fail, error: decision.errorMessage, maskedPAN: masked,
                                           acquirerResponseCode: answer.responseCode, authorizationCode: answer.authorizationCode,
                                           acquirerReference: answer.acquirerReference)

@@ -34,6 +34,8 @@ public final class ReversalService: ReversalSender {
     private let now: @Sendable () -> Int64
     /// Reversal ids being sent right now, so the poller and `sendSoon` never send one twice at once.
     private let sending = Mutex<Set<String>>([])
+    /// The sends `sendSoon` started and that have not finished.
+    private let soonSends = Mutex<(next: UInt64, tasks: [UInt64: Task<Void, Never>])>((0, [:]))
 
     public init(store: any PaymentStore, acquirer: any AcquirerAdapter, configuration: Configuration = .init(),
                 metrics: PipelineMetrics = .disabled, logger: Logger = Logger(label: "psp-worker.reversals"),
@@ -47,7 +49,23 @@ public final class ReversalService: ReversalSender {
     }
 
     public func sendSoon(_ reversal: ReversalRequest) {
-        Task { await self.send(reversal.reversalId) }
+        let id = reversal.reversalId
+        // Registered under the lock the task takes to leave, so it cannot leave before it is in.
+        soonSends.withLock { sends in
+            sends.next += 1
+            let key = sends.next
+            sends.tasks[key] = Task {
+                await self.send(id)
+                _ = self.soonSends.withLock { $0.tasks.removeValue(forKey: key) }
+            }
+        }
+    }
+
+    /// Waits for the sends `sendSoon` started. At shutdown, before the store closes: a reversal
+    /// the acquirer acknowledged but the store never heard of would go out again after the
+    /// restart as a first 0400, not a repeat.
+    public func finishSendingSoon() async {
+        while let task = soonSends.withLock({ $0.tasks.values.first }) { await task.value }
     }
 
     /// Sends every due reversal until cancelled: the store-and-forward loop.

@@ -1,3 +1,4 @@
+import CSQLite
 import Foundation
 import Synchronization
 
@@ -226,10 +227,23 @@ final class SQLiteWriter: @unchecked Sendable {
             try connection.run("COMMIT")
             return .committed
         } catch {
+            let failure = error as? SQLiteError ?? SQLiteError(code: -1, message: "\(error)")
+            // After an I/O error in COMMIT (a failed fsync, above all) the group's frames may be in
+            // the WAL all the same, and a restart would replay them: an outcome answered 91 would
+            // then stand as OK, with nothing to reverse it. Like PostgreSQL after a failed fsync,
+            // the process stops rather than go on with a store whose state it cannot know; a
+            // restart recovers the store, and the orphan sweep settles what was in flight.
+            if Self.commitFailureIsFatal(failure.code) {
+                fatalError("store commit failed with an I/O error (\(failure)); stopping so that a restart recovers the store")
+            }
             try? connection.execute("ROLLBACK")
-            return .failed(error as? SQLiteError ?? SQLiteError(code: -1, message: "\(error)"))
+            return .failed(failure)
         }
     }
+
+    /// SQLITE_IOERR and SQLITE_CORRUPT, in any of their extended forms. Busy, locked or full
+    /// (nothing was written) leave the store as it was, and the group's writes fail as usual.
+    static func commitFailureIsFatal(_ code: Int32) -> Bool { [SQLITE_IOERR, SQLITE_CORRUPT].contains(code & 0xFF) }
 
     /// Finishes what is queued, then stops the thread.
     func close() {

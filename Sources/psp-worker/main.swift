@@ -48,6 +48,10 @@ struct Decrypt: ParsableCommand {
     @OptionGroup var keys: KeyOptions
 
     func run() throws {
+        guard ProcessHardening.disableCoreDumps() else {
+            printError("error: could not turn core dumps off; a dump would hold the private key and the card data")
+            throw ExitCode(2)
+        }
         let ring: KeyRing
         do {
             let loaded = try keys.source.load(concurrency: 1)
@@ -125,8 +129,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
     @Option(help: "Port to listen on (0: any free port).") var port = 8080
     @Option(help: "Path of the makePaymentUrl given to Vipps.") var makePaymentPath = "/makePayment"
-    @Option(help: "PEM private key (PKCS#8, PKCS#1 or encrypted PKCS#8). Default: keys-example's TEST key.")
-    var privateKey: String?
+    @Option(help: "PEM private key (PKCS#8, PKCS#1 or encrypted PKCS#8): the active key. Required: the worker never picks a key itself.")
+    var privateKey: String
     @Option(help: "A retiring private key, tried after the active one. Repeatable.") var retiringKey: [String] = []
     @Option(help: "File whose first line is the passphrase of encrypted keys (else PSP_KEY_PASSPHRASE).")
     var passphraseFile: String?
@@ -179,12 +183,11 @@ struct Serve: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "psp-worker")
-        var keyPath = privateKey
-        if keyPath == nil {
-            keyPath = "keys-example/psp-private-key.pem"
-            logger.critical("NO --private-key GIVEN: USING THE PUBLIC TEST KEY keys-example/psp-private-key.pem. NEVER USE IT FOR REAL CARD DATA.")
+        guard ProcessHardening.disableCoreDumps() else {
+            printError("error: could not turn core dumps off; a dump would hold the private key and card numbers in flight")
+            throw ExitCode(2)
         }
-        var configuration = PSPWorkerConfiguration(keys: KeyRingSource(privateKeyPath: keyPath!, retiringKeyPaths: retiringKey,
+        var configuration = PSPWorkerConfiguration(keys: KeyRingSource(privateKeyPath: privateKey, retiringKeyPaths: retiringKey,
                                                                        passphraseFile: passphraseFile))
         configuration.host = host
         configuration.port = port
@@ -200,7 +203,7 @@ struct Serve: AsyncParsableCommand {
         configuration.acquirerTimeout = .milliseconds(Int64(acquirerTimeout * 1000))
         configuration.responseCodeOverridesPath = responseCodes
         do {
-            configuration.adminToken = try adminToken()
+            configuration.adminTokenHash = try adminTokenHash()
         } catch {
             printError("error: \(error)")
             throw ExitCode(2)
@@ -215,16 +218,25 @@ struct Serve: AsyncParsableCommand {
         try await app.runService()
     }
 
-    private func adminToken() throws -> String? {
+    /// The admin token's SHA-256, hashed straight from the wiped buffer it was read into: the
+    /// token itself never becomes a String the process keeps (and a core or heap dump would show).
+    private func adminTokenHash() throws -> [UInt8]? {
+        let secret: SecureBytes
         if let adminTokenFile {
-            let secret = try KeyFiles.readSecret(path: adminTokenFile)
-            let token = secret.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
-                .trimmingCharacters(in: .whitespacesAndNewlines)
-            guard !token.isEmpty else { throw ValidationError("\(adminTokenFile) is empty") }
-            return token
+            secret = try KeyFiles.readSecret(path: adminTokenFile)
+        } else {
+            guard let fromEnvironment = KeyFiles.takeEnvironmentSecret("PSP_ADMIN_TOKEN") else { return nil }
+            secret = fromEnvironment
         }
-        guard let secret = KeyFiles.takeEnvironmentSecret("PSP_ADMIN_TOKEN") else { return nil }
-        return secret.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
+        let hash: [UInt8]? = secret.withUnsafeBytes { bytes in
+            func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || (0x09...0x0D).contains(byte) }
+            var start = 0, end = bytes.count
+            while start < end, isSpace(bytes[start]) { start += 1 }
+            while end > start, isSpace(bytes[end - 1]) { end -= 1 }
+            return end > start ? Secrets.sha256(UnsafeRawBufferPointer(rebasing: bytes[start..<end])) : nil
+        }
+        guard let hash else { throw ValidationError("the admin token (\(adminTokenFile ?? "PSP_ADMIN_TOKEN")) is empty") }
+        return hash
     }
 }
 

@@ -1,5 +1,5 @@
 import Foundation
-import LoadGeneration
+@testable import LoadGeneration
 import MakePayment
 import Testing
 
@@ -45,14 +45,14 @@ import Testing
     @Test(arguments: [
         (CaseKind.approved, ExpectedAnswer(httpStatus: 200, status: .ok)),
         (.duplicate, ExpectedAnswer(httpStatus: 200, status: .ok)),
-        (.timeout, ExpectedAnswer(httpStatus: 200, status: .fail, errorId: 85)),
-        (.badCryptogram, ExpectedAnswer(httpStatus: 200, status: .fail, errorId: 92)),
-        (.wrongToken, ExpectedAnswer(httpStatus: 401, status: .fail, errorId: 71)),
+        (.timeout, ExpectedAnswer(httpStatus: 200, status: .fail, errorId: 85, errorText: "Response received to late")),
+        (.badCryptogram, ExpectedAnswer(httpStatus: 200, status: .fail, errorId: 92, errorText: "Unable to decrypt")),
+        (.wrongToken, ExpectedAnswer(httpStatus: 401, status: .fail, errorId: 71, errorText: "Invalid request")),
         (.confirmedNo, ExpectedAnswer(httpStatus: 200, status: .fail, errorId: 93, errorText: "Status from Vipps:NO")),
         (.confirmedTimeout, ExpectedAnswer(httpStatus: 200, status: .fail, errorId: 93, errorText: "Status from Vipps:TIMEOUT")),
         (.confirmedCancel, ExpectedAnswer(httpStatus: 200, status: .fail, errorId: 93, errorText: "Status from Vipps:CANCEL")),
-        (.luhn, ExpectedAnswer(httpStatus: 200, status: .fail, errorId: 87)),
-        (.expired, ExpectedAnswer(httpStatus: 200, status: .fail, errorId: 86)),
+        (.luhn, ExpectedAnswer(httpStatus: 200, status: .fail, errorId: 87, errorText: "Invalid card number (no such number)")),
+        (.expired, ExpectedAnswer(httpStatus: 200, status: .fail, errorId: 86, errorText: "Expired card")),
     ])
     func namedKindsExpectTheirAnswer(kind: CaseKind, expected: ExpectedAnswer) {
         #expect(kind.expected == expected)
@@ -111,6 +111,25 @@ import Testing
         #expect(AnswerCheck.check(httpStatus: 200, body: Self.body(right), expected: expected, pspTransactionId: "p1").problem == nil)
         #expect(AnswerCheck.check(httpStatus: 200, body: Self.body(wrong), expected: expected, pspTransactionId: "p1").problem
             == #"expected 200 FAIL 93 "Status from Vipps:CANCEL", got errorText "Status from Vipps""#)
+    }
+
+    /// vipps-sim's texts are its own copy of the API's catalogue: a worker whose text drifts from
+    /// the API's is a mismatch, on the fast path (byte for byte) and on the slow one.
+    @Test func aWrongTextForACatalogueIdIsAMismatch() {
+        let drifted = MakePaymentResponse.fail("p1", ErrorMessage(errorId: 85, errorText: "Response received too late"))
+        for body in [drifted.json, Self.body(drifted)] {
+            #expect(AnswerCheck.check(httpStatus: 200, body: body, expected: CaseKind.timeout.expected, pspTransactionId: "p1").problem
+                == #"expected 200 FAIL 85, got errorText "Response received too late""#)
+        }
+    }
+
+    /// The hand-written expected body is the worker's own, byte for byte (so the fast path is taken).
+    @Test(arguments: [CaseKind.approved, .timeout, .code("51"), .code("03"), .wrongToken, .confirmedNo, .luhn])
+    func theExpectedBodyIsWhatTheWorkerWrites(kind: CaseKind) throws {
+        let expected = kind.expected
+        let error = try expected.errorId.map { ErrorMessage(errorId: $0, errorText: try #require(expected.errorText)) }
+        let written = MakePaymentResponse(errorMessage: error, paymentInfo: PaymentInfo(pspTransactionId: "run-7", status: expected.status)).json
+        #expect(AnswerCheck.canonicalBody(expected, pspTransactionId: "run-7") == written)
     }
 
     @Test func bodyThatIsNotAnAnswerIsAMismatch() {

@@ -204,10 +204,12 @@ struct ScratchStore {
 @Suite struct CommandLineTests {
     /// Values that would pass a type check and then misbehave are refused before anything starts.
     @Test(arguments: [
-        (["serve", "--make-payment-path", "/payments"], "--make-payment-path"),
-        (["serve", "--make-payment-path", "metrics/x"], "--make-payment-path"),
-        (["serve", "--acquirer-timeout", "0.0004"], "--acquirer-timeout"),
-        (["serve", "--port", "70000"], "--port"),
+        (["serve", "--private-key", "k.pem", "--make-payment-path", "/payments"], "--make-payment-path"),
+        (["serve", "--private-key", "k.pem", "--make-payment-path", "metrics/x"], "--make-payment-path"),
+        (["serve", "--private-key", "k.pem", "--acquirer-timeout", "0.0004"], "--acquirer-timeout"),
+        (["serve", "--private-key", "k.pem", "--port", "70000"], "--port"),
+        // The worker never picks a key itself (it used to fall back to the repository's test key).
+        (["serve", "--port", "0"], "--private-key"),
         (["keygen", "--bits", "99999999999"], "--bits"),
     ])
     func badValuesAreRefused(arguments: [String], named: String) throws {
@@ -223,4 +225,16 @@ struct ScratchStore {
         #expect(process.terminationStatus != 0)
         #expect(message.contains(named), "\(message)")
     }
+
+    /// A running worker cannot leave a core dump: one would hold the private key and the card
+    /// numbers in flight.
+    @Test func aRunningWorkerHasCoreDumpsOff() throws {
+        let store = FileManager.default.temporaryDirectory.appendingPathComponent("core-\(UUID().uuidString).sqlite").path
+        let worker = try WorkerProcess(store: store, latencyMs: 0)
+        defer { worker.kill(SIGTERM); for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: store + suffix) } }
+        let limits = try String(contentsOfFile: "/proc/\(worker.process.processIdentifier)/limits", encoding: .utf8)
+        let core = try #require(limits.split(separator: "\n").first { $0.hasPrefix("Max core file size") })
+        #expect(core.split(separator: " ", omittingEmptySubsequences: true).dropFirst(4).prefix(2) == ["0", "0"], "\(core)")
+    }
 }
+

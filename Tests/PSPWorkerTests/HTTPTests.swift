@@ -28,7 +28,7 @@ struct LiveWorker {
         var configuration = PSPWorkerConfiguration(keys: KeyRingSource(privateKeyPath: TestKeys.path("psp-private-key")))
         configuration.port = 0
         configuration.store = .sqlite(path: path)
-        configuration.adminToken = adminToken
+        configuration.adminTokenHash = Secrets.sha256(adminToken)
         configuration.acquirerTimeout = acquirerTimeout
         configuration.workers = 2
         var logger = Logger(label: "test")

@@ -246,6 +246,19 @@ import Testing
         #expect(try await h.store.reversals(for: "r-2").first?.tries == 1)
     }
 
+    /// At shutdown the sends `sendSoon` started are waited for, so the store closes only after it
+    /// has recorded their acknowledgements (else the restart sends them again as first 0400s).
+    @Test func shutdownWaitsForReversalsUnderWay() async throws {
+        let h = try PipelineHarness(latency: .milliseconds(300))
+        let reversals = [try await h.reversalDue("sd-1"), try await h.reversalDue("sd-2")]
+        reversals.forEach(h.reversals.sendSoon)
+        await h.reversals.finishSendingSoon()
+        for id in ["sd-1", "sd-2"] {
+            #expect(try await h.store.reversals(for: id).first?.state == .acknowledged, "recorded before finishSendingSoon returned")
+            #expect(h.acquirer.reversalCount(pspTransactionId: id) == 1)
+        }
+    }
+
     /// A refusal decided on a stale `pending` (the front's memory, while another process began an
     /// attempt) must not close that attempt without reversing it: its outcome is the answer.
     @Test func aRefusalOnAStalePendingDoesNotCloseAnAttemptInFlight() async throws {
@@ -284,6 +297,31 @@ import Testing
         #expect(ContinuousClock.now - started < .seconds(4))
         #expect(try await h.store.payment("late-2")?.authorizationsSent == 1)
         #expect(try await h.store.reversals(for: "late-2").count == 1, "an authorization cut off by the deadline is reversed")
+    }
+
+    /// An attempt whose commit stalled past Vipps's patience is closed unsent (no floor on the
+    /// deadline), and one with little left is cut off there and reversed: in neither case does an
+    /// approval come back after Vipps has given up and stand unreversed.
+    @Test func aStalledAttemptCommitDoesNotStretchTheDeadline() async throws {
+        let h = try PipelineHarness(acquirerTimeout: .seconds(10), latency: .milliseconds(900))
+        let stalling = StallingAttemptStore(h.store, stall: .milliseconds(1_500))
+        let pipeline = MakePaymentPipeline(configuration: .init(acquirerTimeout: .seconds(10), instanceId: "stall"),
+                                           keyRing: PipelineHarness.keyRing, store: stalling, acquirer: h.acquirer,
+                                           currentMonth: { CardExpiry(year: 2026, month: 11)! })
+        for id in ["stall-1", "stall-2"] { try await h.register(id) }
+        // 1.2 s of the 14 left when taken (enough to begin), none after the 1.5 s commit.
+        let job1 = MakePaymentJob(request: h.request("stall-1", cardData: h.cardData(code: "00")),
+                                  payment: try #require(try await h.store.payment("stall-1")), receivedAt: .now - .milliseconds(12_800))
+        #expect(await pipeline.work(job1).response == .fail("stall-1", .responseReceivedTooLate))
+        #expect(h.acquirer.authorizationCount(pspTransactionId: "stall-1") == 0, "not sent once the time was gone")
+        #expect(try await h.store.payment("stall-1")?.state == .completed)
+        #expect(try await h.store.reversals(for: "stall-1").isEmpty, "never sent, nothing to reverse")
+        // 2.1 s left when taken, 0.6 s after the commit: the 0.9 s approval is cut off at 0.6 s.
+        let job2 = MakePaymentJob(request: h.request("stall-2", cardData: h.cardData(code: "00")),
+                                  payment: try #require(try await h.store.payment("stall-2")), receivedAt: .now - .milliseconds(11_900))
+        #expect(await pipeline.work(job2).response == .fail("stall-2", .responseReceivedTooLate))
+        #expect(ContinuousClock.now - job2.receivedAt < .milliseconds(14_500), "answered within Vipps's patience")
+        #expect(try await h.store.reversals(for: "stall-2").count == 1)
     }
 
     /// Two reversal services on one store (two processes): each due reversal goes out once.
@@ -419,6 +457,8 @@ import Testing
         #expect(table.decision(for: "51", scheme: .mastercard).errorMessage == ErrorMessage(errorId: 72, errorText: "Card blocked"))
         #expect(table.decision(for: "Z1") == .approved)
         #expect(throws: ResponseCodeTableError.self) { _ = try ResponseCodeTable(overridesJSON: Data(#"{"05": 12}"#.utf8)) }
+        // Only 72 has a text of its own; the others answer the API's text exactly.
+        #expect(throws: ResponseCodeTableError.self) { _ = try ResponseCodeTable(overridesJSON: Data(#"{"05": {"errorId": 82, "text": "Declined"}}"#.utf8)) }
     }
 }
 
@@ -466,4 +506,36 @@ final class NotOnFileYet: AcquirerAdapter {
         answers.withLock { $0.append(answer) }
         return answer
     }
+}
+
+/// A store whose attempt commits stall (a slow fsync, a write lock held by another process).
+final class StallingAttemptStore: PaymentStore {
+    let base: any PaymentStore
+    let stall: Duration
+    init(_ base: any PaymentStore, stall: Duration) { self.base = base; self.stall = stall }
+
+    func beginAttempt(_ pspTransactionId: String, attempt: AttemptRecord, now: Int64) async throws -> BeginAttemptResult {
+        let result = try await base.beginAttempt(pspTransactionId, attempt: attempt, now: now)
+        try await Task.sleep(for: stall)
+        return result
+    }
+    func register(_ registration: PaymentRegistration, now: Int64) async throws -> RegisterResult { try await base.register(registration, now: now) }
+    func payment(_ pspTransactionId: String) async throws -> PaymentRecord? { try await base.payment(pspTransactionId) }
+    func paymentForMakePayment(_ pspTransactionId: String) async throws -> PaymentRecord? { try await base.paymentForMakePayment(pspTransactionId) }
+    func cancel(_ pspTransactionId: String, now: Int64) async throws -> CancelResult { try await base.cancel(pspTransactionId, now: now) }
+    func recordOutcome(_ pspTransactionId: String, outcome: PaymentOutcome, reversal: ReversalRequest?,
+                       attemptId: String?, now: Int64) async throws -> PaymentOutcome? {
+        try await base.recordOutcome(pspTransactionId, outcome: outcome, reversal: reversal, attemptId: attemptId, now: now)
+    }
+    func attemptsStarted(before startedBefore: Int64, limit: Int) async throws -> [PaymentRecord] {
+        try await base.attemptsStarted(before: startedBefore, limit: limit)
+    }
+    func dueReversals(now: Int64, limit: Int) async throws -> [ReversalRecord] { try await base.dueReversals(now: now, limit: limit) }
+    func claimReversal(_ reversalId: String, now: Int64, until: Int64) async throws -> ReversalRecord? {
+        try await base.claimReversal(reversalId, now: now, until: until)
+    }
+    func recordReversalTry(_ reversalId: String, state: ReversalState, nextTryAt: Int64, now: Int64) async throws {
+        try await base.recordReversalTry(reversalId, state: state, nextTryAt: nextTryAt, now: now)
+    }
+    func reversals(for pspTransactionId: String) async throws -> [ReversalRecord] { try await base.reversals(for: pspTransactionId) }
 }
