@@ -257,7 +257,8 @@ public final class MakePaymentPipeline: Sendable {
             ])
             let reversal = decision.reverses
                 ? Self.reversal(request.attemptId, request.attemptReference, of: payment.registration) : nil
-            return await finish(id, recorded, reversal: reversal, attemptId: request.attemptId)
+            return await finish(id, recorded, reversal: reversal, attemptId: request.attemptId,
+                                undo: Self.reversal(request.attemptId, request.attemptReference, of: payment.registration))
         case .timedOut, .failed:
             // Unknown outcome: answer 85 and reverse. The authorization is never sent again.
             let reason: String
@@ -266,8 +267,8 @@ public final class MakePaymentPipeline: Sendable {
                 "pspTransactionId": "\(id)", "attemptId": "\(request.attemptId)", "pan": "\(masked)", "reason": "\(reason)",
             ])
             let recorded = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked)
-            return await finish(id, recorded, reversal: Self.reversal(request.attemptId, request.attemptReference, of: payment.registration),
-                                attemptId: request.attemptId)
+            let reversal = Self.reversal(request.attemptId, request.attemptReference, of: payment.registration)
+            return await finish(id, recorded, reversal: reversal, attemptId: request.attemptId, undo: reversal)
         }
     }
 
@@ -299,7 +300,7 @@ public final class MakePaymentPipeline: Sendable {
         ])
         let reversal = Self.reversal(attempt.attemptId, attempt.attemptReference, of: payment.registration)
         let outcome = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: attempt.maskedPAN)
-        return await finish(id, outcome, reversal: reversal, attemptId: attempt.attemptId)
+        return await finish(id, outcome, reversal: reversal, attemptId: attempt.attemptId, undo: reversal)
     }
 
     /// Polls the store for an outcome being recorded elsewhere; nil if none came within `patience`.
@@ -355,7 +356,11 @@ public final class MakePaymentPipeline: Sendable {
     }
 
     /// 13. Records the outcome (and any reversal, in the same transaction), then answers.
-    private func finish(_ id: String, _ outcome: PaymentOutcome, reversal: ReversalRequest?, attemptId: String?) async -> MakePaymentResult {
+    /// Records `outcome` and answers what stands. `undo` reverses the attempt that was sent if the
+    /// outcome cannot be recorded: Vipps is then answered 91 (a failure), and an authorization
+    /// that may stand must not hold the customer's money until the store takes writes again.
+    private func finish(_ id: String, _ outcome: PaymentOutcome, reversal: ReversalRequest?, attemptId: String?,
+                        undo: ReversalRequest? = nil) async -> MakePaymentResult {
         do {
             guard let standing = try await store.recordOutcome(id, outcome: outcome, reversal: reversal, attemptId: attemptId, now: now()) else {
                 guard let record = try await store.payment(id) else {
@@ -370,6 +375,7 @@ public final class MakePaymentPipeline: Sendable {
             if let reversal, standing == outcome { reversals?.sendSoon(reversal) }
             return MakePaymentResult(httpStatus: 200, response: standing.response(for: id))
         } catch {
+            if let undo { reversals?.sendUnrecorded(undo) }
             return internalError(id, step: "record outcome", error)
         }
     }

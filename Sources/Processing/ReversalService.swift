@@ -5,6 +5,10 @@ import Synchronization
 /// Where the pipeline hands a reversal it has recorded, to be sent soon.
 public protocol ReversalSender: Sendable {
     func sendSoon(_ reversal: ReversalRequest)
+    /// Sends a reversal the store could not record (its outcome's write failed), straight to the
+    /// acquirer. The store records it later (the orphan sweep), and then sends it once more: a
+    /// second reversal of one authorization is answered as a repeat or "no such authorization".
+    func sendUnrecorded(_ reversal: ReversalRequest)
 }
 
 /// Store and forward for reversals. A reversal is recorded in the store first (with the outcome
@@ -61,7 +65,40 @@ public final class ReversalService: ReversalSender {
         }
     }
 
-    /// Waits for the sends `sendSoon` started. At shutdown, before the store closes: a reversal
+    public func sendUnrecorded(_ reversal: ReversalRequest) {
+        logger.critical("outcome not recorded; reversing without a record", metadata: [
+            "pspTransactionId": "\(reversal.pspTransactionId)", "reversalId": "\(reversal.reversalId)"])
+        soonSends.withLock { sends in
+            sends.next += 1
+            let key = sends.next
+            sends.tasks[key] = Task {
+                await self.sendWithoutRecord(reversal)
+                _ = self.soonSends.withLock { $0.tasks.removeValue(forKey: key) }
+            }
+        }
+    }
+
+    /// A few tries over about half a minute; after that the store, once it takes writes again,
+    /// carries the reversal on (the orphan sweep records it).
+    private func sendWithoutRecord(_ reversal: ReversalRequest) async {
+        var request = reversal
+        let acquirer = self.acquirer
+        for tries in 1...unrecordedTries {
+            request.sendCount = tries
+            metrics.reversalsSent.increment()
+            if case .value = await withDeadline(configuration.timeout, { [request] in try await acquirer.reverse(request) }) {
+                logger.warning("unrecorded reversal acknowledged", metadata: [
+                    "pspTransactionId": "\(reversal.pspTransactionId)", "reversalId": "\(reversal.reversalId)", "tries": "\(tries)"])
+                return
+            }
+            try? await Task.sleep(for: .milliseconds(backoff(after: tries)))
+        }
+        logger.critical("unrecorded reversal not acknowledged; left to the orphan sweep once the store takes writes", metadata: [
+            "pspTransactionId": "\(reversal.pspTransactionId)", "reversalId": "\(reversal.reversalId)"])
+    }
+    private let unrecordedTries = 5
+
+    /// Waits for the sends `sendSoon` and `sendUnrecorded` started. At shutdown, before the store closes: a reversal
     /// the acquirer acknowledged but the store never heard of would go out again after the
     /// restart as a first 0400, not a repeat.
     public func finishSendingSoon() async {

@@ -304,7 +304,7 @@ import Testing
     /// approval come back after Vipps has given up and stand unreversed.
     @Test func aStalledAttemptCommitDoesNotStretchTheDeadline() async throws {
         let h = try PipelineHarness(acquirerTimeout: .seconds(10), latency: .milliseconds(900))
-        let stalling = StallingAttemptStore(h.store, stall: .milliseconds(1_500))
+        let stalling = FaultyStore(h.store, stall: .milliseconds(1_500))
         let pipeline = MakePaymentPipeline(configuration: .init(acquirerTimeout: .seconds(10), instanceId: "stall"),
                                            keyRing: PipelineHarness.keyRing, store: stalling, acquirer: h.acquirer,
                                            currentMonth: { CardExpiry(year: 2026, month: 11)! })
@@ -322,6 +322,25 @@ import Testing
         #expect(await pipeline.work(job2).response == .fail("stall-2", .responseReceivedTooLate))
         #expect(ContinuousClock.now - job2.receivedAt < .milliseconds(14_500), "answered within Vipps's patience")
         #expect(try await h.store.reversals(for: "stall-2").count == 1)
+    }
+
+    /// An approval whose outcome cannot be recorded is answered 91 and reversed at once, straight
+    /// to the acquirer: Vipps was told it failed, and the store may take no writes for hours.
+    @Test func anApprovalThatCannotBeRecordedIsReversedAtOnce() async throws {
+        let h = try PipelineHarness()
+        let failing = FaultyStore(h.store, outcomesFail: true)
+        let pipeline = MakePaymentPipeline(configuration: .init(acquirerTimeout: .seconds(2), instanceId: "full-disk"),
+                                           keyRing: PipelineHarness.keyRing, store: failing, acquirer: h.acquirer,
+                                           reversals: h.reversals, currentMonth: { CardExpiry(year: 2026, month: 11)! })
+        try await h.register("full-1")
+        let job = MakePaymentJob(request: h.request("full-1", cardData: h.cardData(code: "00")),
+                                 payment: try #require(try await h.store.payment("full-1")))
+        let result = await pipeline.work(job)
+        #expect(result.httpStatus == 500 && result.response == .fail("full-1", .internalError))
+        #expect(h.acquirer.authorizationCount(pspTransactionId: "full-1") == 1)
+        await h.reversals.finishSendingSoon()
+        #expect(h.acquirer.reversalCount(pspTransactionId: "full-1") == 1, "reversed without waiting for the store")
+        #expect(try await h.store.payment("full-1")?.state == .processing, "the sweep records it once the store takes writes")
     }
 
     /// Two reversal services on one store (two processes): each due reversal goes out once.
@@ -508,11 +527,16 @@ final class NotOnFileYet: AcquirerAdapter {
     }
 }
 
-/// A store whose attempt commits stall (a slow fsync, a write lock held by another process).
-final class StallingAttemptStore: PaymentStore {
+/// A store whose attempt commits stall (a slow fsync, a write lock held by another process), or
+/// that cannot record outcomes (a full disk).
+final class FaultyStore: PaymentStore {
     let base: any PaymentStore
     let stall: Duration
-    init(_ base: any PaymentStore, stall: Duration) { self.base = base; self.stall = stall }
+    let outcomesFail: Bool
+    struct OutcomeNotRecorded: Error {}
+    init(_ base: any PaymentStore, stall: Duration = .zero, outcomesFail: Bool = false) {
+        self.base = base; self.stall = stall; self.outcomesFail = outcomesFail
+    }
 
     func beginAttempt(_ pspTransactionId: String, attempt: AttemptRecord, now: Int64) async throws -> BeginAttemptResult {
         let result = try await base.beginAttempt(pspTransactionId, attempt: attempt, now: now)
@@ -525,7 +549,8 @@ final class StallingAttemptStore: PaymentStore {
     func cancel(_ pspTransactionId: String, now: Int64) async throws -> CancelResult { try await base.cancel(pspTransactionId, now: now) }
     func recordOutcome(_ pspTransactionId: String, outcome: PaymentOutcome, reversal: ReversalRequest?,
                        attemptId: String?, now: Int64) async throws -> PaymentOutcome? {
-        try await base.recordOutcome(pspTransactionId, outcome: outcome, reversal: reversal, attemptId: attemptId, now: now)
+        if outcomesFail { throw OutcomeNotRecorded() }
+        return try await base.recordOutcome(pspTransactionId, outcome: outcome, reversal: reversal, attemptId: attemptId, now: now)
     }
     func attemptsStarted(before startedBefore: Int64, limit: Int) async throws -> [PaymentRecord] {
         try await base.attemptsStarted(before: startedBefore, limit: limit)
