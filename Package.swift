@@ -129,7 +129,7 @@ let package = Package(
 
         .testTarget(name: "ISO8583Tests", dependencies: ["ISO8583"]),
         .testTarget(name: "ISO8583AcquirerTests", dependencies: [
-            "ISO8583Acquirer", "AcquirerSimulator", "AcquirerConformance", "Acquiring", "ISO8583",
+            "ISO8583Acquirer", "AcquirerSimulator", "AcquirerConformance", "Acquiring", "ISO8583", "MakePayment",
         ]),
         .testTarget(name: "HTTPAcquirerTests", dependencies: [
             "HTTPAcquirer", "AcquirerSimulator", "AcquirerConformance", "Acquiring",

@@ -14,6 +14,9 @@ public final class ISO8583Host: Sendable {
     private let serverChannel = Mutex<(any Channel)?>(nil)
     /// 0110 replies held for `lateReplies`, by RRN, with the channel to send them on.
     private let heldReplies = Mutex<[String: (channel: any Channel, frame: [UInt8])]>([:])
+    /// Each authorization's terminal (field 41), by RRN: a reversal from another terminal does not
+    /// find it (25), as a host that matches reversals by terminal and STAN would not.
+    private let terminals = Mutex<[String: String]>([:])
 
     public init(host: AcquirerHost, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
                 logger: Logger = Logger(label: "acquirer-sim.iso8583")) {
@@ -70,6 +73,7 @@ public final class ISO8583Host: Sendable {
             send(try! ISO87APackager.encode(reply), on: channel, after: .zero, twice: false)
         case "0100":
             let rrn = request[37] ?? ""
+            terminals.withLock { $0[rrn] = request[41] ?? "" }
             let decision = host.authorize(rrn: rrn, panDigits: Array((request[2] ?? "").utf8))
             guard let code = decision.responseCode else { return }
             reply[39] = code
@@ -82,7 +86,8 @@ public final class ISO8583Host: Sendable {
             }
         case "0400", "0401":
             let rrn = request[37] ?? ""
-            let known = host.reverse(rrn: rrn, repeat: request.mti == "0401")
+            let fromAnotherTerminal = terminals.withLock { $0[rrn].map { $0 != (request[41] ?? "") } ?? false }
+            let known = !fromAnotherTerminal && host.reverse(rrn: rrn, repeat: request.mti == "0401")
             reply[39] = known ? "00" : "25"
             reply[90] = nil
             guard let frame = try? ISO87APackager.encode(reply) else { return }

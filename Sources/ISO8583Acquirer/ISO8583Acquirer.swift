@@ -20,7 +20,8 @@ public final class ISO8583Acquirer: AcquirerAdapter {
     public struct Configuration: Sendable {
         public var host: String
         public var port: Int
-        /// Field 41, card acceptor terminal id (8 characters).
+        /// Field 41, card acceptor terminal id (8 characters). Each process on one store needs its
+        /// own (`?terminal=` in the URL): STANs are unique per terminal only within one process.
         public var terminalId = "VIPPS001"
         /// Field 32 and in field 90: the acquiring institution id.
         public var acquiringInstitutionId = "12345678901"
@@ -35,12 +36,28 @@ public final class ISO8583Acquirer: AcquirerAdapter {
             self.port = port
         }
 
-        /// `iso8583://HOST:PORT`.
+        /// `iso8583://HOST:PORT` or `iso8583://HOST:PORT?terminal=TERMINAL` (8 characters).
         public init?(url: String) {
             guard url.hasPrefix("iso8583://") else { return nil }
-            let rest = url.dropFirst("iso8583://".count)
+            var rest = url.dropFirst("iso8583://".count)
+            var terminal: Substring?
+            if let query = rest.firstIndex(of: "?") {
+                let parameter = rest[rest.index(after: query)...]
+                guard parameter.hasPrefix("terminal=") else { return nil }
+                terminal = parameter.dropFirst("terminal=".count)
+                rest = rest[..<query]
+            }
             guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]), port > 0 else { return nil }
             self.init(host: String(rest[..<colon]), port: port)
+            if let terminal {
+                guard Self.isTerminalId(terminal) else { return nil }
+                terminalId = String(terminal)
+            }
+        }
+
+        /// Field 41 is ans 8; "|" is kept out, since the attempt reference uses it as a separator.
+        static func isTerminalId(_ text: Substring) -> Bool {
+            text.utf8.count == 8 && text.utf8.allSatisfy { $0 >= 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "|") }
         }
     }
 
@@ -81,8 +98,9 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         return digits((n - 1) % 999_999 + 1, width: 6)
     }
 
-    /// "STAN|MMDDhhmmss|RRN": the STAN, transmission time and retrieval reference number the
-    /// authorization will carry; recorded before it is sent, so a reversal can name it after a crash.
+    /// "STAN|MMDDhhmmss|RRN|TERMINAL": the STAN, transmission time, retrieval reference number and
+    /// terminal id the authorization will carry; recorded before it is sent, so that a reversal,
+    /// sent after a crash by whichever process finds it, names the original as it went out.
     public func attemptReference(for attemptId: String) -> String {
         let stan = nextSTAN()
         let now = ISOClock(milliseconds: clock())
@@ -90,15 +108,23 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         // wraps after 999,999 messages (10 minutes at 1,600/s), and a host that matches reversals
         // by RRN would then undo a newer authorization.
         let rrn = digits(Int(rrnCounter.add(1, ordering: .relaxed).oldValue % 1_000_000_000_000), width: 12)
-        return stan + "|" + now.transmission + "|" + rrn
+        return stan + "|" + now.transmission + "|" + rrn + "|" + configuration.terminalId
     }
 
     struct Reference {
         let stan: String, transmission: String, rrn: String
+        /// Nil in references recorded before the terminal was part of them: this adapter's.
+        let terminal: String?
         init?(_ text: String) {
-            let parts = text.split(separator: "|").map(String.init)
-            guard parts.count == 3, parts[0].count == 6, parts[1].count == 10, parts[2].count == 12 else { return nil }
+            let parts = text.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
+            guard parts.count == 3 || parts.count == 4, parts[0].count == 6, parts[1].count == 10, parts[2].count == 12 else { return nil }
             stan = parts[0]; transmission = parts[1]; rrn = parts[2]
+            if parts.count == 4 {
+                guard Configuration.isTerminalId(Substring(parts[3])) else { return nil }
+                terminal = parts[3]
+            } else {
+                terminal = nil
+            }
         }
     }
 
@@ -123,7 +149,8 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         message[25] = "59"         // e-commerce
         message[32] = configuration.acquiringInstitutionId
         message[37] = reference.rrn
-        message[41] = configuration.terminalId
+        let terminal = reference.terminal ?? configuration.terminalId
+        message[41] = terminal
         message[42] = Self.cardAcceptor(request.merchantSerialNumber)
         message[48] = "WLT=VIPPS"  // wallet-initiated
         message[49] = Self.numericCurrency(request.currency)
@@ -134,7 +161,7 @@ public final class ISO8583Acquirer: AcquirerAdapter {
             for i in 0..<panLength { frame[panOffset + i] = pan[i] }
         }
         defer { frame.withUnsafeMutableBytes { wipe($0) } }
-        let reply = try await exchange(frame, key: "01" + configuration.terminalId + reference.stan)
+        let reply = try await exchange(frame, key: "01" + terminal + reference.stan)
         guard let code = reply[39] else { throw AcquirerUnavailable("0110 without field 39") }
         return AcquirerAnswer(responseCode: code, message: nil, authorizationCode: reply[38]?.trimmingCharacters(),
                               acquirerReference: reply[37] ?? reference.rrn, scheme: request.scheme)
@@ -155,13 +182,15 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         message[13] = now.monthDay
         message[32] = configuration.acquiringInstitutionId
         message[37] = original.rrn
-        message[41] = configuration.terminalId
+        // The original's terminal: a host that matches reversals by terminal and STAN finds it.
+        let terminal = original.terminal ?? configuration.terminalId
+        message[41] = terminal
         message[42] = Self.cardAcceptor(reversal.merchantSerialNumber)
         message[49] = Self.numericCurrency(reversal.currency)
         // Original data elements: MTI, STAN, transmission time, acquiring and forwarding institutions.
         message[90] = "0100" + original.stan + original.transmission
             + digits(Int(configuration.acquiringInstitutionId) ?? 0, width: 11) + String(repeating: "0", count: 11)
-        let reply = try await exchange(try ISO87APackager.encode(message), key: "04" + configuration.terminalId + stan)
+        let reply = try await exchange(try ISO87APackager.encode(message), key: "04" + terminal + stan)
         // 25: the host cannot find the original (yet).
         switch reply[39] {
         case "00": return .reversed

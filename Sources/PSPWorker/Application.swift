@@ -55,8 +55,10 @@ public struct PSPWorkerComponents: Sendable {
         switch configuration.acquirer {
         // Room for a long load run (~10 minutes at 2,000/s) so that memory stays flat through it.
         case .simulator(let latency): acquirer = SimulatorAcquirer(latency: latency, expectedPayments: 1_500_000)
-        case .iso8583(let host, let port):
-            acquirer = ISO8583Acquirer(configuration: .init(host: host, port: port), logger: Logger(label: "psp-worker.iso8583"))
+        case .iso8583(let host, let port, let terminalId):
+            var iso = ISO8583Acquirer.Configuration(host: host, port: port)
+            iso.terminalId = terminalId
+            acquirer = ISO8583Acquirer(configuration: iso, logger: Logger(label: "psp-worker.iso8583"))
         case .http(let baseURL):
             acquirer = HTTPAcquirer(baseURL: baseURL)!
         }

@@ -10,15 +10,15 @@ public struct PSPWorkerConfiguration: Sendable {
     }
     public enum AcquirerChoice: Sendable, Equatable {
         case simulator(latency: Duration)
-        /// ISO 8583 over TCP: `iso8583://HOST:PORT`.
-        case iso8583(host: String, port: Int)
+        /// ISO 8583 over TCP: `iso8583://HOST:PORT[?terminal=TERMINAL]`.
+        case iso8583(host: String, port: Int, terminalId: String)
         /// The HTTP JSON acquirer API: `http://…` or `https://…`.
         case http(baseURL: String)
 
         /// Parses `--acquirer`: `simulator` or `iso8583://HOST:PORT`.
         public init?(_ text: String, simulatorLatency: Duration = .zero) {
             if text == "simulator" { self = .simulator(latency: simulatorLatency); return }
-            if let iso = ISO8583Acquirer.Configuration(url: text) { self = .iso8583(host: iso.host, port: iso.port); return }
+            if let iso = ISO8583Acquirer.Configuration(url: text) { self = .iso8583(host: iso.host, port: iso.port, terminalId: iso.terminalId); return }
             if (text.hasPrefix("http://") || text.hasPrefix("https://")) && URL(string: text)?.host != nil {
                 self = .http(baseURL: text)
                 return

@@ -3,6 +3,7 @@ import AcquirerSimulator
 import Acquiring
 import ISO8583
 import ISO8583Acquirer
+import MakePayment
 import Testing
 
 /// The ISO 8583 adapter against the simulated acquirer host on a real loopback socket.
@@ -10,15 +11,19 @@ final class ISO8583Subject: AcquirerConformanceSubject {
     let host = AcquirerHost()
     let server: ISO8583Host
     let iso: ISO8583Acquirer
+    let port: Int
     var adapter: any AcquirerAdapter { iso }
 
     init() async throws {
         server = ISO8583Host(host: host)
-        let port = try await server.start(port: 0)
+        port = try await server.start(port: 0)
         iso = ISO8583Acquirer(configuration: .init(host: "127.0.0.1", port: port))
     }
 
-    static func rrn(_ attempt: AttemptIdentity) -> String { String(attempt.attemptReference.split(separator: "|").last ?? "") }
+    static func rrn(_ attempt: AttemptIdentity) -> String {
+        let parts = attempt.attemptReference.split(separator: "|")
+        return parts.count > 2 ? String(parts[2]) : ""
+    }
     func authorizations(of attempt: AttemptIdentity) async -> Int { host.authorizationCount(rrn: Self.rrn(attempt)) }
     func reversals(of attempt: AttemptIdentity) async -> Int { host.reversalCount(rrn: Self.rrn(attempt)) }
     func setFaults(_ faults: ConformanceFaults) async -> Bool {
@@ -44,8 +49,8 @@ final class ISO8583Subject: AcquirerConformanceSubject {
         let references = (0..<1000).map { adapter.attemptReference(for: "a\($0)") }
         #expect(Set(references).count == 1000)
         let parts = references[0].split(separator: "|")
-        #expect(parts.count == 3 && parts[0].count == 6 && parts[1].count == 10 && parts[2].count == 12)
-        #expect(parts.allSatisfy { $0.allSatisfy(\.isNumber) })
+        #expect(parts.count == 4 && parts[0].count == 6 && parts[1].count == 10 && parts[2].count == 12 && parts[3] == "VIPPS001")
+        #expect(parts.prefix(3).allSatisfy { $0.allSatisfy(\.isNumber) })
         // A restarted process (a new adapter) does not hand out the RRNs or STANs of the last one.
         let restarted = ISO8583Acquirer(configuration: .init(host: "127.0.0.1", port: 1))
         let again = (0..<1000).map { restarted.attemptReference(for: "a\($0)") }
@@ -58,7 +63,36 @@ final class ISO8583Subject: AcquirerConformanceSubject {
         #expect(ISO8583Acquirer.Configuration(url: "iso8583://127.0.0.1:8583")?.port == 8583)
         #expect(ISO8583Acquirer.Configuration(url: "iso8583://acq.example:9000")?.host == "acq.example")
         #expect(ISO8583Acquirer.Configuration(url: "http://x:1") == nil)
+        #expect(ISO8583Acquirer.Configuration(url: "iso8583://127.0.0.1:8583")?.terminalId == "VIPPS001")
+        #expect(ISO8583Acquirer.Configuration(url: "iso8583://127.0.0.1:8583?terminal=VIPPS002")?.terminalId == "VIPPS002")
+        #expect(ISO8583Acquirer.Configuration(url: "iso8583://127.0.0.1:8583?terminal=SHORT") == nil)
+        #expect(ISO8583Acquirer.Configuration(url: "iso8583://127.0.0.1:8583?term=VIPPS002") == nil)
         #expect(ISO8583Acquirer.Configuration(url: "iso8583://nohost") == nil)
+    }
+
+    /// Two processes on one store, each with its own terminal: the one that finds another's
+    /// attempt (after a crash) reverses it under the original's terminal, which the reference
+    /// carries; a host that matches reversals by terminal finds it.
+    @Test func anotherProcessReversesUnderTheOriginalsTerminal() async throws {
+        let subject = try await ISO8583Subject()  // this process: VIPPS001
+        defer { Task { await subject.server.stop() } }
+        var theirs = ISO8583Acquirer.Configuration(host: "127.0.0.1", port: subject.port)
+        theirs.terminalId = "VIPPS002"
+        let other = ISO8583Acquirer(configuration: theirs)
+        let text = SimulatorAcquirer.testCard(code: "00") + ",3012,other"
+        let plaintext = UnsafeMutableRawBufferPointer.allocate(byteCount: text.utf8.count, alignment: 1)
+        defer { plaintext.deallocate() }
+        _ = plaintext.initializeMemory(as: UInt8.self, from: text.utf8)
+        let card = try CardData.parse(UnsafeRawBufferPointer(plaintext), currentMonth: CardExpiry(year: 2026, month: 1)!)
+        let request = AuthorizationRequest(pspTransactionId: "terminal-1", attemptId: "terminal-1-a",
+                                           attemptReference: other.attemptReference(for: "terminal-1-a"),
+                                           merchantSerialNumber: "123456", amount: 1000, currency: "NOK", card: card)
+        #expect(try await other.authorize(request).responseCode == "00")
+        let reversal = ReversalRequest(reversalId: request.attemptId + "-R", pspTransactionId: request.pspTransactionId,
+                                       attemptId: request.attemptId, attemptReference: request.attemptReference,
+                                       amount: request.amount, currency: request.currency, merchantSerialNumber: request.merchantSerialNumber)
+        #expect(try await subject.iso.reverse(reversal) == .reversed)
+        #expect(subject.host.reversalCount(rrn: String(request.attemptReference.split(separator: "|")[2])) == 1)
     }
 
     @Test func unreachableHostIsAnUnknownOutcomeNotACrash() async throws {
