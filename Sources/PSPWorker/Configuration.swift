@@ -15,6 +15,23 @@ public struct PSPWorkerConfiguration: Sendable {
         /// The HTTP JSON acquirer API: `http://…` or `https://…`.
         case http(baseURL: String)
 
+        /// Whether card data would cross a network in clear: ISO 8583 over plain TCP, or `http://`,
+        /// to a host that is not this machine. PCI DSS allows that only over a link the operator
+        /// vouches for (a private line, a VPN, a TLS tunnel such as stunnel).
+        public var sendsCardDataInClearOffThisMachine: Bool {
+            func isLoopback(_ host: String) -> Bool {
+                let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+                return bare == "localhost" || bare == "::1" || bare.hasPrefix("127.")
+            }
+            switch self {
+            case .simulator: return false
+            case .iso8583(let host, _, _): return !isLoopback(host)
+            case .http(let baseURL):
+                guard let url = URL(string: baseURL), url.scheme == "http" else { return false }
+                return !isLoopback(url.host ?? "")
+            }
+        }
+
         /// Parses `--acquirer`: `simulator` or `iso8583://HOST:PORT`.
         public init?(_ text: String, simulatorLatency: Duration = .zero) {
             if text == "simulator" { self = .simulator(latency: simulatorLatency); return }

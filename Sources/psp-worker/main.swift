@@ -139,7 +139,9 @@ struct Serve: AsyncParsableCommand {
     var groupCommitWindowMs: Double = 2
     @Option(help: "The window while makePayments queue for a worker (the CPU is saturated), in milliseconds.")
     var busyGroupCommitWindowMs: Double = 5
-    @Option(help: "Acquirer adapter: simulator, iso8583://HOST:PORT, or http(s)://HOST:PORT[/path].") var acquirer = "simulator"
+    @Option(help: "Acquirer adapter: simulator, iso8583://HOST:PORT[?terminal=TERMINAL], or http(s)://HOST:PORT[/path].") var acquirer = "simulator"
+    @Flag(help: "Allow an acquirer reached in clear (iso8583:// or http://) off this machine: only over a private link you vouch for.")
+    var allowCleartextAcquirer = false
     @Option(help: "Latency the simulator adds to every answer, in milliseconds.") var simulatorLatencyMs = 0
     @Option(help: "Worker tasks taking makePayment jobs off the queue. Default: the number of cores.")
     var workers = PSPWorkerConfiguration.processorCount
@@ -170,8 +172,12 @@ struct Serve: AsyncParsableCommand {
         if let eventLoopThreads, eventLoopThreads < 1 { throw ValidationError("--event-loop-threads must be at least 1") }
         guard workers >= 1, queueCapacity >= 1 else { throw ValidationError("--workers and --queue-capacity must be at least 1") }
         guard store.hasPrefix("sqlite:"), store.count > 7 else { throw ValidationError("--store must be sqlite:PATH") }
-        guard PSPWorkerConfiguration.AcquirerChoice(acquirer) != nil else {
-            throw ValidationError("--acquirer must be simulator, iso8583://HOST:PORT or http(s)://HOST:PORT[/path]")
+        guard let choice = PSPWorkerConfiguration.AcquirerChoice(acquirer) else {
+            throw ValidationError("--acquirer must be simulator, iso8583://HOST:PORT[?terminal=TERMINAL] or http(s)://HOST:PORT[/path]")
+        }
+        guard !choice.sendsCardDataInClearOffThisMachine || allowCleartextAcquirer else {
+            throw ValidationError("--acquirer \(acquirer) would send card numbers in clear over the network; use https, "
+                + "or a TLS tunnel on this machine, or say --allow-cleartext-acquirer for a private link you vouch for")
         }
     }
 

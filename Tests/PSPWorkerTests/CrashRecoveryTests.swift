@@ -2,6 +2,7 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+import PSPWorker
 import Synchronization
 import Testing
 
@@ -208,6 +209,9 @@ struct ScratchStore {
         (["serve", "--private-key", "k.pem", "--make-payment-path", "metrics/x"], "--make-payment-path"),
         (["serve", "--private-key", "k.pem", "--acquirer-timeout", "0.0004"], "--acquirer-timeout"),
         (["serve", "--private-key", "k.pem", "--port", "70000"], "--port"),
+        // Card numbers do not cross a network in clear unless the operator says the link is private.
+        (["serve", "--private-key", "k.pem", "--acquirer", "http://acq.example.net:8090"], "--allow-cleartext-acquirer"),
+        (["serve", "--private-key", "k.pem", "--acquirer", "iso8583://10.1.2.3:8583"], "--allow-cleartext-acquirer"),
         // The worker never picks a key itself (it used to fall back to the repository's test key).
         (["serve", "--port", "0"], "--private-key"),
         (["keygen", "--bits", "99999999999"], "--bits"),
@@ -224,6 +228,12 @@ struct ScratchStore {
         process.waitUntilExit()
         #expect(process.terminationStatus != 0)
         #expect(message.contains(named), "\(message)")
+    }
+
+    @Test(arguments: [("http://127.0.0.1:8090", false), ("https://acq.example.net", false), ("iso8583://localhost:8583", false),
+                      ("http://[::1]:8090/x", false), ("http://acq.example.net:8090", true), ("iso8583://10.1.2.3:8583?terminal=VIPPS002", true)])
+    func cleartextOffThisMachineIsNamed(url: String, inClear: Bool) throws {
+        #expect(try #require(PSPWorkerConfiguration.AcquirerChoice(url)).sendsCardDataInClearOffThisMachine == inClear)
     }
 
     /// A running worker cannot leave a core dump: one would hold the private key and the card
