@@ -1,4 +1,5 @@
 import Acquiring
+import CardCrypto
 import Foundation
 import ISO8583Acquirer
 
@@ -90,3 +91,34 @@ public struct PSPWorkerConfiguration: Sendable {
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// The admin token, read once at start and kept only as its hash.
+public enum AdminToken {
+    public struct Empty: Error, CustomStringConvertible {
+        public let source: String
+        public var description: String { "the admin token (\(source)) is empty" }
+    }
+
+    /// The SHA-256 of the token in `file`, or else in `PSP_ADMIN_TOKEN` (zeroed and unset once
+    /// read); nil when neither is given. Hashed straight from the wiped buffer it was read into,
+    /// so the token never becomes a String the process keeps (and a heap dump would show).
+    /// Whitespace around it (a file's final newline) is not part of it.
+    public static func hash(file: String?) throws -> [UInt8]? {
+        let secret: SecureBytes
+        if let file {
+            secret = try KeyFiles.readSecret(path: file)
+        } else {
+            guard let fromEnvironment = KeyFiles.takeEnvironmentSecret("PSP_ADMIN_TOKEN") else { return nil }
+            secret = fromEnvironment
+        }
+        let hash: [UInt8]? = secret.withUnsafeBytes { bytes in
+            func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || (0x09...0x0D).contains(byte) }
+            var start = 0, end = bytes.count
+            while start < end, isSpace(bytes[start]) { start += 1 }
+            while end > start, isSpace(bytes[end - 1]) { end -= 1 }
+            return end > start ? Secrets.sha256(UnsafeRawBufferPointer(rebasing: bytes[start..<end])) : nil
+        }
+        guard let hash else { throw Empty(source: file ?? "PSP_ADMIN_TOKEN") }
+        return hash
+    }
+}

@@ -209,7 +209,7 @@ struct Serve: AsyncParsableCommand {
         configuration.acquirerTimeout = .milliseconds(Int64(acquirerTimeout * 1000))
         configuration.responseCodeOverridesPath = responseCodes
         do {
-            configuration.adminTokenHash = try adminTokenHash()
+            configuration.adminTokenHash = try AdminToken.hash(file: adminTokenFile)
         } catch {
             printError("error: \(error)")
             throw ExitCode(2)
@@ -222,27 +222,6 @@ struct Serve: AsyncParsableCommand {
             throw ExitCode(2)
         }
         try await app.runService()
-    }
-
-    /// The admin token's SHA-256, hashed straight from the wiped buffer it was read into: the
-    /// token itself never becomes a String the process keeps (and a core or heap dump would show).
-    private func adminTokenHash() throws -> [UInt8]? {
-        let secret: SecureBytes
-        if let adminTokenFile {
-            secret = try KeyFiles.readSecret(path: adminTokenFile)
-        } else {
-            guard let fromEnvironment = KeyFiles.takeEnvironmentSecret("PSP_ADMIN_TOKEN") else { return nil }
-            secret = fromEnvironment
-        }
-        let hash: [UInt8]? = secret.withUnsafeBytes { bytes in
-            func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || (0x09...0x0D).contains(byte) }
-            var start = 0, end = bytes.count
-            while start < end, isSpace(bytes[start]) { start += 1 }
-            while end > start, isSpace(bytes[end - 1]) { end -= 1 }
-            return end > start ? Secrets.sha256(UnsafeRawBufferPointer(rebasing: bytes[start..<end])) : nil
-        }
-        guard let hash else { throw ValidationError("the admin token (\(adminTokenFile ?? "PSP_ADMIN_TOKEN")) is empty") }
-        return hash
     }
 }
 

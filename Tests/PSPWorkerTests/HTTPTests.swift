@@ -242,6 +242,19 @@ extension TestResponse {
 
 /// makePayment is answered ahead of the router (MakePaymentChannelHandler); on one keep-alive
 /// connection it must still take turns with the routes it hands on, in the order sent.
+@Suite struct AdminTokenTests {
+    /// The token is kept only as its hash, read from a file without the whitespace around it;
+    /// an empty one is refused rather than protecting the admin endpoints with "".
+    @Test func theTokenIsHashedAndAnEmptyOneRefused() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("admin-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try Data("  s3cret-token\n".utf8).write(to: URL(fileURLWithPath: path))
+        #expect(try AdminToken.hash(file: path) == Secrets.sha256("s3cret-token"))
+        try Data(" \n\t".utf8).write(to: URL(fileURLWithPath: path))
+        #expect(throws: AdminToken.Empty.self) { _ = try AdminToken.hash(file: path) }
+    }
+}
+
 @Suite struct MakePaymentConnectionTests {
     @Test func pipelinedRequestsOnOneConnectionAreAnsweredInOrder() async throws {
         try await LiveWorker.run { client in

@@ -16,7 +16,7 @@ struct CustomPSPWorker: AsyncParsableCommand {
         var configuration = PSPWorkerConfiguration(keys: KeyRingSource(privateKeyPath: privateKey))
         configuration.port = port
         configuration.store = .sqlite(path: store)
-        configuration.adminToken = "change-me"
+        configuration.adminTokenHash = try AdminToken.hash(file: nil)  // PSP_ADMIN_TOKEN
         var components = try PSPWorkerComponents.make(configuration, logger: .init(label: "custom-psp-worker"))
         components.acquirer = LimitAcquirer(limit: limit)
         try await buildApplication(configuration: configuration, components: components).runService()
