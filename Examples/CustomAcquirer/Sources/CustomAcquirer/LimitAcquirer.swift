@@ -27,8 +27,9 @@ public final class LimitAcquirer: AcquirerAdapter, AuthorizationCounting {
                               acquirerReference: request.attemptReference, scheme: request.scheme)
     }
 
-    public func reverse(_ reversal: ReversalRequest) async throws {
+    public func reverse(_ reversal: ReversalRequest) async throws -> ReversalAnswer {
         seen.withLock { $0[reversal.pspTransactionId, default: (0, 0)].reversals += 1 }
+        return .reversed
     }
 
     public func authorizationCount(pspTransactionId: String) -> Int { seen.withLock { $0[pspTransactionId]?.authorizations ?? 0 } }
