@@ -3,7 +3,9 @@
 #include "shim.h"
 
 #include <string.h>
+#ifdef __linux__
 #include <sys/prctl.h>
+#endif
 #include <sys/resource.h>
 #include <openssl/bio.h>
 #include <openssl/core_names.h>
@@ -243,7 +245,11 @@ int ccs_encryptor_encrypt(ccs_encryptor *e, const uint8_t *in, size_t in_len,
 int ccs_disable_core_dumps(void) {
     struct rlimit none = { 0, 0 };
     if (setrlimit(RLIMIT_CORE, &none) != 0) return 0;
+#ifdef __linux__
     return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0 && prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 0;
+#else
+    return 1;
+#endif
 }
 
 void ccs_cleanse(void *p, size_t len) { if (p != NULL && len > 0) OPENSSL_cleanse(p, len); }

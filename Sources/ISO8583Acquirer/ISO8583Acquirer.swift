@@ -22,7 +22,9 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         public var port: Int
         /// Field 41, card acceptor terminal id (8 characters). Each process on one store needs its
         /// own (`?terminal=` in the URL): STANs are unique per terminal only within one process.
-        public var terminalId = "VIPPS001"
+        public var terminalId = Configuration.legacyTerminalId
+        /// The terminal of attempts recorded before references named theirs: the only one there was.
+        static let legacyTerminalId = "VIPPS001"
         /// Field 32 and in field 90: the acquiring institution id.
         public var acquiringInstitutionId = "12345678901"
         public var connectTimeout: Duration = .seconds(2)
@@ -113,7 +115,7 @@ public final class ISO8583Acquirer: AcquirerAdapter {
 
     struct Reference {
         let stan: String, transmission: String, rrn: String
-        /// Nil in references recorded before the terminal was part of them: this adapter's.
+        /// Nil in references recorded before the terminal was part of them (then always the default).
         let terminal: String?
         init?(_ text: String) {
             let parts = text.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
@@ -149,7 +151,7 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         message[25] = "59"         // e-commerce
         message[32] = configuration.acquiringInstitutionId
         message[37] = reference.rrn
-        let terminal = reference.terminal ?? configuration.terminalId
+        let terminal = reference.terminal ?? Configuration.legacyTerminalId
         message[41] = terminal
         message[42] = Self.cardAcceptor(request.merchantSerialNumber)
         message[48] = "WLT=VIPPS"  // wallet-initiated
@@ -183,7 +185,7 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         message[32] = configuration.acquiringInstitutionId
         message[37] = original.rrn
         // The original's terminal: a host that matches reversals by terminal and STAN finds it.
-        let terminal = original.terminal ?? configuration.terminalId
+        let terminal = original.terminal ?? Configuration.legacyTerminalId
         message[41] = terminal
         message[42] = Self.cardAcceptor(reversal.merchantSerialNumber)
         message[49] = Self.numericCurrency(reversal.currency)

@@ -22,7 +22,14 @@ public struct PSPWorkerConfiguration: Sendable {
         public var sendsCardDataInClearOffThisMachine: Bool {
             func isLoopback(_ host: String) -> Bool {
                 let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
-                return bare == "localhost" || bare == "::1" || bare.hasPrefix("127.")
+                if bare == "localhost" { return true }
+                // An address, not a name: "127.acq.example.net" is somebody else's machine.
+                var v4 = in_addr()
+                if inet_pton(AF_INET, bare, &v4) == 1 { return UInt32(bigEndian: v4.s_addr) >> 24 == 127 }
+                var v6 = in6_addr()
+                var loopback6 = in6_addr()
+                _ = inet_pton(AF_INET6, "::1", &loopback6)
+                return inet_pton(AF_INET6, bare, &v6) == 1 && withUnsafeBytes(of: &v6, { Array($0) }) == withUnsafeBytes(of: &loopback6, { Array($0) })
             }
             switch self {
             case .simulator: return false
@@ -108,7 +115,11 @@ public enum AdminToken {
         if let file {
             secret = try KeyFiles.readSecret(path: file)
         } else {
-            guard let fromEnvironment = KeyFiles.takeEnvironmentSecret("PSP_ADMIN_TOKEN") else { return nil }
+            let isSet = getenv("PSP_ADMIN_TOKEN") != nil
+            guard let fromEnvironment = KeyFiles.takeEnvironmentSecret("PSP_ADMIN_TOKEN") else {
+                if isSet { throw Empty(source: "PSP_ADMIN_TOKEN") }  // set but empty: a mistake, not "no admin"
+                return nil
+            }
             secret = fromEnvironment
         }
         let hash: [UInt8]? = secret.withUnsafeBytes { bytes in

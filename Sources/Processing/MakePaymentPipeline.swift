@@ -257,8 +257,9 @@ public final class MakePaymentPipeline: Sendable {
             ])
             let reversal = decision.reverses
                 ? Self.reversal(request.attemptId, request.attemptReference, of: payment.registration) : nil
-            return await finish(id, recorded, reversal: reversal, attemptId: request.attemptId,
-                                undo: Self.reversal(request.attemptId, request.attemptReference, of: payment.registration))
+            // A refusal that stands needs no undoing if its outcome cannot be recorded.
+            let undo = decision == .approved || decision.reverses ? Undo(attemptReference: request.attemptReference, registration: payment.registration) : nil
+            return await finish(id, recorded, reversal: reversal, attemptId: request.attemptId, undo: undo)
         case .timedOut, .failed:
             // Unknown outcome: answer 85 and reverse. The authorization is never sent again.
             let reason: String
@@ -267,8 +268,8 @@ public final class MakePaymentPipeline: Sendable {
                 "pspTransactionId": "\(id)", "attemptId": "\(request.attemptId)", "pan": "\(masked)", "reason": "\(reason)",
             ])
             let recorded = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked)
-            let reversal = Self.reversal(request.attemptId, request.attemptReference, of: payment.registration)
-            return await finish(id, recorded, reversal: reversal, attemptId: request.attemptId, undo: reversal)
+            return await finish(id, recorded, reversal: Self.reversal(request.attemptId, request.attemptReference, of: payment.registration),
+                                attemptId: request.attemptId, undo: Undo(attemptReference: request.attemptReference, registration: payment.registration))
         }
     }
 
@@ -300,7 +301,8 @@ public final class MakePaymentPipeline: Sendable {
         ])
         let reversal = Self.reversal(attempt.attemptId, attempt.attemptReference, of: payment.registration)
         let outcome = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: attempt.maskedPAN)
-        return await finish(id, outcome, reversal: reversal, attemptId: attempt.attemptId, undo: reversal)
+        return await finish(id, outcome, reversal: reversal, attemptId: attempt.attemptId,
+                            undo: Undo(attemptReference: attempt.attemptReference, registration: payment.registration))
     }
 
     /// Polls the store for an outcome being recorded elsewhere; nil if none came within `patience`.
@@ -360,7 +362,7 @@ public final class MakePaymentPipeline: Sendable {
     /// outcome cannot be recorded: Vipps is then answered 91 (a failure), and an authorization
     /// that may stand must not hold the customer's money until the store takes writes again.
     private func finish(_ id: String, _ outcome: PaymentOutcome, reversal: ReversalRequest?, attemptId: String?,
-                        undo: ReversalRequest? = nil) async -> MakePaymentResult {
+                        undo: Undo? = nil) async -> MakePaymentResult {
         do {
             guard let standing = try await store.recordOutcome(id, outcome: outcome, reversal: reversal, attemptId: attemptId, now: now()) else {
                 guard let record = try await store.payment(id) else {
@@ -375,9 +377,17 @@ public final class MakePaymentPipeline: Sendable {
             if let reversal, standing == outcome { reversals?.sendSoon(reversal) }
             return MakePaymentResult(httpStatus: 200, response: standing.response(for: id))
         } catch {
-            if let undo { reversals?.sendUnrecorded(undo) }
+            if let undo, let attemptId {
+                reversals?.sendUnrecorded(Self.reversal(attemptId, undo.attemptReference, of: undo.registration))
+            }
             return internalError(id, step: "record outcome", error)
         }
+    }
+
+    /// What reverses an attempt whose outcome cannot be recorded; the reversal itself is built only then.
+    struct Undo {
+        let attemptReference: String
+        let registration: PaymentRegistration
     }
 
     /// The reversal that undoes one attempt of a registered payment.

@@ -38,6 +38,8 @@ public final class ReversalService: ReversalSender {
     private let now: @Sendable () -> Int64
     /// Reversal ids being sent right now, so the poller and `sendSoon` never send one twice at once.
     private let sending = Mutex<Set<String>>([])
+    /// Reversals sent without a record (`sendUnrecorded`), so each goes out once from here.
+    private let sentUnrecorded = Mutex<Set<String>>([])
     /// The sends `sendSoon` started and that have not finished.
     private let soonSends = Mutex<(next: UInt64, tasks: [UInt64: Task<Void, Never>])>((0, [:]))
 
@@ -65,40 +67,53 @@ public final class ReversalService: ReversalSender {
         }
     }
 
+    /// Once per reversal id in this process: while the store refuses writes, the sweep and Vipps's
+    /// retries find the same orphan every few seconds, and each would send it again. Not waited
+    /// for at shutdown: nothing of it is for the store, and after a restart the sweep carries on.
     public func sendUnrecorded(_ reversal: ReversalRequest) {
+        guard sentUnrecorded.withLock({ $0.insert(reversal.reversalId).inserted }) else { return }
         logger.critical("outcome not recorded; reversing without a record", metadata: [
             "pspTransactionId": "\(reversal.pspTransactionId)", "reversalId": "\(reversal.reversalId)"])
-        soonSends.withLock { sends in
-            sends.next += 1
-            let key = sends.next
-            sends.tasks[key] = Task {
-                await self.sendWithoutRecord(reversal)
-                _ = self.soonSends.withLock { $0.tasks.removeValue(forKey: key) }
-            }
-        }
+        Task { await self.sendWithoutRecord(reversal) }
     }
 
-    /// A few tries over about half a minute; after that the store, once it takes writes again,
-    /// carries the reversal on (the orphan sweep records it).
+    /// Tries with back-off until the acquirer reverses it: five failures, or a "no such
+    /// authorization" (25) that outlasts the settle time (soon after a timeout the authorization
+    /// may not be on file yet). After that the store, once it takes writes again, carries it on.
     private func sendWithoutRecord(_ reversal: ReversalRequest) async {
         var request = reversal
         let acquirer = self.acquirer
-        for tries in 1...unrecordedTries {
+        let first = ContinuousClock.now
+        var failures = 0
+        var tries = 0
+        while true {
+            tries += 1
             request.sendCount = tries
             metrics.reversalsSent.increment()
-            if case .value = await withDeadline(configuration.timeout, { [request] in try await acquirer.reverse(request) }) {
+            let outcome = await withDeadline(configuration.timeout) { [request] in try await acquirer.reverse(request) }
+            switch outcome {
+            case .value(.reversed):
                 logger.warning("unrecorded reversal acknowledged", metadata: [
                     "pspTransactionId": "\(reversal.pspTransactionId)", "reversalId": "\(reversal.reversalId)", "tries": "\(tries)"])
                 return
+            case .value(.noOriginal):
+                if ContinuousClock.now - first >= .milliseconds(configuration.noOriginalSettleMilliseconds) {
+                    logger.warning("acquirer has no such authorization; unrecorded reversal done", metadata: [
+                        "pspTransactionId": "\(reversal.pspTransactionId)", "reversalId": "\(reversal.reversalId)", "tries": "\(tries)"])
+                    return
+                }
+            case .failed, .timedOut:
+                failures += 1
             }
+            guard failures < unrecordedFailures else { break }
             try? await Task.sleep(for: .milliseconds(backoff(after: tries)))
         }
         logger.critical("unrecorded reversal not acknowledged; left to the orphan sweep once the store takes writes", metadata: [
             "pspTransactionId": "\(reversal.pspTransactionId)", "reversalId": "\(reversal.reversalId)"])
     }
-    private let unrecordedTries = 5
+    private let unrecordedFailures = 5
 
-    /// Waits for the sends `sendSoon` and `sendUnrecorded` started. At shutdown, before the store closes: a reversal
+    /// Waits for the sends `sendSoon` started. At shutdown, before the store closes: a reversal
     /// the acquirer acknowledged but the store never heard of would go out again after the
     /// restart as a first 0400, not a repeat.
     public func finishSendingSoon() async {

@@ -67,7 +67,9 @@ struct VippsSim: AsyncParsableCommand {
     }
 
     func run() async throws {
-        guard let token = adminToken ?? ProcessInfo.processInfo.environment["PSP_ADMIN_TOKEN"], !token.isEmpty else {
+        // Trimmed as the worker trims it.
+        guard let token = (adminToken ?? ProcessInfo.processInfo.environment["PSP_ADMIN_TOKEN"])?.trimmingCharacters(in: .whitespacesAndNewlines),
+              !token.isEmpty else {
             throw ValidationError("an admin token is needed: --admin-token or PSP_ADMIN_TOKEN")
         }
         let drive: LoadConfiguration.Drive = rate.map { .open(rate: $0, connections: concurrency ?? 64) }

@@ -231,7 +231,8 @@ struct ScratchStore {
     }
 
     @Test(arguments: [("http://127.0.0.1:8090", false), ("https://acq.example.net", false), ("iso8583://localhost:8583", false),
-                      ("http://[::1]:8090/x", false), ("http://acq.example.net:8090", true), ("iso8583://10.1.2.3:8583?terminal=VIPPS002", true)])
+                      ("http://[::1]:8090/x", false), ("http://acq.example.net:8090", true), ("iso8583://10.1.2.3:8583?terminal=VIPPS002", true),
+                      ("iso8583://127.acq.example.net:8583", true), ("http://127.0.0.2:8090", false)])
     func cleartextOffThisMachineIsNamed(url: String, inClear: Bool) throws {
         #expect(try #require(PSPWorkerConfiguration.AcquirerChoice(url)).sendsCardDataInClearOffThisMachine == inClear)
     }
