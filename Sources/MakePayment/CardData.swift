@@ -60,9 +60,11 @@ public enum CardDataError: Error, Sendable, Equatable, CustomStringConvertible {
 public struct CardData: ~Copyable, Sendable {
     public let pan: PrimaryAccountNumber
     public let expiry: CardExpiry
-    public let sessionId: String
+    /// Kept only when asked for (`psp-worker decrypt` shows it): an authorization has no use for
+    /// it, and a 16-32 character id would be one more allocation per makePayment.
+    public let sessionId: String?
 
-    public init(pan: consuming PrimaryAccountNumber, expiry: CardExpiry, sessionId: String) {
+    public init(pan: consuming PrimaryAccountNumber, expiry: CardExpiry, sessionId: String? = nil) {
         self.pan = pan
         self.expiry = expiry
         self.sessionId = sessionId
@@ -72,7 +74,9 @@ public struct CardData: ~Copyable, Sendable {
     /// (the API's own FAQ example has one before the session id).
     ///
     /// - Parameter currentMonth: the month "now" is in; a card that expired before it is refused.
-    public static func parse(_ plaintext: UnsafeRawBufferPointer, currentMonth: CardExpiry) throws(CardDataError) -> CardData {
+    /// - Parameter keepingSessionId: whether the result carries the session id (it is checked either way).
+    public static func parse(_ plaintext: UnsafeRawBufferPointer, currentMonth: CardExpiry,
+                             keepingSessionId: Bool = false) throws(CardDataError) -> CardData {
         // Split into exactly three comma-separated fields, each trimmed of spaces.
         var fields: (Range<Int>, Range<Int>, Range<Int>) = (0..<0, 0..<0, 0..<0)
         var start = 0
@@ -112,7 +116,7 @@ public struct CardData: ~Copyable, Sendable {
         guard (1...32).contains(fields.2.count),
               plaintext[fields.2].allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: ",") })
         else { throw .malformed }
-        let sessionId = String(decoding: UnsafeRawBufferPointer(rebasing: plaintext[fields.2]), as: UTF8.self)
+        let sessionId = keepingSessionId ? String(decoding: UnsafeRawBufferPointer(rebasing: plaintext[fields.2]), as: UTF8.self) : nil
 
         guard pan.passesLuhn else { throw .failsLuhn }
         guard expiry >= currentMonth else { throw .expired }

@@ -11,8 +11,8 @@ public enum CardDataTools {
     /// One `decrypt` answer: the card data with the PAN masked, or the API's error. Never the clear PAN.
     public static func decryptLine(_ cardData: String, keyRing: KeyRing, currentMonth: CardExpiry) -> String {
         do {
-            let card = try keyRing.decryptCardData(cardData, currentMonth: currentMonth)
-            return #"{"pan":\#(JSONText.quoted(card.pan.masked.value)),"expiry":"\#(card.expiry)","sessionId":\#(JSONText.quoted(card.sessionId))}"#
+            let card = try keyRing.decryptCardData(cardData, currentMonth: currentMonth, keepingSessionId: true)
+            return #"{"pan":\#(JSONText.quoted(card.pan.masked.value)),"expiry":"\#(card.expiry)","sessionId":\#(JSONText.quoted(card.sessionId ?? ""))}"#
         } catch {
             return errorLine(error)
         }

@@ -6,7 +6,7 @@ private func parse(_ text: String, now: CardExpiry = CardExpiry(year: 2026, mont
     let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: text.utf8.count, alignment: 1)
     defer { bytes.deallocate() }
     _ = bytes.initializeMemory(as: UInt8.self, from: text.utf8)
-    return try CardData.parse(UnsafeRawBufferPointer(bytes), currentMonth: now)
+    return try CardData.parse(UnsafeRawBufferPointer(bytes), currentMonth: now, keepingSessionId: true)
 }
 
 struct NotAPAN: Error {}
@@ -22,7 +22,7 @@ private func pan(_ text: String) throws -> PrimaryAccountNumber {
 private func outcome(_ text: String) -> String {
     do {
         let card = try parse(text)
-        return "\(card.pan.masked)|\(card.expiry)|\(card.sessionId)"
+        return "\(card.pan.masked)|\(card.expiry)|\(card.sessionId ?? "")"
     } catch {
         return "\(error.apiError.rawValue)"
     }
@@ -34,6 +34,17 @@ private func outcome(_ text: String) -> String {
         #expect(card.pan.masked.value == "492500******4444")
         #expect(card.expiry == CardExpiry(year: 2029, month: 12))
         #expect(card.sessionId == "3854ba014e184e0d8ba259253f4advfa")
+    }
+
+    /// makePayment does not keep the session id (nothing uses it), but checks it all the same.
+    @Test func theSessionIdIsCheckedButNotKeptUnlessAsked() throws {
+        let text = "4925000000004444,2912,3854ba014e184e0d8ba259253f4advfa"
+        let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: text.utf8.count, alignment: 1)
+        defer { bytes.deallocate() }
+        _ = bytes.initializeMemory(as: UInt8.self, from: text.utf8)
+        let card = try CardData.parse(UnsafeRawBufferPointer(bytes), currentMonth: CardExpiry(year: 2026, month: 11)!)
+        #expect(card.sessionId == nil)
+        #expect(outcome("4925000000004444,2912,has space") == "92")
     }
 
     @Test(arguments: [
