@@ -108,6 +108,8 @@ public final class ReversalService: ReversalSender {
             guard failures < unrecordedFailures else { break }
             try? await Task.sleep(for: .milliseconds(backoff(after: tries)))
         }
+        // Given up for now: the next sweep or retry that finds the orphan may send it again.
+        _ = sentUnrecorded.withLock { $0.remove(reversal.reversalId) }
         logger.critical("unrecorded reversal not acknowledged; left to the orphan sweep once the store takes writes", metadata: [
             "pspTransactionId": "\(reversal.pspTransactionId)", "reversalId": "\(reversal.reversalId)"])
     }

@@ -67,8 +67,9 @@ struct VippsSim: AsyncParsableCommand {
     }
 
     func run() async throws {
-        // Trimmed as the worker trims it.
-        guard let token = (adminToken ?? ProcessInfo.processInfo.environment["PSP_ADMIN_TOKEN"])?.trimmingCharacters(in: .whitespacesAndNewlines),
+        // Trimmed as the worker trims it: ASCII space, tab, newline, vertical tab, form feed, return.
+        guard let token = (adminToken ?? ProcessInfo.processInfo.environment["PSP_ADMIN_TOKEN"])?
+                .trimmingCharacters(in: CharacterSet(charactersIn: " \t\n\u{0B}\u{0C}\r")),
               !token.isEmpty else {
             throw ValidationError("an admin token is needed: --admin-token or PSP_ADMIN_TOKEN")
         }

@@ -44,7 +44,11 @@ private func outcome(_ text: String) -> String {
         _ = bytes.initializeMemory(as: UInt8.self, from: text.utf8)
         let card = try CardData.parse(UnsafeRawBufferPointer(bytes), currentMonth: CardExpiry(year: 2026, month: 11)!)
         #expect(card.sessionId == nil)
-        #expect(outcome("4925000000004444,2912,has space") == "92")
+        let bad = "4925000000004444,2912,has space"
+        let badBytes = UnsafeMutableRawBufferPointer.allocate(byteCount: bad.utf8.count, alignment: 1)
+        defer { badBytes.deallocate() }
+        _ = badBytes.initializeMemory(as: UInt8.self, from: bad.utf8)
+        #expect(throws: CardDataError.malformed) { _ = try CardData.parse(UnsafeRawBufferPointer(badBytes), currentMonth: CardExpiry(year: 2026, month: 11)!) }
     }
 
     @Test(arguments: [

@@ -230,6 +230,25 @@ struct ScratchStore {
         #expect(message.contains(named), "\(message)")
     }
 
+    /// PSP_ADMIN_TOKEN set but empty is a mistake to refuse, not "no admin endpoints". In a child
+    /// process: setenv in this one would race the tests that read the environment.
+    @Test func anEmptyAdminTokenIsRefused() throws {
+        let process = Process()
+        process.executableURL = WorkerProcess.binary
+        process.arguments = ["serve", "--private-key", "k.pem", "--port", "0"]
+        var environment = ProcessInfo.processInfo.environment
+        environment["PSP_ADMIN_TOKEN"] = ""
+        process.environment = environment
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus != 0)
+        #expect(message.contains("PSP_ADMIN_TOKEN"), "\(message)")
+    }
+
     @Test(arguments: [("http://127.0.0.1:8090", false), ("https://acq.example.net", false), ("iso8583://localhost:8583", false),
                       ("http://[::1]:8090/x", false), ("http://acq.example.net:8090", true), ("iso8583://10.1.2.3:8583?terminal=VIPPS002", true),
                       ("iso8583://127.acq.example.net:8583", true), ("http://127.0.0.2:8090", false)])

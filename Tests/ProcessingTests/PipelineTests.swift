@@ -316,12 +316,13 @@ import Testing
         #expect(h.acquirer.authorizationCount(pspTransactionId: "stall-1") == 0, "not sent once the time was gone")
         #expect(try await h.store.payment("stall-1")?.state == .completed)
         #expect(try await h.store.reversals(for: "stall-1").isEmpty, "never sent, nothing to reverse")
-        // 2.4 s left when taken, 0.4 s after the commit: the 0.9 s approval is cut off at 0.4 s
-        // (with the old 1 s floor it came back approved, after 14 s).
+        // 2.8 s left when taken, 0.8 s after the commit: the 0.9 s approval is cut off at 0.8 s,
+        // with no answer recorded (with the old 1 s floor it came back approved, "00", after 14 s).
         let job2 = MakePaymentJob(request: h.request("stall-2", cardData: h.cardData(code: "00")),
-                                  payment: try #require(try await h.store.payment("stall-2")), receivedAt: .now - .milliseconds(11_600))
+                                  payment: try #require(try await h.store.payment("stall-2")), receivedAt: .now - .milliseconds(11_200))
         #expect(await pipeline.work(job2).response == .fail("stall-2", .responseReceivedTooLate))
         #expect(ContinuousClock.now - job2.receivedAt < .seconds(15), "answered within Vipps's patience")
+        #expect(try await h.store.payment("stall-2")?.outcome?.acquirerResponseCode == nil, "cut off, not a late approval")
         #expect(try await h.store.reversals(for: "stall-2").count == 1)
     }
 
