@@ -27,9 +27,7 @@ public struct PSPWorkerConfiguration: Sendable {
                 var v4 = in_addr()
                 if inet_pton(AF_INET, bare, &v4) == 1 { return UInt32(bigEndian: v4.s_addr) >> 24 == 127 }
                 var v6 = in6_addr()
-                var loopback6 = in6_addr()
-                _ = inet_pton(AF_INET6, "::1", &loopback6)
-                return inet_pton(AF_INET6, bare, &v6) == 1 && withUnsafeBytes(of: &v6, { Array($0) }) == withUnsafeBytes(of: &loopback6, { Array($0) })
+                return inet_pton(AF_INET6, bare, &v6) == 1 && withUnsafeBytes(of: &v6, { $0.elementsEqual([UInt8](repeating: 0, count: 15) + [1]) })
             }
             switch self {
             case .simulator: return false

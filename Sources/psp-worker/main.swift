@@ -36,6 +36,14 @@ struct KeyOptions: ParsableArguments {
     }
 }
 
+/// Commands that hold the private key and clear card data refuse to run where a crash could dump them.
+func requireCoreDumpsOff() throws {
+    guard ProcessHardening.disableCoreDumps() else {
+        printError("error: could not turn core dumps off; a dump would hold the private key and the card data")
+        throw ExitCode(2)
+    }
+}
+
 func printError(_ text: String) {
     var line = text + "\n"
     line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
@@ -48,10 +56,7 @@ struct Decrypt: ParsableCommand {
     @OptionGroup var keys: KeyOptions
 
     func run() throws {
-        guard ProcessHardening.disableCoreDumps() else {
-            printError("error: could not turn core dumps off; a dump would hold the private key and the card data")
-            throw ExitCode(2)
-        }
+        try requireCoreDumpsOff()
         let ring: KeyRing
         do {
             let loaded = try keys.source.load(concurrency: 1)
@@ -189,10 +194,7 @@ struct Serve: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "psp-worker")
-        guard ProcessHardening.disableCoreDumps() else {
-            printError("error: could not turn core dumps off; a dump would hold the private key and card numbers in flight")
-            throw ExitCode(2)
-        }
+        try requireCoreDumpsOff()
         var configuration = PSPWorkerConfiguration(keys: KeyRingSource(privateKeyPath: privateKey, retiringKeyPaths: retiringKey,
                                                                        passphraseFile: passphraseFile))
         configuration.host = host

@@ -217,35 +217,33 @@ struct ScratchStore {
         (["keygen", "--bits", "99999999999"], "--bits"),
     ])
     func badValuesAreRefused(arguments: [String], named: String) throws {
+        let (status, message) = try Self.run(arguments)
+        #expect(status != 0)
+        #expect(message.contains(named), "\(message)")
+    }
+
+    /// Runs `psp-worker` to its end; its exit status and what it wrote to standard error.
+    static func run(_ arguments: [String], environment: [String: String]? = nil) throws -> (Int32, String) {
         let process = Process()
         process.executableURL = WorkerProcess.binary
         process.arguments = arguments
+        if let environment { process.environment = environment }
         let errors = Pipe()
         process.standardError = errors
         process.standardOutput = FileHandle.nullDevice
         try process.run()
         let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
-        #expect(process.terminationStatus != 0)
-        #expect(message.contains(named), "\(message)")
+        return (process.terminationStatus, message)
     }
 
     /// PSP_ADMIN_TOKEN set but empty is a mistake to refuse, not "no admin endpoints". In a child
     /// process: setenv in this one would race the tests that read the environment.
     @Test func anEmptyAdminTokenIsRefused() throws {
-        let process = Process()
-        process.executableURL = WorkerProcess.binary
-        process.arguments = ["serve", "--private-key", "k.pem", "--port", "0"]
         var environment = ProcessInfo.processInfo.environment
         environment["PSP_ADMIN_TOKEN"] = ""
-        process.environment = environment
-        let errors = Pipe()
-        process.standardError = errors
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus != 0)
+        let (status, message) = try Self.run(["serve", "--private-key", "k.pem", "--port", "0"], environment: environment)
+        #expect(status != 0)
         #expect(message.contains("PSP_ADMIN_TOKEN"), "\(message)")
     }
 

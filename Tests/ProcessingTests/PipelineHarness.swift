@@ -30,11 +30,22 @@ final class PipelineHarness: Sendable {
         var reversalConfiguration = ReversalService.Configuration()
         reversalConfiguration.timeout = .seconds(1)
         reversals = ReversalService(store: store, acquirer: acquirer, configuration: reversalConfiguration)
-        pipeline = MakePaymentPipeline(
-            configuration: .init(acquirerTimeout: acquirerTimeout, instanceId: instanceId),
-            keyRing: Self.keyRing, store: store, acquirer: acquirer, reversals: reversals,
-            currentMonth: { CardExpiry(year: 2026, month: 11)! })
+        pipeline = Self.pipeline(store: store, acquirer: acquirer, reversals: reversals, acquirerTimeout: acquirerTimeout, instanceId: instanceId)
         encryptor = try CardDataEncryptor(publicKey: Self.publicKey)
+    }
+
+    /// A pipeline with the test key and month, over `store` (the harness's, or a decorator of it).
+    static func pipeline(store: any PaymentStore, acquirer: SimulatorAcquirer, reversals: ReversalService?, acquirerTimeout: Duration,
+                         instanceId: String, now: @escaping @Sendable () -> Int64 = wallClockMilliseconds) -> MakePaymentPipeline {
+        MakePaymentPipeline(configuration: .init(acquirerTimeout: acquirerTimeout, instanceId: instanceId),
+                            keyRing: keyRing, store: store, acquirer: acquirer, reversals: reversals, now: now,
+                            currentMonth: { CardExpiry(year: 2026, month: 11)! })
+    }
+
+    /// This harness's acquirer and reversals over another store (a decorator that stalls or fails).
+    func pipeline(over store: any PaymentStore, acquirerTimeout: Duration, instanceId: String,
+                  now: @escaping @Sendable () -> Int64 = wallClockMilliseconds) -> MakePaymentPipeline {
+        Self.pipeline(store: store, acquirer: acquirer, reversals: reversals, acquirerTimeout: acquirerTimeout, instanceId: instanceId, now: now)
     }
 
     deinit {

@@ -305,9 +305,7 @@ import Testing
     @Test func aStalledAttemptCommitDoesNotStretchTheDeadline() async throws {
         let h = try PipelineHarness(acquirerTimeout: .seconds(10), latency: .milliseconds(900))
         let stalling = FaultyStore(h.store, stall: .seconds(2))
-        let pipeline = MakePaymentPipeline(configuration: .init(acquirerTimeout: .seconds(10), instanceId: "stall"),
-                                           keyRing: PipelineHarness.keyRing, store: stalling, acquirer: h.acquirer,
-                                           currentMonth: { CardExpiry(year: 2026, month: 11)! })
+        let pipeline = h.pipeline(over: stalling, acquirerTimeout: .seconds(10), instanceId: "stall")
         for id in ["stall-1", "stall-2"] { try await h.register(id) }
         // 1.5 s of the 14 left when taken (enough to begin), none after the 2 s commit.
         let job1 = MakePaymentJob(request: h.request("stall-1", cardData: h.cardData(code: "00")),
@@ -331,9 +329,7 @@ import Testing
     @Test func anApprovalThatCannotBeRecordedIsReversedAtOnce() async throws {
         let h = try PipelineHarness()
         let failing = FaultyStore(h.store, outcomesFail: true)
-        let pipeline = MakePaymentPipeline(configuration: .init(acquirerTimeout: .seconds(2), instanceId: "full-disk"),
-                                           keyRing: PipelineHarness.keyRing, store: failing, acquirer: h.acquirer,
-                                           reversals: h.reversals, currentMonth: { CardExpiry(year: 2026, month: 11)! })
+        let pipeline = h.pipeline(over: failing, acquirerTimeout: .seconds(2), instanceId: "full-disk")
         try await h.register("full-1")
         let job = MakePaymentJob(request: h.request("full-1", cardData: h.cardData(code: "00")),
                                  payment: try #require(try await h.store.payment("full-1")))
@@ -345,10 +341,8 @@ import Testing
         // While the store still refuses, the sweep finds the orphan again and again: it is
         // reversed once from here, not every five seconds.
         let orphan = try #require(try await h.store.payment("full-1"))
-        let again = MakePaymentPipeline(configuration: .init(acquirerTimeout: .milliseconds(100), instanceId: "full-disk"),
-                                        keyRing: PipelineHarness.keyRing, store: failing, acquirer: h.acquirer,
-                                        reversals: h.reversals, now: { wallClockMilliseconds() + 60_000 },  // the attempt looks orphaned
-                                        currentMonth: { CardExpiry(year: 2026, month: 11)! })
+        let again = h.pipeline(over: failing, acquirerTimeout: .milliseconds(100), instanceId: "full-disk",
+                               now: { wallClockMilliseconds() + 60_000 })  // the attempt looks orphaned
         for _ in 0..<3 { _ = await again.work(MakePaymentJob(request: h.request("full-1", cardData: h.cardData(code: "00")), payment: orphan)) }
         try await Task.sleep(for: .milliseconds(200))
         #expect(h.acquirer.reversalCount(pspTransactionId: "full-1") == 1)

@@ -65,12 +65,12 @@ void ccs_encryptor_free(ccs_encryptor *e);
 int ccs_encryptor_encrypt(ccs_encryptor *e, const uint8_t *in, size_t in_len,
                           uint8_t *out, size_t out_cap, size_t *out_len);
 
-/// OPENSSL_cleanse, which is a macro-free function but keeps secrets' wiping in one place.
 /// Turns core dumps off for this process (RLIMIT_CORE 0, and not dumpable, which also covers a
 /// core_pattern pipe and keeps other processes of the same user from reading its memory).
 /// 1 on success.
 int ccs_disable_core_dumps(void);
 
+/// OPENSSL_cleanse, which is a macro-free function but keeps secrets' wiping in one place.
 void ccs_cleanse(void *p, size_t len);
 /// Wipes and frees a buffer this shim returned.
 void ccs_free_secret(void *p, size_t len);
