@@ -92,7 +92,8 @@ public func buildApplication(
         let workerCount = max(configuration.workers, 1)
         store.whenBusy { queue.depth >= workerCount }
         // A lone payment's writes are committed at once, not held for a group that cannot fill.
-        store.whenWritesUnderway { queue.inProgress }
+        // A queued payment counts too: its attempt is begun while it waits.
+        store.whenWritesUnderway { queue.depth + queue.inProgress }
     }
     if configuration.adminTokenHash == nil {
         logger.warning("no admin token (--admin-token-file or PSP_ADMIN_TOKEN): the /payments endpoints answer 401")

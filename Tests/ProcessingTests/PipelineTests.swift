@@ -70,7 +70,8 @@ import Testing
     }
 
     @Test func timeoutIsAnswered85AndReversedOnce() async throws {
-        let h = try PipelineHarness(acquirerTimeout: .milliseconds(300))
+        // Long enough that the attempt's commit, slow while the other suites run, leaves some of it.
+        let h = try PipelineHarness(acquirerTimeout: .seconds(1))
         try await h.register("p99")
         let result = await h.makePayment(h.request("p99", cardData: h.cardData(code: "99")))
         #expect(result.response.errorMessage?.errorId == 85)
@@ -158,7 +159,9 @@ import Testing
         let result = await h.makePayment(h.request("p-b", cardData: cardData))
         #expect(result.httpStatus == 200 && result.response.errorMessage?.errorId == errorId)
         #expect(h.acquirer.authorizationCount(pspTransactionId: "p-b") == 0)
-        #expect(try await h.store.payment("p-b")?.authorizationsSent == 0)
+        // The attempt begun while the card was decrypted is closed unsent: completed, nothing to reverse.
+        #expect(try await h.store.payment("p-b")?.state == .completed)
+        #expect(try await h.store.reversals(for: "p-b").isEmpty)
     }
 
     @Test func orphanedAttemptIsReversedNotReauthorized() async throws {
@@ -303,7 +306,7 @@ import Testing
     /// deadline), and one with little left is cut off there and reversed: in neither case does an
     /// approval come back after Vipps has given up and stand unreversed.
     @Test func aStalledAttemptCommitDoesNotStretchTheDeadline() async throws {
-        let h = try PipelineHarness(acquirerTimeout: .seconds(10), latency: .milliseconds(900))
+        let h = try PipelineHarness(acquirerTimeout: .seconds(10), latency: .milliseconds(1_800))
         let stalling = FaultyStore(h.store, stall: .seconds(2))
         let pipeline = h.pipeline(over: stalling, acquirerTimeout: .seconds(10), instanceId: "stall")
         for id in ["stall-1", "stall-2"] { try await h.register(id) }
@@ -314,10 +317,11 @@ import Testing
         #expect(h.acquirer.authorizationCount(pspTransactionId: "stall-1") == 0, "not sent once the time was gone")
         #expect(try await h.store.payment("stall-1")?.state == .completed)
         #expect(try await h.store.reversals(for: "stall-1").isEmpty, "never sent, nothing to reverse")
-        // 2.8 s left when taken, 0.8 s after the commit: the 0.9 s approval is cut off at 0.8 s,
-        // with no answer recorded (with the old 1 s floor it came back approved, "00", after 14 s).
+        // 3.2 s left when taken, 1.2 s after the commit: the 1.8 s approval is cut off at 1.2 s,
+        // with no answer recorded (with the old deadline of at least 1 s after the commit, a commit
+        // that stalled longer let an approval come back after 14 s).
         let job2 = MakePaymentJob(request: h.request("stall-2", cardData: h.cardData(code: "00")),
-                                  payment: try #require(try await h.store.payment("stall-2")), receivedAt: .now - .milliseconds(11_200))
+                                  payment: try #require(try await h.store.payment("stall-2")), receivedAt: .now - .milliseconds(10_800))
         #expect(await pipeline.work(job2).response == .fail("stall-2", .responseReceivedTooLate))
         #expect(ContinuousClock.now - job2.receivedAt < .seconds(15), "answered within Vipps's patience")
         #expect(try await h.store.payment("stall-2")?.outcome?.acquirerResponseCode == nil, "cut off, not a late approval")
@@ -380,6 +384,84 @@ import Testing
         #expect(acquirer.sendCounts.withLock { $0 } == Array(1...sends))
         #expect(try await h.store.reversals(for: "n-1").first?.tries == sends)
         #expect(acquirer.answers.withLock { $0.last } == last)
+    }
+
+    /// The front records the attempt while the payment waits for a worker (no masked PAN yet: the
+    /// card is not decrypted); the worker sends the authorization once it has decrypted.
+    @Test func theAttemptIsRecordedWhileThePaymentWaitsForAWorker() async throws {
+        let h = try PipelineHarness()
+        let queue = InProcessMakePaymentQueue(capacity: 4)
+        try await h.register("early-1")
+        let answer = Task { await h.makePayment(h.request("early-1", cardData: h.cardData(code: "00")), queue: queue) }
+        try await waitUntil { try await h.store.payment("early-1")?.state == .processing }
+        let waiting = try #require(try await h.store.payment("early-1"))
+        #expect(waiting.attempt?.maskedPAN == nil && waiting.authorizationsSent == 1 && queue.depth == 1)
+        #expect(h.acquirer.authorizationCount(pspTransactionId: "early-1") == 0, "nothing is sent before a worker decrypts")
+        let pipeline = h.pipeline
+        let workers = Task { await queue.runWorkers(1) { pipeline.workStep($0) } }
+        #expect(await answer.value.response == .ok("early-1"))
+        let done = try #require(try await h.store.payment("early-1"))
+        #expect(done.state == .completed && done.outcome?.maskedPAN == PipelineHarness.masked && done.attempt?.attemptId == waiting.attempt?.attemptId)
+        #expect(h.acquirer.authorizationCount(pspTransactionId: "early-1") == 1)
+        queue.close()
+        await workers.value
+    }
+
+    /// A job the queue refuses (503) begins no attempt: the payment stays pending for Vipps's next call.
+    @Test func aRefusedJobBeginsNoAttempt() async throws {
+        let h = try PipelineHarness()
+        let queue = InProcessMakePaymentQueue(capacity: 1)
+        for id in ["full-a", "full-b"] { try await h.register(id) }
+        let first = Task { await h.makePayment(h.request("full-a", cardData: h.cardData(code: "00")), queue: queue) }
+        try await waitUntil { queue.depth == 1 }
+        let refused = await h.makePayment(h.request("full-b", cardData: h.cardData(code: "00")), queue: queue)
+        #expect(refused.httpStatus == 503)
+        let record = try #require(try await h.store.payment("full-b"))
+        #expect(record.state == .pending && record.attempt == nil && record.authorizationsSent == 0)
+        let pipeline = h.pipeline
+        let workers = Task { await queue.runWorkers(1) { pipeline.workStep($0) } }
+        #expect(await first.value.response == .ok("full-a"))
+        #expect(await h.makePayment(h.request("full-b", cardData: h.cardData(code: "00")), queue: queue).response == .ok("full-b"),
+                "the next call goes through")
+        queue.close()
+        await workers.value
+    }
+
+    /// A card that cannot be decrypted closes the early attempt unsent: 92, nothing sent, nothing to reverse.
+    @Test func anUndecryptableCardClosesItsEarlyAttemptUnsent() async throws {
+        let h = try PipelineHarness()
+        let queue = InProcessMakePaymentQueue(capacity: 4)
+        let pipeline = h.pipeline
+        let workers = Task { await queue.runWorkers(1) { pipeline.workStep($0) } }
+        try await h.register("early-92")
+        let answer = await h.makePayment(h.request("early-92", cardData: String(repeating: "A", count: 344)), queue: queue)
+        #expect(answer.response == .fail("early-92", .unableToDecrypt))
+        let record = try #require(try await h.store.payment("early-92"))
+        #expect(record.state == .completed && record.outcome?.error?.errorId == 92 && record.attempt != nil)
+        #expect(h.acquirer.authorizationCount(pspTransactionId: "early-92") == 0)
+        #expect(try await h.store.reversals(for: "early-92").isEmpty)
+        queue.close()
+        await workers.value
+    }
+
+    /// An early attempt's authorization must be over within the acquirer's timeout of the
+    /// attempt's start (after that, another process may reverse it as orphaned): one that waited
+    /// for a worker until none was left is closed unsent.
+    @Test func anEarlyAttemptThatWaitedTooLongIsNotSent() async throws {
+        let h = try PipelineHarness(acquirerTimeout: .milliseconds(1_500))
+        let queue = InProcessMakePaymentQueue(capacity: 4)
+        try await h.register("early-late")
+        let answer = Task { await h.makePayment(h.request("early-late", cardData: h.cardData(code: "00")), queue: queue) }
+        try await waitUntil { try await h.store.payment("early-late")?.state == .processing }
+        try await Task.sleep(for: .milliseconds(1_600))  // past the acquirer's 1.5 s from the attempt's start
+        let pipeline = h.pipeline
+        let workers = Task { await queue.runWorkers(1) { pipeline.workStep($0) } }
+        #expect(await answer.value.response == .fail("early-late", .responseReceivedTooLate))
+        #expect(h.acquirer.authorizationCount(pspTransactionId: "early-late") == 0)
+        #expect(try await h.store.reversals(for: "early-late").isEmpty, "never sent, nothing to reverse")
+        #expect(try await h.store.payment("early-late")?.state == .completed)
+        queue.close()
+        await workers.value
     }
 
     @Test func jobsThroughTheQueueAreAnswered() async throws {
