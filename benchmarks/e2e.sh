@@ -15,7 +15,9 @@
 # WORKER_ARGS (more `psp-worker serve` options, e.g. "--group-commit-window-ms 0"), WORKER_IA32CAP
 # (unset; an OPENSSL_ia32cap value for the worker alone, as benchmarks/rsa-code-path.sh recommends:
 # the ceiling stays openssl as installed, and openssl speed on the worker's path is printed beside it),
-# SCRATCH (benchmarks/.build-e2e: the build folder; point it at an existing release build to reuse it).
+# SCRATCH (benchmarks/.build-e2e: the build folder; point it at an existing release build to reuse it),
+# WORKER_BIN (unset; another psp-worker binary to drive instead of the build's, e.g. one built from
+# an earlier commit in a worktree, for side-by-side runs of two versions).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SCRATCH=${SCRATCH:-$ROOT/benchmarks/.build-e2e}
@@ -55,7 +57,7 @@ if [ -n "${WORKER_IA32CAP:-}" ]; then
 fi
 
 echo "== start psp-worker (workers $WORKERS, store $WORK/e2e.sqlite)"
-(cd "$ROOT" && exec env ${WORKER_IA32CAP:+OPENSSL_ia32cap=$WORKER_IA32CAP} "$BIN/psp-worker" serve --private-key "$ROOT/keys-example/psp-private-key.pem" --port 0 --store "sqlite:$WORK/e2e.sqlite" --workers "$WORKERS" \
+(cd "$ROOT" && exec env ${WORKER_IA32CAP:+OPENSSL_ia32cap=$WORKER_IA32CAP} "${WORKER_BIN:-$BIN/psp-worker}" serve --private-key "$ROOT/keys-example/psp-private-key.pem" --port 0 --store "sqlite:$WORK/e2e.sqlite" --workers "$WORKERS" \
     --queue-capacity 4096 --acquirer-timeout 2 ${WORKER_ARGS:-} >"$WORK/worker.log" 2>&1) &
 WORKER_PID=$!
 PORT=$(logged_port "$WORK/worker.log" "$WORKER_PID") || { echo "psp-worker did not start"; exit 2; }

@@ -23,7 +23,7 @@ public final class EarlyAttempt: Sendable {
     }
     private let state = Mutex(State())
 
-    public init(record: AttemptRecord, startedAt: ContinuousClock.Instant = .now) {
+    public init(record: AttemptRecord, startedAt: ContinuousClock.Instant) {
         self.record = record
         self.startedAt = startedAt
     }

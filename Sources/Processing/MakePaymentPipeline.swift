@@ -46,6 +46,7 @@ public final class MakePaymentPipeline: Sendable {
     public let reversals: ReversalSender?
     private let logger: Logger
     private let inFlight = InFlightPayments()
+    private let beginning = Atomic<Int>(0)
     private let now: @Sendable () -> Int64
     private let currentMonth: @Sendable () -> CardExpiry
 
@@ -112,15 +113,21 @@ public final class MakePaymentPipeline: Sendable {
                 return await self.submit(MakePaymentJob(request: request, payment: record), to: queue, decided: nil)
             }
             let attemptId = Self.newAttemptId()
+            // The monotonic start first: this process's deadline must end before the stored one.
+            let startedAt = ContinuousClock.now
             let early = EarlyAttempt(record: AttemptRecord(
                 attemptId: attemptId, attemptReference: self.acquirer.attemptReference(for: attemptId),
-                instanceId: self.configuration.instanceId, maskedPAN: nil, startedAt: self.now()))
+                instanceId: self.configuration.instanceId, maskedPAN: nil, startedAt: self.now()), startedAt: startedAt)
             // A child task: on an event loop it runs once this one waits, the queue's answer known.
-            async let begun: Void = early.begin { [store] in
-                try await store.beginAttempt(id, attempt: early.record, now: self.now())
+            async let begun: Void = early.begin {
+                self.beginning.add(1, ordering: .relaxed)
+                defer { self.beginning.subtract(1, ordering: .relaxed) }
+                return try await self.store.beginAttempt(id, attempt: early.record, now: self.now())
             }
             let result = await self.submit(MakePaymentJob(request: request, payment: record, attempt: early), to: queue,
                                            decided: early.decide)
+            // A queue that never said (one that cannot call back) must not leave the child waiting.
+            early.decide(false)
             await begun
             return result
         }
@@ -163,6 +170,9 @@ public final class MakePaymentPipeline: Sendable {
         return Secrets.constantTimeEqual(Secrets.sha256(token), storedHash)
     }
 
+    /// Early attempts whose write the store has not yet answered: writes that will come soon.
+    public var attemptsBeginning: Int { beginning.load(ordering: .relaxed) }
+
     // MARK: - Worker
 
     /// A worker's part: everything after the queue. Never throws: every failure is an answer.
@@ -181,6 +191,8 @@ public final class MakePaymentPipeline: Sendable {
         // conditional in the store (pending → processing at most once), so a stale read cannot
         // authorize twice; it only decides which answer to look for.
         let payment = job.payment
+        // A worker holding the job is proof the queue took it (whatever the queue told the front).
+        job.attempt?.decide(true)
         switch payment.state {
         case .completed:
             if let outcome = payment.outcome { return .answered(MakePaymentResult(httpStatus: 200, response: outcome.response(for: id))) }
@@ -285,13 +297,15 @@ public final class MakePaymentPipeline: Sendable {
         // Vipps's patience, and of the acquirer's timeout counted from the attempt's start (past
         // it and the outcome's margin, another process may reverse the attempt as orphaned), after
         // the attempt's commit (which can stall) and, for an early attempt, the wait for a worker.
-        // Too little left (under a second of Vipps's, none of the acquirer's), the attempt is
-        // closed unsent: its outcome is known, so there is nothing to reverse.
+        // Too little left (under a second of Vipps's, or of the acquirer's timeout: under half of
+        // it when that is under 2 s), the attempt is closed unsent: its outcome is known, so there
+        // is nothing to reverse, and an authorization sent with milliseconds to go would only time
+        // out and need reversing.
         let checkedAt = ContinuousClock.now
         let vippsLeft = configuration.answerWithin - (checkedAt - receivedAt)
         let attemptLeft = configuration.acquirerTimeout - (checkedAt - attemptStarted)
         let left = min(vippsLeft, attemptLeft)
-        guard vippsLeft >= shortest && attemptLeft > .zero else {
+        guard vippsLeft >= shortest && attemptLeft >= min(configuration.acquirerTimeout / 2, shortest) else {
             logger.warning("too late to authorize after recording the attempt; not sent", metadata: ["pspTransactionId": "\(id)", "pan": "\(masked)"])
             return await finish(id, tooLate, reversal: nil, attemptId: request.attemptId)
         }
@@ -362,7 +376,7 @@ public final class MakePaymentPipeline: Sendable {
     private func reverseOrphan(_ payment: PaymentRecord, _ attempt: AttemptRecord) async -> MakePaymentResult {
         let id = payment.registration.pspTransactionId
         logger.warning("orphaned attempt found; reversing", metadata: [
-            "pspTransactionId": "\(id)", "attemptId": "\(attempt.attemptId)", "pan": "\(attempt.maskedPAN?.value ?? "not decrypted yet")",
+            "pspTransactionId": "\(id)", "attemptId": "\(attempt.attemptId)", "pan": "\(attempt.maskedPAN?.value ?? "unknown")",
             "sameProcess": "\(attempt.instanceId == configuration.instanceId)",
         ])
         let reversal = Self.reversal(attempt.attemptId, attempt.attemptReference, of: payment.registration)

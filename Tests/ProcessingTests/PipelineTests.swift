@@ -306,7 +306,7 @@ import Testing
     /// deadline), and one with little left is cut off there and reversed: in neither case does an
     /// approval come back after Vipps has given up and stand unreversed.
     @Test func aStalledAttemptCommitDoesNotStretchTheDeadline() async throws {
-        let h = try PipelineHarness(acquirerTimeout: .seconds(10), latency: .milliseconds(1_800))
+        let h = try PipelineHarness(acquirerTimeout: .seconds(10), latency: .milliseconds(2_200))
         let stalling = FaultyStore(h.store, stall: .seconds(2))
         let pipeline = h.pipeline(over: stalling, acquirerTimeout: .seconds(10), instanceId: "stall")
         for id in ["stall-1", "stall-2"] { try await h.register(id) }
@@ -317,15 +317,42 @@ import Testing
         #expect(h.acquirer.authorizationCount(pspTransactionId: "stall-1") == 0, "not sent once the time was gone")
         #expect(try await h.store.payment("stall-1")?.state == .completed)
         #expect(try await h.store.reversals(for: "stall-1").isEmpty, "never sent, nothing to reverse")
-        // 3.2 s left when taken, 1.2 s after the commit: the 1.8 s approval is cut off at 1.2 s,
+        // 3.6 s left when taken, 1.6 s after the commit: the 2.2 s approval is cut off at 1.6 s,
         // with no answer recorded (with the old deadline of at least 1 s after the commit, a commit
         // that stalled longer let an approval come back after 14 s).
         let job2 = MakePaymentJob(request: h.request("stall-2", cardData: h.cardData(code: "00")),
-                                  payment: try #require(try await h.store.payment("stall-2")), receivedAt: .now - .milliseconds(10_800))
+                                  payment: try #require(try await h.store.payment("stall-2")), receivedAt: .now - .milliseconds(10_400))
         #expect(await pipeline.work(job2).response == .fail("stall-2", .responseReceivedTooLate))
         #expect(ContinuousClock.now - job2.receivedAt < .seconds(15), "answered within Vipps's patience")
         #expect(try await h.store.payment("stall-2")?.outcome?.acquirerResponseCode == nil, "cut off, not a late approval")
         #expect(try await h.store.reversals(for: "stall-2").count == 1)
+    }
+
+    /// The same through the front, where the attempt is begun early: the acquirer's deadline
+    /// counts from the attempt's start, so a begin that stalls leaves less of it (or too little
+    /// to send at all), and the authorization is over before another process could take the
+    /// attempt for orphaned.
+    @Test func aStalledEarlyAttemptShortensTheAcquirersDeadline() async throws {
+        let h = try PipelineHarness(latency: .seconds(3))
+        let stalling = FaultyStore(h.store, stall: .seconds(2))
+        for id in ["es-1", "es-2"] { try await h.register(id) }
+        // 2.5 s timeout, 2 s stall: 0.5 s left, under the 1 s it takes to send. Closed unsent.
+        let short = h.pipeline(over: stalling, acquirerTimeout: .milliseconds(2_500), instanceId: "early-stall")
+        #expect(await short.handle(body: h.request("es-1", cardData: h.cardData(code: "00")), authorization: "token-es-1", queue: nil)
+                    .response == .fail("es-1", .responseReceivedTooLate))
+        #expect(h.acquirer.authorizationCount(pspTransactionId: "es-1") == 0)
+        #expect(try await h.store.reversals(for: "es-1").isEmpty, "never sent, nothing to reverse")
+        // 4 s timeout, 2 s stall: sent with the 2 s left, so the 3 s approval is cut off and reversed.
+        let longer = h.pipeline(over: stalling, acquirerTimeout: .seconds(4), instanceId: "early-stall")
+        let started = ContinuousClock.now
+        #expect(await longer.handle(body: h.request("es-2", cardData: h.cardData(code: "00")), authorization: "token-es-2", queue: nil)
+                    .response == .fail("es-2", .responseReceivedTooLate))
+        // Cut off 4 s after the attempt's start and answered (recorded) soon after; counted from
+        // the send instead, it would run to ~6 s, when another process may reverse it as orphaned.
+        #expect(ContinuousClock.now - started < .milliseconds(5_300), "over within the 4 s of the attempt's start")
+        #expect(h.acquirer.authorizationCount(pspTransactionId: "es-2") == 1)
+        #expect(try await h.store.payment("es-2")?.outcome?.acquirerResponseCode == nil, "cut off, not a late approval")
+        #expect(try await h.store.reversals(for: "es-2").count == 1)
     }
 
     /// An approval whose outcome cannot be recorded is answered 91 and reversed at once, straight
