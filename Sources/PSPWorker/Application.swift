@@ -92,10 +92,7 @@ public func buildApplication(
         let workerCount = max(configuration.workers, 1)
         store.whenBusy { queue.depth >= workerCount }
         // A lone payment's writes are committed at once, not held for a group that cannot fill.
-        // Soon to write: the payments workers have taken (their outcomes) and the attempts the
-        // front is beginning; not the queued payments whose attempts are recorded (a worker has
-        // yet to reach them).
-        store.whenWritesUnderway { [pipeline] in queue.inProgress + pipeline.attemptsBeginning }
+        store.whenWritesUnderway { queue.inProgress }
     }
     if configuration.adminTokenHash == nil {
         logger.warning("no admin token (--admin-token-file or PSP_ADMIN_TOKEN): the /payments endpoints answer 401")

@@ -13,10 +13,10 @@ import Darwin
 ///
 /// front (HTTP task):  validate body (71) → find payment (404) → check token (401) →
 ///                     merchant must match (71) → idempotency (recorded outcome, or join the one
-///                     in flight) → queue, and record the attempt meanwhile (`EarlyAttempt`)
+///                     in flight) → queue
 /// worker:             cancelled (85) → confirmed ≠ YES (93) → decrypt (92) → parse (92/87/86) →
-///                     attempt recorded? → too late to send (85) → authorize under a deadline →
-///                     map → record outcome → respond
+///                     too late to send (85) → record attempt → authorize under a deadline → map →
+///                     record outcome → respond
 ///
 /// It does no I/O of its own: the store, the acquirer and the clock are handed in.
 public final class MakePaymentPipeline: Sendable {
@@ -46,7 +46,6 @@ public final class MakePaymentPipeline: Sendable {
     public let reversals: ReversalSender?
     private let logger: Logger
     private let inFlight = InFlightPayments()
-    private let beginning = Atomic<Int>(0)
     private let now: @Sendable () -> Int64
     private let currentMonth: @Sendable () -> CardExpiry
 
@@ -107,47 +106,14 @@ public final class MakePaymentPipeline: Sendable {
         // 5. Idempotency: a recorded outcome is answered again; one in flight is joined.
         if let outcome = record.outcome { return MakePaymentResult(httpStatus: 200, response: outcome.response(for: id)) }
         return await inFlight.run(id) {
-            // 10, early. A payment that will be decrypted has its attempt recorded while it waits
-            // for a worker: the commit overlaps the wait and the RSA operation (`EarlyAttempt`).
-            guard record.state == .pending && request.confirmed == .yes else {
-                return await self.submit(MakePaymentJob(request: request, payment: record), to: queue, decided: nil)
+            let job = MakePaymentJob(request: request, payment: record)
+            guard let queue else { return await self.work(job) }
+            do {
+                return try await queue.submit(job)
+            } catch {
+                self.metrics.queueRejected()
+                return MakePaymentResult(httpStatus: 503, response: .fail(id, .internalError))
             }
-            let attemptId = Self.newAttemptId()
-            // The monotonic start first: this process's deadline must end before the stored one.
-            let startedAt = ContinuousClock.now
-            let early = EarlyAttempt(record: AttemptRecord(
-                attemptId: attemptId, attemptReference: self.acquirer.attemptReference(for: attemptId),
-                instanceId: self.configuration.instanceId, maskedPAN: nil, startedAt: self.now()), startedAt: startedAt)
-            // A child task: on an event loop it runs once this one waits, the queue's answer known.
-            async let begun: Void = early.begin {
-                self.beginning.add(1, ordering: .relaxed)
-                defer { self.beginning.subtract(1, ordering: .relaxed) }
-                return try await self.store.beginAttempt(id, attempt: early.record, now: self.now())
-            }
-            let result = await self.submit(MakePaymentJob(request: request, payment: record, attempt: early), to: queue,
-                                           decided: early.decide)
-            // A queue that never said (one that cannot call back) must not leave the child waiting.
-            early.decide(false)
-            await begun
-            return result
-        }
-    }
-
-    /// To the queue, or to `work` in this task without one. `decided` hears whether the job was taken.
-    private func submit(_ job: MakePaymentJob, to queue: (any MakePaymentQueue)?,
-                        decided: (@Sendable (Bool) -> Void)?) async -> MakePaymentResult {
-        guard let queue else {
-            decided?(true)
-            return await work(job)
-        }
-        var accepted: (@Sendable () -> Void)?
-        if let decided { accepted = { decided(true) } }
-        do {
-            return try await queue.submit(job, accepted: accepted)
-        } catch {
-            decided?(false)
-            metrics.queueRejected()
-            return MakePaymentResult(httpStatus: 503, response: .fail(job.request.pspTransactionId, .internalError))
         }
     }
 
@@ -170,9 +136,6 @@ public final class MakePaymentPipeline: Sendable {
         return Secrets.constantTimeEqual(Secrets.sha256(token), storedHash)
     }
 
-    /// Early attempts whose write the store has not yet answered: writes that will come soon.
-    public var attemptsBeginning: Int { beginning.load(ordering: .relaxed) }
-
     // MARK: - Worker
 
     /// A worker's part: everything after the queue. Never throws: every failure is an answer.
@@ -191,8 +154,6 @@ public final class MakePaymentPipeline: Sendable {
         // conditional in the store (pending → processing at most once), so a stale read cannot
         // authorize twice; it only decides which answer to look for.
         let payment = job.payment
-        // A worker holding the job is proof the queue took it (whatever the queue told the front).
-        job.attempt?.decide(true)
         switch payment.state {
         case .completed:
             if let outcome = payment.outcome { return .answered(MakePaymentResult(httpStatus: 200, response: outcome.response(for: id))) }
@@ -217,99 +178,67 @@ public final class MakePaymentPipeline: Sendable {
             card = try keyRing.decryptCardData(job.request.cardData, currentMonth: currentMonth())
         } catch {
             metrics.recordDecrypt(since: started)
-            let refusal = PaymentOutcome(status: .fail, error: error.message)
-            let early = job.attempt
-            return .awaiting { await self.closeUnsent(id, refusal, early: early) }
+            return .awaiting { await self.finish(id, PaymentOutcome(status: .fail, error: error.message), reversal: nil, attemptId: nil) }
         }
         metrics.recordDecrypt(since: started)
         let registration = payment.registration
-        let attemptId = job.attempt?.record.attemptId ?? Self.newAttemptId()
+        let attemptId = Self.newAttemptId()
         let authorization = AuthorizationRequest(
-            pspTransactionId: id, attemptId: attemptId,
-            attemptReference: job.attempt?.record.attemptReference ?? acquirer.attemptReference(for: attemptId),
+            pspTransactionId: id, attemptId: attemptId, attemptReference: acquirer.attemptReference(for: attemptId),
             merchantSerialNumber: registration.merchantSerialNumber,
             amount: registration.amount, currency: registration.currency, card: card)
         let receivedAt = job.receivedAt
-        let early = job.attempt
-        return .awaiting { await self.authorize(authorization, payment: payment, receivedAt: receivedAt, early: early) }
-    }
-
-    /// A refusal before any authorization was sent (92, or too late to send): recorded against the
-    /// early attempt when one was begun (closed unsent: nothing to reverse), else from `pending`.
-    private func closeUnsent(_ id: String, _ refusal: PaymentOutcome, early: EarlyAttempt?) async -> MakePaymentResult {
-        guard let early else { return await finish(id, refusal, reversal: nil, attemptId: nil) }
-        switch await early.result() {
-        case .success(.begun): return await finish(id, refusal, reversal: nil, attemptId: early.record.attemptId)
-        case .success(let other): return await answer(id, notBegun: other)
-        case .failure(let error): return internalError(id, step: "record attempt", error)
-        }
-    }
-
-    /// The answer when the attempt could not begin: the payment was not `pending` any more.
-    private func answer(_ id: String, notBegun: BeginAttemptResult) async -> MakePaymentResult {
-        switch notBegun {
-        case .begun: return internalError(id, step: "record attempt", nil)
-        case .notFound: return MakePaymentResult(httpStatus: 404, response: .fail(id, .invalidRequest))
-        case .notPending(let record):
-            if let outcome = record.outcome { return MakePaymentResult(httpStatus: 200, response: outcome.response(for: id)) }
-            if record.state == .cancelled { return MakePaymentResult(httpStatus: 200, response: .fail(id, .responseReceivedTooLate)) }
-            return await recoverOrphan(record)
-        }
+        return .awaiting { await self.authorize(authorization, payment: payment, receivedAt: receivedAt) }
     }
 
     /// Records the attempt durably, authorizes under the deadline, maps the answer, records the outcome.
-    private func authorize(_ request: AuthorizationRequest, payment: PaymentRecord, receivedAt: ContinuousClock.Instant,
-                           early: EarlyAttempt?) async -> MakePaymentResult {
+    private func authorize(_ request: AuthorizationRequest, payment: PaymentRecord, receivedAt: ContinuousClock.Instant) async -> MakePaymentResult {
         let id = request.pspTransactionId
         let masked = request.maskedPAN
         // What is left of Vipps's patience bounds the acquirer's deadline. With too little left (a
         // long wait for a worker or an authorization slot), nothing is sent: an approval Vipps
         // no longer waits for would hold the customer's money for a payment that failed.
         let shortest = min(configuration.acquirerTimeout, .seconds(1))
-        let tooLate = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked)
-        let attemptStarted: ContinuousClock.Instant
-        if let early {
-            // 10. Begun by the front while this payment waited and was decrypted.
-            switch await early.result() {
-            case .success(.begun): break
-            case .success(let other): return await answer(id, notBegun: other)
-            case .failure(let error): return internalError(id, step: "record attempt", error)
-            }
-            attemptStarted = early.startedAt
-        } else {
-            guard configuration.answerWithin - (ContinuousClock.now - receivedAt) >= shortest else {
-                logger.warning("too late to authorize; not sent", metadata: ["pspTransactionId": "\(id)", "pan": "\(masked)"])
-                return await finish(id, tooLate, reversal: nil, attemptId: nil)
-            }
-            // 10. Record the attempt first: a crash after this leaves a trace that forbids a blind retry.
-            attemptStarted = .now
-            let attempt = AttemptRecord(attemptId: request.attemptId, attemptReference: request.attemptReference,
-                                        instanceId: configuration.instanceId,
-                                        maskedPAN: masked, startedAt: now())
-            do {
-                let begun = try await store.beginAttempt(id, attempt: attempt, now: now())
-                guard begun == .begun else { return await answer(id, notBegun: begun) }
-            } catch {
-                return internalError(id, step: "record attempt", error)
-            }
+        guard configuration.answerWithin - (ContinuousClock.now - receivedAt) >= shortest else {
+            logger.warning("too late to authorize; not sent", metadata: ["pspTransactionId": "\(id)", "pan": "\(masked)"])
+            return await finish(id, PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked),
+                                reversal: nil, attemptId: nil)
         }
-        // 11. Authorize; the pipeline, not the adapter, enforces the deadline: what is left of
-        // Vipps's patience, and of the acquirer's timeout counted from the attempt's start (past
-        // it and the outcome's margin, another process may reverse the attempt as orphaned), after
-        // the attempt's commit (which can stall) and, for an early attempt, the wait for a worker.
-        // Too little left (under a second of Vipps's, or of the acquirer's timeout: under half of
-        // it when that is under 2 s), the attempt is closed unsent: its outcome is known, so there
-        // is nothing to reverse, and an authorization sent with milliseconds to go would only time
-        // out and need reversing.
+        // 10. Record the attempt first: a crash after this leaves a trace that forbids a blind retry.
+        // The monotonic start first: this process's deadline must end before the stored one.
+        let attemptStarted = ContinuousClock.now
+        let attempt = AttemptRecord(attemptId: request.attemptId, attemptReference: request.attemptReference,
+                                    instanceId: configuration.instanceId,
+                                    maskedPAN: masked, startedAt: now())
+        do {
+            switch try await store.beginAttempt(id, attempt: attempt, now: now()) {
+            case .begun: break
+            case .notFound: return MakePaymentResult(httpStatus: 404, response: .fail(id, .invalidRequest))
+            case .notPending(let record):
+                if let outcome = record.outcome { return MakePaymentResult(httpStatus: 200, response: outcome.response(for: id)) }
+                if record.state == .cancelled { return MakePaymentResult(httpStatus: 200, response: .fail(id, .responseReceivedTooLate)) }
+                return await recoverOrphan(record)
+            }
+        } catch {
+            return internalError(id, step: "record attempt", error)
+        }
+        // 11. Authorize; the pipeline, not the adapter, enforces the deadline: what is left, after
+        // the attempt's commit (which can stall), of Vipps's patience and of the acquirer's timeout
+        // counted from the attempt's start, with no floor. Past that start plus the timeout (and
+        // the outcome's margin) any process on the store may take the attempt for orphaned and
+        // reverse it, so the authorization must be over by then. With too little left (under a
+        // second of Vipps's, or of the acquirer's: half of it when that is under 2 s), the attempt
+        // is closed unsent: its outcome is known, so there is nothing to reverse, and an
+        // authorization sent with milliseconds to go would only time out and need reversing.
         let checkedAt = ContinuousClock.now
         let vippsLeft = configuration.answerWithin - (checkedAt - receivedAt)
         let attemptLeft = configuration.acquirerTimeout - (checkedAt - attemptStarted)
-        let left = min(vippsLeft, attemptLeft)
         guard vippsLeft >= shortest && attemptLeft >= min(configuration.acquirerTimeout / 2, shortest) else {
             logger.warning("too late to authorize after recording the attempt; not sent", metadata: ["pspTransactionId": "\(id)", "pan": "\(masked)"])
-            return await finish(id, tooLate, reversal: nil, attemptId: request.attemptId)
+            return await finish(id, PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked),
+                                reversal: nil, attemptId: request.attemptId)
         }
-        let deadline = left
+        let deadline = min(vippsLeft, attemptLeft)
         metrics.authorizationSent()
         let acquirer = self.acquirer
         let started = ContinuousClock.now
@@ -376,7 +305,7 @@ public final class MakePaymentPipeline: Sendable {
     private func reverseOrphan(_ payment: PaymentRecord, _ attempt: AttemptRecord) async -> MakePaymentResult {
         let id = payment.registration.pspTransactionId
         logger.warning("orphaned attempt found; reversing", metadata: [
-            "pspTransactionId": "\(id)", "attemptId": "\(attempt.attemptId)", "pan": "\(attempt.maskedPAN?.value ?? "unknown")",
+            "pspTransactionId": "\(id)", "attemptId": "\(attempt.attemptId)", "pan": "\(attempt.maskedPAN)",
             "sameProcess": "\(attempt.instanceId == configuration.instanceId)",
         ])
         let reversal = Self.reversal(attempt.attemptId, attempt.attemptReference, of: payment.registration)

@@ -8,14 +8,10 @@ public struct MakePaymentJob: Sendable {
     public var request: MakePaymentRequest
     public var payment: PaymentRecord
     public var receivedAt: ContinuousClock.Instant
-    /// The attempt the front began while the job waits (nil: the worker begins it after decrypting).
-    public var attempt: EarlyAttempt?
-    public init(request: MakePaymentRequest, payment: PaymentRecord, receivedAt: ContinuousClock.Instant = .now,
-                attempt: EarlyAttempt? = nil) {
+    public init(request: MakePaymentRequest, payment: PaymentRecord, receivedAt: ContinuousClock.Instant = .now) {
         self.request = request
         self.payment = payment
         self.receivedAt = receivedAt
-        self.attempt = attempt
     }
 }
 
@@ -48,9 +44,7 @@ public struct QueueFull: Error, Sendable, CustomStringConvertible {
 /// can stand behind the same protocol when front and workers run as separate processes.
 public protocol MakePaymentQueue: Sendable {
     /// Enqueues `job` and waits for a worker's result. Throws `QueueFull` at once when full or closed.
-    /// `accepted` is called once the queue has taken the job, before its result (a worker may
-    /// already be at it), and never for a job it refused.
-    func submit(_ job: MakePaymentJob, accepted: (@Sendable () -> Void)?) async throws -> MakePaymentResult
+    func submit(_ job: MakePaymentJob) async throws -> MakePaymentResult
     /// Runs `workers` consumers, each handing jobs to `handler`, until the queue is closed and drained
     /// and every authorization it started has been answered. At most `maxAuthorizing` authorizations
     /// wait on the acquirer at once; past that, workers wait (and the queue fills: back-pressure).
@@ -64,10 +58,6 @@ public protocol MakePaymentQueue: Sendable {
     var depth: Int { get }
     /// Jobs a worker has taken and not yet answered (decrypting, authorizing, or waiting on the store).
     var inProgress: Int { get }
-}
-
-extension MakePaymentQueue {
-    public func submit(_ job: MakePaymentJob) async throws -> MakePaymentResult { try await submit(job, accepted: nil) }
 }
 
 /// A task executor bound to one thread (an event loop's), that can tell whether it is the caller's.
@@ -105,7 +95,7 @@ public final class InProcessMakePaymentQueue: MakePaymentQueue {
     /// Workers waiting for a job.
     public var idleWorkers: Int { state.withLock { $0.idleWorkers.count } }
 
-    public func submit(_ job: MakePaymentJob, accepted: (@Sendable () -> Void)?) async throws -> MakePaymentResult {
+    public func submit(_ job: MakePaymentJob) async throws -> MakePaymentResult {
         let result: MakePaymentResult? = await withCheckedContinuation { continuation in
             let entry = Entry(job: job, continuation: continuation)
             enum Action { case reject, handTo(CheckedContinuation<Entry?, Never>), queued }
@@ -120,8 +110,8 @@ public final class InProcessMakePaymentQueue: MakePaymentQueue {
             }
             switch action {
             case .reject: continuation.resume(returning: nil)
-            case .handTo(let worker): accepted?(); worker.resume(returning: entry)
-            case .queued: queued.add(1, ordering: .relaxed); accepted?()
+            case .handTo(let worker): worker.resume(returning: entry)
+            case .queued: queued.add(1, ordering: .relaxed)
             }
         }
         guard let result else { throw QueueFull() }

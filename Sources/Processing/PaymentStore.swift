@@ -66,11 +66,10 @@ public struct AttemptRecord: Sendable, Equatable {
     public var attemptReference: String
     /// The process that sent it: an attempt left `processing` by another instance was orphaned by a crash.
     public var instanceId: String
-    /// Nil for an attempt begun before its card was decrypted (`EarlyAttempt`): its outcome records the masked PAN.
-    public var maskedPAN: MaskedPAN?
+    public var maskedPAN: MaskedPAN
     public var startedAt: Int64
 
-    public init(attemptId: String, attemptReference: String? = nil, instanceId: String, maskedPAN: MaskedPAN?, startedAt: Int64) {
+    public init(attemptId: String, attemptReference: String? = nil, instanceId: String, maskedPAN: MaskedPAN, startedAt: Int64) {
         self.attemptId = attemptId
         self.attemptReference = attemptReference ?? attemptId
         self.instanceId = instanceId
@@ -86,8 +85,7 @@ public struct PaymentRecord: Sendable, Equatable {
     public var outcome: PaymentOutcome?
     /// The attempt in flight or last sent.
     public var attempt: AttemptRecord?
-    /// How many attempts were begun for this payment (each may have sent an authorization; one
-    /// begun while its card was decrypted may have been closed unsent, a 92 say). Never more than one.
+    /// How many authorizations were recorded as sent for this payment. Never more than one.
     public var authorizationsSent: Int
     public var createdAt: Int64
     public var updatedAt: Int64

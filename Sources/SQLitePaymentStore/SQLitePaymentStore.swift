@@ -207,7 +207,7 @@ public final class SQLitePaymentStore: PaymentStore {
                                      acquirerReference: row.optionalText(17))
         }
         var attempt: AttemptRecord?
-        if let attemptId = row.optionalText(19) {
+        if let attemptId = row.optionalText(19), let masked {
             attempt = AttemptRecord(attemptId: attemptId, attemptReference: row.text(22), instanceId: row.text(20),
                                     maskedPAN: masked, startedAt: row.int(21))
         }
@@ -235,7 +235,7 @@ public final class SQLitePaymentStore: PaymentStore {
                 UPDATE payments SET state = 'processing', updated_at = ?, masked_pan = ?, authorizations_sent = authorizations_sent + 1,
                     attempt_id = ?, attempt_reference = ?, attempt_instance_id = ?, attempt_started_at = ?
                 WHERE psp_transaction_id = ? AND state = 'pending'
-                """, [.integer(now), .optional(attempt.maskedPAN?.value), .text(attempt.attemptId), .text(attempt.attemptReference),
+                """, [.integer(now), .text(attempt.maskedPAN.value), .text(attempt.attemptId), .text(attempt.attemptReference),
                       .text(attempt.instanceId),
                       .integer(attempt.startedAt), .text(id)])
             guard changed == 1 else {
