@@ -35,6 +35,10 @@ echo "== build (release, $SCRATCH)"
 source "$ROOT/benchmarks/lib.sh"
 build_release psp-worker vipps-sim
 
+if [ -n "${WORKER_BIN:-}" ]; then
+    WORKER_BIN=$(realpath "$WORKER_BIN")
+    echo "== driving $WORKER_BIN instead of the build's psp-worker (vipps-sim is still the build's)"
+fi
 WORK=$(mktemp -d)
 export PSP_ADMIN_TOKEN=$(openssl rand -hex 24)
 WORKER_PID=""
