@@ -224,14 +224,14 @@ public final class MakePaymentPipeline: Sendable {
         }
         // 11. Authorize; the pipeline, not the adapter, enforces the deadline: what is left, after
         // the attempt's commit (which can stall), of Vipps's patience and of the acquirer's timeout
-        // counted from the attempt's start, with no floor. Past that start plus the timeout (and
-        // the outcome's margin) any process on the store may take the attempt for orphaned and
-        // reverse it, so the authorization must be over by then (the outcome's 2 s margin covers
-        // a late timer and the clocks' reads). With too little left (under a second of Vipps's, or
-        // the whole timeout if shorter; under a second of the acquirer's, or half of it when that
-        // is under 2 s), the attempt
-        // is closed unsent: its outcome is known, so there is nothing to reverse, and an
-        // authorization sent with milliseconds to go would only time out and need reversing.
+        // counted from the attempt's start, never raised to a minimum. Past that start plus the
+        // timeout (and the outcome's margin) any process on the store may take the attempt for
+        // orphaned and reverse it, so the authorization must be over by then (the outcome's 2 s
+        // margin covers a late timer and the clocks' reads). With too little left (under a second
+        // of Vipps's, or the whole timeout if shorter; under a second of the acquirer's, or half
+        // of it when that is under 2 s), the attempt is closed unsent: its outcome is known, so
+        // there is nothing to reverse, and an authorization sent with milliseconds to go would
+        // only time out and need reversing.
         let checkedAt = ContinuousClock.now
         let vippsLeft = configuration.answerWithin - (checkedAt - receivedAt)
         let attemptLeft = configuration.acquirerTimeout - (checkedAt - attemptStarted)
