@@ -123,7 +123,7 @@ let package = Package(
             .product(name: "Histogram", package: "hdrhistogram-swift"),
         ]),
         .executableTarget(name: "vipps-sim", dependencies: [
-            "LoadGeneration",
+            "LoadGeneration", "CardCrypto",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

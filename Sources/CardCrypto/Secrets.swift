@@ -29,5 +29,16 @@ public enum Secrets {
 
     public static func hexString(_ bytes: some Sequence<UInt8>) -> String { hex(bytes) }
 
+    /// `bytes` without ASCII whitespace (space, tab, line feed, vertical tab, form feed, return)
+    /// at either end: how a token read from a file or the environment is taken (a file's final
+    /// newline is not part of it). The worker and vipps-sim both read the admin token this way.
+    public static func trimmingASCIISpace(_ bytes: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
+        func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || (0x09...0x0D).contains(byte) }
+        var start = 0, end = bytes.count
+        while start < end, isSpace(bytes[start]) { start += 1 }
+        while end > start, isSpace(bytes[end - 1]) { end -= 1 }
+        return UnsafeRawBufferPointer(rebasing: bytes[start..<end])
+    }
+
     public static var openSSLVersion: String { String(cString: ccs_openssl_version()) }
 }

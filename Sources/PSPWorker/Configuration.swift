@@ -121,11 +121,8 @@ public enum AdminToken {
             secret = fromEnvironment
         }
         let hash: [UInt8]? = secret.withUnsafeBytes { bytes in
-            func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || (0x09...0x0D).contains(byte) }
-            var start = 0, end = bytes.count
-            while start < end, isSpace(bytes[start]) { start += 1 }
-            while end > start, isSpace(bytes[end - 1]) { end -= 1 }
-            return end > start ? Secrets.sha256(UnsafeRawBufferPointer(rebasing: bytes[start..<end])) : nil
+            let token = Secrets.trimmingASCIISpace(bytes)
+            return token.isEmpty ? nil : Secrets.sha256(token)
         }
         guard let hash else { throw Empty(source: file ?? "PSP_ADMIN_TOKEN") }
         return hash

@@ -369,8 +369,9 @@ public final class MakePaymentPipeline: Sendable {
     }
 
     /// 13. Records the outcome (and any reversal, in the same transaction), then answers what
-    /// stands. `undo` reverses the attempt that was sent if the outcome cannot be recorded: Vipps is then answered 91 (a failure), and an authorization
-    /// that may stand must not hold the customer's money until the store takes writes again.
+    /// stands. `undo` reverses the attempt that was sent if the outcome cannot be recorded: Vipps
+    /// is then answered 91 (a failure), and an authorization that may stand must not hold the
+    /// customer's money until the store takes writes again.
     private func finish(_ id: String, _ outcome: PaymentOutcome, reversal: ReversalRequest?, attemptId: String?,
                         undo: Undo? = nil) async -> MakePaymentResult {
         do {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import CardCrypto
 import LoadGeneration
 #if canImport(Glibc)
 import Glibc
@@ -67,9 +68,9 @@ struct VippsSim: AsyncParsableCommand {
     }
 
     func run() async throws {
-        // Trimmed as the worker trims it: ASCII space, tab, newline, vertical tab, form feed, return.
-        guard let token = (adminToken ?? ProcessInfo.processInfo.environment["PSP_ADMIN_TOKEN"])?
-                .trimmingCharacters(in: CharacterSet(charactersIn: " \t\n\u{0B}\u{0C}\r")),
+        // Trimmed as the worker trims it.
+        guard var given = adminToken ?? ProcessInfo.processInfo.environment["PSP_ADMIN_TOKEN"],
+              case let token = given.withUTF8({ String(decoding: Secrets.trimmingASCIISpace(UnsafeRawBufferPointer($0)), as: UTF8.self) }),
               !token.isEmpty else {
             throw ValidationError("an admin token is needed: --admin-token or PSP_ADMIN_TOKEN")
         }

@@ -2,11 +2,12 @@ import CardCrypto
 import MakePayment
 import Testing
 
-private func parse(_ text: String, now: CardExpiry = CardExpiry(year: 2026, month: 11)!) throws(CardDataError) -> CardData {
+private func parse(_ text: String, now: CardExpiry = CardExpiry(year: 2026, month: 11)!,
+                   keepingSessionId: Bool = true) throws(CardDataError) -> CardData {
     let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: text.utf8.count, alignment: 1)
     defer { bytes.deallocate() }
     _ = bytes.initializeMemory(as: UInt8.self, from: text.utf8)
-    return try CardData.parse(UnsafeRawBufferPointer(bytes), currentMonth: now, keepingSessionId: true)
+    return try CardData.parse(UnsafeRawBufferPointer(bytes), currentMonth: now, keepingSessionId: keepingSessionId)
 }
 
 struct NotAPAN: Error {}
@@ -38,17 +39,9 @@ private func outcome(_ text: String) -> String {
 
     /// makePayment does not keep the session id (nothing uses it), but checks it all the same.
     @Test func theSessionIdIsCheckedButNotKeptUnlessAsked() throws {
-        let text = "4925000000004444,2912,3854ba014e184e0d8ba259253f4advfa"
-        let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: text.utf8.count, alignment: 1)
-        defer { bytes.deallocate() }
-        _ = bytes.initializeMemory(as: UInt8.self, from: text.utf8)
-        let card = try CardData.parse(UnsafeRawBufferPointer(bytes), currentMonth: CardExpiry(year: 2026, month: 11)!)
+        let card = try parse("4925000000004444,2912,3854ba014e184e0d8ba259253f4advfa", keepingSessionId: false)
         #expect(card.sessionId == nil)
-        let bad = "4925000000004444,2912,has space"
-        let badBytes = UnsafeMutableRawBufferPointer.allocate(byteCount: bad.utf8.count, alignment: 1)
-        defer { badBytes.deallocate() }
-        _ = badBytes.initializeMemory(as: UInt8.self, from: bad.utf8)
-        #expect(throws: CardDataError.malformed) { _ = try CardData.parse(UnsafeRawBufferPointer(badBytes), currentMonth: CardExpiry(year: 2026, month: 11)!) }
+        #expect(throws: CardDataError.malformed) { _ = try parse("4925000000004444,2912,has space", keepingSessionId: false) }
     }
 
     @Test(arguments: [
