@@ -51,10 +51,13 @@ public enum KeyFiles {
 
     /// A passphrase from a file (its first line, without the line break) or from an environment
     /// variable. Never from a command-line argument, which any user can read in the process list.
+    /// The variable is taken out of the environment even when the file wins, so that no child
+    /// process inherits it.
     public static func passphrase(file: String?, environmentVariable: String = "PSP_KEY_PASSPHRASE")
         throws(KeyLoadError) -> SecureBytes?
     {
         if let file {
+            discardEnvironmentSecret(environmentVariable)
             let raw = try readSecret(path: file)
             let length = raw.withUnsafeBytes { bytes in
                 bytes.firstIndex(where: { $0 == 0x0A || $0 == 0x0D }) ?? bytes.count
@@ -78,6 +81,12 @@ public enum KeyFiles {
         return SecureBytes(copying: UnsafeRawBufferPointer(start: value, count: length))
     }
 
+    /// Takes a secret out of the environment (zeroed and unset) without keeping it: for one that
+    /// another source overrides.
+    public static func discardEnvironmentSecret(_ name: String) {
+        _ = takeEnvironmentSecret(name)  // its copy is wiped as it goes
+    }
+
     /// Loads a private key from a PEM file, with an optional passphrase.
     public static func loadPrivateKey(path: String, passphrase: borrowing SecureBytes?) throws(KeyLoadError) -> RSAKey {
         let pem = try readSecret(path: path)
@@ -88,9 +97,8 @@ public enum KeyFiles {
     /// accepted too, and only its public half is used.
     public static func loadPublicKey(path: String) throws(KeyLoadError) -> RSAKey {
         let pem = try readSecret(path: path)
-        let bytes = pem.withUnsafeBytes { Array($0) }
         do {
-            return try RSAKey.publicKey(pem: bytes, source: path)
+            return try RSAKey.publicKey(pem: pem, source: path)
         } catch {
             if let key = try? RSAKey.privateKey(pem: pem, source: path) { return key }
             throw error

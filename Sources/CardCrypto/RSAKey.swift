@@ -88,9 +88,21 @@ public final class RSAKey: @unchecked Sendable {
 
     /// Parses a PEM public key (SubjectPublicKeyInfo or PKCS#1).
     public static func publicKey(pem: [UInt8], source: String = "key") throws(KeyLoadError) -> RSAKey {
+        // (Array's withUnsafeBytes rethrows untyped: the typed error is carried out in a Result.)
+        try pem.withUnsafeBytes { bytes in Result { () throws(KeyLoadError) -> RSAKey in try publicKey(pemBytes: bytes, source: source) } }.get()
+    }
+
+    /// The same from a file's wiped buffer (a private key file given where a public key is asked
+    /// for must not leave a plain copy of itself behind).
+    public static func publicKey(pem: borrowing SecureBytes, source: String = "key") throws(KeyLoadError) -> RSAKey {
+        try pem.withUnsafeBytes { (bytes) throws(KeyLoadError) -> RSAKey in try publicKey(pemBytes: bytes, source: source) }
+    }
+
+    private static func publicKey(pemBytes: UnsafeRawBufferPointer, source: String) throws(KeyLoadError) -> RSAKey {
         var reason: Int32 = 0
-        let handle = pem.withUnsafeBytes { ccs_public_key_from_pem($0.baseAddress, $0.count, &reason) }
-        guard let handle else { throw KeyLoadError(reason: reason, path: source, expectingPrivate: false) }
+        guard let handle = ccs_public_key_from_pem(pemBytes.baseAddress, pemBytes.count, &reason) else {
+            throw KeyLoadError(reason: reason, path: source, expectingPrivate: false)
+        }
         return RSAKey(handle: handle, isPrivate: false, source: source)
     }
 

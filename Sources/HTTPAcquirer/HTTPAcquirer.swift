@@ -66,14 +66,18 @@ public final class HTTPAcquirer: AcquirerAdapter {
     public func authorize(_ request: AuthorizationRequest) async throws -> AcquirerAnswer {
         // The body is written by hand so the clear PAN goes from its wiped buffer into the request
         // bytes without passing through a String; our copy is wiped once it is handed over.
+        let head = #"{"attemptId":\#(JSONText.quoted(request.attemptId)),"reference":\#(JSONText.quoted(request.attemptReference)),"#
+            + #""pspTransactionId":\#(JSONText.quoted(request.pspTransactionId)),"merchantSerialNumber":\#(JSONText.quoted(request.merchantSerialNumber)),"#
+            + #""amount":\#(request.amount),"currency":\#(JSONText.quoted(request.currency)),"expiry":"\#(request.card.expiry)","pan":""#
+        let tail = "\"}"
         var body = [UInt8]()
-        body.reserveCapacity(512)
-        body.append(contentsOf: #"{"attemptId":\#(JSONText.quoted(request.attemptId)),"reference":\#(JSONText.quoted(request.attemptReference)),"#.utf8)
-        body.append(contentsOf: #""pspTransactionId":\#(JSONText.quoted(request.pspTransactionId)),"merchantSerialNumber":\#(JSONText.quoted(request.merchantSerialNumber)),"#.utf8)
-        body.append(contentsOf: #""amount":\#(request.amount),"currency":\#(JSONText.quoted(request.currency)),"expiry":"\#(request.card.expiry)","pan":""#.utf8)
-        request.card.pan.withASCIIDigits { body.append(contentsOf: $0) }
-        body.append(contentsOf: "\"}".utf8)
+        // Room for all of it up front: an array that grew after the PAN was in it would leave
+        // the old storage, PAN and all, freed unwiped.
+        body.reserveCapacity(head.utf8.count + request.card.pan.count + tail.utf8.count)
         defer { body.withUnsafeMutableBytes { wipe($0) } }
+        body.append(contentsOf: head.utf8)
+        request.card.pan.withASCIIDigits { body.append(contentsOf: $0) }
+        body.append(contentsOf: tail.utf8)
         let reply: AuthorizationReply = try await post("/authorizations", body)
         return AcquirerAnswer(responseCode: reply.responseCode, message: reply.message,
                               authorizationCode: reply.authorizationCode, acquirerReference: reply.acquirerReference,

@@ -33,8 +33,19 @@ public enum ISO87APackager {
     /// Decodes exactly one message; bytes left after the last field are an error
     /// because with a length-prefixed frame they mean the two sides disagree on layout.
     /// Decoded values are the wire form: fixed fields keep their padding, binary is uppercase hex.
-    public static func decode(_ bytes: some Collection<UInt8>) throws(ISO8583Error) -> ISOMessage {
-        var reader = Reader(Array(bytes))
+    ///
+    /// Fields in `omitting` are framed (their length read and checked) but neither validated nor
+    /// kept: a reader with no use for the cardholder data a host echoes (2, 14, 35, 45) makes no
+    /// copy of it (decode from the receive buffer itself, which the caller wipes, not a copy).
+    public static func decode(_ bytes: some Collection<UInt8>, omitting: Set<Int> = []) throws(ISO8583Error) -> ISOMessage {
+        let copy = Array(bytes)
+        // (withUnsafeBytes rethrows untyped: the typed error is carried out in a Result.)
+        let decoded = copy.withUnsafeBytes { raw in Result { () throws(ISO8583Error) -> ISOMessage in try decode(raw, omitting: omitting) } }
+        return try decoded.get()
+    }
+
+    public static func decode(_ bytes: UnsafeRawBufferPointer, omitting: Set<Int> = []) throws(ISO8583Error) -> ISOMessage {
+        var reader = Reader(bytes)
 
         guard let mtiBytes = reader.take(4) else { throw .shortMessage(field: 0) }
         guard mtiBytes.allSatisfy(Ascii.isDigit) else { throw .badMTI }
@@ -45,7 +56,11 @@ public enum ISO87APackager {
         if secondary { bitmap += try readBitmap(&reader) }
 
         for number in 2...(secondary ? 128 : 64) where isBitSet(number, in: bitmap) {
-            message[number] = try decodeField(spec(for: number)!, from: &reader)
+            if omitting.contains(number) {
+                _ = try takeField(spec(for: number)!, from: &reader)
+            } else {
+                message[number] = try decodeField(spec(for: number)!, from: &reader)
+            }
         }
         guard reader.remaining == 0 else { throw .trailingBytes(count: reader.remaining) }
         return message
@@ -119,15 +134,15 @@ public enum ISO87APackager {
         }
     }
 
-    private static func decodeField(
+    /// A field's bytes on the wire, after its length prefix if it has one.
+    private static func takeField(
         _ spec: ISOFieldSpec, from reader: inout Reader
-    ) throws(ISO8583Error) -> String {
+    ) throws(ISO8583Error) -> Slice<UnsafeRawBufferPointer> {
         let field = spec.number
         // Ending exactly at a field boundary means the bitmap promised more than was sent;
         // ending inside a field means it was cut short. Both are rejected, but differently.
         guard reader.remaining > 0 else { throw .bitmapAnnouncesMissingField(field: field) }
 
-        let raw: ArraySlice<UInt8>
         if spec.kind.prefixDigits > 0 {
             guard let prefix = reader.take(spec.kind.prefixDigits) else {
                 throw .shortMessage(field: field)
@@ -138,12 +153,19 @@ public enum ISO87APackager {
                 throw .fieldTooLong(field: field, length: length, max: spec.length)
             }
             guard let data = reader.take(length) else { throw .shortMessage(field: field) }
-            raw = data
+            return data
         } else {
             let wireLength = spec.kind == .binary ? spec.length * 2 : spec.length
             guard let data = reader.take(wireLength) else { throw .shortMessage(field: field) }
-            raw = data
+            return data
         }
+    }
+
+    private static func decodeField(
+        _ spec: ISOFieldSpec, from reader: inout Reader
+    ) throws(ISO8583Error) -> String {
+        let field = spec.number
+        let raw = try takeField(spec, from: &reader)
 
         switch spec.kind {
         case .numeric, .llnum:
@@ -189,15 +211,16 @@ public enum ISO87APackager {
 
 /// Bounds-checked cursor over the input: `take` returns nil instead of trapping,
 /// which is what lets truncated or hostile input end in an error rather than a crash.
+/// A cursor over bytes it does not own (valid for the decode that made it).
 struct Reader {
-    private let bytes: [UInt8]
+    private let bytes: UnsafeRawBufferPointer
     private var position = 0
 
-    init(_ bytes: [UInt8]) { self.bytes = bytes }
+    init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
 
     var remaining: Int { bytes.count - position }
 
-    mutating func take(_ count: Int) -> ArraySlice<UInt8>? {
+    mutating func take(_ count: Int) -> Slice<UnsafeRawBufferPointer>? {
         guard count >= 0, count <= remaining else { return nil }
         defer { position += count }
         return bytes[position..<(position + count)]

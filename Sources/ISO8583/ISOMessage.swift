@@ -42,6 +42,9 @@ extension ISOMessage: CustomStringConvertible, CustomDebugStringConvertible, Cus
     /// required; 34, 36 and 45 (extended PAN, track 3, track 1) as well because they
     /// embed the PAN too; 14 (expiry), which beside a masked PAN is card data all the same.
     public static let fullyMaskedFields: Set<Int> = [14, 34, 35, 36, 45, 52, 55]
+    /// Every field that carries cardholder data: the PAN and the fully masked ones. A reply's
+    /// reader that has no use for them decodes without them (`ISO87APackager.decode(_:omitting:)`).
+    public static let cardholderFields: Set<Int> = fullyMaskedFields.union([2])
 
     /// Log-safe rendering, e.g. `0100 {2=492500******4444, 3=000000, 35=***}`.
     /// Control and non-ASCII characters are escaped so a field cannot forge log lines.

@@ -334,11 +334,12 @@ public final class ISO8583Acquirer: AcquirerAdapter {
     /// A reply from the host: resumes the request it answers, or is logged as late or unknown.
     fileprivate func received(_ frame: ByteBuffer) {
         let message: ISOMessage
-        // Many hosts echo fields 2 and 14 in their replies: the frame's bytes (its own range of
-        // the receive buffer, already consumed) are wiped once decoded.
+        // Many hosts echo fields 2 and 14 in their replies: decoded in place without them (no copy
+        // of the card data is made), and the frame's bytes (its own range of the receive buffer,
+        // already consumed) are wiped once decoded.
         defer { frame.withUnsafeReadableBytes(wipeInPlace) }
         do {
-            message = try ISO87APackager.decode(frame.readableBytesView)
+            message = try frame.withUnsafeReadableBytes { try ISO87APackager.decode($0, omitting: ISOMessage.cardholderFields) }
         } catch {
             logger.error("undecodable message from acquirer", metadata: ["error": "\(error)"])
             return

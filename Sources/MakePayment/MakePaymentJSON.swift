@@ -4,7 +4,9 @@
 /// The parser is strict JSON (RFC 8259): one object; the four fields as strings (`confirmed` one of
 /// YES, NO, TIMEOUT, CANCEL); any other member skipped whatever its value; a field given twice, a
 /// bad escape, a lone surrogate, invalid UTF-8, a control character in a string, trailing bytes or
-/// nesting deeper than 64 make the body invalid (errorId 71).
+/// nesting deeper than 64 make the body invalid (errorId 71). `cardData` may be missing or null
+/// when `confirmed` is not YES: a user who declined or never answered has no card data to send,
+/// and the payment must still be closed (it is never decrypted then).
 extension MakePaymentRequest {
     public enum Parsed: Sendable, Equatable {
         case request(MakePaymentRequest)
@@ -16,19 +18,20 @@ extension MakePaymentRequest {
     public static func parse(json bytes: UnsafeRawBufferPointer) -> Parsed {
         var reader = JSONReader(bytes)
         var id: String?, merchant: String?, cardData: String?, confirmed: String?
-        var duplicate = false, mistyped = false
+        var duplicate = false, mistyped = false, cardDataGiven = false
         let ok = reader.object { reader, key in
             switch key {
             case .pspTransactionId: return reader.field(&id, &duplicate, &mistyped)
             case .merchantSerialNumber: return reader.field(&merchant, &duplicate, &mistyped)
-            case .cardData: return reader.field(&cardData, &duplicate, &mistyped)
+            case .cardData: return reader.nullableField(&cardData, given: &cardDataGiven, &duplicate, &mistyped)
             case .confirmed: return reader.field(&confirmed, &duplicate, &mistyped)
             case .other: return reader.skipValue(depth: 1)
             }
         } && reader.atEnd()
         guard ok else { return .invalid(pspTransactionId: nil) }
-        guard !duplicate, !mistyped, let id, let merchant, let cardData,
-              let confirmed = confirmed.flatMap(Confirmed.init(rawValue:))
+        guard !duplicate, !mistyped, let id, let merchant,
+              let confirmed = confirmed.flatMap(Confirmed.init(rawValue:)),
+              let cardData = cardData ?? (confirmed == .yes ? nil : "")
         else { return .invalid(pspTransactionId: duplicate ? nil : id) }
         return .request(MakePaymentRequest(pspTransactionId: id, merchantSerialNumber: merchant, cardData: cardData,
                                            confirmed: confirmed))
@@ -124,6 +127,16 @@ struct JSONReader {
         guard let text = readString() else { return false }
         slot = text
         return true
+    }
+
+    /// A string field that may also be null (left nil). `given` catches a second occurrence of
+    /// a null, which leaves no value behind for `field`'s duplicate check.
+    mutating func nullableField(_ slot: inout String?, given: inout Bool, _ duplicate: inout Bool, _ mistyped: inout Bool) -> Bool {
+        skipWhitespace()
+        if given { duplicate = true }
+        given = true
+        if current == UInt8(ascii: "n") { return literal("null") }
+        return field(&slot, &duplicate, &mistyped)
     }
 
     private mutating func readKey() -> Key? {

@@ -20,6 +20,22 @@ public struct MakePaymentRequest: Sendable, Codable, Equatable {
         self.cardData = cardData
         self.confirmed = confirmed
     }
+
+    private enum CodingKeys: String, CodingKey { case pspTransactionId, merchantSerialNumber, cardData, confirmed }
+
+    /// As the hand-written parser reads it: `cardData` may be missing or null (read as empty)
+    /// unless `confirmed` is YES.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        pspTransactionId = try container.decode(String.self, forKey: .pspTransactionId)
+        merchantSerialNumber = try container.decode(String.self, forKey: .merchantSerialNumber)
+        confirmed = try container.decode(Confirmed.self, forKey: .confirmed)
+        if confirmed == .yes {
+            cardData = try container.decode(String.self, forKey: .cardData)
+        } else {
+            cardData = try container.decodeIfPresent(String.self, forKey: .cardData) ?? ""
+        }
+    }
 }
 
 public struct ErrorMessage: Sendable, Codable, Equatable {

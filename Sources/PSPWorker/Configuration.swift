@@ -111,6 +111,7 @@ public enum AdminToken {
     public static func hash(file: String?) throws -> [UInt8]? {
         let secret: SecureBytes
         if let file {
+            KeyFiles.discardEnvironmentSecret("PSP_ADMIN_TOKEN")  // never left for a child to inherit
             secret = try KeyFiles.readSecret(path: file)
         } else {
             let isSet = getenv("PSP_ADMIN_TOKEN") != nil

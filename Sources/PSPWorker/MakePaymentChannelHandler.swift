@@ -13,7 +13,9 @@ import Synchronization
 /// idempotency) runs on the event loop at once (`Task.immediate`) until it waits for a worker.
 ///
 /// One request at a time per connection, as HTTP/1.1 answers them: parts that arrive while an
-/// answer is outstanding (ours, or Hummingbird's for a request handed on) wait in a small backlog.
+/// answer is outstanding (ours, or Hummingbird's for a request handed on) wait in a small backlog;
+/// while it is full, the connection is not read (the answer owed is never dropped for it).
+/// `Expect: 100-continue` is answered 100 before the body is read.
 /// On graceful shutdown the quiesce event is held until our answer is written, so a makePayment in
 /// flight is answered before the connection closes.
 final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
@@ -46,8 +48,11 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     private var backlog = CircularBuffer<HTTPRequestPart>()
     private var closeAfterAnswer = false
     private var quiesceHeld = false
-    /// A client pipelining more than this many parts behind an outstanding answer is cut off.
+    /// Past this many parts waiting behind an outstanding answer, the socket is not read until
+    /// the backlog drains (what one read already brought in is still taken).
     private let backlogLimit = 64
+    /// A read the channel asked for while the backlog was full, passed on once it drains.
+    private var readHeld = false
 
     init(path: String, maxBodyBytes: Int, staysOnEventLoop: Bool = false, serve: @escaping Serve) {
         self.path = path
@@ -64,10 +69,16 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         let part = unwrapInboundIn(data)
         if backlog.isEmpty && accepts(part) {
             handle(part, context: context)
-        } else if backlog.count < backlogLimit {
-            backlog.append(part)
         } else {
-            context.close(promise: nil)
+            backlog.append(part)
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if backlog.count >= backlogLimit {
+            readHeld = true
+        } else {
+            context.read()
         }
     }
 
@@ -84,6 +95,9 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         switch (state, part) {
         case (.idle, .head(let head)):
             if head.method == .post, let target = Self.path(of: head), target == path {
+                if let expect = head.headerFields[.expect], expect.lowercased() == "100-continue" {
+                    context.writeAndFlush(wrapOutboundOut(.head(HTTPResponse(status: .continue))), promise: nil)
+                }
                 let connection = head.headerFields[.connection]?.lowercased()
                 state = .collecting(body: context.channel.allocator.buffer(capacity: 0), authorization: head.headerFields[.authorization],
                                     closeAfter: connection?.contains("close") ?? false, tooLarge: false)
@@ -179,6 +193,10 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         // Hummingbird's async channel passes reads on at a read-complete, which a backlog
         // drained outside a read would never see.
         if handed { context.fireChannelReadComplete() }
+        if readHeld && backlog.count < backlogLimit {
+            readHeld = false
+            context.read()
+        }
     }
 
     /// Hummingbird's answer to a request handed on: once its end is written, the next may start.

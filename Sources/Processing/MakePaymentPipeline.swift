@@ -129,11 +129,14 @@ public final class MakePaymentPipeline: Sendable {
         MakePaymentResult(httpStatus: 400, response: .fail(id, .invalidRequest))
     }
 
-    /// Compares SHA-256 of the presented token with the stored hash, in constant time.
+    /// Compares SHA-256 of the presented token with the stored hash, in constant time. The header
+    /// is the makePaymentToken as registered (which may itself begin "Bearer "); failing that, a
+    /// "Bearer " the caller put in front of the token is allowed.
     public static func tokenMatches(_ authorization: String?, _ storedHash: [UInt8]) -> Bool {
-        guard var token = authorization, !token.isEmpty else { return false }
-        if token.hasPrefix("Bearer ") { token.removeFirst(7) }
-        return Secrets.constantTimeEqual(Secrets.sha256(token), storedHash)
+        guard let token = authorization, !token.isEmpty else { return false }
+        if Secrets.constantTimeEqual(Secrets.sha256(token), storedHash) { return true }
+        guard token.hasPrefix("Bearer "), token.utf8.count > 7 else { return false }
+        return Secrets.constantTimeEqual(Secrets.sha256(String(token.dropFirst(7))), storedHash)
     }
 
     // MARK: - Worker
@@ -312,8 +315,13 @@ public final class MakePaymentPipeline: Sendable {
         ])
         let reversal = Self.reversal(attempt.attemptId, attempt.attemptReference, of: payment.registration)
         let outcome = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: attempt.maskedPAN)
+        // Reversed without a record only if the attempt was this process's: another process's may
+        // still be alive with its approval's commit stalled, and a reversal sent unrecorded here
+        // would undo a payment it then records and answers OK. Unrecorded, the orphan is found
+        // again by the sweep once the store takes writes, and reversed with its 85 then.
+        let ours = attempt.instanceId == configuration.instanceId
         return await finish(id, outcome, reversal: reversal, attemptId: attempt.attemptId,
-                            undo: Undo(attemptReference: attempt.attemptReference, registration: payment.registration))
+                            undo: ours ? Undo(attemptReference: attempt.attemptReference, registration: payment.registration) : nil)
     }
 
     /// Polls the store for an outcome being recorded elsewhere; nil if none came within `patience`.
@@ -379,6 +387,8 @@ public final class MakePaymentPipeline: Sendable {
                 guard let record = try await store.payment(id) else {
                     return MakePaymentResult(httpStatus: 404, response: .fail(id, .invalidRequest))
                 }
+                // Another outcome stands (another process's attempt, or its orphan's 85): it is the answer.
+                if let standing = record.outcome { return MakePaymentResult(httpStatus: 200, response: standing.response(for: id)) }
                 // A refusal decided on a stale `pending` (another process began an attempt
                 // meanwhile): that attempt's outcome is the answer, and it is never closed unreversed.
                 if record.state == .processing && attemptId == nil { return await recoverOrphan(record) }

@@ -139,7 +139,9 @@ public final class ReversalService: ReversalSender {
             logger.error("cannot read due reversals", metadata: ["error": "\(error)"])
             return
         }
-        for record in due { await send(record.request.reversalId) }
+        // Checked between sends: with the acquirer down, a hundred sends at their full timeout
+        // would hold a shutdown for many minutes (what is left is due again after the restart).
+        for record in due where !Task.isCancelled { await send(record.request.reversalId) }
     }
 
     /// Sends one reversal if it is still due. Claimed in the store first: the list it came from

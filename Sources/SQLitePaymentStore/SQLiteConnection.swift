@@ -51,7 +51,12 @@ final class SQLiteConnection: @unchecked Sendable {
             switch value {
             case .null: rc = sqlite3_bind_null(statement, index)
             case .integer(let v): rc = sqlite3_bind_int64(statement, index, v)
-            case .text(let v): rc = sqlite3_bind_text(statement, index, v, -1, transient)
+            case .text(var v):
+                // Bound by its byte count, not up to a NUL: an id "P1\u{0}x" must not find "P1".
+                rc = v.withUTF8 { utf8 in
+                    guard !utf8.isEmpty else { return sqlite3_bind_text(statement, index, "", 0, transient) }
+                    return utf8.withMemoryRebound(to: CChar.self) { sqlite3_bind_text(statement, index, $0.baseAddress, Int32($0.count), transient) }
+                }
             case .blob(let v): rc = v.withUnsafeBytes { sqlite3_bind_blob(statement, index, $0.baseAddress, Int32($0.count), transient) }
             }
             guard rc == SQLITE_OK else { throw error(rc) }
@@ -112,7 +117,7 @@ struct SQLiteRow {
     func optionalInt(_ i: Int32) -> Int64? { isNull(i) ? nil : int(i) }
     func text(_ i: Int32) -> String {
         guard let p = sqlite3_column_text(statement, i) else { return "" }
-        return String(cString: p)
+        return String(decoding: UnsafeRawBufferPointer(start: p, count: Int(sqlite3_column_bytes(statement, i))), as: UTF8.self)
     }
     func optionalText(_ i: Int32) -> String? { isNull(i) ? nil : text(i) }
     func blob(_ i: Int32) -> [UInt8] {

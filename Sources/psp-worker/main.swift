@@ -81,6 +81,7 @@ struct Encrypt: ParsableCommand {
     var publicKey: String
 
     func run() throws {
+        try requireCoreDumpsOff()  // it reads clear card data (and a private key file, if given one)
         let encryptor: CardDataEncryptor
         do {
             encryptor = try CardDataEncryptor(publicKey: KeyFiles.loadPublicKey(path: publicKey))
@@ -117,6 +118,7 @@ struct Keygen: ParsableCommand {
     }
 
     func run() throws {
+        try requireCoreDumpsOff()  // it holds a new production private key
         do {
             try KeyGeneration.writeKeyPair(bits: bits, directory: out)
             print("wrote \(out)/private-key.pem (keep it secret) and \(out)/public-key.pem (give it to Vipps)")

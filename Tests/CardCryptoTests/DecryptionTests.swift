@@ -55,6 +55,23 @@ import Testing
         #expect(empty, "empty is unset")
     }
 
+    /// With a passphrase file given, the environment's passphrase is not used but is taken out
+    /// all the same: a child process must not inherit it.
+    @Test func aPassphraseFileStillClearsTheEnvironment() throws {
+        let name = "PSP_TEST_SECRET_\(UInt32.random(in: 0...UInt32.max))"
+        setenv(name, "test-passphrase-not-secret", 1)
+        let before = try #require(getenv(name))
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("pass-\(UUID().uuidString)").path
+        try "from-the-file\n".write(toFile: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let passphrase = try KeyFiles.passphrase(file: file, environmentVariable: name)
+        var taken: [UInt8] = []
+        if let passphrase { taken = passphrase.withUnsafeBytes { [UInt8]($0) } }
+        #expect(taken == [UInt8]("from-the-file".utf8))
+        #expect(getenv(name) == nil)
+        #expect(strlen(before) == 0, "the old copy is zeroed")
+    }
+
     @Test func encryptedKeyWithoutPassphraseIsAClearError() throws {
         #expect(throws: KeyLoadError.needsPassphrase(path: "psp-private-key-encrypted.pem")) {
             _ = try Fixtures.privateKey("psp-private-key-encrypted.pem")

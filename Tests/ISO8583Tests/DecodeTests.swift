@@ -72,6 +72,25 @@ struct DecodeTests {
         #expect(try ISO87APackager.decode(AnyCollection(wire)) == sampleAuthorization())
     }
 
+    @Test("cardholder fields can be framed and left out; a broken one is still an error")
+    func omittingCardholderFields() throws {
+        var message = sampleAuthorization()
+        message[35] = sampleTrack2
+        let wire = try ISO87APackager.encode(message)
+        let decoded = try wire.withUnsafeBytes { try ISO87APackager.decode($0, omitting: ISOMessage.cardholderFields) }
+        var expected = message
+        for number in ISOMessage.cardholderFields { expected[number] = nil }
+        #expect(decoded == expected)
+        #expect(decoded[2] == nil && decoded[14] == nil && decoded[35] == nil && decoded[37] == "123456789012")
+        // Left out or not, a field's framing is checked.
+        #expect(throws: ISO8583Error.fieldTooLong(field: 2, length: 20, max: 19)) {
+            try ISO87APackager.decode(bytes(Self.w("0100", "4000000000000000", "20", "49250000000044441234")), omitting: [2])
+        }
+        #expect(throws: ISO8583Error.shortMessage(field: 2)) {
+            try ISO87APackager.decode(bytes(Self.w("0100", "4000000000000000", "16", "492500")), omitting: [2])
+        }
+    }
+
     @Test("every truncation of a valid message is rejected without crashing")
     func everyTruncation() throws {
         var message = sampleAuthorization()

@@ -65,6 +65,21 @@ private let valid = #"{"pspTransactionId":"t-1","merchantSerialNumber":"123456",
         #expect(parse(body) == .invalid(pspTransactionId: nil))
     }
 
+    /// A user who declined or never answered may come without card data; a YES may not.
+    @Test func cardDataMayBeMissingOrNullUnlessConfirmed() {
+        for confirmed in ["NO", "TIMEOUT", "CANCEL"] {
+            let expected = MakePaymentRequest.Parsed.request(MakePaymentRequest(pspTransactionId: "t", merchantSerialNumber: "1", cardData: "",
+                                                             confirmed: Confirmed(rawValue: confirmed)!))
+            #expect(parse(#"{"pspTransactionId":"t","merchantSerialNumber":"1","confirmed":"\#(confirmed)"}"#) == expected)
+            #expect(parse(#"{"pspTransactionId":"t","merchantSerialNumber":"1","cardData": null ,"confirmed":"\#(confirmed)"}"#) == expected)
+        }
+        #expect(parse(#"{"pspTransactionId":"t","merchantSerialNumber":"1","confirmed":"YES"}"#) == .invalid(pspTransactionId: "t"))
+        #expect(parse(#"{"pspTransactionId":"t","merchantSerialNumber":"1","cardData":null,"confirmed":"YES"}"#) == .invalid(pspTransactionId: "t"))
+        #expect(parse(#"{"pspTransactionId":"t","merchantSerialNumber":"1","cardData":null,"cardData":null,"confirmed":"NO"}"#) == .invalid(pspTransactionId: nil))
+        #expect(parse(#"{"pspTransactionId":"t","merchantSerialNumber":"1","cardData":nul,"confirmed":"NO"}"#) == .invalid(pspTransactionId: nil))
+        #expect(parse(#"{"pspTransactionId":"t","merchantSerialNumber":"1","cardData":7,"confirmed":"NO"}"#) == .invalid(pspTransactionId: "t"))
+    }
+
     @Test func aFieldGivenTwiceIsInvalid() {
         let body = #"{"pspTransactionId":"a","merchantSerialNumber":"1","cardData":"c","confirmed":"YES","pspTransactionId":"b"}"#
         #expect(parse(body) == .invalid(pspTransactionId: nil))

@@ -268,7 +268,7 @@ extension TestResponse {
             let getHealth = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
             let getPayment = "GET /payments/c1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(LiveWorker.adminToken)\r\n\r\n"
             // All five at once: two makePayments, each followed by a request the router answers.
-            let answers = try RawHTTP.exchange(port: port, makePayment("c1") + getHealth + makePayment("c2") + getPayment + getHealth, answers: 5)
+            let answers = try await RawHTTP.exchange(port: port, makePayment("c1") + getHealth + makePayment("c2") + getPayment + getHealth, answers: 5)
             #expect(answers.map(\.status) == [200, 200, 200, 200, 200])
             #expect(answers[0].body == #"{"paymentInfo":{"pspTransactionId":"c1","status":"OK"}}"#)
             #expect(answers[1].body == #"{"status":"UP"}"#)
@@ -282,13 +282,52 @@ extension TestResponse {
         }
     }
 
+    /// A client that sends `Expect: 100-continue` waits for the interim answer before it sends
+    /// the body; without one it would wait out its own timeout, out of Vipps's 15 seconds.
+    @Test func expectContinueIsAnsweredBeforeTheBody() async throws {
+        try await LiveWorker.run { client in
+            #expect(try await client.register("e1").status == .created)
+            let port = try #require(client.port)
+            let body = #"{"pspTransactionId":"e1","merchantSerialNumber":"123456","cardData":"\#(TestKeys.cardData(code: "00"))","confirmed":"YES"}"#
+            let (interim, answers) = try await RawHTTP.offThePool {
+                let connection = try RawHTTP.Connection(port: port)
+                try connection.send("POST /makePayment HTTP/1.1\r\nHost: x\r\nAuthorization: token-e1\r\nExpect: 100-continue\r\n"
+                                    + "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n")
+                let interim = try connection.read(answers: 1)
+                try connection.send(body)
+                return (interim, try connection.read(answers: 1))
+            }
+            #expect(interim.map(\.status) == [100])
+            #expect(answers.map(\.status) == [200])
+            #expect(answers.first?.body == #"{"paymentInfo":{"pspTransactionId":"e1","status":"OK"}}"#)
+        }
+    }
+
+    /// Many requests pipelined behind a makePayment: the connection stops being read while they
+    /// wait, and every one of them is answered, the makePayment first (it used to be cut off).
+    @Test func aLongPipelineWaitsAndIsAnsweredInFull() async throws {
+        try await LiveWorker.run { client in
+            #expect(try await client.register("bp1").status == .created)
+            let port = try #require(client.port)
+            let body = #"{"pspTransactionId":"bp1","merchantSerialNumber":"123456","cardData":"\#(TestKeys.cardData(code: "00"))","confirmed":"YES"}"#
+            let makePayment = "POST /makePayment HTTP/1.1\r\nHost: x\r\nAuthorization: token-bp1\r\n"
+                + "Content-Length: \(body.utf8.count)\r\n\r\n" + body
+            let health = String(repeating: "GET /health HTTP/1.1\r\nHost: x\r\n\r\n", count: 300)
+            let answers = try await RawHTTP.exchange(port: port, makePayment + health + makePayment, answers: 302)
+            #expect(answers.count == 302)
+            #expect(answers.first?.body == #"{"paymentInfo":{"pspTransactionId":"bp1","status":"OK"}}"#)
+            #expect(answers.dropFirst().prefix(300).allSatisfy { $0.status == 200 && $0.body == #"{"status":"UP"}"# })
+            #expect(answers.last?.body == #"{"paymentInfo":{"pspTransactionId":"bp1","status":"OK"}}"#)
+        }
+    }
+
     @Test func connectionCloseIsHonoured() async throws {
         try await LiveWorker.run { client in
             let port = try #require(client.port)
             let body = #"{"pspTransactionId":"none","merchantSerialNumber":"123456","cardData":"AA==","confirmed":"YES"}"#
             let request = "POST /makePayment?x=1 HTTP/1.1\r\nHost: x\r\nAuthorization: t\r\nConnection: close\r\nContent-Length: \(body.utf8.count)\r\n\r\n" + body
             // Answered (404: no such payment), then closed by the server: reading to the end returns.
-            let answers = try RawHTTP.exchange(port: port, request, answers: 1, readToEnd: true)
+            let answers = try await RawHTTP.exchange(port: port, request, answers: 1, readToEnd: true)
             #expect(answers.map(\.status) == [404])
             #expect(answers[0].headers["connection"] == "close")
         }
@@ -297,41 +336,72 @@ extension TestResponse {
 
 /// A bare HTTP/1.1 client on a socket, for what a test client hides (pipelining, connection close).
 enum RawHTTP {
-    struct Answer { var status: Int; var headers: [String: String]; var body: String }
+    struct Answer: Sendable { var status: Int; var headers: [String: String]; var body: String }
 
-    static func exchange(port: Int, _ requests: String, answers count: Int, readToEnd: Bool = false) throws -> [Answer] {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var timeout = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    static func exchange(port: Int, _ requests: String, answers count: Int, readToEnd: Bool = false) async throws -> [Answer] {
+        try await offThePool {
+            let connection = try Connection(port: port)
+            try connection.send(requests)
+            return try connection.read(answers: count, readToEnd: readToEnd)
         }
-        guard connected == 0 else { throw RawHTTPError.connect }
-        let bytes = Array(requests.utf8)
-        var sent = 0
-        while sent < bytes.count {
-            let n = bytes[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
-            guard n > 0 else { throw RawHTTPError.send }
-            sent += n
+    }
+
+    /// Runs blocking socket calls on a thread of their own: blocked on a pool thread, they could
+    /// starve the worker under test (two cores, two pool threads) until their 10 s timeout.
+    static func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            let thread = Thread { continuation.resume(with: Result { try body() }) }
+            thread.start()
         }
-        var received: [UInt8] = []
-        var answers: [Answer] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            while let (answer, used) = parse(received) {
-                answers.append(answer)
-                received.removeFirst(used)
+    }
+
+    /// One connection, for exchanges in steps (a head, its interim answer, then the body).
+    final class Connection {
+        private let fd: Int32
+        private var received: [UInt8] = []
+
+        init(port: Int) throws {
+            fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = in_port_t(UInt16(port).bigEndian)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            var timeout = timeval(tv_sec: 10, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
             }
-            if answers.count >= count && !readToEnd { return answers }
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n == 0 { return answers }  // closed by the server
-            guard n > 0 else { throw RawHTTPError.timeout(answers.count) }
-            received.append(contentsOf: buffer[..<n])
+            guard connected == 0 else { close(fd); throw RawHTTPError.connect }
+        }
+
+        deinit { close(fd) }
+
+        func send(_ text: String) throws {
+            let bytes = Array(text.utf8)
+            var sent = 0
+            while sent < bytes.count {
+                let n = bytes[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, 0) }
+                guard n > 0 else { throw RawHTTPError.send }
+                sent += n
+            }
+        }
+
+        /// Reads until `count` answers have come (or, with `readToEnd`, until the server closes).
+        func read(answers count: Int, readToEnd: Bool = false) throws -> [Answer] {
+            var answers: [Answer] = []
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while true {
+                while let (answer, used) = parse(received) {
+                    answers.append(answer)
+                    received.removeFirst(used)
+                    if answers.count >= count && !readToEnd { return answers }
+                }
+                if answers.count >= count && !readToEnd { return answers }
+                let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                if n == 0 { return answers }  // closed by the server
+                guard n > 0 else { throw RawHTTPError.timeout(answers.count) }
+                received.append(contentsOf: buffer[..<n])
+            }
         }
     }
 

@@ -94,6 +94,21 @@ import Testing
         #expect(try await h.store.payment("p1")?.state == .pending)
     }
 
+    /// The header is compared with the token as registered first: a makePaymentToken that itself
+    /// begins "Bearer " works as given, and "Bearer " put in front of a plain token is allowed.
+    @Test func aTokenIsTheHeaderAsRegisteredOrAfterBearer() async throws {
+        let h = try PipelineHarness()
+        var registration = PaymentStoreConformance.registration("pb1")
+        registration.tokenHash = Secrets.sha256("Bearer abc")
+        _ = try await h.store.register(registration, now: 1)
+        let request = h.request("pb1", cardData: h.cardData(code: "00"))
+        #expect(await h.makePayment(request, token: "abc").httpStatus == 401)
+        #expect(await h.makePayment(request, token: "Bearer ").httpStatus == 401)
+        #expect(await h.makePayment(request, token: "Bearer abc").response == .ok("pb1"))
+        try await h.register("pb2")
+        #expect(await h.makePayment(h.request("pb2", cardData: h.cardData(code: "00")), token: "Bearer token-pb2").response == .ok("pb2"))
+    }
+
     @Test func unknownPaymentIsNotFound() async throws {
         let h = try PipelineHarness()
         #expect(await h.makePayment(h.request("nope", cardData: "x")).httpStatus == 404)
@@ -274,6 +289,45 @@ import Testing
         let record = try #require(try await h.store.payment("st-1"))
         #expect(record.state == .completed && record.outcome?.error?.errorId == 85)
         #expect(try await h.store.reversals(for: "st-1").map(\.request.attemptId) == [theirs.attemptId], "their attempt is reversed")
+    }
+
+    /// The same, when the other process's approval is recorded before the refusal's read-back:
+    /// Vipps is answered the approval that stands, not a failure (which would hold the money
+    /// of a payment Vipps thinks failed, with nothing to reverse it).
+    @Test func aRefusalOnAStalePendingAnswersAnOutcomeRecordedElsewhere() async throws {
+        let h = try PipelineHarness()
+        try await h.register("st-2")
+        let stale = try #require(try await h.store.payment("st-2"))
+        let theirs = try await h.beginAttempt("st-2", instance: "other-instance", startedAt: wallClockMilliseconds())
+        let approved = PaymentOutcome(status: .ok, error: nil, maskedPAN: PipelineHarness.masked, acquirerResponseCode: "00", authorizationCode: "A1")
+        // Their approval commits just after the refusal found the payment still processing.
+        let racing = FaultyStore(h.store, afterRefusal: { store in
+            _ = try await store.recordOutcome("st-2", outcome: approved, reversal: nil, attemptId: theirs.attemptId, now: wallClockMilliseconds())
+        })
+        let pipeline = h.pipeline(over: racing, acquirerTimeout: .seconds(2), instanceId: "this-instance")
+        let job = MakePaymentJob(request: h.request("st-2", cardData: h.cardData(code: "00"), confirmed: .no), payment: stale)
+        #expect(await pipeline.work(job).response == .ok("st-2"))
+        #expect(try await h.store.payment("st-2")?.outcome == approved)
+        #expect(try await h.store.reversals(for: "st-2").isEmpty)
+    }
+
+    /// An orphan of another process whose 85 cannot be recorded is not reversed unrecorded: that
+    /// process may be alive with its approval's commit stalled, and would then answer OK for a
+    /// payment reversed behind its back. The sweep reverses it once the store takes writes.
+    @Test func anotherProcesssOrphanIsNotReversedUnrecorded() async throws {
+        let h = try PipelineHarness()
+        try await h.register("or-1")
+        _ = try await h.beginAttempt("or-1", instance: "other-instance", startedAt: wallClockMilliseconds() - 60_000)
+        let failing = h.pipeline(over: FaultyStore(h.store, outcomesFail: true), acquirerTimeout: .seconds(2), instanceId: "this-instance")
+        #expect(await failing.sweepOrphans() == 0)
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(h.acquirer.reversalCount(pspTransactionId: "or-1") == 0)
+        #expect(try await h.store.payment("or-1")?.state == .processing)
+        // Once the store takes writes, the sweep records the 85 and the reversal goes out once.
+        let working = h.pipeline(over: h.store, acquirerTimeout: .seconds(2), instanceId: "this-instance")
+        #expect(await working.sweepOrphans() == 1)
+        #expect(try await h.store.payment("or-1")?.outcome?.error?.errorId == 85)
+        try await waitUntil { h.acquirer.reversalCount(pspTransactionId: "or-1") == 1 }
     }
 
     /// Time spent queued comes off the acquirer's deadline; with too little of Vipps's patience
@@ -568,9 +622,13 @@ final class FaultyStore: PaymentStore {
     let base: any PaymentStore
     let stall: Duration
     let outcomesFail: Bool
+    /// Run after a refusal's outcome (one with no attempt) found nothing to record: what another
+    /// process commits in that moment.
+    let afterRefusal: (@Sendable (any PaymentStore) async throws -> Void)?
     struct OutcomeNotRecorded: Error {}
-    init(_ base: any PaymentStore, stall: Duration = .zero, outcomesFail: Bool = false) {
-        self.base = base; self.stall = stall; self.outcomesFail = outcomesFail
+    init(_ base: any PaymentStore, stall: Duration = .zero, outcomesFail: Bool = false,
+         afterRefusal: (@Sendable (any PaymentStore) async throws -> Void)? = nil) {
+        self.base = base; self.stall = stall; self.outcomesFail = outcomesFail; self.afterRefusal = afterRefusal
     }
 
     func beginAttempt(_ pspTransactionId: String, attempt: AttemptRecord, now: Int64) async throws -> BeginAttemptResult {
@@ -585,7 +643,9 @@ final class FaultyStore: PaymentStore {
     func recordOutcome(_ pspTransactionId: String, outcome: PaymentOutcome, reversal: ReversalRequest?,
                        attemptId: String?, now: Int64) async throws -> PaymentOutcome? {
         if outcomesFail { throw OutcomeNotRecorded() }
-        return try await base.recordOutcome(pspTransactionId, outcome: outcome, reversal: reversal, attemptId: attemptId, now: now)
+        let standing = try await base.recordOutcome(pspTransactionId, outcome: outcome, reversal: reversal, attemptId: attemptId, now: now)
+        if standing == nil, attemptId == nil, let afterRefusal { try await afterRefusal(base) }
+        return standing
     }
     func attemptsStarted(before startedBefore: Int64, limit: Int) async throws -> [PaymentRecord] {
         try await base.attemptsStarted(before: startedBefore, limit: limit)

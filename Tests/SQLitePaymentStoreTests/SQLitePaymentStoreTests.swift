@@ -63,6 +63,21 @@ final class TemporaryDatabase: Sendable {
         #expect(try await first.paymentForMakePayment("p-two")?.state == .processing)
     }
 
+    /// Text is bound and read by its byte count: an id with a NUL in it is an id of its own, never
+    /// a prefix of it that another payment was registered under.
+    @Test func idsWithANulAreNotCutShort() async throws {
+        let database = TemporaryDatabase()
+        let writer = try database.open()
+        _ = try await writer.register(PaymentStoreConformance.registration("P1"), now: 1)
+        _ = try await writer.register(PaymentStoreConformance.registration("a\u{0}b"), now: 1)
+        let reader = try database.open()  // reads the file, not what the first one keeps in memory
+        #expect(try await reader.payment("P1\u{0}x") == nil)
+        #expect(try await reader.paymentForMakePayment("P1\u{0}x") == nil)
+        #expect(try await reader.payment("a") == nil)
+        #expect(try await reader.payment("a\u{0}b")?.registration.pspTransactionId == "a\u{0}b")
+        #expect(try await reader.payment("P1")?.registration.pspTransactionId == "P1")
+    }
+
     @Test func pendingLimitFallsBackToTheFile() async throws {
         let database = TemporaryDatabase()
         let store = try SQLitePaymentStore(path: database.path, pendingLimit: 1)
