@@ -28,6 +28,8 @@ logged_port() {
 # signs_per_second SECONDS [IA32CAP]: `openssl speed -multi <cores> rsa2048`'s sign/s, the ceiling;
 # with IA32CAP, on that OPENSSL_ia32cap's RSA code path instead of openssl as installed.
 signs_per_second() {
-    env -u OPENSSL_ia32cap ${2:+OPENSSL_ia32cap=$2} openssl speed -seconds "$1" -multi "$(nproc)" rsa2048 2>/dev/null \
-        | awk '/^rsa 2048 bits/ { print $(NF-1) }'
+    # -mr: "+F2:<index>:<bits>:<sign/s>:<verify/s>[:<encrypt/s>:<decrypt/s>]" in OpenSSL 3.0 and
+    # 3.2+ alike (the human table changed its columns in 3.2); with -multi the last one is the sum.
+    env -u OPENSSL_ia32cap ${2:+OPENSSL_ia32cap=$2} openssl speed -seconds "$1" -multi "$(nproc)" -mr rsa2048 2>/dev/null \
+        | awk -F: '/^\+F2:/ { v = $4 } END { print v }'
 }

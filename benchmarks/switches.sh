@@ -38,12 +38,15 @@ for run in "--duration $RUN_SECONDS --concurrency ${CONCURRENCY:-64}" "--rate ${
     # shellcheck disable=SC2086
     "$BIN/vipps-sim" --url "http://127.0.0.1:$PORT" --quiet $run --json "$WORK/r.json" 2>"$WORK/sim.err" >/dev/null &
     SIM=$!
-    until grep -q registered "$WORK/sim.err" 2>/dev/null; do sleep 0.05; done
+    until grep -q registered "$WORK/sim.err" 2>/dev/null; do
+        kill -0 "$SIM" 2>/dev/null || { echo "vipps-sim stopped before registering:" >&2; cat "$WORK/sim.err" >&2; exit 2; }
+        sleep 0.05
+    done
     sleep 1
     threads "$WORKER_PID" "$SIM" >"$WORK/before"
     sleep "$WINDOW"
     threads "$WORKER_PID" "$SIM" >"$WORK/after"
-    wait $SIM
+    wait $SIM || echo "warning: vipps-sim reported mismatches or lost answers (its report: $WORK/r.json)" >&2
     rate=$(awk '$1 == "\"throughput\"" { gsub(/,/, "", $3); print $3 }' "$WORK/r.json")
     printf "== vipps-sim %s: %.1f payments/s; per payment over %s s\n" "$run" "$rate" "$WINDOW"
     printf "  %-11s %-18s %8s %12s %8s\n" "process" "thread" "sleeps" "preempted" "CPU µs"

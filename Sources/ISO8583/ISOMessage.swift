@@ -114,6 +114,13 @@ extension ISOMessage {
     /// MTI class (first two digits, shared by "0100"/"0110") + field 41 + field 11.
     /// Both fields are normalised to their padded wire form so "123" and a decoded
     /// "000123" match. Nil when the MTI is malformed or 41 or 11 is missing.
+    /// Whether the MTI is a response (its third digit, the function, is odd: 0110, 0410, 0810).
+    public var isResponse: Bool {
+        guard Ascii.isMTI(mti) else { return false }
+        let function = mti.utf8[mti.utf8.index(mti.utf8.startIndex, offsetBy: 2)]
+        return (function - UInt8(ascii: "0")) % 2 == 1
+    }
+
     public var matchKey: String? {
         guard Ascii.isMTI(mti), let terminal = self[41], let stan = self[11] else { return nil }
         let paddedTerminal = terminal.unicodeScalars.count < 8

@@ -28,8 +28,15 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         /// Field 32 and in field 90: the acquiring institution id.
         public var acquiringInstitutionId = "12345678901"
         public var connectTimeout: Duration = .seconds(2)
-        /// An echo is sent when the connection has been idle this long.
+        /// An echo is sent when nothing has come from the host for this long.
         public var echoInterval: Duration = .seconds(30)
+        /// An echo not answered within this closes the connection.
+        public var echoTimeout: Duration = .seconds(10)
+        /// This many requests in a row given up on (their deadline passed) with nothing at all
+        /// from the host meanwhile close the connection: a host that went silent, or a session a
+        /// firewall dropped without a reset, would otherwise keep every request waiting until
+        /// the kernel gave up on the socket (many minutes).
+        public var unansweredBeforeReconnect = 3
         public var minimumBackoff: Duration = .milliseconds(100)
         public var maximumBackoff: Duration = .seconds(5)
 
@@ -80,7 +87,10 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         var pending: [String: CheckedContinuation<ISOMessage, any Error>] = [:]
         var nextConnectAllowed: ContinuousClock.Instant = .now
         var backoff: Duration = .zero
-        var lastTraffic: ContinuousClock.Instant = .now
+        /// When the host last sent anything on the current connection.
+        var lastReceived: ContinuousClock.Instant = .now
+        /// Requests given up on since the host last sent anything.
+        var unansweredInARow = 0
     }
 
     public init(configuration: Configuration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
@@ -212,13 +222,24 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         _ = try await exchange(try ISO87APackager.encode(message), key: "08" + configuration.terminalId + stan)
     }
 
-    /// Keeps the connection alive with echoes when it is idle, until cancelled.
+    /// Keeps the connection alive with echoes when the host has been quiet, until cancelled. An
+    /// echo that fails or is not answered in `echoTimeout` closes the connection (the next
+    /// request opens a new one), so a dead session is found even with no payments coming.
     public func runKeepAlive() async {
         while !Task.isCancelled {
             try? await Task.sleep(for: configuration.echoInterval)
-            let idle = state.withLock { ContinuousClock.now - $0.lastTraffic >= configuration.echoInterval }
-            if idle, state.withLock({ $0.channel != nil }) {
-                do { try await echo() } catch { logger.warning("echo failed", metadata: ["error": "\(error)"]) }
+            let quiet = state.withLock { ContinuousClock.now - $0.lastReceived >= configuration.echoInterval }
+            guard quiet, let channel = state.withLock({ $0.channel }) else { continue }
+            let answered = await withTaskGroup(of: Bool.self) { group in
+                group.addTask { (try? await self.echo()) != nil }
+                group.addTask { try? await Task.sleep(for: self.configuration.echoTimeout); return false }
+                let first = await group.next() ?? false
+                group.cancelAll()
+                return first
+            }
+            if !answered && !Task.isCancelled {
+                logger.warning("echo not answered; closing the acquirer connection", metadata: ["timeout": "\(configuration.echoTimeout)"])
+                channel.close(promise: nil)
             }
         }
     }
@@ -251,7 +272,6 @@ public final class ISO8583Acquirer: AcquirerAdapter {
                 let duplicate = state.withLock { s -> Bool in
                     if s.pending[key] != nil { return true }
                     s.pending[key] = continuation
-                    s.lastTraffic = .now
                     return false
                 }
                 if duplicate {
@@ -274,7 +294,23 @@ public final class ISO8583Acquirer: AcquirerAdapter {
                 }
             }
         } onCancel: {
-            if let c = state.withLock({ $0.pending.removeValue(forKey: key) }) { c.resume(throwing: CancellationError()) }
+            // Given up on with no reply: past `unansweredBeforeReconnect` of these in a row, with
+            // nothing at all from the host meanwhile, the connection is taken for dead and closed
+            // (the requests still on it fail at once, as unknown outcomes, instead of waiting).
+            let (waiting, silent) = state.withLock { s -> (CheckedContinuation<ISOMessage, any Error>?, (any Channel)?) in
+                guard let c = s.pending.removeValue(forKey: key) else { return (nil, nil) }
+                guard s.channel === channel else { return (c, nil) }
+                s.unansweredInARow += 1
+                guard s.unansweredInARow >= configuration.unansweredBeforeReconnect else { return (c, nil) }
+                s.unansweredInARow = 0
+                return (c, channel)
+            }
+            waiting?.resume(throwing: CancellationError())
+            if let silent {
+                logger.warning("no reply from the acquirer to several requests in a row; closing the connection",
+                               metadata: ["unanswered": "\(configuration.unansweredBeforeReconnect)"])
+                silent.close(promise: nil)
+            }
         }
     }
 
@@ -312,6 +348,8 @@ public final class ISO8583Acquirer: AcquirerAdapter {
                     s.channel = channel
                     s.connecting = nil
                     s.backoff = .zero
+                    s.lastReceived = .now
+                    s.unansweredInARow = 0
                 }
                 logger.info("connected to acquirer", metadata: ["host": "\(configuration.host)", "port": "\(configuration.port)"])
                 promise.succeed(channel)
@@ -331,8 +369,26 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         }
     }
 
-    /// A reply from the host: resumes the request it answers, or is logged as late or unknown.
-    fileprivate func received(_ frame: ByteBuffer) {
+    /// The host's own network management request (0800: echo, sign-on) answered 0810 approved,
+    /// with its identifying fields echoed; hosts drop clients that leave their echoes unanswered.
+    /// Any other request from the host is not ours to serve, and is logged.
+    private func answerHostRequest(_ request: ISOMessage, on channel: any Channel) {
+        guard request.mti == "0800" else {
+            logger.warning("request from acquirer not served", metadata: ["message": "\(request.maskedDescription)"])
+            return
+        }
+        var reply = ISOMessage(mti: "0810")
+        for field in [7, 11, 32, 41, 70] { reply[field] = request[field] }
+        reply[39] = "00"
+        guard let body = try? ISO87APackager.encode(reply) else { return }
+        var buffer = channel.allocator.buffer(capacity: body.count + 2)
+        buffer.writeISO8583Frame(body)
+        channel.writeAndFlush(buffer, promise: nil)
+    }
+
+    /// A message from the host: resumes the request it answers, is logged as late or unknown, or
+    /// (a request of the host's own) is answered.
+    fileprivate func received(_ frame: ByteBuffer, on channel: any Channel) {
         let message: ISOMessage
         // Many hosts echo fields 2 and 14 in their replies: decoded in place without them (no copy
         // of the card data is made), and the frame's bytes (its own range of the receive buffer,
@@ -344,13 +400,22 @@ public final class ISO8583Acquirer: AcquirerAdapter {
             logger.error("undecodable message from acquirer", metadata: ["error": "\(error)"])
             return
         }
+        state.withLock { s in
+            s.lastReceived = .now
+            s.unansweredInARow = 0
+        }
+        // A request from the host (third MTI digit even: its own 0800 echo or sign-on) is answered,
+        // never taken for the reply to one of ours.
+        guard message.isResponse else {
+            answerHostRequest(message, on: channel)
+            return
+        }
         guard let key = message.matchKey else {
             logger.warning("message from acquirer without match key", metadata: ["message": "\(message.maskedDescription)"])
             return
         }
         let continuation = state.withLock { s -> CheckedContinuation<ISOMessage, any Error>? in
-            s.lastTraffic = .now
-            return s.pending.removeValue(forKey: key)
+            s.pending.removeValue(forKey: key)
         }
         if let continuation {
             continuation.resume(returning: message)
@@ -379,7 +444,7 @@ private final class ReplyHandler: ChannelInboundHandler, Sendable {
     init(acquirer: ISO8583Acquirer) { self.acquirer = acquirer }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        acquirer.received(unwrapInboundIn(data))
+        acquirer.received(unwrapInboundIn(data), on: context.channel)
     }
 
     func channelInactive(context: ChannelHandlerContext) {

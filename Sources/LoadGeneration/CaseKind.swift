@@ -23,9 +23,14 @@ public enum CaseKind: Hashable, Sendable, CustomStringConvertible {
     case expired
 
     /// The kind named on the command line: `approved`, `timeout`, `bad-cryptogram`, `wrong-token`,
-    /// `duplicate`, `no`, `timeout-status`, `cancel`, `luhn`, `expired`, or a two-digit code.
+    /// `duplicate`, `no`, `timeout-status`, `cancel`, `luhn`, `expired`, or a two-digit code. The
+    /// API's own `NO`, `TIMEOUT` and `CANCEL` name the `confirmed` values too (lower-case `timeout`
+    /// is the acquirer's timeout card).
     public init?(name: String) {
         switch name {
+        case "NO": self = .confirmedNo
+        case "TIMEOUT": self = .confirmedTimeout
+        case "CANCEL": self = .confirmedCancel
         case "approved": self = .approved
         case "timeout", "99": self = .timeout
         case "bad-cryptogram": self = .badCryptogram

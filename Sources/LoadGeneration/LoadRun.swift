@@ -173,6 +173,12 @@ public final class LoadRun: Sendable {
         _ = await progress?.value
         let sent = executed.value
         for driver in drivers { try? await driver.close().get() }
+        // A closed loop given only a duration prepares `closedLoopBudgetPerSecond` payments per
+        // second of it; a worker that answered them all early ran out, and the run was shorter.
+        if case .closed = c.drive, c.count == nil, let deadline, sent == plan.count, ContinuousClock.now < deadline {
+            log("warning: every one of the \(plan.count) prepared payments was sent before --duration ran out; "
+                + "give --count (more than \(c.closedLoopBudgetPerSecond) a second) for a run of the full duration")
+        }
 
         // 4. Idempotency, read back: a duplicate was authorized once; a wrong token, never.
         if c.verifyIdempotency { await verify(plan[..<sent]) }
@@ -231,7 +237,8 @@ public final class LoadRun: Sendable {
                     let connection = try await HTTPConnection.connect(to: c.address, on: self.group)
                     while true {
                         let index = cursor.next()
-                        guard index < plan.count else { await connection.close(); return }
+                        // Stops early once another registration failed (the group is cancelled then).
+                        guard index < plan.count, !Task.isCancelled else { await connection.close(); return }
                         let request = PreparedRequest(method: .POST, uri: "/payments", host: c.address.hostHeader,
                                                       authorization: "Bearer " + c.adminToken, body: plan[index].registrationBody)
                         let answer: HTTPAnswer
@@ -248,7 +255,8 @@ public final class LoadRun: Sendable {
                     }
                 }
             }
-            try await tasks.waitForAll()
+            // The first failure ends the wait at once (and cancels the rest), not after them all.
+            for try await _ in tasks {}
         }
     }
 

@@ -21,7 +21,7 @@ public struct Mix: Sendable, Equatable, CustomStringConvertible {
             case .unknownKind(let kind):
                 "unknown kind '\(kind)': use approved, timeout, bad-cryptogram, wrong-token, duplicate, no, "
                     + "timeout-status, cancel, luhn, expired or a two-digit response code"
-            case .badWeight(let item): "'\(item)': the weight must be a number ≥ 0"
+            case .badWeight(let item): "'\(item)': the weight must be a number from 0 to 1e9"
             case .repeated(let kind): "'\(kind)' appears twice"
             }
         }
@@ -36,7 +36,7 @@ public struct Mix: Sendable, Equatable, CustomStringConvertible {
             guard parts.count == 2 else { throw .malformed(String(item)) }
             let name = parts[0].trimmingSpaces
             guard let kind = CaseKind(name: name) else { throw .unknownKind(name) }
-            guard let weight = Double(parts[1].trimmingSpaces), weight >= 0, weight.isFinite else { throw .badWeight(String(item)) }
+            guard let weight = Double(parts[1].trimmingSpaces), weight >= 0, weight <= 1e9 else { throw .badWeight(String(item)) }
             guard !entries.contains(where: { $0.kind == kind }) else { throw .repeated(name) }
             entries.append(Entry(kind: kind, weight: weight))
         }

@@ -51,9 +51,12 @@ public final class Recorder: Sendable {
         state.withLock { Self.mismatch(&$0, description) }
     }
 
-    /// No answer at all: the connection failed or the request timed out.
-    public func transportError(_ description: String) {
+    /// No answer at all: the connection failed or the request timed out. `failedAfter` (from the
+    /// intended send time to the failure) goes into the latency figures too: a request that never
+    /// got an answer is the slowest of all, and leaving it out would flatter a stalled server.
+    public func transportError(_ description: String, failedAfter latency: Duration? = nil) {
         state.withLock { s in
+            if let latency { _ = s.latency.record(Self.micros(latency)) }
             s.transportErrors += 1
             s.outcomes["transport error", default: 0] += 1
             Self.mismatch(&s, description)

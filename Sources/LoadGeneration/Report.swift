@@ -60,8 +60,10 @@ public struct Report: Codable, Sendable, Equatable {
     /// Answers per second.
     public var throughput: Double
     public var latencyMs: Latency
-    /// Open loop only: how late the generator itself sent. Large values mean the generator, not the
-    /// server, was the bottleneck, and the latency figures are pessimistic.
+    /// Open loop only: how late each request went out after its intended send time. That is the
+    /// generator's own lateness (its timer, its share of the CPU) and also any wait for a free
+    /// connection, which a slow server causes: large values are not the generator's alone. Either
+    /// way the latency figures include it, as they must (no coordinated omission).
     public var sendLagMs: Latency?
     /// Answers by "HTTP status, status, errorId".
     public var outcomes: [String: Int]
@@ -99,7 +101,7 @@ public struct Report: Codable, Sendable, Equatable {
             lines.append("  generator    \(f(cpu, 0)) µs of CPU per answer")
         }
         if let s = sendLagMs {
-            lines.append("  send lag ms  p50 \(f(s.p50, 3))  p99 \(f(s.p99, 3))  max \(f(s.max, 3))  (generator lateness; included in latency)")
+            lines.append("  send lag ms  p50 \(f(s.p50, 3))  p99 \(f(s.p99, 3))  max \(f(s.max, 3))  (sent after the intended time: the generator's lateness or a wait for a free connection; included in latency)")
         }
         lines.append("  outcomes")
         for (outcome, count) in outcomes.sorted(by: { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }) {

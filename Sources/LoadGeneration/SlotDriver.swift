@@ -79,7 +79,7 @@ final class SlotDriver: @unchecked Sendable {
         let payment = run.plan[index]
         _ = run.executed.next()
         recorder.sent(payment.kind)
-        exchange(payment) { first in
+        exchange(payment, since: intended) { first in
             guard let first else { return self.loop.execute { self.next() } }
             let answeredAt = ContinuousClock.now
             let lag: Duration? = if case .open = self.run.drive { max(.zero, first.sentAt - intended) } else { nil }
@@ -96,7 +96,7 @@ final class SlotDriver: @unchecked Sendable {
             self.recorder.answered(firstCheck, latency: answeredAt - intended, sendLag: lag,
                                    label: "\(payment.id) [\(payment.kind)]", at: answeredAt)
             guard payment.kind == .duplicate else { return self.next() }
-            self.exchange(payment) { again in
+            self.exchange(payment, since: .now) { again in
                 guard let again else { return self.loop.execute { self.next() } }
                 let now = ContinuousClock.now
                 var check = AnswerCheck.check(httpStatus: again.answer.status, body: again.answer.body, expected: expected,
@@ -112,8 +112,8 @@ final class SlotDriver: @unchecked Sendable {
     }
 
     /// One request on the slot's connection, connecting again first if it was lost. Nil (and a
-    /// transport error recorded) when there is no answer.
-    private func exchange(_ payment: PlannedPayment,
+    /// transport error recorded, its latency counted from `since`) when there is no answer.
+    private func exchange(_ payment: PlannedPayment, since: ContinuousClock.Instant,
                           _ completion: @escaping @Sendable ((answer: HTTPAnswer, sentAt: ContinuousClock.Instant)?) -> Void) {
         let connected: EventLoopFuture<HTTPConnection>
         if let connection, connection.isUsable {
@@ -132,7 +132,7 @@ final class SlotDriver: @unchecked Sendable {
             case .success(let exchanged):
                 completion(exchanged)
             case .failure(let error):
-                self.recorder.transportError("\(payment.id) [\(payment.kind)]: \(error)")
+                self.recorder.transportError("\(payment.id) [\(payment.kind)]: \(error)", failedAfter: ContinuousClock.now - since)
                 self.connection?.closeFuture().whenComplete { _ in }
                 self.connection = nil
                 completion(nil)

@@ -60,8 +60,9 @@ struct VippsSim: AsyncParsableCommand {
 
     func validate() throws {
         if let concurrency, concurrency < 1 { throw ValidationError("--concurrency must be at least 1") }
-        if let rate, !(rate > 0) { throw ValidationError("--rate must be positive") }
-        if let duration, !(duration > 0) { throw ValidationError("--duration must be positive") }
+        if let rate, !(rate > 0 && rate <= 1_000_000) { throw ValidationError("--rate must be positive and at most 1,000,000") }
+        if let duration, !(duration > 0 && duration <= 1_000_000) { throw ValidationError("--duration must be positive and at most 1,000,000 s") }
+        if !(requestTimeout > 0 && requestTimeout <= 3_600) { throw ValidationError("--request-timeout must be positive and at most 3,600 s") }
         if let count, count < 1 { throw ValidationError("--count must be at least 1") }
         if ServerAddress(url: url) == nil { throw ValidationError("--url must look like http://HOST:PORT") }
         do { _ = try Mix(parsing: mix) } catch { throw ValidationError("--mix: \(error)") }

@@ -95,6 +95,47 @@ final class ISO8583Subject: AcquirerConformanceSubject {
         #expect(subject.host.reversalCount(rrn: String(request.attemptReference.split(separator: "|")[2])) == 1)
     }
 
+    /// A host gone silent (its process hung, or a firewall dropped the session without a reset):
+    /// after three requests in a row given up on with nothing from the host, the connection is
+    /// closed, so a request still waiting on it fails at once (an unknown outcome, reversed) instead
+    /// of waiting until the kernel gives up on the socket; the next request connects again.
+    @Test func aSilentHostsConnectionIsClosed() async throws {
+        let subject = try await ISO8583Subject()
+        defer { Task { await subject.server.stop() } }
+        let kit = AcquirerConformance(subject: subject)
+        var silent = AcquirerFaults()
+        silent.dropRate = 1
+        subject.host.faults = silent
+        let iso = subject.iso
+        func reachedTheHost(_ request: AuthorizationRequest) async throws {
+            let rrn = String(request.attemptReference.split(separator: "|")[2])
+            while subject.host.authorizationCount(rrn: rrn) == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        let first = try kit.request(code: "00")
+        let waiting = Task { try await iso.authorize(first) }  // no deadline of its own
+        try await reachedTheHost(first)
+        for _ in 0..<3 {
+            let request = try kit.request(code: "00")
+            let attempt = Task { try await iso.authorize(request) }
+            try await reachedTheHost(request)
+            attempt.cancel()  // what the pipeline's deadline does
+            _ = try? await attempt.value
+        }
+        let failedFast = await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                do { _ = try await waiting.value; return false } catch { return error is AcquirerUnavailable }
+            }
+            group.addTask { try? await Task.sleep(for: .seconds(5)); return false }
+            let result = await group.next() ?? false
+            waiting.cancel()
+            group.cancelAll()
+            return result
+        }
+        #expect(failedFast, "the request left on the silent connection failed when it was closed")
+        subject.host.faults = AcquirerFaults()
+        #expect(try await iso.authorize(try kit.request(code: "00")).responseCode == "00", "a new connection")
+    }
+
     @Test func unreachableHostIsAnUnknownOutcomeNotACrash() async throws {
         let adapter = ISO8583Acquirer(configuration: .init(host: "127.0.0.1", port: 1))
         let kit = AcquirerConformance(subject: try await ISO8583Subject())

@@ -3,6 +3,12 @@ import Testing
 
 @Suite("ISOMessage")
 struct MessageTests {
+    @Test("responses are told from requests by the MTI's function digit")
+    func responses() {
+        for mti in ["0110", "0410", "0810", "0430"] { #expect(ISOMessage(mti: mti).isResponse, "\(mti)") }
+        for mti in ["0100", "0400", "0401", "0800", "0420", "08X0", "081"] { #expect(!ISOMessage(mti: mti).isResponse, "\(mti)") }
+    }
+
     @Test("fields are stored by number and listed in ascending order")
     func fieldAccess() {
         var message = ISOMessage(mti: "0200")

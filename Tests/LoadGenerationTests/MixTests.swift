@@ -13,6 +13,8 @@ import Testing
         let mix = try Mix(parsing: "wrong-token=1, duplicate=1,no=1,timeout-status=1,cancel=1,luhn=1,expired=0.5")
         #expect(mix.entries.map(\.kind) == [.wrongToken, .duplicate, .confirmedNo, .confirmedTimeout, .confirmedCancel, .luhn, .expired])
         #expect(mix.entries.last?.weight == 0.5)
+        let api = try Mix(parsing: "NO=1,TIMEOUT=1,CANCEL=1,timeout=1")
+        #expect(api.entries.map(\.kind) == [.confirmedNo, .confirmedTimeout, .confirmedCancel, .timeout])
     }
 
     @Test(arguments: [
@@ -24,6 +26,8 @@ import Testing
         ("5=1", .unknownKind("5")),
         ("approved=-1", .badWeight("approved=-1")),
         ("approved=x", .badWeight("approved=x")),
+        ("approved=inf", .badWeight("approved=inf")),
+        ("approved=1e10", .badWeight("approved=1e10")),
         ("approved=1,approved=2", .repeated("approved")),
         ("99=1,timeout=1", .repeated("timeout")),
     ])

@@ -113,6 +113,21 @@ import Testing
         #expect(report.outcomes == ["transport error": 1])
     }
 
+    /// A request that never got an answer counts in the latency figures, at the time it failed.
+    @Test func aTimedOutRequestIsTheTailOfTheLatencies() {
+        let recorder = Recorder()
+        let start = ContinuousClock.now
+        for i in 0..<99 {
+            recorder.answered(CheckedAnswer(outcome: "200 OK", problem: nil), latency: .milliseconds(5), label: "p\(i) [approved]",
+                              at: start + .milliseconds(10))
+        }
+        recorder.transportError("p99 [approved]: timed out", failedAfter: .seconds(30))
+        let setup = Report.Setup(mode: .open, concurrency: 1, targetRate: 10, payments: 100, mix: "approved=1", url: "http://h:1")
+        let report = recorder.report(setup: setup, start: start, unsent: 0)
+        #expect(abs(report.latencyMs.max - 30_000) <= 30)
+        #expect(report.latencyMs.p50 < 10)
+    }
+
     @Test func jsonHasTheReportsFieldsAndRoundTrips() throws {
         let report = Self.sampleReport()
         let data = try report.json()

@@ -81,15 +81,17 @@ let codePath = ProcessInfo.processInfo.environment["OPENSSL_ia32cap"]
 /// The ceiling is openssl as installed, so its environment never has OPENSSL_ia32cap; with
 /// `samePath`, it runs on this process's code path instead (the ceiling of that path).
 func opensslSignsPerSecond(multi: Int?, seconds: Int = Int(options.seconds), samePath: Bool = false) -> Double {
-    var arguments = ["speed", "-seconds", String(seconds)]
+    var arguments = ["speed", "-seconds", String(seconds), "-mr"]
     if let multi { arguments += ["-multi", String(multi)] }
     arguments.append("rsa2048")
     log((samePath ? "OPENSSL_ia32cap=\(codePath ?? "") " : "") + "openssl " + arguments.joined(separator: " ") + " …")
     let output = runUnblocked(["openssl"] + arguments, keepCodePath: samePath)
-    // "rsa 2048 bits 0.000696s 0.000020s 1437.5 50731.2": sign/s is the next-to-last column.
-    guard let line = output.split(separator: "\n").last(where: { $0.hasPrefix("rsa 2048 bits") }),
-          let value = line.split(separator: " ").dropLast().last.flatMap({ Double($0) })
-    else { fatalError("no rsa 2048 line in openssl speed's output") }
+    // -mr: "+F2:<index>:<bits>:<sign/s>:<verify/s>" (OpenSSL 3.0) or with encrypt/s and decrypt/s
+    // after them (3.2+, whose human table has other columns); with -multi the last is the sum.
+    guard let line = output.split(separator: "\n").last(where: { $0.hasPrefix("+F2:") }),
+          case let fields = line.split(separator: ":"), fields.count >= 5, fields[2] == "2048",
+          let value = Double(fields[3])
+    else { fatalError("no +F2 line for rsa2048 in openssl speed -mr's output") }
     return value
 }
 
