@@ -22,6 +22,9 @@ DROP_EVERY=${DROP_EVERY:-97}
 DELAY_MS=${DELAY_MS:-2}
 JITTER_MS=${JITTER_MS:-3}
 MIX=${MIX:-approved=88,51=4,05=3,timeout=2,bad-cryptogram=1,wrong-token=1,no=1}
+# The check below counts one reversal per payment answered 85; a duplicate's repeat is a second 85
+# for one reversal, and a 91 is answered 85 with nothing to reverse, so neither may be in the mix.
+case ",$MIX" in *,duplicate=*|*,91=*) echo "MIX must not contain duplicate or 91 here (one reversal per 85 is what is checked)"; exit 2 ;; esac
 
 source "$ROOT/benchmarks/lib.sh"
 build_release psp-worker vipps-sim acquirer-sim
@@ -71,7 +74,10 @@ print(f"== acquirer-sim journal: {journal['totalAuthorizations']} authorizations
       f"{journal['totalReversals']} reversals (+{journal['reversalRepeats']} repeats)")
 print(f"   unknown outcomes answered 85: {unknown}; reversed: {journal['totalReversals']}")
 print(f"   RRNs authorized twice: {len(journal['authorizedTwice'])}; reversed twice: {len(journal['reversedTwice'])}")
-ok = sim == 0 and not journal['authorizedTwice'] and not journal['reversedTwice'] and journal['totalReversals'] == unknown
+other_stan = journal.get('repeatsWithAnotherSTAN', 0)
+print(f"   0401 repeats with a STAN other than their 0400's: {other_stan}")
+ok = (sim == 0 and not journal['authorizedTwice'] and not journal['reversedTwice'] and journal['totalReversals'] == unknown
+      and other_stan == 0)
 print("PASS" if ok else "FAIL")
 sys.exit(0 if ok else 1)
 PY

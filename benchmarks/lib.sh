@@ -31,5 +31,5 @@ signs_per_second() {
     # -mr: "+F2:<index>:<bits>:<sign/s>:<verify/s>[:<encrypt/s>:<decrypt/s>]" in OpenSSL 3.0 and
     # 3.2+ alike (the human table changed its columns in 3.2); with -multi the last one is the sum.
     env -u OPENSSL_ia32cap ${2:+OPENSSL_ia32cap=$2} openssl speed -seconds "$1" -multi "$(nproc)" -mr rsa2048 2>/dev/null \
-        | awk -F: '/^\+F2:/ { v = $4 } END { print v }'
+        | awk -F: '/^\+F2:/ { v = $4 } END { if (v != "") printf "%.1f\n", v }'
 }

@@ -29,6 +29,11 @@ public struct AcquirerJournal: Sendable, Equatable {
     public var authorizations: [String: Int] = [:]
     public var reversals: [String: Int] = [:]
     public var repeats = 0
+    /// ISO 8583 only: 0401 repeats whose STAN was not their 0400's (a repeat is the same message
+    /// with only the MTI changed). Zero unless a process restarted between the two sends.
+    public var repeatsWithAnotherSTAN = 0
+    /// The STAN of each RRN's first reversal, to check its repeats against.
+    var reversalSTANs: [String: String] = [:]
     public var dropped = 0
     public var lateSent = 0
 
@@ -44,7 +49,7 @@ public struct AcquirerJournal: Sendable, Equatable {
         let object: [String: Any] = [
             "authorizations": authorizations, "reversals": reversals,
             "totalAuthorizations": totalAuthorizations, "totalReversals": totalReversals,
-            "reversalRepeats": repeats, "droppedReplies": dropped, "lateReplies": lateSent,
+            "reversalRepeats": repeats, "repeatsWithAnotherSTAN": repeatsWithAnotherSTAN, "droppedReplies": dropped, "lateReplies": lateSent,
             "authorizedTwice": authorizedTwice, "reversedTwice": reversedTwice,
         ]
         return try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
@@ -105,9 +110,15 @@ public final class AcquirerHost: Sendable {
     }
 
     /// Records a reversal; true if the original authorization is known (answer 00, else 25).
-    public func reverse(rrn: String, repeat isRepeat: Bool) -> Bool {
+    public func reverse(rrn: String, repeat isRepeat: Bool, stan: String? = nil) -> Bool {
         journalState.withLock { j in
-            if isRepeat && (j.reversals[rrn] ?? 0) > 0 { j.repeats += 1 } else { j.reversals[rrn, default: 0] += 1 }
+            if isRepeat && (j.reversals[rrn] ?? 0) > 0 {
+                j.repeats += 1
+                if let stan, let first = j.reversalSTANs[rrn], first != stan { j.repeatsWithAnotherSTAN += 1 }
+            } else {
+                j.reversals[rrn, default: 0] += 1
+                if let stan { j.reversalSTANs[rrn] = stan }
+            }
             return j.authorizations[rrn] != nil
         }
     }

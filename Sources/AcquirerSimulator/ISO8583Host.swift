@@ -87,7 +87,7 @@ public final class ISO8583Host: Sendable {
         case "0400", "0401":
             let rrn = request[37] ?? ""
             let fromAnotherTerminal = terminals.withLock { $0[rrn].map { $0 != (request[41] ?? "") } ?? false }
-            let known = !fromAnotherTerminal && host.reverse(rrn: rrn, repeat: request.mti == "0401")
+            let known = !fromAnotherTerminal && host.reverse(rrn: rrn, repeat: request.mti == "0401", stan: request[11])
             reply[39] = known ? "00" : "25"
             reply[90] = nil
             guard let frame = try? ISO87APackager.encode(reply) else { return }

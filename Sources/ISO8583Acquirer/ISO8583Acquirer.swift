@@ -183,8 +183,7 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         guard let original = Reference(reversal.attemptReference) else {
             throw AcquirerUnavailable("attempt reference \(reversal.attemptReference) is not an ISO 8583 reference")
         }
-        let stan = nextSTAN()
-        let now = ISOClock(milliseconds: clock())
+        let (stan, now) = reversalSend(reversal)
         var message = ISOMessage(mti: reversal.sendCount > 1 ? "0401" : "0400")
         message[3] = "000000"
         message[4] = digits(reversal.amount, width: 12)
@@ -210,6 +209,22 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         default: throw AcquirerUnavailable("reversal refused with \(reply[39] ?? "no code")")
         }
     }
+
+    /// The STAN and transmission time of a reversal's send: a repeat (0401) is the 0400 again with
+    /// only the MTI changed, as ISO 8583 has it, so it reuses the first send's when this process
+    /// made it (after a restart a repeat gets its own; field 90 still names the original).
+    private func reversalSend(_ reversal: ReversalRequest) -> (stan: String, clock: ISOClock) {
+        firstReversalSends.withLock { sends in
+            if reversal.sendCount > 1, let first = sends.byId[reversal.reversalId] { return first }
+            let first = (stan: nextSTAN(), clock: ISOClock(milliseconds: clock()))
+            if sends.byId.updateValue(first, forKey: reversal.reversalId) == nil { sends.order.append(reversal.reversalId) }
+            // Bounded: repeats follow within hours; the oldest are forgotten first.
+            if sends.order.count > Self.rememberedReversals { sends.byId.removeValue(forKey: sends.order.removeFirst()) }
+            return first
+        }
+    }
+    private let firstReversalSends = Mutex<(byId: [String: (stan: String, clock: ISOClock)], order: [String])>(([:], []))
+    static let rememberedReversals = 10_000
 
     /// Sends an 0800 echo and waits for its 0810.
     public func echo() async throws {

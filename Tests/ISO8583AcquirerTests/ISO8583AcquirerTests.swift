@@ -136,6 +136,26 @@ final class ISO8583Subject: AcquirerConformanceSubject {
         #expect(try await iso.authorize(try kit.request(code: "00")).responseCode == "00", "a new connection")
     }
 
+    /// A repeat (0401) is its 0400 again with only the MTI changed: same STAN, same time.
+    @Test func aRepeatIsTheSameReversalWithAnotherMTI() async throws {
+        let subject = try await ISO8583Subject()
+        defer { Task { await subject.server.stop() } }
+        let kit = AcquirerConformance(subject: subject)
+        let request = try kit.request(code: "00")
+        #expect(try await subject.iso.authorize(request).responseCode == "00")
+        var reversal = ReversalRequest(reversalId: request.attemptId + "-R", pspTransactionId: request.pspTransactionId,
+                                       attemptId: request.attemptId, attemptReference: request.attemptReference,
+                                       amount: request.amount, currency: request.currency, merchantSerialNumber: request.merchantSerialNumber)
+        #expect(try await subject.iso.reverse(reversal) == .reversed)
+        _ = subject.iso.attemptReference(for: "another")  // other messages take STANs in between
+        try await Task.sleep(for: .milliseconds(1_100))    // and the clock moves on
+        reversal.sendCount = 2
+        #expect(try await subject.iso.reverse(reversal) == .reversed)
+        let journal = subject.host.journal
+        #expect(journal.repeats == 1 && journal.totalReversals == 1)
+        #expect(journal.repeatsWithAnotherSTAN == 0)
+    }
+
     @Test func unreachableHostIsAnUnknownOutcomeNotACrash() async throws {
         let adapter = ISO8583Acquirer(configuration: .init(host: "127.0.0.1", port: 1))
         let kit = AcquirerConformance(subject: try await ISO8583Subject())
