@@ -33,9 +33,10 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         /// An echo not answered within this closes the connection.
         public var echoTimeout: Duration = .seconds(10)
         /// This many requests in a row given up on (their deadline passed) with nothing at all
-        /// from the host meanwhile close the connection: a host that went silent, or a session a
-        /// firewall dropped without a reset, would otherwise keep every request waiting until
-        /// the kernel gave up on the socket (many minutes).
+        /// from the host since each was sent close the connection: a host that went silent, or a
+        /// session a firewall dropped without a reset, would otherwise keep every request waiting
+        /// until the kernel gave up on the socket (many minutes). Requests that time out while
+        /// the host answers others (a reply lost, a slow issuer) do not count.
         public var unansweredBeforeReconnect = 3
         public var minimumBackoff: Duration = .milliseconds(100)
         public var maximumBackoff: Duration = .seconds(5)
@@ -282,6 +283,7 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         let channel = try await connectedChannel()
         var buffer = channel.allocator.buffer(capacity: body.count + 2)
         buffer.writeISO8583Frame(body)
+        let sentAt = ContinuousClock.now
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ISOMessage, any Error>) in
                 let duplicate = state.withLock { s -> Bool in
@@ -309,12 +311,13 @@ public final class ISO8583Acquirer: AcquirerAdapter {
                 }
             }
         } onCancel: {
-            // Given up on with no reply: past `unansweredBeforeReconnect` of these in a row, with
-            // nothing at all from the host meanwhile, the connection is taken for dead and closed
-            // (the requests still on it fail at once, as unknown outcomes, instead of waiting).
+            // Given up on with no reply: past `unansweredBeforeReconnect` of these in a row, each
+            // with nothing at all from the host since it was sent, the connection is taken for
+            // dead and closed (the requests still on it fail at once, as unknown outcomes,
+            // instead of waiting). A host still answering others is not silent.
             let (waiting, silent) = state.withLock { s -> (CheckedContinuation<ISOMessage, any Error>?, (any Channel)?) in
                 guard let c = s.pending.removeValue(forKey: key) else { return (nil, nil) }
-                guard s.channel === channel else { return (c, nil) }
+                guard s.channel === channel, s.lastReceived < sentAt else { return (c, nil) }
                 s.unansweredInARow += 1
                 guard s.unansweredInARow >= configuration.unansweredBeforeReconnect else { return (c, nil) }
                 s.unansweredInARow = 0

@@ -4,6 +4,7 @@ import Acquiring
 import ISO8583
 import ISO8583Acquirer
 import MakePayment
+import Synchronization
 import Testing
 
 /// The ISO 8583 adapter against the simulated acquirer host on a real loopback socket.
@@ -134,6 +135,40 @@ final class ISO8583Subject: AcquirerConformanceSubject {
         #expect(failedFast, "the request left on the silent connection failed when it was closed")
         subject.host.faults = AcquirerFaults()
         #expect(try await iso.authorize(try kit.request(code: "00")).responseCode == "00", "a new connection")
+    }
+
+    /// Requests that time out together while the host answers others (cards it never answers,
+    /// replies it loses) are not a silent host: the connection stays, and what waits on it too.
+    @Test func timeoutsWhileTheHostAnswersOthersKeepTheConnection() async throws {
+        let subject = try await ISO8583Subject()
+        defer { Task { await subject.server.stop() } }
+        let kit = AcquirerConformance(subject: subject)
+        let iso = subject.iso
+        func reachedTheHost(_ request: AuthorizationRequest) async throws {
+            let rrn = String(request.attemptReference.split(separator: "|")[2])
+            while subject.host.authorizationCount(rrn: rrn) == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        let finished = Mutex(false)
+        let first = try kit.request(code: "99")  // never answered; no deadline of its own
+        let waiting = Task {
+            _ = try? await iso.authorize(first)
+            finished.withLock { $0 = true }
+        }
+        try await reachedTheHost(first)
+        var unanswered: [Task<AcquirerAnswer, any Error>] = []
+        for _ in 0..<3 {
+            let request = try kit.request(code: "99")
+            unanswered.append(Task { try await iso.authorize(request) })
+            try await reachedTheHost(request)
+        }
+        // The host answers another request after those went out, then all three give up at once.
+        #expect(try await iso.authorize(try kit.request(code: "00")).responseCode == "00")
+        unanswered.forEach { $0.cancel() }
+        for task in unanswered { _ = try? await task.value }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(!finished.withLock { $0 }, "the connection was kept: the request waiting on it still waits")
+        waiting.cancel()
+        _ = await waiting.value
     }
 
     /// A repeat (0401) is its 0400 again with only the MTI changed: same STAN, same time.
