@@ -110,10 +110,6 @@ extension ISOMessage {
         return Ascii.string(digits)
     }
 
-    /// Key pairing a request with its response, in the spirit of jPOS QMUX:
-    /// MTI class (first two digits, shared by "0100"/"0110") + field 41 + field 11.
-    /// Both fields are normalised to their padded wire form so "123" and a decoded
-    /// "000123" match. Nil when the MTI is malformed or 41 or 11 is missing.
     /// Whether the MTI is a response (its third digit, the function, is odd: 0110, 0410, 0810).
     public var isResponse: Bool {
         guard Ascii.isMTI(mti) else { return false }
@@ -121,6 +117,10 @@ extension ISOMessage {
         return (function - UInt8(ascii: "0")) % 2 == 1
     }
 
+    /// Key pairing a request with its response, in the spirit of jPOS QMUX:
+    /// MTI class (first two digits, shared by "0100"/"0110") + field 41 + field 11.
+    /// Both fields are normalised to their padded wire form so "123" and a decoded
+    /// "000123" match. Nil when the MTI is malformed or 41 or 11 is missing.
     public var matchKey: String? {
         guard Ascii.isMTI(mti), let terminal = self[41], let stan = self[11] else { return nil }
         let paddedTerminal = terminal.unicodeScalars.count < 8

@@ -224,7 +224,7 @@ public final class ISO8583Acquirer: AcquirerAdapter {
             return first
         }
     }
-    private let firstReversalSends = Mutex<(byId: [String: (stan: String, clock: ISOClock)], order: [String])>(([:], []))
+    private let firstReversalSends = Mutex<(byId: [String: (stan: String, clock: ISOClock)], order: CircularBuffer<String>)>(([:], []))
     static let rememberedReversals = 10_000
 
     /// Sends an 0800 echo and waits for its 0810.
@@ -418,22 +418,21 @@ public final class ISO8583Acquirer: AcquirerAdapter {
             logger.error("undecodable message from acquirer", metadata: ["error": "\(error)"])
             return
         }
-        state.withLock { s in
-            s.lastReceived = .now
-            s.unansweredInARow = 0
-        }
         // A request from the host (third MTI digit even: its own 0800 echo or sign-on) is answered,
         // never taken for the reply to one of ours.
+        let key = message.isResponse ? message.matchKey : nil
+        let continuation = state.withLock { s -> CheckedContinuation<ISOMessage, any Error>? in
+            s.lastReceived = .now
+            s.unansweredInARow = 0
+            return key.flatMap { s.pending.removeValue(forKey: $0) }
+        }
         guard message.isResponse else {
             answerHostRequest(message, on: channel)
             return
         }
-        guard let key = message.matchKey else {
+        guard key != nil else {
             logger.warning("message from acquirer without match key", metadata: ["message": "\(message.maskedDescription)"])
             return
-        }
-        let continuation = state.withLock { s -> CheckedContinuation<ISOMessage, any Error>? in
-            s.pending.removeValue(forKey: key)
         }
         if let continuation {
             continuation.resume(returning: message)

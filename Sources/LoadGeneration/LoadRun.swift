@@ -255,7 +255,8 @@ public final class LoadRun: Sendable {
                     }
                 }
             }
-            // The first failure ends the wait at once (and cancels the rest), not after them all.
+            // The first failure ends the wait (once each registration in flight has its answer) and
+            // cancels the rest, which start no more.
             for try await _ in tasks {}
         }
     }

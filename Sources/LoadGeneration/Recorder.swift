@@ -52,8 +52,9 @@ public final class Recorder: Sendable {
     }
 
     /// No answer at all: the connection failed or the request timed out. `failedAfter` (from the
-    /// intended send time to the failure) goes into the latency figures too: a request that never
-    /// got an answer is the slowest of all, and leaving it out would flatter a stalled server.
+    /// intended send time to the failure) goes into the latency figures too, at the time it failed:
+    /// left out, the requests a stalled server never answered (timed out at `--request-timeout`)
+    /// would flatter its tail. Any of these fails the run anyway.
     public func transportError(_ description: String, failedAfter latency: Duration? = nil) {
         state.withLock { s in
             if let latency { _ = s.latency.record(Self.micros(latency)) }

@@ -33,6 +33,16 @@ struct RegisterPaymentRequest {
     /// The most an authorization can carry: ISO 8583 field 4 is 12 digits (about 10 billion NOK in øre).
     static let maxAmount = 999_999_999_999
 
+    static func isIdByte(_ byte: UInt8) -> Bool {
+        byte > 0x20 && byte < 0x7F && !"/?#%\\".utf8.contains(byte)
+    }
+
+    static func isUsableToken(_ token: String) -> Bool {
+        let bytes = Array(token.utf8)
+        guard bytes.count >= 8, let first = bytes.first, let last = bytes.last, first != 0x20, last != 0x20 else { return false }
+        return bytes.allSatisfy { $0 >= 0x20 && $0 != 0x7F }
+    }
+
     static func parse(_ data: Data) -> Result<RegisterPaymentRequest, Problems> {
         guard let object = try? JSONDecoder().decode([String: JSONValue].self, from: data) else {
             return .failure(Problems(entries: [(nil, "51", "Invalid request")]))
@@ -43,7 +53,7 @@ struct RegisterPaymentRequest {
             case .string(let value) where (optional || !value.isEmpty) && value.utf8.count <= max: return value
             // Some integrations send merchantSerialNumber as a number: accept its digits.
             case .integer(let number) where field == "merchantSerialNumber" && number > 0: return String(number)
-            case nil where optional: return ""
+            case nil where optional, .null where optional: return ""
             default:
                 problems.append((field, "51", "Invalid request"))
                 return ""
@@ -54,6 +64,19 @@ struct RegisterPaymentRequest {
         let orderId = string("merchantOrderId", max: 128)
         let token = string("makePaymentToken", max: 1024)
         let text = string("paymentText", max: 1024, optional: true)
+        // Ids travel in URL paths (`/payments/{id}`, not percent-decoded) and in log lines.
+        if !id.isEmpty, !id.utf8.allSatisfy(Self.isIdByte) {
+            problems.append(("pspTransactionId", "51", "Invalid request: pspTransactionId is printable ASCII without spaces or / ? # % \\"))
+        }
+        // ISO 8583 field 42 carries it: up to 15 characters; Vipps's are digits.
+        if !msn.isEmpty, !(msn.utf8.count <= 15 && msn.utf8.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) {
+            problems.append(("merchantSerialNumber", "51", "Invalid request: merchantSerialNumber is 1 to 15 digits"))
+        }
+        // A header value cannot carry control characters or keep spaces at its ends: such a token
+        // could never match. Under 8 characters it is too easy to guess.
+        if !token.isEmpty, !Self.isUsableToken(token) {
+            problems.append(("makePaymentToken", "51", "Invalid request: makePaymentToken is 8 or more characters, no control characters, no spaces at either end"))
+        }
         var amount = 0
         let lessThanOne: (String?, String, String) = ("amount", "amount.less.than.one", "Amount must be at least 1 øre")
         switch object["amount"] {

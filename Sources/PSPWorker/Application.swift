@@ -113,7 +113,8 @@ public func buildApplication(
     return Application(
         router: router,
         server: .http1(configuration: .init(additionalChannelHandlers: [
-            MakePaymentChannelHandler(path: path, maxBodyBytes: maxBodyBytes, staysOnEventLoop: staysOnEventLoop, serve: makePayment),
+            MakePaymentChannelHandler(path: path, maxBodyBytes: maxBodyBytes, staysOnEventLoop: staysOnEventLoop,
+                                      record: { [metrics = pipeline.metrics] in metrics.recordAnswer($0) }, serve: makePayment),
         ])),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "psp-worker"),
         // Shut down in reverse: the HTTP server first (finishing requests in flight), then the

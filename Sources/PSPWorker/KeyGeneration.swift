@@ -16,11 +16,22 @@ public enum KeyGeneration {
         if mkdir(directory, 0o700) != 0 && errno != EEXIST {
             throw KeyGenerationError(description: "cannot create \(directory): \(String(cString: strerror(errno)))")
         }
+        let privatePath = directory + "/private-key.pem", publicPath = directory + "/public-key.pem"
+        // Neither file may exist: a new private key beside an old public key would be a pair that
+        // does not match (and the next run would refuse, the private key being there).
+        for path in [privatePath, publicPath] where access(path, F_OK) == 0 {
+            throw KeyGenerationError(description: "\(path) exists (an existing key is never overwritten)")
+        }
         let key = try RSAKey.generate(bits: bits)
         guard let pem = key.privateKeyPKCS8PEM() else { throw KeyGenerationError(description: "cannot encode the private key") }
-        try pem.withUnsafeBytes { try writeFile($0, to: directory + "/private-key.pem", mode: 0o600) }
-        var publicPEM = key.publicKeyPEM()
-        try publicPEM.withUTF8 { try writeFile(UnsafeRawBufferPointer($0), to: directory + "/public-key.pem", mode: 0o644) }
+        try pem.withUnsafeBytes { try writeFile($0, to: privatePath, mode: 0o600) }
+        do {
+            var publicPEM = key.publicKeyPEM()
+            try publicPEM.withUTF8 { try writeFile(UnsafeRawBufferPointer($0), to: publicPath, mode: 0o644) }
+        } catch {
+            unlink(privatePath)  // no half pair left behind
+            throw error
+        }
     }
 
     static func writeFile(_ bytes: UnsafeRawBufferPointer, to path: String, mode: mode_t) throws {
@@ -29,12 +40,17 @@ public enum KeyGeneration {
             throw KeyGenerationError(description: "cannot create \(path): \(String(cString: strerror(errno))) (an existing key is never overwritten)")
         }
         defer { close(fd) }
-        var done = 0
-        while done < bytes.count {
-            let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
-            if n < 0 { if errno == EINTR { continue }; throw KeyGenerationError(description: "cannot write \(path): \(String(cString: strerror(errno)))") }
-            done += n
+        do {
+            var done = 0
+            while done < bytes.count {
+                let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
+                if n < 0 { if errno == EINTR { continue }; throw KeyGenerationError(description: "cannot write \(path): \(String(cString: strerror(errno)))") }
+                done += n
+            }
+            guard fsync(fd) == 0 else { throw KeyGenerationError(description: "cannot sync \(path)") }
+        } catch {
+            unlink(path)  // a truncated key file is worse than none
+            throw error
         }
-        guard fsync(fd) == 0 else { throw KeyGenerationError(description: "cannot sync \(path)") }
     }
 }

@@ -26,6 +26,8 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
 
     /// The endpoint's work: the body and the Authorization header in, the answer out.
     typealias Serve = @Sendable (ByteBuffer, String?) async -> MakePaymentResult
+    /// Counts an answer given here without `serve` (413), as `serve` counts its own.
+    typealias Record = @Sendable (MakePaymentResult) -> Void
 
     private enum State {
         case idle
@@ -40,6 +42,7 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     private let path: String
     private let maxBodyBytes: Int
     private let serve: Serve
+    private let record: Record
     /// Set when the endpoint's task should stay on this connection's event loop after it waits
     /// (the workers run on the event loops too): the answer is then written without a hop.
     private let staysOnEventLoop: Bool
@@ -54,10 +57,11 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     /// A read the channel asked for while the backlog was full, passed on once it drains.
     private var readHeld = false
 
-    init(path: String, maxBodyBytes: Int, staysOnEventLoop: Bool = false, serve: @escaping Serve) {
+    init(path: String, maxBodyBytes: Int, staysOnEventLoop: Bool = false, record: @escaping Record = { _ in }, serve: @escaping Serve) {
         self.path = path
         self.maxBodyBytes = maxBodyBytes
         self.staysOnEventLoop = staysOnEventLoop
+        self.record = record
         self.serve = serve
     }
 
@@ -95,7 +99,9 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         switch (state, part) {
         case (.idle, .head(let head)):
             if head.method == .post, let target = Self.path(of: head), target == path {
-                if let expect = head.headerFields[.expect], expect.lowercased() == "100-continue" {
+                // Not for a body already known to be over the limit: it would be sent only to be refused.
+                if let expect = head.headerFields[.expect], expect.lowercased() == "100-continue",
+                   (head.headerFields[.contentLength].flatMap { Int($0) } ?? 0) <= maxBodyBytes {
                     context.writeAndFlush(wrapOutboundOut(.head(HTTPResponse(status: .continue))), promise: nil)
                 }
                 let connection = head.headerFields[.connection]?.lowercased()
@@ -122,7 +128,9 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
             state = .answering
             closeAfterAnswer = closeAfter
             if tooLarge {
-                answer(MakePaymentResult(httpStatus: 413, response: .fail("", .invalidRequest)), context: context)
+                let tooLarge = MakePaymentResult(httpStatus: 413, response: .fail("", .invalidRequest))
+                record(tooLarge)
+                answer(tooLarge, context: context)
             } else {
                 start(body: body, authorization: authorization, context: context)
             }

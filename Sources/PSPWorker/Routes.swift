@@ -116,7 +116,9 @@ struct Routes: Sendable {
     func cancel(_ id: String) async -> Response {
         do {
             switch try await store.cancel(id, now: wallClockMilliseconds()) {
-            case .cancelled: return Responses.json(.ok, #"{"pspTransactionId":\#(JSONText.quoted(id)),"state":"cancelled"}"#)
+            // Idempotent: a PSP that retries after losing the first answer is told it is cancelled.
+            case .cancelled, .notPending(.cancelled):
+                return Responses.json(.ok, #"{"pspTransactionId":\#(JSONText.quoted(id)),"state":"cancelled"}"#)
             case .notFound: return Responses.errors(.notFound, [("pspTransactionId", "404", "No such payment")])
             case .notPending(let state):
                 return Responses.errors(.conflict, [("pspTransactionId", "409", "The payment is \(state.rawValue) and can no longer be cancelled")])

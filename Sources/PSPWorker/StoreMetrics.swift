@@ -22,10 +22,12 @@ final class StoreMetrics: Sendable {
     }
 
     func update() {
-        let (commitCount, writeCount) = store.groupCommits
-        let restartCount = store.walRestarts
+        // Read under the lock: two scrapes at once must not move `last` backwards (and count a
+        // delta twice).
         let delta = reported.withLock { last -> (Int, Int, Int) in
-            defer { last = (commitCount, writeCount, restartCount) }
+            let (commitCount, writeCount) = store.groupCommits
+            let restartCount = store.walRestarts
+            defer { last = (max(last.commits, commitCount), max(last.writes, writeCount), max(last.walRestarts, restartCount)) }
             return (commitCount - last.commits, writeCount - last.writes, restartCount - last.walRestarts)
         }
         if delta.0 > 0 { commits.increment(by: delta.0) }

@@ -37,7 +37,8 @@ public struct PipelineMetrics: Sendable {
 
     public static let disabled = PipelineMetrics(factory: NOOPMetricsHandler.instance)
 
-    func recordAnswer(_ result: MakePaymentResult) {
+    /// Also for answers given before the pipeline (a body over the limit: 413).
+    public func recordAnswer(_ result: MakePaymentResult) {
         answers[result.httpStatus * 1000 + (result.response.errorMessage?.errorId ?? 0)]?.increment()
     }
 

@@ -24,6 +24,12 @@ final class SQLiteConnection: @unchecked Sendable {
             sqlite3_close_v2(db)
             throw SQLiteError(code: rc, message: "\(path): \(message)")
         }
+        // SQLite falls back to read-only on a file it may not write, without an error: a store that
+        // refuses every write later (each payment answered 91) must refuse to open instead.
+        if !readOnly && sqlite3_db_readonly(db, "main") == 1 {
+            sqlite3_close_v2(db)
+            throw SQLiteError(code: SQLITE_READONLY, message: "\(path): the file is not writable")
+        }
         handle = db
         sqlite3_busy_timeout(db, 5_000)
     }

@@ -179,6 +179,9 @@ struct Serve: AsyncParsableCommand {
         if let eventLoopThreads, eventLoopThreads < 1 { throw ValidationError("--event-loop-threads must be at least 1") }
         guard workers >= 1, queueCapacity >= 1 else { throw ValidationError("--workers and --queue-capacity must be at least 1") }
         guard store.hasPrefix("sqlite:"), store.count > 7 else { throw ValidationError("--store must be sqlite:PATH") }
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level must be trace, debug, info, notice, warning, error or critical")
+        }
         guard let choice = PSPWorkerConfiguration.AcquirerChoice(acquirer) else {
             throw ValidationError("--acquirer must be simulator, iso8583://HOST:PORT[?terminal=TERMINAL] or http(s)://HOST:PORT[/path]")
         }

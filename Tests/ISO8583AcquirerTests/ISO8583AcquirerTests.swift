@@ -37,6 +37,8 @@ final class ISO8583Subject: AcquirerConformanceSubject {
     }
 }
 
+struct HostNeverSawIt: Error {}
+
 @Suite struct ISO8583AcquirerTests {
     @Test(arguments: AcquirerConformance.checks)
     func conformance(_ check: AcquirerConformance.Check) async throws {
@@ -110,7 +112,11 @@ final class ISO8583Subject: AcquirerConformanceSubject {
         let iso = subject.iso
         func reachedTheHost(_ request: AuthorizationRequest) async throws {
             let rrn = String(request.attemptReference.split(separator: "|")[2])
-            while subject.host.authorizationCount(rrn: rrn) == 0 { try await Task.sleep(for: .milliseconds(10)) }
+            let limit = ContinuousClock.now + .seconds(10)
+            while subject.host.authorizationCount(rrn: rrn) == 0 {
+                guard ContinuousClock.now < limit else { throw HostNeverSawIt() }
+                try await Task.sleep(for: .milliseconds(10))
+            }
         }
         let first = try kit.request(code: "00")
         let waiting = Task { try await iso.authorize(first) }  // no deadline of its own
@@ -146,7 +152,11 @@ final class ISO8583Subject: AcquirerConformanceSubject {
         let iso = subject.iso
         func reachedTheHost(_ request: AuthorizationRequest) async throws {
             let rrn = String(request.attemptReference.split(separator: "|")[2])
-            while subject.host.authorizationCount(rrn: rrn) == 0 { try await Task.sleep(for: .milliseconds(10)) }
+            let limit = ContinuousClock.now + .seconds(10)
+            while subject.host.authorizationCount(rrn: rrn) == 0 {
+                guard ContinuousClock.now < limit else { throw HostNeverSawIt() }
+                try await Task.sleep(for: .milliseconds(10))
+            }
         }
         let finished = Mutex(false)
         let first = try kit.request(code: "99")  // never answered; no deadline of its own

@@ -215,11 +215,25 @@ struct ScratchStore {
         // The worker never picks a key itself (it used to fall back to the repository's test key).
         (["serve", "--port", "0"], "--private-key"),
         (["keygen", "--bits", "99999999999"], "--bits"),
+        (["serve", "--private-key", "k.pem", "--log-level", "verbose"], "--log-level"),
     ])
     func badValuesAreRefused(arguments: [String], named: String) throws {
         let (status, message) = try Self.run(arguments)
         #expect(status != 0)
         #expect(message.contains(named), "\(message)")
+    }
+
+    /// A new private key is never left beside an old public key (a pair that does not match),
+    /// nor without one.
+    @Test func keygenNeverLeavesHalfAPair() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keygen-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try "an old public key".write(toFile: directory + "/public-key.pem", atomically: true, encoding: .utf8)
+        let (status, message) = try Self.run(["keygen", "--out", directory])
+        #expect(status != 0 && message.contains("public-key.pem"), "\(message)")
+        #expect(!FileManager.default.fileExists(atPath: directory + "/private-key.pem"))
+        #expect(try String(contentsOfFile: directory + "/public-key.pem", encoding: .utf8) == "an old public key")
     }
 
     /// Runs `psp-worker` to its end; its exit status and what it wrote to standard error.

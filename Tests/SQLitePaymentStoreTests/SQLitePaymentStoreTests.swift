@@ -142,6 +142,18 @@ final class TemporaryDatabase: Sendable {
         }
     }
 
+    /// SQLite opens a file it may not write read-only, without an error; the store refuses it at
+    /// start instead of answering every payment 91. (As root every file is writable: not tested then.)
+    @Test(.enabled(if: geteuid() != 0)) func aReadOnlyFileIsRefusedAtOpen() async throws {
+        let database = TemporaryDatabase()
+        let store = try database.open()
+        _ = try await store.register(PaymentStoreConformance.registration("ro-1"), now: 1)
+        store.close()
+        chmod(database.path, 0o444)
+        defer { chmod(database.path, 0o644) }
+        #expect(throws: SQLiteError.self) { _ = try SQLitePaymentStore(path: database.path) }
+    }
+
     @Test func unwritablePathIsAClearError() {
         #expect(throws: SQLiteError.self) { _ = try SQLitePaymentStore(path: "/nonexistent-dir/x/store.sqlite") }
     }
