@@ -93,7 +93,7 @@ ccs_key *ccs_public_key_from_pem(const void *pem, size_t pem_len, int *reason) {
     if (bio == NULL) { ERR_clear_error(); return NULL; }
     EVP_PKEY *pkey = PEM_read_bio_PUBKEY_ex(bio, NULL, NULL, NULL, NULL, NULL);
     if (pkey == NULL) {
-        // PKCS#1 "RSA PUBLIC KEY": rewind and let the generic decoder try.
+        // PKCS#1 "RSA PUBLIC KEY": rewind and read it with the 1.1 API (the one use of it).
         (void)BIO_reset(bio);
         ERR_clear_error();
         RSA *rsa = PEM_read_bio_RSAPublicKey(bio, NULL, NULL, NULL);

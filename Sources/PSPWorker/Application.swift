@@ -126,6 +126,8 @@ public func buildApplication(
 }
 
 /// The worker pool as a Service: on graceful shutdown it closes the queue and lets workers drain it.
+/// On cancellation too (another service failed, say: the port was taken): idle workers wait on the
+/// queue without heeding cancellation, and the process would otherwise never exit.
 struct WorkerPoolService: Service {
     let queue: InProcessMakePaymentQueue
     let workers: Int
@@ -135,9 +137,9 @@ struct WorkerPoolService: Service {
 
     func run() async throws {
         let pipeline = self.pipeline
-        await withGracefulShutdownHandler {
+        await withTaskCancellationOrGracefulShutdownHandler {
             await queue.runWorkers(workers, maxAuthorizing: maxAuthorizing, executors: executors) { job in pipeline.workStep(job) }
-        } onGracefulShutdown: {
+        } onCancelOrGracefulShutdown: {
             queue.close()
         }
     }

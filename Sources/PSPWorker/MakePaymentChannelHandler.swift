@@ -222,7 +222,13 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ChannelShouldQuiesceEvent {
             switch state {
-            case .collecting, .answering:
+            case .collecting:
+                // A body still coming: nothing has started for it, and a client that stopped
+                // sending halfway would hold the shutdown for ever. Closed; Vipps calls again.
+                backlog.removeAll()
+                context.close(promise: nil)
+                return
+            case .answering:
                 // Ours is in flight: close after answering it.
                 quiesceHeld = true
                 return

@@ -219,6 +219,24 @@ import Testing
         let n = Array(text.utf8).withUnsafeBytes { input in out.withUnsafeMutableBytes { StrictBase64.decode(input, into: $0) } }
         #expect(n == nil)
     }
+
+    /// At the length of a real cardData (344 characters, 256 bytes): one character outside the
+    /// standard alphabet, anywhere, is refused by the decoder itself (before any RSA operation).
+    @Test(arguments: ["-", "_", " ", "\n", "."])
+    func aFullLengthCryptogramWithAForeignCharacterIsRefused(foreign: String) {
+        let bytes = (0..<256).map { UInt8(truncatingIfNeeded: $0 &* 91 &+ 7) }
+        let encoded = Array(bytes.withUnsafeBytes { StrictBase64.encode($0) }.utf8)
+        #expect(encoded.count == 344)
+        var out = [UInt8](repeating: 0, count: 258)
+        for position in [0, 100, 341] {
+            var text = encoded
+            text[position] = Array(foreign.utf8)[0]
+            let n = text.withUnsafeBytes { input in out.withUnsafeMutableBytes { StrictBase64.decode(input, into: $0) } }
+            #expect(n == nil, "\(foreign) at \(position)")
+        }
+        let clean = encoded.withUnsafeBytes { input in out.withUnsafeMutableBytes { StrictBase64.decode(input, into: $0) } }
+        #expect(clean == 256)
+    }
 }
 
 @Suite struct SecretsTests {

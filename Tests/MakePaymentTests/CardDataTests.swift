@@ -95,7 +95,8 @@ private func outcome(_ text: String) -> String {
     @Test(arguments: [
         ("4925000000004444", "492500******4444"),
         ("4000000000000000006", "400000*********0006"),
-        ("400000000000", "400000**0000"),
+        ("400000000000", "************"),          // 12 digits: first 6 and last 4 would hide only 2
+        ("4000000000002", "400000***0002"),
     ])
     func maskingShowsFirstSixAndLastFour(number: String, masked: String) throws {
         // Everything that can be shown of a PAN is its masked form: interpolation, reflection, encoding.
