@@ -223,6 +223,38 @@ struct ScratchStore {
         #expect(message.contains(named), "\(message)")
     }
 
+    /// A service that fails at start (its port is taken) ends the process with an error. The worker
+    /// pool used to wait on its queue through the cancellation, and the process never exited.
+    @Test func aTakenPortEndsTheProcess() throws {
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) == 0 && listen(listener, 1) == 0 && getsockname(listener, $0, &length) == 0 }
+        }
+        try #require(bound)
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        let store = FileManager.default.temporaryDirectory.appendingPathComponent("taken-\(UUID().uuidString).sqlite").path
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: store + suffix) } }
+        let process = Process()
+        process.executableURL = WorkerProcess.binary
+        process.arguments = ["serve", "--host", "127.0.0.1", "--port", String(port), "--store", "sqlite:" + store,
+                             "--private-key", TestKeys.path("psp-private-key")]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let limit = Date().addingTimeInterval(30)
+        while process.isRunning && Date() < limit { usleep(50_000) }
+        let exited = !process.isRunning
+        if !exited { process.interrupt(); kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        #expect(exited, "still running 30 s after its port was found taken")
+        #expect(!exited || process.terminationStatus != 0)
+    }
+
     /// A new private key is never left beside an old public key (a pair that does not match),
     /// nor without one.
     @Test func keygenNeverLeavesHalfAPair() throws {
