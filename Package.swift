@@ -1,4 +1,5 @@
-// swift-tools-version:6.1
+// swift-tools-version:6.2
+// 6.2: the worker uses Task.immediate (SE-0472), which Swift 6.1 does not have.
 import PackageDescription
 
 let package = Package(

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs what a fresh Debian/Ubuntu machine with Swift 6.1+ lacks to build and test psp-worker:
+# Installs what a fresh Debian/Ubuntu machine with Swift 6.2+ lacks to build and test psp-worker:
 # OpenSSL 3 and SQLite 3 headers (the system libraries we link), pkg-config, the openssl command
-# (tests make throw-away keys with it) and, for the PostgreSQL store's tests, PostgreSQL.
+# (tests make throw-away keys with it) and curl.
 set -euo pipefail
 missing=()
 pkg-config --version >/dev/null 2>&1 || missing+=(pkg-config)
