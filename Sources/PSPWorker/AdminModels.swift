@@ -33,8 +33,13 @@ struct RegisterPaymentRequest {
     /// The most an authorization can carry: ISO 8583 field 4 is 12 digits (about 10 billion NOK in øre).
     static let maxAmount = 999_999_999_999
 
+    /// What a URL path segment carries as it is (RFC 3986 pchar, without percent-encoding):
+    /// letters, digits, `- . _ ~`, `! $ & ' ( ) * + , ; =`, `:` and `@`.
     static func isIdByte(_ byte: UInt8) -> Bool {
-        byte > 0x20 && byte < 0x7F && !"/?#%\\".utf8.contains(byte)
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): true
+        default: "-._~!$&'()*+,;=:@".utf8.contains(byte)
+        }
     }
 
     static func isUsableToken(_ token: String) -> Bool {
@@ -66,7 +71,7 @@ struct RegisterPaymentRequest {
         let text = string("paymentText", max: 1024, optional: true)
         // Ids travel in URL paths (`/payments/{id}`, not percent-decoded) and in log lines.
         if !id.isEmpty, !id.utf8.allSatisfy(Self.isIdByte) {
-            problems.append(("pspTransactionId", "51", "Invalid request: pspTransactionId is printable ASCII without spaces or / ? # % \\"))
+            problems.append(("pspTransactionId", "51", "Invalid request: pspTransactionId is letters, digits and - . _ ~ ! $ & ' ( ) * + , ; = : @"))
         }
         // ISO 8583 field 42 carries it: up to 15 characters; Vipps's are digits.
         if !msn.isEmpty, !(msn.utf8.count <= 15 && msn.utf8.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) {

@@ -56,6 +56,10 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     private let backlogLimit = 64
     /// A read the channel asked for while the backlog was full, passed on once it drains.
     private var readHeld = false
+    /// An answer that closes the connection is being written.
+    private var closing = false
+    /// At shutdown, how long a body still coming may take before its connection is closed.
+    static let unfinishedBodyGrace = TimeAmount.seconds(5)
 
     init(path: String, maxBodyBytes: Int, staysOnEventLoop: Bool = false, record: @escaping Record = { _ in }, serve: @escaping Serve) {
         self.path = path
@@ -70,6 +74,9 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // After an answer that closes the connection, what else comes is not read (handling it
+        // could close the channel before that answer is out).
+        guard !closing else { return }
         let part = unwrapInboundIn(data)
         if backlog.isEmpty && accepts(part) {
             handle(part, context: context)
@@ -99,9 +106,16 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         switch (state, part) {
         case (.idle, .head(let head)):
             if head.method == .post, let target = Self.path(of: head), target == path {
-                // Not for a body already known to be over the limit: it would be sent only to be refused.
-                if let expect = head.headerFields[.expect], expect.lowercased() == "100-continue",
-                   (head.headerFields[.contentLength].flatMap { Int($0) } ?? 0) <= maxBodyBytes {
+                if let expect = head.headerFields[.expect], expect.lowercased() == "100-continue" {
+                    // A body already known to be over the limit is refused before it is sent.
+                    if (head.headerFields[.contentLength].flatMap { Int($0) } ?? 0) > maxBodyBytes {
+                        state = .answering
+                        closeAfterAnswer = true
+                        let tooLarge = MakePaymentResult(httpStatus: 413, response: .fail("", .invalidRequest))
+                        record(tooLarge)
+                        answer(tooLarge, context: context)
+                        return
+                    }
                     context.writeAndFlush(wrapOutboundOut(.head(HTTPResponse(status: .continue))), promise: nil)
                 }
                 let connection = head.headerFields[.connection]?.lowercased()
@@ -184,6 +198,7 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         }
         // Closed once the answer is out, not before (a close fails writes still pending).
         backlog.removeAll()
+        closing = true
         let channel = context.channel
         let written = context.eventLoop.makePromise(of: Void.self)
         written.futureResult.whenComplete { _ in channel.close(promise: nil) }
@@ -223,10 +238,16 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         if event is ChannelShouldQuiesceEvent {
             switch state {
             case .collecting:
-                // A body still coming: nothing has started for it, and a client that stopped
-                // sending halfway would hold the shutdown for ever. Closed; Vipps calls again.
-                backlog.removeAll()
-                context.close(promise: nil)
+                // A body still coming: answered and closed if it completes, but a client that
+                // stopped sending halfway must not hold the shutdown for ever. Not closed at once:
+                // an earlier answer may still be on its way out, and a close fails pending writes.
+                quiesceHeld = true
+                let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+                context.eventLoop.scheduleTask(in: Self.unfinishedBodyGrace) {
+                    guard case .collecting = bound.value.handler.state else { return }
+                    bound.value.handler.backlog.removeAll()
+                    bound.value.context.close(promise: nil)
+                }
                 return
             case .answering:
                 // Ours is in flight: close after answering it.

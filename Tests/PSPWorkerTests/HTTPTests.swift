@@ -197,7 +197,7 @@ extension TestResponse {
             #expect(try await client.post("/payments", "[]", authorization: "Bearer " + LiveWorker.adminToken).status == .badRequest)
             // Ids that a URL path or a log line would mangle, merchants that are not digits (field 42
             // is 15 characters), and tokens that no header could carry or that are too short.
-            for id in ["a/b", "a b", "a%2Fb", "a?b", "a#b", #"a\u0000b"#, #"a\nb"#, "é1"] {
+            for id in ["a/b", "a b", "a%2Fb", "a?b", "a#b", #"a\u0000b"#, #"a\nb"#, "é1", "a<b", "a|b", "a{b", "a^b", "a`b", #"a\"b"#] {
                 let refused = try await client.register(id)
                 #expect(refused.status == .badRequest && refused.text.contains("pspTransactionId"), "\(id)")
             }
@@ -322,6 +322,12 @@ extension TestResponse {
             }
             #expect(interim.map(\.status) == [100])
             #expect(answers.map(\.status) == [200])
+            // A body announced over the limit is refused at once, before it is sent, and the
+            // connection closed (what the client might still send is not read).
+            let refused = try await RawHTTP.exchange(port: port, "POST /makePayment HTTP/1.1\r\nHost: x\r\nAuthorization: token-e1\r\n"
+                                                     + "Expect: 100-continue\r\nContent-Length: 100000\r\n\r\n", answers: 1, readToEnd: true)
+            #expect(refused.map(\.status) == [413])
+            #expect(refused.first?.headers["connection"] == "close")
             #expect(answers.first?.body == #"{"paymentInfo":{"pspTransactionId":"e1","status":"OK"}}"#)
         }
     }
