@@ -209,9 +209,9 @@ public enum ISO87APackager {
     }
 }
 
-/// Bounds-checked cursor over the input: `take` returns nil instead of trapping,
-/// which is what lets truncated or hostile input end in an error rather than a crash.
-/// A cursor over bytes it does not own (valid for the decode that made it).
+/// Bounds-checked cursor over bytes it does not own (valid for the decode that made it): `take`
+/// returns nil instead of trapping, which is what lets truncated or hostile input end in an
+/// error rather than a crash.
 struct Reader {
     private let bytes: UnsafeRawBufferPointer
     private var position = 0

@@ -420,13 +420,14 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         }
         // A request from the host (third MTI digit even: its own 0800 echo or sign-on) is answered,
         // never taken for the reply to one of ours.
-        let key = message.isResponse ? message.matchKey : nil
+        let isResponse = message.isResponse
+        let key = isResponse ? message.matchKey : nil
         let continuation = state.withLock { s -> CheckedContinuation<ISOMessage, any Error>? in
             s.lastReceived = .now
             s.unansweredInARow = 0
             return key.flatMap { s.pending.removeValue(forKey: $0) }
         }
-        guard message.isResponse else {
+        guard isResponse else {
             answerHostRequest(message, on: channel)
             return
         }

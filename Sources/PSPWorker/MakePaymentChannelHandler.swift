@@ -111,9 +111,7 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
                     if (head.headerFields[.contentLength].flatMap { Int($0) } ?? 0) > maxBodyBytes {
                         state = .answering
                         closeAfterAnswer = true
-                        let tooLarge = MakePaymentResult(httpStatus: 413, response: .fail("", .invalidRequest))
-                        record(tooLarge)
-                        answer(tooLarge, context: context)
+                        refuseTooLarge(context: context)
                         return
                     }
                     context.writeAndFlush(wrapOutboundOut(.head(HTTPResponse(status: .continue))), promise: nil)
@@ -142,9 +140,7 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
             state = .answering
             closeAfterAnswer = closeAfter
             if tooLarge {
-                let tooLarge = MakePaymentResult(httpStatus: 413, response: .fail("", .invalidRequest))
-                record(tooLarge)
-                answer(tooLarge, context: context)
+                refuseTooLarge(context: context)
             } else {
                 start(body: body, authorization: authorization, context: context)
             }
@@ -173,6 +169,13 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
                 eventLoop.execute { bound.value.handler.answer(result, context: bound.value.context) }
             }
         }
+    }
+
+    /// 413 for a body over the limit, counted like the answers `serve` gives.
+    private func refuseTooLarge(context: ChannelHandlerContext) {
+        let tooLarge = MakePaymentResult(httpStatus: 413, response: .fail("", .invalidRequest))
+        record(tooLarge)
+        answer(tooLarge, context: context)
     }
 
     private func answer(_ result: MakePaymentResult, context: ChannelHandlerContext) {

@@ -27,7 +27,7 @@ final class StoreMetrics: Sendable {
         let delta = reported.withLock { last -> (Int, Int, Int) in
             let (commitCount, writeCount) = store.groupCommits
             let restartCount = store.walRestarts
-            defer { last = (max(last.commits, commitCount), max(last.writes, writeCount), max(last.walRestarts, restartCount)) }
+            defer { last = (commitCount, writeCount, restartCount) }
             return (commitCount - last.commits, writeCount - last.writes, restartCount - last.walRestarts)
         }
         if delta.0 > 0 { commits.increment(by: delta.0) }

@@ -26,6 +26,15 @@ final class ISO8583Subject: AcquirerConformanceSubject {
         return parts.count > 2 ? String(parts[2]) : ""
     }
     func authorizations(of attempt: AttemptIdentity) async -> Int { host.authorizationCount(rrn: Self.rrn(attempt)) }
+    /// Waits (up to 10 s) until the host has seen `request`'s authorization.
+    func reachedTheHost(_ request: AuthorizationRequest) async throws {
+        let rrn = String(request.attemptReference.split(separator: "|")[2])
+        let limit = ContinuousClock.now + .seconds(10)
+        while host.authorizationCount(rrn: rrn) == 0 {
+            guard ContinuousClock.now < limit else { throw HostNeverSawIt() }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
     func reversals(of attempt: AttemptIdentity) async -> Int { host.reversalCount(rrn: Self.rrn(attempt)) }
     func setFaults(_ faults: ConformanceFaults) async -> Bool {
         var f = AcquirerFaults()
@@ -110,21 +119,13 @@ struct HostNeverSawIt: Error {}
         silent.dropRate = 1
         subject.host.faults = silent
         let iso = subject.iso
-        func reachedTheHost(_ request: AuthorizationRequest) async throws {
-            let rrn = String(request.attemptReference.split(separator: "|")[2])
-            let limit = ContinuousClock.now + .seconds(10)
-            while subject.host.authorizationCount(rrn: rrn) == 0 {
-                guard ContinuousClock.now < limit else { throw HostNeverSawIt() }
-                try await Task.sleep(for: .milliseconds(10))
-            }
-        }
         let first = try kit.request(code: "00")
         let waiting = Task { try await iso.authorize(first) }  // no deadline of its own
-        try await reachedTheHost(first)
+        try await subject.reachedTheHost(first)
         for _ in 0..<3 {
             let request = try kit.request(code: "00")
             let attempt = Task { try await iso.authorize(request) }
-            try await reachedTheHost(request)
+            try await subject.reachedTheHost(request)
             attempt.cancel()  // what the pipeline's deadline does
             _ = try? await attempt.value
         }
@@ -150,26 +151,18 @@ struct HostNeverSawIt: Error {}
         defer { Task { await subject.server.stop() } }
         let kit = AcquirerConformance(subject: subject)
         let iso = subject.iso
-        func reachedTheHost(_ request: AuthorizationRequest) async throws {
-            let rrn = String(request.attemptReference.split(separator: "|")[2])
-            let limit = ContinuousClock.now + .seconds(10)
-            while subject.host.authorizationCount(rrn: rrn) == 0 {
-                guard ContinuousClock.now < limit else { throw HostNeverSawIt() }
-                try await Task.sleep(for: .milliseconds(10))
-            }
-        }
         let finished = Mutex(false)
         let first = try kit.request(code: "99")  // never answered; no deadline of its own
         let waiting = Task {
             _ = try? await iso.authorize(first)
             finished.withLock { $0 = true }
         }
-        try await reachedTheHost(first)
+        try await subject.reachedTheHost(first)
         var unanswered: [Task<AcquirerAnswer, any Error>] = []
         for _ in 0..<3 {
             let request = try kit.request(code: "99")
             unanswered.append(Task { try await iso.authorize(request) })
-            try await reachedTheHost(request)
+            try await subject.reachedTheHost(request)
         }
         // The host answers another request after those went out, then all three give up at once.
         #expect(try await iso.authorize(try kit.request(code: "00")).responseCode == "00")
