@@ -2,6 +2,7 @@ import Acquiring
 import CardCrypto
 import Foundation
 import ISO8583Acquirer
+import SQLitePaymentStore
 
 /// Everything `psp-worker serve` is configured with: filled from flags and the environment by the
 /// command line, or directly by tests.
@@ -58,9 +59,9 @@ public struct PSPWorkerConfiguration: Sendable {
     public var keys: KeyRingSource
     public var store: StoreLocation = .sqlite(path: "data/psp-worker.sqlite")
     /// How long the store's writer may wait for a group commit to fill when writes come often.
-    public var groupCommitWindow: Duration = .milliseconds(2)
+    public var groupCommitWindow: Duration = SQLitePaymentStore.defaultGroupCommitWindow
     /// The window while makePayments queue for a worker (the CPU is saturated).
-    public var busyGroupCommitWindow: Duration = .milliseconds(5)
+    public var busyGroupCommitWindow: Duration = SQLitePaymentStore.defaultBusyGroupCommitWindow
     public var acquirer: AcquirerChoice = .simulator(latency: .zero)
     public var workers = PSPWorkerConfiguration.processorCount
     /// SwiftNIO event loop threads for HTTP (nil: NIO's shared group, one per core).

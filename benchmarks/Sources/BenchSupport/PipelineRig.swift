@@ -9,11 +9,14 @@ import Synchronization
 /// The whole makePayment pipeline in one process, as the worker runs it minus HTTP: JSON decode of
 /// the body, the pipeline (token, idempotency, decrypt, parse, simulator acquirer, map, record in
 /// SQLite with group commit and fsync), JSON encode of the answer. Each payment is used once, so
-/// the rig registers all it will need up front.
+/// the rig registers all it will need up front. Payments go through the worker's queue to as many
+/// workers as cores, and the store hears from the queue what the worker's store hears.
 public final class PipelineRig: Sendable {
     public let path: String
     public let store: SQLitePaymentStore
     public let pipeline: MakePaymentPipeline
+    private let queue: InProcessMakePaymentQueue
+    private let workers: Task<Void, Never>
     private let bodies: [Data]
     private let tokens: [String]
     private let cursor = Atomic<Int>(0)
@@ -23,13 +26,21 @@ public final class PipelineRig: Sendable {
 
     /// A store in a new temporary file with `payments` registered payments, each with a cryptogram
     /// of its own.
-    public init(payments: Int, directory: String = NSTemporaryDirectory()) async throws {
+    public init(payments: Int, workers workerCount: Int = ProcessInfo.processInfo.activeProcessorCount,
+                directory: String = NSTemporaryDirectory()) async throws {
         path = directory + "/pipeline-bench-\(UUID().uuidString).sqlite"
         store = try SQLitePaymentStore(path: path)
-        pipeline = MakePaymentPipeline(
+        let pipeline = MakePaymentPipeline(
             configuration: .init(acquirerTimeout: .seconds(10), instanceId: "bench"),
             keyRing: Fixtures.keyRing(), store: store, acquirer: SimulatorAcquirer(),
             currentMonth: { Fixtures.currentMonth })
+        self.pipeline = pipeline
+        // As buildApplication wires them (the queue's capacity and authorizations in flight: the worker's defaults).
+        let queue = InProcessMakePaymentQueue(capacity: 1024)
+        self.queue = queue
+        store.whenBusy { queue.depth >= workerCount }
+        store.whenWritesUnderway { queue.inProgress }
+        workers = Task { await queue.runWorkers(workerCount, maxAuthorizing: 4096, executors: []) { pipeline.workStep($0) } }
         let cards = Fixtures.cardData(count: payments)
         var bodies: [Data] = [], tokens: [String] = []
         for (i, cardData) in cards.enumerated() {
@@ -65,7 +76,7 @@ public final class PipelineRig: Sendable {
         guard i < bodies.count else { return nil }
         let request: MakePaymentRequest?
         if case .request(let parsed) = bodies[i].withUnsafeBytes({ MakePaymentRequest.parse(json: $0) }) { request = parsed } else { request = nil }
-        let result = await pipeline.handle(body: request, authorization: tokens[i], queue: nil)
+        let result = await pipeline.handle(body: request, authorization: tokens[i], queue: queue)
         return (result.response.json, result.response.paymentInfo.status == .ok)
     }
 
@@ -95,6 +106,7 @@ public final class PipelineRig: Sendable {
 
     /// Stops the store and removes its files.
     public func close() {
+        queue.close()
         store.close()
         for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
     }

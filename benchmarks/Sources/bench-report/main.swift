@@ -196,8 +196,10 @@ for r in 1...options.rounds {
 /// ratio is to the ceiling measured beside it.
 func measurePipeline(_ round: inout Round) async throws {
     let slices = max(1, Int(options.seconds.rounded()))
-    // Enough payments for every slice (each payment can be made once).
-    let payments = max(options.payments, slices * 4_000)
+    // Enough payments for every slice (each payment can be made once): the pipeline cannot outrun
+    // the ceiling, so half as many again as it per slice.
+    let ceiling = round.ceilingAll > 0 ? round.ceilingAll : opensslSignsPerSecond(multi: n, seconds: 1)
+    let payments = max(options.payments, slices * Int(ceiling * 1.5))
     log("pipeline: registering \(payments) payments …")
     let rig = try await PipelineRig(payments: payments)
     defer { rig.close() }
@@ -216,7 +218,7 @@ func measurePipeline(_ round: inout Round) async throws {
     }
     let commits = rig.store.groupCommits
     log("pipeline: \(commits.commits - commitsBefore.commits) commits carried \(commits.writes - commitsBefore.writes) writes")
-    if made == rig.capacity { log("pipeline: the rig ran out of payments; raise --payments") }
+    if rig.used == rig.capacity { log("pipeline: the rig ran out of payments; raise --payments") }
     round.pipelineCPU = cpu / Double(max(made, 1)) * 1e6
     if failures > 0 { log("pipeline: \(failures) answers were not OK") }
 }
