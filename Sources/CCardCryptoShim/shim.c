@@ -8,6 +8,7 @@
 #endif
 #include <sys/resource.h>
 #include <openssl/bio.h>
+#include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -49,14 +50,37 @@ static int passphrase_callback(char *buf, int size, int rwflag, void *u) {
     return (int)req->passphrase_len;
 }
 
-static int check_rsa_encryption_key(EVP_PKEY *pkey) {
+// FIPS 186-5's bounds on the public exponent: odd, 2^16 < e < 2^256.
+static int exponent_is_sound(EVP_PKEY *pkey) {
+    BIGNUM *e = NULL;
+    if (EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_E, &e) != 1) return 0;
+    int bits = BN_num_bits(e);
+    int sound = BN_is_odd(e) && bits > 16 && bits <= 256;
+    BN_free(e);
+    return sound;
+}
+
+// A private key's parts must agree (OpenSSL's RSA keypair check: n = p·q, e·d ≡ 1, the CRT values,
+// p and q prime). Parsing checks none of it; a key that fails would answer every payment 92.
+// Run once per load (tens of milliseconds), never per decryption.
+static int private_key_is_consistent(EVP_PKEY *pkey) {
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
+    int consistent = ctx != NULL && EVP_PKEY_pairwise_check(ctx) == 1;
+    EVP_PKEY_CTX_free(ctx);
+    return consistent;
+}
+
+static int check_rsa_encryption_key(EVP_PKEY *pkey, int is_private) {
     if (EVP_PKEY_get_base_id(pkey) != EVP_PKEY_RSA) return CCS_KEY_NOT_RSA;
     if (EVP_PKEY_get_bits(pkey) < 2048) return CCS_KEY_TOO_SHORT;
+    if (!exponent_is_sound(pkey)) return CCS_KEY_WEAK_EXPONENT;
+    if (is_private && !private_key_is_consistent(pkey)) return CCS_KEY_INCONSISTENT;
     return CCS_KEY_OK;
 }
 
-static ccs_key *wrap_key(EVP_PKEY *pkey, int *reason) {
-    int check = check_rsa_encryption_key(pkey);
+static ccs_key *wrap_key(EVP_PKEY *pkey, int is_private, int *reason) {
+    int check = check_rsa_encryption_key(pkey, is_private);
+    ERR_clear_error();
     if (check != CCS_KEY_OK) {
         EVP_PKEY_free(pkey);
         *reason = check;
@@ -83,7 +107,7 @@ ccs_key *ccs_private_key_from_pem(const void *pem, size_t pem_len,
         if (req.asked) *reason = passphrase == NULL ? CCS_KEY_NEEDS_PASSPHRASE : CCS_KEY_BAD_PASSPHRASE;
         return NULL;
     }
-    return wrap_key(pkey, reason);
+    return wrap_key(pkey, 1, reason);
 }
 
 ccs_key *ccs_public_key_from_pem(const void *pem, size_t pem_len, int *reason) {
@@ -109,7 +133,7 @@ ccs_key *ccs_public_key_from_pem(const void *pem, size_t pem_len, int *reason) {
     BIO_free(bio);
     ERR_clear_error();
     if (pkey == NULL) return NULL;
-    return wrap_key(pkey, reason);
+    return wrap_key(pkey, 0, reason);
 }
 
 ccs_key *ccs_generate_rsa_key(unsigned int bits) {
@@ -117,7 +141,7 @@ ccs_key *ccs_generate_rsa_key(unsigned int bits) {
     ERR_clear_error();
     if (pkey == NULL) return NULL;
     int reason;
-    return wrap_key(pkey, &reason);
+    return wrap_key(pkey, 1, &reason);
 }
 
 void ccs_key_free(ccs_key *key) {

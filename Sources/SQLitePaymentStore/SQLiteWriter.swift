@@ -30,7 +30,7 @@ final class SQLiteWriter: @unchecked Sendable {
     struct Statistics: Sendable, Equatable { var commits = 0, pieces = 0, walRestarts = 0 }
 
     private let connection: SQLiteConnection
-    private let condition = NSCondition()
+    private let condition = MonotonicCondition()
     private var pending: [Item] = []
     private var closed = false
     /// The writer sleeps for work (and must be signalled), rather than gathering a group (and must not be).
@@ -154,10 +154,8 @@ final class SQLiteWriter: @unchecked Sendable {
             if window > 0 && arrivalInterval < Double(window) && !nothingMoreComing {
                 let deadline = pendingSince &+ window
                 gathering = true
-                while pending.count < groupLimit && !closed && !nothingMoreComing {
-                    let now = monotonicNanoseconds()
-                    guard now < deadline else { break }
-                    _ = condition.wait(until: Date(timeIntervalSinceNow: Double(deadline - now) / 1e9))
+                while pending.count < groupLimit && !closed && !nothingMoreComing && monotonicNanoseconds() < deadline {
+                    condition.wait(untilMonotonicNanoseconds: deadline)
                 }
                 gathering = false
             }

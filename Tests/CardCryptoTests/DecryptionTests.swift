@@ -111,6 +111,24 @@ import Testing
         let ec = try make(["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"], "ec.pem")
         #expect(throws: KeyLoadError.tooShort(path: short)) { _ = try KeyFiles.loadPrivateKey(path: short, passphrase: nil) }
         #expect(throws: KeyLoadError.notRSA(path: ec)) { _ = try KeyFiles.loadPrivateKey(path: ec, passphrase: nil) }
+        // e = 3 is outside FIPS 186-5's bounds (2^16 < e < 2^256), as a private and as a public key.
+        let smallExponent = try make(["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-pkeyopt", "rsa_keygen_pubexp:3"], "e3.pem")
+        #expect(throws: KeyLoadError.weakExponent(path: smallExponent)) { _ = try KeyFiles.loadPrivateKey(path: smallExponent, passphrase: nil) }
+        let smallExponentPublic = dir.appendingPathComponent("e3-public.pem").path
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["openssl", "pkey", "-in", smallExponent, "-pubout", "-out", smallExponentPublic]
+        try p.run(); p.waitUntilExit()
+        #expect(throws: KeyLoadError.weakExponent(path: smallExponentPublic)) { _ = try KeyFiles.loadPublicKey(path: smallExponentPublic) }
+    }
+
+    /// The TEST key with one CRT value off by two parses, but would fail every decryption (92 for
+    /// every payment): refused at load, by name.
+    @Test func aPrivateKeyWhosePartsDisagreeIsRefused() throws {
+        let path = Fixtures.path("psp-private-key-inconsistent.pem")
+        #expect(throws: KeyLoadError.inconsistent(path: path)) { _ = try KeyFiles.loadPrivateKey(path: path, passphrase: nil) }
+        // The same key with its parts in agreement loads.
+        _ = try KeyFiles.loadPrivateKey(path: Fixtures.path("psp-private-key-pkcs1.pem"), passphrase: nil)
     }
 
     @Test func groupReadableKeyFileDrawsAWarning() throws {
