@@ -111,7 +111,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "psp-worker", dependencies: [
-            "PSPWorker", "CardCrypto", "MakePayment",
+            "PSPWorker", "CardCrypto", "MakePayment", "SQLitePaymentStore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

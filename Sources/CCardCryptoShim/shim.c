@@ -61,8 +61,9 @@ static int exponent_is_sound(EVP_PKEY *pkey) {
 }
 
 // A private key's parts must agree (OpenSSL's RSA keypair check: n = p·q, e·d ≡ 1, the CRT values,
-// p and q prime). Parsing checks none of it; a key that fails would answer every payment 92.
-// Run once per load (tens of milliseconds), never per decryption.
+// p and q prime). Parsing checks none of it. A key that fails is a damaged or altered file: OpenSSL
+// redoes each CRT result that does not check out with d alone (several times slower), and with a
+// wrong d as well every decryption fails. Run once per load (~30 ms), never per decryption.
 static int private_key_is_consistent(EVP_PKEY *pkey) {
     EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
     int consistent = ctx != NULL && EVP_PKEY_pairwise_check(ctx) == 1;

@@ -100,8 +100,13 @@ public enum KeyFiles {
         do {
             return try RSAKey.publicKey(pem: pem, source: path)
         } catch {
-            if let key = try? RSAKey.privateKey(pem: pem, source: path) { return key }
-            throw error
+            do {
+                return try RSAKey.privateKey(pem: pem, source: path)
+            } catch let privateKeyError {
+                // A private key that parsed but was refused (short, a weak exponent, parts that
+                // disagree, encrypted) says why; anything else was no key at all.
+                throw privateKeyError == .notAPrivateKey(path: path) ? error : privateKeyError
+            }
         }
     }
 }

@@ -32,7 +32,7 @@ public enum KeyLoadError: Error, CustomStringConvertible, Equatable {
         case .notRSA(let path): "\(path) is not an RSA encryption key; Vipps encrypts card data with RSA-OAEP"
         case .tooShort(let path): "\(path) is an RSA key shorter than 2048 bits; refused"
         case .weakExponent(let path): "\(path) is an RSA key whose public exponent is even, under 65537 or over 2^256 (FIPS 186-5); refused"
-        case .inconsistent(let path): "\(path) is an RSA private key whose parts do not agree (n, e, d, p, q or the CRT values); every decryption with it would fail"
+        case .inconsistent(let path): "\(path) is an RSA private key whose parts do not agree (n, e, d, p, q or the CRT values): a damaged or altered key file; refused"
         case .emptyPassphrase(let source): "the passphrase from \(source) is empty"
         case .generationFailed: "OpenSSL could not generate an RSA key"
         }

@@ -17,16 +17,19 @@ final class MonotonicCondition: @unchecked Sendable {
     private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
 
     init() {
-        precondition(pthread_mutex_init(mutex, nil) == 0)
-        #if os(Linux)
+        let mutexInit = pthread_mutex_init(mutex, nil)
+        precondition(mutexInit == 0, "pthread_mutex_init failed")
+        #if canImport(Darwin)
+        let condInit = pthread_cond_init(cond, nil)  // timed waits are relative there
+        #else
         var attributes = pthread_condattr_t()
         pthread_condattr_init(&attributes)
-        precondition(pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC) == 0)
-        precondition(pthread_cond_init(cond, &attributes) == 0)
+        let clockSet = pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+        precondition(clockSet == 0, "pthread_condattr_setclock(CLOCK_MONOTONIC) failed")
+        let condInit = pthread_cond_init(cond, &attributes)
         pthread_condattr_destroy(&attributes)
-        #else
-        precondition(pthread_cond_init(cond, nil) == 0)
         #endif
+        precondition(condInit == 0, "pthread_cond_init failed")
     }
 
     deinit {
@@ -47,7 +50,7 @@ final class MonotonicCondition: @unchecked Sendable {
     /// false if the deadline passed. Call with the lock held; wake-ups may be spurious.
     @discardableResult
     func wait(untilMonotonicNanoseconds deadline: UInt64) -> Bool {
-        #if os(Linux)
+        #if !canImport(Darwin)
         var until = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
         return pthread_cond_timedwait(cond, mutex, &until) != ETIMEDOUT
         #else

@@ -5,6 +5,7 @@ import Logging
 import CardCrypto
 import MakePayment
 import PSPWorker
+import SQLitePaymentStore
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -143,9 +144,9 @@ struct Serve: AsyncParsableCommand {
     var passphraseFile: String?
     @Option(help: "Where payments are recorded: sqlite:PATH.") var store = "sqlite:data/psp-worker.sqlite"
     @Option(help: "Milliseconds the store may wait for more writes to commit with, when writes come often (0: never).")
-    var groupCommitWindowMs: Double = 2
+    var groupCommitWindowMs = milliseconds(SQLitePaymentStore.defaultGroupCommitWindow)
     @Option(help: "The window while makePayments queue for a worker (the CPU is saturated), in milliseconds.")
-    var busyGroupCommitWindowMs: Double = 5
+    var busyGroupCommitWindowMs = milliseconds(SQLitePaymentStore.defaultBusyGroupCommitWindow)
     @Option(help: "Acquirer adapter: simulator, iso8583://HOST:PORT[?terminal=TERMINAL], or http(s)://HOST:PORT[/path].") var acquirer = "simulator"
     @Flag(help: "Allow an acquirer reached in clear (iso8583:// or http://) off this machine: only over a private link you vouch for.")
     var allowCleartextAcquirer = false
@@ -235,4 +236,10 @@ struct Serve: AsyncParsableCommand {
 enum WorkerThreads: String, ExpressibleByArgument, CaseIterable {
     case eventLoops = "event-loops"
     case pool
+}
+
+/// A duration in milliseconds, for options given in milliseconds.
+func milliseconds(_ duration: Duration) -> Double {
+    let (seconds, attoseconds) = duration.components
+    return Double(seconds) * 1000 + Double(attoseconds) / 1e15
 }

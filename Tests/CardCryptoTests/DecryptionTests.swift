@@ -122,11 +122,13 @@ import Testing
         #expect(throws: KeyLoadError.weakExponent(path: smallExponentPublic)) { _ = try KeyFiles.loadPublicKey(path: smallExponentPublic) }
     }
 
-    /// The TEST key with one CRT value off by two parses, but would fail every decryption (92 for
-    /// every payment): refused at load, by name.
+    /// The TEST key with one CRT value off by two parses (OpenSSL would then redo every decryption
+    /// with d alone, several times slower): a damaged key file, refused at load by name, and also
+    /// where only its public half is wanted.
     @Test func aPrivateKeyWhosePartsDisagreeIsRefused() throws {
         let path = Fixtures.path("psp-private-key-inconsistent.pem")
         #expect(throws: KeyLoadError.inconsistent(path: path)) { _ = try KeyFiles.loadPrivateKey(path: path, passphrase: nil) }
+        #expect(throws: KeyLoadError.inconsistent(path: path)) { _ = try KeyFiles.loadPublicKey(path: path) }
         // The same key with its parts in agreement loads.
         _ = try KeyFiles.loadPrivateKey(path: Fixtures.path("psp-private-key-pkcs1.pem"), passphrase: nil)
     }

@@ -28,7 +28,7 @@ enum {
     CCS_KEY_NOT_RSA = 4,             // a key, but not an RSA encryption key
     CCS_KEY_TOO_SHORT = 5,           // RSA, but under 2048 bits
     CCS_KEY_WEAK_EXPONENT = 6,       // RSA, but its public exponent is even, under 65537 or over 2^256
-    CCS_KEY_INCONSISTENT = 7,        // an RSA private key whose parts do not agree (n, e, d, p, q, CRT)
+    CCS_KEY_INCONSISTENT = 7,        // an RSA private key whose parts do not agree (n, e, d, p, q, CRT): damaged or altered
 };
 
 /// Parses a PEM private key: PKCS#8, PKCS#1 or passphrase-encrypted PKCS#8.

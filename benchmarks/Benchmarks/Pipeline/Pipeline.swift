@@ -35,5 +35,5 @@ actor PipelineHolder {
     static let shared = PipelineHolder()
     var rig: PipelineRig?
     func start(payments: Int) async throws { rig = try await PipelineRig(payments: payments) }
-    func stop() { rig?.close(); rig = nil }
+    func stop() async { await rig?.close(); rig = nil }
 }

@@ -29,18 +29,16 @@ public final class PipelineRig: Sendable {
     public init(payments: Int, workers workerCount: Int = ProcessInfo.processInfo.activeProcessorCount,
                 directory: String = NSTemporaryDirectory()) async throws {
         path = directory + "/pipeline-bench-\(UUID().uuidString).sqlite"
-        store = try SQLitePaymentStore(path: path)
+        // The worker's windows; every registered payment remembered in memory, as the worker's
+        // default limit does at its scale (past it, the front would read the file instead).
+        let store = try SQLitePaymentStore(path: path, busyGroupCommitWindow: SQLitePaymentStore.defaultBusyGroupCommitWindow,
+                                           pendingLimit: max(100_000, payments))
+        self.store = store
         let pipeline = MakePaymentPipeline(
             configuration: .init(acquirerTimeout: .seconds(10), instanceId: "bench"),
             keyRing: Fixtures.keyRing(), store: store, acquirer: SimulatorAcquirer(),
             currentMonth: { Fixtures.currentMonth })
         self.pipeline = pipeline
-        // As buildApplication wires them (the queue's capacity and authorizations in flight: the worker's defaults).
-        let queue = InProcessMakePaymentQueue(capacity: 1024)
-        self.queue = queue
-        store.whenBusy { queue.depth >= workerCount }
-        store.whenWritesUnderway { queue.inProgress }
-        workers = Task { await queue.runWorkers(workerCount, maxAuthorizing: 4096, executors: []) { pipeline.workStep($0) } }
         let cards = Fixtures.cardData(count: payments)
         var bodies: [Data] = [], tokens: [String] = []
         for (i, cardData) in cards.enumerated() {
@@ -52,20 +50,31 @@ public final class PipelineRig: Sendable {
         self.bodies = bodies
         self.tokens = tokens
         // Registered concurrently, so the store's group commit takes many per fsync.
-        let store = self.store
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for lane in 0..<64 {
-                group.addTask {
-                    for i in stride(from: lane, to: payments, by: 64) {
-                        let registration = PaymentRegistration(
-                            pspTransactionId: "bench-\(i)", merchantSerialNumber: "123456", merchantOrderId: "order-\(i)",
-                            amount: 10_000, currency: "NOK", tokenHash: Secrets.sha256("token-\(i)"), paymentText: "bench")
-                        _ = try await store.register(registration, now: 1)
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for lane in 0..<64 {
+                    group.addTask {
+                        for i in stride(from: lane, to: payments, by: 64) {
+                            let registration = PaymentRegistration(
+                                pspTransactionId: "bench-\(i)", merchantSerialNumber: "123456", merchantOrderId: "order-\(i)",
+                                amount: 10_000, currency: "NOK", tokenHash: Secrets.sha256("token-\(i)"), paymentText: "bench")
+                            _ = try await store.register(registration, now: 1)
+                        }
                     }
                 }
+                try await group.waitForAll()
             }
-            try await group.waitForAll()
+        } catch {
+            store.close()
+            throw error
         }
+        // Then the worker's queue, workers and store signals, as buildApplication wires them (the
+        // queue's capacity and authorizations in flight: the worker's defaults).
+        let queue = InProcessMakePaymentQueue(capacity: 1024)
+        self.queue = queue
+        store.whenBusy { queue.depth >= workerCount }
+        store.whenWritesUnderway { queue.inProgress }
+        workers = Task { await queue.runWorkers(workerCount, maxAuthorizing: 4096, executors: []) { pipeline.workStep($0) } }
     }
 
     /// The next payment, start to finish as the worker does it: parse the body, pipeline, write the
@@ -104,9 +113,11 @@ public final class PipelineRig: Sendable {
         return (Double(made) / (Double(s) + Double(atto) / 1e18), made, failures)
     }
 
-    /// Stops the store and removes its files.
-    public func close() {
+    /// Lets the workers finish, stops the store and removes its files. Call once every payment
+    /// started has its answer.
+    public func close() async {
         queue.close()
+        await workers.value
         store.close()
         for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
     }

@@ -202,7 +202,6 @@ func measurePipeline(_ round: inout Round) async throws {
     let payments = max(options.payments, slices * Int(ceiling * 1.5))
     log("pipeline: registering \(payments) payments …")
     let rig = try await PipelineRig(payments: payments)
-    defer { rig.close() }
     log("pipeline: \(slices) slices of 1 s, \(options.inFlight) in flight …")
     let commitsBefore = rig.store.groupCommits
     var cpu = 0.0, made = 0, failures = 0
@@ -217,6 +216,7 @@ func measurePipeline(_ round: inout Round) async throws {
         round.pipeline += slice.perSecond / Double(slices)
     }
     let commits = rig.store.groupCommits
+    await rig.close()
     log("pipeline: \(commits.commits - commitsBefore.commits) commits carried \(commits.writes - commitsBefore.writes) writes")
     if rig.used == rig.capacity { log("pipeline: the rig ran out of payments; raise --payments") }
     round.pipelineCPU = cpu / Double(max(made, 1)) * 1e6
