@@ -49,6 +49,8 @@ final class SQLiteWriter: @unchecked Sendable {
     private var underway: (@Sendable () -> Int)?
     /// The writer waits for a group to fill (and is signalled when no other write can come).
     private var gathering = false
+    /// The group being gathered took the busy window, because the CPU was saturated when it began.
+    private var gatheringWhileBusy = false
     /// The WAL has grown past its limit: finish the checkpoint between two groups, so that it restarts.
     private var walRestartDue = false
     private let groupLimit = 256
@@ -88,6 +90,11 @@ final class SQLiteWriter: @unchecked Sendable {
         guard let underway else { return false }
         return underway() <= pending.count
     }
+
+    /// A group gathered for the busy window, and the CPU is no longer saturated: the work queued
+    /// behind the workers has drained (what is left waits here), so waiting on would idle the
+    /// cores. The group then keeps only the ordinary window. Called with `condition` locked.
+    private var busyEnded: Bool { gatheringWhileBusy && busy?() != true }
 
     /// Asks the writer to complete a checkpoint between two groups, so that the next group's write
     /// starts the WAL from its beginning.
@@ -139,7 +146,7 @@ final class SQLiteWriter: @unchecked Sendable {
             arrivalInterval = arrivalInterval * 0.875 + Double(min(now &- lastArrival, 100_000_000)) * 0.125
             lastArrival = now
             // A gathering writer wakes at its deadline; waking it on every write would cost a switch each.
-            if idle || pending.count >= groupLimit || (gathering && nothingMoreComing) { condition.signal() }
+            if idle || pending.count >= groupLimit || (gathering && (nothingMoreComing || busyEnded)) { condition.signal() }
             condition.unlock()
         }
     }
@@ -150,14 +157,18 @@ final class SQLiteWriter: @unchecked Sendable {
             condition.lock()
             while pending.isEmpty && !closed { idle = true; condition.wait(); idle = false }
             if pending.isEmpty && closed { condition.unlock(); break }
-            let window = busyWindow != gatherWindow && busy?() == true ? busyWindow : gatherWindow
+            let saturated = busyWindow != gatherWindow && busy?() == true
+            let window = saturated ? busyWindow : gatherWindow
             if window > 0 && arrivalInterval < Double(window) && !nothingMoreComing {
-                let deadline = pendingSince &+ window
                 gathering = true
-                while pending.count < groupLimit && !closed && !nothingMoreComing && monotonicNanoseconds() < deadline {
+                gatheringWhileBusy = saturated
+                while pending.count < groupLimit && !closed && !nothingMoreComing {
+                    let deadline = pendingSince &+ (busyEnded ? gatherWindow : window)
+                    guard monotonicNanoseconds() < deadline else { break }
                     condition.wait(untilMonotonicNanoseconds: deadline)
                 }
                 gathering = false
+                gatheringWhileBusy = false
             }
             swap(&batch, &pending)
             statistics.commits += 1

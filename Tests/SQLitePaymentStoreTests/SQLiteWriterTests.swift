@@ -1,5 +1,6 @@
 import Foundation
 @testable import SQLitePaymentStore
+import Synchronization
 import Testing
 
 /// A WAL database in a temporary file with one table `t (x INTEGER PRIMARY KEY)`, for a writer to
@@ -96,6 +97,40 @@ struct ScratchTable {
         writer.close()
         #expect(commits == 1)
         if !busy { #expect(elapsed < .seconds(15), "held for the busy window") }
+    }
+
+    /// A group begun while the CPU was saturated gathers for the busy window (30 s here) only while
+    /// it stays saturated: once the queue behind the workers has drained, the next write that
+    /// arrives ends the wait (the ordinary window, zero here, has long passed), and both writes go
+    /// in one group. Waiting on would leave the cores idle.
+    @Test func theBusyWindowEndsWhenTheSaturationDoes() async throws {
+        let scratch = try ScratchTable()
+        defer { scratch.remove() }
+        let connection = scratch.connection
+        let writer = SQLiteWriter(connection: connection, name: "test-writer", gatherWindow: .zero, busyWindow: .seconds(30))
+        let busy = Atomic<Bool>(false)
+        writer.whenBusy { busy.load(ordering: .relaxed) }
+        func insert(_ x: Int) async throws {
+            try await writer.perform { db in _ = try db.run("INSERT INTO t (x) VALUES (?)", [.integer(Int64(x))]) }
+        }
+        // Writes close together first (not busy: committed at once), so that the writer sees a load worth gathering for.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<40 { group.addTask { try await insert(i) } }
+            try await group.waitForAll()
+        }
+        busy.store(true, ordering: .relaxed)
+        let before = writer.counts.commits
+        let started = ContinuousClock.now
+        async let first: Void = insert(100)
+        try await Task.sleep(for: .milliseconds(50))
+        busy.store(false, ordering: .relaxed)
+        try await insert(101)
+        try await first
+        let elapsed = ContinuousClock.now - started
+        let commits = writer.counts.commits - before
+        writer.close()
+        #expect(elapsed < .seconds(15), "held for the busy window after the saturation ended")
+        #expect(commits == 1)
     }
 
     /// The window is 30 s, and gathering never lasts it out: a lone write (nothing else underway) is
