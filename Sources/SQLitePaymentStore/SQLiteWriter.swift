@@ -69,7 +69,9 @@ final class SQLiteWriter: @unchecked Sendable {
         thread.start()
     }
 
-    /// Sets what tells the writer that the machine is saturated (read at each group's start).
+    /// Sets what tells the writer that the machine is saturated: read under its lock at each group's
+    /// start and, while a group gathers for the busy window, at each write and wake-up, so it must be
+    /// cheap (an atomic load) and must not call into the store.
     func whenBusy(_ signal: @escaping @Sendable () -> Bool) {
         condition.lock()
         busy = signal
@@ -110,6 +112,13 @@ final class SQLiteWriter: @unchecked Sendable {
         condition.lock()
         walRestartDue = true
         condition.unlock()
+    }
+
+    /// Whether the writer is gathering a group now (for tests).
+    var isGathering: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return gathering
     }
 
     var counts: Statistics {
@@ -162,8 +171,12 @@ final class SQLiteWriter: @unchecked Sendable {
             if window > 0 && arrivalInterval < Double(window) && !nothingMoreComing {
                 gathering = true
                 gatheringWhileBusy = saturated
+                var window = window
                 while pending.count < groupLimit && !closed && !nothingMoreComing {
-                    let deadline = pendingSince &+ (busyEnded ? gatherWindow : window)
+                    // Latched: once the saturation has ended, this group keeps the ordinary window
+                    // (and writes stop waking the writer for it).
+                    if busyEnded { gatheringWhileBusy = false; window = gatherWindow }
+                    let deadline = pendingSince &+ window
                     guard monotonicNanoseconds() < deadline else { break }
                     condition.wait(untilMonotonicNanoseconds: deadline)
                 }

@@ -122,7 +122,9 @@ struct ScratchTable {
         let before = writer.counts.commits
         let started = ContinuousClock.now
         async let first: Void = insert(100)
-        try await Task.sleep(for: .milliseconds(50))
+        // The writer has begun the group with the CPU saturated (busy window) before it ends.
+        for _ in 0..<1_000 where !writer.isGathering { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(writer.isGathering)
         busy.store(false, ordering: .relaxed)
         try await insert(101)
         try await first
