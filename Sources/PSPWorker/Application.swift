@@ -87,13 +87,7 @@ public func buildApplication(
         keyRing: components.keyRing, store: components.store, acquirer: components.acquirer, codes: components.codes,
         metrics: metrics, reversals: reversals, logger: Logger(label: "psp-worker.pipeline"))
     let queue = InProcessMakePaymentQueue(capacity: configuration.queueCapacity)
-    if let store = components.store as? SQLitePaymentStore {
-        // Saturated: more jobs wait than the workers will take next.
-        let workerCount = max(configuration.workers, 1)
-        store.whenBusy { queue.depth >= workerCount }
-        // A lone payment's writes are committed at once, not held for a group that cannot fill.
-        store.whenWritesUnderway { queue.inProgress }
-    }
+    (components.store as? SQLitePaymentStore)?.follow(queue, workers: configuration.workers)
     if configuration.adminTokenHash == nil {
         logger.warning("no admin token (--admin-token-file or PSP_ADMIN_TOKEN): the /payments endpoints answer 401")
     }

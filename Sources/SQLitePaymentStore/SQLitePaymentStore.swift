@@ -72,14 +72,24 @@ public final class SQLitePaymentStore: PaymentStore {
 
     /// Sets what tells the store that the machine is saturated (the worker: makePayments queue for a
     /// worker); while it says so, the writer gathers for `busyGroupCommitWindow`.
-    public func whenBusy(_ signal: @escaping @Sendable () -> Bool) {
+    func whenBusy(_ signal: @escaping @Sendable () -> Bool) {
         writer.whenBusy(signal)
     }
 
     /// Sets what tells the store how many writes may come soon (the worker: makePayments taken by a
     /// worker and not yet answered). The writer stops gathering a group once all of them wait in it.
-    public func whenWritesUnderway(_ count: @escaping @Sendable () -> Int) {
+    func whenWritesUnderway(_ count: @escaping @Sendable () -> Int) {
         writer.whenWritesUnderway(count)
+    }
+
+    /// Both signals from the makePayment queue that `workers` workers take jobs from: saturated
+    /// while more jobs wait than the workers will take next; the writes that may come soon are the
+    /// jobs taken and not yet answered (so a lone payment's writes are committed at once, not held
+    /// for a group that cannot fill).
+    public func follow(_ queue: InProcessMakePaymentQueue, workers: Int) {
+        let workers = max(workers, 1)
+        whenBusy { queue.depth >= workers }
+        whenWritesUnderway { queue.inProgress }
     }
 
     /// Group commits so far: how many COMMITs, and how many writes they carried.

@@ -171,12 +171,11 @@ final class SQLiteWriter: @unchecked Sendable {
             if window > 0 && arrivalInterval < Double(window) && !nothingMoreComing {
                 gathering = true
                 gatheringWhileBusy = saturated
-                var window = window
                 while pending.count < groupLimit && !closed && !nothingMoreComing {
                     // Latched: once the saturation has ended, this group keeps the ordinary window
                     // (and writes stop waking the writer for it).
-                    if busyEnded { gatheringWhileBusy = false; window = gatherWindow }
-                    let deadline = pendingSince &+ window
+                    if busyEnded { gatheringWhileBusy = false }
+                    let deadline = pendingSince &+ (gatheringWhileBusy ? busyWindow : gatherWindow)
                     guard monotonicNanoseconds() < deadline else { break }
                     condition.wait(untilMonotonicNanoseconds: deadline)
                 }

@@ -98,15 +98,17 @@ import Testing
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("keys-\(UUID())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
-        func make(_ args: [String], _ name: String) throws -> String {
+        /// Runs `openssl COMMAND ARGS -out NAME` in `dir`; the path of what it wrote.
+        func openssl(_ command: String, _ args: [String], out name: String) throws -> String {
             let path = dir.appendingPathComponent(name).path
             let p = Process()
             p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            p.arguments = ["openssl", "genpkey"] + args + ["-out", path]
+            p.arguments = ["openssl", command] + args + ["-out", path]
             p.standardError = FileHandle.nullDevice
             try p.run(); p.waitUntilExit()
             return path
         }
+        func make(_ args: [String], _ name: String) throws -> String { try openssl("genpkey", args, out: name) }
         let short = try make(["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"], "short.pem")
         let ec = try make(["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"], "ec.pem")
         #expect(throws: KeyLoadError.tooShort(path: short)) { _ = try KeyFiles.loadPrivateKey(path: short, passphrase: nil) }
@@ -114,11 +116,7 @@ import Testing
         // e = 3 is outside FIPS 186-5's bounds (2^16 < e < 2^256), as a private and as a public key.
         let smallExponent = try make(["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-pkeyopt", "rsa_keygen_pubexp:3"], "e3.pem")
         #expect(throws: KeyLoadError.weakExponent(path: smallExponent)) { _ = try KeyFiles.loadPrivateKey(path: smallExponent, passphrase: nil) }
-        let smallExponentPublic = dir.appendingPathComponent("e3-public.pem").path
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["openssl", "pkey", "-in", smallExponent, "-pubout", "-out", smallExponentPublic]
-        try p.run(); p.waitUntilExit()
+        let smallExponentPublic = try openssl("pkey", ["-in", smallExponent, "-pubout"], out: "e3-public.pem")
         #expect(throws: KeyLoadError.weakExponent(path: smallExponentPublic)) { _ = try KeyFiles.loadPublicKey(path: smallExponentPublic) }
     }
 

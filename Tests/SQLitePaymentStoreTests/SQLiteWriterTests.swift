@@ -20,6 +20,21 @@ struct ScratchTable {
     }
 }
 
+extension SQLiteWriter {
+    /// Inserts `x` into the scratch table, durably.
+    func insert(_ x: Int) async throws {
+        try await perform { db in _ = try db.run("INSERT INTO t (x) VALUES (?)", [.integer(Int64(x))]) }
+    }
+
+    /// Writes close together, so that the writer sees a load worth gathering for.
+    func warmUp() async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<40 { group.addTask { try await self.insert(i) } }
+            try await group.waitForAll()
+        }
+    }
+}
+
 @Suite struct SQLiteWriterTests {
     /// A failing write in a group fails alone: the group is rolled back and each write is run again
     /// on its own, so the others still commit, durably.
@@ -74,23 +89,16 @@ struct ScratchTable {
         let writer = SQLiteWriter(connection: connection, name: "test-writer", gatherWindow: .zero,
                                   busyWindow: busy ? .milliseconds(500) : .seconds(30))
         writer.whenBusy { busy }
-        func insert(_ x: Int) async throws {
-            try await writer.perform { db in _ = try db.run("INSERT INTO t (x) VALUES (?)", [.integer(Int64(x))]) }
-        }
-        // Writes close together first, so that the writer sees a load worth gathering for.
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for i in 0..<40 { group.addTask { try await insert(i) } }
-            try await group.waitForAll()
-        }
+        try await writer.warmUp()
         let before = writer.counts.commits
         let started = ContinuousClock.now
         if busy {
-            async let first: Void = insert(100)
+            async let first: Void = writer.insert(100)
             try await Task.sleep(for: .milliseconds(50))
-            try await insert(101)
+            try await writer.insert(101)
             try await first
         } else {
-            try await insert(100)
+            try await writer.insert(100)
         }
         let elapsed = ContinuousClock.now - started
         let commits = writer.counts.commits - before
@@ -110,23 +118,16 @@ struct ScratchTable {
         let writer = SQLiteWriter(connection: connection, name: "test-writer", gatherWindow: .zero, busyWindow: .seconds(30))
         let busy = Atomic<Bool>(false)
         writer.whenBusy { busy.load(ordering: .relaxed) }
-        func insert(_ x: Int) async throws {
-            try await writer.perform { db in _ = try db.run("INSERT INTO t (x) VALUES (?)", [.integer(Int64(x))]) }
-        }
-        // Writes close together first (not busy: committed at once), so that the writer sees a load worth gathering for.
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for i in 0..<40 { group.addTask { try await insert(i) } }
-            try await group.waitForAll()
-        }
+        try await writer.warmUp()  // not busy yet: committed at once
         busy.store(true, ordering: .relaxed)
         let before = writer.counts.commits
         let started = ContinuousClock.now
-        async let first: Void = insert(100)
+        async let first: Void = writer.insert(100)
         // The writer has begun the group with the CPU saturated (busy window) before it ends.
         for _ in 0..<1_000 where !writer.isGathering { try await Task.sleep(for: .milliseconds(5)) }
         #expect(writer.isGathering)
         busy.store(false, ordering: .relaxed)
-        try await insert(101)
+        try await writer.insert(101)
         try await first
         let elapsed = ContinuousClock.now - started
         let commits = writer.counts.commits - before
@@ -144,16 +145,13 @@ struct ScratchTable {
         let connection = scratch.connection
         let writer = SQLiteWriter(connection: connection, name: "test-writer", gatherWindow: .seconds(30))
         writer.whenWritesUnderway { underway }
-        func insert(_ x: Int) async throws {
-            try await writer.perform { db in _ = try db.run("INSERT INTO t (x) VALUES (?)", [.integer(Int64(x))]) }
-        }
         let started = ContinuousClock.now
         if underway == 1 {
-            try await insert(1)
+            try await writer.insert(1)
         } else {
-            async let first: Void = insert(1)
+            async let first: Void = writer.insert(1)
             try await Task.sleep(for: .milliseconds(50))
-            try await insert(2)
+            try await writer.insert(2)
             try await first
         }
         let elapsed = ContinuousClock.now - started

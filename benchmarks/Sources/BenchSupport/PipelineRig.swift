@@ -72,8 +72,7 @@ public final class PipelineRig: Sendable {
         // queue's capacity and authorizations in flight: the worker's defaults).
         let queue = InProcessMakePaymentQueue(capacity: 1024)
         self.queue = queue
-        store.whenBusy { queue.depth >= workerCount }
-        store.whenWritesUnderway { queue.inProgress }
+        store.follow(queue, workers: workerCount)
         workers = Task { await queue.runWorkers(workerCount, maxAuthorizing: 4096, executors: []) { pipeline.workStep($0) } }
     }
 
