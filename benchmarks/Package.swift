@@ -27,6 +27,8 @@ let package = Package(
         ]),
         // `swift run -c release bench-report`: fixed-duration loops and one table of ratios to the ceiling.
         .executableTarget(name: "bench-report", dependencies: ["BenchSupport"]),
+        // CPU per makePayment over a fixed run, for A/B comparisons of two builds (`cpu-ab.sh`).
+        .executableTarget(name: "pipeline-cpu", dependencies: ["BenchSupport"]),
     ]
 )
 

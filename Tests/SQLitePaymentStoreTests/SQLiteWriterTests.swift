@@ -107,18 +107,23 @@ extension SQLiteWriter {
         if !busy { #expect(elapsed < .seconds(15), "held for the busy window") }
     }
 
-    /// A group begun while the CPU was saturated gathers for the busy window (30 s here) only while
+    /// A group begun while the CPU was saturated gathers for the busy window (40 s here) only while
     /// it stays saturated: once the queue behind the workers has drained, the next write that
-    /// arrives ends the wait (the ordinary window, zero here, has long passed), and both writes go
-    /// in one group. Waiting on would leave the cores idle.
+    /// arrives ends the wait, and both writes go in one group, committed at once: not after the
+    /// ordinary window (20 s here) either. Waiting on would leave the cores idle.
     @Test func theBusyWindowEndsWhenTheSaturationDoes() async throws {
         let scratch = try ScratchTable()
         defer { scratch.remove() }
         let connection = scratch.connection
-        let writer = SQLiteWriter(connection: connection, name: "test-writer", gatherWindow: .zero, busyWindow: .seconds(30))
+        let writer = SQLiteWriter(connection: connection, name: "test-writer", gatherWindow: .seconds(20), busyWindow: .seconds(40))
         let busy = Atomic<Bool>(false)
         writer.whenBusy { busy.load(ordering: .relaxed) }
-        try await writer.warmUp()  // not busy yet: committed at once
+        // Nothing else underway during the warm-up, so that it is committed at once; then more
+        // writes may come, so that the writer gathers.
+        let underway = Atomic<Int>(0)
+        writer.whenWritesUnderway { underway.load(ordering: .relaxed) }
+        try await writer.warmUp()
+        underway.store(10, ordering: .relaxed)
         busy.store(true, ordering: .relaxed)
         let before = writer.counts.commits
         let started = ContinuousClock.now

@@ -49,3 +49,27 @@ final class StopFlag: Sendable {
     func set() { atomic.store(true, ordering: .relaxed) }
     var isSet: Bool { atomic.load(ordering: .relaxed) }
 }
+
+/// User + system CPU seconds this process's threads named `name` have used so far (Linux: from
+/// /proc/self/task/*/stat, in clock ticks; 0 elsewhere).
+public func threadCPUSeconds(named name: String) -> Double {
+    let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+    var ticks = 0
+    for task in tasks {
+        guard let comm = try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8),
+              comm.trimmingCharacters(in: .whitespacesAndNewlines) == name,
+              let stat = try? String(contentsOfFile: "/proc/self/task/\(task)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { continue }
+        // After "pid (comm) ": state is field 3, utime and stime are fields 14 and 15.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        if fields.count > 12, let user = Int(fields[11]), let system = Int(fields[12]) { ticks += user + system }
+    }
+    return Double(ticks) / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
+/// User + system CPU seconds this process has used so far, all threads.
+public func processCPUSeconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+}

@@ -139,17 +139,12 @@ struct Round {
     var oursOne = 0.0, oursAll = 0.0, parsedOne = 0.0, parsedAll = 0.0, swiftCryptoOne = 0.0, swiftCryptoAll = 0.0, pipeline = 0.0
     /// Process CPU time (user + system, every thread) per makePayment, in microseconds.
     var pipelineCPU = 0.0
+    /// The part of it on the store's writer thread (statements, commits, fsyncs, resuming callers).
+    var pipelineWriterCPU = 0.0
     /// `openssl speed -multi` measured in slices between the pipeline's.
     var pipelineCeiling = 0.0
     /// The same ceilings on this process's code path, when OPENSSL_ia32cap is set.
     var samePathOne = 0.0, samePathAll = 0.0, samePathPipeline = 0.0
-}
-
-/// User + system CPU seconds this process has used so far, all threads.
-func processCPUSeconds() -> Double {
-    var usage = rusage()
-    getrusage(RUSAGE_SELF.rawValue, &usage)
-    return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
 }
 
 var rounds: [Round] = []
@@ -204,13 +199,14 @@ func measurePipeline(_ round: inout Round) async throws {
     let rig = try await PipelineRig(payments: payments)
     log("pipeline: \(slices) slices of 1 s, \(options.inFlight) in flight …")
     let commitsBefore = rig.store.groupCommits
-    var cpu = 0.0, made = 0, failures = 0
+    var cpu = 0.0, writerCPU = 0.0, made = 0, failures = 0
     for _ in 0..<slices {
         round.pipelineCeiling += opensslSignsPerSecond(multi: n, seconds: 1) / Double(slices)
         if codePath != nil { round.samePathPipeline += opensslSignsPerSecond(multi: n, seconds: 1, samePath: true) / Double(slices) }
-        let cpuBefore = processCPUSeconds()
+        let cpuBefore = processCPUSeconds(), writerBefore = threadCPUSeconds(named: "sqlite-writer")
         let slice = await rig.run(concurrency: options.inFlight, seconds: 1)
         cpu += processCPUSeconds() - cpuBefore
+        writerCPU += threadCPUSeconds(named: "sqlite-writer") - writerBefore
         made += slice.made
         failures += slice.failures
         round.pipeline += slice.perSecond / Double(slices)
@@ -220,6 +216,7 @@ func measurePipeline(_ round: inout Round) async throws {
     log("pipeline: \(commits.commits - commitsBefore.commits) commits carried \(commits.writes - commitsBefore.writes) writes")
     if rig.used == rig.capacity { log("pipeline: the rig ran out of payments; raise --payments") }
     round.pipelineCPU = cpu / Double(max(made, 1)) * 1e6
+    round.pipelineWriterCPU = writerCPU / Double(max(made, 1)) * 1e6
     if failures > 0 { log("pipeline: \(failures) answers were not OK") }
 }
 
@@ -280,6 +277,7 @@ lines.append(row(["pipeline in process, \(options.inFlight) in flight, SQLite (f
 ofSamePath(\.pipeline, \.samePathPipeline, cores: n)
 lines.append(row(["  … CPU per makePayment (µs, all threads)", f(figure(\.pipelineCPU)),
                   "RSA alone: " + f(1e6 / figure(codePath == nil ? \.pipelineCeiling : \.samePathPipeline) * Double(n)) + " µs", ""]))
+lines.append(row(["  … of it on the store's writer thread (µs)", f(figure(\.pipelineWriterCPU)), "", ""]))
 if !options.pipelineOnly {
     lines.append(row(["swift-crypto _RSA decrypt OAEP-SHA256, 1 thread", f(figure(\.swiftCryptoOne)),
                       f(ratio(\.swiftCryptoOne, \.ceilingOne), 3) + " of 1-core ceiling", ""]))

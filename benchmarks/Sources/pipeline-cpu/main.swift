@@ -1,0 +1,35 @@
+// pipeline-cpu: CPU time per makePayment of the in-process pipeline, over a fixed number of
+// payments, for A/B comparisons of two builds (`cpu-ab.sh`). On this VM the CPU time of a payment
+// outside RSA drifts by half from one minute to the next; short runs of two builds taking turns
+// see the same drift, and the median of their differences is what the change did.
+//
+//   pipeline-cpu [--payments 5000] [--in-flight 64]
+// Prints one line: made, CPU µs per payment (all threads), of which the store's writer thread,
+// and the share of the two cores busy during the run.
+import BenchSupport
+import Foundation
+
+var payments = 5000, inFlight = 64
+var arguments = CommandLine.arguments.dropFirst().makeIterator()
+while let argument = arguments.next() {
+    switch argument {
+    case "--payments": payments = arguments.next().flatMap(Int.init) ?? payments
+    case "--in-flight": inFlight = arguments.next().flatMap(Int.init) ?? inFlight
+    default:
+        FileHandle.standardError.write(Data("usage: pipeline-cpu [--payments 5000] [--in-flight 64]\n".utf8))
+        exit(2)
+    }
+}
+
+let rig = try await PipelineRig(payments: payments)
+let cpuBefore = processCPUSeconds(), writerBefore = threadCPUSeconds(named: "sqlite-writer")
+let start = ContinuousClock.now
+let run = await rig.run(concurrency: inFlight)
+let elapsed = ContinuousClock.now - start
+let cpu = processCPUSeconds() - cpuBefore, writer = threadCPUSeconds(named: "sqlite-writer") - writerBefore
+await rig.close()
+let wall = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+let cores = Double(ProcessInfo.processInfo.activeProcessorCount)
+print(String(format: "made %d cpu_us %.1f writer_us %.1f busy %.3f per_s %.0f", run.made,
+             cpu / Double(max(run.made, 1)) * 1e6, writer / Double(max(run.made, 1)) * 1e6, cpu / (wall * cores), run.perSecond))
+exit(run.made == payments && run.failures == 0 ? 0 : 1)
