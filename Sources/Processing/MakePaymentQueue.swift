@@ -106,12 +106,14 @@ public final class InProcessMakePaymentQueue: MakePaymentQueue {
                     return .handTo(s.idleWorkers.remove(at: local ?? s.idleWorkers.count - 1).continuation)
                 }
                 s.jobs.append(entry)
+                // Counted under the lock, so that a worker taking the job at once cannot count it out first.
+                queued.add(1, ordering: .relaxed)
                 return .queued
             }
             switch action {
             case .reject: continuation.resume(returning: nil)
             case .handTo(let worker): worker.resume(returning: entry)
-            case .queued: queued.add(1, ordering: .relaxed)
+            case .queued: break
             }
         }
         guard let result else { throw QueueFull() }
