@@ -24,6 +24,27 @@ struct SimulatorSubject: AcquirerConformanceSubject {
         #expect(SimulatorAcquirer.testCardCode(asciiDigits: Array(pan.utf8)) == code)
     }
 
+    /// The counts behind the admin view's `acquirerAuthorizations` (vipps-sim's duplicate check):
+    /// every authorization and reversal of a payment, whichever of its two tables holds it.
+    @Test func countsEveryAuthorizationAndReversalOfAPayment() async throws {
+        let subject = SimulatorSubject()
+        let conformance = AcquirerConformance(subject: subject)
+        let once = try conformance.request(code: nil)
+        let thrice = try conformance.request(code: "51")
+        _ = try await subject.simulator.authorize(once)
+        for _ in 0..<3 { _ = try await subject.simulator.authorize(thrice) }
+        let reversal = ReversalRequest(reversalId: thrice.attemptId + "-R", pspTransactionId: thrice.pspTransactionId,
+                                       attemptId: thrice.attemptId, attemptReference: thrice.attemptReference,
+                                       amount: thrice.amount, currency: thrice.currency, merchantSerialNumber: thrice.merchantSerialNumber)
+        for _ in 0..<2 { _ = try await subject.simulator.reverse(reversal) }
+        #expect(subject.simulator.authorizationCount(pspTransactionId: once.pspTransactionId) == 1)
+        #expect(subject.simulator.reversalCount(pspTransactionId: once.pspTransactionId) == 0)
+        #expect(subject.simulator.authorizationCount(pspTransactionId: thrice.pspTransactionId) == 3)
+        #expect(subject.simulator.reversalCount(pspTransactionId: thrice.pspTransactionId) == 2)
+        #expect(subject.simulator.authorizationCount(pspTransactionId: "never") == 0)
+        #expect(subject.simulator.reversalCount(pspTransactionId: "never") == 0)
+    }
+
     @Test func otherNumbersAreNotTestCards() {
         #expect(SimulatorAcquirer.testCardCode(asciiDigits: Array("4925000000004444".utf8)) == nil)
         #expect(SimulatorAcquirer.answerCode(asciiDigits: Array("4925000000004444".utf8)) == "00")
