@@ -53,7 +53,7 @@ public struct PSPWorkerComponents: Sendable {
         }
         let acquirer: any AcquirerAdapter
         switch configuration.acquirer {
-        // Room for a long load run (~10 minutes at 2,000/s) so that memory stays flat through it.
+        // Room for a long load run (3 M payments: 5 minutes at 10,000/s) so that memory stays flat through it.
         case .simulator(let latency): acquirer = SimulatorAcquirer(latency: latency, expectedPayments: 3_000_000)
         case .iso8583(let host, let port, let terminalId):
             var iso = ISO8583Acquirer.Configuration(host: host, port: port)
