@@ -21,6 +21,9 @@ public final class SQLitePaymentStore: PaymentStore {
     public static let defaultGroupCommitWindow: Duration = .milliseconds(2)
     public static let defaultBusyGroupCommitWindow: Duration = .milliseconds(5)
 
+    /// The writer's thread, by the name the OS shows (`top -H`, `perf`, /proc/PID/task/*/comm).
+    public static let writerThreadName = "sqlite-writer"
+
     /// - Parameter groupCommitWindow: how long the writer may wait for a group to fill under load
     ///   (never when writes are sparse); zero commits whatever has arrived at once.
     /// - Parameter busyGroupCommitWindow: the window while the signal given to `whenBusy` says the
@@ -57,7 +60,7 @@ public final class SQLitePaymentStore: PaymentStore {
         // read from the OS for each of them.
         try write.execute("PRAGMA cache_size=-65536")
         try Self.migrate(write)
-        writer = SQLiteWriter(connection: write, name: "sqlite-writer", gatherWindow: groupCommitWindow,
+        writer = SQLiteWriter(connection: write, name: Self.writerThreadName, gatherWindow: groupCommitWindow,
                               busyWindow: busyGroupCommitWindow)
         let writer = self.writer
         checkpointer = try SQLiteCheckpointer(

@@ -22,6 +22,8 @@ public final class PipelineRig: Sendable {
     private let cursor = Atomic<Int>(0)
 
     public var capacity: Int { bodies.count }
+    /// CPU seconds the store's writer thread has used so far.
+    public var writerCPUSeconds: Double { threadCPUSeconds(named: SQLitePaymentStore.writerThreadName) }
     public var used: Int { min(cursor.load(ordering: .relaxed), bodies.count) }
 
     /// A store in a new temporary file with `payments` registered payments, each with a cryptogram

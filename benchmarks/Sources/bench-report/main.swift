@@ -203,10 +203,10 @@ func measurePipeline(_ round: inout Round) async throws {
     for _ in 0..<slices {
         round.pipelineCeiling += opensslSignsPerSecond(multi: n, seconds: 1) / Double(slices)
         if codePath != nil { round.samePathPipeline += opensslSignsPerSecond(multi: n, seconds: 1, samePath: true) / Double(slices) }
-        let cpuBefore = processCPUSeconds(), writerBefore = threadCPUSeconds(named: "sqlite-writer")
+        let cpuBefore = processCPUSeconds(), writerBefore = rig.writerCPUSeconds
         let slice = await rig.run(concurrency: options.inFlight, seconds: 1)
         cpu += processCPUSeconds() - cpuBefore
-        writerCPU += threadCPUSeconds(named: "sqlite-writer") - writerBefore
+        writerCPU += rig.writerCPUSeconds - writerBefore
         made += slice.made
         failures += slice.failures
         round.pipeline += slice.perSecond / Double(slices)

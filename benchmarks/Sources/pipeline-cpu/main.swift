@@ -22,11 +22,11 @@ while let argument = arguments.next() {
 }
 
 let rig = try await PipelineRig(payments: payments)
-let cpuBefore = processCPUSeconds(), writerBefore = threadCPUSeconds(named: "sqlite-writer")
+let cpuBefore = processCPUSeconds(), writerBefore = rig.writerCPUSeconds
 let start = ContinuousClock.now
 let run = await rig.run(concurrency: inFlight)
 let elapsed = ContinuousClock.now - start
-let cpu = processCPUSeconds() - cpuBefore, writer = threadCPUSeconds(named: "sqlite-writer") - writerBefore
+let cpu = processCPUSeconds() - cpuBefore, writer = rig.writerCPUSeconds - writerBefore
 await rig.close()
 let wall = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
 let cores = Double(ProcessInfo.processInfo.activeProcessorCount)
