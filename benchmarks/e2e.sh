@@ -6,7 +6,8 @@
 #
 #   benchmarks/e2e.sh                  closed loop (20,000 mixed payments, 64 in flight), then an
 #                                      open loop at 80% of the peak it found, for the p99
-#   SOAK_SECONDS=300 benchmarks/e2e.sh also a 5-minute open-loop run, sampling the worker's RSS and the WAL
+#   SOAK_SECONDS=300 benchmarks/e2e.sh also a 5-minute open-loop run, sampling the worker's RSS and the WAL,
+#                                      with latency per 30 s and the store writer's stalls
 #
 # Environment (defaults): COUNT (20000), CONCURRENCY (64), MIX (approved=90,51=5,05=3,
 # bad-cryptogram=1,wrong-token=1), WORKERS (the cores: workers only decrypt; the waiting on the
@@ -132,8 +133,10 @@ cp "$WORK/open-$LAST_SHARE.json" "$WORK/open.json"
 
 if [ "$SOAK_SECONDS" -gt 0 ]; then
     echo "== soak: $RATE/s for $SOAK_SECONDS s; worker RSS and WAL size sampled every 15 s once the timed run starts"
+    stalls() { curl -s "$URL/metrics" | awk '/^psp_store_slow_(commits|wal_restarts)_total/ { print $1, $2 }' | sort; }
+    STALLS_BEFORE=$(stalls)
     (cd "$ROOT" && "$BIN/vipps-sim" --url "$URL" --quiet --rate "$RATE" --duration "$SOAK_SECONDS" --concurrency 128 \
-        --mix "$MIX" --json "$WORK/soak.json" >"$WORK/soak.out" 2>"$WORK/soak.err") &
+        --mix "$MIX" --interval 30 --json "$WORK/soak.json" >"$WORK/soak.out" 2>"$WORK/soak.err") &
     SIM_PID=$!
     wait_registered "$WORK/soak.err" "$SIM_PID"
     SOAK_CPU=$(cpu_times); SOAK_TICKS=$(worker_ticks)
@@ -148,6 +151,8 @@ if [ "$SOAK_SECONDS" -gt 0 ]; then
     cat "$WORK/soak.err" "$WORK/soak.out"
     echo "worker RSS and the store's WAL over the soak, every 15 s (the WAL starts again past 16 MiB):"
     awk 'NR == 1 { t0 = $1 } { printf "  %4d s  RSS %s KiB  WAL %.1f MiB\n", $1 - t0, $2, $3 / 1048576 }' "$WORK/rss"
+    echo "the store writer's stalls during the soak (group commits, and checkpoints that let the WAL restart, that took at least so long):"
+    join <(echo "$STALLS_BEFORE") <(stalls) | awk '{ printf "  %-62s %d\n", $1, $3 - $2 }'
 fi
 
 stop_worker

@@ -35,6 +35,8 @@ public struct LoadConfiguration: Sendable {
     public var showProgress = false
     /// After the run, read duplicates and wrong-token payments back through `GET /payments/{id}`.
     public var verifyIdempotency = true
+    /// Break the report's latency into intervals of this length (`--interval`).
+    public var interval: Duration?
     /// Closed loop with only `--duration`: payments prepared per second of it (more than a
     /// 2-core worker can answer; the rest are simply not sent).
     public var closedLoopBudgetPerSecond = 3000
@@ -79,12 +81,13 @@ public enum LoadRunError: Error, CustomStringConvertible {
 public final class LoadRun: Sendable {
     public let configuration: LoadConfiguration
     private let log: @Sendable (String) -> Void
-    private let recorder = Recorder()
+    private let recorder: Recorder
     private let group: MultiThreadedEventLoopGroup
 
     public init(_ configuration: LoadConfiguration, log: @escaping @Sendable (String) -> Void) {
         self.configuration = configuration
         self.log = log
+        self.recorder = Recorder(interval: configuration.interval)
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.clientThreads))
     }
 
@@ -159,6 +162,7 @@ public final class LoadRun: Sendable {
         let executed = Counter()
         let cpuAtStart = Self.processCPUMicroseconds()
         let start = ContinuousClock.now
+        recorder.begin(at: start)
         let deadline = c.duration.map { start + $0 }
         let timeout = TimeAmount.nanoseconds(Int64(c.requestTimeout.nanoseconds))
         let progress = c.showProgress ? Task { await self.showProgress(start: start, total: plan.count) } : nil

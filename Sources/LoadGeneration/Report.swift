@@ -52,6 +52,16 @@ public struct Report: Codable, Sendable, Equatable {
         }
     }
 
+    /// One interval of the timed run: the answers that came in it (answers per second over its
+    /// whole length, so a last interval cut short reads low) and their latency.
+    public struct Interval: Codable, Sendable, Equatable {
+        /// Seconds from the start of the timed run.
+        public var startSeconds: Double
+        public var answered: Int
+        public var perSecond: Double
+        public var latencyMs: Latency
+    }
+
     public var setup: Setup
     /// From the first intended send to the last answer.
     public var elapsedSeconds: Double
@@ -77,6 +87,9 @@ public struct Report: Codable, Sendable, Equatable {
     /// CPU the generator itself used during the timed run, per answer (user and system, all its
     /// threads). On the worker's own cores, this is CPU the worker did not get.
     public var generatorCPUMicrosecondsPerAnswer: Double? = nil
+    /// With `--interval`: the run in intervals of that length, so that a stall or a slow minute
+    /// shows where it happened rather than only in the whole run's tail.
+    public var intervals: [Interval]? = nil
 
     public var passed: Bool { mismatches == 0 && transportErrors == 0 }
 
@@ -102,6 +115,13 @@ public struct Report: Codable, Sendable, Equatable {
         }
         if let s = sendLagMs {
             lines.append("  send lag ms  p50 \(f(s.p50, 3))  p99 \(f(s.p99, 3))  max \(f(s.max, 3))  (sent after the intended time: the generator's lateness or a wait for a free connection; included in latency)")
+        }
+        if let intervals, !intervals.isEmpty {
+            lines.append("  intervals    from (s)   answers/s   p50 ms   p99 ms   max ms")
+            for i in intervals {
+                lines.append("               " + f(i.startSeconds, 0).leftPadded(8) + f(i.perSecond, 0).leftPadded(12)
+                             + f(i.latencyMs.p50).leftPadded(9) + f(i.latencyMs.p99).leftPadded(9) + f(i.latencyMs.max).leftPadded(9))
+            }
         }
         lines.append("  outcomes")
         for (outcome, count) in outcomes.sorted(by: { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }) {

@@ -108,6 +108,16 @@ public final class SQLitePaymentStore: PaymentStore {
     /// How often the writer completed a checkpoint so that the WAL could start again.
     public var walRestarts: Int { writer.counts.walRestarts }
 
+    /// The thresholds of `slowWrites`, in seconds: 0.005, 0.02 and 0.1.
+    public static let slowThresholds: [Double] = SQLiteWriter.slowThresholds.map { Double($0) / 1e9 }
+
+    /// How many group commits (`groups[i]`) and checkpoints that let the WAL restart (`restarts[i]`)
+    /// took `slowThresholds[i]` or longer: the writer's stalls, which every write behind them waits out.
+    public var slowWrites: (groups: [Int], restarts: [Int]) {
+        let counts = writer.counts
+        return (counts.slowGroups, counts.slowRestarts)
+    }
+
     /// Finishes queued work and stops the lanes' threads.
     public func close() {
         writer.close()

@@ -27,7 +27,19 @@ final class SQLiteWriter: @unchecked Sendable {
 
     /// Commits and pieces so far (a piece is one caller's write), for metrics and benchmarks, and
     /// how often the writer finished the checkpoint that lets the WAL start again (`requestWALRestart`).
-    struct Statistics: Sendable, Equatable { var commits = 0, pieces = 0, walRestarts = 0 }
+    ///
+    /// `slowGroups[i]`: groups that took `slowThresholds[i]` or longer from BEGIN to the end of
+    /// COMMIT (their statements and the WAL's fsync), and `slowRestarts[i]` the same for the
+    /// checkpoints that let the WAL restart. The payments in such a group, and the writes queued
+    /// behind it, waited that long: this is how a slow disk shows up in the worker's tail.
+    struct Statistics: Sendable, Equatable {
+        var commits = 0, pieces = 0, walRestarts = 0
+        var slowGroups = [Int](repeating: 0, count: SQLiteWriter.slowThresholds.count)
+        var slowRestarts = [Int](repeating: 0, count: SQLiteWriter.slowThresholds.count)
+    }
+
+    /// 5, 20 and 100 ms, in nanoseconds.
+    static let slowThresholds: [UInt64] = [5_000_000, 20_000_000, 100_000_000]
 
     private let connection: SQLiteConnection
     private let condition = MonotonicCondition()
@@ -188,7 +200,9 @@ final class SQLiteWriter: @unchecked Sendable {
             statistics.pieces += batch.count
             let restartWAL = walRestartDue
             condition.unlock()
+            let began = monotonicNanoseconds()
             runGroup(batch)
+            countIfSlow(\.slowGroups, since: began)
             batch.removeAll(keepingCapacity: true)
             // After the group's callers have their answers, not before: they do not wait for it.
             if restartWAL { completeCheckpoint() }
@@ -201,11 +215,22 @@ final class SQLiteWriter: @unchecked Sendable {
     /// Otherwise done, complete or not (a reader on an old snapshot, an I/O error); the checkpointer
     /// asks again while the WAL is still too long.
     private func completeCheckpoint() {
+        let began = monotonicNanoseconds()
         let result = try? connection.checkpointPassive()
+        countIfSlow(\.slowRestarts, since: began)
         if result?.busy == true { return }
         condition.lock()
         walRestartDue = false
         if result?.isComplete == true { statistics.walRestarts += 1 }
+        condition.unlock()
+    }
+
+    /// Counts a group or a checkpoint that took one of `slowThresholds` or longer.
+    private func countIfSlow(_ counts: WritableKeyPath<Statistics, [Int]>, since began: UInt64) {
+        let took = monotonicNanoseconds() &- began
+        guard took >= Self.slowThresholds[0] else { return }
+        condition.lock()
+        for (i, threshold) in Self.slowThresholds.enumerated() where took >= threshold { statistics[keyPath: counts][i] += 1 }
         condition.unlock()
     }
 

@@ -41,6 +41,8 @@ struct VippsSim: AsyncParsableCommand {
     @Option(help: "Seconds to wait for one answer before counting it as lost.") var requestTimeout: Double = 30
     @Option(help: "Event-loop threads of the client.") var clientThreads = 1
     @Option(help: "Write the report as JSON to this file.") var json: String?
+    @Option(help: "Also report throughput and latency for each interval of this many seconds of the timed run (stalls, slow minutes).")
+    var interval: Double?
     @Flag(help: "Skip reading duplicates and wrong-token payments back after the run.") var noVerify = false
     @Flag(help: "No progress line, even on a terminal.") var quiet = false
     @Option(help: """
@@ -64,6 +66,7 @@ struct VippsSim: AsyncParsableCommand {
         if let duration, !(duration > 0 && duration <= 1_000_000) { throw ValidationError("--duration must be positive and at most 1,000,000 s") }
         if !(requestTimeout > 0 && requestTimeout <= 3_600) { throw ValidationError("--request-timeout must be positive and at most 3,600 s") }
         if let count, count < 1 { throw ValidationError("--count must be at least 1") }
+        if let interval, !(interval >= 0.1 && interval <= 3_600) { throw ValidationError("--interval must be between 0.1 and 3,600 s") }
         if ServerAddress(url: url) == nil { throw ValidationError("--url must look like http://HOST:PORT") }
         do { _ = try Mix(parsing: mix) } catch { throw ValidationError("--mix: \(error)") }
     }
@@ -89,6 +92,7 @@ struct VippsSim: AsyncParsableCommand {
         configuration.acquirerFaults = acquirerFaults
         configuration.clientThreads = clientThreads
         configuration.verifyIdempotency = !noVerify
+        configuration.interval = interval.map { .milliseconds(Int64($0 * 1000)) }
         configuration.showProgress = !quiet && isatty(STDERR_FILENO) == 1
 
         let log: @Sendable (String) -> Void = { FileHandle.standardError.write(Data(("vipps-sim: " + $0 + "\n").utf8)) }

@@ -140,3 +140,45 @@ import Testing
         #expect((object["setup"] as? [String: Any])?["mode"] as? String == "closed")
     }
 }
+
+@Suite struct IntervalReportTests {
+    /// Answers land in the interval of the time they came, so a stall shows where it happened.
+    @Test func theLatencyIsBrokenIntoIntervalsByTheTimeOfEachAnswer() {
+        let recorder = Recorder(interval: .seconds(10))
+        let start = ContinuousClock.now
+        recorder.begin(at: start)
+        // 0–10 s: 100 answers of 2 ms; 10–20 s: nothing; 20–30 s: 50 of 40 ms and one lost after 30 s.
+        for i in 0..<100 {
+            recorder.answered(CheckedAnswer(outcome: "200 OK", problem: nil), latency: .milliseconds(2), label: "a\(i)",
+                              at: start + .milliseconds(100 * i))
+        }
+        for i in 0..<50 {
+            recorder.answered(CheckedAnswer(outcome: "200 OK", problem: nil), latency: .milliseconds(40), label: "b\(i)",
+                              at: start + .seconds(20) + .milliseconds(100 * i))
+        }
+        recorder.transportError("c [approved]: timed out", failedAfter: .seconds(30), at: start + .seconds(29))
+        let setup = Report.Setup(mode: .open, concurrency: 1, targetRate: 10, payments: 151, mix: "approved=1", url: "http://h:1")
+        let report = recorder.report(setup: setup, start: start, unsent: 0)
+        let intervals = report.intervals ?? []
+        #expect(intervals.map(\.startSeconds) == [0, 10, 20])
+        #expect(intervals.map(\.answered) == [100, 0, 51])
+        #expect(intervals.map(\.perSecond) == [10, 0, 5.1])
+        #expect(abs(intervals[0].latencyMs.max - 2) <= 0.05)
+        #expect(abs(intervals[2].latencyMs.p50 - 40) <= 0.5)
+        #expect(abs(intervals[2].latencyMs.max - 30_000) <= 300)
+        #expect(report.text.contains("intervals"))
+        // The whole run's figures are unchanged by the intervals.
+        #expect(report.answered == 150 && abs(report.latencyMs.max - 30_000) <= 30)
+    }
+
+    @Test func withoutAnIntervalTheReportHasNone() {
+        let recorder = Recorder()
+        let start = ContinuousClock.now
+        recorder.begin(at: start)
+        recorder.answered(CheckedAnswer(outcome: "200 OK", problem: nil), latency: .milliseconds(2), label: "a", at: start)
+        let setup = Report.Setup(mode: .closed, concurrency: 1, targetRate: nil, payments: 1, mix: "approved=1", url: "http://h:1")
+        let report = recorder.report(setup: setup, start: start, unsent: 0)
+        #expect(report.intervals == nil)
+        #expect(!report.text.contains("intervals"))
+    }
+}

@@ -251,6 +251,11 @@ extension TestResponse {
             #expect(Self.value(of: "psp_store_writes_total", in: metrics) == 3)
             #expect((1...3).contains(Self.value(of: "psp_store_commits_total", in: metrics) ?? 0))
             #expect((Self.value(of: "psp_store_wal_restarts_total", in: metrics) ?? 0) == 0)
+            // The writer's stalls, by threshold (none expected here, but each threshold is exported).
+            for threshold in ["0.005", "0.02", "0.1"] {
+                #expect(metrics.contains(#"psp_store_slow_commits_total{at_least_seconds="\#(threshold)"}"#))
+                #expect(metrics.contains(#"psp_store_slow_wal_restarts_total{at_least_seconds="\#(threshold)"}"#))
+            }
         }
     }
 

@@ -36,6 +36,24 @@ extension SQLiteWriter {
 }
 
 @Suite struct SQLiteWriterTests {
+    /// A group that holds the writer for 25 ms counts as slow at 5 and 20 ms, not at 100; quick
+    /// ones do not count.
+    @Test func aSlowGroupIsCountedAtEachThresholdItReaches() async throws {
+        let scratch = try ScratchTable()
+        defer { scratch.remove() }
+        let writer = SQLiteWriter(connection: scratch.connection, name: "test-writer", gatherWindow: .zero)
+        defer { writer.close() }
+        try await writer.insert(1)
+        #expect(writer.counts.slowGroups == [0, 0, 0])
+        try await writer.perform { db in
+            _ = try db.run("INSERT INTO t (x) VALUES (2)")
+            Thread.sleep(forTimeInterval: 0.025)
+        }
+        #expect(writer.counts.slowGroups == [1, 1, 0])
+        #expect(writer.counts.slowRestarts == [0, 0, 0])
+        #expect(SQLitePaymentStore.slowThresholds == [0.005, 0.02, 0.1])
+    }
+
     /// A failing write in a group fails alone: the group is rolled back and each write is run again
     /// on its own, so the others still commit, durably.
     /// A COMMIT that failed with an I/O error (a failed fsync: SQLITE_IOERR_FSYNC, 1034) or found
