@@ -74,7 +74,9 @@ URL="http://127.0.0.1:$PORT"
 echo "listening on $URL (pid $WORKER_PID)"
 
 # A field of a vipps-sim --json report (sorted keys, so the first "p99" is latencyMs's).
-field() { awk -v k="\"$2\"" '$1 == k { gsub(/,/, "", $3); print $3; exit }' "$1"; }
+# A figure of vipps-sim's --json report: top level, or in latencyMs (indented 4; the intervals' own
+# latencies are indented deeper, and sendLagMs comes after latencyMs).
+field() { awk -v k="\"$2\"" '$1 == k && match($0, /^ */) && RLENGTH <= 4 { gsub(/,/, "", $3); print $3; exit }' "$1"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 FAILED=0
 # Where the cores' time went during a run's timed part (after vipps-sim has registered its
@@ -133,7 +135,7 @@ cp "$WORK/open-$LAST_SHARE.json" "$WORK/open.json"
 
 if [ "$SOAK_SECONDS" -gt 0 ]; then
     echo "== soak: $RATE/s for $SOAK_SECONDS s; worker RSS and WAL size sampled every 15 s once the timed run starts"
-    stalls() { curl -s "$URL/metrics" | awk '/^psp_store_slow_(commits|wal_restarts)_total/ { print $1, $2 }' | sort; }
+    stalls() { curl -s "$URL/metrics" | awk '/^psp_store_(commits|writes|slow_commits|slow_wal_restarts)_total/ { print $1, $2 }' | sort; }
     STALLS_BEFORE=$(stalls)
     (cd "$ROOT" && "$BIN/vipps-sim" --url "$URL" --quiet --rate "$RATE" --duration "$SOAK_SECONDS" --concurrency 128 \
         --mix "$MIX" --interval 30 --json "$WORK/soak.json" >"$WORK/soak.out" 2>"$WORK/soak.err") &
@@ -142,16 +144,23 @@ if [ "$SOAK_SECONDS" -gt 0 ]; then
     SOAK_CPU=$(cpu_times); SOAK_TICKS=$(worker_ticks)
     : >"$WORK/rss"
     while kill -0 "$SIM_PID" 2>/dev/null; do
-        echo "$(date +%s) $(ps -o rss= -p "$WORKER_PID") $(stat -c %s "$WORK/e2e.sqlite-wal" 2>/dev/null || echo 0)" >>"$WORK/rss"
+        echo "$(date +%s.%N) $(ps -o rss= -p "$WORKER_PID") $(stat -c %s "$WORK/e2e.sqlite-wal" 2>/dev/null || echo 0) $(worker_ticks) $(cpu_times)" >>"$WORK/rss"
         # In short steps, so that the soak's accounting ends when vipps-sim does.
         for _ in $(seq 30); do kill -0 "$SIM_PID" 2>/dev/null && sleep 0.5; done
     done
     wait "$SIM_PID" || FAILED=1
     account soak "$SOAK_CPU" "$SOAK_TICKS"
     cat "$WORK/soak.err" "$WORK/soak.out"
-    echo "worker RSS and the store's WAL over the soak, every 15 s (the WAL starts again past 16 MiB):"
-    awk 'NR == 1 { t0 = $1 } { printf "  %4d s  RSS %s KiB  WAL %.1f MiB\n", $1 - t0, $2, $3 / 1048576 }' "$WORK/rss"
-    echo "the store writer's stalls during the soak (group commits, and checkpoints that let the WAL restart, that took at least so long):"
+    echo "worker RSS and the store's WAL over the soak, every 15 s (the WAL starts again past 16 MiB), and over each"
+    echo "step the worker's CPU per payment at the soak's rate and the share of the cores idle (a slower VM or a"
+    echo "worker doing more per payment shows as more CPU, and less idle, at the same rate):"
+    awk -v rate="$RATE" -v hz="$(getconf CLK_TCK)" 'NR == 1 { t0 = $1 }
+        { cpu = ""; idle = ""
+          if (NR > 1 && $1 > t) { cpu = sprintf("  worker %4.0f µs", ($4 - w) * 1e6 / hz / (($1 - t) * rate))
+                                  if ($5 > c) idle = sprintf("  idle %4.1f %%", ($7 - i) * 100 / ($5 - c)) }
+          printf "  %4d s  RSS %s KiB  WAL %.1f MiB%s%s\n", $1 - t0, $2, $3 / 1048576, cpu, idle
+          t = $1; w = $4; c = $5; i = $7 }' "$WORK/rss"
+    echo "the store's group commits during the soak, and the writer's stalls (commits, and checkpoints that let the WAL restart, that took at least so long):"
     join <(echo "$STALLS_BEFORE") <(stalls) | awk '{ printf "  %-62s %d\n", $1, $3 - $2 }'
 fi
 
