@@ -73,7 +73,6 @@ PORT=$(logged_port "$WORK/worker.log" "$WORKER_PID") || { echo "psp-worker did n
 URL="http://127.0.0.1:$PORT"
 echo "listening on $URL (pid $WORKER_PID)"
 
-# A field of a vipps-sim --json report (sorted keys, so the first "p99" is latencyMs's).
 # A figure of vipps-sim's --json report: top level, or in latencyMs (indented 4; the intervals' own
 # latencies are indented deeper, and sendLagMs comes after latencyMs).
 field() { awk -v k="\"$2\"" '$1 == k && match($0, /^ */) && RLENGTH <= 4 { gsub(/,/, "", $3); print $3; exit }' "$1"; }
@@ -135,7 +134,7 @@ cp "$WORK/open-$LAST_SHARE.json" "$WORK/open.json"
 
 if [ "$SOAK_SECONDS" -gt 0 ]; then
     echo "== soak: $RATE/s for $SOAK_SECONDS s; worker RSS and WAL size sampled every 15 s once the timed run starts"
-    stalls() { curl -s "$URL/metrics" | awk '/^psp_store_(commits|writes|slow_commits|slow_wal_restarts)_total/ { print $1, $2 }' | sort; }
+    stalls() { { curl -s --max-time 5 "$URL/metrics" || true; } | awk '/^psp_store_(commits|writes|slow_commits|slow_wal_restarts)_total/ { print $1, $2 }' | sort; }
     STALLS_BEFORE=$(stalls)
     (cd "$ROOT" && "$BIN/vipps-sim" --url "$URL" --quiet --rate "$RATE" --duration "$SOAK_SECONDS" --concurrency 128 \
         --mix "$MIX" --interval 30 --json "$WORK/soak.json" >"$WORK/soak.out" 2>"$WORK/soak.err") &
@@ -160,7 +159,7 @@ if [ "$SOAK_SECONDS" -gt 0 ]; then
                                   if ($5 > c) idle = sprintf("  idle %4.1f %%", ($7 - i) * 100 / ($5 - c)) }
           printf "  %4d s  RSS %s KiB  WAL %.1f MiB%s%s\n", $1 - t0, $2, $3 / 1048576, cpu, idle
           t = $1; w = $4; c = $5; i = $7 }' "$WORK/rss"
-    echo "the store's group commits during the soak, and the writer's stalls (commits, and checkpoints that let the WAL restart, that took at least so long):"
+    echo "the store's group commits during the soak, and the writer's stalls (commits, and the checkpoints it runs so that the WAL can restart, that took at least so long):"
     join <(echo "$STALLS_BEFORE") <(stalls) | awk '{ printf "  %-62s %d\n", $1, $3 - $2 }'
 fi
 

@@ -162,7 +162,7 @@ public final class LoadRun: Sendable {
         let executed = Counter()
         let cpuAtStart = Self.processCPUMicroseconds()
         let start = ContinuousClock.now
-        recorder.begin(at: start)
+        recorder.begin(at: start, duration: c.duration)
         let deadline = c.duration.map { start + $0 }
         let timeout = TimeAmount.nanoseconds(Int64(c.requestTimeout.nanoseconds))
         let progress = c.showProgress ? Task { await self.showProgress(start: start, total: plan.count) } : nil

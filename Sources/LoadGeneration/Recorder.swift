@@ -24,8 +24,16 @@ public final class Recorder: Sendable {
         /// With an interval: when the timed run began, and a histogram per interval since, by the
         /// time each answer came (1 µs to 10 minutes at 2 significant digits: ~20 KB each).
         var runStart: ContinuousClock.Instant?
+        /// How long the timed run is meant to last (nil: until its payments are answered).
+        var runLength: Duration?
+        /// The last interval: answers after the run's end (those in flight when it ended, or a
+        /// time-out that came later) are counted in it rather than in intervals of their own.
+        var lastInterval = Recorder.maxIntervals - 1
         var intervals: [Histogram<UInt64>] = []
     }
+
+    /// At most this many intervals (each histogram is ~25 KB): later answers go into the last one.
+    public static let maxIntervals = 10_000
 
     private let state = Mutex(State())
     /// The length of the intervals the report breaks the latency into (nil: none).
@@ -35,15 +43,22 @@ public final class Recorder: Sendable {
         self.interval = interval.flatMap { $0 > .zero ? $0 : nil }
     }
 
-    /// The timed run begins: answers from now on are also counted in their interval.
-    public func begin(at start: ContinuousClock.Instant) {
-        state.withLock { $0.runStart = start }
+    /// The timed run begins, for `duration` if given: answers from now on are also counted in
+    /// their interval.
+    public func begin(at start: ContinuousClock.Instant, duration: Duration? = nil) {
+        state.withLock { s in
+            s.runStart = start
+            s.runLength = duration
+            if let interval, let duration, duration > .zero {
+                s.lastInterval = min(Int((duration / interval).rounded(.up)), Self.maxIntervals) - 1
+            }
+        }
     }
 
     /// Records `micros` in the histogram of the interval `instant` falls in. Called with the lock held.
     private func recordInInterval(_ s: inout State, _ micros: UInt64, at instant: ContinuousClock.Instant) {
         guard let interval, let start = s.runStart, instant >= start else { return }
-        let index = Int((instant - start) / interval)
+        let index = min(Int((instant - start) / interval), s.lastInterval)
         while s.intervals.count <= index {
             s.intervals.append(Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 600_000_000,
                                                  numberOfSignificantValueDigits: .two))
@@ -99,6 +114,22 @@ public final class Recorder: Sendable {
         if s.firstMismatches.count < listedMismatches { s.firstMismatches.append(description) }
     }
 
+    /// Each interval's figures. Answers per second are over the interval's length, except for
+    /// the last one, which may be cut short: over what is left of the run's duration, or without
+    /// one, up to the last answer.
+    private static func intervals(_ s: State, length: Duration, start: ContinuousClock.Instant) -> [Report.Interval] {
+        s.intervals.enumerated().map { i, h in
+            let from = length * i
+            var span = length
+            if i == s.intervals.count - 1 {
+                let end = s.runLength ?? ((s.lastAnswer ?? start) - start)
+                span = max(min(length, end - from), .milliseconds(1))
+            }
+            return Report.Interval(startSeconds: from.seconds, answered: Int(h.totalCount),
+                                   perSecond: Double(h.totalCount) / span.seconds, latencyMs: Report.Latency(h))
+        }
+    }
+
     static func micros(_ d: Duration) -> UInt64 { UInt64(max(1, min(d.nanoseconds / 1000, 600_000_000))) }
 
     /// For the progress line.
@@ -125,12 +156,7 @@ public final class Recorder: Sendable {
                           sendLagMs: setup.mode == .open && s.sendLag.totalCount > 0 ? Report.Latency(s.sendLag) : nil,
                           outcomes: s.outcomes, kinds: s.kinds, mismatches: s.mismatches,
                           firstMismatches: s.firstMismatches, transportErrors: s.transportErrors, unsent: unsent,
-                          intervals: interval.map { length in
-                              s.intervals.enumerated().map { i, h in
-                                  Report.Interval(startSeconds: Double(i) * length.seconds, answered: Int(h.totalCount),
-                                                  perSecond: Double(h.totalCount) / length.seconds, latencyMs: Report.Latency(h))
-                              }
-                          })
+                          intervals: interval.map { Self.intervals(s, length: $0, start: start) })
         }
     }
 }

@@ -52,8 +52,9 @@ public struct Report: Codable, Sendable, Equatable {
         }
     }
 
-    /// One interval of the timed run: the answers that came in it (answers per second over its
-    /// whole length, so a last interval cut short reads low) and their latency.
+    /// One interval of the timed run: the answers that came in it and their latency. The last
+    /// one also has the answers that came after the run's end, and its answers per second are
+    /// over the part of it the run lasted.
     public struct Interval: Codable, Sendable, Equatable {
         /// Seconds from the start of the timed run.
         public var startSeconds: Double
@@ -118,8 +119,9 @@ public struct Report: Codable, Sendable, Equatable {
         }
         if let intervals, !intervals.isEmpty {
             lines.append("  intervals    from (s)   answers/s   p50 ms   p99 ms   max ms")
+            let digits = intervals.contains { $0.startSeconds != $0.startSeconds.rounded() } ? 2 : 0
             for i in intervals {
-                lines.append("               " + f(i.startSeconds, 0).leftPadded(8) + f(i.perSecond, 0).leftPadded(12)
+                lines.append("               " + f(i.startSeconds, digits).leftPadded(8) + f(i.perSecond, 0).leftPadded(12)
                              + f(i.latencyMs.p50).leftPadded(9) + f(i.latencyMs.p99).leftPadded(9) + f(i.latencyMs.max).leftPadded(9))
             }
         }

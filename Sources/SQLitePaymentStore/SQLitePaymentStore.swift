@@ -111,7 +111,7 @@ public final class SQLitePaymentStore: PaymentStore {
     /// The thresholds of `slowWrites`, in seconds: 0.005, 0.02 and 0.1.
     public static let slowThresholds: [Double] = SQLiteWriter.slowThresholds.map { Double($0) / 1e9 }
 
-    /// How many group commits (`groups[i]`) and checkpoints that let the WAL restart (`restarts[i]`)
+    /// How many group commits (`groups[i]`) and checkpoints the writer ran so that the WAL could restart (`restarts[i]`)
     /// took `slowThresholds[i]` or longer: the writer's stalls, which every write behind them waits out.
     public var slowWrites: (groups: [Int], restarts: [Int]) {
         let counts = writer.counts

@@ -30,8 +30,9 @@ final class SQLiteWriter: @unchecked Sendable {
     ///
     /// `slowGroups[i]`: groups that took `slowThresholds[i]` or longer from BEGIN to the end of
     /// COMMIT (their statements and the WAL's fsync), and `slowRestarts[i]` the same for the
-    /// checkpoints that let the WAL restart. The payments in such a group, and the writes queued
-    /// behind it, waited that long: this is how a slow disk shows up in the worker's tail.
+    /// checkpoints the writer runs so that the WAL can restart (complete or not). The payments in
+    /// such a group, and the writes queued behind it, waited that long: this is how a slow disk
+    /// shows up in the worker's tail.
     struct Statistics: Sendable, Equatable {
         var commits = 0, pieces = 0, walRestarts = 0
         var slowGroups = [Int](repeating: 0, count: SQLiteWriter.slowThresholds.count)
@@ -200,9 +201,7 @@ final class SQLiteWriter: @unchecked Sendable {
             statistics.pieces += batch.count
             let restartWAL = walRestartDue
             condition.unlock()
-            let began = monotonicNanoseconds()
             runGroup(batch)
-            countIfSlow(\.slowGroups, since: began)
             batch.removeAll(keepingCapacity: true)
             // After the group's callers have their answers, not before: they do not wait for it.
             if restartWAL { completeCheckpoint() }
@@ -227,11 +226,16 @@ final class SQLiteWriter: @unchecked Sendable {
 
     /// Counts a group or a checkpoint that took one of `slowThresholds` or longer.
     private func countIfSlow(_ counts: WritableKeyPath<Statistics, [Int]>, since began: UInt64) {
-        let took = monotonicNanoseconds() &- began
-        guard took >= Self.slowThresholds[0] else { return }
+        let reached = Self.thresholdsReached(by: monotonicNanoseconds() &- began)
+        guard reached > 0 else { return }
         condition.lock()
-        for (i, threshold) in Self.slowThresholds.enumerated() where took >= threshold { statistics[keyPath: counts][i] += 1 }
+        for i in 0..<reached { statistics[keyPath: counts][i] += 1 }
         condition.unlock()
+    }
+
+    /// How many of `slowThresholds` (ascending) a duration reaches.
+    static func thresholdsReached(by nanoseconds: UInt64) -> Int {
+        slowThresholds.prefix { nanoseconds >= $0 }.count
     }
 
     private enum GroupCommit { case committed, pieceFailed, failed(SQLiteError) }
@@ -240,7 +244,11 @@ final class SQLiteWriter: @unchecked Sendable {
     /// write): a piece that fails, which is rare (a constraint, a full disk), rolls the group back
     /// and each piece then runs in a transaction of its own, so only the failing one fails.
     private func runGroup(_ batch: [Item]) {
-        switch commit(batch) {
+        let began = monotonicNanoseconds()
+        let result = commit(batch)
+        // Counted before any caller hears back, so that a caller sees its own group counted.
+        countIfSlow(\.slowGroups, since: began)
+        switch result {
         case .committed:
             batch.forEach { $0.finish(nil) }
         case .pieceFailed where batch.count > 1:

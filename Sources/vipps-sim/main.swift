@@ -66,7 +66,12 @@ struct VippsSim: AsyncParsableCommand {
         if let duration, !(duration > 0 && duration <= 1_000_000) { throw ValidationError("--duration must be positive and at most 1,000,000 s") }
         if !(requestTimeout > 0 && requestTimeout <= 3_600) { throw ValidationError("--request-timeout must be positive and at most 3,600 s") }
         if let count, count < 1 { throw ValidationError("--count must be at least 1") }
-        if let interval, !(interval >= 0.1 && interval <= 3_600) { throw ValidationError("--interval must be between 0.1 and 3,600 s") }
+        if let interval {
+            if !(interval >= 0.1 && interval <= 3_600) { throw ValidationError("--interval must be between 0.1 and 3,600 s") }
+            if let duration, duration / interval > Double(Recorder.maxIntervals) {
+                throw ValidationError("--interval is too short for --duration: at most \(Recorder.maxIntervals) intervals")
+            }
+        }
         if ServerAddress(url: url) == nil { throw ValidationError("--url must look like http://HOST:PORT") }
         do { _ = try Mix(parsing: mix) } catch { throw ValidationError("--mix: \(error)") }
     }
@@ -92,7 +97,7 @@ struct VippsSim: AsyncParsableCommand {
         configuration.acquirerFaults = acquirerFaults
         configuration.clientThreads = clientThreads
         configuration.verifyIdempotency = !noVerify
-        configuration.interval = interval.map { .milliseconds(Int64($0 * 1000)) }
+        configuration.interval = interval.map { .milliseconds(Int64(($0 * 1000).rounded())) }
         configuration.showProgress = !quiet && isatty(STDERR_FILENO) == 1
 
         let log: @Sendable (String) -> Void = { FileHandle.standardError.write(Data(("vipps-sim: " + $0 + "\n").utf8)) }

@@ -142,42 +142,58 @@ import Testing
 }
 
 @Suite struct IntervalReportTests {
-    /// Answers land in the interval of the time they came, so a stall shows where it happened.
+    static let ok = CheckedAnswer(outcome: "200 OK", problem: nil)
+    static let setup = Report.Setup(mode: .open, concurrency: 1, targetRate: 10, payments: 1, mix: "approved=1", url: "http://h:1")
+
+    /// Answers land in the interval of the time they came, so a stall shows where it happened;
+    /// those after the run's end count in the last one.
     @Test func theLatencyIsBrokenIntoIntervalsByTheTimeOfEachAnswer() {
         let recorder = Recorder(interval: .seconds(10))
         let start = ContinuousClock.now
-        recorder.begin(at: start)
-        // 0–10 s: 100 answers of 2 ms; 10–20 s: nothing; 20–30 s: 50 of 40 ms and one lost after 30 s.
+        recorder.begin(at: start, duration: .seconds(30))
+        // 0–10 s: 100 answers of 2 ms; 10–20 s: nothing; 20–30 s: 50 of 40 ms and one lost after
+        // 30 s; after the end, one more answer (in flight when the run ended).
         for i in 0..<100 {
-            recorder.answered(CheckedAnswer(outcome: "200 OK", problem: nil), latency: .milliseconds(2), label: "a\(i)",
-                              at: start + .milliseconds(100 * i))
+            recorder.answered(Self.ok, latency: .milliseconds(2), label: "a\(i)", at: start + .milliseconds(100 * i))
         }
         for i in 0..<50 {
-            recorder.answered(CheckedAnswer(outcome: "200 OK", problem: nil), latency: .milliseconds(40), label: "b\(i)",
-                              at: start + .seconds(20) + .milliseconds(100 * i))
+            recorder.answered(Self.ok, latency: .milliseconds(40), label: "b\(i)", at: start + .seconds(20) + .milliseconds(100 * i))
         }
         recorder.transportError("c [approved]: timed out", failedAfter: .seconds(30), at: start + .seconds(29))
-        let setup = Report.Setup(mode: .open, concurrency: 1, targetRate: 10, payments: 151, mix: "approved=1", url: "http://h:1")
-        let report = recorder.report(setup: setup, start: start, unsent: 0)
+        recorder.answered(Self.ok, latency: .milliseconds(40), label: "d", at: start + .milliseconds(30_500))
+        let report = recorder.report(setup: Self.setup, start: start, unsent: 0)
         let intervals = report.intervals ?? []
         #expect(intervals.map(\.startSeconds) == [0, 10, 20])
-        #expect(intervals.map(\.answered) == [100, 0, 51])
-        #expect(intervals.map(\.perSecond) == [10, 0, 5.1])
+        #expect(intervals.map(\.answered) == [100, 0, 52])
+        #expect(intervals.map(\.perSecond) == [10, 0, 5.2])
         #expect(abs(intervals[0].latencyMs.max - 2) <= 0.05)
         #expect(abs(intervals[2].latencyMs.p50 - 40) <= 0.5)
         #expect(abs(intervals[2].latencyMs.max - 30_000) <= 300)
         #expect(report.text.contains("intervals"))
         // The whole run's figures are unchanged by the intervals.
-        #expect(report.answered == 150 && abs(report.latencyMs.max - 30_000) <= 30)
+        #expect(report.answered == 151 && abs(report.latencyMs.max - 30_000) <= 30)
+    }
+
+    /// Without a duration, the last interval's rate is over the part of it up to the last answer.
+    @Test func aLastIntervalCutShortIsRatedOverWhatItLasted() {
+        let recorder = Recorder(interval: .seconds(10))
+        let start = ContinuousClock.now
+        recorder.begin(at: start)
+        for i in 0..<120 {
+            recorder.answered(Self.ok, latency: .milliseconds(1), label: "a\(i)", at: start + .milliseconds(100 * (i + 1)))
+        }
+        let intervals = recorder.report(setup: Self.setup, start: start, unsent: 0).intervals ?? []
+        #expect(intervals.map(\.answered) == [99, 21])
+        #expect(intervals[0].perSecond == 9.9)
+        #expect(abs(intervals[1].perSecond - 10.5) < 1e-9)
     }
 
     @Test func withoutAnIntervalTheReportHasNone() {
         let recorder = Recorder()
         let start = ContinuousClock.now
         recorder.begin(at: start)
-        recorder.answered(CheckedAnswer(outcome: "200 OK", problem: nil), latency: .milliseconds(2), label: "a", at: start)
-        let setup = Report.Setup(mode: .closed, concurrency: 1, targetRate: nil, payments: 1, mix: "approved=1", url: "http://h:1")
-        let report = recorder.report(setup: setup, start: start, unsent: 0)
+        recorder.answered(Self.ok, latency: .milliseconds(2), label: "a", at: start)
+        let report = recorder.report(setup: Self.setup, start: start, unsent: 0)
         #expect(report.intervals == nil)
         #expect(!report.text.contains("intervals"))
     }
