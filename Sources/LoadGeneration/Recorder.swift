@@ -100,8 +100,9 @@ public final class Recorder: Sendable {
                                at instant: ContinuousClock.Instant = .now) {
         state.withLock { s in
             if let latency {
-                _ = s.latency.record(Self.micros(latency))
-                recordInInterval(&s, Self.micros(latency), at: instant)
+                let micros = Self.micros(latency)
+                _ = s.latency.record(micros)
+                recordInInterval(&s, micros, at: instant)
             }
             s.transportErrors += 1
             s.outcomes["transport error", default: 0] += 1

@@ -17,9 +17,7 @@ final class StoreMetrics: Sendable {
     private let slowCommits: [Counter]
     private let slowRestarts: [Counter]
     /// The counts already added to the counters.
-    private let reported = Mutex((commits: 0, writes: 0, walRestarts: 0,
-                                  slow: (groups: [Int](repeating: 0, count: SQLitePaymentStore.slowThresholds.count),
-                                         restarts: [Int](repeating: 0, count: SQLitePaymentStore.slowThresholds.count))))
+    private let reported = Mutex(SQLitePaymentStore.WriterStatistics())
 
     init(store: SQLitePaymentStore, factory: any MetricsFactory) {
         self.store = store
@@ -34,18 +32,18 @@ final class StoreMetrics: Sendable {
     func update() {
         // Read under the lock: two scrapes at once must not move `last` backwards (and count a
         // delta twice).
-        let delta = reported.withLock { last -> (Int, Int, Int, [Int], [Int]) in
-            let (commitCount, writeCount) = store.groupCommits
-            let restartCount = store.walRestarts
-            let slow = store.slowWrites
-            defer { last = (commitCount, writeCount, restartCount, slow) }
-            return (commitCount - last.commits, writeCount - last.writes, restartCount - last.walRestarts,
-                    zip(slow.groups, last.slow.groups).map { $0 - $1 }, zip(slow.restarts, last.slow.restarts).map { $0 - $1 })
+        let (now, last) = reported.withLock { last in
+            let now = store.writerStatistics
+            defer { last = now }
+            return (now, last)
         }
-        if delta.0 > 0 { commits.increment(by: delta.0) }
-        if delta.1 > 0 { writes.increment(by: delta.1) }
-        if delta.2 > 0 { walRestarts.increment(by: delta.2) }
-        for (counter, d) in zip(slowCommits, delta.3) where d > 0 { counter.increment(by: d) }
-        for (counter, d) in zip(slowRestarts, delta.4) where d > 0 { counter.increment(by: d) }
+        func add(_ counter: Counter, _ delta: Int) { if delta > 0 { counter.increment(by: delta) } }
+        add(commits, now.commits - last.commits)
+        add(writes, now.writes - last.writes)
+        add(walRestarts, now.walRestarts - last.walRestarts)
+        for i in slowCommits.indices {
+            add(slowCommits[i], now.slowGroups[i] - last.slowGroups[i])
+            add(slowRestarts[i], now.slowRestarts[i] - last.slowRestarts[i])
+        }
     }
 }

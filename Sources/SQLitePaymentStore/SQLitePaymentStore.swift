@@ -99,24 +99,28 @@ public final class SQLitePaymentStore: PaymentStore {
         whenWritesUnderway { queue.inProgress }
     }
 
-    /// Group commits so far: how many COMMITs, and how many writes they carried.
-    public var groupCommits: (commits: Int, writes: Int) {
-        let counts = writer.counts
-        return (counts.commits, counts.pieces)
+    /// What the writer has done so far, for metrics and benchmarks.
+    public struct WriterStatistics: Sendable, Equatable {
+        /// Group commits (COMMITs), and the writes they carried (one per caller).
+        public var commits = 0, writes = 0
+        /// Checkpoints the writer completed so that the WAL could start again (`requestWALRestart`).
+        public var walRestarts = 0
+        /// `slowGroups[i]`: groups that took `slowThresholds[i]` or longer from BEGIN to the end
+        /// of COMMIT (their statements and the WAL's fsync), and `slowRestarts[i]` the same for
+        /// the checkpoints the writer runs so that the WAL can restart (complete or not). The
+        /// payments in such a group, and the writes queued behind it, waited that long: this is
+        /// how a slow disk shows up in the worker's tail.
+        public var slowGroups = [Int](repeating: 0, count: SQLiteWriter.slowThresholds.count)
+        public var slowRestarts = [Int](repeating: 0, count: SQLiteWriter.slowThresholds.count)
+
+        public init() {}
     }
 
-    /// How often the writer completed a checkpoint so that the WAL could start again.
-    public var walRestarts: Int { writer.counts.walRestarts }
+    /// The writer's counts so far, read at one moment.
+    public var writerStatistics: WriterStatistics { writer.counts }
 
-    /// The thresholds of `slowWrites`, in seconds: 0.005, 0.02 and 0.1.
+    /// The thresholds of `WriterStatistics.slowGroups` and `slowRestarts`, in seconds: 0.005, 0.02 and 0.1.
     public static let slowThresholds: [Double] = SQLiteWriter.slowThresholds.map { Double($0) / 1e9 }
-
-    /// How many group commits (`groups[i]`) and checkpoints the writer ran so that the WAL could restart (`restarts[i]`)
-    /// took `slowThresholds[i]` or longer: the writer's stalls, which every write behind them waits out.
-    public var slowWrites: (groups: [Int], restarts: [Int]) {
-        let counts = writer.counts
-        return (counts.slowGroups, counts.slowRestarts)
-    }
 
     /// Finishes queued work and stops the lanes' threads.
     public func close() {

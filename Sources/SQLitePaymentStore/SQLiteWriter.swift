@@ -25,19 +25,7 @@ final class SQLiteWriter: @unchecked Sendable {
         let finish: (SQLiteError?) -> Void
     }
 
-    /// Commits and pieces so far (a piece is one caller's write), for metrics and benchmarks, and
-    /// how often the writer finished the checkpoint that lets the WAL start again (`requestWALRestart`).
-    ///
-    /// `slowGroups[i]`: groups that took `slowThresholds[i]` or longer from BEGIN to the end of
-    /// COMMIT (their statements and the WAL's fsync), and `slowRestarts[i]` the same for the
-    /// checkpoints the writer runs so that the WAL can restart (complete or not). The payments in
-    /// such a group, and the writes queued behind it, waited that long: this is how a slow disk
-    /// shows up in the worker's tail.
-    struct Statistics: Sendable, Equatable {
-        var commits = 0, pieces = 0, walRestarts = 0
-        var slowGroups = [Int](repeating: 0, count: SQLiteWriter.slowThresholds.count)
-        var slowRestarts = [Int](repeating: 0, count: SQLiteWriter.slowThresholds.count)
-    }
+    typealias Statistics = SQLitePaymentStore.WriterStatistics
 
     /// 5, 20 and 100 ms, in nanoseconds.
     static let slowThresholds: [UInt64] = [5_000_000, 20_000_000, 100_000_000]
@@ -198,7 +186,7 @@ final class SQLiteWriter: @unchecked Sendable {
             }
             swap(&batch, &pending)
             statistics.commits += 1
-            statistics.pieces += batch.count
+            statistics.writes += batch.count
             let restartWAL = walRestartDue
             condition.unlock()
             runGroup(batch)

@@ -124,7 +124,7 @@ final class TemporaryDatabase: Sendable {
             for writer in 0..<8 {
                 group.addTask {
                     var count = 0
-                    while store.walRestarts < 2 && ContinuousClock.now < deadline {
+                    while store.writerStatistics.walRestarts < 2 && ContinuousClock.now < deadline {
                         _ = try await store.register(PaymentStoreConformance.registration("w\(writer)-\(count)"), now: 1)
                         count += 1
                     }
@@ -133,7 +133,7 @@ final class TemporaryDatabase: Sendable {
             }
             return try await group.reduce(into: [:]) { $0[$1.writer] = $1.count }
         }
-        #expect(store.walRestarts >= 2)
+        #expect(store.writerStatistics.walRestarts >= 2)
         // Each restart also cuts the file back to journal_size_limit (4 × 32 frames, ~0.5 MB).
         let walBytes = try FileManager.default.attributesOfItem(atPath: database.path + "-wal")[.size] as? Int ?? 0
         #expect(walBytes < 8 << 20)

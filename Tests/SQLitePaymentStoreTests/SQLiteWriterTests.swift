@@ -99,8 +99,8 @@ extension SQLiteWriter {
         #expect(outcomes.filter { !$0.value }.map(\.key) == [50])
         let counts = writer.counts
         writer.close()
-        #expect(counts.pieces == 100)
-        #expect(counts.commits < counts.pieces, "the writes should have been grouped")
+        #expect(counts.writes == 100)
+        #expect(counts.commits < counts.writes, "the writes should have been grouped")
         let reader = try SQLiteConnection(path: scratch.path, readOnly: true)
         var rows = 0
         try reader.run("SELECT count(*) FROM t") { rows = Int($0.int(0)) }

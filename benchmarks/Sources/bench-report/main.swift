@@ -198,7 +198,7 @@ func measurePipeline(_ round: inout Round) async throws {
     log("pipeline: registering \(payments) payments …")
     let rig = try await PipelineRig(payments: payments)
     log("pipeline: \(slices) slices of 1 s, \(options.inFlight) in flight …")
-    let commitsBefore = rig.store.groupCommits
+    let commitsBefore = rig.store.writerStatistics
     var cpu = 0.0, writerCPU = 0.0, made = 0, failures = 0
     for _ in 0..<slices {
         round.pipelineCeiling += opensslSignsPerSecond(multi: n, seconds: 1) / Double(slices)
@@ -211,7 +211,7 @@ func measurePipeline(_ round: inout Round) async throws {
         failures += slice.failures
         round.pipeline += slice.perSecond / Double(slices)
     }
-    let commits = rig.store.groupCommits
+    let commits = rig.store.writerStatistics
     await rig.close()
     log("pipeline: \(commits.commits - commitsBefore.commits) commits carried \(commits.writes - commitsBefore.writes) writes")
     if rig.used == rig.capacity { log("pipeline: the rig ran out of payments; raise --payments") }
