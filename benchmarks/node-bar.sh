@@ -4,7 +4,9 @@
 # of one process per core, node:crypto, decrypt + parse + answer, no store, no token check) and (2)
 # psp-worker serve (token check, store read, durable SQLite attempt + outcome, simulator acquirer).
 # Rounds take turns with `openssl speed -multi <cores> rsa2048`, and each figure is reported as a
-# share of the ceiling measured next to it.
+# share of the ceiling measured next to it. Beside each figure, the server's CPU time (all its
+# threads and processes, user + system) per request: the work each does for one payment, which the
+# shares alone hide (both servers share the cores with wrk).
 #
 #   SCRATCH=$PWD/../.build ./node-bar.sh      (after a release build there; else it builds)
 #
@@ -51,23 +53,36 @@ echo "machine: nproc $CORES; $(lscpu | grep 'Model name' | sed 's/  */ /g'); $(o
 echo "psp-worker options: ${WORKER_ARGS:-(defaults)}"
 echo "OPENSSL_ia32cap: psp-worker ${WORKER_IA32CAP:-(unset)}, node ${NODE_IA32CAP:-(unset)}, ceiling (unset)"
 echo "wrk -t$WRK_THREADS -c$CONNECTIONS -d${RUN_SECONDS}s, every request a distinct approved payment; $ROUNDS rounds"
-printf "%-6s %-34s %10s %10s %9s %9s %9s %7s\n" round endpoint "ceiling" "req/s" "share" "p50 ms" "p99 ms" "not ok"
-wrk_run() { # url requests-file -> WRK line
-    REQUESTS="$2" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${RUN_SECONDS}s" --timeout 10s -s "$HERE/node-bar/makepayment.lua" "$1" | grep '^WRK'
+printf "%-6s %-34s %10s %10s %9s %9s %9s %7s %11s\n" round endpoint "ceiling" "req/s" "share" "p50 ms" "p99 ms" "not ok" "CPU µs/req"
+# CPU time (user + system, clock ticks) of a server: the process and its children (Node's cluster).
+cpu_ticks() {
+    local total=0 pid
+    for pid in "$1" $(pgrep -P "$1" || true); do
+        total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+TICKS_PER_SECOND=$(getconf CLK_TCK)
+wrk_run() { # url requests-file server-pid -> WRK line, then the server's CPU µs per request
+    local before after line
+    before=$(cpu_ticks "$3")
+    line=$(REQUESTS="$2" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${RUN_SECONDS}s" --timeout 10s -s "$HERE/node-bar/makepayment.lua" "$1" | grep '^WRK')
+    after=$(cpu_ticks "$3")
+    echo "$line" | awk -v t=$((after - before)) -v hz="$TICKS_PER_SECOND" '{ printf "%s cpu_us %.1f\n", $0, t * 1e6 / hz / ($3 > 0 ? $3 : 1) }'
 }
 for round in $(seq 1 "$ROUNDS"); do
     C1=$(ceiling)
     COUNT=$(awk -v c="$C1" -v s="$RUN_SECONDS" 'BEGIN { printf "%d", c * s * 1.3 + 1000 }')
     "$BIN/vipps-sim" --url "http://127.0.0.1:$WORKER_PORT" --quiet --count "$COUNT" --mix approved=100 \
         --export-requests "$WORK/requests.tsv" >/dev/null 2>"$WORK/export.err" || { cat "$WORK/export.err"; exit 2; }
-    NODE=$(wrk_run "http://127.0.0.1:$NODE_PORT/makePayment" "$WORK/requests.tsv")
-    OURS=$(wrk_run "http://127.0.0.1:$WORKER_PORT/makePayment" "$WORK/requests.tsv")
+    NODE=$(wrk_run "http://127.0.0.1:$NODE_PORT/makePayment" "$WORK/requests.tsv" "${PIDS[1]}")
+    OURS=$(wrk_run "http://127.0.0.1:$WORKER_PORT/makePayment" "$WORK/requests.tsv" "${PIDS[0]}")
     C2=$(ceiling)
     for pair in "node (stateless, cluster)|$NODE" "psp-worker (token, SQLite, acquirer)|$OURS"; do
         name=${pair%%|*}; line=${pair#*|}
         echo "$line" | awk -v r="$round" -v n="$name" -v c1="$C1" -v c2="$C2" '{
             c = (c1 + c2) / 2; rate = $3 / $5
-            printf "%-6s %-34s %10.1f %10.1f %9.3f %9.2f %9.2f %7d%s\n", r, n, c, rate, rate / c, $7, $11, $15, ($17 > 0 ? "  (file ran out: " $17 " repeats)" : "")
+            printf "%-6s %-34s %10.1f %10.1f %9.3f %9.2f %9.2f %7d %11.1f%s\n", r, n, c, rate, rate / c, $7, $11, $15, $19, ($17 > 0 ? "  (file ran out: " $17 " repeats)" : "")
         }'
     done
 done

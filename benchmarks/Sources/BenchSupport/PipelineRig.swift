@@ -15,6 +15,7 @@ public final class PipelineRig: Sendable {
     public let path: String
     public let store: SQLitePaymentStore
     public let pipeline: MakePaymentPipeline
+    private let journal: JournalBoundStore?
     private let queue: InProcessMakePaymentQueue
     private let workers: Task<Void, Never>
     private let bodies: [Data]
@@ -26,19 +27,38 @@ public final class PipelineRig: Sendable {
     public var writerCPUSeconds: Double { threadCPUSeconds(named: SQLitePaymentStore.writerThreadName) }
     public var used: Int { min(cursor.load(ordering: .relaxed), bodies.count) }
 
+    /// Where the pipeline's attempts and outcomes go. Only `.sqlite` is the worker; the other two
+    /// are bounds, to see what the store's writes cost.
+    public enum Writes: String, Sendable, CaseIterable {
+        /// The worker's store: SQLite, group commit, fsync.
+        case sqlite
+        /// Not written at all (`WritesSkippedStore`).
+        case skipped
+        /// Appended to a file, one pwrite and fdatasync per group (`JournalBoundStore`).
+        case journal
+    }
+
     /// A store in a new temporary file with `payments` registered payments, each with a cryptogram
-    /// of its own.
+    /// of its own; the pipeline's own writes go where `writes` says.
     public init(payments: Int, workers workerCount: Int = ProcessInfo.processInfo.activeProcessorCount,
-                directory: String = NSTemporaryDirectory()) async throws {
+                directory: String = NSTemporaryDirectory(), writes: Writes = .sqlite) async throws {
         path = directory + "/pipeline-bench-\(UUID().uuidString).sqlite"
         // The worker's windows; every registered payment remembered in memory, as the worker's
         // default limit does at its scale (past it, the front would read the file instead).
         let store = try SQLitePaymentStore(path: path, busyGroupCommitWindow: SQLitePaymentStore.defaultBusyGroupCommitWindow,
                                            pendingLimit: max(100_000, payments))
         self.store = store
+        let pipelineStore: any PaymentStore
+        switch writes {
+        case .sqlite: pipelineStore = store; journal = nil
+        case .skipped: pipelineStore = WritesSkippedStore(store); journal = nil
+        case .journal:
+            let bound = try JournalBoundStore(store, path: path + "-journal-bound")
+            pipelineStore = bound; journal = bound
+        }
         let pipeline = MakePaymentPipeline(
             configuration: .init(acquirerTimeout: .seconds(10), instanceId: "bench"),
-            keyRing: Fixtures.keyRing(), store: store, acquirer: SimulatorAcquirer(),
+            keyRing: Fixtures.keyRing(), store: pipelineStore, acquirer: SimulatorAcquirer(),
             currentMonth: { Fixtures.currentMonth })
         self.pipeline = pipeline
         let cards = Fixtures.cardData(count: payments)
@@ -120,6 +140,7 @@ public final class PipelineRig: Sendable {
         queue.close()
         await workers.value
         store.close()
-        for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+        journal?.close()
+        for suffix in ["", "-wal", "-shm", "-journal-bound"] { try? FileManager.default.removeItem(atPath: path + suffix) }
     }
 }

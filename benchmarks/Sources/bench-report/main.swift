@@ -143,6 +143,11 @@ struct Round {
     var pipelineWriterCPU = 0.0
     /// `openssl speed -multi` measured in slices between the pipeline's.
     var pipelineCeiling = 0.0
+    /// Two bounds, in slices beside the pipeline's (not figures of the worker): the pipeline with
+    /// the store's writes skipped (`WritesSkippedStore`), which says what the two durable writes
+    /// per makePayment cost, and with them appended to a file (`JournalBoundStore`), which says
+    /// how much of that a store built as a journal would save.
+    var writesSkipped = 0.0, writesSkippedCPU = 0.0, journal = 0.0, journalCPU = 0.0
     /// The same ceilings on this process's code path, when OPENSSL_ia32cap is set.
     var samePathOne = 0.0, samePathAll = 0.0, samePathPipeline = 0.0
 }
@@ -195,11 +200,23 @@ func measurePipeline(_ round: inout Round) async throws {
     // the ceiling, so half as many again as it per slice.
     let ceiling = round.ceilingAll > 0 ? round.ceilingAll : opensslSignsPerSecond(multi: n, seconds: 1)
     let payments = max(options.payments, slices * Int(ceiling * 1.5))
-    log("pipeline: registering \(payments) payments …")
+    log("pipeline: registering \(payments) payments, for the pipeline and for each of its two bounds …")
     let rig = try await PipelineRig(payments: payments)
+    let skipped = try await PipelineRig(payments: payments, writes: .skipped)
+    let journal = try await PipelineRig(payments: payments, writes: .journal)
     log("pipeline: \(slices) slices of 1 s, \(options.inFlight) in flight …")
     let commitsBefore = rig.store.writerStatistics
     var cpu = 0.0, writerCPU = 0.0, made = 0, failures = 0
+    /// A bound's slice: its rate goes into `rate`, its CPU per makePayment is summed for the round.
+    var boundCPU: [PipelineRig.Writes: (seconds: Double, made: Int)] = [:]
+    func boundSlice(_ bound: PipelineRig, _ writes: PipelineRig.Writes, _ rate: inout Double) async {
+        let before = processCPUSeconds()
+        let slice = await bound.run(concurrency: options.inFlight, seconds: 1)
+        let spent = boundCPU[writes] ?? (0, 0)
+        boundCPU[writes] = (spent.seconds + processCPUSeconds() - before, spent.made + slice.made)
+        failures += slice.failures
+        rate += slice.perSecond / Double(slices)
+    }
     for _ in 0..<slices {
         round.pipelineCeiling += opensslSignsPerSecond(multi: n, seconds: 1) / Double(slices)
         if codePath != nil { round.samePathPipeline += opensslSignsPerSecond(multi: n, seconds: 1, samePath: true) / Double(slices) }
@@ -210,13 +227,23 @@ func measurePipeline(_ round: inout Round) async throws {
         made += slice.made
         failures += slice.failures
         round.pipeline += slice.perSecond / Double(slices)
+        await boundSlice(skipped, .skipped, &round.writesSkipped)
+        await boundSlice(journal, .journal, &round.journal)
     }
     let commits = rig.store.writerStatistics
-    await rig.close()
+    for each in [rig, skipped, journal] {
+        await each.close()
+        if each.used == each.capacity { log("pipeline: a rig ran out of payments; raise --payments") }
+    }
     log("pipeline: \(commits.commits - commitsBefore.commits) commits carried \(commits.writes - commitsBefore.writes) writes")
-    if rig.used == rig.capacity { log("pipeline: the rig ran out of payments; raise --payments") }
     round.pipelineCPU = cpu / Double(max(made, 1)) * 1e6
     round.pipelineWriterCPU = writerCPU / Double(max(made, 1)) * 1e6
+    func perPayment(_ writes: PipelineRig.Writes) -> Double {
+        let spent = boundCPU[writes] ?? (0, 0)
+        return spent.seconds / Double(max(spent.made, 1)) * 1e6
+    }
+    round.writesSkippedCPU = perPayment(.skipped)
+    round.journalCPU = perPayment(.journal)
     if failures > 0 { log("pipeline: \(failures) answers were not OK") }
 }
 
@@ -278,6 +305,15 @@ ofSamePath(\.pipeline, \.samePathPipeline, cores: n)
 lines.append(row(["  … CPU per makePayment (µs, all threads)", f(figure(\.pipelineCPU)),
                   "RSA alone: " + f(1e6 / figure(codePath == nil ? \.pipelineCeiling : \.samePathPipeline) * Double(n)) + " µs", ""]))
 lines.append(row(["  … of it on the store's writer thread (µs)", f(figure(\.pipelineWriterCPU)), "", ""]))
+// Not figures of the worker: bounds that say where the pipeline's shortfall is (benchmarks/README.md).
+lines.append(row(["bound: the pipeline with the store's writes skipped", f(figure(\.writesSkipped)),
+                  f(ratio(\.writesSkipped, \.pipelineCeiling), 3) + " of \(n)-core ceiling", "(a bound)"]))
+lines.append(row(["  … CPU per makePayment (µs, all threads)", f(figure(\.writesSkippedCPU)), "", ""]))
+lines.append(row(["  … so the store's two writes per makePayment take", "",
+                  f(median(rounds.map { ($0.writesSkipped - $0.pipeline) / $0.pipelineCeiling }), 3) + " of the ceiling", ""]))
+lines.append(row(["bound: the writes appended to a journal file instead", f(figure(\.journal)),
+                  f(ratio(\.journal, \.pipelineCeiling), 3) + " of \(n)-core ceiling", "(a bound)"]))
+lines.append(row(["  … CPU per makePayment (µs, all threads)", f(figure(\.journalCPU)), "", ""]))
 if !options.pipelineOnly {
     lines.append(row(["swift-crypto _RSA decrypt OAEP-SHA256, 1 thread", f(figure(\.swiftCryptoOne)),
                       f(ratio(\.swiftCryptoOne, \.ceilingOne), 3) + " of 1-core ceiling", ""]))

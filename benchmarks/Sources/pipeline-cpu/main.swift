@@ -3,25 +3,31 @@
 // outside RSA drifts by half from one minute to the next; short runs of two builds taking turns
 // see the same drift, and the median of their differences is what the change did.
 //
-//   pipeline-cpu [--payments 5000] [--in-flight 64]
+//   pipeline-cpu [--payments 5000] [--in-flight 64] [--writes sqlite|skipped|journal]
+// (--writes: where the pipeline's attempts and outcomes go; only sqlite is the worker, the others
+// are bounds: `WritesSkippedStore`, `JournalBoundStore`.)
 // Prints one line: made, CPU µs per payment (all threads), of which the store's writer thread,
 // and the share of the two cores busy during the run.
 import BenchSupport
 import Foundation
 
-var payments = 5000, inFlight = 64
+var payments = 5000, inFlight = 64, writes = PipelineRig.Writes.sqlite
+func usage() -> Never {
+    FileHandle.standardError.write(Data("usage: pipeline-cpu [--payments 5000] [--in-flight 64] [--writes sqlite|skipped|journal]\n".utf8))
+    exit(2)
+}
 var arguments = CommandLine.arguments.dropFirst().makeIterator()
 while let argument = arguments.next() {
     switch argument {
     case "--payments": payments = arguments.next().flatMap(Int.init) ?? payments
     case "--in-flight": inFlight = arguments.next().flatMap(Int.init) ?? inFlight
-    default:
-        FileHandle.standardError.write(Data("usage: pipeline-cpu [--payments 5000] [--in-flight 64]\n".utf8))
-        exit(2)
+    case "--writes":
+        if let chosen = arguments.next().flatMap(PipelineRig.Writes.init(rawValue:)) { writes = chosen } else { usage() }
+    default: usage()
     }
 }
 
-let rig = try await PipelineRig(payments: payments)
+let rig = try await PipelineRig(payments: payments, writes: writes)
 let cpuBefore = processCPUSeconds(), writerBefore = rig.writerCPUSeconds
 let start = ContinuousClock.now
 let run = await rig.run(concurrency: inFlight)
