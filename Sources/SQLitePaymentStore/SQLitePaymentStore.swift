@@ -42,9 +42,9 @@ public final class SQLitePaymentStore: PaymentStore {
         let write = try SQLiteConnection(path: path, readOnly: false)
         try write.execute("PRAGMA journal_mode=WAL")
         try write.execute("PRAGMA synchronous=FULL")
-        // Checkpoints run on a thread of their own (PASSIVE: they never block the writer), not
-        // inside a commit, where they would stall every payment waiting on that commit; the writer
-        // only finishes one between two groups when the WAL has grown too long (`walRestartFrames`).
+        // Checkpoints run on a thread of their own, between the writer's groups (`CheckpointGate`),
+        // not inside a commit, where one would also hold every payment waiting on that commit; the
+        // writer only finishes one between two groups when the WAL has grown too long (`walRestartFrames`).
         try write.execute("PRAGMA wal_autocheckpoint=0")
         // A WAL that restarts keeps its file and is written again from the start; one that grew long
         // (a reader held an old snapshot, say) is cut back to four times the restart length when it
@@ -59,13 +59,16 @@ public final class SQLitePaymentStore: PaymentStore {
         // land on a random leaf of a table that keeps growing, and a page not in the cache is a
         // read from the OS for each of them.
         try write.execute("PRAGMA cache_size=-65536")
-        try Self.migrate(write)
-        writer = SQLiteWriter(connection: write, name: Self.writerThreadName, gatherWindow: groupCommitWindow,
-                              busyWindow: busyGroupCommitWindow)
+        // The writer's and the checkpointer's gates: one file, opened by each (`CheckpointGate`).
+        let writerGate = try CheckpointGate(databasePath: path)
+        // Another process on the store may be checkpointing already.
+        try writerGate.withGate { try Self.migrate(write) }
+        writer = SQLiteWriter(connection: write, gate: writerGate, name: Self.writerThreadName,
+                              gatherWindow: groupCommitWindow, busyWindow: busyGroupCommitWindow)
         let writer = self.writer
         checkpointer = try SQLiteCheckpointer(
-            connection: SQLiteConnection(path: path, readOnly: false), interval: checkpointInterval,
-            restartFrames: max(walRestartFrames, 1), walTooLong: { writer.requestWALRestart() })
+            connection: SQLiteConnection(path: path, readOnly: false), gate: CheckpointGate(databasePath: path),
+            interval: checkpointInterval, restartFrames: max(walRestartFrames, 1), walTooLong: { writer.requestWALRestart() })
     }
 
     /// Lends a read-only connection to `body`, made on first need and kept for the next reader.
@@ -368,6 +371,9 @@ public final class SQLitePaymentStore: PaymentStore {
 /// The makePayment front's read, from memory: payments registered in this process and not moved
 /// out of `pending` since (each transition forgets its payment before it is written). Bounded:
 /// past `limit`, new registrations are not remembered and their front reads the file.
+///
+/// Ids match byte for byte, as in the file: a Swift dictionary finds keys by canonical equivalence
+/// ("P\u{212A}1", with KELVIN SIGN, finds "PK1"), so a hit counts only if its bytes are the id's.
 final class PendingRegistrations: Sendable {
     private struct Entry { let registration: PaymentRegistration; let createdAt: Int64 }
     private let entries = Mutex<[String: Entry]>([:])
@@ -382,12 +388,14 @@ final class PendingRegistrations: Sendable {
     }
 
     func remove(_ id: String) {
-        _ = entries.withLock { $0.removeValue(forKey: id) }
+        entries.withLock { e in
+            if let entry = e[id], entry.registration.pspTransactionId.utf8.elementsEqual(id.utf8) { e[id] = nil }
+        }
     }
 
     /// The record the file holds for a payment registered here and not moved since.
     func record(_ id: String) -> PaymentRecord? {
-        guard let entry = entries.withLock({ $0[id] }) else { return nil }
+        guard let entry = entries.withLock({ $0[id] }), entry.registration.pspTransactionId.utf8.elementsEqual(id.utf8) else { return nil }
         return PaymentRecord(registration: entry.registration, state: .pending, outcome: nil, attempt: nil,
                              authorizationsSent: 0, createdAt: entry.createdAt, updatedAt: entry.createdAt, completedAt: nil)
     }

@@ -31,6 +31,8 @@ final class SQLiteWriter: @unchecked Sendable {
     static let slowThresholds: [UInt64] = [5_000_000, 20_000_000, 100_000_000]
 
     private let connection: SQLiteConnection
+    /// Held around each group and each checkpoint, so that no checkpoint runs meanwhile (`CheckpointGate`).
+    private let gate: CheckpointGate
     private let condition = MonotonicCondition()
     private var pending: [Item] = []
     private var closed = false
@@ -58,8 +60,10 @@ final class SQLiteWriter: @unchecked Sendable {
     private var thread: Thread?
     private let stopped = DispatchSemaphore(value: 0)
 
-    init(connection: SQLiteConnection, name: String, gatherWindow: Duration = .milliseconds(2), busyWindow: Duration? = nil) {
+    init(connection: SQLiteConnection, gate: CheckpointGate, name: String, gatherWindow: Duration = .milliseconds(2),
+         busyWindow: Duration? = nil) {
         self.connection = connection
+        self.gate = gate
         self.gatherWindow = nanoseconds(gatherWindow)
         self.busyWindow = nanoseconds(busyWindow ?? gatherWindow)
         let thread = Thread { [unowned self] in
@@ -106,13 +110,15 @@ final class SQLiteWriter: @unchecked Sendable {
     /// Asks the writer to complete a checkpoint between two groups, so that the next group's write
     /// starts the WAL from its beginning.
     ///
-    /// Under a steady stream of commits the checkpointer's PASSIVE checkpoints never catch up: by the
-    /// time one has copied the frames it saw, the writer has appended more, and SQLite restarts a
-    /// WAL only when every frame is in the database file. The WAL then grows for as long as the
-    /// load lasts (137 MB in 18 s at 1,200 payments/s; a crash then leaves all of it to replay, and
-    /// the WAL index to search grows with it). The writer is the one connection that can
-    /// stop the appending, so it copies what is left, after the checkpointer has copied the bulk:
-    /// a pause of about one fsync of the database file, once per restart.
+    /// SQLite restarts a WAL only when every frame is in the database file. While checkpoints ran
+    /// beside the commits (before `CheckpointGate`), the checkpointer's never caught up under a
+    /// steady stream of them: by the time one had copied the frames it saw, the writer had appended
+    /// more, and the WAL grew for as long as the load lasted (137 MB in 18 s at 1,200 payments/s; a
+    /// crash then leaves all of it to replay, and the WAL index to search grows with it). Now they
+    /// run between groups and usually complete, but one that meets a reader on an older snapshot
+    /// copies only up to it. So the writer, the one connection that can stop the appending, still
+    /// completes one when the WAL has grown too long: a pause of about one fsync of the database
+    /// file, once per restart.
     func requestWALRestart() {
         condition.lock()
         walRestartDue = true
@@ -203,7 +209,7 @@ final class SQLiteWriter: @unchecked Sendable {
     /// asks again while the WAL is still too long.
     private func completeCheckpoint() {
         let began = monotonicNanoseconds()
-        let result = try? connection.checkpointPassive()
+        let result = try? gate.withGate { try connection.checkpointPassive() }
         countIfSlow(\.slowRestarts, since: began)
         if result?.busy == true { return }
         condition.lock()
@@ -254,7 +260,17 @@ final class SQLiteWriter: @unchecked Sendable {
         }
     }
 
+    /// One group's transaction, with the checkpoint gate held from BEGIN (whose snapshot decides
+    /// whether the COMMIT restarts the WAL) to the end of COMMIT.
     private func commit(_ items: some Collection<Item>) -> GroupCommit {
+        do {
+            return try gate.withGate { commitGated(items) }
+        } catch {
+            return .failed(error as? SQLiteError ?? SQLiteError(code: -1, message: "\(error)"))
+        }
+    }
+
+    private func commitGated(_ items: some Collection<Item>) -> GroupCommit {
         do {
             try connection.run("BEGIN IMMEDIATE")
         } catch {
@@ -317,8 +333,9 @@ func monotonicNanoseconds() -> UInt64 {
     return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
 }
 
-/// Copies the WAL back into the database file every `interval`, PASSIVE (never waiting for, or
-/// blocking, the writer), so that no checkpoint runs inside a commit. When the WAL has grown to
+/// Copies the WAL back into the database file every `interval`, so that no checkpoint runs inside a
+/// commit: PASSIVE, between two of the writer's groups (a group waits while one runs, and a
+/// checkpoint while a group commits: `CheckpointGate`). When the WAL has grown to
 /// `restartFrames` or more, it calls `walTooLong`: the writer then completes the checkpoint between
 /// two groups, and the WAL starts again from its beginning (`SQLiteWriter.requestWALRestart`).
 final class SQLiteCheckpointer: @unchecked Sendable {
@@ -328,13 +345,17 @@ final class SQLiteCheckpointer: @unchecked Sendable {
     private let stopped = DispatchSemaphore(value: 0)
     private let closed = Mutex(false)
 
-    init(connection: SQLiteConnection, interval: Duration, restartFrames: Int, walTooLong: @escaping @Sendable () -> Void) {
+    private let gate: CheckpointGate
+
+    init(connection: SQLiteConnection, gate: CheckpointGate, interval: Duration, restartFrames: Int,
+         walTooLong: @escaping @Sendable () -> Void) {
         self.connection = connection
+        self.gate = gate
         let interval = DispatchTimeInterval.nanoseconds(Int(max(nanoseconds(interval), 1)))
         let thread = Thread { [unowned self] in
             nameCurrentThread("sqlite-ckpt")
             while self.stop.wait(timeout: .now() + interval) == .timedOut {
-                if let result = try? self.connection.checkpointPassive(), result.walFrames >= restartFrames {
+                if let result = try? self.gate.withGate({ try self.connection.checkpointPassive() }), result.walFrames >= restartFrames {
                     walTooLong()
                 }
             }

@@ -238,7 +238,7 @@ struct ScratchStore {
         try #require(bound)
         let port = Int(UInt16(bigEndian: address.sin_port))
         let store = FileManager.default.temporaryDirectory.appendingPathComponent("taken-\(UUID().uuidString).sqlite").path
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: store + suffix) } }
+        defer { for suffix in ["", "-wal", "-shm", "-gate"] { try? FileManager.default.removeItem(atPath: store + suffix) } }
         let process = Process()
         process.executableURL = WorkerProcess.binary
         process.arguments = ["serve", "--host", "127.0.0.1", "--port", String(port), "--store", "sqlite:" + store,
@@ -305,7 +305,7 @@ struct ScratchStore {
     @Test func aRunningWorkerHasCoreDumpsOff() throws {
         let store = FileManager.default.temporaryDirectory.appendingPathComponent("core-\(UUID().uuidString).sqlite").path
         let worker = try WorkerProcess(store: store, latencyMs: 0)
-        defer { worker.kill(SIGTERM); for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: store + suffix) } }
+        defer { worker.kill(SIGTERM); for suffix in ["", "-wal", "-shm", "-gate"] { try? FileManager.default.removeItem(atPath: store + suffix) } }
         let limits = try String(contentsOfFile: "/proc/\(worker.process.processIdentifier)/limits", encoding: .utf8)
         let core = try #require(limits.split(separator: "\n").first { $0.hasPrefix("Max core file size") })
         #expect(core.split(separator: " ", omittingEmptySubsequences: true).dropFirst(4).prefix(2) == ["0", "0"], "\(core)")

@@ -24,7 +24,7 @@ struct LiveWorker {
 
     static func run(acquirerTimeout: Duration = .seconds(2), _ body: @Sendable (any TestClientProtocol) async throws -> Void) async throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("http-\(UUID().uuidString).sqlite").path
-        defer { for s in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + s) } }
+        defer { for s in ["", "-wal", "-shm", "-gate"] { try? FileManager.default.removeItem(atPath: path + s) } }
         var configuration = PSPWorkerConfiguration(keys: KeyRingSource(privateKeyPath: TestKeys.path("psp-private-key")))
         configuration.port = 0
         configuration.store = .sqlite(path: path)

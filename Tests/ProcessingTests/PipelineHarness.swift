@@ -50,7 +50,7 @@ final class PipelineHarness: Sendable {
 
     deinit {
         store.close()
-        for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+        for suffix in ["", "-wal", "-shm", "-gate"] { try? FileManager.default.removeItem(atPath: path + suffix) }
     }
 
     /// Registers a payment with token "token-<id>".

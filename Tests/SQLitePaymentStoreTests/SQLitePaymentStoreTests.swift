@@ -25,7 +25,7 @@ final class TemporaryDatabase: Sendable {
 
     deinit {
         stores.withLock { $0.forEach { $0.close() } }
-        for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+        for suffix in ["", "-wal", "-shm", "-gate"] { try? FileManager.default.removeItem(atPath: path + suffix) }
     }
 }
 
@@ -61,6 +61,22 @@ final class TemporaryDatabase: Sendable {
         #expect(record.authorizationsSent == 1 && record.attempt?.attemptId == "a2")
         // Once this store has tried to move the payment, it no longer answers from memory.
         #expect(try await first.paymentForMakePayment("p-two")?.state == .processing)
+    }
+
+    /// The front's read from memory matches ids byte for byte, as the file does: an id that Swift
+    /// finds equal to a registered one (KELVIN SIGN for K: canonically equivalent) is another id,
+    /// and looking it up neither finds nor forgets the registered payment.
+    @Test func theFrontsMemoryMatchesIdsByteForByte() async throws {
+        let database = TemporaryDatabase()
+        let store = try database.open()
+        _ = try await store.register(PaymentStoreConformance.registration("PK1"), now: 1)
+        let lookalike = "P\u{212A}1"
+        #expect(lookalike == "PK1")  // to Swift
+        #expect(try await store.payment(lookalike) == nil)
+        #expect(try await store.paymentForMakePayment(lookalike) == nil)
+        let attempt = AttemptRecord(attemptId: "a1", instanceId: "test", maskedPAN: MaskedPAN(masked: "400000******0002")!, startedAt: 2)
+        #expect(try await store.beginAttempt(lookalike, attempt: attempt, now: 2) == .notFound)
+        #expect(try await store.paymentForMakePayment("PK1")?.state == .pending)
     }
 
     /// Text is bound and read by its byte count: an id with a NUL in it is an id of its own, never

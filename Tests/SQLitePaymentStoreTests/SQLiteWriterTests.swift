@@ -15,8 +15,11 @@ struct ScratchTable {
         try connection.execute("PRAGMA journal_mode=WAL; CREATE TABLE t (x INTEGER PRIMARY KEY)")
     }
 
+    /// A gate of the table's database: each call opens one of its own, as each holder must.
+    func gate() throws -> CheckpointGate { try CheckpointGate(databasePath: path) }
+
     func remove() {
-        for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+        for suffix in ["", "-wal", "-shm", "-gate"] { try? FileManager.default.removeItem(atPath: path + suffix) }
     }
 }
 
@@ -35,6 +38,90 @@ extension SQLiteWriter {
     }
 }
 
+/// Holds a database's checkpoint gate on a thread of its own until `open()`, as a checkpoint on
+/// another connection, or in another process, would.
+final class GateHolder: @unchecked Sendable {
+    // @unchecked: the semaphores are what is shared.
+    private let release = DispatchSemaphore(value: 0)
+    private let released = DispatchSemaphore(value: 0)
+
+    init(_ gate: CheckpointGate) {
+        let held = DispatchSemaphore(value: 0)
+        Thread { [release, released] in
+            try? gate.withGate { held.signal(); release.wait() }
+            released.signal()
+        }.start()
+        held.wait()
+    }
+
+    func open() {
+        release.signal()
+        released.wait()
+    }
+}
+
+@Suite struct CheckpointGateTests {
+    /// A group is not begun while a checkpoint holds the gate (SQLite's WAL-reset race needs a
+    /// checkpoint running while a commit restarts the WAL), and commits once the gate is free.
+    @Test func aGroupWaitsWhileACheckpointHoldsTheGate() async throws {
+        let scratch = try ScratchTable()
+        defer { scratch.remove() }
+        let writer = SQLiteWriter(connection: scratch.connection, gate: try scratch.gate(), name: "test-writer", gatherWindow: .zero)
+        defer { writer.close() }
+        try await writer.insert(1)
+        let holder = GateHolder(try scratch.gate())
+        let committed = Mutex(false)
+        let write = Task {
+            try await writer.insert(2)
+            committed.withLock { $0 = true }
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(committed.withLock { $0 } == false, "committed while a checkpoint held the gate")
+        holder.open()
+        try await write.value
+        #expect(committed.withLock { $0 })
+        #expect(writer.counts.commits == 2)
+    }
+
+    /// The checkpointer does not checkpoint while a transaction holds the gate, and does once it is free.
+    @Test func theCheckpointerWaitsWhileAGroupHoldsTheGate() async throws {
+        let scratch = try ScratchTable()
+        defer { scratch.remove() }
+        try scratch.connection.execute("PRAGMA wal_autocheckpoint=0; INSERT INTO t (x) VALUES (1)")
+        let holder = GateHolder(try scratch.gate())
+        let checkpoints = Mutex(0)
+        let checkpointer = SQLiteCheckpointer(
+            connection: try SQLiteConnection(path: scratch.path, readOnly: false), gate: try scratch.gate(),
+            interval: .milliseconds(5), restartFrames: 1, walTooLong: { checkpoints.withLock { $0 += 1 } })
+        defer { checkpointer.close() }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(checkpoints.withLock { $0 } == 0, "checkpointed while the gate was held")
+        holder.open()
+        let deadline = ContinuousClock.now + .seconds(10)
+        while checkpoints.withLock({ $0 }) == 0 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(checkpoints.withLock { $0 } > 0)
+    }
+
+    /// One gate file per database, beside it; two holders in one process exclude each other.
+    @Test func twoGatesOfOneDatabaseExcludeEachOther() throws {
+        let scratch = try ScratchTable()
+        defer { scratch.remove() }
+        #expect(CheckpointGate.path(forDatabase: scratch.path) == scratch.path + "-gate")
+        let first = try scratch.gate(), second = try scratch.gate()
+        let holder = GateHolder(first)
+        let entered = Mutex(false)
+        let waiter = Thread { try? second.withGate { entered.withLock { $0 = true } } }
+        waiter.start()
+        Thread.sleep(forTimeInterval: 0.2)
+        #expect(entered.withLock { $0 } == false)
+        holder.open()
+        let deadline = Date().addingTimeInterval(10)
+        while !entered.withLock({ $0 }) && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        #expect(entered.withLock { $0 })
+        #expect(FileManager.default.fileExists(atPath: scratch.path + "-gate"))
+    }
+}
+
 @Suite struct SQLiteWriterTests {
     /// A group that holds the writer for 25 ms is counted at 5 and 20 ms, and its caller sees it
     /// counted when it hears back. (Other groups may be slow too on a slow disk: the test reads
@@ -42,7 +129,7 @@ extension SQLiteWriter {
     @Test func aSlowGroupIsCountedBeforeItsCallerHearsBack() async throws {
         let scratch = try ScratchTable()
         defer { scratch.remove() }
-        let writer = SQLiteWriter(connection: scratch.connection, name: "test-writer", gatherWindow: .zero)
+        let writer = SQLiteWriter(connection: scratch.connection, gate: try scratch.gate(), name: "test-writer", gatherWindow: .zero)
         defer { writer.close() }
         try await writer.insert(1)
         let before = writer.counts.slowGroups
@@ -80,7 +167,7 @@ extension SQLiteWriter {
         let connection = scratch.connection
         try connection.run("INSERT INTO t (x) VALUES (?)", [.integer(-1)])
         // A long window, so the writes below land in a few groups.
-        let writer = SQLiteWriter(connection: connection, name: "test-writer", gatherWindow: .milliseconds(50))
+        let writer = SQLiteWriter(connection: connection, gate: try scratch.gate(), name: "test-writer", gatherWindow: .milliseconds(50))
         let outcomes = await withTaskGroup(of: (Int, Bool).self) { group in
             for i in 0..<100 {
                 group.addTask {
@@ -114,7 +201,7 @@ extension SQLiteWriter {
         let scratch = try ScratchTable()
         defer { scratch.remove() }
         let connection = scratch.connection
-        let writer = SQLiteWriter(connection: connection, name: "test-writer", gatherWindow: .zero,
+        let writer = SQLiteWriter(connection: connection, gate: try scratch.gate(), name: "test-writer", gatherWindow: .zero,
                                   busyWindow: busy ? .milliseconds(500) : .seconds(30))
         writer.whenBusy { busy }
         try await writer.warmUp()
@@ -143,7 +230,7 @@ extension SQLiteWriter {
         let scratch = try ScratchTable()
         defer { scratch.remove() }
         let connection = scratch.connection
-        let writer = SQLiteWriter(connection: connection, name: "test-writer", gatherWindow: .seconds(20), busyWindow: .seconds(40))
+        let writer = SQLiteWriter(connection: connection, gate: try scratch.gate(), name: "test-writer", gatherWindow: .seconds(20), busyWindow: .seconds(40))
         let busy = Atomic<Bool>(false)
         writer.whenBusy { busy.load(ordering: .relaxed) }
         // Nothing else underway during the warm-up, so that it is committed at once; then more
@@ -176,7 +263,7 @@ extension SQLiteWriter {
         let scratch = try ScratchTable()
         defer { scratch.remove() }
         let connection = scratch.connection
-        let writer = SQLiteWriter(connection: connection, name: "test-writer", gatherWindow: .seconds(30))
+        let writer = SQLiteWriter(connection: connection, gate: try scratch.gate(), name: "test-writer", gatherWindow: .seconds(30))
         writer.whenWritesUnderway { underway }
         let started = ContinuousClock.now
         if underway == 1 {

@@ -141,6 +141,6 @@ public final class PipelineRig: Sendable {
         await workers.value
         store.close()
         journal?.close()
-        for suffix in ["", "-wal", "-shm", "-journal-bound"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+        for suffix in ["", "-wal", "-shm", "-gate", "-journal-bound"] { try? FileManager.default.removeItem(atPath: path + suffix) }
     }
 }
