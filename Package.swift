@@ -131,6 +131,8 @@ let package = Package(
         .testTarget(name: "ISO8583Tests", dependencies: ["ISO8583"]),
         .testTarget(name: "ISO8583AcquirerTests", dependencies: [
             "ISO8583Acquirer", "AcquirerSimulator", "AcquirerConformance", "Acquiring", "ISO8583", "MakePayment",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .testTarget(name: "HTTPAcquirerTests", dependencies: [
             "HTTPAcquirer", "AcquirerSimulator", "AcquirerConformance", "Acquiring",

@@ -203,6 +203,13 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         message[90] = "0100" + original.stan + original.transmission
             + digits(Int(configuration.acquiringInstitutionId) ?? 0, width: 11) + String(repeating: "0", count: 11)
         let reply = try await exchange(try ISO87APackager.encode(message), key: "04" + terminal + stan)
+        // Terminal and STAN pair a reply with its request, and a STAN comes round again after
+        // 999,999 messages: an 0410 that names another original (a late reply to an older reversal
+        // that had this STAN) is no answer to this one, and taking it would leave this original
+        // unreversed. It counts as a failed try, and the reversal is sent again.
+        if let named = reply[37], named != original.rrn {
+            throw AcquirerUnavailable("0410 names another original (field 37)")
+        }
         // 25: the host cannot find the original (yet).
         switch reply[39] {
         case "00": return .reversed
@@ -213,19 +220,27 @@ public final class ISO8583Acquirer: AcquirerAdapter {
 
     /// The STAN and transmission time of a reversal's send: a repeat (0401) is the 0400 again with
     /// only the MTI changed, as ISO 8583 has it, so it reuses the first send's when this process
-    /// made it (after a restart a repeat gets its own; field 90 still names the original).
+    /// made it (after a restart a repeat gets its own; field 90 still names the original). Not
+    /// once the STANs have gone half-way round since: a new message could then be given the same
+    /// STAN on the same terminal, and the two replies be taken for each other's.
     private func reversalSend(_ reversal: ReversalRequest) -> (stan: String, clock: ISOClock) {
         firstReversalSends.withLock { sends in
-            if reversal.sendCount > 1, let first = sends.byId[reversal.reversalId] { return first }
-            let first = (stan: nextSTAN(), clock: ISOClock(milliseconds: clock()))
+            let issued = stanCounter.load(ordering: .relaxed)
+            if reversal.sendCount > 1, let first = sends.byId[reversal.reversalId], issued - first.issued < Self.stanReuseLimit {
+                return (first.stan, first.clock)
+            }
+            let first = (stan: nextSTAN(), clock: ISOClock(milliseconds: clock()), issued: issued)
             if sends.byId.updateValue(first, forKey: reversal.reversalId) == nil { sends.order.append(reversal.reversalId) }
             // Bounded: repeats follow within hours; the oldest are forgotten first.
             if sends.order.count > Self.rememberedReversals { sends.byId.removeValue(forKey: sends.order.removeFirst()) }
-            return first
+            return (first.stan, first.clock)
         }
     }
-    private let firstReversalSends = Mutex<(byId: [String: (stan: String, clock: ISOClock)], order: CircularBuffer<String>)>(([:], []))
+    private let firstReversalSends = Mutex<(byId: [String: (stan: String, clock: ISOClock, issued: Int)], order: CircularBuffer<String>)>(([:], []))
     static let rememberedReversals = 10_000
+    /// How many STANs may be issued after a reversal's first send for a repeat still to reuse its
+    /// STAN: half the 999,999 there are.
+    public static let stanReuseLimit = 500_000
 
     /// Sends an 0800 echo and waits for its 0810.
     public func echo() async throws {
@@ -421,7 +436,7 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         // A request from the host (third MTI digit even: its own 0800 echo or sign-on) is answered,
         // never taken for the reply to one of ours.
         let isResponse = message.isResponse
-        let key = isResponse ? message.matchKey : nil
+        let key = isResponse ? message.matchKey ?? echoReplyKeyWithoutTerminal(message) : nil
         let continuation = state.withLock { s -> CheckedContinuation<ISOMessage, any Error>? in
             s.lastReceived = .now
             s.unansweredInARow = 0
@@ -441,6 +456,16 @@ public final class ISO8583Acquirer: AcquirerAdapter {
             // Its request gave up (deadline) or it is a duplicate: the reversal path owns that attempt.
             logger.warning("late or unmatched reply from acquirer dropped", metadata: ["message": "\(message.maskedDescription)"])
         }
+    }
+
+    /// Many hosts answer network management with fields 7, 11, 39 and 70 only: an 0810 without
+    /// field 41 answers our echo, which went out under our terminal. (Without this, every echo to
+    /// such a host looked unanswered, and each quiet spell closed the connection.)
+    private func echoReplyKeyWithoutTerminal(_ message: ISOMessage) -> String? {
+        guard message.mti.hasPrefix("08"), message[41] == nil else { return nil }
+        var withOurTerminal = message
+        withOurTerminal[41] = configuration.terminalId
+        return withOurTerminal.matchKey
     }
 
     /// The connection is gone: every request still waiting has an unknown outcome.

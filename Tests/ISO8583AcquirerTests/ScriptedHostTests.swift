@@ -1,0 +1,125 @@
+import Acquiring
+import ISO8583
+import ISO8583Acquirer
+import NIOCore
+import NIOPosix
+import Synchronization
+import Testing
+
+/// A host whose every answer the test writes: it keeps what it received, and answers each message
+/// with what `answer` makes of it (nil: no answer).
+final class ScriptedHost: Sendable {
+    /// What the host received, in order.
+    var received: [ISOMessage] { log.messages.withLock { $0 } }
+    private final class Log: Sendable { let messages = Mutex<[ISOMessage]>([]) }
+    private let log = Log()
+    private let server: any Channel
+    var port: Int { server.localAddress?.port ?? 0 }
+
+    init(answer: @escaping @Sendable (ISOMessage) -> ISOMessage?) async throws {
+        let log = self.log
+        server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(ISO8583FrameDecoder()))
+                    try channel.pipeline.syncOperations.addHandler(Responder(log: log, answer: answer))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+    }
+
+    func stop() async { try? await server.close() }
+
+    /// The host's copy of a reply: the request's fields named, with an MTI and field 39.
+    static func reply(to request: ISOMessage, mti: String, fields: [Int], code: String = "00") -> ISOMessage {
+        var reply = ISOMessage(mti: mti)
+        for field in fields { reply[field] = request[field] }
+        reply[39] = code
+        return reply
+    }
+
+    private final class Responder: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        let log: Log
+        let answer: @Sendable (ISOMessage) -> ISOMessage?
+        init(log: Log, answer: @escaping @Sendable (ISOMessage) -> ISOMessage?) {
+            self.log = log
+            self.answer = answer
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            guard let message = try? ISO87APackager.decode(unwrapInboundIn(data).readableBytesView) else { return }
+            log.messages.withLock { $0.append(message) }
+            guard let reply = answer(message), let body = try? ISO87APackager.encode(reply) else { return }
+            var buffer = context.channel.allocator.buffer(capacity: body.count + 2)
+            buffer.writeISO8583Frame(body)
+            context.writeAndFlush(NIOAny(buffer), promise: nil)
+        }
+    }
+}
+
+@Suite struct ScriptedHostTests {
+    static func reversal(_ adapter: ISO8583Acquirer, _ attemptId: String) -> ReversalRequest {
+        ReversalRequest(reversalId: attemptId + "-R", pspTransactionId: "p-" + attemptId, attemptId: attemptId,
+                        attemptReference: adapter.attemptReference(for: attemptId), amount: 1000, currency: "NOK",
+                        merchantSerialNumber: "123456")
+    }
+
+    /// Terminal and STAN pair replies with requests, and STANs come round again: an 0410 that names
+    /// another original in field 37 (a late reply to an older reversal that had the same STAN) does
+    /// not acknowledge this reversal; the try fails, and the reversal is sent again.
+    @Test func anAnswerNamingAnotherOriginalDoesNotAcknowledgeAReversal() async throws {
+        let host = try await ScriptedHost { request in
+            var reply = ScriptedHost.reply(to: request, mti: "0410", fields: [3, 4, 7, 11, 41])
+            reply[37] = "999999999999"
+            return reply
+        }
+        defer { Task { await host.stop() } }
+        let iso = ISO8583Acquirer(configuration: .init(host: "127.0.0.1", port: host.port))
+        await #expect(throws: AcquirerUnavailable.self) { try await iso.reverse(Self.reversal(iso, "a1")) }
+    }
+
+    @Test func anAnswerNamingThisOriginalAcknowledgesIt() async throws {
+        let host = try await ScriptedHost { ScriptedHost.reply(to: $0, mti: "0410", fields: [3, 4, 7, 11, 37, 41]) }
+        defer { Task { await host.stop() } }
+        let iso = ISO8583Acquirer(configuration: .init(host: "127.0.0.1", port: host.port))
+        #expect(try await iso.reverse(Self.reversal(iso, "a1")) == .reversed)
+    }
+
+    /// A repeat reuses its first send's STAN, but not once half the STANs have been issued since:
+    /// by then a new message may have the same STAN on the same terminal.
+    @Test func aRepeatLongAfterItsFirstSendGetsAFreshSTAN() async throws {
+        let host = try await ScriptedHost { ScriptedHost.reply(to: $0, mti: "0410", fields: [3, 4, 7, 11, 37, 41]) }
+        defer { Task { await host.stop() } }
+        let iso = ISO8583Acquirer(configuration: .init(host: "127.0.0.1", port: host.port))
+        var reversal = Self.reversal(iso, "a1")
+        #expect(try await iso.reverse(reversal) == .reversed)
+        reversal.sendCount = 2
+        #expect(try await iso.reverse(reversal) == .reversed)  // soon after: the same STAN
+        for i in 0..<ISO8583Acquirer.stanReuseLimit { _ = iso.attemptReference(for: "other-\(i)") }
+        reversal.sendCount = 3
+        #expect(try await iso.reverse(reversal) == .reversed)
+        let sent = host.received
+        #expect(sent.map(\.mti) == ["0400", "0401", "0401"])
+        #expect(sent[1][11] == sent[0][11])
+        #expect(sent[2][11] != sent[0][11])
+        #expect(Set(sent.map { $0[37] }) == [sent[0][37]], "every send names the same original")
+    }
+
+    /// Many hosts answer network management with fields 7, 11, 39 and 70 only: such an 0810
+    /// answers our echo (which otherwise looked unanswered, and the connection was closed).
+    @Test func anEchoAnswerWithoutTerminalAnswersTheEcho() async throws {
+        let host = try await ScriptedHost { ScriptedHost.reply(to: $0, mti: "0810", fields: [7, 11, 70]) }
+        defer { Task { await host.stop() } }
+        let iso = ISO8583Acquirer(configuration: .init(host: "127.0.0.1", port: host.port))
+        let answered = await withTaskGroup(of: Bool.self) { group in
+            group.addTask { (try? await iso.echo()) != nil }
+            group.addTask { try? await Task.sleep(for: .seconds(5)); return false }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+        #expect(answered)
+        #expect(host.received.first?[41] != nil, "our echo names our terminal")
+    }
+}
