@@ -152,6 +152,9 @@ let package = Package(
             "LoadGeneration", "PaymentStoreConformance",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
             .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
+            .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
         ], resources: [.copy("Fixtures")]),
     ]
 )

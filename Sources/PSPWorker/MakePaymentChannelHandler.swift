@@ -58,6 +58,12 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     private var readHeld = false
     /// An answer that closes the connection is being written.
     private var closing = false
+    /// Shutdown began with no makePayment of ours under way (Hummingbird finishes its request and
+    /// closes): no new request is started, since its answer could not be written before the close.
+    private var quiescing = false
+    /// The client closed its side (a half-close) while answers were owed: the event is passed on,
+    /// and the connection closed, once every request it sent is answered.
+    private var inputClosedHeld = false
     /// At shutdown, how long a body still coming may take before its connection is closed.
     static let unfinishedBodyGrace = TimeAmount.seconds(5)
 
@@ -78,6 +84,8 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         // could close the channel before that answer is out).
         guard !closing else { return }
         let part = unwrapInboundIn(data)
+        // After the quiesce, only the rest of the request Hummingbird is reading goes on.
+        if quiescing, !Self.isReading(state) { return }
         if backlog.isEmpty && accepts(part) {
             handle(part, context: context)
         } else {
@@ -188,7 +196,8 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         head.headerFields[.date] = HTTPDate.now()
         head.headerFields[.server] = "psp-worker"
         if result.httpStatus == 503 { head.headerFields[.retryAfter] = "1" }
-        let close = closeAfterAnswer || quiesceHeld
+        // After a half-close, the last request's answer closes the connection (nothing more can come).
+        let close = closeAfterAnswer || quiesceHeld || (inputClosedHeld && backlog.isEmpty)
         if close { head.headerFields[.connection] = "close" }
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.write(wrapOutboundOut(.body(body)), promise: nil)
@@ -197,6 +206,7 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         guard close else {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
             drainBacklog(context: context)
+            passOnInputClosedIfAnswered(context: context)
             return
         }
         // Closed once the answer is out, not before (a close fails writes still pending).
@@ -208,7 +218,16 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
     }
 
+    /// A request handed on whose parts are still coming.
+    private static func isReading(_ state: State) -> Bool {
+        if case .handedOn(true, _) = state { return true }
+        return false
+    }
+
     private func drainBacklog(context: ChannelHandlerContext) {
+        // Shutting down: what waits would be started only to be cut off by Hummingbird's close
+        // (a makePayment authorized, its answer lost). Never started, it is retried elsewhere.
+        if quiescing { backlog.removeAll() }
         var handed = false
         while let next = backlog.first, accepts(next) {
             backlog.removeFirst()
@@ -234,10 +253,53 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         } else {
             state = .idle
             drainBacklog(context: context)
+            passOnInputClosedIfAnswered(context: context)
+        }
+    }
+
+    /// After a half-close held back: once no answer is owed any more (a request left incomplete
+    /// will never be), the event goes on to Hummingbird, which closes the connection.
+    private func passOnInputClosedIfAnswered(context: ChannelHandlerContext) {
+        guard inputClosedHeld, backlog.isEmpty else { return }
+        switch state {
+        case .answering, .handedOn: return  // an answer is still to come; this runs again after it
+        case .idle, .collecting:
+            inputClosedHeld = false
+            context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        }
+    }
+
+    /// A request the decoder could not parse. Behind a makePayment being answered, Hummingbird
+    /// would answer it 400 at once, ahead of ours, and the client would take that for the
+    /// makePayment's answer: ours goes out first and closes the connection (requests pipelined
+    /// in between were never started, so nothing of theirs is lost). A makePayment whose own body
+    /// is malformed (a bad chunk) is answered 400 (71) and the connection closed. Otherwise
+    /// Hummingbird answers it, as before.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        switch state {
+        case .answering:
+            closeAfterAnswer = true
+            closing = true
+            backlog.removeAll()
+        case .collecting:
+            state = .answering
+            closeAfterAnswer = true
+            backlog.removeAll()
+            let invalid = MakePaymentResult(httpStatus: 400, response: .fail("", .invalidRequest))
+            record(invalid)
+            answer(invalid, context: context)
+        case .idle, .handedOn:
+            context.fireErrorCaught(error)
         }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            // A half-close: Hummingbird would close the connection at once, with our answer still
+            // owed (the payment processed, its answer lost). Held until it is answered.
+            if case .answering = state { inputClosedHeld = true; return }
+            if !backlog.isEmpty { inputClosedHeld = true; return }
+        }
         if event is ChannelShouldQuiesceEvent {
             switch state {
             case .collecting:
@@ -258,6 +320,7 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
                 return
             case .idle, .handedOn:
                 backlog.removeAll()
+                quiescing = true
             }
         }
         context.fireUserInboundEventTriggered(event)

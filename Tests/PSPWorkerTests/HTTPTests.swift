@@ -356,6 +356,44 @@ extension TestResponse {
         }
     }
 
+    /// A client that closes its sending side after its requests (a half-close) still gets every
+    /// answer owed, the makePayment's first; then the server closes. (Hummingbird closed the
+    /// connection at once: the payment was authorized and its answer lost.)
+    @Test func aHalfCloseStillGetsTheAnswersOwed() async throws {
+        try await LiveWorker.run { client in
+            #expect(try await client.register("hc1").status == .created)
+            let port = try #require(client.port)
+            let body = #"{"pspTransactionId":"hc1","merchantSerialNumber":"123456","cardData":"\#(TestKeys.cardData(code: "00"))","confirmed":"YES"}"#
+            let requests = "POST /makePayment HTTP/1.1\r\nHost: x\r\nAuthorization: token-hc1\r\nContent-Length: \(body.utf8.count)\r\n\r\n"
+                + body + "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+            let answers = try await RawHTTP.offThePool {
+                let connection = try RawHTTP.Connection(port: port)
+                try connection.send(requests)
+                connection.shutdownWrite()
+                return try connection.read(answers: 2, readToEnd: true)
+            }
+            #expect(answers.map(\.status) == [200, 200])
+            #expect(answers.first?.body == #"{"paymentInfo":{"pspTransactionId":"hc1","status":"OK"}}"#)
+        }
+    }
+
+    /// A request the parser refuses, pipelined behind a makePayment, does not answer in its place:
+    /// the makePayment's answer comes first, and the connection then closes. (Hummingbird's 400
+    /// went out at once, and the client took it for the makePayment's answer.)
+    @Test func aMalformedRequestBehindAMakePaymentDoesNotTakeItsAnswer() async throws {
+        try await LiveWorker.run { client in
+            #expect(try await client.register("mf1").status == .created)
+            let port = try #require(client.port)
+            let body = #"{"pspTransactionId":"mf1","merchantSerialNumber":"123456","cardData":"\#(TestKeys.cardData(code: "00"))","confirmed":"YES"}"#
+            let requests = "POST /makePayment HTTP/1.1\r\nHost: x\r\nAuthorization: token-mf1\r\nContent-Length: \(body.utf8.count)\r\n\r\n"
+                + body + "GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n"
+            let answers = try await RawHTTP.exchange(port: port, requests, answers: 1, readToEnd: true)
+            #expect(answers.map(\.status) == [200])
+            #expect(answers.first?.body == #"{"paymentInfo":{"pspTransactionId":"mf1","status":"OK"}}"#)
+            #expect(answers.first?.headers["connection"] == "close")
+        }
+    }
+
     @Test func connectionCloseIsHonoured() async throws {
         try await LiveWorker.run { client in
             let port = try #require(client.port)
@@ -420,6 +458,9 @@ enum RawHTTP {
                 sent += n
             }
         }
+
+        /// Closes the client's sending side (a half-close): the server reads the end of its input.
+        func shutdownWrite() { shutdown(fd, Int32(SHUT_WR)) }
 
         /// Reads until `count` answers have come (or, with `readToEnd`, until the server closes).
         func read(answers count: Int, readToEnd: Bool = false) throws -> [Answer] {
