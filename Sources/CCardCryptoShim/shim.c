@@ -20,7 +20,10 @@
 #include <openssl/x509.h>
 
 struct ccs_key { EVP_PKEY *pkey; };
-struct ccs_decryptor { EVP_PKEY *pkey; EVP_PKEY_CTX *ctx; size_t modulus_bytes; };
+struct ccs_decryptor { EVP_PKEY *pkey; EVP_PKEY_CTX *ctx; EVP_MD *sha256; size_t modulus_bytes; };
+
+// The largest modulus a decryptor takes (RSA-8192), for the encoded message on the stack.
+#define CCS_MAX_MODULUS_BYTES 1024
 struct ccs_encryptor { EVP_PKEY *pkey; EVP_PKEY_CTX *ctx; size_t modulus_bytes; };
 
 // The one padding this project speaks: OAEP, SHA-256 for the label hash and for MGF1, empty label.
@@ -201,8 +204,12 @@ ccs_decryptor *ccs_decryptor_new(const ccs_key *private_key) {
     if (d->pkey == NULL) goto fail;
     d->ctx = EVP_PKEY_CTX_new_from_pkey(NULL, d->pkey, NULL);
     if (d->ctx == NULL) goto fail;
-    if (EVP_PKEY_decrypt_init(d->ctx) != 1 || !set_oaep_sha256(d->ctx)) goto fail;
+    // The RSA operation without padding, and OpenSSL's own OAEP check after it (see decrypt).
+    if (EVP_PKEY_decrypt_init(d->ctx) != 1 || EVP_PKEY_CTX_set_rsa_padding(d->ctx, RSA_NO_PADDING) != 1) goto fail;
+    d->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (d->sha256 == NULL) goto fail;
     d->modulus_bytes = (size_t)EVP_PKEY_get_size(d->pkey);
+    if (d->modulus_bytes == 0 || d->modulus_bytes > CCS_MAX_MODULUS_BYTES) goto fail;
     ERR_clear_error();
     return d;
 fail:
@@ -214,23 +221,33 @@ fail:
 void ccs_decryptor_free(ccs_decryptor *d) {
     if (d == NULL) return;
     EVP_PKEY_CTX_free(d->ctx);
+    EVP_MD_free(d->sha256);
     EVP_PKEY_free(d->pkey);
     OPENSSL_free(d);
 }
 
+// Two steps where OpenSSL's OAEP decryption takes one: with OAEP padding set, OpenSSL 3.0 puts
+// the RSA result (the encoded message, from which the plaintext follows by public operations) in
+// a heap buffer it frees without wiping. Here the result goes to our stack and is wiped; the check
+// is the one OpenSSL runs itself (constant time, one error whatever failed).
 int ccs_decryptor_decrypt(ccs_decryptor *d, const uint8_t *in, size_t in_len,
                           uint8_t *out, size_t out_cap, size_t *out_len) {
     // Framing is checked before the RSA operation: the sender knows its own framing.
-    if (in_len != d->modulus_bytes || out_cap < d->modulus_bytes) return 0;
-    size_t len = out_cap;
-    // OpenSSL's OAEP check runs in constant time and reports one error whatever failed;
-    // we clear it and answer 0, so nothing after the RSA operation says which check failed.
-    if (EVP_PKEY_decrypt(d->ctx, out, &len, in, in_len) != 1) {
-        ERR_clear_error();
+    if (in_len != d->modulus_bytes || out_cap < d->modulus_bytes || out_cap > INT32_MAX) return 0;
+    unsigned char em[CCS_MAX_MODULUS_BYTES];
+    size_t em_len = sizeof em;
+    int len = -1;
+    if (EVP_PKEY_decrypt(d->ctx, em, &em_len, in, in_len) == 1 && em_len == d->modulus_bytes) {
+        len = RSA_padding_check_PKCS1_OAEP_mgf1(out, (int)out_cap, em, (int)em_len, (int)em_len, NULL, 0, d->sha256, d->sha256);
+    }
+    OPENSSL_cleanse(em, sizeof em);
+    // We clear OpenSSL's error and answer 0, so nothing after the RSA operation says which check failed.
+    ERR_clear_error();
+    if (len < 0) {
         OPENSSL_cleanse(out, out_cap);
         return 0;
     }
-    *out_len = len;
+    *out_len = (size_t)len;
     return 1;
 }
 
