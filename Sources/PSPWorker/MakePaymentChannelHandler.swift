@@ -66,6 +66,14 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     private var inputClosedHeld = false
     /// At shutdown, how long a body still coming may take before its connection is closed.
     static let unfinishedBodyGrace = TimeAmount.seconds(5)
+    /// How long a makePayment's body may take to arrive once its head has: past it the connection
+    /// is closed (nothing was started). Vipps sends a few hundred bytes at once; a client that
+    /// announces a body and stalls would otherwise hold the connection and its buffer for ever.
+    static let bodyTimeout = TimeAmount.seconds(10)
+    /// Counts the requests read, so that a body timer knows whether its request is still the one
+    /// being collected.
+    private var requestsRead = 0
+    private var bodyTimerArmed = false
 
     init(path: String, maxBodyBytes: Int, staysOnEventLoop: Bool = false, record: @escaping Record = { _ in }, serve: @escaping Serve) {
         self.path = path
@@ -91,6 +99,24 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         } else {
             backlog.append(part)
         }
+    }
+
+    /// A read burst is over: a body still incomplete gets its timer (armed here, not per request:
+    /// a body that comes in the head's burst, as Vipps's does, costs no timer).
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if case .collecting = state, !bodyTimerArmed {
+            bodyTimerArmed = true
+            let request = requestsRead
+            let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+            context.eventLoop.scheduleTask(in: Self.bodyTimeout) {
+                let (handler, context) = bound.value
+                guard case .collecting = handler.state, handler.requestsRead == request else { return }
+                handler.backlog.removeAll()
+                handler.closing = true
+                context.close(promise: nil)
+            }
+        }
+        context.fireChannelReadComplete()
     }
 
     func read(context: ChannelHandlerContext) {
@@ -125,6 +151,8 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
                     context.writeAndFlush(wrapOutboundOut(.head(HTTPResponse(status: .continue))), promise: nil)
                 }
                 let connection = head.headerFields[.connection]?.lowercased()
+                requestsRead += 1
+                bodyTimerArmed = false
                 state = .collecting(body: context.channel.allocator.buffer(capacity: 0), authorization: head.headerFields[.authorization],
                                     closeAfter: connection?.contains("close") ?? false, tooLarge: false)
             } else {

@@ -77,3 +77,47 @@ import Testing
         _ = try? channel.finish()
     }
 }
+
+@Suite struct MakePaymentBodyTimeoutTests {
+    /// A makePayment whose head came and whose body stalls is not waited for for ever: the
+    /// connection is closed after `bodyTimeout`, and nothing was started.
+    @Test func aStalledBodyClosesTheConnection() throws {
+        let served = Mutex(0)
+        let handler = MakePaymentChannelHandler(path: "/makePayment", maxBodyBytes: 4096) { _, _ in
+            served.withLock { $0 += 1 }
+            return MakePaymentResult(httpStatus: 200, response: .fail("p", .internalError))
+        }
+        let loop = EmbeddedEventLoop()
+        let channel = EmbeddedChannel(loop: loop)
+        try channel.pipeline.syncOperations.addHandler(handler)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 8080)).wait()
+        try channel.writeInbound(MakePaymentChannelHandlerTests.post("/makePayment"))
+        try channel.writeInbound(HTTPRequestPart.body(ByteBuffer(string: "{\"pspTrans")))
+        loop.advanceTime(by: MakePaymentChannelHandler.bodyTimeout - .seconds(1))
+        #expect(channel.isActive, "closed before the timeout")
+        loop.advanceTime(by: .seconds(2))
+        #expect(!channel.isActive, "still open after the timeout")
+        #expect(served.withLock { $0 } == 0)
+    }
+
+    /// A body that completes in time is answered, and its timer then does nothing.
+    @Test func aBodyInTimeIsServedAndTheTimerDoesNothing() throws {
+        let served = Mutex(0)
+        let handler = MakePaymentChannelHandler(path: "/makePayment", maxBodyBytes: 4096) { _, _ in
+            served.withLock { $0 += 1 }
+            return MakePaymentResult(httpStatus: 200, response: .fail("p", .internalError))
+        }
+        let loop = EmbeddedEventLoop()
+        let channel = EmbeddedChannel(loop: loop)
+        try channel.pipeline.syncOperations.addHandler(handler)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 8080)).wait()
+        try channel.writeInbound(MakePaymentChannelHandlerTests.post("/makePayment"))
+        try channel.writeInbound(HTTPRequestPart.body(ByteBuffer(string: "{}")))
+        loop.advanceTime(by: .seconds(1))
+        try channel.writeInbound(HTTPRequestPart.end(nil))
+        loop.run()
+        #expect(served.withLock { $0 } == 1)
+        loop.advanceTime(by: MakePaymentChannelHandler.bodyTimeout + .seconds(1))
+        #expect(channel.isActive)
+    }
+}
