@@ -129,11 +129,12 @@ public final class RSAKey: @unchecked Sendable {
         return SecureBytes(copying: UnsafeRawBufferPointer(start: out, count: length))
     }
 
-    /// The public key as SubjectPublicKeyInfo PEM: what is handed to Vipps at onboarding.
-    public func publicKeyPEM() -> String {
+    /// The public key as SubjectPublicKeyInfo PEM: what is handed to Vipps at onboarding. Nil if
+    /// OpenSSL could not encode it (out of memory).
+    public func publicKeyPEM() -> String? {
         var out: UnsafeMutablePointer<UInt8>? = nil
         var length = 0
-        guard ccs_key_public_spki_pem(handle, &out, &length) == 1, let out else { return "" }
+        guard ccs_key_public_spki_pem(handle, &out, &length) == 1, let out else { return nil }
         defer { ccs_free(out) }
         return String(decoding: UnsafeRawBufferPointer(start: out, count: length), as: UTF8.self)
     }

@@ -26,7 +26,7 @@ public enum KeyGeneration {
         guard let pem = key.privateKeyPKCS8PEM() else { throw KeyGenerationError(description: "cannot encode the private key") }
         try pem.withUnsafeBytes { try writeFile($0, to: privatePath, mode: 0o600) }
         do {
-            var publicPEM = key.publicKeyPEM()
+            guard var publicPEM = key.publicKeyPEM() else { throw KeyGenerationError(description: "cannot encode the public key") }
             try publicPEM.withUTF8 { try writeFile(UnsafeRawBufferPointer($0), to: publicPath, mode: 0o644) }
         } catch {
             unlink(privatePath)  // no half pair left behind
