@@ -241,9 +241,9 @@ int ccs_decryptor_decrypt(ccs_decryptor *d, const uint8_t *in, size_t in_len,
         len = RSA_padding_check_PKCS1_OAEP_mgf1(out, (int)out_cap, em, (int)em_len, (int)em_len, NULL, 0, d->sha256, d->sha256);
     }
     OPENSSL_cleanse(em, sizeof em);
-    // We clear OpenSSL's error and answer 0, so nothing after the RSA operation says which check failed.
-    ERR_clear_error();
     if (len < 0) {
+        // We clear OpenSSL's error and answer 0, so nothing after the RSA operation says which check failed.
+        ERR_clear_error();
         OPENSSL_cleanse(out, out_cap);
         return 0;
     }

@@ -387,15 +387,21 @@ final class PendingRegistrations: Sendable {
         }
     }
 
+    /// The entry registered under exactly `id`'s bytes.
+    private static func entry(_ id: String, in entries: [String: Entry]) -> Entry? {
+        guard let entry = entries[id], entry.registration.pspTransactionId.utf8.elementsEqual(id.utf8) else { return nil }
+        return entry
+    }
+
     func remove(_ id: String) {
         entries.withLock { e in
-            if let entry = e[id], entry.registration.pspTransactionId.utf8.elementsEqual(id.utf8) { e[id] = nil }
+            if Self.entry(id, in: e) != nil { e[id] = nil }
         }
     }
 
     /// The record the file holds for a payment registered here and not moved since.
     func record(_ id: String) -> PaymentRecord? {
-        guard let entry = entries.withLock({ $0[id] }), entry.registration.pspTransactionId.utf8.elementsEqual(id.utf8) else { return nil }
+        guard let entry = entries.withLock({ Self.entry(id, in: $0) }) else { return nil }
         return PaymentRecord(registration: entry.registration, state: .pending, outcome: nil, attempt: nil,
                              authorizationsSent: 0, createdAt: entry.createdAt, updatedAt: entry.createdAt, completedAt: nil)
     }

@@ -288,15 +288,10 @@ extension TestResponse {
         try await LiveWorker.run { client in
             for id in ["c1", "c2"] { #expect(try await client.register(id).status == .created) }
             let port = try #require(client.port)
-            func makePayment(_ id: String) -> String {
-                let body = #"{"pspTransactionId":"\#(id)","merchantSerialNumber":"123456","cardData":"\#(TestKeys.cardData(code: "00"))","confirmed":"YES"}"#
-                return "POST /makePayment HTTP/1.1\r\nHost: x\r\nAuthorization: token-\(id)\r\nContent-Type: application/json\r\n"
-                    + "Content-Length: \(body.utf8.count)\r\n\r\n" + body
-            }
             let getHealth = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
             let getPayment = "GET /payments/c1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(LiveWorker.adminToken)\r\n\r\n"
             // All five at once: two makePayments, each followed by a request the router answers.
-            let answers = try await RawHTTP.exchange(port: port, makePayment("c1") + getHealth + makePayment("c2") + getPayment + getHealth, answers: 5)
+            let answers = try await RawHTTP.exchange(port: port, RawHTTP.makePayment("c1") + getHealth + RawHTTP.makePayment("c2") + getPayment + getHealth, answers: 5)
             #expect(answers.map(\.status) == [200, 200, 200, 200, 200])
             #expect(answers[0].body == #"{"paymentInfo":{"pspTransactionId":"c1","status":"OK"}}"#)
             #expect(answers[1].body == #"{"status":"UP"}"#)
@@ -343,9 +338,7 @@ extension TestResponse {
         try await LiveWorker.run { client in
             #expect(try await client.register("bp1").status == .created)
             let port = try #require(client.port)
-            let body = #"{"pspTransactionId":"bp1","merchantSerialNumber":"123456","cardData":"\#(TestKeys.cardData(code: "00"))","confirmed":"YES"}"#
-            let makePayment = "POST /makePayment HTTP/1.1\r\nHost: x\r\nAuthorization: token-bp1\r\n"
-                + "Content-Length: \(body.utf8.count)\r\n\r\n" + body
+            let makePayment = RawHTTP.makePayment("bp1")
             // Over 256 KiB: more than NIO takes in one read cycle, so reading must stop and start again.
             let health = String(repeating: "GET /health HTTP/1.1\r\nHost: x\r\n\r\n", count: 8_000)
             let answers = try await RawHTTP.exchange(port: port, makePayment + health + makePayment, answers: 8_002)
@@ -363,9 +356,7 @@ extension TestResponse {
         try await LiveWorker.run { client in
             #expect(try await client.register("hc1").status == .created)
             let port = try #require(client.port)
-            let body = #"{"pspTransactionId":"hc1","merchantSerialNumber":"123456","cardData":"\#(TestKeys.cardData(code: "00"))","confirmed":"YES"}"#
-            let requests = "POST /makePayment HTTP/1.1\r\nHost: x\r\nAuthorization: token-hc1\r\nContent-Length: \(body.utf8.count)\r\n\r\n"
-                + body + "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+            let requests = RawHTTP.makePayment("hc1") + "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
             let answers = try await RawHTTP.offThePool {
                 let connection = try RawHTTP.Connection(port: port)
                 try connection.send(requests)
@@ -384,9 +375,7 @@ extension TestResponse {
         try await LiveWorker.run { client in
             #expect(try await client.register("mf1").status == .created)
             let port = try #require(client.port)
-            let body = #"{"pspTransactionId":"mf1","merchantSerialNumber":"123456","cardData":"\#(TestKeys.cardData(code: "00"))","confirmed":"YES"}"#
-            let requests = "POST /makePayment HTTP/1.1\r\nHost: x\r\nAuthorization: token-mf1\r\nContent-Length: \(body.utf8.count)\r\n\r\n"
-                + body + "GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n"
+            let requests = RawHTTP.makePayment("mf1") + "GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n"
             let answers = try await RawHTTP.exchange(port: port, requests, answers: 1, readToEnd: true)
             #expect(answers.map(\.status) == [200])
             #expect(answers.first?.body == #"{"paymentInfo":{"pspTransactionId":"mf1","status":"OK"}}"#)
@@ -410,6 +399,13 @@ extension TestResponse {
 /// A bare HTTP/1.1 client on a socket, for what a test client hides (pipelining, connection close).
 enum RawHTTP {
     struct Answer: Sendable { var status: Int; var headers: [String: String]; var body: String }
+
+    /// A whole makePayment request for registered payment `id` (its token "token-<id>"), with an approved card.
+    static func makePayment(_ id: String) -> String {
+        let body = #"{"pspTransactionId":"\#(id)","merchantSerialNumber":"123456","cardData":"\#(TestKeys.cardData(code: "00"))","confirmed":"YES"}"#
+        return "POST /makePayment HTTP/1.1\r\nHost: x\r\nAuthorization: token-\(id)\r\nContent-Type: application/json\r\n"
+            + "Content-Length: \(body.utf8.count)\r\n\r\n" + body
+    }
 
     static func exchange(port: Int, _ requests: String, answers count: Int, readToEnd: Bool = false) async throws -> [Answer] {
         try await offThePool {

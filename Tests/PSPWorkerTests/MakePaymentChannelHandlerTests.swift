@@ -8,8 +8,9 @@ import Synchronization
 import Testing
 @testable import PSPWorker
 
-/// The makePayment handler on an EmbeddedChannel, with a stand-in for Hummingbird behind it.
-@Suite struct MakePaymentChannelHandlerTests {
+/// The makePayment handler on a connected EmbeddedChannel, with a stand-in for Hummingbird's
+/// router behind it; `served` counts the makePayments the handler started.
+final class HandlerRig {
     /// Stands where Hummingbird's router would: it takes the requests handed on, and answers
     /// one when the test says so (its answer passes back through the handler, as Hummingbird's does).
     final class Router: ChannelInboundHandler, @unchecked Sendable {
@@ -25,56 +26,57 @@ import Testing
         }
     }
 
+    let loop = EmbeddedEventLoop()
+    let channel: EmbeddedChannel
+    let router = Router()
+    private final class Count: Sendable { let value = Mutex(0) }
+    private let started = Count()
+    var served: Int { started.value.withLock { $0 } }
+
+    init() throws {
+        let started = self.started
+        let handler = MakePaymentChannelHandler(path: "/makePayment", maxBodyBytes: 4096) { _, _ in
+            started.value.withLock { $0 += 1 }
+            return MakePaymentResult(httpStatus: 200, response: .fail("p", .internalError))
+        }
+        channel = EmbeddedChannel(loop: loop)
+        try channel.pipeline.syncOperations.addHandler(handler)
+        try channel.pipeline.syncOperations.addHandler(router)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 8080)).wait()
+    }
+
+    /// Feeds request parts to the handler, as the HTTP codec would.
+    func read(_ parts: HTTPRequestPart...) throws {
+        for part in parts { try channel.writeInbound(part) }
+    }
+
     static func post(_ path: String) -> HTTPRequestPart {
         .head(HTTPRequest(method: .post, scheme: nil, authority: "x", path: path, headerFields: [.authorization: "t"]))
     }
+    static func body(_ text: String) -> HTTPRequestPart { .body(ByteBuffer(string: text)) }
+}
 
+@Suite struct MakePaymentChannelHandlerTests {
     /// Shutdown begins while a request handed on is still being read; a makePayment pipelined
     /// behind it must not start when that request's answer is written, since Hummingbird closes
     /// the connection right after (the payment would be authorized, its answer lost).
     @Test func noMakePaymentStartsAfterTheQuiesce() throws {
-        let served = Mutex(0)
-        let handler = MakePaymentChannelHandler(path: "/makePayment", maxBodyBytes: 4096) { _, _ in
-            served.withLock { $0 += 1 }
-            return MakePaymentResult(httpStatus: 200, response: .fail("p", .internalError))
-        }
-        let router = Router()
-        let channel = EmbeddedChannel()
-        try channel.pipeline.syncOperations.addHandler(handler)
-        try channel.pipeline.syncOperations.addHandler(router)
-        try channel.writeInbound(Self.post("/payments"))
-        channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
-        try channel.writeInbound(HTTPRequestPart.body(ByteBuffer(string: "{}")))
-        try channel.writeInbound(HTTPRequestPart.end(nil))
-        try channel.writeInbound(Self.post("/makePayment"))
-        try channel.writeInbound(HTTPRequestPart.body(ByteBuffer(string: "{}")))
-        try channel.writeInbound(HTTPRequestPart.end(nil))
-        router.answer()
-        #expect(router.parts.count == 3, "the request handed on was read in full")
-        #expect(served.withLock { $0 } == 0, "a makePayment was started after the quiesce")
-        _ = try? channel.finish()
+        let rig = try HandlerRig()
+        try rig.read(HandlerRig.post("/payments"))
+        rig.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        try rig.read(HandlerRig.body("{}"), .end(nil), HandlerRig.post("/makePayment"), HandlerRig.body("{}"), .end(nil))
+        rig.router.answer()
+        #expect(rig.router.parts.count == 3, "the request handed on was read in full")
+        #expect(rig.served == 0, "a makePayment was started after the quiesce")
     }
 
     /// Without a quiesce the same pipelined makePayment starts once the router has answered.
     @Test func aPipelinedMakePaymentStartsOnceTheRouterHasAnswered() throws {
-        let served = Mutex(0)
-        let handler = MakePaymentChannelHandler(path: "/makePayment", maxBodyBytes: 4096) { _, _ in
-            served.withLock { $0 += 1 }
-            return MakePaymentResult(httpStatus: 200, response: .fail("p", .internalError))
-        }
-        let router = Router()
-        let channel = EmbeddedChannel()
-        try channel.pipeline.syncOperations.addHandler(handler)
-        try channel.pipeline.syncOperations.addHandler(router)
-        try channel.writeInbound(Self.post("/payments"))
-        try channel.writeInbound(HTTPRequestPart.end(nil))
-        try channel.writeInbound(Self.post("/makePayment"))
-        try channel.writeInbound(HTTPRequestPart.body(ByteBuffer(string: "{}")))
-        try channel.writeInbound(HTTPRequestPart.end(nil))
-        #expect(served.withLock { $0 } == 0)
-        router.answer()
-        #expect(served.withLock { $0 } == 1)
-        _ = try? channel.finish()
+        let rig = try HandlerRig()
+        try rig.read(HandlerRig.post("/payments"), .end(nil), HandlerRig.post("/makePayment"), HandlerRig.body("{}"), .end(nil))
+        #expect(rig.served == 0)
+        rig.router.answer()
+        #expect(rig.served == 1)
     }
 }
 
@@ -82,42 +84,24 @@ import Testing
     /// A makePayment whose head came and whose body stalls is not waited for for ever: the
     /// connection is closed after `bodyTimeout`, and nothing was started.
     @Test func aStalledBodyClosesTheConnection() throws {
-        let served = Mutex(0)
-        let handler = MakePaymentChannelHandler(path: "/makePayment", maxBodyBytes: 4096) { _, _ in
-            served.withLock { $0 += 1 }
-            return MakePaymentResult(httpStatus: 200, response: .fail("p", .internalError))
-        }
-        let loop = EmbeddedEventLoop()
-        let channel = EmbeddedChannel(loop: loop)
-        try channel.pipeline.syncOperations.addHandler(handler)
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 8080)).wait()
-        try channel.writeInbound(MakePaymentChannelHandlerTests.post("/makePayment"))
-        try channel.writeInbound(HTTPRequestPart.body(ByteBuffer(string: "{\"pspTrans")))
-        loop.advanceTime(by: MakePaymentChannelHandler.bodyTimeout - .seconds(1))
-        #expect(channel.isActive, "closed before the timeout")
-        loop.advanceTime(by: .seconds(2))
-        #expect(!channel.isActive, "still open after the timeout")
-        #expect(served.withLock { $0 } == 0)
+        let rig = try HandlerRig()
+        try rig.read(HandlerRig.post("/makePayment"), HandlerRig.body("{\"pspTrans"))
+        rig.loop.advanceTime(by: MakePaymentChannelHandler.bodyTimeout - .seconds(1))
+        #expect(rig.channel.isActive, "closed before the timeout")
+        rig.loop.advanceTime(by: .seconds(2))
+        #expect(!rig.channel.isActive, "still open after the timeout")
+        #expect(rig.served == 0)
     }
 
     /// A body that completes in time is answered, and its timer then does nothing.
     @Test func aBodyInTimeIsServedAndTheTimerDoesNothing() throws {
-        let served = Mutex(0)
-        let handler = MakePaymentChannelHandler(path: "/makePayment", maxBodyBytes: 4096) { _, _ in
-            served.withLock { $0 += 1 }
-            return MakePaymentResult(httpStatus: 200, response: .fail("p", .internalError))
-        }
-        let loop = EmbeddedEventLoop()
-        let channel = EmbeddedChannel(loop: loop)
-        try channel.pipeline.syncOperations.addHandler(handler)
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 8080)).wait()
-        try channel.writeInbound(MakePaymentChannelHandlerTests.post("/makePayment"))
-        try channel.writeInbound(HTTPRequestPart.body(ByteBuffer(string: "{}")))
-        loop.advanceTime(by: .seconds(1))
-        try channel.writeInbound(HTTPRequestPart.end(nil))
-        loop.run()
-        #expect(served.withLock { $0 } == 1)
-        loop.advanceTime(by: MakePaymentChannelHandler.bodyTimeout + .seconds(1))
-        #expect(channel.isActive)
+        let rig = try HandlerRig()
+        try rig.read(HandlerRig.post("/makePayment"), HandlerRig.body("{}"))
+        rig.loop.advanceTime(by: .seconds(1))
+        try rig.read(.end(nil))
+        rig.loop.run()
+        #expect(rig.served == 1)
+        rig.loop.advanceTime(by: MakePaymentChannelHandler.bodyTimeout + .seconds(1))
+        #expect(rig.channel.isActive)
     }
 }

@@ -14,7 +14,7 @@ import Glibc
 /// transition and no second process. It answers one question: how much of the ceiling durable
 /// writes cost when they are appends rather than SQLite UPDATEs, that is, what a store built
 /// as a journal could reach on this machine.
-final class JournalBoundStore: PaymentStore, @unchecked Sendable {
+final class JournalBoundStore: WritesReplacedStore, @unchecked Sendable {
     // @unchecked: the buffer, the waiters and `closed` are behind `condition`; `fd` and `offset`
     // belong to the journal's thread.
     let base: any PaymentStore
@@ -103,20 +103,4 @@ final class JournalBoundStore: PaymentStore, @unchecked Sendable {
                      outcome.authorizationCode ?? "", outcome.acquirerReference ?? "", String(now))
         return outcome
     }
-
-    func register(_ registration: PaymentRegistration, now: Int64) async throws -> RegisterResult { try await base.register(registration, now: now) }
-    func payment(_ pspTransactionId: String) async throws -> PaymentRecord? { try await base.payment(pspTransactionId) }
-    func paymentForMakePayment(_ pspTransactionId: String) async throws -> PaymentRecord? { try await base.paymentForMakePayment(pspTransactionId) }
-    func cancel(_ pspTransactionId: String, now: Int64) async throws -> CancelResult { try await base.cancel(pspTransactionId, now: now) }
-    func attemptsStarted(before startedBefore: Int64, limit: Int) async throws -> [PaymentRecord] {
-        try await base.attemptsStarted(before: startedBefore, limit: limit)
-    }
-    func dueReversals(now: Int64, limit: Int) async throws -> [ReversalRecord] { try await base.dueReversals(now: now, limit: limit) }
-    func claimReversal(_ reversalId: String, now: Int64, until: Int64) async throws -> ReversalRecord? {
-        try await base.claimReversal(reversalId, now: now, until: until)
-    }
-    func recordReversalTry(_ reversalId: String, state: ReversalState, nextTryAt: Int64, now: Int64) async throws {
-        try await base.recordReversalTry(reversalId, state: state, nextTryAt: nextTryAt, now: now)
-    }
-    func reversals(for pspTransactionId: String) async throws -> [ReversalRecord] { try await base.reversals(for: pspTransactionId) }
 }

@@ -6,14 +6,22 @@ import Processing
 /// outcome answer at once and write nothing. What the pipeline would make if durability cost
 /// nothing: a bound that says how much of the ceiling the store's two commits per makePayment
 /// take, never a figure of the worker (which never runs without them).
-final class WritesSkippedStore: PaymentStore {
+final class WritesSkippedStore: WritesReplacedStore {
     let base: any PaymentStore
     init(_ base: any PaymentStore) { self.base = base }
 
     func beginAttempt(_ pspTransactionId: String, attempt: AttemptRecord, now: Int64) async throws -> BeginAttemptResult { .begun }
     func recordOutcome(_ pspTransactionId: String, outcome: PaymentOutcome, reversal: ReversalRequest?,
                        attemptId: String?, now: Int64) async throws -> PaymentOutcome? { outcome }
+}
 
+/// A bound's store: everything but the pipeline's two writes (beginning an attempt, recording an
+/// outcome) goes to the real store `base`; the conforming type says what becomes of those two.
+protocol WritesReplacedStore: PaymentStore {
+    var base: any PaymentStore { get }
+}
+
+extension WritesReplacedStore {
     func register(_ registration: PaymentRegistration, now: Int64) async throws -> RegisterResult { try await base.register(registration, now: now) }
     func payment(_ pspTransactionId: String) async throws -> PaymentRecord? { try await base.payment(pspTransactionId) }
     func paymentForMakePayment(_ pspTransactionId: String) async throws -> PaymentRecord? { try await base.paymentForMakePayment(pspTransactionId) }
