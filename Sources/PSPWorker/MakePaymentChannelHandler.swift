@@ -2,7 +2,9 @@ import Foundation
 import HTTPTypes
 import MakePayment
 import NIOCore
+import NIOHTTP1
 import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
 import Processing
 import Synchronization
 
@@ -50,6 +52,8 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     private var state = State.idle
     private var backlog = CircularBuffer<HTTPRequestPart>()
     private var closeAfterAnswer = false
+    /// The request handed on asked to close the connection after its answer.
+    private var handedOnCloses = false
     private var quiesceHeld = false
     /// Past this many parts waiting behind an outstanding answer, the socket is not read until
     /// the backlog drains (what one read already brought in is still taken).
@@ -85,6 +89,12 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
 
     func handlerAdded(context: ChannelHandlerContext) {
         if staysOnEventLoop { executor = EventLoopTaskExecutor(context.eventLoop) }
+        // Hummingbird adds its channel handlers after the conversion to HTTPTypes, which drops
+        // the request's version: the HTTP/1.0 mark goes in ahead of it from here.
+        let pipeline = context.pipeline.syncOperations
+        if let codec = try? pipeline.handler(type: HTTP1ToHTTPServerCodec.self) {
+            try? pipeline.addHandler(HTTP10RequestMarker(), position: .before(codec))
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -157,6 +167,7 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
                                     closeAfter: connection?.contains("close") ?? false, tooLarge: false)
             } else {
                 state = .handedOn(reading: true, answered: false)
+                handedOnCloses = head.headerFields[.connection]?.lowercased().contains("close") ?? false
                 context.fireChannelRead(wrapInboundOut(part))
             }
         case (.collecting(var body, let authorization, let closeAfter, var tooLarge), .body(var chunk)):
@@ -273,7 +284,13 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     }
 
     /// Hummingbird's answer to a request handed on: once its end is written, the next may start.
+    /// One that closes the connection says so (Hummingbird closes after it without a word).
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if handedOnCloses, case .head(var head) = unwrapOutboundIn(data), head.status.kind != .informational {
+            head.headerFields[.connection] = "close"
+            context.write(wrapOutboundOut(.head(head)), promise: promise)
+            return
+        }
         context.write(data, promise: promise)
         guard case .end = unwrapOutboundIn(data), case .handedOn(let reading, _) = state else { return }
         if reading {
@@ -358,6 +375,26 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     static func path(of head: HTTPRequest) -> Substring? {
         guard let target = head.path else { return nil }
         return target[..<(target.firstIndex(of: "?") ?? target.endIndex)]
+    }
+}
+
+/// Gives an HTTP/1.0 request what HTTP/1.1 spells out, before the conversion to HTTPTypes drops
+/// the version: without keep-alive, `Connection: close` (HTTP/1.0 does not keep a connection by
+/// default; treated as HTTP/1.1, it was answered and then kept open for a request that never
+/// comes), and no `Expect` (a server must not send an HTTP/1.0 client 100 Continue, RFC 9110
+/// §10.1.1). Our endpoint and Hummingbird's routes then close after the answer.
+final class HTTP10RequestMarker: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .head(var head) = unwrapInboundIn(data), head.version == .http1_0 else {
+            context.fireChannelRead(data)
+            return
+        }
+        if !head.isKeepAlive { head.headers.replaceOrAdd(name: "connection", value: "close") }
+        head.headers.remove(name: "expect")
+        context.fireChannelRead(wrapInboundOut(.head(head)))
     }
 }
 

@@ -383,6 +383,27 @@ extension TestResponse {
         }
     }
 
+    /// An HTTP/1.0 request without keep-alive ends its connection (HTTP/1.1's persistence is not
+    /// HTTP/1.0's default): answered, then closed, for our endpoint and Hummingbird's routes alike.
+    /// (The conversion to HTTPTypes drops the version, and both kept the connection open.)
+    @Test func anHTTP10RequestWithoutKeepAliveIsAnsweredAndClosed() async throws {
+        try await LiveWorker.run { client in
+            #expect(try await client.register("h10").status == .created)
+            let port = try #require(client.port)
+            let makePayment = RawHTTP.makePayment("h10").replacingOccurrences(of: " HTTP/1.1\r\n", with: " HTTP/1.0\r\n")
+            let answers = try await RawHTTP.exchange(port: port, makePayment, answers: 1, readToEnd: true)
+            #expect(answers.map(\.status) == [200])
+            #expect(answers.first?.body == #"{"paymentInfo":{"pspTransactionId":"h10","status":"OK"}}"#)
+            #expect(answers.first?.headers["connection"] == "close")
+            let health = try await RawHTTP.exchange(port: port, "GET /health HTTP/1.0\r\n\r\n", answers: 1, readToEnd: true)
+            #expect(health.map(\.status) == [200])
+            #expect(health.first?.headers["connection"] == "close")
+            // With keep-alive asked for, the connection stays open for the next request.
+            let kept = try await RawHTTP.exchange(port: port, String(repeating: "GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", count: 2), answers: 2)
+            #expect(kept.map(\.status) == [200, 200])
+        }
+    }
+
     @Test func connectionCloseIsHonoured() async throws {
         try await LiveWorker.run { client in
             let port = try #require(client.port)
