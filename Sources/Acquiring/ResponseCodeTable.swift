@@ -5,7 +5,7 @@ public enum ResponseDecision: Sendable, Equatable {
     case approved
     /// Approved for part of the amount (ISO 8583 "10"): reverse it and refuse the payment.
     case partialApprovalReversed
-    /// Refused: the API error to answer, with a text of its own where the catalogue allows (72).
+    /// Refused: the API error to answer, with a text of its own where an operator's table gives 72 one.
     case refused(APIError, text: String? = nil)
     /// Refused, and reversed all the same, because the authorization may stand: a code nobody
     /// mapped (it may be an approval we do not honour, such as 16), or the issuer's late answer (68).
@@ -70,9 +70,11 @@ public struct ResponseCodeTable: Sendable {
         for c in ["14", "56"] { t[c] = .refused(.invalidCardNumber) }
         t["58"] = .refused(.merchantDoesNotAllowCreditCards)
         t["51"] = .refused(.notSufficientFunds)
-        t["03"] = .refused(.differentTexts, text: "Invalid merchant")
-        t["13"] = .refused(.differentTexts, text: "Invalid amount")
-        for c in ["06", "20", "22", "30", "94", "96"] { t[c] = .refused(.internalError) }
+        // 13, invalid amount: the issuer's refusal like any. 03, invalid merchant: our merchant
+        // setup at the acquirer is wrong, which is ours to fix, not the card's (91, as for the
+        // format and system errors below).
+        t["13"] = .refused(.refusedByIssuer)
+        for c in ["03", "06", "20", "22", "30", "94", "96"] { t[c] = .refused(.internalError) }
         return t
     }()
 }

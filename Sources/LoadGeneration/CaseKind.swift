@@ -15,7 +15,7 @@ public enum CaseKind: Hashable, Sendable, CustomStringConvertible {
     case wrongToken
     /// An approved card sent twice in a row: the repeat must get the identical body.
     case duplicate
-    /// `confirmed` NO, TIMEOUT and CANCEL: never decrypted, answered 93.
+    /// `confirmed` NO, TIMEOUT and CANCEL: never decrypted, answered 72.
     case confirmedNo, confirmedTimeout, confirmedCancel
     /// A PAN whose Luhn check digit is wrong.
     case luhn
@@ -105,26 +105,15 @@ public enum CaseKind: Hashable, Sendable, CustomStringConvertible {
     public var expected: ExpectedAnswer {
         switch self {
         case .approved, .duplicate: .ok
-        case .code(let code):
-            // 72 "Different texts": the text is the acquirer's reason, as the API's catalogue gives it.
-            if let text = Self.differentTexts[code] {
-                ExpectedAnswer(httpStatus: 200, status: .fail, errorId: APIError.differentTexts.rawValue, errorText: text)
-            } else {
-                Self.codeAnswers[code].map(ExpectedAnswer.fail) ?? .ok
-            }
+        case .code(let code): Self.codeAnswers[code].map(ExpectedAnswer.fail) ?? .ok
         case .timeout: .fail(.responseReceivedTooLate)
         case .badCryptogram: .fail(.unableToDecrypt)
         case .wrongToken: ExpectedAnswer(httpStatus: 401, status: .fail, errorId: 71, errorText: ExpectedAnswer.catalogue[71])
-        case .confirmedNo, .confirmedTimeout, .confirmedCancel:
-            ExpectedAnswer(httpStatus: 200, status: .fail, errorId: APIError.statusFromVipps.rawValue,
-                           errorText: "Status from Vipps:" + confirmed.rawValue)
+        case .confirmedNo, .confirmedTimeout, .confirmedCancel: .fail(.differentTexts)
         case .luhn: .fail(.invalidCardNumber)
         case .expired: .fail(.expiredCard)
         }
     }
-
-    /// The texts the two 72 codes carry.
-    static let differentTexts = ["03": "Invalid merchant", "13": "Invalid amount"]
 
     /// ISO 8583 response codes and the API error each must become; a code absent here is approved
     /// when it is 00, 08 or 11 and refused (82) otherwise (a code nobody mapped must never approve).
@@ -143,8 +132,7 @@ public enum CaseKind: Hashable, Sendable, CustomStringConvertible {
         for code in ["14", "56"] { table[code] = .invalidCardNumber }
         table["58"] = .merchantDoesNotAllowCreditCards
         table["51"] = .notSufficientFunds
-        for code in ["03", "13"] { table[code] = .differentTexts }
-        for code in ["06", "20", "22", "30", "94", "96"] { table[code] = .internalError }
+        for code in ["03", "06", "20", "22", "30", "94", "96"] { table[code] = .internalError }
         return table
     }()
 }
@@ -177,7 +165,7 @@ public struct ExpectedAnswer: Sendable, Equatable, Codable, CustomStringConverti
         89: "Not sufficient funds", 91: "Internal error", 92: "Unable to decrypt",
     ]
 
-    /// The text is shown only where it is not the catalogue's (72, 93).
+    /// The text is shown only where it is not the catalogue's.
     public var description: String {
         let shownText = errorText.flatMap { text in errorId.flatMap { Self.catalogue[$0] } == text ? nil : text }
         return "\(httpStatus) \(status.rawValue)" + (errorId.map { " \($0)" } ?? "") + (shownText.map { " \"\($0)\"" } ?? "")

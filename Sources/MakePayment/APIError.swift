@@ -14,8 +14,6 @@ public enum APIError: Int, Error, Sendable, CaseIterable, Codable {
     case notSufficientFunds = 89
     case internalError = 91
     case unableToDecrypt = 92
-    /// Later versions of the API: `confirmed` was not YES. Its text is `Status from Vipps:<value>`.
-    case statusFromVipps = 93
 
     /// The API's errorText, to the letter (including its "to late").
     public var text: String {
@@ -33,13 +31,13 @@ public enum APIError: Int, Error, Sendable, CaseIterable, Codable {
         case .notSufficientFunds: "Not sufficient funds"
         case .internalError: "Internal error"
         case .unableToDecrypt: "Unable to decrypt"
-        case .statusFromVipps: "Status from Vipps"
         }
     }
 
     /// The message for the response body, with the catalogue's text.
     public var message: ErrorMessage { ErrorMessage(errorId: rawValue, errorText: text) }
 
-    /// The message with a text of its own, for the ids whose text says what happened (72, 93).
+    /// The message with a text of its own: only for 72, and only where an operator's response-code
+    /// table asks for one (`ResponseCodeTable`); the worker's own answers carry the catalogue's texts.
     public func message(text: String) -> ErrorMessage { ErrorMessage(errorId: rawValue, errorText: text) }
 }

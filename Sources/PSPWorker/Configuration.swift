@@ -78,7 +78,7 @@ public struct PSPWorkerConfiguration: Sendable {
     public var adminTokenHash: [UInt8]?
     /// A JSON file of response-code overrides (see ResponseCodeTable).
     public var responseCodeOverridesPath: String?
-    /// Largest request body, in bytes; larger is 413.
+    /// Largest request body, in bytes; a makePayment larger is answered 400 (71), an admin request 413.
     public var maxBodyBytes = 64 * 1024
 
     public init(keys: KeyRingSource) {

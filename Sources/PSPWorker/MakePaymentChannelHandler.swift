@@ -28,12 +28,12 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
 
     /// The endpoint's work: the body and the Authorization header in, the answer out.
     typealias Serve = @Sendable (ByteBuffer, String?) async -> MakePaymentResult
-    /// Counts an answer given here without `serve` (413), as `serve` counts its own.
+    /// Counts an answer given here without `serve` (a body over the limit), as `serve` counts its own.
     typealias Record = @Sendable (MakePaymentResult) -> Void
 
     private enum State {
         case idle
-        /// Reading a makePayment body (`tooLarge`: past the limit; the rest is dropped and 413 answered).
+        /// Reading a makePayment body (`tooLarge`: past the limit; the rest is dropped and 400 answered).
         case collecting(body: ByteBuffer, authorization: String?, closeAfter: Bool, tooLarge: Bool)
         /// Our answer is being made.
         case answering
@@ -218,9 +218,9 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         }
     }
 
-    /// 413 for a body over the limit, counted like the answers `serve` gives.
+    /// A body over the limit: 400 with 71 (the API has no 413), counted like the answers `serve` gives.
     private func refuseTooLarge(context: ChannelHandlerContext) {
-        let tooLarge = MakePaymentResult(httpStatus: 413, response: .fail("", .invalidRequest))
+        let tooLarge = MakePaymentResult(httpStatus: 400, response: .fail("", .invalidRequest))
         record(tooLarge)
         answer(tooLarge, context: context)
     }
@@ -234,7 +234,6 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         head.headerFields[.contentLength] = String(body.readableBytes)
         head.headerFields[.date] = HTTPDate.now()
         head.headerFields[.server] = "psp-worker"
-        if result.httpStatus == 503 { head.headerFields[.retryAfter] = "1" }
         // After a half-close, the last request's answer closes the connection (nothing more can come).
         let close = closeAfterAnswer || quiesceHeld || (inputClosedHeld && backlog.isEmpty)
         if close { head.headerFields[.connection] = "close" }

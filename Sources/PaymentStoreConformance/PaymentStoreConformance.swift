@@ -39,7 +39,7 @@ public struct PaymentStoreConformance: Sendable {
         Check(name: "second registration of an id is refused", body: { try await $0.duplicateRegistrationIsRefused() }),
         Check(name: "only one of many concurrent attempts begins", body: { try await $0.onlyOneAttemptBegins() }),
         Check(name: "outcome completes the payment and stands", body: { try await $0.outcomeCompletesAndStands() }),
-        Check(name: "outcome without attempt completes a pending payment", body: { try await $0.outcomeWithoutAttempt() }),
+        Check(name: "outcome without attempt completes a pending payment, as a refusal only", body: { try await $0.outcomeWithoutAttempt() }),
         Check(name: "only a pending payment can be cancelled", body: { try await $0.onlyPendingCancels() }),
         Check(name: "a cancelled payment takes no attempt and no outcome", body: { try await $0.cancelledTakesNothing() }),
         Check(name: "reversal is stored with its outcome and retried until acknowledged", body: { try await $0.reversalLifecycle() }),
@@ -211,6 +211,18 @@ public struct PaymentStoreConformance: Sendable {
         if case .begun = try await store.beginAttempt("p-92", attempt: Self.attempt("p-92"), now: 3) {
             throw Failure(description: "a completed payment must not begin an attempt")
         }
+        // Without an attempt nothing was authorized: neither an approval nor a reversal can be recorded.
+        _ = try await store.register(Self.registration("p-ok"), now: 1)
+        let approval = PaymentOutcome(status: .ok, error: nil)
+        let reversal = ReversalRequest(reversalId: "p-ok-R", pspTransactionId: "p-ok", attemptId: "none", attemptReference: "none",
+                                       amount: 1000, currency: "NOK", merchantSerialNumber: "123456")
+        for (recorded, reversed) in [(approval, nil), (outcome, reversal)] as [(PaymentOutcome, ReversalRequest?)] {
+            let refused: Bool
+            do { _ = try await store.recordOutcome("p-ok", outcome: recorded, reversal: reversed, attemptId: nil, now: 2); refused = false }
+            catch is RefusedTransition { refused = true }
+            try Self.expect(refused, "an outcome without an attempt is a refusal without a reversal (\(recorded.status), reversal: \(reversed != nil))")
+        }
+        try Self.expect(try await store.payment("p-ok")?.state == .pending, "a refused call leaves the payment pending")
     }
 
     func onlyPendingCancels() async throws {
@@ -232,7 +244,8 @@ public struct PaymentStoreConformance: Sendable {
             throw Failure(description: "a cancelled payment must not begin an attempt")
         }
         try Self.expect(record.state == .cancelled, "beginAttempt reports the cancelled state")
-        let standing = try await store.recordOutcome("p-cx", outcome: Self.approved, reversal: nil, attemptId: nil, now: 4)
+        let refusal = PaymentOutcome(status: .fail, error: APIError.unableToDecrypt.message)
+        let standing = try await store.recordOutcome("p-cx", outcome: refusal, reversal: nil, attemptId: nil, now: 4)
         try Self.expect(standing == nil, "a cancelled payment takes no outcome")
         try Self.expect(try await store.payment("p-cx")?.state == .cancelled, "it stays cancelled")
     }

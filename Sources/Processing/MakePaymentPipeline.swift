@@ -14,7 +14,7 @@ import Darwin
 /// front (HTTP task):  validate body (71) → find payment (404) → check token (401) →
 ///                     merchant must match (71) → idempotency (recorded outcome, or join the one
 ///                     in flight) → queue
-/// worker:             cancelled (85) → confirmed ≠ YES (93) → decrypt (92) → parse (92/87/86) →
+/// worker:             cancelled (85) → confirmed ≠ YES (72) → decrypt (92) → parse (92/87/86) →
 ///                     too late to send (85) → record attempt → authorize under a deadline → map →
 ///                     record outcome → respond
 ///
@@ -111,23 +111,30 @@ public final class MakePaymentPipeline: Sendable {
             do {
                 return try await queue.submit(job)
             } catch {
+                // The API has no 503: a full queue is our problem, 500 with 91, and the payment
+                // stays pending for Vipps's next call.
                 self.metrics.queueRejected()
-                return MakePaymentResult(httpStatus: 503, response: .fail(id, .internalError))
+                return MakePaymentResult(httpStatus: 500, response: .fail(id, .internalError))
             }
         }
     }
 
     /// Nil when the request is valid, else what is wrong (for the log; the answer is always 71).
     public static func validate(_ request: MakePaymentRequest) -> String? {
-        if request.pspTransactionId.isEmpty || request.pspTransactionId.utf8.count > 128 { return "pspTransactionId" }
+        if request.pspTransactionId.isEmpty || request.pspTransactionId.utf8.count > maxIdBytes { return "pspTransactionId" }
         if request.merchantSerialNumber.isEmpty || request.merchantSerialNumber.utf8.count > 64 { return "merchantSerialNumber" }
         if request.cardData.utf8.count > 4096 { return "cardData" }
         return nil
     }
 
+    /// 400 with 71, naming the request's pspTransactionId only if it could be one: an invalid body
+    /// does not get up to 64 KiB of whatever it sent echoed back.
     public static func invalidRequest(_ id: String) -> MakePaymentResult {
-        MakePaymentResult(httpStatus: 400, response: .fail(id, .invalidRequest))
+        MakePaymentResult(httpStatus: 400, response: .fail(id.utf8.count <= maxIdBytes ? id : "", .invalidRequest))
     }
+
+    /// The longest pspTransactionId (as registered: `POST /payments`).
+    public static let maxIdBytes = 128
 
     /// Compares SHA-256 of the presented token with the stored hash, in constant time. The header
     /// is the makePaymentToken as registered (which may itself begin "Bearer "); failing that, a
@@ -169,10 +176,11 @@ public final class MakePaymentPipeline: Sendable {
         case .pending:
             break
         }
-        // 7. Only a confirmed payment is decrypted.
+        // 7. Only a confirmed payment is decrypted. NO, TIMEOUT and CANCEL are refused with 72, the
+        // catalogue's one error that is not the card's, the acquirer's or ours (later versions of
+        // the API gave them 93 "Status from Vipps", which this version does not have).
         guard job.request.confirmed == .yes else {
-            let error = APIError.statusFromVipps.message(text: "Status from Vipps:" + job.request.confirmed.rawValue)
-            return .awaiting { await self.finish(id, PaymentOutcome(status: .fail, error: error), reversal: nil, attemptId: nil) }
+            return .awaiting { await self.finish(id, PaymentOutcome(status: .fail, error: APIError.differentTexts.message), reversal: nil, attemptId: nil) }
         }
         // 8-9. Decrypt and parse. The clear card data lives in `request` until the adapter is done.
         let started = ContinuousClock.now
@@ -398,6 +406,13 @@ public final class MakePaymentPipeline: Sendable {
             if let reversal, standing == outcome { reversals?.sendSoon(reversal) }
             return MakePaymentResult(httpStatus: 200, response: standing.response(for: id))
         } catch {
+            // Worked from a stale read (the sweep's batch, a retry's front), the attempt may have
+            // its outcome already: then that stands, and nothing is reversed behind it. Reads work
+            // while writes fail; only if the read fails too is the attempt reversed unseen.
+            if let current = try? await store.payment(id), !(current.state == .processing && current.attempt?.attemptId == attemptId) {
+                if let standing = current.outcome { return MakePaymentResult(httpStatus: 200, response: standing.response(for: id)) }
+                return internalError(id, step: "record outcome", error)
+            }
             if let undo, let attemptId {
                 reversals?.sendUnrecorded(Self.reversal(attemptId, undo.attemptReference, of: undo.registration))
             }

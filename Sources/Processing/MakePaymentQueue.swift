@@ -39,7 +39,7 @@ public struct QueueFull: Error, Sendable, CustomStringConvertible {
     public var description: String { "the makePayment queue is full" }
 }
 
-/// Where the HTTP front hands makePayment jobs to workers. Bounded: a full queue refuses (503)
+/// Where the HTTP front hands makePayment jobs to workers. Bounded: a full queue refuses (500 with 91)
 /// rather than growing. This in-process implementation is the one now; a durable one (PostgreSQL)
 /// can stand behind the same protocol when front and workers run as separate processes.
 public protocol MakePaymentQueue: Sendable {

@@ -128,6 +128,13 @@ public struct ReversalRecord: Sendable, Equatable {
 
 public enum RegisterResult: Sendable, Equatable { case created, alreadyExists }
 
+/// A call the state machine forbids whatever the payment's state, refused before anything is
+/// written: a fault in the caller, never a race.
+public struct RefusedTransition: Error, Sendable, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
 public enum CancelResult: Sendable, Equatable {
     case cancelled
     case notFound
@@ -168,6 +175,7 @@ public protocol PaymentStore: Sendable {
     /// (never one that is `processing`: that attempt may have been sent, and its outcome is its
     /// own). Returns the outcome that stands: the given one, or the one recorded earlier if the
     /// payment already had an outcome; nil if it has none (cancelled, or processing another way).
+    /// Without an attempt nothing was authorized: an approval or a reversal then throws `RefusedTransition`.
     func recordOutcome(_ pspTransactionId: String, outcome: PaymentOutcome, reversal: ReversalRequest?,
                        attemptId: String?, now: Int64) async throws -> PaymentOutcome?
     /// Payments still `processing` whose attempt started before `startedBefore` (milliseconds),

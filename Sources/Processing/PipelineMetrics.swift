@@ -13,7 +13,8 @@ public struct PipelineMetrics: Sendable {
     public let reversalsAcknowledged: Counter
     public let reversalsFailed: Counter
 
-    static let statuses = [200, 400, 401, 404, 413, 500, 503]
+    /// The API's statuses that makePayment answers (it never needs 403).
+    static let statuses = [200, 400, 401, 404, 500]
 
     public init(factory: any MetricsFactory) {
         var answers: [Int: Counter] = [:]
@@ -37,7 +38,7 @@ public struct PipelineMetrics: Sendable {
 
     public static let disabled = PipelineMetrics(factory: NOOPMetricsHandler.instance)
 
-    /// Also for answers given before the pipeline (a body over the limit: 413).
+    /// Also for answers given before the pipeline (a body over the limit: 400).
     public func recordAnswer(_ result: MakePaymentResult) {
         answers[result.httpStatus * 1000 + (result.response.errorMessage?.errorId ?? 0)]?.increment()
     }

@@ -288,6 +288,9 @@ public final class SQLitePaymentStore: PaymentStore {
 
     public func recordOutcome(_ id: String, outcome: PaymentOutcome, reversal: ReversalRequest?, attemptId: String?,
                               now: Int64) async throws -> PaymentOutcome? {
+        if attemptId == nil && (outcome.status == .ok || reversal != nil) {
+            throw RefusedTransition("an outcome without an attempt is a refusal without a reversal")
+        }
         pending.remove(id)
         return try await writer.perform { db in
             // `attempt_id IS ?`: the outcome of the attempt the row names, or, with none, a refusal

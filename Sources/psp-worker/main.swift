@@ -157,7 +157,7 @@ struct Serve: AsyncParsableCommand {
     var eventLoopThreads: Int?
     @Option(help: "Where the workers run: event-loops (the HTTP threads; fewer task switches) or pool (Swift's cooperative pool).")
     var workerThreads: WorkerThreads = .eventLoops
-    @Option(help: "makePayment jobs that may wait for a worker; more are answered 503.") var queueCapacity = 1024
+    @Option(help: "makePayment jobs that may wait for a worker; more are answered 500 (91).") var queueCapacity = 1024
     @Option(help: "Seconds the acquirer has to answer before the outcome counts as unknown (85, reversed).")
     var acquirerTimeout: Double = 10
     @Option(help: "File holding the admin bearer token for /payments (else PSP_ADMIN_TOKEN).") var adminTokenFile: String?

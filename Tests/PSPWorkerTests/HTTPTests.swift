@@ -107,14 +107,16 @@ extension TestResponse {
         }
     }
 
-    @Test func oversizedBodyIs413() async throws {
+    /// The API has no 413: a body over the limit is an invalid request.
+    @Test func oversizedBodyIs400() async throws {
         try await LiveWorker.run { client in
             let big = #"{"pspTransactionId":"p1","cardData":""# + String(repeating: "A", count: 70_000) + "\"}"
             let response = try await client.post("/makePayment", big, authorization: "x")
-            #expect(response.status == .contentTooLarge)
+            #expect(response.status == .badRequest)
+            #expect(response.text == #"{"errorMessage":{"errorId":71,"errorText":"Invalid request"},"paymentInfo":{"pspTransactionId":"","status":"FAIL"}}"#)
             // Counted like every other answer, though the pipeline never saw it.
             let metrics = try await client.execute(uri: "/metrics", method: .get).text
-            #expect(metrics.contains(#"psp_makepayment_requests_total{status="413",errorId="71"} 1"#), "\(metrics)")
+            #expect(metrics.contains(#"psp_makepayment_requests_total{status="400",errorId="71"} 1"#), "\(metrics)")
         }
     }
 
@@ -158,11 +160,11 @@ extension TestResponse {
         }
     }
 
-    @Test func unconfirmedIsAnswered93() async throws {
+    @Test func unconfirmedIsAnswered72() async throws {
         try await LiveWorker.run { client in
             _ = try await client.register("p-n")
             let response = try await client.makePayment("p-n", cardData: "x", confirmed: "CANCEL")
-            #expect(response.text == #"{"errorMessage":{"errorId":93,"errorText":"Status from Vipps:CANCEL"},"paymentInfo":{"pspTransactionId":"p-n","status":"FAIL"}}"#)
+            #expect(response.text == #"{"errorMessage":{"errorId":72,"errorText":"Different texts"},"paymentInfo":{"pspTransactionId":"p-n","status":"FAIL"}}"#)
         }
     }
 
@@ -326,7 +328,7 @@ extension TestResponse {
             // connection closed (what the client might still send is not read).
             let refused = try await RawHTTP.exchange(port: port, "POST /makePayment HTTP/1.1\r\nHost: x\r\nAuthorization: token-e1\r\n"
                                                      + "Expect: 100-continue\r\nContent-Length: 100000\r\n\r\n", answers: 1, readToEnd: true)
-            #expect(refused.map(\.status) == [413])
+            #expect(refused.map(\.status) == [400])
             #expect(refused.first?.headers["connection"] == "close")
             #expect(answers.first?.body == #"{"paymentInfo":{"pspTransactionId":"e1","status":"OK"}}"#)
         }

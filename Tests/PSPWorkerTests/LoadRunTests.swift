@@ -25,7 +25,7 @@ import Testing
             #expect(report.transportErrors == 0)
             #expect(report.answered >= 400)
             #expect(report.outcomes["200 OK"] ?? 0 > 0)
-            #expect(report.outcomes["200 FAIL 93"] ?? 0 > 0)
+            #expect(report.outcomes["200 FAIL 72"] ?? 0 > 0)
             #expect(report.outcomes["401 FAIL 71"] ?? 0 > 0)
         }
     }
