@@ -106,6 +106,8 @@ import Testing
             p.arguments = ["openssl", command] + args + ["-out", path]
             p.standardError = FileHandle.nullDevice
             try p.run(); p.waitUntilExit()
+            // A missing or failing openssl must fail here, not pass as a key error further down.
+            try #require(p.terminationStatus == 0, "openssl \(command) failed")
             return path
         }
         func make(_ args: [String], _ name: String) throws -> String { try openssl("genpkey", args, out: name) }

@@ -22,7 +22,9 @@ enum TestKeys {
 struct LiveWorker {
     static let adminToken = "test-admin-token"
 
-    static func run(acquirerTimeout: Duration = .seconds(2), _ body: @Sendable (any TestClientProtocol) async throws -> Void) async throws {
+    /// The acquirer's timeout is generous: with under half of it left after the attempt's commit
+    /// (slow on a loaded machine), an authorization is not sent and the answer is 85.
+    static func run(acquirerTimeout: Duration = .seconds(5), _ body: @Sendable (any TestClientProtocol) async throws -> Void) async throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("http-\(UUID().uuidString).sqlite").path
         defer { for s in ["", "-wal", "-shm", "-gate"] { try? FileManager.default.removeItem(atPath: path + s) } }
         var configuration = PSPWorkerConfiguration(keys: KeyRingSource(privateKeyPath: TestKeys.path("psp-private-key")))

@@ -19,7 +19,7 @@ import Testing
     // The acquirer's timeout leaves room for a slow attempt commit on a loaded machine: with under
     // half of it left after the commit, an authorization is not sent (85), a mismatch here.
     @Test func closedLoopAnswersEveryCaseAsItMust() async throws {
-        try await LiveWorker.run(acquirerTimeout: .seconds(2)) { client in
+        try await LiveWorker.run(acquirerTimeout: .seconds(4)) { client in
             let report = try await run(.closed(concurrency: 16), count: 400, port: client.port!)
             #expect(report.mismatches == 0, "\(report.firstMismatches)")
             #expect(report.transportErrors == 0)
@@ -31,7 +31,7 @@ import Testing
     }
 
     @Test func openLoopKeepsToTheScheduleAndChecksEveryAnswer() async throws {
-        try await LiveWorker.run(acquirerTimeout: .seconds(2)) { client in
+        try await LiveWorker.run(acquirerTimeout: .seconds(4)) { client in
             let report = try await run(.open(rate: 200, connections: 32), duration: .seconds(1), port: client.port!)
             #expect(report.mismatches == 0, "\(report.firstMismatches)")
             #expect(report.transportErrors == 0)

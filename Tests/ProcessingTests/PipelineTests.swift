@@ -71,7 +71,7 @@ import Testing
 
     @Test func timeoutIsAnswered85AndReversedOnce() async throws {
         // Long enough that the attempt's commit, slow while the other suites run, leaves enough of it.
-        let h = try PipelineHarness(acquirerTimeout: .seconds(1))
+        let h = try PipelineHarness(acquirerTimeout: .seconds(3))
         try await h.register("p99")
         let result = await h.makePayment(h.request("p99", cardData: h.cardData(code: "99")))
         #expect(result.response.errorMessage?.errorId == 85)
@@ -366,11 +366,12 @@ import Testing
         #expect(await h.pipeline.work(stale).response == .fail("late-1", .responseReceivedTooLate))
         #expect(h.acquirer.authorizationCount(pspTransactionId: "late-1") == 0)
         #expect(try await h.store.payment("late-1")?.authorizationsSent == 0)
-        // Taken 12.5 s ago: 1.5 s of the 14 left, so the 5 s acquirer is cut off at 1.5 s, not 10.
+        // Taken 12 s ago: 2 s of the 14 left (a second of it to spare for a slow attempt commit
+        // before too little is left to send), so the 5 s acquirer is cut off at 2 s, not 10.
         let record2 = try #require(try await h.store.payment("late-2"))
         let started = ContinuousClock.now
         let late = MakePaymentJob(request: h.request("late-2", cardData: h.cardData(code: "00")), payment: record2,
-                                  receivedAt: .now - .milliseconds(12_500))
+                                  receivedAt: .now - .seconds(12))
         #expect(await h.pipeline.work(late).response == .fail("late-2", .responseReceivedTooLate))
         #expect(ContinuousClock.now - started < .seconds(4))
         #expect(try await h.store.payment("late-2")?.authorizationsSent == 1)

@@ -23,6 +23,11 @@ final class TemporaryDatabase: Sendable {
         return store
     }
 
+    /// Closes every store opened on the file so far (their writes finished), as a process that ends would.
+    func closeAll() {
+        stores.withLock { $0.forEach { $0.close() }; $0.removeAll() }
+    }
+
     deinit {
         stores.withLock { $0.forEach { $0.close() } }
         for suffix in ["", "-wal", "-shm", "-gate"] { try? FileManager.default.removeItem(atPath: path + suffix) }
@@ -37,7 +42,8 @@ final class TemporaryDatabase: Sendable {
             makeStore: { try database.open() },
             reopenStore: {
                 // A restart: close what is open, then open the same file.
-                try database.open()
+                database.closeAll()
+                return try database.open()
             })
         try await check.run(suite)
     }
