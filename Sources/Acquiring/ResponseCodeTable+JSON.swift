@@ -7,7 +7,7 @@ public struct ResponseCodeTableError: Error, CustomStringConvertible {
 
 extension ResponseCodeTable {
     /// The default table with the overrides of a JSON document:
-    /// `{"05": 82, "visa:59": 83, "iso8583:03": {"errorId": 72, "text": "Invalid merchant"}, "42": "approved",
+    /// `{"05": 82, "visa:59": 83, "iso8583:91": {"errorId": 72, "text": "Issuer offline"}, "42": "approved",
     /// "16": {"errorId": 82, "reverse": true}}` (refused, and reversed because the authorization may stand).
     /// An errorId outside the catalogue is refused with a clear message.
     public init(overridesJSON data: Data) throws {

@@ -4,7 +4,7 @@ import MakePayment
 /// One makePayment answer, read back: its outcome label for the report and, when it is not what
 /// the case must get, what is wrong with it.
 public struct CheckedAnswer: Sendable, Equatable {
-    /// "200 OK", "200 FAIL 89", "401 FAIL 71", "502 (no body)": the outcome mix is counted by this.
+    /// "200 OK", "200 FAIL 89", "401 FAIL 71", "502 (no makePayment body)": the outcome mix is counted by this.
     public var outcome: String
     /// Nil when the answer is the expected one.
     public var problem: String?

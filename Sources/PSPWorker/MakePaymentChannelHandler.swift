@@ -17,7 +17,7 @@ import Synchronization
 /// One request at a time per connection, as HTTP/1.1 answers them: parts that arrive while an
 /// answer is outstanding (ours, or Hummingbird's for a request handed on) wait in a small backlog;
 /// while it is full, the connection is not read (the answer owed is never dropped for it).
-/// `Expect: 100-continue` is answered 100 before the body is read.
+/// `Expect: 100-continue` is answered 100 before the body is read (not for HTTP/1.0: `HTTP10RequestMarker`).
 /// On graceful shutdown the quiesce event is held until our answer is written, so a makePayment in
 /// flight is answered before the connection closes.
 final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
@@ -283,12 +283,28 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     }
 
     /// Hummingbird's answer to a request handed on: once its end is written, the next may start.
-    /// One that closes the connection says so (Hummingbird closes after it without a word).
+    /// The answer to a request that asked to close says so, and the connection is closed once it
+    /// is out: nothing pipelined behind it is started, since its answer could not be written
+    /// (Hummingbird closes only on a header of exactly `close`, and without saying so).
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if handedOnCloses, case .head(var head) = unwrapOutboundIn(data), head.status.kind != .informational {
-            head.headerFields[.connection] = "close"
-            context.write(wrapOutboundOut(.head(head)), promise: promise)
-            return
+        if handedOnCloses, case .handedOn = state {
+            switch unwrapOutboundIn(data) {
+            case .head(var head) where head.status.kind != .informational:
+                head.headerFields[.connection] = "close"
+                context.write(wrapOutboundOut(.head(head)), promise: promise)
+                return
+            case .end:
+                closing = true
+                backlog.removeAll()
+                let channel = context.channel
+                let written = context.eventLoop.makePromise(of: Void.self)
+                written.futureResult.whenComplete { _ in channel.close(promise: nil) }
+                if let promise { written.futureResult.cascade(to: promise) }
+                context.write(data, promise: written)
+                return
+            default:
+                break
+            }
         }
         context.write(data, promise: promise)
         guard case .end = unwrapOutboundIn(data), case .handedOn(let reading, _) = state else { return }

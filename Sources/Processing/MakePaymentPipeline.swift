@@ -408,10 +408,10 @@ public final class MakePaymentPipeline: Sendable {
         } catch {
             // Worked from a stale read (the sweep's batch, a retry's front), the attempt may have
             // its outcome already: then that stands, and nothing is reversed behind it. Reads work
-            // while writes fail; only if the read fails too is the attempt reversed unseen.
-            if let current = try? await store.payment(id), !(current.state == .processing && current.attempt?.attemptId == attemptId) {
-                if let standing = current.outcome { return MakePaymentResult(httpStatus: 200, response: standing.response(for: id)) }
-                return internalError(id, step: "record outcome", error)
+            // while writes fail. In every other case (no outcome, or the read fails too) the
+            // attempt that may have gone out is reversed.
+            if let standing = try? await store.payment(id)?.outcome {
+                return MakePaymentResult(httpStatus: 200, response: standing.response(for: id))
             }
             if let undo, let attemptId {
                 reversals?.sendUnrecorded(Self.reversal(attemptId, undo.attemptReference, of: undo.registration))

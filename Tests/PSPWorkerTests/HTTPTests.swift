@@ -405,6 +405,26 @@ extension TestResponse {
             // With keep-alive asked for, the connection stays open for the next request.
             let kept = try await RawHTTP.exchange(port: port, String(repeating: "GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", count: 2), answers: 2)
             #expect(kept.map(\.status) == [200, 200])
+            // An HTTP/1.0 client is never sent 100 Continue (it would take it for the answer).
+            #expect(try await client.register("h11").status == .created)
+            let expecting = RawHTTP.makePayment("h11").replacingOccurrences(of: " HTTP/1.1\r\n", with: " HTTP/1.0\r\nExpect: 100-continue\r\n")
+            let answered = try await RawHTTP.exchange(port: port, expecting, answers: 1, readToEnd: true)
+            #expect(answered.map(\.status) == [200])
+        }
+    }
+
+    /// A request pipelined behind one that asked to close the connection is never started: its
+    /// answer could not be written (a makePayment authorized, its answer lost).
+    @Test func nothingBehindARequestThatClosesIsStarted() async throws {
+        try await LiveWorker.run { client in
+            #expect(try await client.register("pc1").status == .created)
+            let port = try #require(client.port)
+            let requests = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: Close\r\n\r\n" + RawHTTP.makePayment("pc1")
+            let answers = try await RawHTTP.exchange(port: port, requests, answers: 1, readToEnd: true)
+            #expect(answers.map(\.status) == [200])
+            #expect(answers.first?.headers["connection"] == "close")
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(try await client.show("pc1")["state"] as? String == "pending")
         }
     }
 
