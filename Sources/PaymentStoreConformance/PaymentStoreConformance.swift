@@ -39,6 +39,7 @@ public struct PaymentStoreConformance: Sendable {
         Check(name: "second registration of an id is refused", body: { try await $0.duplicateRegistrationIsRefused() }),
         Check(name: "only one of many concurrent attempts begins", body: { try await $0.onlyOneAttemptBegins() }),
         Check(name: "outcome completes the payment and stands", body: { try await $0.outcomeCompletesAndStands() }),
+        Check(name: "an approval written too late is recorded as its late outcome", body: { try await $0.lateApprovalIsRecordedAsItsLateOutcome() }),
         Check(name: "outcome without attempt completes a pending payment, as a refusal only", body: { try await $0.outcomeWithoutAttempt() }),
         Check(name: "only a pending payment can be cancelled", body: { try await $0.onlyPendingCancels() }),
         Check(name: "a cancelled payment takes no attempt and no outcome", body: { try await $0.cancelledTakesNothing() }),
@@ -199,6 +200,26 @@ public struct PaymentStoreConformance: Sendable {
         let record = try await store.payment("p-out")
         try Self.expect(record?.state == .completed && record?.outcome == Self.approved && record?.completedAt == 3,
                         "the payment is completed with its first outcome, got \(String(describing: record))")
+    }
+
+    /// An approval whose write begins after its late instant is recorded as the late outcome,
+    /// with its reversal; one that begins before it, as given.
+    func lateApprovalIsRecordedAsItsLateOutcome() async throws {
+        let store = try await makeStore()
+        let late = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: MaskedPAN(masked: "400000******0002"),
+                                  acquirerResponseCode: "00")
+        for (id, after, expected) in [("p-late", ContinuousClock.now - .seconds(1), late), ("p-time", ContinuousClock.now + .seconds(60), Self.approved)] {
+            _ = try await store.register(Self.registration(id), now: 1)
+            _ = try await store.beginAttempt(id, attempt: Self.attempt(id), now: 2)
+            let attemptId = Self.attempt(id).attemptId
+            let reversal = ReversalRequest(reversalId: id + "-R", pspTransactionId: id, attemptId: attemptId, attemptReference: "ref",
+                                           amount: 1000, currency: "NOK", merchantSerialNumber: "123456")
+            let standing = try await store.recordOutcome(id, outcome: Self.approved, reversal: nil, attemptId: attemptId, now: 3,
+                                                         unlessLate: LateOutcome(after: after, outcome: late, reversal: reversal))
+            try Self.expect(standing == expected, "\(id): \(String(describing: standing)) stands")
+            try Self.expect(try await store.payment(id)?.outcome == expected, "\(id): recorded as it stands")
+            try Self.expect(try await store.reversals(for: id).count == (expected == late ? 1 : 0), "\(id): reversed only if late")
+        }
     }
 
     func outcomeWithoutAttempt() async throws {

@@ -281,7 +281,15 @@ public final class MakePaymentPipeline: Sendable {
                 ? Self.reversal(request.attemptId, request.attemptReference, of: payment.registration) : nil
             // A refusal that stands needs no undoing if its outcome cannot be recorded.
             let undo = decision == .approved || decision.reverses ? Undo(attemptReference: request.attemptReference, registration: payment.registration) : nil
-            return await finish(id, recorded, reversal: reversal, attemptId: request.attemptId, undo: undo)
+            // An approval whose write is held past Vipps's patience (a disk or another process's
+            // lock stalled the commit) is recorded 85 and reversed instead, by the store at the
+            // moment of writing: recorded OK, it would be answered to a Vipps that has given up.
+            let late = decision == .approved ? LateOutcome(
+                after: receivedAt + configuration.answerWithin,
+                outcome: PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked,
+                                        acquirerResponseCode: answer.responseCode, acquirerReference: answer.acquirerReference),
+                reversal: Self.reversal(request.attemptId, request.attemptReference, of: payment.registration)) : nil
+            return await finish(id, recorded, reversal: reversal, attemptId: request.attemptId, undo: undo, late: late)
         case .timedOut, .failed:
             // Unknown outcome: answer 85 and reverse. The authorization is never sent again.
             let reason: String
@@ -389,9 +397,10 @@ public final class MakePaymentPipeline: Sendable {
     /// is then answered 91 (a failure), and an authorization that may stand must not hold the
     /// customer's money until the store takes writes again.
     private func finish(_ id: String, _ outcome: PaymentOutcome, reversal: ReversalRequest?, attemptId: String?,
-                        undo: Undo? = nil) async -> MakePaymentResult {
+                        undo: Undo? = nil, late: LateOutcome? = nil) async -> MakePaymentResult {
         do {
-            guard let standing = try await store.recordOutcome(id, outcome: outcome, reversal: reversal, attemptId: attemptId, now: now()) else {
+            guard let standing = try await store.recordOutcome(id, outcome: outcome, reversal: reversal, attemptId: attemptId, now: now(),
+                                                               unlessLate: late) else {
                 guard let record = try await store.payment(id) else {
                     return MakePaymentResult(httpStatus: 404, response: .fail(id, .invalidRequest))
                 }
@@ -404,6 +413,12 @@ public final class MakePaymentPipeline: Sendable {
                 return MakePaymentResult(httpStatus: 200, response: .fail(id, .responseReceivedTooLate))
             }
             if let reversal, standing == outcome { reversals?.sendSoon(reversal) }
+            if let late, standing == late.outcome {
+                logger.warning("approval recorded too late to be answered; reversing", metadata: [
+                    "pspTransactionId": "\(id)", "pan": "\(late.outcome.maskedPAN?.description ?? "")",
+                ])
+                reversals?.sendSoon(late.reversal)
+            }
             return MakePaymentResult(httpStatus: 200, response: standing.response(for: id))
         } catch {
             // Worked from a stale read (the sweep's batch, a retry's front), the attempt may have

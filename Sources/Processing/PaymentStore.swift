@@ -128,6 +128,22 @@ public struct ReversalRecord: Sendable, Equatable {
 
 public enum RegisterResult: Sendable, Equatable { case created, alreadyExists }
 
+/// What an approval is recorded as if its write comes too late for its answer to reach Vipps in
+/// time (a commit that waited seconds for a disk or another process's lock): the attempt's 85 and
+/// its reversal, as for a timeout. The pipeline checks the time before it records; only the store
+/// knows when the write itself begins.
+public struct LateOutcome: Sendable, Equatable {
+    public var after: ContinuousClock.Instant
+    public var outcome: PaymentOutcome
+    public var reversal: ReversalRequest
+
+    public init(after: ContinuousClock.Instant, outcome: PaymentOutcome, reversal: ReversalRequest) {
+        self.after = after
+        self.outcome = outcome
+        self.reversal = reversal
+    }
+}
+
 /// A call the state machine forbids whatever the payment's state, refused before anything is
 /// written: a fault in the caller, never a race.
 public struct RefusedTransition: Error, Sendable, CustomStringConvertible {
@@ -176,8 +192,11 @@ public protocol PaymentStore: Sendable {
     /// own). Returns the outcome that stands: the given one, or the one recorded earlier if the
     /// payment already had an outcome; nil if it has none (cancelled, or processing another way).
     /// Without an attempt nothing was authorized: an approval or a reversal then throws `RefusedTransition`.
+    ///
+    /// With `late`, the store records `late`'s outcome and reversal instead if, when it is about
+    /// to write (after any wait for a lock, a group or a queue), the instant `late.after` has passed.
     func recordOutcome(_ pspTransactionId: String, outcome: PaymentOutcome, reversal: ReversalRequest?,
-                       attemptId: String?, now: Int64) async throws -> PaymentOutcome?
+                       attemptId: String?, now: Int64, unlessLate late: LateOutcome?) async throws -> PaymentOutcome?
     /// Payments still `processing` whose attempt started before `startedBefore` (milliseconds),
     /// oldest first: the orphan sweep's candidates (a crash between sending and recording, or an
     /// outcome that could not be recorded).
@@ -193,6 +212,12 @@ public protocol PaymentStore: Sendable {
 }
 
 extension PaymentStore {
+    /// The outcome as given, however late it is written.
+    public func recordOutcome(_ pspTransactionId: String, outcome: PaymentOutcome, reversal: ReversalRequest?,
+                              attemptId: String?, now: Int64) async throws -> PaymentOutcome? {
+        try await recordOutcome(pspTransactionId, outcome: outcome, reversal: reversal, attemptId: attemptId, now: now, unlessLate: nil)
+    }
+
     /// By default, a plain read.
     public func paymentForMakePayment(_ pspTransactionId: String) async throws -> PaymentRecord? {
         try await payment(pspTransactionId)

@@ -287,12 +287,15 @@ public final class SQLitePaymentStore: PaymentStore {
     }
 
     public func recordOutcome(_ id: String, outcome: PaymentOutcome, reversal: ReversalRequest?, attemptId: String?,
-                              now: Int64) async throws -> PaymentOutcome? {
+                              now: Int64, unlessLate late: LateOutcome?) async throws -> PaymentOutcome? {
         if attemptId == nil && (outcome.status == .ok || reversal != nil) {
             throw RefusedTransition("an outcome without an attempt is a refusal without a reversal")
         }
         pending.remove(id)
         return try await writer.perform { db in
+            // Read here, on the writer's thread inside the group, after every wait but the COMMIT's sync.
+            var (outcome, reversal) = (outcome, reversal)
+            if let late, ContinuousClock.now >= late.after { (outcome, reversal) = (late.outcome, late.reversal) }
             // `attempt_id IS ?`: the outcome of the attempt the row names, or, with none, a refusal
             // before any authorization (a pending row names no attempt; a processing one always does).
             let changed = try db.run("""

@@ -451,6 +451,23 @@ import Testing
         #expect(try await h.store.payment("sa-1")?.outcome == approved)
     }
 
+    /// An approval whose write is held past Vipps's patience (a commit stalled by a disk or another
+    /// process's lock) is recorded 85 and reversed, not recorded OK and answered to no one. (The
+    /// lateness was checked only before the write: OK was recorded and answered 15 s late.)
+    @Test func anApprovalWrittenTooLateIsRecorded85AndReversed() async throws {
+        let h = try PipelineHarness()
+        try await h.register("lw-1")
+        let pipeline = h.pipeline(over: FaultyStore(h.store, outcomeStall: .seconds(3)), acquirerTimeout: .seconds(10), instanceId: "late-write")
+        let job = MakePaymentJob(request: h.request("lw-1", cardData: h.cardData(code: "00")),
+                                 payment: try #require(try await h.store.payment("lw-1")), receivedAt: .now - .seconds(12))
+        #expect(await pipeline.work(job).response == .fail("lw-1", .responseReceivedTooLate))
+        #expect(h.acquirer.authorizationCount(pspTransactionId: "lw-1") == 1)
+        try await waitUntil { h.acquirer.reversalCount(pspTransactionId: "lw-1") == 1 }
+        let outcome = try #require(try await h.store.payment("lw-1")?.outcome)
+        #expect(outcome.status == .fail && outcome.error?.errorId == 85 && outcome.acquirerResponseCode == "00" && outcome.authorizationCode == nil)
+        #expect(try await h.store.reversals(for: "lw-1").count == 1)
+    }
+
     /// An approval whose outcome cannot be recorded is answered 91 and reversed at once, straight
     /// to the acquirer: Vipps was told it failed, and the store may take no writes for hours.
     @Test func anApprovalThatCannotBeRecordedIsReversedAtOnce() async throws {
@@ -664,14 +681,16 @@ final class NotOnFileYet: AcquirerAdapter {
 final class FaultyStore: PaymentStore {
     let base: any PaymentStore
     let stall: Duration
+    /// How long each outcome's write waits before it reaches the store (a lock held elsewhere).
+    let outcomeStall: Duration
     let outcomesFail: Bool
     /// Run after a refusal's outcome (one with no attempt) found nothing to record: what another
     /// process commits in that moment.
     let afterRefusal: (@Sendable (any PaymentStore) async throws -> Void)?
     struct OutcomeNotRecorded: Error {}
-    init(_ base: any PaymentStore, stall: Duration = .zero, outcomesFail: Bool = false,
+    init(_ base: any PaymentStore, stall: Duration = .zero, outcomeStall: Duration = .zero, outcomesFail: Bool = false,
          afterRefusal: (@Sendable (any PaymentStore) async throws -> Void)? = nil) {
-        self.base = base; self.stall = stall; self.outcomesFail = outcomesFail; self.afterRefusal = afterRefusal
+        self.base = base; self.stall = stall; self.outcomeStall = outcomeStall; self.outcomesFail = outcomesFail; self.afterRefusal = afterRefusal
     }
 
     func beginAttempt(_ pspTransactionId: String, attempt: AttemptRecord, now: Int64) async throws -> BeginAttemptResult {
@@ -684,9 +703,11 @@ final class FaultyStore: PaymentStore {
     func paymentForMakePayment(_ pspTransactionId: String) async throws -> PaymentRecord? { try await base.paymentForMakePayment(pspTransactionId) }
     func cancel(_ pspTransactionId: String, now: Int64) async throws -> CancelResult { try await base.cancel(pspTransactionId, now: now) }
     func recordOutcome(_ pspTransactionId: String, outcome: PaymentOutcome, reversal: ReversalRequest?,
-                       attemptId: String?, now: Int64) async throws -> PaymentOutcome? {
+                       attemptId: String?, now: Int64, unlessLate late: LateOutcome?) async throws -> PaymentOutcome? {
         if outcomesFail { throw OutcomeNotRecorded() }
-        let standing = try await base.recordOutcome(pspTransactionId, outcome: outcome, reversal: reversal, attemptId: attemptId, now: now)
+        try await Task.sleep(for: outcomeStall)
+        let standing = try await base.recordOutcome(pspTransactionId, outcome: outcome, reversal: reversal, attemptId: attemptId, now: now,
+                                                    unlessLate: late)
         if standing == nil, attemptId == nil, let afterRefusal { try await afterRefusal(base) }
         return standing
     }
