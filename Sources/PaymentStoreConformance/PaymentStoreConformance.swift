@@ -202,23 +202,23 @@ public struct PaymentStoreConformance: Sendable {
                         "the payment is completed with its first outcome, got \(String(describing: record))")
     }
 
-    /// An approval whose write begins after its late instant is recorded as the late outcome,
-    /// with its reversal; one that begins before it, as given.
+    /// An approval whose write begins after its `answerBy` instant is recorded as too late to
+    /// answer, with the reversal of its attempt; one written in time, as given.
     func lateApprovalIsRecordedAsItsLateOutcome() async throws {
         let store = try await makeStore()
-        let late = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: MaskedPAN(masked: "400000******0002"),
-                                  acquirerResponseCode: "00")
-        for (id, after, expected) in [("p-late", ContinuousClock.now - .seconds(1), late), ("p-time", ContinuousClock.now + .seconds(60), Self.approved)] {
+        for (id, answerBy, late) in [("p-late", ContinuousClock.now - .seconds(1), true), ("p-time", ContinuousClock.now + .seconds(60), false)] {
             _ = try await store.register(Self.registration(id), now: 1)
-            _ = try await store.beginAttempt(id, attempt: Self.attempt(id), now: 2)
-            let attemptId = Self.attempt(id).attemptId
-            let reversal = ReversalRequest(reversalId: id + "-R", pspTransactionId: id, attemptId: attemptId, attemptReference: "ref",
-                                           amount: 1000, currency: "NOK", merchantSerialNumber: "123456")
-            let standing = try await store.recordOutcome(id, outcome: Self.approved, reversal: nil, attemptId: attemptId, now: 3,
-                                                         unlessLate: LateOutcome(after: after, outcome: late, reversal: reversal))
+            let attempt = Self.attempt(id)
+            _ = try await store.beginAttempt(id, attempt: attempt, now: 2)
+            let standing = try await store.recordOutcome(id, outcome: Self.approved, reversal: nil, attemptId: attempt.attemptId, now: 3,
+                                                         answerBy: answerBy)
+            let expected = late ? Self.approved.tooLateToAnswer : Self.approved
             try Self.expect(standing == expected, "\(id): \(String(describing: standing)) stands")
             try Self.expect(try await store.payment(id)?.outcome == expected, "\(id): recorded as it stands")
-            try Self.expect(try await store.reversals(for: id).count == (expected == late ? 1 : 0), "\(id): reversed only if late")
+            let reversals = try await store.reversals(for: id)
+            try Self.expect(reversals.map(\.request) == (late ? [.undoing(attemptId: attempt.attemptId, attemptReference: attempt.attemptReference,
+                                                                             of: Self.registration(id))] : []),
+                            "\(id): reversed only if late, and then its attempt: \(reversals)")
         }
     }
 

@@ -278,18 +278,14 @@ public final class MakePaymentPipeline: Sendable {
                 "responseCode": "\(answer.responseCode)", "status": "\(recorded.status.rawValue)",
             ])
             let reversal = decision.reverses
-                ? Self.reversal(request.attemptId, request.attemptReference, of: payment.registration) : nil
+                ? ReversalRequest.undoing(attemptId: request.attemptId, attemptReference: request.attemptReference, of: payment.registration) : nil
             // A refusal that stands needs no undoing if its outcome cannot be recorded.
             let undo = decision == .approved || decision.reverses ? Undo(attemptReference: request.attemptReference, registration: payment.registration) : nil
             // An approval whose write is held past Vipps's patience (a disk or another process's
             // lock stalled the commit) is recorded 85 and reversed instead, by the store at the
             // moment of writing: recorded OK, it would be answered to a Vipps that has given up.
-            let late = decision == .approved ? LateOutcome(
-                after: receivedAt + configuration.answerWithin,
-                outcome: PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked,
-                                        acquirerResponseCode: answer.responseCode, acquirerReference: answer.acquirerReference),
-                reversal: Self.reversal(request.attemptId, request.attemptReference, of: payment.registration)) : nil
-            return await finish(id, recorded, reversal: reversal, attemptId: request.attemptId, undo: undo, late: late)
+            return await finish(id, recorded, reversal: reversal, attemptId: request.attemptId, undo: undo,
+                                answerBy: receivedAt + configuration.answerWithin)
         case .timedOut, .failed:
             // Unknown outcome: answer 85 and reverse. The authorization is never sent again.
             let reason: String
@@ -298,7 +294,7 @@ public final class MakePaymentPipeline: Sendable {
                 "pspTransactionId": "\(id)", "attemptId": "\(request.attemptId)", "pan": "\(masked)", "reason": "\(reason)",
             ])
             let recorded = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked)
-            return await finish(id, recorded, reversal: Self.reversal(request.attemptId, request.attemptReference, of: payment.registration),
+            return await finish(id, recorded, reversal: ReversalRequest.undoing(attemptId: request.attemptId, attemptReference: request.attemptReference, of: payment.registration),
                                 attemptId: request.attemptId, undo: Undo(attemptReference: request.attemptReference, registration: payment.registration))
         }
     }
@@ -329,7 +325,7 @@ public final class MakePaymentPipeline: Sendable {
             "pspTransactionId": "\(id)", "attemptId": "\(attempt.attemptId)", "pan": "\(attempt.maskedPAN)",
             "sameProcess": "\(attempt.instanceId == configuration.instanceId)",
         ])
-        let reversal = Self.reversal(attempt.attemptId, attempt.attemptReference, of: payment.registration)
+        let reversal = ReversalRequest.undoing(attemptId: attempt.attemptId, attemptReference: attempt.attemptReference, of: payment.registration)
         let outcome = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: attempt.maskedPAN)
         // Reversed without a record only if the attempt was this process's: another process's may
         // still be alive with its approval's commit stalled, and a reversal sent unrecorded here
@@ -397,10 +393,10 @@ public final class MakePaymentPipeline: Sendable {
     /// is then answered 91 (a failure), and an authorization that may stand must not hold the
     /// customer's money until the store takes writes again.
     private func finish(_ id: String, _ outcome: PaymentOutcome, reversal: ReversalRequest?, attemptId: String?,
-                        undo: Undo? = nil, late: LateOutcome? = nil) async -> MakePaymentResult {
+                        undo: Undo? = nil, answerBy: ContinuousClock.Instant? = nil) async -> MakePaymentResult {
         do {
             guard let standing = try await store.recordOutcome(id, outcome: outcome, reversal: reversal, attemptId: attemptId, now: now(),
-                                                               unlessLate: late) else {
+                                                               answerBy: answerBy) else {
                 guard let record = try await store.payment(id) else {
                     return MakePaymentResult(httpStatus: 404, response: .fail(id, .invalidRequest))
                 }
@@ -413,11 +409,11 @@ public final class MakePaymentPipeline: Sendable {
                 return MakePaymentResult(httpStatus: 200, response: .fail(id, .responseReceivedTooLate))
             }
             if let reversal, standing == outcome { reversals?.sendSoon(reversal) }
-            if let late, standing == late.outcome {
+            if answerBy != nil, standing != outcome, outcome.status == .ok, standing == outcome.tooLateToAnswer, let undo, let attemptId {
                 logger.warning("approval recorded too late to be answered; reversing", metadata: [
-                    "pspTransactionId": "\(id)", "pan": "\(late.outcome.maskedPAN?.description ?? "")",
+                    "pspTransactionId": "\(id)", "pan": "\(outcome.maskedPAN?.description ?? "")",
                 ])
-                reversals?.sendSoon(late.reversal)
+                reversals?.sendSoon(.undoing(attemptId: attemptId, attemptReference: undo.attemptReference, of: undo.registration))
             }
             return MakePaymentResult(httpStatus: 200, response: standing.response(for: id))
         } catch {
@@ -429,7 +425,7 @@ public final class MakePaymentPipeline: Sendable {
                 return MakePaymentResult(httpStatus: 200, response: standing.response(for: id))
             }
             if let undo, let attemptId {
-                reversals?.sendUnrecorded(Self.reversal(attemptId, undo.attemptReference, of: undo.registration))
+                reversals?.sendUnrecorded(ReversalRequest.undoing(attemptId: attemptId, attemptReference: undo.attemptReference, of: undo.registration))
             }
             return internalError(id, step: "record outcome", error)
         }
@@ -442,12 +438,6 @@ public final class MakePaymentPipeline: Sendable {
     }
 
     /// The reversal that undoes one attempt of a registered payment.
-    static func reversal(_ attemptId: String, _ attemptReference: String, of registration: PaymentRegistration) -> ReversalRequest {
-        ReversalRequest(reversalId: attemptId + "-R", pspTransactionId: registration.pspTransactionId, attemptId: attemptId,
-                        attemptReference: attemptReference, amount: registration.amount, currency: registration.currency,
-                        merchantSerialNumber: registration.merchantSerialNumber)
-    }
-
     private func internalError(_ id: String, step: String, _ error: (any Error)?) -> MakePaymentResult {
         logger.error("internal error", metadata: ["pspTransactionId": "\(id)", "step": "\(step)", "error": "\(error.map { "\($0)" } ?? "-")"])
         return MakePaymentResult(httpStatus: 500, response: .fail(id, .internalError))

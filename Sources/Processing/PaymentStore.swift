@@ -128,19 +128,21 @@ public struct ReversalRecord: Sendable, Equatable {
 
 public enum RegisterResult: Sendable, Equatable { case created, alreadyExists }
 
-/// What an approval is recorded as if its write comes too late for its answer to reach Vipps in
-/// time (a commit that waited seconds for a disk or another process's lock): the attempt's 85 and
-/// its reversal, as for a timeout. The pipeline checks the time before it records; only the store
-/// knows when the write itself begins.
-public struct LateOutcome: Sendable, Equatable {
-    public var after: ContinuousClock.Instant
-    public var outcome: PaymentOutcome
-    public var reversal: ReversalRequest
+extension PaymentOutcome {
+    /// What an approval is recorded as when it comes too late to be answered: 85, its authorization
+    /// to be reversed, the acquirer's code and reference kept for the record.
+    public var tooLateToAnswer: PaymentOutcome {
+        PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: maskedPAN,
+                       acquirerResponseCode: acquirerResponseCode, acquirerReference: acquirerReference)
+    }
+}
 
-    public init(after: ContinuousClock.Instant, outcome: PaymentOutcome, reversal: ReversalRequest) {
-        self.after = after
-        self.outcome = outcome
-        self.reversal = reversal
+extension ReversalRequest {
+    /// The reversal of attempt `attemptId` (identified to the acquirer by `attemptReference`) of a registered payment.
+    public static func undoing(attemptId: String, attemptReference: String, of registration: PaymentRegistration) -> ReversalRequest {
+        ReversalRequest(reversalId: attemptId + "-R", pspTransactionId: registration.pspTransactionId, attemptId: attemptId,
+                        attemptReference: attemptReference, amount: registration.amount, currency: registration.currency,
+                        merchantSerialNumber: registration.merchantSerialNumber)
     }
 }
 
@@ -193,10 +195,12 @@ public protocol PaymentStore: Sendable {
     /// payment already had an outcome; nil if it has none (cancelled, or processing another way).
     /// Without an attempt nothing was authorized: an approval or a reversal then throws `RefusedTransition`.
     ///
-    /// With `late`, the store records `late`'s outcome and reversal instead if, when it is about
-    /// to write (after any wait for a lock, a group or a queue), the instant `late.after` has passed.
+    /// With `answerBy`, an approval whose write begins after that instant (after any wait for a
+    /// lock, a group or a queue: only the store knows when) is recorded instead as
+    /// `outcome.tooLateToAnswer`, with the reversal `undoing` its attempt: answered late, it would
+    /// reach a Vipps that has given up, and the authorization would stand unanswered.
     func recordOutcome(_ pspTransactionId: String, outcome: PaymentOutcome, reversal: ReversalRequest?,
-                       attemptId: String?, now: Int64, unlessLate late: LateOutcome?) async throws -> PaymentOutcome?
+                       attemptId: String?, now: Int64, answerBy: ContinuousClock.Instant?) async throws -> PaymentOutcome?
     /// Payments still `processing` whose attempt started before `startedBefore` (milliseconds),
     /// oldest first: the orphan sweep's candidates (a crash between sending and recording, or an
     /// outcome that could not be recorded).
@@ -215,7 +219,7 @@ extension PaymentStore {
     /// The outcome as given, however late it is written.
     public func recordOutcome(_ pspTransactionId: String, outcome: PaymentOutcome, reversal: ReversalRequest?,
                               attemptId: String?, now: Int64) async throws -> PaymentOutcome? {
-        try await recordOutcome(pspTransactionId, outcome: outcome, reversal: reversal, attemptId: attemptId, now: now, unlessLate: nil)
+        try await recordOutcome(pspTransactionId, outcome: outcome, reversal: reversal, attemptId: attemptId, now: now, answerBy: nil)
     }
 
     /// By default, a plain read.

@@ -287,15 +287,19 @@ public final class SQLitePaymentStore: PaymentStore {
     }
 
     public func recordOutcome(_ id: String, outcome: PaymentOutcome, reversal: ReversalRequest?, attemptId: String?,
-                              now: Int64, unlessLate late: LateOutcome?) async throws -> PaymentOutcome? {
+                              now: Int64, answerBy: ContinuousClock.Instant?) async throws -> PaymentOutcome? {
         if attemptId == nil && (outcome.status == .ok || reversal != nil) {
             throw RefusedTransition("an outcome without an attempt is a refusal without a reversal")
         }
         pending.remove(id)
         return try await writer.perform { db in
-            // Read here, on the writer's thread inside the group, after every wait but the COMMIT's sync.
+            // The time is read here, on the writer's thread inside the group: after every wait but the COMMIT's sync.
             var (outcome, reversal) = (outcome, reversal)
-            if let late, ContinuousClock.now >= late.after { (outcome, reversal) = (late.outcome, late.reversal) }
+            if let answerBy, outcome.status == .ok, let attemptId, ContinuousClock.now > answerBy,
+               let record = try Self.read(db, id), let attempt = record.attempt, attempt.attemptId == attemptId {
+                outcome = outcome.tooLateToAnswer
+                reversal = .undoing(attemptId: attemptId, attemptReference: attempt.attemptReference, of: record.registration)
+            }
             // `attempt_id IS ?`: the outcome of the attempt the row names, or, with none, a refusal
             // before any authorization (a pending row names no attempt; a processing one always does).
             let changed = try db.run("""

@@ -703,11 +703,11 @@ final class FaultyStore: PaymentStore {
     func paymentForMakePayment(_ pspTransactionId: String) async throws -> PaymentRecord? { try await base.paymentForMakePayment(pspTransactionId) }
     func cancel(_ pspTransactionId: String, now: Int64) async throws -> CancelResult { try await base.cancel(pspTransactionId, now: now) }
     func recordOutcome(_ pspTransactionId: String, outcome: PaymentOutcome, reversal: ReversalRequest?,
-                       attemptId: String?, now: Int64, unlessLate late: LateOutcome?) async throws -> PaymentOutcome? {
+                       attemptId: String?, now: Int64, answerBy: ContinuousClock.Instant?) async throws -> PaymentOutcome? {
         if outcomesFail { throw OutcomeNotRecorded() }
         try await Task.sleep(for: outcomeStall)
         let standing = try await base.recordOutcome(pspTransactionId, outcome: outcome, reversal: reversal, attemptId: attemptId, now: now,
-                                                    unlessLate: late)
+                                                    answerBy: answerBy)
         if standing == nil, attemptId == nil, let afterRefusal { try await afterRefusal(base) }
         return standing
     }

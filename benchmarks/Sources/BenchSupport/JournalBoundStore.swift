@@ -98,7 +98,7 @@ final class JournalBoundStore: WritesReplacedStore, @unchecked Sendable {
         return .begun
     }
     func recordOutcome(_ pspTransactionId: String, outcome: PaymentOutcome, reversal: ReversalRequest?,
-                       attemptId: String?, now: Int64, unlessLate late: LateOutcome?) async throws -> PaymentOutcome? {
+                       attemptId: String?, now: Int64, answerBy: ContinuousClock.Instant?) async throws -> PaymentOutcome? {
         await append("O", pspTransactionId, attemptId ?? "", outcome.status.rawValue, outcome.acquirerResponseCode ?? "",
                      outcome.authorizationCode ?? "", outcome.acquirerReference ?? "", String(now))
         return outcome

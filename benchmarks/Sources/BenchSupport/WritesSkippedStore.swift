@@ -12,7 +12,7 @@ final class WritesSkippedStore: WritesReplacedStore {
 
     func beginAttempt(_ pspTransactionId: String, attempt: AttemptRecord, now: Int64) async throws -> BeginAttemptResult { .begun }
     func recordOutcome(_ pspTransactionId: String, outcome: PaymentOutcome, reversal: ReversalRequest?,
-                       attemptId: String?, now: Int64, unlessLate late: LateOutcome?) async throws -> PaymentOutcome? { outcome }
+                       attemptId: String?, now: Int64, answerBy: ContinuousClock.Instant?) async throws -> PaymentOutcome? { outcome }
 }
 
 /// A bound's store: everything but the pipeline's two writes (beginning an attempt, recording an
