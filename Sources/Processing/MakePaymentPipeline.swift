@@ -417,18 +417,23 @@ public final class MakePaymentPipeline: Sendable {
             }
             return MakePaymentResult(httpStatus: 200, response: standing.response(for: id))
         } catch {
-            // Worked from a stale read (the sweep's batch, a retry's front), the attempt may have
-            // its outcome already: then that stands, and nothing is reversed behind it. Reads work
-            // while writes fail. In every other case (no outcome, or the read fails too) the
-            // attempt that may have gone out is reversed.
-            if let standing = try? await store.payment(id)?.outcome {
-                return MakePaymentResult(httpStatus: 200, response: standing.response(for: id))
-            }
-            if let undo, let attemptId {
-                reversals?.sendUnrecorded(ReversalRequest.undoing(attemptId: attemptId, attemptReference: undo.attemptReference, of: undo.registration))
-            }
-            return internalError(id, step: "record outcome", error)
+            return await notRecorded(id, attemptId: attemptId, undo: undo, error)
         }
+    }
+
+    /// The outcome could not be recorded. Worked from a stale read (the sweep's batch, a retry's
+    /// front), the attempt may have its outcome already: then that stands, and nothing is reversed
+    /// behind it (reads work while writes fail). In every other case (no outcome, or the read
+    /// fails too) the attempt that may have gone out is reversed. (A function of its own: its
+    /// locals would otherwise widen `finish`'s frame on every makePayment, three mallocs more.)
+    private func notRecorded(_ id: String, attemptId: String?, undo: Undo?, _ error: any Error) async -> MakePaymentResult {
+        if let standing = try? await store.payment(id)?.outcome {
+            return MakePaymentResult(httpStatus: 200, response: standing.response(for: id))
+        }
+        if let undo, let attemptId {
+            reversals?.sendUnrecorded(ReversalRequest.undoing(attemptId: attemptId, attemptReference: undo.attemptReference, of: undo.registration))
+        }
+        return internalError(id, step: "record outcome", error)
     }
 
     /// What reverses an attempt whose outcome cannot be recorded; the reversal itself is built only then.
