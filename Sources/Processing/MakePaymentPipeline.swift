@@ -424,8 +424,7 @@ public final class MakePaymentPipeline: Sendable {
     /// The outcome could not be recorded. Worked from a stale read (the sweep's batch, a retry's
     /// front), the attempt may have its outcome already: then that stands, and nothing is reversed
     /// behind it (reads work while writes fail). In every other case (no outcome, or the read
-    /// fails too) the attempt that may have gone out is reversed. (A function of its own: its
-    /// locals would otherwise widen `finish`'s frame on every makePayment, three mallocs more.)
+    /// fails too) the attempt that may have gone out is reversed.
     private func notRecorded(_ id: String, attemptId: String?, undo: Undo?, _ error: any Error) async -> MakePaymentResult {
         if let standing = try? await store.payment(id)?.outcome {
             return MakePaymentResult(httpStatus: 200, response: standing.response(for: id))
