@@ -17,12 +17,13 @@ final class WorkerProcess: @unchecked Sendable {
         Bundle.module.bundleURL.deletingLastPathComponent().appendingPathComponent("psp-worker")
     }
 
-    init(store: String, latencyMs: Int, workers: Int = 8, arguments: [String] = []) throws {
+    init(store: String, latencyMs: Int, workers: Int = 8, arguments: [String] = [], environment extra: [String: String] = [:]) throws {
         process.executableURL = Self.binary
         process.arguments = ["serve", "--port", "0", "--store", "sqlite:" + store, "--workers", String(workers),
                              "--simulator-latency-ms", String(latencyMs), "--private-key", TestKeys.path("psp-private-key")] + arguments
         var environment = ProcessInfo.processInfo.environment
         environment["PSP_ADMIN_TOKEN"] = LiveWorker.adminToken
+        environment.merge(extra) { $1 }
         process.environment = environment
         let output = Pipe()
         process.standardOutput = output
@@ -236,6 +237,32 @@ struct ScratchStore {
             #expect(status == 200 && body.contains(#""errorId":85"#))
             #expect(try await second.show(id)["authorizationsSent"] as? Int == 1)
         }
+    }
+}
+
+@Suite struct EnvironmentSecretTests {
+    /// The admin token and a key passphrase given in the environment are taken out of it once
+    /// read: zeroed where the kernel shows the process's environment (/proc/PID/environ, which a
+    /// core dump holds too) and unset, so no child inherits them; with a passphrase file given, the
+    /// environment's passphrase is taken out all the same. (A worker process of its own: setenv in
+    /// the test process would race the tests that spawn processes.)
+    @Test(arguments: [false, true]) func secretsAreTakenOutOfTheEnvironment(passphraseFile: Bool) async throws {
+        let scratch = try ScratchStore("environ")
+        defer { scratch.remove() }
+        let passphrase = "passphrase-\(UUID().uuidString)"
+        var arguments: [String] = []
+        if passphraseFile {
+            let file = scratch.directory.appendingPathComponent("passphrase").path
+            try "from-the-file\n".write(toFile: file, atomically: true, encoding: .utf8)
+            arguments = ["--passphrase-file", file]
+        }
+        let worker = try WorkerProcess(store: scratch.path, latencyMs: 0, arguments: arguments, environment: ["PSP_KEY_PASSPHRASE": passphrase])
+        defer { worker.kill(SIGTERM) }
+        let environ = try Data(contentsOf: URL(fileURLWithPath: "/proc/\(worker.process.processIdentifier)/environ"))
+        #expect(environ.range(of: Data("PATH=".utf8)) != nil, "the environment is readable (the test can fail)")
+        #expect(environ.range(of: Data(LiveWorker.adminToken.utf8)) == nil, "the admin token is zeroed")
+        #expect(environ.range(of: Data(passphrase.utf8)) == nil, "the passphrase is zeroed")
+        #expect(try await worker.register("env-1") == 201, "the worker runs with the token it took")
     }
 }
 
