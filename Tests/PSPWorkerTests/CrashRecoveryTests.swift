@@ -52,6 +52,15 @@ final class WorkerProcess: @unchecked Sendable {
 
     struct WorkerDidNotStart: Error { let log: String }
 
+    /// Starts a worker from a thread of its own: the start blocks on the worker's log for up to
+    /// 30 s, which on the test pool (one thread per core) would stall every async test meanwhile.
+    static func start(store: String, latencyMs: Int, workers: Int = 8, arguments: [String] = [],
+                      environment: [String: String] = [:]) async throws -> WorkerProcess {
+        try await RawHTTP.offThePool {
+            try WorkerProcess(store: store, latencyMs: latencyMs, workers: workers, arguments: arguments, environment: environment)
+        }
+    }
+
     /// Signals the worker and waits for it to exit (nothing, once it has).
     func kill(_ signal: Int32) {
         guard process.isRunning else { return }
@@ -123,7 +132,7 @@ struct ScratchStore {
         let cardData = TestKeys.cardData(code: "00")
 
         // 1. Load with a slow acquirer (1 s per answer, 8 workers), then SIGKILL mid-flight.
-        let first = try WorkerProcess(store: store, latencyMs: 1000)
+        let first = try await WorkerProcess.start(store: store, latencyMs: 1000)
         defer { first.kill(SIGKILL) }  // if the test fails before its kill
         for id in ids { #expect(try await first.register(id) == 201) }
         let answeredBeforeKill = Answers()
@@ -148,7 +157,7 @@ struct ScratchStore {
         let before = answeredBeforeKill.bodies.withLock { $0 }
 
         // 2. Restart on the same store, with a fast acquirer, and send every payment again.
-        let second = try WorkerProcess(store: store, latencyMs: 0)
+        let second = try await WorkerProcess.start(store: store, latencyMs: 0)
         defer { second.kill(SIGTERM) }
         var orphans = 0
         for id in ids {
@@ -187,7 +196,7 @@ struct ScratchStore {
         let cardData = TestKeys.cardData(code: "00")
 
         // 1. A slow acquirer (2 s per answer), and SIGKILL while every payment waits on it.
-        let first = try WorkerProcess(store: store, latencyMs: 2000)
+        let first = try await WorkerProcess.start(store: store, latencyMs: 2000)
         defer { first.kill(SIGKILL) }
         for id in ids { #expect(try await first.register(id) == 201) }
         let load = Task {
@@ -204,7 +213,7 @@ struct ScratchStore {
         await load.value
         // 2. Restart (orphaned 1 s + 2 s after an attempt started), and only watch until nothing is
         // processing and every reversal is acknowledged.
-        let second = try WorkerProcess(store: store, latencyMs: 0, arguments: ["--acquirer-timeout", "1"])
+        let second = try await WorkerProcess.start(store: store, latencyMs: 0, arguments: ["--acquirer-timeout", "1"])
         defer { second.kill(SIGTERM) }
         // Orphans are told by their record: the restarted worker may sweep them before a first look.
         var inFlight: [String] = []
@@ -256,7 +265,7 @@ struct ScratchStore {
             try "from-the-file\n".write(toFile: file, atomically: true, encoding: .utf8)
             arguments = ["--passphrase-file", file]
         }
-        let worker = try WorkerProcess(store: scratch.path, latencyMs: 0, arguments: arguments, environment: ["PSP_KEY_PASSPHRASE": passphrase])
+        let worker = try await WorkerProcess.start(store: scratch.path, latencyMs: 0, arguments: arguments, environment: ["PSP_KEY_PASSPHRASE": passphrase])
         defer { worker.kill(SIGTERM) }
         let environ = try Data(contentsOf: URL(fileURLWithPath: "/proc/\(worker.process.processIdentifier)/environ"))
         #expect(environ.range(of: Data("PATH=".utf8)) != nil, "the environment is readable (the test can fail)")
@@ -281,15 +290,15 @@ struct ScratchStore {
         (["keygen", "--bits", "99999999999"], "--bits"),
         (["serve", "--private-key", "k.pem", "--log-level", "verbose"], "--log-level"),
     ])
-    func badValuesAreRefused(arguments: [String], named: String) throws {
-        let (status, message) = try Self.run(arguments)
+    func badValuesAreRefused(arguments: [String], named: String) async throws {
+        let (status, message) = try await Self.run(arguments)
         #expect(status != 0)
         #expect(message.contains(named), "\(message)")
     }
 
     /// A service that fails at start (its port is taken) ends the process with an error. The worker
     /// pool used to wait on its queue through the cancellation, and the process never exited.
-    @Test func aTakenPortEndsTheProcess() throws {
+    @Test func aTakenPortEndsTheProcess() async throws {
         let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(listener) }
         var address = sockaddr_in()
@@ -311,7 +320,7 @@ struct ScratchStore {
         process.standardError = FileHandle.nullDevice
         try process.run()
         let limit = Date().addingTimeInterval(30)
-        while process.isRunning && Date() < limit { usleep(50_000) }
+        while process.isRunning && Date() < limit { try await Task.sleep(for: .milliseconds(50)) }
         let exited = !process.isRunning
         if !exited { process.interrupt(); kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
@@ -321,19 +330,24 @@ struct ScratchStore {
 
     /// A new private key is never left beside an old public key (a pair that does not match),
     /// nor without one.
-    @Test func keygenNeverLeavesHalfAPair() throws {
+    @Test func keygenNeverLeavesHalfAPair() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keygen-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try "an old public key".write(toFile: directory + "/public-key.pem", atomically: true, encoding: .utf8)
-        let (status, message) = try Self.run(["keygen", "--out", directory])
+        let (status, message) = try await Self.run(["keygen", "--out", directory])
         #expect(status != 0 && message.contains("public-key.pem"), "\(message)")
         #expect(!FileManager.default.fileExists(atPath: directory + "/private-key.pem"))
         #expect(try String(contentsOfFile: directory + "/public-key.pem", encoding: .utf8) == "an old public key")
     }
 
-    /// Runs `psp-worker` to its end; its exit status and what it wrote to standard error.
-    static func run(_ arguments: [String], environment: [String: String]? = nil) throws -> (Int32, String) {
+    /// Runs `psp-worker` to its end, from a thread of its own (it blocks until the process exits);
+    /// its exit status and what it wrote to standard error.
+    static func run(_ arguments: [String], environment: [String: String]? = nil) async throws -> (Int32, String) {
+        try await RawHTTP.offThePool { try runBlocking(arguments, environment: environment) }
+    }
+
+    private static func runBlocking(_ arguments: [String], environment: [String: String]?) throws -> (Int32, String) {
         let process = Process()
         process.executableURL = WorkerProcess.binary
         process.arguments = arguments
@@ -349,10 +363,10 @@ struct ScratchStore {
 
     /// PSP_ADMIN_TOKEN set but empty is a mistake to refuse, not "no admin endpoints". In a child
     /// process: setenv in this one would race the tests that read the environment.
-    @Test func anEmptyAdminTokenIsRefused() throws {
+    @Test func anEmptyAdminTokenIsRefused() async throws {
         var environment = ProcessInfo.processInfo.environment
         environment["PSP_ADMIN_TOKEN"] = ""
-        let (status, message) = try Self.run(["serve", "--private-key", "k.pem", "--port", "0"], environment: environment)
+        let (status, message) = try await Self.run(["serve", "--private-key", "k.pem", "--port", "0"], environment: environment)
         #expect(status != 0)
         #expect(message.contains("PSP_ADMIN_TOKEN"), "\(message)")
     }
@@ -366,9 +380,9 @@ struct ScratchStore {
 
     /// A running worker cannot leave a core dump: one would hold the private key and the card
     /// numbers in flight.
-    @Test func aRunningWorkerHasCoreDumpsOff() throws {
+    @Test func aRunningWorkerHasCoreDumpsOff() async throws {
         let store = FileManager.default.temporaryDirectory.appendingPathComponent("core-\(UUID().uuidString).sqlite").path
-        let worker = try WorkerProcess(store: store, latencyMs: 0)
+        let worker = try await WorkerProcess.start(store: store, latencyMs: 0)
         defer { worker.kill(SIGTERM); for suffix in ["", "-wal", "-shm", "-gate"] { try? FileManager.default.removeItem(atPath: store + suffix) } }
         let limits = try String(contentsOfFile: "/proc/\(worker.process.processIdentifier)/limits", encoding: .utf8)
         let core = try #require(limits.split(separator: "\n").first { $0.hasPrefix("Max core file size") })
