@@ -62,7 +62,11 @@ import Testing
         let job = MakePaymentJob(request: MakePaymentRequest(pspTransactionId: "x", merchantSerialNumber: "1", cardData: "", confirmed: .yes),
                                  payment: record)
         for round in 0..<10 {
-            while queue.idleWorkers < 2 { try await Task.sleep(for: .milliseconds(1)) }
+            let idleBy = ContinuousClock.now + .seconds(30)
+            while queue.idleWorkers < 2 {
+                try #require(ContinuousClock.now < idleBy, "both workers idle again")
+                try await Task.sleep(for: .milliseconds(1))
+            }
             let submitting = round % 2
             let answer = try await Task(executorPreference: executors[submitting]) { try await queue.submit(job) }.value
             #expect(answer.response.paymentInfo.pspTransactionId == String(submitting), "round \(round)")

@@ -550,7 +550,11 @@ import Testing
                                    attempt: nil, authorizationsSent: 0, createdAt: 0, updatedAt: 0, completedAt: nil)
         let job = MakePaymentJob(request: MakePaymentRequest(pspTransactionId: "x", merchantSerialNumber: "1", cardData: "", confirmed: .yes), payment: record)
         let waiting = Task { try await queue.submit(job) }
-        while queue.depth < 1 { try await Task.sleep(for: .milliseconds(5)) }
+        let queuedBy = ContinuousClock.now + .seconds(30)
+        while queue.depth < 1 {
+            try #require(ContinuousClock.now < queuedBy, "the first job queued")
+            try await Task.sleep(for: .milliseconds(5))
+        }
         await #expect(throws: QueueFull.self) { _ = try await queue.submit(job) }
         let workers = Task { await queue.runWorkers(1) { _ in .answered(MakePaymentResult(httpStatus: 200, response: .ok("x"))) } }
         #expect(try await waiting.value == MakePaymentResult(httpStatus: 200, response: .ok("x")))
