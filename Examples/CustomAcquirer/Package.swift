@@ -18,6 +18,7 @@ let package = Package(
         .executableTarget(name: "custom-psp-worker", dependencies: [
             "CustomAcquirer",
             .product(name: "PSPWorker", package: "psp-worker"),
+            .product(name: "CardCrypto", package: "psp-worker"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),

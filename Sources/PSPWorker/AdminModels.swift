@@ -59,6 +59,9 @@ struct RegisterPaymentRequest {
             // Some integrations send merchantSerialNumber as a number: accept its digits.
             case .integer(let number) where field == "merchantSerialNumber" && number > 0: return String(number)
             case nil where optional, .null where optional: return ""
+            case .string(let value) where value.utf8.count > max:
+                problems.append((field, "51", "Invalid request: \(field) is at most \(max) bytes"))
+                return ""
             default:
                 problems.append((field, "51", "Invalid request"))
                 return ""
@@ -80,7 +83,7 @@ struct RegisterPaymentRequest {
         // A header value cannot carry control characters or keep spaces at its ends: such a token
         // could never match. Under 8 characters it is too easy to guess.
         if !token.isEmpty, !Self.isUsableToken(token) {
-            problems.append(("makePaymentToken", "51", "Invalid request: makePaymentToken is 8 or more characters, no control characters, no spaces at either end"))
+            problems.append(("makePaymentToken", "51", "Invalid request: makePaymentToken is 8 to 1024 bytes, no control characters, no spaces at either end"))
         }
         var amount = 0
         let lessThanOne: (String?, String, String) = ("amount", "amount.less.than.one", "Amount must be at least 1 øre")

@@ -10,7 +10,7 @@ import Logging
 struct AcquirerSimCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "acquirer-sim",
-        abstract: "A simulated acquirer host (ISO 8583 over TCP) answering by test card, with fault injection."
+        abstract: "A simulated acquirer host (ISO 8583 over TCP, and HTTP JSON) answering by test card, with fault injection."
     )
 
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
@@ -21,9 +21,9 @@ struct AcquirerSimCommand: AsyncParsableCommand {
     @Option(help: "Random extra delay up to this, in milliseconds.") var jitterMs = 0
     @Option(help: "Share of authorization replies dropped (0 to 1).") var dropRate = 0.0
     @Option(help: "Drop every Nth authorization reply (0: none).") var dropEvery = 0
-    @Flag(help: "Hold each authorization reply until its reversal arrives, then send it (a late reply).") var lateReplies = false
-    @Flag(help: "Send every reply twice.") var duplicateReplies = false
-    @Option(help: "Close a connection, unanswered, at its Nth message (0: never).") var resetAfter = 0
+    @Flag(help: "ISO 8583 only: hold each authorization reply until its reversal arrives, then send it (a late reply).") var lateReplies = false
+    @Flag(help: "ISO 8583 only: send every reply twice.") var duplicateReplies = false
+    @Option(help: "ISO 8583 only: close a connection, unanswered, at its Nth message (0: never).") var resetAfter = 0
     @Option(help: "Write the journal (authorizations and reversals by RRN) as JSON to this file, every second and at exit.")
     var journal: String?
 

@@ -111,7 +111,7 @@ struct Keygen: ParsableCommand {
     @Option(name: .long, help: "Directory to write the two files into (created if missing).")
     var out: String
 
-    @Option(name: .long, help: "Modulus size in bits (2048 or more).")
+    @Option(name: .long, help: "Modulus size in bits (2048 to 16384).")
     var bits: Int = 2048
 
     func validate() throws {
@@ -184,7 +184,7 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--log-level must be trace, debug, info, notice, warning, error or critical")
         }
         guard let choice = PSPWorkerConfiguration.AcquirerChoice(acquirer) else {
-            throw ValidationError("--acquirer must be simulator, iso8583://HOST:PORT[?terminal=TERMINAL] or http(s)://HOST:PORT[/path]")
+            throw ValidationError("--acquirer must be simulator, iso8583://HOST:PORT[?terminal=TERMINAL] (a terminal id of 8 characters) or http(s)://HOST:PORT[/path]")
         }
         guard !choice.sendsCardDataInClearOffThisMachine || allowCleartextAcquirer else {
             throw ValidationError("--acquirer \(acquirer) would send card numbers in clear over the network; use https, "

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CardCrypto
 import CustomAcquirer
 import Hummingbird
 import PSPWorker
@@ -8,11 +9,14 @@ import PSPWorker
 @main
 struct CustomPSPWorker: AsyncParsableCommand {
     @Option var port = 8080
-    @Option var privateKey = "../../keys-example/psp-private-key.pem"
+    /// Required, as `psp-worker serve`'s: the worker never picks a key itself.
+    @Option var privateKey: String
     @Option var store = "data/custom.sqlite"
     @Option var limit = 1_000_000
 
     func run() async throws {
+        // As `psp-worker serve` does: a core dump would hold the private key and the card data.
+        guard ProcessHardening.disableCoreDumps() else { throw ValidationError("could not turn core dumps off") }
         var configuration = PSPWorkerConfiguration(keys: KeyRingSource(privateKeyPath: privateKey))
         configuration.port = port
         configuration.store = .sqlite(path: store)
