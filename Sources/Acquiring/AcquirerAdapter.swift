@@ -84,6 +84,21 @@ public struct ReversalRequest: Sendable, Equatable {
 
 /// Why an adapter could not say how an authorization went. The pipeline treats every one as an
 /// unknown outcome: it answers 85 and reverses.
+/// The last instant an authorization may leave for the acquirer, set by the pipeline around each
+/// `authorize` call (nil elsewhere). Past it, another process on the store may already have taken
+/// the attempt for orphaned and reversed it, and an authorization sent after its reversal was
+/// given up on would stand with nothing to undo it. A process frozen in mid-send (a VM paused, a
+/// SIGSTOP) resumes past it: so an adapter checks it as late as it can, just before the bytes go
+/// out, and throws instead (an unknown outcome: the attempt is answered 85 and reversed, harmlessly).
+public enum AuthorizationDeadline {
+    @TaskLocal public static var sendBy: ContinuousClock.Instant?
+
+    /// Whether `sendBy` has passed (never, when none is set).
+    public static var passed: Bool { sendBy.map { ContinuousClock.now >= $0 } ?? false }
+
+    public static let notSent = AcquirerUnavailable("not sent: its send deadline passed before it could go out")
+}
+
 public struct AcquirerUnavailable: Error, Sendable, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }

@@ -84,6 +84,8 @@ public final class SimulatorAcquirer: AcquirerAdapter, AuthorizationCounting {
     }
 
     public func authorize(_ request: AuthorizationRequest) async throws -> AcquirerAnswer {
+        // In process, the call is the send.
+        if AuthorizationDeadline.passed { throw AuthorizationDeadline.notSent }
         let key = Self.key(request.pspTransactionId)
         counts.withLock { c in
             if !c.authorized.insert(key).inserted { c.more[key, default: 0] &+= 1 }

@@ -78,6 +78,8 @@ public final class HTTPAcquirer: AcquirerAdapter {
         body.append(contentsOf: head.utf8)
         request.card.pan.withASCIIDigits { body.append(contentsOf: $0) }
         body.append(contentsOf: tail.utf8)
+        // As late as this adapter can see: the HTTP client's own hop to its event loop follows.
+        if AuthorizationDeadline.passed { throw AuthorizationDeadline.notSent }
         let reply: AuthorizationReply = try await post("/authorizations", body)
         return AcquirerAnswer(responseCode: reply.responseCode, message: reply.message,
                               authorizationCode: reply.authorizationCode, acquirerReference: reply.acquirerReference,

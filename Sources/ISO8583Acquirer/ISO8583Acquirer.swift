@@ -299,6 +299,8 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         var buffer = channel.allocator.buffer(capacity: body.count + 2)
         buffer.writeISO8583Frame(body)
         let sentAt = ContinuousClock.now
+        // Checked on the channel's event loop, just before the write (`AuthorizationDeadline`).
+        let sendBy = AuthorizationDeadline.sendBy
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ISOMessage, any Error>) in
                 let duplicate = state.withLock { s -> Bool in
@@ -316,14 +318,24 @@ public final class ISO8583Acquirer: AcquirerAdapter {
                     if let c = state.withLock({ $0.pending.removeValue(forKey: key) }) { c.resume(throwing: CancellationError()) }
                     return
                 }
-                channel.writeAndFlush(buffer).whenComplete { [weak self, buffer] result in
-                    // The frame may hold a clear PAN: zeroed once the socket has it (or the write failed).
-                    buffer.withVeryUnsafeBytes(wipeInPlace)
-                    guard case .failure(let error) = result, let self else { return }
-                    if let c = self.state.withLock({ $0.pending.removeValue(forKey: key) }) {
-                        c.resume(throwing: AcquirerUnavailable("send failed: \(error)"))
+                // Written from the channel's event loop (where writeAndFlush would go anyway), so
+                // that the send deadline is read at the last moment before the bytes go out.
+                let send: @Sendable () -> Void = { [weak self, buffer] in
+                    if let sendBy, ContinuousClock.now >= sendBy {
+                        buffer.withVeryUnsafeBytes(wipeInPlace)
+                        if let c = self?.state.withLock({ $0.pending.removeValue(forKey: key) }) { c.resume(throwing: AuthorizationDeadline.notSent) }
+                        return
+                    }
+                    channel.writeAndFlush(buffer).whenComplete { [weak self] result in
+                        // The frame may hold a clear PAN: zeroed once the socket has it (or the write failed).
+                        buffer.withVeryUnsafeBytes(wipeInPlace)
+                        guard case .failure(let error) = result, let self else { return }
+                        if let c = self.state.withLock({ $0.pending.removeValue(forKey: key) }) {
+                            c.resume(throwing: AcquirerUnavailable("send failed: \(error)"))
+                        }
                     }
                 }
+                if channel.eventLoop.inEventLoop { send() } else { channel.eventLoop.execute(send) }
             }
         } onCancel: {
             // Given up on with no reply: past `unansweredBeforeReconnect` of these in a row, each

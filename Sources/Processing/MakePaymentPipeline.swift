@@ -255,7 +255,12 @@ public final class MakePaymentPipeline: Sendable {
         metrics.authorizationSent()
         let acquirer = self.acquirer
         let started = ContinuousClock.now
-        let outcome = await withDeadline(deadline) { try await acquirer.authorize(request) }
+        // The frame must be out by the deadline (`AuthorizationDeadline`): the adapter checks it
+        // just before sending, for a process frozen in between.
+        let sendBy = checkedAt + deadline
+        let outcome = await withDeadline(deadline) {
+            try await AuthorizationDeadline.$sendBy.withValue(sendBy) { try await acquirer.authorize(request) }
+        }
         metrics.recordAcquirer(since: started)
         // 12. Map the answer.
         switch outcome {

@@ -45,6 +45,18 @@ struct SimulatorSubject: AcquirerConformanceSubject {
         #expect(subject.simulator.reversalCount(pspTransactionId: "never") == 0)
     }
 
+    /// An authorization whose send deadline has passed is not made (in process, the call is the send).
+    @Test func anAuthorizationPastItsSendDeadlineIsNotMade() async throws {
+        let subject = SimulatorSubject()
+        let request = try AcquirerConformance(subject: subject).request(code: nil)
+        await #expect(throws: AcquirerUnavailable.self) {
+            try await AuthorizationDeadline.$sendBy.withValue(.now - .milliseconds(1)) { try await subject.simulator.authorize(request) }
+        }
+        #expect(subject.simulator.authorizationCount(pspTransactionId: request.pspTransactionId) == 0)
+        _ = try await AuthorizationDeadline.$sendBy.withValue(.now + .seconds(10)) { try await subject.simulator.authorize(request) }
+        #expect(subject.simulator.authorizationCount(pspTransactionId: request.pspTransactionId) == 1)
+    }
+
     @Test func otherNumbersAreNotTestCards() {
         #expect(SimulatorAcquirer.testCardCode(asciiDigits: Array("4925000000004444".utf8)) == nil)
         #expect(SimulatorAcquirer.answerCode(asciiDigits: Array("4925000000004444".utf8)) == "00")

@@ -1,6 +1,7 @@
 import Acquiring
 import ISO8583
 import ISO8583Acquirer
+import MakePayment
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -121,5 +122,38 @@ final class ScriptedHost: Sendable {
         }
         #expect(answered)
         #expect(host.received.first?[41] != nil, "our echo names our terminal")
+    }
+
+    /// An authorization whose send deadline has passed by the time its frame would be written (a
+    /// process frozen in mid-send resumes past it) is not sent: the host receives nothing, and the
+    /// adapter throws (an unknown outcome, which the pipeline answers 85 and reverses). One still
+    /// in time goes out.
+    @Test func anAuthorizationPastItsSendDeadlineIsNotSent() async throws {
+        let host = try await ScriptedHost { request in
+            request.mti == "0800" ? ScriptedHost.reply(to: request, mti: "0810", fields: [7, 11, 41, 70])
+                : ScriptedHost.reply(to: request, mti: "0110", fields: [3, 4, 7, 11, 37, 41])
+        }
+        defer { Task { await host.stop() } }
+        let iso = ISO8583Acquirer(configuration: .init(host: "127.0.0.1", port: host.port))
+        _ = try await iso.echo()  // connected, so that only the write is left to the authorization
+        let late = try Self.authorization(iso, "late-1")
+        await #expect(throws: AcquirerUnavailable.self) {
+            try await AuthorizationDeadline.$sendBy.withValue(.now - .milliseconds(1)) { try await iso.authorize(late) }
+        }
+        let inTime = try Self.authorization(iso, "in-time-1")
+        let answer = try await AuthorizationDeadline.$sendBy.withValue(.now + .seconds(10)) { try await iso.authorize(inTime) }
+        #expect(answer.responseCode == "00")
+        #expect(host.received.map(\.mti) == ["0800", "0100"])
+        #expect(host.received.last?[37] == String(inTime.attemptReference.split(separator: "|")[2]))
+    }
+
+    static func authorization(_ adapter: ISO8583Acquirer, _ attemptId: String) throws -> AuthorizationRequest {
+        let text = SimulatorAcquirer.testCard(code: "00") + ",3012,session"
+        let plaintext = UnsafeMutableRawBufferPointer.allocate(byteCount: text.utf8.count, alignment: 1)
+        defer { plaintext.deallocate() }
+        _ = plaintext.initializeMemory(as: UInt8.self, from: text.utf8)
+        let card = try CardData.parse(UnsafeRawBufferPointer(plaintext), currentMonth: CardExpiry(year: 2026, month: 1)!)
+        return AuthorizationRequest(pspTransactionId: "p-" + attemptId, attemptId: attemptId, attemptReference: adapter.attemptReference(for: attemptId),
+                                    merchantSerialNumber: "123456", amount: 1000, currency: "NOK", card: card)
     }
 }

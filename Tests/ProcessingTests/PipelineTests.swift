@@ -634,7 +634,7 @@ import Testing
     }
 }
 
-func waitUntil(timeout: Duration = .seconds(5), _ condition: () async throws -> Bool) async throws {
+func waitUntil(timeout: Duration = .seconds(30), _ condition: () async throws -> Bool) async throws {
     let end = ContinuousClock.now + timeout
     while ContinuousClock.now < end {
         if try await condition() { return }
