@@ -82,8 +82,6 @@ public struct ReversalRequest: Sendable, Equatable {
     }
 }
 
-/// Why an adapter could not say how an authorization went. The pipeline treats every one as an
-/// unknown outcome: it answers 85 and reverses.
 /// The last instant an authorization may leave for the acquirer, set by the pipeline around each
 /// `authorize` call (nil elsewhere). Past it, another process on the store may already have taken
 /// the attempt for orphaned and reversed it, and an authorization sent after its reversal was
@@ -99,6 +97,8 @@ public enum AuthorizationDeadline {
     public static let notSent = AcquirerUnavailable("not sent: its send deadline passed before it could go out")
 }
 
+/// Why an adapter could not say how an authorization went. The pipeline treats every one as an
+/// unknown outcome: it answers 85 and reverses.
 public struct AcquirerUnavailable: Error, Sendable, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }

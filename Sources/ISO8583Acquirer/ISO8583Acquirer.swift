@@ -174,7 +174,7 @@ public final class ISO8583Acquirer: AcquirerAdapter {
             for i in 0..<panLength { frame[panOffset + i] = pan[i] }
         }
         defer { frame.withUnsafeMutableBytes { wipe($0) } }
-        let reply = try await exchange(frame, key: "01" + terminal + reference.stan)
+        let reply = try await exchange(frame, key: "01" + terminal + reference.stan, sendBy: AuthorizationDeadline.sendBy)
         guard let code = reply[39] else { throw AcquirerUnavailable("0110 without field 39") }
         return AcquirerAnswer(responseCode: code, message: nil, authorizationCode: reply[38]?.trimmingCharacters(),
                               acquirerReference: reply[37] ?? reference.rrn, scheme: request.scheme)
@@ -294,13 +294,12 @@ public final class ISO8583Acquirer: AcquirerAdapter {
     /// Sends one frame and waits for the reply with the same match key. Throws when the connection
     /// cannot be had or is lost before the reply; cancellation (the pipeline's deadline) stops the
     /// wait, and a reply that comes later is logged and dropped.
-    private func exchange(_ body: [UInt8], key: String) async throws -> ISOMessage {
+    /// `sendBy`: an authorization's send deadline (`AuthorizationDeadline`); past it the frame is not written.
+    private func exchange(_ body: [UInt8], key: String, sendBy: ContinuousClock.Instant? = nil) async throws -> ISOMessage {
         let channel = try await connectedChannel()
         var buffer = channel.allocator.buffer(capacity: body.count + 2)
         buffer.writeISO8583Frame(body)
         let sentAt = ContinuousClock.now
-        // Checked on the channel's event loop, just before the write (`AuthorizationDeadline`).
-        let sendBy = AuthorizationDeadline.sendBy
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ISOMessage, any Error>) in
                 let duplicate = state.withLock { s -> Bool in
@@ -321,6 +320,11 @@ public final class ISO8583Acquirer: AcquirerAdapter {
                 // Written from the channel's event loop (where writeAndFlush would go anyway), so
                 // that the send deadline is read at the last moment before the bytes go out.
                 let send: @Sendable () -> Void = { [weak self, buffer] in
+                    // Given up on (cancelled) while the write waited for the loop: never sent.
+                    guard self?.state.withLock({ $0.pending[key] != nil }) == true else {
+                        buffer.withVeryUnsafeBytes(wipeInPlace)
+                        return
+                    }
                     if let sendBy, ContinuousClock.now >= sendBy {
                         buffer.withVeryUnsafeBytes(wipeInPlace)
                         if let c = self?.state.withLock({ $0.pending.removeValue(forKey: key) }) { c.resume(throwing: AuthorizationDeadline.notSent) }

@@ -286,9 +286,10 @@ public final class MakePaymentPipeline: Sendable {
                 ? ReversalRequest.undoing(attemptId: request.attemptId, attemptReference: request.attemptReference, of: payment.registration) : nil
             // A refusal that stands needs no undoing if its outcome cannot be recorded.
             let undo = decision == .approved || decision.reverses ? Undo(attemptReference: request.attemptReference, registration: payment.registration) : nil
-            // An approval whose write is held past Vipps's patience (a disk or another process's
-            // lock stalled the commit) is recorded 85 and reversed instead, by the store at the
-            // moment of writing: recorded OK, it would be answered to a Vipps that has given up.
+            // An approval whose write begins past Vipps's patience (held by another process's lock,
+            // or queued behind slow groups) is recorded 85 and reversed instead, by the store when
+            // the write begins: recorded OK, it would be answered to a Vipps that has given up. (A
+            // stall in its own COMMIT's sync, after that check, is not covered.)
             return await finish(id, recorded, reversal: reversal, attemptId: request.attemptId, undo: undo,
                                 answerBy: receivedAt + configuration.answerWithin)
         case .timedOut, .failed:
@@ -446,7 +447,6 @@ public final class MakePaymentPipeline: Sendable {
         let registration: PaymentRegistration
     }
 
-    /// The reversal that undoes one attempt of a registered payment.
     private func internalError(_ id: String, step: String, _ error: (any Error)?) -> MakePaymentResult {
         logger.error("internal error", metadata: ["pspTransactionId": "\(id)", "step": "\(step)", "error": "\(error.map { "\($0)" } ?? "-")"])
         return MakePaymentResult(httpStatus: 500, response: .fail(id, .internalError))

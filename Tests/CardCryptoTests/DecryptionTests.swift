@@ -38,10 +38,11 @@ import Testing
         #expect(key.bits == 2048)
     }
 
-    /// A passphrase file wins over the environment. (That the environment's secrets are taken out
-    /// of it, zeroed and unset, is checked on a worker process, `EnvironmentSecretTests`: setenv
-    /// here would race the tests that spawn processes, all of which share this process.)
-    @Test func aPassphraseFileWinsOverTheEnvironment() throws {
+    /// A passphrase file's first line is the passphrase. (That it wins over the environment's, and
+    /// that the environment's secrets are taken out of it, zeroed and unset, is checked on a worker
+    /// process, `EnvironmentSecretTests`: setenv here would race the tests that spawn processes,
+    /// all of which share this process.)
+    @Test func aPassphraseFileGivesItsFirstLine() throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("pass-\(UUID().uuidString)").path
         try "from-the-file\n".write(toFile: file, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: file) }

@@ -17,10 +17,11 @@ final class WorkerProcess: @unchecked Sendable {
         Bundle.module.bundleURL.deletingLastPathComponent().appendingPathComponent("psp-worker")
     }
 
-    init(store: String, latencyMs: Int, workers: Int = 8, arguments: [String] = [], environment extra: [String: String] = [:]) throws {
+    init(store: String, latencyMs: Int, workers: Int = 8, privateKey: String = "psp-private-key", arguments: [String] = [],
+         environment extra: [String: String] = [:]) throws {
         process.executableURL = Self.binary
         process.arguments = ["serve", "--port", "0", "--store", "sqlite:" + store, "--workers", String(workers),
-                             "--simulator-latency-ms", String(latencyMs), "--private-key", TestKeys.path("psp-private-key")] + arguments
+                             "--simulator-latency-ms", String(latencyMs), "--private-key", TestKeys.path(privateKey)] + arguments
         var environment = ProcessInfo.processInfo.environment
         environment["PSP_ADMIN_TOKEN"] = LiveWorker.adminToken
         environment.merge(extra) { $1 }
@@ -54,10 +55,11 @@ final class WorkerProcess: @unchecked Sendable {
 
     /// Starts a worker from a thread of its own: the start blocks on the worker's log for up to
     /// 30 s, which on the test pool (one thread per core) would stall every async test meanwhile.
-    static func start(store: String, latencyMs: Int, workers: Int = 8, arguments: [String] = [],
+    static func start(store: String, latencyMs: Int, workers: Int = 8, privateKey: String = "psp-private-key", arguments: [String] = [],
                       environment: [String: String] = [:]) async throws -> WorkerProcess {
         try await RawHTTP.offThePool {
-            try WorkerProcess(store: store, latencyMs: latencyMs, workers: workers, arguments: arguments, environment: environment)
+            try WorkerProcess(store: store, latencyMs: latencyMs, workers: workers, privateKey: privateKey, arguments: arguments,
+                              environment: environment)
         }
     }
 
@@ -252,25 +254,24 @@ struct ScratchStore {
 @Suite struct EnvironmentSecretTests {
     /// The admin token and a key passphrase given in the environment are taken out of it once
     /// read: zeroed where the kernel shows the process's environment (/proc/PID/environ, which a
-    /// core dump holds too) and unset, so no child inherits them; with a passphrase file given, the
-    /// environment's passphrase is taken out all the same. (A worker process of its own: setenv in
-    /// the test process would race the tests that spawn processes.)
+    /// core dump holds too) and unset, so no child inherits them. The key is the encrypted one:
+    /// the worker starts only with the right passphrase, from the environment or, given, from the
+    /// file, which wins over a wrong one in the environment (taken out all the same). (A worker
+    /// process of its own: setenv in the test process would race the tests that spawn processes.)
     @Test(arguments: [false, true]) func secretsAreTakenOutOfTheEnvironment(passphraseFile: Bool) async throws {
         let scratch = try ScratchStore("environ")
         defer { scratch.remove() }
-        let passphrase = "passphrase-\(UUID().uuidString)"
-        var arguments: [String] = []
-        if passphraseFile {
-            let file = scratch.directory.appendingPathComponent("passphrase").path
-            try "from-the-file\n".write(toFile: file, atomically: true, encoding: .utf8)
-            arguments = ["--passphrase-file", file]
-        }
-        let worker = try await WorkerProcess.start(store: scratch.path, latencyMs: 0, arguments: arguments, environment: ["PSP_KEY_PASSPHRASE": passphrase])
+        let file = try #require(Bundle.module.url(forResource: "passphrase", withExtension: "txt", subdirectory: "Fixtures")).path
+        let right = try String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .newlines)
+        let inEnvironment = passphraseFile ? "wrong-\(UUID().uuidString)" : right
+        let worker = try await WorkerProcess.start(store: scratch.path, latencyMs: 0, privateKey: "psp-private-key-encrypted",
+                                                   arguments: passphraseFile ? ["--passphrase-file", file] : [],
+                                                   environment: ["PSP_KEY_PASSPHRASE": inEnvironment])
         defer { worker.kill(SIGTERM) }
         let environ = try Data(contentsOf: URL(fileURLWithPath: "/proc/\(worker.process.processIdentifier)/environ"))
         #expect(environ.range(of: Data("PATH=".utf8)) != nil, "the environment is readable (the test can fail)")
         #expect(environ.range(of: Data(LiveWorker.adminToken.utf8)) == nil, "the admin token is zeroed")
-        #expect(environ.range(of: Data(passphrase.utf8)) == nil, "the passphrase is zeroed")
+        #expect(environ.range(of: Data(inEnvironment.utf8)) == nil, "the passphrase is zeroed")
         #expect(try await worker.register("env-1") == 201, "the worker runs with the token it took")
     }
 }

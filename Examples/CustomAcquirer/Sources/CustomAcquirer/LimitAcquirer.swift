@@ -14,6 +14,8 @@ public final class LimitAcquirer: AcquirerAdapter, AuthorizationCounting {
     public init(limit: Int = 1_000_000) { self.limit = limit }
 
     public func authorize(_ request: AuthorizationRequest) async throws -> AcquirerAnswer {
+        // As late as possible before sending (in process, the call is the send).
+        if AuthorizationDeadline.passed { throw AuthorizationDeadline.notSent }
         seen.withLock { $0[request.pspTransactionId, default: (0, 0)].authorizations += 1 }
         if request.amount > limit {
             return AcquirerAnswer(responseCode: "61", message: "over limit", acquirerReference: request.attemptReference)
