@@ -22,6 +22,7 @@ let package = Package(
             .product(name: "MakePayment", package: project),
             .product(name: "Acquiring", package: project),
             .product(name: "Processing", package: project),
+            .product(name: "PaymentStoreConformance", package: project),
             .product(name: "SQLitePaymentStore", package: project),
             .product(name: "_CryptoExtras", package: "swift-crypto"),
         ]),

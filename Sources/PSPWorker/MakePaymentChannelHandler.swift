@@ -160,14 +160,13 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
                     }
                     context.writeAndFlush(wrapOutboundOut(.head(HTTPResponse(status: .continue))), promise: nil)
                 }
-                let connection = head.headerFields[.connection]?.lowercased()
                 requestsRead += 1
                 bodyTimerArmed = false
                 state = .collecting(body: context.channel.allocator.buffer(capacity: 0), authorization: head.headerFields[.authorization],
-                                    closeAfter: connection?.contains("close") ?? false, tooLarge: false)
+                                    closeAfter: Self.asksToClose(head), tooLarge: false)
             } else {
                 state = .handedOn(reading: true, answered: false)
-                handedOnCloses = head.headerFields[.connection]?.lowercased().contains("close") ?? false
+                handedOnCloses = Self.asksToClose(head)
                 context.fireChannelRead(wrapInboundOut(part))
             }
         case (.collecting(var body, let authorization, let closeAfter, var tooLarge), .body(var chunk)):
@@ -384,6 +383,12 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
             }
         }
         context.fireUserInboundEventTriggered(event)
+    }
+
+    /// Whether the request asks that its connection close after the answer (`Connection: close`,
+    /// in any case; HTTP/1.0 without keep-alive is marked so by `HTTP10RequestMarker`).
+    static func asksToClose(_ head: HTTPRequest) -> Bool {
+        head.headerFields[.connection]?.lowercased().contains("close") ?? false
     }
 
     /// The path of a request target, without its query.

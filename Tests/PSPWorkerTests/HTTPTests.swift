@@ -361,12 +361,7 @@ extension TestResponse {
             #expect(try await client.register("hc1").status == .created)
             let port = try #require(client.port)
             let requests = RawHTTP.makePayment("hc1") + "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
-            let answers = try await RawHTTP.offThePool {
-                let connection = try RawHTTP.Connection(port: port)
-                try connection.send(requests)
-                connection.shutdownWrite()
-                return try connection.read(answers: 2, readToEnd: true)
-            }
+            let answers = try await RawHTTP.exchange(port: port, requests, answers: 2, readToEnd: true, halfClose: true)
             #expect(answers.map(\.status) == [200, 200])
             #expect(answers.first?.body == #"{"paymentInfo":{"pspTransactionId":"hc1","status":"OK"}}"#)
         }
@@ -452,10 +447,14 @@ enum RawHTTP {
             + "Content-Length: \(body.utf8.count)\r\n\r\n" + body
     }
 
-    static func exchange(port: Int, _ requests: String, answers count: Int, readToEnd: Bool = false) async throws -> [Answer] {
+    /// Sends `requests` on a new connection (then, with `halfClose`, closes its sending side) and
+    /// reads `count` answers, or, with `readToEnd`, until the server closes.
+    static func exchange(port: Int, _ requests: String, answers count: Int, readToEnd: Bool = false,
+                         halfClose: Bool = false) async throws -> [Answer] {
         try await offThePool {
             let connection = try Connection(port: port)
             try connection.send(requests)
+            if halfClose { connection.shutdownWrite() }
             return try connection.read(answers: count, readToEnd: readToEnd)
         }
     }

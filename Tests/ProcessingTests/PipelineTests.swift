@@ -682,7 +682,7 @@ final class NotOnFileYet: AcquirerAdapter {
 
 /// A store whose attempt commits stall (a slow fsync, a write lock held by another process), or
 /// that cannot record outcomes (a full disk).
-final class FaultyStore: PaymentStore {
+final class FaultyStore: ForwardingPaymentStore {
     let base: any PaymentStore
     let stall: Duration
     /// How long each outcome's write waits before it reaches the store (a lock held elsewhere).
@@ -702,10 +702,6 @@ final class FaultyStore: PaymentStore {
         try await Task.sleep(for: stall)
         return result
     }
-    func register(_ registration: PaymentRegistration, now: Int64) async throws -> RegisterResult { try await base.register(registration, now: now) }
-    func payment(_ pspTransactionId: String) async throws -> PaymentRecord? { try await base.payment(pspTransactionId) }
-    func paymentForMakePayment(_ pspTransactionId: String) async throws -> PaymentRecord? { try await base.paymentForMakePayment(pspTransactionId) }
-    func cancel(_ pspTransactionId: String, now: Int64) async throws -> CancelResult { try await base.cancel(pspTransactionId, now: now) }
     func recordOutcome(_ pspTransactionId: String, outcome: PaymentOutcome, reversal: ReversalRequest?,
                        attemptId: String?, now: Int64, answerBy: ContinuousClock.Instant?) async throws -> PaymentOutcome? {
         if outcomesFail { throw OutcomeNotRecorded() }
@@ -715,15 +711,4 @@ final class FaultyStore: PaymentStore {
         if standing == nil, attemptId == nil, let afterRefusal { try await afterRefusal(base) }
         return standing
     }
-    func attemptsStarted(before startedBefore: Int64, limit: Int) async throws -> [PaymentRecord] {
-        try await base.attemptsStarted(before: startedBefore, limit: limit)
-    }
-    func dueReversals(now: Int64, limit: Int) async throws -> [ReversalRecord] { try await base.dueReversals(now: now, limit: limit) }
-    func claimReversal(_ reversalId: String, now: Int64, until: Int64) async throws -> ReversalRecord? {
-        try await base.claimReversal(reversalId, now: now, until: until)
-    }
-    func recordReversalTry(_ reversalId: String, state: ReversalState, nextTryAt: Int64, now: Int64) async throws {
-        try await base.recordReversalTry(reversalId, state: state, nextTryAt: nextTryAt, now: now)
-    }
-    func reversals(for pspTransactionId: String) async throws -> [ReversalRecord] { try await base.reversals(for: pspTransactionId) }
 }

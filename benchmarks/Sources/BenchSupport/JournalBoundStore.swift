@@ -1,5 +1,6 @@
 import Acquiring
 import Foundation
+import PaymentStoreConformance
 import Processing
 #if canImport(Glibc)
 import Glibc
@@ -14,7 +15,7 @@ import Glibc
 /// transition and no second process. It answers one question: how much of the ceiling durable
 /// writes cost when they are appends rather than SQLite UPDATEs, that is, what a store built
 /// as a journal could reach on this machine.
-final class JournalBoundStore: WritesReplacedStore, @unchecked Sendable {
+final class JournalBoundStore: ForwardingPaymentStore, @unchecked Sendable {
     // @unchecked: the buffer, the waiters and `closed` are behind `condition`; `fd` and `offset`
     // belong to the journal's thread.
     let base: any PaymentStore
