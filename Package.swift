@@ -40,11 +40,37 @@ let package = Package(
             pkgConfig: "openssl",
             providers: [.apt(["libssl-dev"]), .brew(["openssl@3"])]
         ),
-        // The machine's SQLite 3, as a system library; nothing else.
-        .systemLibrary(
+        // SQLite 3.54.1, built from its amalgamation with the options below (Sources/CSQLite/README.md
+        // says where it comes from and why it is not the system's).
+        .target(
             name: "CSQLite",
-            pkgConfig: "sqlite3",
-            providers: [.apt(["libsqlite3-dev"]), .brew(["sqlite"])]
+            exclude: ["README.md"],
+            cSettings: [
+                // Its symbols stay inside our binaries: an adapter that links another SQLite
+                // (the system's, say) gets its own, not ours.
+                .define("SQLITE_API", to: "__attribute__((visibility(\"hidden\")))"),
+                .define("SQLITE_THREADSAFE", to: "1"),
+                // SQLite's recommended options: no global mutex around every malloc to count
+                // bytes, no features nothing here uses.
+                .define("SQLITE_DEFAULT_MEMSTATUS", to: "0"),
+                .define("SQLITE_DQS", to: "0"),
+                .define("SQLITE_LIKE_DOESNT_MATCH_BLOBS"),
+                .define("SQLITE_MAX_EXPR_DEPTH", to: "0"),
+                .define("SQLITE_OMIT_DEPRECATED"),
+                .define("SQLITE_OMIT_LOAD_EXTENSION"),
+                .define("SQLITE_OMIT_PROGRESS_CALLBACK"),
+                .define("SQLITE_OMIT_SHARED_CACHE"),
+                .define("SQLITE_USE_ALLOCA"),
+                // What a configure script would find on Linux (and macOS): fdatasync for the
+                // WAL's syncs (without it, fsync), the reentrant time functions, fallocate.
+                .define("HAVE_FDATASYNC", to: "1", .when(platforms: [.linux])),
+                .define("HAVE_GMTIME_R", to: "1"),
+                .define("HAVE_LOCALTIME_R", to: "1"),
+                .define("HAVE_ISNAN", to: "1"),
+                .define("HAVE_POSIX_FALLOCATE", to: "1", .when(platforms: [.linux])),
+                .define("HAVE_USLEEP", to: "1"),
+            ],
+            linkerSettings: [.linkedLibrary("m")]
         ),
         // The only C we write: opaque handles, size_t lengths, 0/1 results.
         .target(name: "CCardCryptoShim", dependencies: ["COpenSSL"]),

@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian/Ubuntu machine with Swift 6.2+ lacks to build and test psp-worker:
-# OpenSSL 3 and SQLite 3 headers (the system libraries we link), pkg-config, the openssl command
-# (tests make throw-away keys with it) and curl.
+# OpenSSL 3's headers (the system library we link), pkg-config, the openssl command (tests make
+# throw-away keys with it) and curl. SQLite is built from Sources/CSQLite, not taken from the system.
 set -euo pipefail
 missing=()
 pkg-config --version >/dev/null 2>&1 || missing+=(pkg-config)
 pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
-pkg-config --exists sqlite3 2>/dev/null || missing+=(libsqlite3-dev)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -16,4 +15,4 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO apt-get update
     $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
 fi
-echo "setup: OpenSSL $(pkg-config --modversion openssl), SQLite $(pkg-config --modversion sqlite3)"
+echo "setup: OpenSSL $(pkg-config --modversion openssl)"

@@ -20,9 +20,12 @@ import Darwin
 /// the WAL. The second checkpoint can then leave a wrong backfill count, and a later one skips
 /// committed frames. This store makes that sequence routine: its checkpointer checkpoints every
 /// 250 ms on a connection of its own, while the writer completes checkpoints and restarts the WAL
-/// under load. The system SQLite the project links (Debian 12's) is 3.40.1. With no checkpoint
-/// running while a transaction is open, the race cannot begin. The cost is that a group waits
-/// while a checkpoint runs (it copies pages and syncs the database file, typically 1–3 ms).
+/// under load. With no checkpoint running while a transaction is open, the race cannot begin.
+/// The project now builds SQLite 3.54.1 itself (Sources/CSQLite), which has the fix; the gate
+/// stays as a second line, for an older SQLite that another process may bring to the store (the
+/// project linked Debian 12's 3.40.1 until then), and because it costs nothing measurable
+/// (benchmarks/HISTORY.md, fifteenth session). A group waits while a checkpoint runs (it copies
+/// pages and syncs the database file, typically 1–3 ms).
 /// Connections that do not go through a gate (the `sqlite3` shell, say) are not covered: with
 /// the store in use, only read from it.
 final class CheckpointGate: @unchecked Sendable {

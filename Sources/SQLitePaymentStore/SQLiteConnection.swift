@@ -15,13 +15,7 @@ final class SQLiteConnection: @unchecked Sendable {
     let handle: OpaquePointer
     private var statements: [String: OpaquePointer] = [:]
 
-    /// Process-wide settings, made once before the first connection opens (SQLite refuses them
-    /// after). False if SQLite was already initialized by someone else in the process: the
-    /// settings are only about speed, so that is no error.
-    private static let configured: Bool = csqlite_config_memstatus(0) == SQLITE_OK
-
     init(path: String, readOnly: Bool) throws {
-        _ = Self.configured
         var db: OpaquePointer?
         let flags = (readOnly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) | SQLITE_OPEN_NOMUTEX
         let rc = sqlite3_open_v2(path, &db, flags, nil)

@@ -174,7 +174,7 @@ final class GateHolder: @unchecked Sendable {
                     // Write 50 repeats the row inserted above: a primary-key violation.
                     let value = i == 50 ? -1 : i
                     do {
-                        try await writer.perform { db in try db.run("INSERT INTO t (x) VALUES (?)", [.integer(Int64(value))]) }
+                        _ = try await writer.perform { db in try db.run("INSERT INTO t (x) VALUES (?)", [.integer(Int64(value))]) }
                         return (i, true)
                     } catch {
                         return (i, false)

@@ -7,7 +7,7 @@
 // (--writes: where the pipeline's attempts and outcomes go; only sqlite is the worker, the others
 // are bounds: `WritesSkippedStore`, `JournalBoundStore`.)
 // Prints one line: made, CPU µs per payment (all threads), of which the store's writer thread,
-// and the share of the two cores busy during the run.
+// the share of the two cores busy during the run, payments/s, and the writes per group commit.
 import BenchSupport
 import Foundation
 
@@ -28,14 +28,17 @@ while let argument = arguments.next() {
 }
 
 let rig = try await PipelineRig(payments: payments, writes: writes)
-let cpuBefore = processCPUSeconds(), writerBefore = rig.writerCPUSeconds
+let cpuBefore = processCPUSeconds(), writerBefore = rig.writerCPUSeconds, statsBefore = rig.store.writerStatistics
 let start = ContinuousClock.now
 let run = await rig.run(concurrency: inFlight)
 let elapsed = ContinuousClock.now - start
 let cpu = processCPUSeconds() - cpuBefore, writer = rig.writerCPUSeconds - writerBefore
+let stats = rig.store.writerStatistics
+let commits = stats.commits - statsBefore.commits, writesCommitted = stats.writes - statsBefore.writes
 await rig.close()
 let wall = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
 let cores = Double(ProcessInfo.processInfo.activeProcessorCount)
-print(String(format: "made %d cpu_us %.1f writer_us %.1f busy %.3f per_s %.0f", run.made,
-             cpu / Double(max(run.made, 1)) * 1e6, writer / Double(max(run.made, 1)) * 1e6, cpu / (wall * cores), run.perSecond))
+print(String(format: "made %d cpu_us %.1f writer_us %.1f busy %.3f per_s %.0f writes_per_commit %.1f", run.made,
+             cpu / Double(max(run.made, 1)) * 1e6, writer / Double(max(run.made, 1)) * 1e6, cpu / (wall * cores), run.perSecond,
+             Double(writesCommitted) / Double(max(commits, 1))))
 exit(run.made == payments && run.failures == 0 ? 0 : 1)
