@@ -20,10 +20,9 @@ import Synchronization
 /// it, so a write that comes just before another payment's answer may still wait out the window.)
 final class SQLiteWriter: @unchecked Sendable {
     // @unchecked: `connection` is touched only by the writer's own thread; the rest is behind `condition`.
-    struct Item {
-        let run: (SQLiteConnection) throws -> Void
-        let finish: (SQLiteError?) -> Void
-    }
+    /// One caller's write as the group sees it (`Write`): a class, so that a write costs one
+    /// allocation here besides the caller's closure, and the group holds it by reference.
+    typealias Item = any GroupWrite
 
     typealias Statistics = SQLitePaymentStore.WriterStatistics
 
@@ -140,20 +139,11 @@ final class SQLiteWriter: @unchecked Sendable {
 
     /// Runs `body` on the writer's thread and returns its result once the COMMIT made it durable.
     func perform<T: Sendable>(_ body: @escaping (SQLiteConnection) throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
-            var result: T?
-            var failure: (any Error)?
-            let item = Item(
-                run: { connection in
-                    // Run again alone after its group was rolled back, it starts afresh.
-                    failure = nil
-                    do { result = try body(connection) } catch { failure = error; throw error }
-                },
-                finish: { batchError in
-                    if let failure { continuation.resume(throwing: failure) }
-                    else if let batchError { continuation.resume(throwing: batchError) }
-                    else { continuation.resume(returning: result!) }
-                })
+        let write = Write(body)
+        // Unsafe rather than checked (which allocates a guard object per call): `runGroup` answers
+        // each write it took exactly once, and a write it never takes is answered here.
+        return try await withUnsafeThrowingContinuation { continuation in
+            write.continuation = continuation
             let now = monotonicNanoseconds()
             condition.lock()
             guard !closed else {
@@ -162,7 +152,7 @@ final class SQLiteWriter: @unchecked Sendable {
                 return
             }
             if pending.isEmpty { pendingSince = now }
-            pending.append(item)
+            pending.append(write)
             arrivalInterval = arrivalInterval * 0.875 + Double(min(now &- lastArrival, 100_000_000)) * 0.125
             lastArrival = now
             // A gathering writer wakes at its deadline; waking it on every write would cost a switch each.
@@ -312,6 +302,42 @@ final class SQLiteWriter: @unchecked Sendable {
         condition.signal()
         condition.unlock()
         if wasOpen { stopped.wait() }
+    }
+}
+
+/// A write in a group: run it inside the group's transaction, then answer its caller once.
+protocol GroupWrite: AnyObject {
+    func run(_ connection: SQLiteConnection) throws
+    /// Answers the caller: the write's own failure if it failed, else the group's if the group
+    /// failed, else the write's result.
+    func finish(_ groupError: SQLiteError?)
+}
+
+/// `SQLiteWriter.perform`'s write: its body, then its result and its caller's continuation.
+private final class Write<T: Sendable>: GroupWrite, @unchecked Sendable {
+    // @unchecked: the caller sets `continuation` before it hands the write to the writer (under the
+    // writer's lock), and from then on only the writer's thread touches the write.
+    private let body: (SQLiteConnection) throws -> T
+    var continuation: UnsafeContinuation<T, any Error>?
+    private var result: Result<T, any Error>?
+
+    init(_ body: @escaping (SQLiteConnection) throws -> T) { self.body = body }
+
+    func run(_ connection: SQLiteConnection) throws {
+        // Run again alone after its group was rolled back, it starts afresh.
+        result = nil
+        do { result = .success(try body(connection)) } catch { result = .failure(error); throw error }
+    }
+
+    func finish(_ groupError: SQLiteError?) {
+        guard let continuation else { preconditionFailure("a write finished before its caller waited") }
+        self.continuation = nil
+        switch (result, groupError) {
+        case (.failure(let failure)?, _): continuation.resume(throwing: failure)
+        case (_, let groupError?): continuation.resume(throwing: groupError)
+        case (.success(let value)?, nil): continuation.resume(returning: value)
+        case (nil, nil): continuation.resume(throwing: SQLiteError(code: -1, message: "the write was not run"))
+        }
     }
 }
 
