@@ -22,8 +22,8 @@ import Darwin
 /// 250 ms on a connection of its own, while the writer completes checkpoints and restarts the WAL
 /// under load. With no checkpoint running while a transaction is open, the race cannot begin.
 /// The project now builds SQLite 3.54.1 itself (Sources/CSQLite), which has the fix; the gate
-/// stays as a second line, for an older SQLite that another process may bring to the store (the
-/// project linked Debian 12's 3.40.1 until then), and because it costs nothing measurable
+/// stays as a second line, for older psp-worker builds on the same store (they linked Debian 12's
+/// 3.40.1, and take the gate too), and because it costs nothing measurable
 /// (benchmarks/HISTORY.md, fifteenth session). A group waits while a checkpoint runs (it copies
 /// pages and syncs the database file, typically 1–3 ms).
 /// Connections that do not go through a gate (the `sqlite3` shell, say) are not covered: with

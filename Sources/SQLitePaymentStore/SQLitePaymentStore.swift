@@ -52,9 +52,10 @@ public final class SQLitePaymentStore: PaymentStore {
         // restarts (4 KiB pages plus a 24-byte frame header each).
         try write.execute("PRAGMA journal_size_limit=\(max(walRestartFrames, 1) * 4 * 4120)")
         try write.execute("PRAGMA foreign_keys=ON")
-        // Debian builds SQLite to zero every byte a delete or a growing row frees. Nothing here
-        // needs it: no clear PAN or token is ever stored (masked PANs, SHA-256 of tokens), and a
-        // row's old bytes hold what its new ones do.
+        // Not zeroing every byte a delete or a growing row frees (our build's default; Debian's
+        // SQLite, which the store used before, zeroes them): nothing here needs it, since no clear
+        // PAN or token is ever stored (masked PANs, SHA-256 of tokens), and a row's old bytes hold
+        // what its new ones do.
         try write.execute("PRAGMA secure_delete=OFF")
         // 64 MiB of pages for the writer (SQLite's default is 2 MiB): every payment's two updates
         // land on a random leaf of a table that keeps growing, and a page not in the cache is a
@@ -201,32 +202,41 @@ public final class SQLitePaymentStore: PaymentStore {
     /// Gives a store made with the `IN` lists the checks as comparisons. Both accept the same rows
     /// and leave the stored bytes as they are, so only the schema's text changes, the way SQLite
     /// documents for such changes (https://sqlite.org/lang_altertable.html#otheralter: the new text
-    /// through `writable_schema`, the schema version one up, then a check of the file), in one
-    /// transaction: another process opening the store meanwhile waits, then finds it done.
-    static func rewriteStateChecks(_ db: SQLiteConnection) throws {
-        try db.execute("BEGIN IMMEDIATE")
-        do {
-            var rewritten: [(name: String, sql: String)] = []
+    /// through `writable_schema`, the schema version one up, then the schema read again), in one
+    /// transaction: a crash leaves the old text, and another process opening the store meanwhile
+    /// waits, then finds it done. A store that needs nothing (every open but the first) is only
+    /// read: no write lock is taken.
+    static func rewriteStateChecks(_ db: SQLiteConnection,
+                                   rewrites: [(String, String)] = stateCheckRewrites) throws {
+        func tablesToRewrite() throws -> [(name: String, sql: String)] {
+            var tables: [(name: String, sql: String)] = []
             try db.run("SELECT name, sql FROM sqlite_schema WHERE type = 'table' AND name IN ('payments', 'reversals')") { row in
                 let old = row.text(1)
-                let new = stateCheckRewrites.reduce(old) { $0.replacing($1.0, with: $1.1) }
-                if new != old { rewritten.append((row.text(0), new)) }
+                let new = rewrites.reduce(old) { $0.replacing($1.0, with: $1.1) }
+                if new != old { tables.append((row.text(0), new)) }
             }
-            if !rewritten.isEmpty {
+            return tables
+        }
+        guard try !tablesToRewrite().isEmpty else { return }
+        try db.execute("BEGIN IMMEDIATE")
+        do {
+            // Again inside the transaction: another process may have done it meanwhile.
+            let tables = try tablesToRewrite()
+            if !tables.isEmpty {
                 var version: Int64 = 0
                 try db.run("PRAGMA schema_version") { version = $0.int(0) }
                 try db.execute("PRAGMA writable_schema = ON")
                 defer { try? db.execute("PRAGMA writable_schema = OFF") }
-                for table in rewritten {
+                for table in tables {
                     try db.run("UPDATE sqlite_schema SET sql = ? WHERE type = 'table' AND name = ?", [.text(table.sql), .text(table.name)])
                 }
                 try db.execute("PRAGMA schema_version = \(version + 1)")
                 try db.execute("PRAGMA writable_schema = OFF")
-                var problems: [String] = []
-                try db.run("PRAGMA quick_check") { problems.append($0.text(0)) }
-                guard problems == ["ok"] else {
-                    throw SQLiteError(code: SQLITE_CORRUPT, message: "the store's check after its schema rewrite failed: \(problems.prefix(3))")
-                }
+                // The new version makes SQLite parse the whole schema again before this statement: a
+                // text it cannot parse fails here, and the transaction is rolled back. (No scan of
+                // the rows: the new checks accept what the old ones did, and a scan would hold the
+                // write lock, and every other process's commits, for as long as the file takes to read.)
+                try db.run("SELECT 1 FROM payments, reversals LIMIT 0")
             }
             try db.execute("COMMIT")
         } catch {

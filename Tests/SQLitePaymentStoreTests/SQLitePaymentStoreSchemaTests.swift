@@ -23,9 +23,69 @@ import Testing
         }
     }
 
-    /// The schema as stores made before the seventeenth session have it (`IN` lists in the checks).
-    static var olderSchema: String {
-        SQLitePaymentStore.stateCheckRewrites.reduce(SQLitePaymentStore.schema) { $0.replacing($1.1, with: $1.0) }
+    /// The schema as every store made before the seventeenth session has it, to the letter (the
+    /// migration of commit 5ce7241 and all before it: `IN` lists in the checks).
+    static let olderSchema = """
+            CREATE TABLE IF NOT EXISTS payments (
+                psp_transaction_id TEXT PRIMARY KEY,
+                merchant_serial_number TEXT NOT NULL,
+                merchant_order_id TEXT NOT NULL,
+                amount INTEGER NOT NULL CHECK (amount >= 1),
+                currency TEXT NOT NULL,
+                token_hash BLOB NOT NULL,
+                payment_text TEXT NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('pending', 'processing', 'completed', 'cancelled')),
+                created_at INTEGER NOT NULL,
+                updated_at INTEGER NOT NULL,
+                completed_at INTEGER,
+                outcome_status TEXT,
+                outcome_error_id INTEGER,
+                outcome_error_text TEXT,
+                masked_pan TEXT,
+                acquirer_response_code TEXT,
+                authorization_code TEXT,
+                acquirer_reference TEXT,
+                authorizations_sent INTEGER NOT NULL DEFAULT 0,
+                -- The one attempt a payment can have (pending -> processing happens at most once).
+                attempt_id TEXT,
+                attempt_reference TEXT,
+                attempt_instance_id TEXT,
+                attempt_started_at INTEGER
+            ) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS reversals (
+                reversal_id TEXT PRIMARY KEY,
+                psp_transaction_id TEXT NOT NULL REFERENCES payments(psp_transaction_id),
+                attempt_id TEXT NOT NULL,
+                attempt_reference TEXT NOT NULL,
+                amount INTEGER NOT NULL,
+                currency TEXT NOT NULL,
+                merchant_serial_number TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('pending', 'acknowledged', 'failed')),
+                tries INTEGER NOT NULL DEFAULT 0,
+                next_try_at INTEGER NOT NULL,
+                created_at INTEGER NOT NULL,
+                updated_at INTEGER NOT NULL
+            ) WITHOUT ROWID;
+            CREATE INDEX IF NOT EXISTS reversals_due ON reversals(state, next_try_at);
+            CREATE INDEX IF NOT EXISTS reversals_payment ON reversals(psp_transaction_id);
+            -- The payments in flight, oldest attempt first: what the orphan sweep reads.
+            CREATE INDEX IF NOT EXISTS payments_processing ON payments(attempt_started_at) WHERE state = 'processing';
+            """
+
+    /// A file made with `olderSchema`, with one pending payment in it, as an older worker left it.
+    static func olderStore(_ database: TemporaryDatabase) throws {
+        let old = try SQLiteConnection(path: database.path, readOnly: false)
+        try old.execute("PRAGMA journal_mode=WAL")
+        try old.execute(olderSchema)
+        try old.execute("""
+            INSERT INTO payments (psp_transaction_id, merchant_serial_number, merchant_order_id, amount, currency,
+                token_hash, payment_text, state, created_at, updated_at)
+            VALUES ('p-old', '123456', 'o-1', 100, 'NOK', x'00', 'text', 'pending', 1, 1)
+            """)
+        // What the rewrite is for: with the older checks, every state write builds a throw-away table.
+        #expect(try statementsBuildingThrowAwayTables(old) == writes)
+        #expect(try tableSQL(old).allSatisfy { $0.contains("state IN (") })
     }
 
     static func tableSQL(_ db: SQLiteConnection) throws -> [String] {
@@ -43,19 +103,7 @@ import Testing
 
     @Test func aStoreWithTheOlderChecksGetsTheNewOnesAndKeepsItsRows() async throws {
         let database = TemporaryDatabase()
-        do {
-            let old = try SQLiteConnection(path: database.path, readOnly: false)
-            try old.execute("PRAGMA journal_mode=WAL")
-            try old.execute(Self.olderSchema)
-            try old.execute("""
-                INSERT INTO payments (psp_transaction_id, merchant_serial_number, merchant_order_id, amount, currency,
-                    token_hash, payment_text, state, created_at, updated_at)
-                VALUES ('p-old', '123456', 'o-1', 100, 'NOK', x'00', 'text', 'pending', 1, 1)
-                """)
-            // What the rewrite is for: with the older checks, the state writes build a throw-away table.
-            #expect(try Self.statementsBuildingThrowAwayTables(old) == Self.writes)
-            #expect(try Self.tableSQL(old).allSatisfy { $0.contains("state IN (") })
-        }
+        try Self.olderStore(database)
 
         let store = try database.open()
         let db = try SQLiteConnection(path: database.path, readOnly: false)
@@ -94,5 +142,36 @@ import Testing
         _ = try database.open()
         try db.run("PRAGMA schema_version") { again = $0.int(0) }
         #expect(version == again)
+    }
+
+    /// A rewrite that fails (here: a text SQLite cannot parse) is rolled back whole: the older
+    /// checks stay, with the rows, and the store opens as it did.
+    @Test func aRewriteThatFailsLeavesTheStoreAsItWas() async throws {
+        let database = TemporaryDatabase()
+        try Self.olderStore(database)
+        let db = try SQLiteConnection(path: database.path, readOnly: false)
+        let before = try Self.tableSQL(db)
+        let broken = [("CHECK (state IN ('pending', 'processing', 'completed', 'cancelled'))", "CHECK (state = )")]
+        #expect(throws: SQLiteError.self) { try SQLitePaymentStore.rewriteStateChecks(db, rewrites: broken) }
+        #expect(try Self.tableSQL(db) == before)
+        var check: [String] = []
+        try db.run("PRAGMA integrity_check") { check.append($0.text(0)) }
+        #expect(check == ["ok"])
+        let store = try database.open()
+        #expect(try await store.payment("p-old")?.state == .pending)
+        #expect(try Self.tableSQL(db).allSatisfy { !$0.contains("state IN (") })
+    }
+
+    /// Opening a store that needs no rewrite takes no write lock: a store opens while another
+    /// connection holds one (before, the rewrite's BEGIN IMMEDIATE waited 5 s, then failed).
+    @Test func openingAStoreThatNeedsNoRewriteTakesNoWriteLock() async throws {
+        let database = TemporaryDatabase()
+        _ = try database.open()
+        database.closeAll()
+        let holder = try SQLiteConnection(path: database.path, readOnly: false)
+        try holder.execute("BEGIN IMMEDIATE")
+        defer { try? holder.execute("ROLLBACK") }
+        let store = try database.open()
+        #expect(try await store.payment("p-none") == nil)
     }
 }
