@@ -17,8 +17,16 @@ final class WorkerProcess: @unchecked Sendable {
         Bundle.module.bundleURL.deletingLastPathComponent().appendingPathComponent("psp-worker")
     }
 
+    /// The client's connections to the worker. As many as the test makes calls at once, or
+    /// fewer to send them in waves (URLSession's default is 6): a call beyond them waits for one,
+    /// behind calls that may be held seconds by a slow acquirer.
+    let session: URLSession
+
     init(store: String, latencyMs: Int, workers: Int = 8, privateKey: String = "psp-private-key", arguments: [String] = [],
-         environment extra: [String: String] = [:]) throws {
+         environment extra: [String: String] = [:], connections: Int = 6) throws {
+        let configuration = URLSessionConfiguration.default
+        configuration.httpMaximumConnectionsPerHost = connections
+        session = URLSession(configuration: configuration)
         process.executableURL = Self.binary
         process.arguments = ["serve", "--port", "0", "--store", "sqlite:" + store, "--workers", String(workers),
                              "--simulator-latency-ms", String(latencyMs), "--private-key", TestKeys.path(privateKey)] + arguments
@@ -56,10 +64,10 @@ final class WorkerProcess: @unchecked Sendable {
     /// Starts a worker from a thread of its own: the start blocks on the worker's log for up to
     /// 30 s, which on the test pool (one thread per core) would stall every async test meanwhile.
     static func start(store: String, latencyMs: Int, workers: Int = 8, privateKey: String = "psp-private-key", arguments: [String] = [],
-                      environment: [String: String] = [:]) async throws -> WorkerProcess {
+                      environment: [String: String] = [:], connections: Int = 6) async throws -> WorkerProcess {
         try await RawHTTP.offThePool {
             try WorkerProcess(store: store, latencyMs: latencyMs, workers: workers, privateKey: privateKey, arguments: arguments,
-                              environment: environment)
+                              environment: environment, connections: connections)
         }
     }
 
@@ -76,7 +84,7 @@ final class WorkerProcess: @unchecked Sendable {
         request.timeoutInterval = 20
         if let body { request.httpBody = Data(body.utf8); request.setValue("application/json", forHTTPHeaderField: "Content-Type") }
         if let authorization { request.setValue(authorization, forHTTPHeaderField: "Authorization") }
-        let (data, response) = try await URLSession.shared.data(for: request)
+        let (data, response) = try await session.data(for: request)
         return ((response as! HTTPURLResponse).statusCode, String(decoding: data, as: UTF8.self))
     }
 
@@ -151,7 +159,7 @@ struct ScratchStore {
         }
         // Killed half an acquirer's latency after the first answers came (not at a fixed time from
         // the start, which a slow machine may not reach): the client's connections send the
-        // payments in waves, and the next wave is then waiting on the acquirer.
+        // payments in waves (6 connections for 40 payments), and the next wave is then waiting on the acquirer.
         try await waitUntil(within: .seconds(60)) { !answeredBeforeKill.bodies.withLock { $0.isEmpty } }
         try await Task.sleep(for: .milliseconds(500))
         first.kill(SIGKILL)
@@ -197,8 +205,10 @@ struct ScratchStore {
         let ids = (0..<16).map { "orphan-\($0)" }
         let cardData = TestKeys.cardData(code: "00")
 
-        // 1. A slow acquirer (2 s per answer), and SIGKILL while every payment waits on it.
-        let first = try await WorkerProcess.start(store: store, latencyMs: 2000)
+        // 1. A slow acquirer (6 s per answer, under the 10 s timeout: a payment seen `processing`
+        // stays so until the kill, even on a loaded machine), and SIGKILL while payments wait on it.
+        // (A connection for each payment and the looks at them, so that none waits behind another.)
+        let first = try await WorkerProcess.start(store: store, latencyMs: 6000, connections: 32)
         defer { first.kill(SIGKILL) }
         for id in ids { #expect(try await first.register(id) == 201) }
         let load = Task {
