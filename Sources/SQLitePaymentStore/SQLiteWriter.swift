@@ -308,15 +308,16 @@ final class SQLiteWriter: @unchecked Sendable {
 /// A write in a group: run it inside the group's transaction, then answer its caller once.
 protocol GroupWrite: AnyObject {
     func run(_ connection: SQLiteConnection) throws
-    /// Answers the caller: the write's own failure if it failed, else the group's if the group
-    /// failed, else the write's result.
+    /// Answers the caller: the group's failure if the group failed (then nothing the write did
+    /// stands, and a failure of its own may be from an earlier run), else the write's own result.
     func finish(_ groupError: SQLiteError?)
 }
 
 /// `SQLiteWriter.perform`'s write: its body, then its result and its caller's continuation.
 private final class Write<T: Sendable>: GroupWrite, @unchecked Sendable {
-    // @unchecked: the caller sets `continuation` before it hands the write to the writer (under the
-    // writer's lock), and from then on only the writer's thread touches the write.
+    // @unchecked: the caller sets `continuation`, then hands the write over under the writer's lock
+    // (whose unlock and the writer's lock order the two); from then on only the writer's thread
+    // touches the write, `body` included (not @Sendable: the store's bodies capture values only).
     private let body: (SQLiteConnection) throws -> T
     var continuation: UnsafeContinuation<T, any Error>?
     private var result: Result<T, any Error>?
@@ -332,10 +333,10 @@ private final class Write<T: Sendable>: GroupWrite, @unchecked Sendable {
     func finish(_ groupError: SQLiteError?) {
         guard let continuation else { preconditionFailure("a write finished before its caller waited") }
         self.continuation = nil
-        switch (result, groupError) {
-        case (.failure(let failure)?, _): continuation.resume(throwing: failure)
-        case (_, let groupError?): continuation.resume(throwing: groupError)
-        case (.success(let value)?, nil): continuation.resume(returning: value)
+        switch (groupError, result) {
+        case (let groupError?, _): continuation.resume(throwing: groupError)
+        case (nil, .failure(let failure)?): continuation.resume(throwing: failure)
+        case (nil, .success(let value)?): continuation.resume(returning: value)
         case (nil, nil): continuation.resume(throwing: SQLiteError(code: -1, message: "the write was not run"))
         }
     }

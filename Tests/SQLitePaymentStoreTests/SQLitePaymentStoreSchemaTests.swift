@@ -120,17 +120,19 @@ import Testing
         #expect(try await store.beginAttempt("p-old", attempt: attempt, now: 2) == .begun)
         #expect(try await store.payment("p-old")?.state == .processing)
 
-        // The checks still refuse what they refused.
-        #expect(throws: SQLiteError.self) {
+        // The checks still refuse what they refused (SQLITE_CONSTRAINT, not any error).
+        let refusal = #expect(throws: SQLiteError.self) {
             try db.run("UPDATE payments SET state = 'settled' WHERE psp_transaction_id = 'p-old'")
         }
-        #expect(throws: SQLiteError.self) {
+        #expect(refusal?.code == 19 && refusal?.message.contains("CHECK constraint failed") == true)
+        let reversalRefusal = #expect(throws: SQLiteError.self) {
             try db.run("""
                 INSERT INTO reversals (reversal_id, psp_transaction_id, attempt_id, attempt_reference, amount, currency,
                     merchant_serial_number, reason, state, tries, next_try_at, created_at, updated_at)
                 VALUES ('r-1', 'p-old', 'a-1', '000001', 100, 'NOK', '123456', 'test', 'lost', 0, 1, 1, 1)
                 """)
         }
+        #expect(reversalRefusal?.code == 19 && reversalRefusal?.message.contains("CHECK constraint failed") == true)
         var check: [String] = []
         try db.run("PRAGMA integrity_check") { check.append($0.text(0)) }
         #expect(check == ["ok"])

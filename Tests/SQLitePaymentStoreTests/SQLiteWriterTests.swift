@@ -161,6 +161,16 @@ final class GateHolder: @unchecked Sendable {
         #expect(SQLiteWriter.commitFailureIsFatal(code) == fatal)
     }
 
+    /// A write that comes after the writer closed is answered at once with an error, never left waiting.
+    @Test func aWriteAfterCloseIsRefused() async throws {
+        let scratch = try ScratchTable()
+        defer { scratch.remove() }
+        let writer = SQLiteWriter(connection: try SQLiteConnection(path: scratch.path, readOnly: false), gate: try scratch.gate(), name: "test-writer")
+        try await writer.insert(1)
+        writer.close()
+        await #expect(throws: SQLiteError.self) { try await writer.insert(2) }
+    }
+
     @Test func aFailingWriteFailsAloneInItsGroup() async throws {
         let scratch = try ScratchTable()
         defer { scratch.remove() }
