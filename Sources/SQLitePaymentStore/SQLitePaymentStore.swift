@@ -277,7 +277,6 @@ public final class SQLitePaymentStore: PaymentStore {
         """
     static let cancelSQL = "UPDATE payments SET state = 'cancelled', updated_at = ? WHERE psp_transaction_id = ? AND state = 'pending'"
 
-
     public func register(_ r: PaymentRegistration, now: Int64) async throws -> RegisterResult {
         let result: RegisterResult = try await writer.perform { db in
             let changed = try db.run(Self.registerSQL, [.text(r.pspTransactionId), .text(r.merchantSerialNumber), .text(r.merchantOrderId),

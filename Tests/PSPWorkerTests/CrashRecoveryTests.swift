@@ -61,6 +61,8 @@ final class WorkerProcess: @unchecked Sendable {
 
     struct WorkerDidNotStart: Error { let log: String }
 
+    deinit { session.invalidateAndCancel() }
+
     /// Starts a worker from a thread of its own: the start blocks on the worker's log for up to
     /// 30 s, which on the test pool (one thread per core) would stall every async test meanwhile.
     static func start(store: String, latencyMs: Int, workers: Int = 8, privateKey: String = "psp-private-key", arguments: [String] = [],

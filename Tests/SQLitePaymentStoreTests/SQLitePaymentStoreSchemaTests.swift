@@ -1,6 +1,5 @@
 import Foundation
 import MakePayment
-import PaymentStoreConformance
 import Processing
 @testable import SQLitePaymentStore
 import Testing
@@ -88,6 +87,19 @@ import Testing
         #expect(try tableSQL(old).allSatisfy { $0.contains("state IN (") })
     }
 
+    /// What `PRAGMA integrity_check` says of the file: ["ok"] when all is well.
+    static func integrityCheck(_ db: SQLiteConnection) throws -> [String] {
+        var check: [String] = []
+        try db.run("PRAGMA integrity_check") { check.append($0.text(0)) }
+        return check
+    }
+
+    /// Expects `sql` to be refused by a CHECK constraint (SQLITE_CONSTRAINT), not by any other error.
+    static func expectRefusedByACheck(_ db: SQLiteConnection, _ sql: String) {
+        let refusal = #expect(throws: SQLiteError.self) { try db.run(sql) }
+        #expect(refusal?.code == 19 && refusal?.message.contains("CHECK constraint failed") == true, "\(String(describing: refusal))")
+    }
+
     static func tableSQL(_ db: SQLiteConnection) throws -> [String] {
         var sql: [String] = []
         try db.run("SELECT sql FROM sqlite_schema WHERE type = 'table' ORDER BY name") { sql.append($0.text(0)) }
@@ -120,22 +132,14 @@ import Testing
         #expect(try await store.beginAttempt("p-old", attempt: attempt, now: 2) == .begun)
         #expect(try await store.payment("p-old")?.state == .processing)
 
-        // The checks still refuse what they refused (SQLITE_CONSTRAINT, not any error).
-        let refusal = #expect(throws: SQLiteError.self) {
-            try db.run("UPDATE payments SET state = 'settled' WHERE psp_transaction_id = 'p-old'")
-        }
-        #expect(refusal?.code == 19 && refusal?.message.contains("CHECK constraint failed") == true)
-        let reversalRefusal = #expect(throws: SQLiteError.self) {
-            try db.run("""
-                INSERT INTO reversals (reversal_id, psp_transaction_id, attempt_id, attempt_reference, amount, currency,
-                    merchant_serial_number, reason, state, tries, next_try_at, created_at, updated_at)
-                VALUES ('r-1', 'p-old', 'a-1', '000001', 100, 'NOK', '123456', 'test', 'lost', 0, 1, 1, 1)
-                """)
-        }
-        #expect(reversalRefusal?.code == 19 && reversalRefusal?.message.contains("CHECK constraint failed") == true)
-        var check: [String] = []
-        try db.run("PRAGMA integrity_check") { check.append($0.text(0)) }
-        #expect(check == ["ok"])
+        // The checks still refuse what they refused.
+        Self.expectRefusedByACheck(db, "UPDATE payments SET state = 'settled' WHERE psp_transaction_id = 'p-old'")
+        Self.expectRefusedByACheck(db, """
+            INSERT INTO reversals (reversal_id, psp_transaction_id, attempt_id, attempt_reference, amount, currency,
+                merchant_serial_number, reason, state, tries, next_try_at, created_at, updated_at)
+            VALUES ('r-1', 'p-old', 'a-1', '000001', 100, 'NOK', '123456', 'test', 'lost', 0, 1, 1, 1)
+            """)
+        #expect(try Self.integrityCheck(db) == ["ok"])
 
         // Opening it again changes nothing more.
         var version: Int64 = -1, again: Int64 = -2
@@ -153,12 +157,10 @@ import Testing
         try Self.olderStore(database)
         let db = try SQLiteConnection(path: database.path, readOnly: false)
         let before = try Self.tableSQL(db)
-        let broken = [("CHECK (state IN ('pending', 'processing', 'completed', 'cancelled'))", "CHECK (state = )")]
+        let broken = [(SQLitePaymentStore.stateCheckRewrites[0].0, "CHECK (state = )")]
         #expect(throws: SQLiteError.self) { try SQLitePaymentStore.rewriteStateChecks(db, rewrites: broken) }
         #expect(try Self.tableSQL(db) == before)
-        var check: [String] = []
-        try db.run("PRAGMA integrity_check") { check.append($0.text(0)) }
-        #expect(check == ["ok"])
+        #expect(try Self.integrityCheck(db) == ["ok"])
         let store = try database.open()
         #expect(try await store.payment("p-old")?.state == .pending)
         #expect(try Self.tableSQL(db).allSatisfy { !$0.contains("state IN (") })
