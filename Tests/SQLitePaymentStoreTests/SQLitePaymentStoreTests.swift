@@ -165,15 +165,50 @@ final class TemporaryDatabase: Sendable {
     }
 
     /// SQLite opens a file it may not write read-only, without an error; the store refuses it at
-    /// start instead of answering every payment 91. (As root every file is writable: not tested then.)
-    @Test(.enabled(if: geteuid() != 0)) func aReadOnlyFileIsRefusedAtOpen() async throws {
+    /// start instead of answering every payment 91. As root every file is writable, so the open
+    /// then runs on a thread of its own whose file-system uid is `nobody` (Linux's setfsuid is per
+    /// thread, and leaving uid 0 drops that thread's override of file permissions).
+    @Test(.enabled(if: Self.canOpenAsAnotherUser)) func aReadOnlyFileIsRefusedAtOpen() async throws {
         let database = TemporaryDatabase()
         let store = try database.open()
         _ = try await store.register(PaymentStoreConformance.registration("ro-1"), now: 1)
         store.close()
         chmod(database.path, 0o444)
         defer { chmod(database.path, 0o644) }
-        #expect(throws: SQLiteError.self) { _ = try SQLitePaymentStore(path: database.path) }
+        let refusal = try #require(Self.openFails(database.path), "a store on a read-only file must not open")
+        #expect(refusal.code == 8, "SQLITE_READONLY, not another failure to open: \(refusal)")
+        #expect(refusal.message.hasSuffix("the file is not writable"), "\(refusal)")
+    }
+
+    #if os(Linux)
+    static let canOpenAsAnotherUser = true
+    #else
+    static let canOpenAsAnotherUser = geteuid() != 0
+    #endif
+
+    /// Opens a store on `path` as a user who may not write it; the error it throws, nil if it opened.
+    static func openFails(_ path: String) -> SQLiteError? {
+        guard geteuid() == 0 else {
+            do { try SQLitePaymentStore(path: path).close(); return nil } catch { return error as? SQLiteError }
+        }
+        #if os(Linux)
+        typealias SetFSUID = @convention(c) (UInt32) -> Int32
+        guard let symbol = dlsym(nil, "setfsuid") else { return nil }
+        let setfsuid = unsafeBitCast(symbol, to: SetFSUID.self)
+        let result = Mutex<SQLiteError?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            defer { done.signal() }
+            _ = setfsuid(65534)
+            defer { _ = setfsuid(0) }
+            do { try SQLitePaymentStore(path: path).close() } catch { result.withLock { $0 = error as? SQLiteError } }
+        }
+        thread.start()
+        done.wait()
+        return result.withLock { $0 }
+        #else
+        return nil  // (not reached: the test is not enabled)
+        #endif
     }
 
     @Test func unwritablePathIsAClearError() {
