@@ -16,12 +16,15 @@ public struct CheckedAnswer: Sendable, Equatable {
 }
 
 public enum AnswerCheck {
-    /// Checks HTTP status, pspTransactionId, status, errorId and (when expected) errorText.
-    public static func check(httpStatus: Int, body: [UInt8], expected: ExpectedAnswer, pspTransactionId: String,
+    /// Checks HTTP status, that the body is JSON with the API's fields and no others, and
+    /// pspTransactionId, status, errorId and (when expected) errorText. A problem names no value
+    /// longer than a PAN's shortest without masking it: an answer that echoes card data must not
+    /// put it in the report.
+    public static func check(httpStatus: Int, isJSON: Bool, body: [UInt8], expected: ExpectedAnswer, pspTransactionId: String,
                              decoder: JSONDecoder = JSONDecoder()) -> CheckedAnswer {
         // Fast path: byte for byte the body the API prescribes for this case (the worker writes
         // exactly that). Anything else is decoded and compared field by field below.
-        if httpStatus == expected.httpStatus, body == canonicalBody(expected, pspTransactionId: pspTransactionId) {
+        if httpStatus == expected.httpStatus, isJSON, body == canonicalBody(expected, pspTransactionId: pspTransactionId) {
             return CheckedAnswer(outcome: "\(httpStatus) \(expected.status.rawValue)" + (expected.errorId.map { " \($0)" } ?? ""), problem: nil)
         }
         guard let response = try? decoder.decode(MakePaymentResponse.self, from: Data(body)) else {
@@ -32,6 +35,9 @@ public enum AnswerCheck {
         let outcome = "\(httpStatus) \(response.paymentInfo.status.rawValue)" + (error.map { " \($0.errorId)" } ?? "")
         var problems: [String] = []
         if httpStatus != expected.httpStatus { problems.append("HTTP \(httpStatus)") }
+        if !isJSON { problems.append("Content-Type not application/json") }
+        let extra = unexpectedFields(body)
+        if extra > 0 { problems.append("\(extra) field(s) the API does not have") }
         if response.paymentInfo.pspTransactionId != pspTransactionId {
             problems.append("pspTransactionId \(response.paymentInfo.pspTransactionId)")
         }
@@ -42,7 +48,39 @@ public enum AnswerCheck {
             problems.append("errorText \"\(error?.errorText ?? "")\"")
         }
         guard !problems.isEmpty else { return CheckedAnswer(outcome: outcome, problem: nil) }
-        return CheckedAnswer(outcome: outcome, problem: "expected \(expected), got " + problems.joined(separator: ", "))
+        return CheckedAnswer(outcome: outcome, problem: maskingDigitRuns("expected \(expected), got " + problems.joined(separator: ", ")))
+    }
+
+    /// How many members of the answer are not the API's: at the top `errorMessage` and
+    /// `paymentInfo` only, in them `errorId`/`errorText` and `pspTransactionId`/`status`.
+    /// (JSONDecoder skips unknown keys; an answer with a card number added must not pass.)
+    static func unexpectedFields(_ body: [UInt8]) -> Int {
+        guard let top = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] else { return 0 }
+        let allowed: [String: Set<String>] = ["errorMessage": ["errorId", "errorText"], "paymentInfo": ["pspTransactionId", "status"]]
+        var extra = 0
+        for (key, value) in top {
+            guard let fields = allowed[key] else { extra += 1; continue }
+            if let member = value as? [String: Any] { extra += member.keys.filter { !fields.contains($0) }.count }
+        }
+        return extra
+    }
+
+    /// `text` with every run of 12 or more digits shown as a PAN is: first 6 and last 4, the rest `*`.
+    static func maskingDigitRuns(_ text: String) -> String {
+        var out: [UInt8] = [], run: [UInt8] = []
+        func flush() {
+            if run.count >= 12 {
+                out += run.prefix(6) + Array(repeating: UInt8(ascii: "*"), count: run.count - 10) + run.suffix(4)
+            } else {
+                out += run
+            }
+            run.removeAll()
+        }
+        for byte in text.utf8 {
+            if byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") { run.append(byte) } else { flush(); out.append(byte) }
+        }
+        flush()
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// The answer's body as the API prescribes it, written here by hand (not by the worker's own

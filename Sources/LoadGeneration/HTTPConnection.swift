@@ -63,6 +63,8 @@ public struct HTTPAnswer: Sendable {
     public var body: [UInt8]
     /// False when the server asked to close the connection after this answer.
     public var keepAlive: Bool
+    /// The answer said its body is JSON (`Content-Type: application/json`, any parameters).
+    public var isJSON = false
 }
 
 public enum HTTPClientError: Error, CustomStringConvertible {
@@ -231,7 +233,7 @@ public struct HTTPAnswerParser: Sendable {
     public static let maximumHeadLength = 16 * 1024
     private var buffered = ByteBuffer()
     /// The parsed head of an answer whose body is still arriving.
-    private var head: (status: Int, keepAlive: Bool, length: Int)?
+    private var head: (status: Int, keepAlive: Bool, length: Int, isJSON: Bool)?
 
     public init() {}
 
@@ -249,11 +251,11 @@ public struct HTTPAnswerParser: Sendable {
             head = try Self.parseHead(buffered.readableBytesView.prefix(end))
             buffered.moveReaderIndex(forwardBy: end + 4)
         }
-        guard let (status, keepAlive, length) = head, buffered.readableBytes >= length else { return nil }
+        guard let (status, keepAlive, length, isJSON) = head, buffered.readableBytes >= length else { return nil }
         let body = buffered.readBytes(length: length) ?? []
         head = nil
         if buffered.readableBytes == 0 { buffered.clear() }
-        return HTTPAnswer(status: status, body: body, keepAlive: keepAlive)
+        return HTTPAnswer(status: status, body: body, keepAlive: keepAlive, isJSON: isJSON)
     }
 
     /// Offset of the blank line ending the head (its CR LF CR LF), from the reader index.
@@ -270,7 +272,7 @@ public struct HTTPAnswerParser: Sendable {
         return nil
     }
 
-    static func parseHead(_ head: ByteBufferView) throws -> (status: Int, keepAlive: Bool, length: Int) {
+    static func parseHead(_ head: ByteBufferView) throws -> (status: Int, keepAlive: Bool, length: Int, isJSON: Bool) {
         var lines = head.split(separator: 10, omittingEmptySubsequences: false).makeIterator()
         guard let statusLine = lines.next() else { throw HTTPClientError.malformedAnswer("no status line") }
         // "HTTP/1.x SSS reason"
@@ -284,6 +286,7 @@ public struct HTTPAnswerParser: Sendable {
         let status = digits.reduce(0) { $0 * 10 + Int($1 - 48) }
         var keepAlive = minor == UInt8(ascii: "1")
         var length: Int?
+        var isJSON = false
         while let rawLine = lines.next() {
             let line = rawLine.last == 13 ? rawLine.dropLast() : rawLine
             guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { throw HTTPClientError.malformedAnswer("header without a colon") }
@@ -298,6 +301,8 @@ public struct HTTPAnswerParser: Sendable {
                 length = parsed
             } else if Self.equalsIgnoringCase(name, "transfer-encoding") {
                 throw HTTPClientError.malformedAnswer("Transfer-Encoding is not supported (the worker sends Content-Length)")
+            } else if Self.equalsIgnoringCase(name, "content-type") {
+                isJSON = Self.equalsIgnoringCase(Self.trimmed(value.prefix { $0 != UInt8(ascii: ";") }), "application/json")
             } else if Self.equalsIgnoringCase(name, "connection") {
                 if Self.equalsIgnoringCase(value, "close") { keepAlive = false }
                 if Self.equalsIgnoringCase(value, "keep-alive") { keepAlive = true }
@@ -306,7 +311,7 @@ public struct HTTPAnswerParser: Sendable {
         // No body by definition: 1xx, 204, 304. Anything else must say how long it is.
         if length == nil, status < 200 || status == 204 || status == 304 { length = 0 }
         guard let length else { throw HTTPClientError.malformedAnswer("no Content-Length") }
-        return (status, keepAlive, length)
+        return (status, keepAlive, length, isJSON)
     }
 
     private static func trimmed(_ bytes: ByteBufferView) -> ByteBufferView {

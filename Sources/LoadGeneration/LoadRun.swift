@@ -37,9 +37,14 @@ public struct LoadConfiguration: Sendable {
     public var verifyIdempotency = true
     /// Break the report's latency into intervals of this length (`--interval`).
     public var interval: Duration?
-    /// Closed loop with only `--duration`: payments prepared per second of it (more than a
-    /// 2-core worker can answer; the rest are simply not sent).
-    public var closedLoopBudgetPerSecond = 3000
+    /// Closed loop with only `--duration`: payments prepared per second of it, more than a worker
+    /// on this machine's cores can answer (a core makes under 5,000 RSA-2048 private operations a
+    /// second, and most cases need one); those left over are simply not sent.
+    public var closedLoopBudgetPerSecond = 5_000 * max(1, ProcessInfo.processInfo.activeProcessorCount)
+
+    /// The most payments a run prepares: what half this machine's memory holds, at ~2 KB each
+    /// (the registration, the makePayment request in its buffer, the id).
+    public static var maxPlannedPayments: Int { Int(ProcessInfo.processInfo.physicalMemory / 2 / 2048) }
 
     public init(address: ServerAddress, adminToken: String, drive: Drive, mix: Mix) {
         self.address = address
@@ -49,10 +54,12 @@ public struct LoadConfiguration: Sendable {
     }
 
     /// How many payments to prepare: `count`, or what `duration` needs, or the lesser of the two.
+    /// A closed loop given both prepares `count` (how many it will answer in the duration is not
+    /// known beforehand); only a closed loop given no count falls back on the budget per second.
     public var plannedPayments: Int {
         let byDuration: Int? = duration.map { d in
             switch drive {
-            case .closed: Int(d.seconds.rounded(.up)) * closedLoopBudgetPerSecond
+            case .closed: count ?? Int(d.seconds.rounded(.up)) * closedLoopBudgetPerSecond
             case .open(let rate, _): OpenLoopSchedule(rate: rate).count(for: d)
             }
         }
@@ -165,7 +172,9 @@ public final class LoadRun: Sendable {
         recorder.begin(at: start, duration: c.duration)
         let deadline = c.duration.map { start + $0 }
         let timeout = TimeAmount.nanoseconds(Int64(c.requestTimeout.nanoseconds))
-        let progress = c.showProgress ? Task { await self.showProgress(start: start, total: plan.count) } : nil
+        // Answers to come: one per payment, two for a duplicate (its repeat).
+        let answers = plan.count + plan.filter { $0.kind == .duplicate }.count
+        let progress = c.showProgress ? Task { await self.showProgress(start: start, total: answers) } : nil
 
         let run = SlotDriver.Run(plan: plan, cursor: cursor, executed: executed, start: start, deadline: deadline,
                                  timeout: timeout, drive: c.drive, address: c.address, acquirerFaults: c.acquirerFaults)
@@ -181,7 +190,7 @@ public final class LoadRun: Sendable {
         // second of it; a worker that answered them all early ran out, and the run was shorter.
         if case .closed = c.drive, c.count == nil, let deadline, sent == plan.count, ContinuousClock.now < deadline {
             log("warning: every one of the \(plan.count) prepared payments was sent before --duration ran out; "
-                + "give --count (more than \(c.closedLoopBudgetPerSecond) a second) for a run of the full duration")
+                + "give --count (more than \(c.closedLoopBudgetPerSecond) a second of --duration) for a run of the full duration")
         }
 
         // 4. Idempotency, read back: a duplicate was authorized once; a wrong token, never.

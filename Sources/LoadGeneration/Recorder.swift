@@ -30,6 +30,8 @@ public final class Recorder: Sendable {
         /// time-out that came later) are counted in it rather than in intervals of their own.
         var lastInterval = Recorder.maxIntervals - 1
         var intervals: [Histogram<UInt64>] = []
+        /// Answers in each interval (its histogram also holds the requests that failed there).
+        var intervalAnswers: [Int] = []
     }
 
     /// At most this many intervals (each histogram is ~25 KB): later answers go into the last one.
@@ -55,15 +57,18 @@ public final class Recorder: Sendable {
         }
     }
 
-    /// Records `micros` in the histogram of the interval `instant` falls in. Called with the lock held.
-    private func recordInInterval(_ s: inout State, _ micros: UInt64, at instant: ContinuousClock.Instant) {
+    /// Records `micros` in the histogram of the interval `instant` falls in, and counts it there
+    /// if it was an answer. Called with the lock held.
+    private func recordInInterval(_ s: inout State, _ micros: UInt64, at instant: ContinuousClock.Instant, answered: Bool) {
         guard let interval, let start = s.runStart, instant >= start else { return }
         let index = min(Int((instant - start) / interval), s.lastInterval)
         while s.intervals.count <= index {
             s.intervals.append(Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 600_000_000,
                                                  numberOfSignificantValueDigits: .two))
+            s.intervalAnswers.append(0)
         }
         _ = s.intervals[index].record(micros)
+        if answered { s.intervalAnswers[index] += 1 }
     }
 
     /// A payment case was sent (counted once, even when a duplicate sends twice).
@@ -80,7 +85,7 @@ public final class Recorder: Sendable {
             s.lastAnswer = max(s.lastAnswer ?? instant, instant)
             let micros = Self.micros(latency)
             _ = s.latency.record(micros)
-            recordInInterval(&s, micros, at: instant)
+            recordInInterval(&s, micros, at: instant, answered: true)
             if let sendLag { _ = s.sendLag.record(Self.micros(sendLag)) }
             s.outcomes[answer.outcome, default: 0] += 1
             if let problem = answer.problem { Self.mismatch(&s, label() + ": " + problem) }
@@ -102,7 +107,7 @@ public final class Recorder: Sendable {
             if let latency {
                 let micros = Self.micros(latency)
                 _ = s.latency.record(micros)
-                recordInInterval(&s, micros, at: instant)
+                recordInInterval(&s, micros, at: instant, answered: false)
             }
             s.transportErrors += 1
             s.outcomes["transport error", default: 0] += 1
@@ -126,8 +131,9 @@ public final class Recorder: Sendable {
                 let end = s.runLength ?? ((s.lastAnswer ?? start) - start)
                 span = max(min(length, end - from), .milliseconds(1))
             }
-            return Report.Interval(startSeconds: from.seconds, answered: Int(h.totalCount),
-                                   perSecond: Double(h.totalCount) / span.seconds, latencyMs: Report.Latency(h))
+            let answers = s.intervalAnswers[i]
+            return Report.Interval(startSeconds: from.seconds, answered: answers,
+                                   perSecond: Double(answers) / span.seconds, latencyMs: Report.Latency(h))
         }
     }
 

@@ -58,8 +58,10 @@ public struct Report: Codable, Sendable, Equatable {
     public struct Interval: Codable, Sendable, Equatable {
         /// Seconds from the start of the timed run.
         public var startSeconds: Double
+        /// HTTP answers that came in the interval, and per second of it.
         public var answered: Int
         public var perSecond: Double
+        /// Of every request that ended in the interval: answered, or failed (timed out, say).
         public var latencyMs: Latency
     }
 
@@ -92,7 +94,9 @@ public struct Report: Codable, Sendable, Equatable {
     /// shows where it happened rather than only in the whole run's tail.
     public var intervals: [Interval]? = nil
 
-    public var passed: Bool { mismatches == 0 && transportErrors == 0 }
+    /// No mismatch, no request without an answer, and something answered (a run that checked
+    /// nothing proves nothing).
+    public var passed: Bool { mismatches == 0 && transportErrors == 0 && answered > 0 }
 
     public func json() throws -> Data {
         let encoder = JSONEncoder()
@@ -126,12 +130,15 @@ public struct Report: Codable, Sendable, Equatable {
             }
         }
         lines.append("  outcomes")
+        // Shares of every request that ended: answered, or not (transport errors are an outcome too).
+        let ended = outcomes.values.reduce(0, +)
         for (outcome, count) in outcomes.sorted(by: { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }) {
-            let share = answered > 0 ? Double(count) * 100 / Double(answered) : 0
+            let share = ended > 0 ? Double(count) * 100 / Double(ended) : 0
             lines.append("    \(outcome.padding(toLength: 22, withPad: " ", startingAt: 0)) \(String(count).leftPadded(8))  \(f(share, 2).leftPadded(6)) %")
         }
         lines.append("  kinds sent   " + kinds.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
         lines.append("  mismatches   \(mismatches)" + (transportErrors > 0 ? " (\(transportErrors) without an answer)" : ""))
+        if answered == 0 { lines.append("    nothing was answered: the run checked nothing, and does not pass") }
         for m in firstMismatches { lines.append("    " + m) }
         if mismatches > firstMismatches.count { lines.append("    … and \(mismatches - firstMismatches.count) more") }
         return lines.joined(separator: "\n")

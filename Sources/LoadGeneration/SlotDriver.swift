@@ -84,12 +84,12 @@ final class SlotDriver: @unchecked Sendable {
             let answeredAt = ContinuousClock.now
             let lag: Duration? = if case .open = self.run.drive { max(.zero, first.sentAt - intended) } else { nil }
             let expected = payment.kind.expected
-            var checked = AnswerCheck.check(httpStatus: first.answer.status, body: first.answer.body, expected: expected,
-                                               pspTransactionId: payment.id, decoder: self.decoder)
+            var checked = AnswerCheck.check(httpStatus: first.answer.status, isJSON: first.answer.isJSON, body: first.answer.body,
+                                            expected: expected, pspTransactionId: payment.id, decoder: self.decoder)
             // With acquirer faults, a payment that reaches the acquirer may also be 85, text and all.
             if checked.problem != nil, self.run.acquirerFaults, payment.kind.reachesAcquirer {
-                let tooLate = AnswerCheck.check(httpStatus: first.answer.status, body: first.answer.body, expected: .fail(.responseReceivedTooLate),
-                                                pspTransactionId: payment.id, decoder: self.decoder)
+                let tooLate = AnswerCheck.check(httpStatus: first.answer.status, isJSON: first.answer.isJSON, body: first.answer.body,
+                                                expected: .fail(.responseReceivedTooLate), pspTransactionId: payment.id, decoder: self.decoder)
                 if tooLate.problem == nil { checked = tooLate }
             }
             let firstCheck = checked
@@ -99,8 +99,8 @@ final class SlotDriver: @unchecked Sendable {
             self.exchange(payment, since: .now) { again in
                 guard let again else { return self.loop.execute { self.next() } }
                 let now = ContinuousClock.now
-                var check = AnswerCheck.check(httpStatus: again.answer.status, body: again.answer.body, expected: expected,
-                                              pspTransactionId: payment.id, decoder: self.decoder)
+                var check = AnswerCheck.check(httpStatus: again.answer.status, isJSON: again.answer.isJSON, body: again.answer.body,
+                                              expected: expected, pspTransactionId: payment.id, decoder: self.decoder)
                 if firstCheck.problem == nil && check.outcome == firstCheck.outcome { check.problem = nil }
                 if check.problem == nil, again.answer.body != first.answer.body || again.answer.status != first.answer.status {
                     check.problem = "the repeat's answer differs from the first"

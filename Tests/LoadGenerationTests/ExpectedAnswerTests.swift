@@ -89,22 +89,22 @@ import Testing
     static func body(_ response: MakePaymentResponse) -> [UInt8] { Array(try! JSONEncoder().encode(response)) }
 
     @Test func matchingAnswerPasses() {
-        let ok = AnswerCheck.check(httpStatus: 200, body: Self.body(.ok("p1")), expected: .ok, pspTransactionId: "p1")
+        let ok = AnswerCheck.check(httpStatus: 200, isJSON: true, body: Self.body(.ok("p1")), expected: .ok, pspTransactionId: "p1")
         #expect(ok == CheckedAnswer(outcome: "200 OK", problem: nil))
-        let refused = AnswerCheck.check(httpStatus: 200, body: Self.body(.fail("p1", .notSufficientFunds)),
+        let refused = AnswerCheck.check(httpStatus: 200, isJSON: true, body: Self.body(.fail("p1", .notSufficientFunds)),
                                         expected: .fail(.notSufficientFunds), pspTransactionId: "p1")
         #expect(refused == CheckedAnswer(outcome: "200 FAIL 89", problem: nil))
     }
 
     @Test func wrongErrorIdIsAMismatch() {
-        let checked = AnswerCheck.check(httpStatus: 200, body: Self.body(.fail("p1", .refusedByIssuer)),
+        let checked = AnswerCheck.check(httpStatus: 200, isJSON: true, body: Self.body(.fail("p1", .refusedByIssuer)),
                                         expected: .fail(.notSufficientFunds), pspTransactionId: "p1")
         #expect(checked.outcome == "200 FAIL 82")
         #expect(checked.problem == "expected 200 FAIL 89, got errorId 82")
     }
 
     @Test func wrongStatusIdAndHTTPStatusAreEachNamed() {
-        let checked = AnswerCheck.check(httpStatus: 500, body: Self.body(.fail("p2", .internalError)),
+        let checked = AnswerCheck.check(httpStatus: 500, isJSON: true, body: Self.body(.fail("p2", .internalError)),
                                         expected: .ok, pspTransactionId: "p1")
         #expect(checked.problem == "expected 200 OK, got HTTP 500, pspTransactionId p2, status FAIL, errorId 91")
     }
@@ -114,8 +114,8 @@ import Testing
         let expected = CaseKind.confirmedCancel.expected
         let right = MakePaymentResponse.fail("p1", APIError.differentTexts.message)
         let wrong = MakePaymentResponse.fail("p1", APIError.differentTexts.message(text: "Status from Vipps:CANCEL"))
-        #expect(AnswerCheck.check(httpStatus: 200, body: Self.body(right), expected: expected, pspTransactionId: "p1").problem == nil)
-        #expect(AnswerCheck.check(httpStatus: 200, body: Self.body(wrong), expected: expected, pspTransactionId: "p1").problem
+        #expect(AnswerCheck.check(httpStatus: 200, isJSON: true, body: Self.body(right), expected: expected, pspTransactionId: "p1").problem == nil)
+        #expect(AnswerCheck.check(httpStatus: 200, isJSON: true, body: Self.body(wrong), expected: expected, pspTransactionId: "p1").problem
             == #"expected 200 FAIL 72, got errorText "Status from Vipps:CANCEL""#)
     }
 
@@ -124,7 +124,7 @@ import Testing
     @Test func aWrongTextForACatalogueIdIsAMismatch() {
         let drifted = MakePaymentResponse.fail("p1", ErrorMessage(errorId: 85, errorText: "Response received too late"))
         for body in [drifted.json, Self.body(drifted)] {
-            #expect(AnswerCheck.check(httpStatus: 200, body: body, expected: CaseKind.timeout.expected, pspTransactionId: "p1").problem
+            #expect(AnswerCheck.check(httpStatus: 200, isJSON: true, body: body, expected: CaseKind.timeout.expected, pspTransactionId: "p1").problem
                 == #"expected 200 FAIL 85, got errorText "Response received too late""#)
         }
     }
@@ -138,8 +138,28 @@ import Testing
         #expect(AnswerCheck.canonicalBody(expected, pspTransactionId: "run-7") == written)
     }
 
+    /// JSONDecoder skips keys it does not know: an answer with a field of its own (a card number,
+    /// say) must still be a mismatch, and the report must not show the number in clear.
+    @Test func anAnswerWithFieldsTheAPIDoesNotHaveIsAMismatch() {
+        let leaking = #"{"paymentInfo":{"pspTransactionId":"p1","status":"OK","cardNumber":"4925000000000004"},"debug":"x"}"#
+        let checked = AnswerCheck.check(httpStatus: 200, isJSON: true, body: Array(leaking.utf8), expected: .ok, pspTransactionId: "p1")
+        #expect(checked.outcome == "200 OK")
+        #expect(checked.problem == "expected 200 OK, got 2 field(s) the API does not have")
+        let echoed = MakePaymentResponse.fail("p1", ErrorMessage(errorId: 82, errorText: "card 4925000000000004 refused"))
+        let problem = AnswerCheck.check(httpStatus: 200, isJSON: true, body: Self.body(echoed), expected: .fail(.refusedByIssuer),
+                                        pspTransactionId: "p1").problem
+        #expect(problem == #"expected 200 FAIL 82, got errorText "card 492500******0004 refused""#)
+    }
+
+    /// The right body under another media type is a mismatch, on the fast path too.
+    @Test func anAnswerThatIsNotSaidToBeJSONIsAMismatch() {
+        let checked = AnswerCheck.check(httpStatus: 200, isJSON: false, body: MakePaymentResponse.ok("p1").json, expected: .ok,
+                                        pspTransactionId: "p1")
+        #expect(checked.problem == "expected 200 OK, got Content-Type not application/json")
+    }
+
     @Test func bodyThatIsNotAnAnswerIsAMismatch() {
-        let checked = AnswerCheck.check(httpStatus: 503, body: Array("busy".utf8), expected: .ok, pspTransactionId: "p1")
+        let checked = AnswerCheck.check(httpStatus: 503, isJSON: true, body: Array("busy".utf8), expected: .ok, pspTransactionId: "p1")
         #expect(checked.outcome == "503 (no makePayment body)")
         #expect(checked.problem != nil)
     }

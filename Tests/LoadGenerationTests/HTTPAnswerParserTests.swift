@@ -20,7 +20,17 @@ import Testing
             #expect(answers.first?.status == 200)
             #expect(answers.first.map { String(decoding: $0.body, as: UTF8.self) } == "{\"status\":1}\n")
             #expect(answers.first?.keepAlive == true)
+            #expect(answers.first?.isJSON == true)
         }
+    }
+
+    /// The media type is JSON's, in any case and with any parameters; nothing else is.
+    @Test(arguments: [("Content-Type: application/json", true), ("CONTENT-TYPE:Application/JSON ; charset=utf-8", true),
+                      ("Content-Type: text/html", false), ("Content-Type: application/jsonp", false), ("X-Other: 1", false)])
+    func theContentTypeIsRead(header: String, isJSON: Bool) throws {
+        var parser = HTTPAnswerParser()
+        var bytes = ByteBuffer(string: "HTTP/1.1 200 OK\r\n\(header)\r\nContent-Length: 2\r\n\r\n{}")
+        #expect(try #require(try parser.parse(&bytes)).isJSON == isJSON)
     }
 
     @Test func answersBackToBackInOneReadAreReadInOrder() throws {

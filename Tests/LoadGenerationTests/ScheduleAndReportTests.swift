@@ -43,6 +43,11 @@ import Testing
         var closed = LoadConfiguration(address: address, adminToken: "t", drive: .closed(concurrency: 8), mix: mix)
         closed.duration = .seconds(2)
         #expect(closed.plannedPayments == 2 * closed.closedLoopBudgetPerSecond)
+        // Given a count too, a closed loop prepares the count: it runs until the count is answered
+        // or the duration ends, not until a budget smaller than the count runs out.
+        closed.count = 3 * closed.closedLoopBudgetPerSecond
+        #expect(closed.plannedPayments == 3 * closed.closedLoopBudgetPerSecond)
+        #expect(closed.closedLoopBudgetPerSecond >= 5_000 * ProcessInfo.processInfo.activeProcessorCount)
     }
 
     @Test(arguments: [
@@ -113,6 +118,25 @@ import Testing
         #expect(report.outcomes == ["transport error": 1])
     }
 
+    /// A run in which nothing was answered checked nothing: it does not pass.
+    @Test func aRunWithNoAnswerDoesNotPass() {
+        let setup = Report.Setup(mode: .closed, concurrency: 1, targetRate: nil, payments: 0, mix: "approved=1", url: "http://h:1")
+        let report = Recorder().report(setup: setup, start: .now, unsent: 0)
+        #expect(report.mismatches == 0 && report.transportErrors == 0)
+        #expect(!report.passed)
+        #expect(report.text.contains("nothing was answered"))
+    }
+
+    /// The outcome shares are of every request that ended, answered or not: they add up to 100 %.
+    @Test func outcomeSharesCountTheRequestsWithoutAnAnswer() {
+        let recorder = Recorder()
+        for i in 0..<3 { recorder.answered(CheckedAnswer(outcome: "200 OK", problem: nil), latency: .milliseconds(1), label: "p\(i)") }
+        recorder.transportError("p3 [approved]: timed out")
+        let setup = Report.Setup(mode: .closed, concurrency: 1, targetRate: nil, payments: 4, mix: "approved=1", url: "http://h:1")
+        let text = recorder.report(setup: setup, start: .now, unsent: 0).text
+        #expect(text.contains(" 75.00 %") && text.contains(" 25.00 %"), "\(text)")
+    }
+
     /// A request that never got an answer counts in the latency figures, at the time it failed.
     @Test func aTimedOutRequestIsTheTailOfTheLatencies() {
         let recorder = Recorder()
@@ -164,8 +188,11 @@ import Testing
         let report = recorder.report(setup: Self.setup, start: start, unsent: 0)
         let intervals = report.intervals ?? []
         #expect(intervals.map(\.startSeconds) == [0, 10, 20])
-        #expect(intervals.map(\.answered) == [100, 0, 52])
-        #expect(intervals.map(\.perSecond) == [10, 0, 5.2])
+        // The lost request is in its interval's latency, not in its answers: the intervals' answers
+        // add up to the run's.
+        #expect(intervals.map(\.answered) == [100, 0, 51])
+        #expect(intervals.map(\.perSecond) == [10, 0, 5.1])
+        #expect(intervals.map(\.answered).reduce(0, +) == report.answered)
         #expect(abs(intervals[0].latencyMs.max - 2) <= 0.05)
         #expect(abs(intervals[2].latencyMs.p50 - 40) <= 0.5)
         #expect(abs(intervals[2].latencyMs.max - 30_000) <= 300)
