@@ -32,6 +32,7 @@ source "$HERE/lib.sh"
 build_release psp-worker vipps-sim
 
 WORK=$(mktemp -d)
+warn_if_not_durable "$WORK"
 export PSP_ADMIN_TOKEN=$(openssl rand -hex 24)
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$WORK"' EXIT
@@ -66,23 +67,24 @@ TICKS_PER_SECOND=$(getconf CLK_TCK)
 wrk_run() { # url requests-file server-pid -> WRK line, then the server's CPU µs per request
     local before after line
     before=$(cpu_ticks "$3")
-    line=$(REQUESTS="$2" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${RUN_SECONDS}s" --timeout 10s -s "$HERE/node-bar/makepayment.lua" "$1" | grep '^WRK')
+    line=$(REQUESTS="$2" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${RUN_SECONDS}s" --timeout 10s -s "$HERE/node-bar/makepayment.lua" "$1" | grep '^WRK') \
+        || { echo "wrk gave no result for $1" >&2; return 1; }
     after=$(cpu_ticks "$3")
     echo "$line" | awk -v t=$((after - before)) -v hz="$TICKS_PER_SECOND" '{ printf "%s cpu_us %.1f\n", $0, t * 1e6 / hz / ($3 > 0 ? $3 : 1) }'
 }
 for round in $(seq 1 "$ROUNDS"); do
-    C1=$(ceiling)
+    C1=$(number "$(ceiling)" "the ceiling")
     COUNT=$(awk -v c="$C1" -v s="$RUN_SECONDS" 'BEGIN { printf "%d", c * s * 1.3 + 1000 }')
     "$BIN/vipps-sim" --url "http://127.0.0.1:$WORKER_PORT" --quiet --count "$COUNT" --mix approved=100 \
         --export-requests "$WORK/requests.tsv" >/dev/null 2>"$WORK/export.err" || { cat "$WORK/export.err"; exit 2; }
-    NODE=$(wrk_run "http://127.0.0.1:$NODE_PORT/makePayment" "$WORK/requests.tsv" "${PIDS[1]}")
-    OURS=$(wrk_run "http://127.0.0.1:$WORKER_PORT/makePayment" "$WORK/requests.tsv" "${PIDS[0]}")
-    C2=$(ceiling)
+    NODE=$(wrk_run "http://127.0.0.1:$NODE_PORT/makePayment" "$WORK/requests.tsv" "${PIDS[1]}") || exit 2
+    OURS=$(wrk_run "http://127.0.0.1:$WORKER_PORT/makePayment" "$WORK/requests.tsv" "${PIDS[0]}") || exit 2
+    C2=$(number "$(ceiling)" "the ceiling")
     for pair in "node (stateless, cluster)|$NODE" "psp-worker (token, SQLite, acquirer)|$OURS"; do
         name=${pair%%|*}; line=${pair#*|}
         echo "$line" | awk -v r="$round" -v n="$name" -v c1="$C1" -v c2="$C2" '{
             c = (c1 + c2) / 2; rate = $3 / $5
-            printf "%-6s %-34s %10.1f %10.1f %9.3f %9.2f %9.2f %7d %11.1f%s\n", r, n, c, rate, rate / c, $7, $11, $15, $19, ($17 > 0 ? "  (file ran out: " $17 " repeats)" : "")
+            printf "%-6s %-34s %10.1f %10.1f %9.3f %9.2f %9.2f %7d %11.1f%s\n", r, n, c, rate, rate / c, $7, $11, $15, $21, ($17 > 0 ? "  (file ran out: " $17 " repeats)" : "")
         }'
     done
 done

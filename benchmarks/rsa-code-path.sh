@@ -15,7 +15,7 @@ CANDIDATES=("" ":~0x80000")
 grep -qw avx2 /proc/cpuinfo || { echo "no AVX2 on this CPU: OpenSSL's default path is the only one; leave OPENSSL_ia32cap unset"; exit 0; }
 
 speed() { # OPENSSL_ia32cap value ("" for none) -> private-key operations per second on one core
-    env ${1:+OPENSSL_ia32cap=$1} openssl speed -seconds "$SECONDS_PER" -mr rsa2048 2>/dev/null | awk -F: '/^\+F2:/ { print $4 }'
+    env ${1:+OPENSSL_ia32cap=$1} openssl speed -elapsed -seconds "$SECONDS_PER" -mr rsa2048 2>/dev/null | awk -F: '/^\+F2:/ { v = $4 } END { if (v > 0) print (v < 1 ? 1 / v : v) }'
 }
 RESULTS=()
 for _ in $(seq 1 "$ROUNDS"); do

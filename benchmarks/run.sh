@@ -6,7 +6,8 @@
 #
 # The ceiling is `openssl speed rsa2048`'s sign/s: signing is the RSA private-key operation, the
 # same one decryption does, so nothing that decrypts RSA-2048 on this machine can beat it.
-# bench-report runs `openssl speed -seconds 1 rsa2048` and `… -multi $(nproc) rsa2048` itself,
+# bench-report runs `openssl speed -elapsed -seconds 1 rsa2048` and `… -multi $(nproc) rsa2048` itself
+# (-elapsed: per second of wall-clock time, like our figures, not of openssl's own CPU time),
 # in 1-second slices taking turns with our figures ($SECONDS_PER slices of each per round), in
 # $ROUNDS rounds (speed drifts on shared and virtual machines; a ratio is only fair between
 # figures that saw the same drift), and prints medians.
@@ -16,6 +17,8 @@ cd "$(dirname "$0")"
 
 echo "== machine: nproc $(nproc); $(lscpu | grep 'Model name' | sed 's/  */ /g'); $(openssl version)"
 swift build -c release 2>&1 | tail -1
+# swift-crypto is any 3.12.3..<5.0.0 (Package.resolved is not kept): the version this run compares with.
+echo "== swift-crypto $(awk '/swift-crypto/ { found = 1 } found && /"version"/ { gsub(/[",]/, "", $3); print $3; exit }' Package.resolved 2>/dev/null)"
 
 if [ "${1:-}" != "--quick" ]; then
     echo "== package-benchmark suites: Decrypt, Pipeline, SwiftCrypto"

@@ -20,7 +20,8 @@ cd "$ROOT"
 env ${WORKER_IA32CAP:+OPENSSL_ia32cap=$WORKER_IA32CAP} "$BIN/psp-worker" serve --private-key "$ROOT/keys-example/psp-private-key.pem" --port 0 --store "sqlite:$WORK/s.sqlite" \
     --queue-capacity 4096 >"$WORK/worker.log" 2>&1 &
 WORKER_PID=$!
-trap 'kill -TERM $WORKER_PID 2>/dev/null; wait $WORKER_PID 2>/dev/null; rm -rf "$WORK"' EXIT
+SIM=""  # the vipps-sim running in the background (which ignores the terminal's ^C), stopped here too
+trap 'if [ -n "$SIM" ]; then kill -TERM $SIM 2>/dev/null; fi; kill -TERM $WORKER_PID 2>/dev/null; wait $WORKER_PID 2>/dev/null; rm -rf "$WORK"' EXIT
 source "$ROOT/benchmarks/lib.sh"
 PORT=$(logged_port "$WORK/worker.log" "$WORKER_PID")
 # One line per thread: process, thread name, voluntary and involuntary switches, CPU ticks.

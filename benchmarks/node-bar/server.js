@@ -14,7 +14,8 @@ const [keyPath, port] = process.argv.slice(2);
 if (cluster.isPrimary) {
   const n = Number(process.env.NODE_WORKERS || os.availableParallelism());
   for (let i = 0; i < n; i++) cluster.fork();
-  cluster.on('online', () => { if (--pending === 0) console.log(`listening on 127.0.0.1:${port}`); });
+  // Said once every worker's server is bound (a port already taken never gets here).
+  cluster.on('listening', () => { if (--pending === 0) console.log(`listening on 127.0.0.1:${port}`); });
   let pending = n;
 } else {
   const key = crypto.createPrivateKey(fs.readFileSync(keyPath));

@@ -26,6 +26,23 @@ public final class PipelineRig: Sendable {
     /// CPU seconds the store's writer thread has used so far.
     public var writerCPUSeconds: Double { threadCPUSeconds(named: SQLitePaymentStore.writerThreadName) }
     public var used: Int { min(cursor.load(ordering: .relaxed), bodies.count) }
+    /// The file system the store is on when it keeps nothing across a power cut ("tmpfs"), else nil:
+    /// there an fsync reaches no disk, and the store's figures are not those of a durable store.
+    /// (Linux: the longest mount point of /proc/mounts above the store's folder.)
+    public var temporaryStorage: String? {
+        guard let mounts = try? String(contentsOfFile: "/proc/mounts", encoding: .utf8) else { return nil }
+        let folder = URL(fileURLWithPath: path).deletingLastPathComponent().resolvingSymlinksInPath().path
+        var best: (point: String, type: String)?
+        for line in mounts.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            guard fields.count >= 3 else { continue }
+            let point = String(fields[1]), type = String(fields[2])
+            guard point == "/" || folder == point || folder.hasPrefix(point + "/") else { continue }
+            if point.count >= (best?.point.count ?? -1) { best = (point, type) }
+        }
+        guard let type = best?.type, type == "tmpfs" || type == "ramfs" else { return nil }
+        return type
+    }
 
     /// Where the pipeline's attempts and outcomes go. Only `.sqlite` is the worker; the other two
     /// are bounds, to see what the store's writes cost.

@@ -81,18 +81,22 @@ let codePath = ProcessInfo.processInfo.environment["OPENSSL_ia32cap"]
 /// The ceiling is openssl as installed, so its environment never has OPENSSL_ia32cap; with
 /// `samePath`, it runs on this process's code path instead (the ceiling of that path).
 func opensslSignsPerSecond(multi: Int?, seconds: Int = Int(options.seconds), samePath: Bool = false) -> Double {
-    var arguments = ["speed", "-seconds", String(seconds), "-mr"]
+    // -elapsed: per second of wall-clock time, as every figure of ours is (by default openssl
+    // counts per second of its own CPU time, which leaves out time another process or the
+    // hypervisor took from it: a ceiling no wall-clock figure could reach).
+    var arguments = ["speed", "-elapsed", "-seconds", String(seconds), "-mr"]
     if let multi { arguments += ["-multi", String(multi)] }
     arguments.append("rsa2048")
     log((samePath ? "OPENSSL_ia32cap=\(codePath ?? "") " : "") + "openssl " + arguments.joined(separator: " ") + " …")
     let output = runUnblocked(["openssl"] + arguments, keepCodePath: samePath)
     // -mr: "+F2:<index>:<bits>:<sign/s>:<verify/s>" (OpenSSL 3.0) or with encrypt/s and decrypt/s
     // after them (3.2+, whose human table has other columns); with -multi the last is the sum.
+    // OpenSSL 1.1.1 gives seconds per sign there instead (always under 1: no RSA-2048 sign takes a second).
     guard let line = output.split(separator: "\n").last(where: { $0.hasPrefix("+F2:") }),
           case let fields = line.split(separator: ":"), fields.count >= 5, fields[2] == "2048",
-          let value = Double(fields[3])
+          let value = Double(fields[3]), value > 0
     else { fatalError("no +F2 line for rsa2048 in openssl speed -mr's output") }
-    return value
+    return value < 1 ? 1 / value : value
 }
 
 /// Runs a command and returns its standard output. Spawned with an empty signal mask and SIGALRM at
@@ -153,6 +157,9 @@ struct Round {
 }
 
 var rounds: [Round] = []
+/// What makes a figure untrustworthy (payments that failed, a rig run dry, a store on tmpfs): printed
+/// under the table, and the exit status is then 1.
+nonisolated(unsafe) var warnings: [String] = []
 for r in 1...options.rounds {
     log("round \(r) of \(options.rounds)")
     var round = Round()
@@ -199,14 +206,18 @@ func measurePipeline(_ round: inout Round) async throws {
     // Enough payments for every slice (each payment can be made once): the pipeline cannot outrun
     // the ceiling, so half as many again as it per slice.
     let ceiling = round.ceilingAll > 0 ? round.ceilingAll : opensslSignsPerSecond(multi: n, seconds: 1)
-    let payments = max(options.payments, slices * Int(ceiling * 1.5))
+    let payments = max(options.payments, (slices + 1) * Int(ceiling * 1.5))  // (+1: the warm-up)
     log("pipeline: registering \(payments) payments, for the pipeline and for each of its two bounds …")
     let rig = try await PipelineRig(payments: payments)
     let skipped = try await PipelineRig(payments: payments, writes: .skipped)
     let journal = try await PipelineRig(payments: payments, writes: .journal)
+    // One unmeasured slice of each first: the registrations' pages are still being written back,
+    // and the first payments of a rig fill its caches.
+    var cpu = 0.0, writerCPU = 0.0, made = 0, failures = 0
+    log("pipeline: warming up, 1 s of each …")
+    for each in [rig, skipped, journal] { failures += await each.run(concurrency: options.inFlight, seconds: 1).failures }
     log("pipeline: \(slices) slices of 1 s, \(options.inFlight) in flight …")
     let commitsBefore = rig.store.writerStatistics
-    var cpu = 0.0, writerCPU = 0.0, made = 0, failures = 0
     /// A bound's slice: its rate goes into `rate`, its CPU per makePayment is summed for the round.
     var boundCPU: [PipelineRig.Writes: (seconds: Double, made: Int)] = [:]
     func boundSlice(_ bound: PipelineRig, _ writes: PipelineRig.Writes, _ rate: inout Double) async {
@@ -233,8 +244,9 @@ func measurePipeline(_ round: inout Round) async throws {
     let commits = rig.store.writerStatistics
     for each in [rig, skipped, journal] {
         await each.close()
-        if each.used == each.capacity { log("pipeline: a rig ran out of payments; raise --payments") }
+        if each.used == each.capacity { warnings.append("a pipeline rig ran out of payments (its rate is too low): raise --payments") }
     }
+    if let storage = rig.temporaryStorage { warnings.append("the stores are on \(storage): their fsyncs reach no disk, so the pipeline's figures are not durable ones") }
     log("pipeline: \(commits.commits - commitsBefore.commits) commits carried \(commits.writes - commitsBefore.writes) writes")
     round.pipelineCPU = cpu / Double(max(made, 1)) * 1e6
     round.pipelineWriterCPU = writerCPU / Double(max(made, 1)) * 1e6
@@ -244,7 +256,7 @@ func measurePipeline(_ round: inout Round) async throws {
     }
     round.writesSkippedCPU = perPayment(.skipped)
     round.journalCPU = perPayment(.journal)
-    if failures > 0 { log("pipeline: \(failures) answers were not OK") }
+    if failures > 0 { warnings.append("\(failures) pipeline answers were not OK: its figures count payments that failed") }
 }
 
 // MARK: the table: medians over the rounds; each ratio is the median of the ratios within a round.
@@ -293,7 +305,9 @@ if !options.pipelineOnly {
     lines.append(row(["ours: decryptCardData, \(n) threads", f(figure(\.parsedAll)),
                       f(ratio(\.parsedAll, \.ceilingAll), 3) + " of \(n)-core ceiling", ""]))
     ofSamePath(\.parsedAll, \.samePathAll, cores: n)
-    lines.append(row(["  … as a multiple of the 1-core ceiling", "", "×" + f(ratio(\.parsedAll, \.ceilingOne), 3), "≥ ×1.9"]))
+    // The issue's ×1.9 on 2 cores, as a share of each core: ×0.95 per core here.
+    lines.append(row(["  … as a multiple of the 1-core ceiling", "", "×" + f(ratio(\.parsedAll, \.ceilingOne), 3),
+                      "≥ ×" + f(0.95 * Double(n), 2)]))
     lines.append(row(["ours: withDecryptedCardData, \(n) threads", f(figure(\.oursAll)),
                       f(ratio(\.oursAll, \.ceilingAll), 3) + " of \(n)-core ceiling", ""]))
 }
@@ -323,4 +337,7 @@ if !options.pipelineOnly {
     // Like for like: both decode the base64, decrypt and look at the plaintext (no parsing).
     lines.append(row(["ours / swift-crypto, \(n) threads", "", "×" + f(ratio(\.oursAll, \.swiftCryptoAll), 3), "> ×1"]))
 }
+lines.append("openssl speed runs with -elapsed: sign/s per second of wall-clock time, like every figure above")
+for warning in warnings { lines.append("WARNING: " + warning) }
 print(lines.joined(separator: "\n"))
+if !warnings.isEmpty { Glibc.exit(1) }
