@@ -42,6 +42,34 @@ struct RegisterPaymentRequest {
         }
     }
 
+    /// The keys of a JSON object's top level in order, a key given twice listed twice (`data` is
+    /// an object already: JSONDecoder read it).
+    static func topLevelKeys(_ data: Data) -> [String] {
+        let bytes = [UInt8](data)
+        var keys: [String] = [], depth = 0, expectingKey = false, i = 0
+        while i < bytes.count {
+            switch bytes[i] {
+            case UInt8(ascii: "\""):
+                var end = i + 1
+                while end < bytes.count, bytes[end] != UInt8(ascii: "\"") { end += bytes[end] == UInt8(ascii: "\\") ? 2 : 1 }
+                if depth == 1, expectingKey, end < bytes.count, let key = try? JSONDecoder().decode(String.self, from: Data(bytes[i...end])) {
+                    keys.append(key)
+                    expectingKey = false
+                }
+                i = end
+            case UInt8(ascii: "{"):
+                depth += 1
+                if depth == 1 { expectingKey = true }
+            case UInt8(ascii: "["): depth += 1
+            case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
+            case UInt8(ascii: ","): if depth == 1 { expectingKey = true }
+            default: break
+            }
+            i += 1
+        }
+        return keys
+    }
+
     static func isUsableToken(_ token: String) -> Bool {
         let bytes = Array(token.utf8)
         guard bytes.count >= 8, let first = bytes.first, let last = bytes.last, first != 0x20, last != 0x20 else { return false }
@@ -53,6 +81,14 @@ struct RegisterPaymentRequest {
             return .failure(Problems(entries: [(nil, "51", "Invalid request")]))
         }
         var problems: [(String?, String, String)] = []
+        // JSONDecoder keeps one value of a key given twice, and another reader may keep the other:
+        // an amount or token that two systems read differently is refused.
+        var seen = Set<String>()
+        for key in topLevelKeys(data) where !seen.insert(key).inserted {
+            let named = ["pspTransactionId", "merchantSerialNumber", "merchantOrderId", "amount", "currency", "makePaymentToken",
+                         "paymentText"].contains(key)
+            problems.append((named ? key : nil, "51", "Invalid request: " + (named ? key : "a field") + " is given more than once"))
+        }
         func string(_ field: String, max: Int, optional: Bool = false) -> String {
             switch object[field] {
             case .string(let value) where (optional || !value.isEmpty) && value.utf8.count <= max: return value
@@ -72,9 +108,10 @@ struct RegisterPaymentRequest {
         let orderId = string("merchantOrderId", max: 128)
         let token = string("makePaymentToken", max: 1024)
         let text = string("paymentText", max: 1024, optional: true)
-        // Ids travel in URL paths (`/payments/{id}`, not percent-decoded) and in log lines.
-        if !id.isEmpty, !id.utf8.allSatisfy(Self.isIdByte) {
-            problems.append(("pspTransactionId", "51", "Invalid request: pspTransactionId is letters, digits and - . _ ~ ! $ & ' ( ) * + , ; = : @"))
+        // Ids travel in URL paths (`/payments/{id}`, percent-decoded there) and in log lines; `.`
+        // and `..` are path steps that clients and proxies rewrite before they reach us.
+        if !id.isEmpty, !id.utf8.allSatisfy(Self.isIdByte) || id == "." || id == ".." {
+            problems.append(("pspTransactionId", "51", "Invalid request: pspTransactionId is letters, digits and - . _ ~ ! $ & ' ( ) * + , ; = : @ (not . or .. alone)"))
         }
         // ISO 8583 field 42 carries it: up to 15 characters; Vipps's are digits.
         if !msn.isEmpty, !(msn.utf8.count <= 15 && msn.utf8.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) {

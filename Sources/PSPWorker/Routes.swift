@@ -19,6 +19,8 @@ struct Routes: Sendable {
     let registry: PrometheusCollectorRegistry
     let factory: PrometheusMetricsFactory
     let adminTokenHash: [UInt8]?
+    /// Admin calls refused 401: a brute force on the admin token shows here.
+    let adminRefusals: Metrics.Counter
 
     init(configuration: PSPWorkerConfiguration, pipeline: MakePaymentPipeline, queue: InProcessMakePaymentQueue,
          store: any PaymentStore, acquirer: any AcquirerAdapter, registry: PrometheusCollectorRegistry,
@@ -31,6 +33,7 @@ struct Routes: Sendable {
         self.registry = registry
         self.factory = factory
         self.adminTokenHash = adminTokenHash
+        adminRefusals = Metrics.Counter(label: "psp_admin_unauthorized_total", factory: factory)
     }
 
     func add(to router: Router<BasicRequestContext>) {
@@ -39,10 +42,10 @@ struct Routes: Sendable {
         // POST makePaymentPath is answered ahead of the router, by MakePaymentChannelHandler.
         router.post("/payments") { request, _ in await adminOnly(request) { await register(request) } }
         router.post("/payments/:id/cancel") { request, context in
-            await adminOnly(request) { await cancel(context.parameters.get("id") ?? "") }
+            await adminOnly(request) { await cancel(Self.paymentId(context.parameters.get("id"))) }
         }
         router.get("/payments/:id") { request, context in
-            await adminOnly(request) { await show(context.parameters.get("id") ?? "") }
+            await adminOnly(request) { await show(Self.paymentId(context.parameters.get("id"))) }
         }
         router.get("/health") { _, _ in Responses.json(.ok, #"{"status":"UP"}"#) }
         router.get("/metrics") { _, _ in
@@ -78,11 +81,23 @@ struct Routes: Sendable {
 
     // MARK: admin
 
+    /// The payment id of a `/payments/{id}` path, percent-decoded as a client's URL encoder wrote
+    /// it (`a%40b` is `a@b`). Ids never hold `%` themselves, so one that does not decode matches none.
+    static func paymentId(_ segment: String?) -> String {
+        guard let segment else { return "" }
+        return segment.removingPercentEncoding ?? ""
+    }
+
     private func adminOnly(_ request: Request, _ body: () async -> Response) async -> Response {
-        guard let adminTokenHash, let header = request.headers[.authorization], header.hasPrefix("Bearer "),
+        // The scheme's name is case-insensitive (RFC 9110 §11.1): "Bearer", "bearer", "BEARER".
+        guard let adminTokenHash, let header = request.headers[.authorization], header.utf8.count > 7,
+              header.prefix(7).lowercased() == "bearer ",
               Secrets.constantTimeEqual(Secrets.sha256(String(header.dropFirst(7))), adminTokenHash)
         else {
-            return Responses.errors(.unauthorized, [(nil, "401", "Unauthorized: an admin bearer token is required")])
+            adminRefusals.increment()
+            var refusal = Responses.errors(.unauthorized, [(nil, "401", "Unauthorized: an admin bearer token is required")])
+            refusal.headers[.wwwAuthenticate] = #"Bearer realm="psp-worker""#
+            return refusal
         }
         return await body()
     }
@@ -106,6 +121,11 @@ struct Routes: Sendable {
             case .created:
                 return Responses.json(.created, #"{"pspTransactionId":\#(JSONText.quoted(parsed.pspTransactionId)),"state":"pending"}"#)
             case .alreadyExists:
+                // The same registration again (a retry after a lost answer) is told the payment's
+                // state; different contents under the same id are a conflict.
+                if let existing = try await store.payment(parsed.pspTransactionId), existing.registration == registration {
+                    return Responses.json(.ok, #"{"pspTransactionId":\#(JSONText.quoted(parsed.pspTransactionId)),"state":"\#(existing.state.rawValue)"}"#)
+                }
                 return Responses.errors(.conflict, [("pspTransactionId", "99", "PSP Transaction id already exists")])
             }
         } catch {

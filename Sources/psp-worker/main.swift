@@ -174,11 +174,17 @@ struct Serve: AsyncParsableCommand {
         guard path.count > 1, !["/payments", "/health", "/metrics"].contains(where: { path == $0 || path.hasPrefix($0 + "/") }) else {
             throw ValidationError("--make-payment-path must not be /, /payments, /health or /metrics (or below them)")
         }
+        // Requests are matched on their path without the query, and as sent (not percent-decoded).
+        guard !path.contains(where: { "?#%".contains($0) || $0 == " " }) else {
+            throw ValidationError("--make-payment-path is a path: no ?, #, % or spaces")
+        }
         guard groupCommitWindowMs >= 0 && groupCommitWindowMs <= 100, busyGroupCommitWindowMs >= 0 && busyGroupCommitWindowMs <= 100 else {
             throw ValidationError("--group-commit-window-ms and --busy-group-commit-window-ms must be between 0 and 100")
         }
         if let eventLoopThreads, eventLoopThreads < 1 { throw ValidationError("--event-loop-threads must be at least 1") }
         guard workers >= 1, queueCapacity >= 1 else { throw ValidationError("--workers and --queue-capacity must be at least 1") }
+        // Each worker is a task started at once: a number past any machine's cores only stalls the start.
+        guard workers <= 4096 else { throw ValidationError("--workers must be at most 4,096") }
         guard store.hasPrefix("sqlite:"), store.count > 7 else { throw ValidationError("--store must be sqlite:PATH") }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be trace, debug, info, notice, warning, error or critical")
@@ -201,6 +207,9 @@ struct Serve: AsyncParsableCommand {
         }
         let logger = Logger(label: "psp-worker")
         try requireCoreDumpsOff()
+        // The store (its database, WAL and folder) is the worker's alone: it holds the hashes of
+        // makePaymentTokens, which a short token would not keep from a brute force.
+        umask(0o077)
         var configuration = PSPWorkerConfiguration(keys: KeyRingSource(privateKeyPath: privateKey, retiringKeyPaths: retiringKey,
                                                                        passphraseFile: passphraseFile))
         configuration.host = host

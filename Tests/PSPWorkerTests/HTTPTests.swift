@@ -185,9 +185,21 @@ extension TestResponse {
     @Test func registrationIsValidatedWithTheAPIsCodes() async throws {
         try await LiveWorker.run { client in
             #expect(try await client.register("p1").status == .created)
-            let duplicate = try await client.register("p1")
-            #expect(duplicate.status == .conflict)
-            #expect(duplicate.text.contains(#""errorCode":"99","errorMessage":"PSP Transaction id already exists""#))
+            // The same registration again (a retry after a lost answer) is told the payment's state;
+            // different contents under the same id, or another token, are a conflict.
+            let retry = try await client.register("p1")
+            #expect(retry.status == .ok && retry.text == #"{"pspTransactionId":"p1","state":"pending"}"#)
+            for conflicting in [try await client.register("p1", amount: "1001"), try await client.register("p1", token: "token-other")] {
+                #expect(conflicting.status == .conflict)
+                #expect(conflicting.text.contains(#""errorCode":"99","errorMessage":"PSP Transaction id already exists""#))
+            }
+            // A key given twice is refused: another reader could take the other value.
+            let twice = try await client.post("/payments", #"{"pspTransactionId":"d1","merchantSerialNumber":"123456","merchantOrderId":"o","amount":100,"amount":999999,"currency":"NOK","makePaymentToken":"token-d1x"}"#,
+                                               authorization: "Bearer " + LiveWorker.adminToken)
+            #expect(twice.status == .badRequest && twice.text.contains("amount is given more than once"), "\(twice.text)")
+            let escaped = try await client.post("/payments", #"{"pspTransactionId":"d2","merchantSerialNumber":"123456","merchantOrderId":"o","amount":100,"amo\u0075nt":7,"currency":"NOK","makePaymentToken":"token-d2x","x":{"amount":1}}"#,
+                                                authorization: "Bearer " + LiveWorker.adminToken)
+            #expect(escaped.status == .badRequest && escaped.text.contains("amount is given more than once"), "\(escaped.text)")
             let zero = try await client.register("p2", amount: "0")
             #expect(zero.status == .badRequest && zero.text.contains("amount.less.than.one"))
             // An amount an ISO 8583 field 4 (n12) cannot carry is refused, not cut to its last 12 digits.
@@ -201,7 +213,7 @@ extension TestResponse {
             #expect(try await client.post("/payments", "[]", authorization: "Bearer " + LiveWorker.adminToken).status == .badRequest)
             // Ids that a URL path or a log line would mangle, merchants that are not digits (field 42
             // is 15 characters), and tokens that no header could carry or that are too short.
-            for id in ["a/b", "a b", "a%2Fb", "a?b", "a#b", #"a\u0000b"#, #"a\nb"#, "é1", "a<b", "a|b", "a{b", "a^b", "a`b", #"a\"b"#] {
+            for id in ["a/b", "a b", "a%2Fb", "a?b", "a#b", #"a\u0000b"#, #"a\nb"#, "é1", "a<b", "a|b", "a{b", "a^b", "a`b", #"a\"b"#, ".", ".."] {
                 let refused = try await client.register(id)
                 #expect(refused.status == .badRequest && refused.text.contains("pspTransactionId"), "\(id)")
             }
@@ -225,6 +237,28 @@ extension TestResponse {
             let wrong = try await client.post("/payments", "{}", authorization: "Bearer wrong")
             let show = try await client.execute(uri: "/payments/p1", method: .get)
             #expect([missing.status, wrong.status, show.status] == [.unauthorized, .unauthorized, .unauthorized])
+            // A 401 says which scheme it wants, and each is counted (a brute force shows in /metrics).
+            #expect(wrong.headers[.wwwAuthenticate]?.hasPrefix("Bearer") == true)
+            let metrics = try await client.execute(uri: "/metrics", method: .get).text
+            #expect(Self.value(of: "psp_admin_unauthorized_total", in: metrics) == 3)
+            // The scheme's name is case-insensitive.
+            let lower = try await client.execute(uri: "/payments/p1", method: .get, headers: [.authorization: "bearer " + LiveWorker.adminToken])
+            #expect(lower.status == .notFound)
+        }
+    }
+
+    /// A client's URL encoder escapes `@ : ; = & +` in the path: the id it means is the decoded one.
+    @Test func aPercentEncodedIdIsThePaymentItNames() async throws {
+        try await LiveWorker.run { client in
+            #expect(try await client.register("a@b:c;d=e&f+g").status == .created)
+            let admin: HTTPFields = [.authorization: "Bearer " + LiveWorker.adminToken]
+            let shown = try await client.execute(uri: "/payments/a%40b%3Ac%3Bd%3De%26f%2Bg", method: .get, headers: admin)
+            #expect(shown.status == .ok && shown.text.contains(#""state":"pending""#), "\(shown.text)")
+            let cancelled = try await client.execute(uri: "/payments/a%40b%3Ac%3Bd%3De%26f%2Bg/cancel", method: .post, headers: admin)
+            #expect(cancelled.status == .ok && cancelled.text.contains(#""state":"cancelled""#), "\(cancelled.text)")
+            #expect(try await client.show("a@b:c;d=e&f+g")["state"] as? String == "cancelled")
+            // Not an escape at all: no id holds a %, so it names none.
+            #expect(try await client.execute(uri: "/payments/a%zz", method: .get, headers: admin).status == .notFound)
         }
     }
 
@@ -250,6 +284,8 @@ extension TestResponse {
             let metrics = try await client.execute(uri: "/metrics", method: .get).text
             #expect(metrics.contains(#"psp_makepayment_requests_total{status="200",errorId="89"} 1"#))
             #expect(metrics.contains("psp_decrypt_duration_seconds_count 1"))
+            // Buckets fine enough for a decryption's fraction of a millisecond.
+            #expect(metrics.contains(#"psp_decrypt_duration_seconds_bucket{le="0.0005"}"#))
             #expect(metrics.contains("psp_queue_depth"))
             // Registration, the attempt and the outcome: three writes, each committed.
             #expect(Self.value(of: "psp_store_writes_total", in: metrics) == 3)
