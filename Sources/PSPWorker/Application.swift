@@ -64,7 +64,8 @@ public struct PSPWorkerComponents: Sendable {
         }
         var codes = ResponseCodeTable()
         if let path = configuration.responseCodeOverridesPath {
-            codes = try ResponseCodeTable(overridesJSON: Data(contentsOf: URL(fileURLWithPath: path)))
+            guard let json = FileManager.default.contents(atPath: path) else { throw UnreadableFile(option: "--response-codes", path: path) }
+            codes = try ResponseCodeTable(overridesJSON: json)
         }
         return PSPWorkerComponents(keyRing: ring, store: store, acquirer: acquirer, codes: codes, closeStore: { store.close() })
     }
@@ -181,4 +182,11 @@ struct StoreCloser: Service {
         try? await gracefulShutdown()
         close()
     }
+}
+
+/// A file an option names that cannot be read (missing, a folder, no permission).
+struct UnreadableFile: Error, CustomStringConvertible {
+    let option: String
+    let path: String
+    var description: String { "\(option): cannot read \(path)" }
 }
