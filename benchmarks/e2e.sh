@@ -107,6 +107,7 @@ timed_sim() {  # NAME ARGS...: a run whose steal, idle and worker CPU are kept b
     local before ticks
     before=$(cpu_times); ticks=$(worker_ticks)
     wait "$pid" || FAILED=1
+    SIM_PID=""
     account "$name" "$before" "$ticks"
     cat "$WORK/$name.err" >&2
 }
@@ -149,6 +150,7 @@ if [ "$SOAK_SECONDS" -gt 0 ]; then
         for _ in $(seq 30); do kill -0 "$SIM_PID" 2>/dev/null && sleep 0.5; done
     done
     wait "$SIM_PID" || FAILED=1
+    SIM_PID=""
     account soak "$SOAK_CPU" "$SOAK_TICKS"
     cat "$WORK/soak.err" "$WORK/soak.out"
     echo "worker RSS and the store's WAL over the soak, every 15 s (the WAL starts again past 16 MiB), and over each"

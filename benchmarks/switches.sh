@@ -48,6 +48,7 @@ for run in "--duration $RUN_SECONDS --concurrency ${CONCURRENCY:-64}" "--rate ${
     sleep "$WINDOW"
     threads "$WORKER_PID" "$SIM" >"$WORK/after"
     wait $SIM || echo "warning: vipps-sim reported mismatches or lost answers (its report: $WORK/r.json)" >&2
+    SIM=""
     rate=$(awk '$1 == "\"throughput\"" { gsub(/,/, "", $3); print $3 }' "$WORK/r.json")
     printf "== vipps-sim %s: %.1f payments/s; per payment over %s s\n" "$run" "$rate" "$WINDOW"
     printf "  %-11s %-18s %8s %12s %8s\n" "process" "thread" "sleeps" "preempted" "CPU µs"

@@ -102,7 +102,8 @@ final class SlotDriver: @unchecked Sendable {
                 var check = AnswerCheck.check(httpStatus: again.answer.status, isJSON: again.answer.isJSON, body: again.answer.body,
                                               expected: expected, pspTransactionId: payment.id, decoder: self.decoder)
                 if firstCheck.problem == nil && check.outcome == firstCheck.outcome { check.problem = nil }
-                if check.problem == nil, again.answer.body != first.answer.body || again.answer.status != first.answer.status {
+                if check.problem == nil, again.answer.body != first.answer.body || again.answer.status != first.answer.status
+                    || again.answer.isJSON != first.answer.isJSON {
                     check.problem = "the repeat's answer differs from the first"
                 }
                 self.recorder.answered(check, latency: now - again.sentAt, label: "\(payment.id) [duplicate, repeat]", at: now)

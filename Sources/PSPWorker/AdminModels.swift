@@ -77,7 +77,10 @@ struct RegisterPaymentRequest {
     }
 
     static func parse(_ data: Data) -> Result<RegisterPaymentRequest, Problems> {
-        guard let object = try? JSONDecoder().decode([String: JSONValue].self, from: data) else {
+        // UTF-8 only (RFC 8259 §8.1): JSONDecoder would also read UTF-16 and UTF-32, which the key
+        // check below, on the bytes as sent, cannot (a NUL is in every one of those with ASCII keys).
+        guard !data.contains(0), String(data: data, encoding: .utf8) != nil,
+              let object = try? JSONDecoder().decode([String: JSONValue].self, from: data) else {
             return .failure(Problems(entries: [(nil, "51", "Invalid request")]))
         }
         var problems: [(String?, String, String)] = []

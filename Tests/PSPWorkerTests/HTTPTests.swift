@@ -200,6 +200,11 @@ extension TestResponse {
             let escaped = try await client.post("/payments", #"{"pspTransactionId":"d2","merchantSerialNumber":"123456","merchantOrderId":"o","amount":100,"amo\u0075nt":7,"currency":"NOK","makePaymentToken":"token-d2x","x":{"amount":1}}"#,
                                                 authorization: "Bearer " + LiveWorker.adminToken)
             #expect(escaped.status == .badRequest && escaped.text.contains("amount is given more than once"), "\(escaped.text)")
+            // Only UTF-8: JSONDecoder would read the same body in UTF-16, where the key check cannot.
+            let utf16 = #"{"pspTransactionId":"d3","merchantSerialNumber":"123456","merchantOrderId":"o","amount":100,"amount":7,"currency":"NOK","makePaymentToken":"token-d3x"}"#
+            let wide = try await client.execute(uri: "/payments", method: .post, headers: [.authorization: "Bearer " + LiveWorker.adminToken],
+                                                body: ByteBuffer(bytes: Array(utf16.data(using: .utf16LittleEndian)!)))
+            #expect(wide.status == .badRequest)
             let zero = try await client.register("p2", amount: "0")
             #expect(zero.status == .badRequest && zero.text.contains("amount.less.than.one"))
             // An amount an ISO 8583 field 4 (n12) cannot carry is refused, not cut to its last 12 digits.

@@ -180,36 +180,54 @@ final class TemporaryDatabase: Sendable {
         #expect(refusal.message.hasSuffix("the file is not writable"), "\(refusal)")
     }
 
-    #if os(Linux)
-    static let canOpenAsAnotherUser = true
-    #else
-    static let canOpenAsAnotherUser = geteuid() != 0
-    #endif
+    /// Whether the test can open a file as a user who may not write it: not root, or (Linux) root
+    /// whose threads can take nobody's file-system uid (not in a user namespace without it, say)
+    /// and, as nobody, reach the temporary folder.
+    static let canOpenAsAnotherUser: Bool = {
+        guard geteuid() == 0 else { return true }
+        #if os(Linux)
+        return asNobody { access(FileManager.default.temporaryDirectory.path, X_OK) == 0 } ?? false
+        #else
+        return false
+        #endif
+    }()
 
     /// Opens a store on `path` as a user who may not write it; the error it throws, nil if it opened.
     static func openFails(_ path: String) -> SQLiteError? {
-        guard geteuid() == 0 else {
+        let open: @Sendable () -> SQLiteError? = {
             do { try SQLitePaymentStore(path: path).close(); return nil } catch { return error as? SQLiteError }
         }
+        guard geteuid() == 0 else { return open() }
         #if os(Linux)
+        return asNobody(open) ?? nil
+        #else
+        return nil  // (not reached: the test is not enabled)
+        #endif
+    }
+
+    #if os(Linux)
+    /// Runs `body` on a thread of its own whose file-system uid is nobody's (65534); nil if the
+    /// thread could not take it.
+    static func asNobody<T: Sendable>(_ body: @escaping @Sendable () -> T) -> T? {
         typealias SetFSUID = @convention(c) (UInt32) -> Int32
         guard let symbol = dlsym(nil, "setfsuid") else { return nil }
         let setfsuid = unsafeBitCast(symbol, to: SetFSUID.self)
-        let result = Mutex<SQLiteError?>(nil)
+        let result = Mutex<T?>(nil)
         let done = DispatchSemaphore(value: 0)
         let thread = Thread {
             defer { done.signal() }
             _ = setfsuid(65534)
             defer { _ = setfsuid(0) }
-            do { try SQLitePaymentStore(path: path).close() } catch { result.withLock { $0 = error as? SQLiteError } }
+            // setfsuid answers the uid it had; asked for an invalid one, it changes nothing.
+            guard setfsuid(UInt32.max) == 65534 else { return }
+            let value = body()
+            result.withLock { $0 = value }
         }
         thread.start()
         done.wait()
         return result.withLock { $0 }
-        #else
-        return nil  // (not reached: the test is not enabled)
-        #endif
     }
+    #endif
 
     @Test func unwritablePathIsAClearError() {
         #expect(throws: SQLiteError.self) { _ = try SQLitePaymentStore(path: "/nonexistent-dir/x/store.sqlite") }

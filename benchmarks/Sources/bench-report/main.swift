@@ -246,7 +246,7 @@ func measurePipeline(_ round: inout Round) async throws {
         await each.close()
         if each.used == each.capacity { warnings.append("a pipeline rig ran out of payments (its rate is too low): raise --payments") }
     }
-    if let storage = rig.temporaryStorage { warnings.append("the stores are on \(storage): their fsyncs reach no disk, so the pipeline's figures are not durable ones") }
+    if let storage = rig.temporaryStorage { warnings.append("the stores are on \(storage): their fsyncs reach no disk, so the pipeline's figures are not durable ones (set TMPDIR to a folder on a disk)") }
     log("pipeline: \(commits.commits - commitsBefore.commits) commits carried \(commits.writes - commitsBefore.writes) writes")
     round.pipelineCPU = cpu / Double(max(made, 1)) * 1e6
     round.pipelineWriterCPU = writerCPU / Double(max(made, 1)) * 1e6
@@ -338,6 +338,7 @@ if !options.pipelineOnly {
     lines.append(row(["ours / swift-crypto, \(n) threads", "", "×" + f(ratio(\.oursAll, \.swiftCryptoAll), 3), "> ×1"]))
 }
 lines.append("openssl speed runs with -elapsed: sign/s per second of wall-clock time, like every figure above")
-for warning in warnings { lines.append("WARNING: " + warning) }
+var warned = Set<String>()  // (each round adds its own)
+for warning in warnings where warned.insert(warning).inserted { lines.append("WARNING: " + warning) }
 print(lines.joined(separator: "\n"))
 if !warnings.isEmpty { Glibc.exit(1) }
