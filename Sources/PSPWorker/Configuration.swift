@@ -110,6 +110,14 @@ public enum AdminToken {
     /// so the token never becomes a String the process keeps (and a heap dump would show).
     /// Whitespace around it (a file's final newline) is not part of it.
     public static func hash(file: String?) throws -> [UInt8]? {
+        try read(file: file)?.hash
+    }
+
+    /// Below this many bytes a token is easy to guess: `serve` warns (README: `openssl rand -hex 24`).
+    public static let shortLength = 16
+
+    /// As `hash(file:)`, with the token's length in bytes (for the warning about a short one).
+    public static func read(file: String?) throws -> (hash: [UInt8], length: Int)? {
         let secret: SecureBytes
         if let file {
             KeyFiles.discardEnvironmentSecret("PSP_ADMIN_TOKEN")  // never left for a child to inherit
@@ -122,11 +130,11 @@ public enum AdminToken {
             }
             secret = fromEnvironment
         }
-        let hash: [UInt8]? = secret.withUnsafeBytes { bytes in
+        let read: (hash: [UInt8], length: Int)? = secret.withUnsafeBytes { bytes in
             let token = Secrets.trimmingASCIISpace(bytes)
-            return token.isEmpty ? nil : Secrets.sha256(token)
+            return token.isEmpty ? nil : (Secrets.sha256(token), token.count)
         }
-        guard let hash else { throw Empty(source: file ?? "PSP_ADMIN_TOKEN") }
-        return hash
+        guard let read else { throw Empty(source: file ?? "PSP_ADMIN_TOKEN") }
+        return read
     }
 }

@@ -226,7 +226,12 @@ struct Serve: AsyncParsableCommand {
         configuration.acquirerTimeout = .milliseconds(Int64(acquirerTimeout * 1000))
         configuration.responseCodeOverridesPath = responseCodes
         do {
-            configuration.adminTokenHash = try AdminToken.hash(file: adminTokenFile)
+            let token = try AdminToken.read(file: adminTokenFile)
+            configuration.adminTokenHash = token?.hash
+            if let token, token.length < AdminToken.shortLength {
+                logger.warning("the admin token is short enough to guess: use a random one of \(AdminToken.shortLength) bytes or more (openssl rand -hex 24)",
+                               metadata: ["bytes": "\(token.length)"])
+            }
         } catch {
             printError("error: \(error)")
             throw ExitCode(2)
