@@ -3,6 +3,8 @@
 # driven by wrk on the same cores, against (1) a stateless Node endpoint (node-bar/server.js: cluster
 # of one process per core, node:crypto, decrypt + parse + answer, no store, no token check) and (2)
 # psp-worker serve (token check, store read, durable SQLite attempt + outcome, simulator acquirer).
+# Each round registers its payments, waits until they are on disk and the worker is idle (the
+# checkpoints of a registration burst would otherwise take cores from the runs), then runs both.
 # Rounds take turns with `openssl speed -multi <cores> rsa2048`, and each figure is reported as a
 # share of the ceiling measured next to it. Beside each figure, the server's CPU time (all its
 # threads and processes, user + system) per request: the work each does for one payment, which the
