@@ -15,6 +15,9 @@ public enum CaseKind: Hashable, Sendable, CustomStringConvertible {
     case wrongToken
     /// An approved card sent twice in a row: the repeat must get the identical body.
     case duplicate
+    /// An approved card sent twice at once, on two connections (a retry while the first call is
+    /// still in flight): both must get the identical body, and the card is authorized once.
+    case duplicateInFlight
     /// `confirmed` NO, TIMEOUT and CANCEL: never decrypted, answered 72.
     case confirmedNo, confirmedTimeout, confirmedCancel
     /// A PAN whose Luhn check digit is wrong.
@@ -23,7 +26,7 @@ public enum CaseKind: Hashable, Sendable, CustomStringConvertible {
     case expired
 
     /// The kind named on the command line: `approved`, `timeout`, `bad-cryptogram`, `wrong-token`,
-    /// `duplicate`, `no`, `timeout-status`, `cancel`, `luhn`, `expired`, or a two-digit code. The
+    /// `duplicate`, `duplicate-in-flight`, `no`, `timeout-status`, `cancel`, `luhn`, `expired`, or a two-digit code. The
     /// API's own `NO`, `TIMEOUT` and `CANCEL` name the `confirmed` values too (lower-case `timeout`
     /// is the acquirer's timeout card).
     public init?(name: String) {
@@ -36,6 +39,7 @@ public enum CaseKind: Hashable, Sendable, CustomStringConvertible {
         case "bad-cryptogram": self = .badCryptogram
         case "wrong-token": self = .wrongToken
         case "duplicate": self = .duplicate
+        case "duplicate-in-flight": self = .duplicateInFlight
         case "no": self = .confirmedNo
         case "timeout-status": self = .confirmedTimeout
         case "cancel": self = .confirmedCancel
@@ -51,10 +55,13 @@ public enum CaseKind: Hashable, Sendable, CustomStringConvertible {
     /// connections), such a case may rightly be answered 85 (unknown outcome, reversed).
     public var reachesAcquirer: Bool {
         switch self {
-        case .approved, .code, .timeout, .duplicate: true
+        case .approved, .code, .timeout, .duplicate, .duplicateInFlight: true
         default: false
         }
     }
+
+    /// Sent twice (one after the other, or both at once): two answers, one authorization.
+    public var sendsTwice: Bool { self == .duplicate || self == .duplicateInFlight }
 
     public var name: String {
         switch self {
@@ -64,6 +71,7 @@ public enum CaseKind: Hashable, Sendable, CustomStringConvertible {
         case .badCryptogram: "bad-cryptogram"
         case .wrongToken: "wrong-token"
         case .duplicate: "duplicate"
+        case .duplicateInFlight: "duplicate-in-flight"
         case .confirmedNo: "no"
         case .confirmedTimeout: "timeout-status"
         case .confirmedCancel: "cancel"
@@ -104,7 +112,7 @@ public enum CaseKind: Hashable, Sendable, CustomStringConvertible {
     /// contract, not from the worker's own table, so that the check is independent of the code it checks.
     public var expected: ExpectedAnswer {
         switch self {
-        case .approved, .duplicate: .ok
+        case .approved, .duplicate, .duplicateInFlight: .ok
         case .code(let code): Self.codeAnswers[code].map(ExpectedAnswer.fail) ?? .ok
         case .timeout: .fail(.responseReceivedTooLate)
         case .badCryptogram: .fail(.unableToDecrypt)

@@ -173,7 +173,7 @@ public final class LoadRun: Sendable {
         let deadline = c.duration.map { start + $0 }
         let timeout = TimeAmount.nanoseconds(Int64(c.requestTimeout.nanoseconds))
         // Answers to come: one per payment, two for a duplicate (its repeat).
-        let answers = plan.count + plan.filter { $0.kind == .duplicate }.count
+        let answers = plan.count + plan.filter(\.kind.sendsTwice).count
         let progress = c.showProgress ? Task { await self.showProgress(start: start, total: answers) } : nil
 
         let run = SlotDriver.Run(plan: plan, cursor: cursor, executed: executed, start: start, deadline: deadline,
@@ -277,7 +277,7 @@ public final class LoadRun: Sendable {
     /// Reads back duplicates (one authorization) and wrong-token payments (still pending, none).
     private func verify(_ sent: ArraySlice<PlannedPayment>) async {
         let c = configuration
-        let targets = sent.filter { $0.kind == .duplicate || $0.kind == .wrongToken }
+        let targets = sent.filter { $0.kind.sendsTwice || $0.kind == .wrongToken }
         guard !targets.isEmpty else { return }
         let timeout = TimeAmount.nanoseconds(Int64(c.requestTimeout.nanoseconds))
         var connection: HTTPConnection?
@@ -293,12 +293,11 @@ public final class LoadRun: Sendable {
                 continue
             }
             let acquirerCount = view["acquirerAuthorizations"] as? Int
-            switch payment.kind {
-            case .duplicate where sentCount != 1 || (acquirerCount ?? 1) != 1:
-                recorder.mismatch("\(payment.id) [duplicate]: authorized \(sentCount) times (acquirer saw \(acquirerCount ?? -1)), expected once")
-            case .wrongToken where state != "pending" || sentCount != 0:
+            if payment.kind.sendsTwice, sentCount != 1 || (acquirerCount ?? 1) != 1 {
+                recorder.mismatch("\(payment.id) [\(payment.kind)]: authorized \(sentCount) times (acquirer saw \(acquirerCount ?? -1)), expected once")
+            }
+            if payment.kind == .wrongToken, state != "pending" || sentCount != 0 {
                 recorder.mismatch("\(payment.id) [wrong-token]: state \(state) with \(sentCount) authorizations, expected pending with none")
-            default: break
             }
         }
         await connection?.close()

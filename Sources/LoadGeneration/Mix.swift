@@ -19,7 +19,7 @@ public struct Mix: Sendable, Equatable, CustomStringConvertible {
             case .empty: "the mix is empty"
             case .malformed(let item): "'\(item)' is not KIND=WEIGHT"
             case .unknownKind(let kind):
-                "unknown kind '\(kind)': use approved, timeout, bad-cryptogram, wrong-token, duplicate, no, "
+                "unknown kind '\(kind)': use approved, timeout, bad-cryptogram, wrong-token, duplicate, duplicate-in-flight, no, "
                     + "timeout-status, cancel, luhn, expired or a two-digit response code"
             case .badWeight(let item): "'\(item)': the weight must be a number from 0 to 1e9"
             case .repeated(let kind): "'\(kind)' appears twice"

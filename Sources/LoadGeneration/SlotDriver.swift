@@ -25,6 +25,10 @@ final class SlotDriver: @unchecked Sendable {
     private let recorder: Recorder
     private let loop: any EventLoop
     private var connection: HTTPConnection?
+    /// A second connection, opened for the first `duplicate-in-flight` case: its other copy goes there.
+    private var sideConnection: HTTPConnection?
+    /// The two answers of a `duplicate-in-flight` case so far (nil: that copy got none), with when each came.
+    private var pair: [(exchanged: (answer: HTTPAnswer, sentAt: ContinuousClock.Instant)?, at: ContinuousClock.Instant)] = []
     private let finished: EventLoopPromise<Void>
     private let decoder = JSONDecoder()
 
@@ -45,9 +49,9 @@ final class SlotDriver: @unchecked Sendable {
     /// Closes the slot's connection (after the run).
     func close() -> EventLoopFuture<Void> {
         loop.flatSubmit {
-            defer { self.connection = nil }
-            guard let connection = self.connection else { return self.loop.makeSucceededVoidFuture() }
-            return connection.closeFuture()
+            defer { self.connection = nil; self.sideConnection = nil }
+            let open = [self.connection, self.sideConnection].compactMap { $0 }
+            return EventLoopFuture.andAllComplete(open.map { $0.closeFuture() }, on: self.loop)
         }
     }
 
@@ -79,6 +83,7 @@ final class SlotDriver: @unchecked Sendable {
         let payment = run.plan[index]
         _ = run.executed.next()
         recorder.sent(payment.kind)
+        if payment.kind == .duplicateInFlight { return sendTwiceAtOnce(payment, intended: intended) }
         exchange(payment, since: intended) { first in
             guard let first else { return self.loop.execute { self.next() } }
             let answeredAt = ContinuousClock.now
@@ -112,20 +117,55 @@ final class SlotDriver: @unchecked Sendable {
         }
     }
 
-    /// One request on the slot's connection, connecting again first if it was lost. Nil (and a
-    /// transport error recorded, its latency counted from `since`) when there is no answer.
-    private func exchange(_ payment: PlannedPayment, since: ContinuousClock.Instant,
+    /// Both copies at once, one on each of the slot's two connections: the worker must answer the
+    /// second alike, joined to the first in flight or from its stored outcome, and authorize once.
+    private func sendTwiceAtOnce(_ payment: PlannedPayment, intended: ContinuousClock.Instant) {
+        pair = []
+        let arrived: @Sendable ((answer: HTTPAnswer, sentAt: ContinuousClock.Instant)?) -> Void = { exchanged in
+            self.pair.append((exchanged, ContinuousClock.now))
+            guard self.pair.count == 2 else { return }
+            self.checkPair(payment, intended: intended)
+        }
+        exchange(payment, since: intended, arrived)
+        exchange(payment, since: intended, side: true, arrived)
+    }
+
+    private func checkPair(_ payment: PlannedPayment, intended: ContinuousClock.Instant) {
+        let answered = pair.compactMap { entry in entry.exchanged.map { (answer: $0.answer, sentAt: $0.sentAt, at: entry.at) } }
+        pair = []
+        for (i, this) in answered.enumerated() {
+            var check = AnswerCheck.check(httpStatus: this.answer.status, isJSON: this.answer.isJSON, body: this.answer.body,
+                                          expected: payment.kind.expected, pspTransactionId: payment.id, decoder: decoder)
+            if check.problem != nil, run.acquirerFaults {
+                let tooLate = AnswerCheck.check(httpStatus: this.answer.status, isJSON: this.answer.isJSON, body: this.answer.body,
+                                                expected: .fail(.responseReceivedTooLate), pspTransactionId: payment.id, decoder: decoder)
+                if tooLate.problem == nil { check = tooLate }
+            }
+            if i == 1, check.problem == nil, this.answer.body != answered[0].answer.body || this.answer.status != answered[0].answer.status
+                || this.answer.isJSON != answered[0].answer.isJSON {
+                check.problem = "the two answers differ"
+            }
+            let lag: Duration? = if case .open = run.drive { max(.zero, this.sentAt - intended) } else { nil }
+            recorder.answered(check, latency: this.at - intended, sendLag: lag, label: "\(payment.id) [\(payment.kind)]", at: this.at)
+        }
+        next()
+    }
+
+    /// One request on the slot's connection (or its second one), connecting again first if it was
+    /// lost. Nil (and a transport error recorded, its latency counted from `since`) when there is no answer.
+    private func exchange(_ payment: PlannedPayment, since: ContinuousClock.Instant, side: Bool = false,
                           _ completion: @escaping @Sendable ((answer: HTTPAnswer, sentAt: ContinuousClock.Instant)?) -> Void) {
+        let current = side ? sideConnection : connection
         let connected: EventLoopFuture<HTTPConnection>
-        if let connection, connection.isUsable {
-            connected = loop.makeSucceededFuture(connection)
+        if let current, current.isUsable {
+            connected = loop.makeSucceededFuture(current)
         } else {
-            connection?.closeFuture().whenComplete { _ in }
-            connection = nil
+            current?.closeFuture().whenComplete { _ in }
+            if side { sideConnection = nil } else { connection = nil }
             connected = HTTPConnection.connect(to: run.address, on: loop)
         }
         connected.flatMap { connection -> EventLoopFuture<(answer: HTTPAnswer, sentAt: ContinuousClock.Instant)> in
-            self.connection = connection
+            if side { self.sideConnection = connection } else { self.connection = connection }
             let sentAt = ContinuousClock.now
             return connection.send(payment.makePayment, timeout: self.run.timeout).map { ($0, sentAt) }
         }.whenComplete { result in
@@ -134,8 +174,13 @@ final class SlotDriver: @unchecked Sendable {
                 completion(exchanged)
             case .failure(let error):
                 self.recorder.transportError("\(payment.id) [\(payment.kind)]: \(error)", failedAfter: ContinuousClock.now - since)
-                self.connection?.closeFuture().whenComplete { _ in }
-                self.connection = nil
+                if side {
+                    self.sideConnection?.closeFuture().whenComplete { _ in }
+                    self.sideConnection = nil
+                } else {
+                    self.connection?.closeFuture().whenComplete { _ in }
+                    self.connection = nil
+                }
                 completion(nil)
             }
         }

@@ -33,7 +33,7 @@ import Testing
     /// Every answer vipps-sim expects carries an id of the API's catalogue and its text exactly
     /// (no 93, no texts of our own: the worker's API version has neither).
     @Test func everyExpectedAnswerIsInTheCatalogue() {
-        let kinds: [CaseKind] = [.approved, .duplicate, .timeout, .badCryptogram, .wrongToken, .confirmedNo, .confirmedTimeout,
+        let kinds: [CaseKind] = [.approved, .duplicate, .duplicateInFlight, .timeout, .badCryptogram, .wrongToken, .confirmedNo, .confirmedTimeout,
                                  .confirmedCancel, .luhn, .expired] + (0...99).map { .code($0 < 10 ? "0\($0)" : "\($0)") }
         for kind in kinds {
             let expected = kind.expected
@@ -50,6 +50,7 @@ import Testing
     @Test(arguments: [
         (CaseKind.approved, ExpectedAnswer(httpStatus: 200, status: .ok)),
         (.duplicate, ExpectedAnswer(httpStatus: 200, status: .ok)),
+        (.duplicateInFlight, ExpectedAnswer(httpStatus: 200, status: .ok)),
         (.timeout, ExpectedAnswer(httpStatus: 200, status: .fail, errorId: 85, errorText: "Response received to late")),
         (.badCryptogram, ExpectedAnswer(httpStatus: 200, status: .fail, errorId: 92, errorText: "Unable to decrypt")),
         (.wrongToken, ExpectedAnswer(httpStatus: 401, status: .fail, errorId: 71, errorText: "Invalid request")),

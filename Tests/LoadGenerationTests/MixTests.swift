@@ -10,8 +10,8 @@ import Testing
     }
 
     @Test func everyNamedKindParses() throws {
-        let mix = try Mix(parsing: "wrong-token=1, duplicate=1,no=1,timeout-status=1,cancel=1,luhn=1,expired=0.5")
-        #expect(mix.entries.map(\.kind) == [.wrongToken, .duplicate, .confirmedNo, .confirmedTimeout, .confirmedCancel, .luhn, .expired])
+        let mix = try Mix(parsing: "wrong-token=1, duplicate=1,duplicate-in-flight=1,no=1,timeout-status=1,cancel=1,luhn=1,expired=0.5")
+        #expect(mix.entries.map(\.kind) == [.wrongToken, .duplicate, .duplicateInFlight, .confirmedNo, .confirmedTimeout, .confirmedCancel, .luhn, .expired])
         #expect(mix.entries.last?.weight == 0.5)
         let api = try Mix(parsing: "NO=1,TIMEOUT=1,CANCEL=1,timeout=1")
         #expect(api.entries.map(\.kind) == [.confirmedNo, .confirmedTimeout, .confirmedCancel, .timeout])
