@@ -167,7 +167,7 @@ let package = Package(
             .product(name: "Hummingbird", package: "hummingbird"),
         ]),
         .testTarget(name: "CardCryptoTests", dependencies: ["CardCrypto"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "MakePaymentTests", dependencies: ["MakePayment", "CardCrypto"]),
+        .testTarget(name: "MakePaymentTests", dependencies: ["MakePayment", "CardCrypto", "LoadGeneration"]),
         .testTarget(name: "AcquiringTests", dependencies: ["Acquiring", "AcquirerConformance", "MakePayment"]),
         .testTarget(name: "ProcessingTests", dependencies: ["Processing", "Acquiring", "MakePayment", "CardCrypto", "SQLitePaymentStore", "PaymentStoreConformance"], resources: [.copy("Fixtures")]),
         .testTarget(name: "SQLitePaymentStoreTests", dependencies: ["SQLitePaymentStore", "PaymentStoreConformance", "Processing", "MakePayment"]),

@@ -65,12 +65,15 @@ public enum AnswerCheck {
         return extra
     }
 
-    /// `text` with every run of 12 or more digits shown as a PAN is: first 6 and last 4, the rest `*`.
+    /// `text` with every run of 12 or more digits masked by the project's rule for PANs
+    /// (`ISOMessage.maskPAN`): from 13 digits first 6 and last 4 shown, the rest `*`; shorter, all `*`.
     static func maskingDigitRuns(_ text: String) -> String {
         var out: [UInt8] = [], run: [UInt8] = []
         func flush() {
-            if run.count >= 12 {
+            if run.count >= 13 {
                 out += run.prefix(6) + Array(repeating: UInt8(ascii: "*"), count: run.count - 10) + run.suffix(4)
+            } else if run.count == 12 {
+                out += Array(repeating: UInt8(ascii: "*"), count: 12)
             } else {
                 out += run
             }

@@ -89,15 +89,7 @@ final class SlotDriver: @unchecked Sendable {
             let answeredAt = ContinuousClock.now
             let lag: Duration? = if case .open = self.run.drive { max(.zero, first.sentAt - intended) } else { nil }
             let expected = payment.kind.expected
-            var checked = AnswerCheck.check(httpStatus: first.answer.status, isJSON: first.answer.isJSON, body: first.answer.body,
-                                            expected: expected, pspTransactionId: payment.id, decoder: self.decoder)
-            // With acquirer faults, a payment that reaches the acquirer may also be 85, text and all.
-            if checked.problem != nil, self.run.acquirerFaults, payment.kind.reachesAcquirer {
-                let tooLate = AnswerCheck.check(httpStatus: first.answer.status, isJSON: first.answer.isJSON, body: first.answer.body,
-                                                expected: .fail(.responseReceivedTooLate), pspTransactionId: payment.id, decoder: self.decoder)
-                if tooLate.problem == nil { checked = tooLate }
-            }
-            let firstCheck = checked
+            let firstCheck = self.check(first.answer, payment)
             self.recorder.answered(firstCheck, latency: answeredAt - intended, sendLag: lag,
                                    label: "\(payment.id) [\(payment.kind)]", at: answeredAt)
             guard payment.kind == .duplicate else { return self.next() }
@@ -107,10 +99,7 @@ final class SlotDriver: @unchecked Sendable {
                 var check = AnswerCheck.check(httpStatus: again.answer.status, isJSON: again.answer.isJSON, body: again.answer.body,
                                               expected: expected, pspTransactionId: payment.id, decoder: self.decoder)
                 if firstCheck.problem == nil && check.outcome == firstCheck.outcome { check.problem = nil }
-                if check.problem == nil, again.answer.body != first.answer.body || again.answer.status != first.answer.status
-                    || again.answer.isJSON != first.answer.isJSON {
-                    check.problem = "the repeat's answer differs from the first"
-                }
+                if check.problem == nil, Self.differ(again.answer, first.answer) { check.problem = "the repeat's answer differs from the first" }
                 self.recorder.answered(check, latency: now - again.sentAt, label: "\(payment.id) [duplicate, repeat]", at: now)
                 self.next()
             }
@@ -134,21 +123,28 @@ final class SlotDriver: @unchecked Sendable {
         let answered = pair.compactMap { entry in entry.exchanged.map { (answer: $0.answer, sentAt: $0.sentAt, at: entry.at) } }
         pair = []
         for (i, this) in answered.enumerated() {
-            var check = AnswerCheck.check(httpStatus: this.answer.status, isJSON: this.answer.isJSON, body: this.answer.body,
-                                          expected: payment.kind.expected, pspTransactionId: payment.id, decoder: decoder)
-            if check.problem != nil, run.acquirerFaults {
-                let tooLate = AnswerCheck.check(httpStatus: this.answer.status, isJSON: this.answer.isJSON, body: this.answer.body,
-                                                expected: .fail(.responseReceivedTooLate), pspTransactionId: payment.id, decoder: decoder)
-                if tooLate.problem == nil { check = tooLate }
-            }
-            if i == 1, check.problem == nil, this.answer.body != answered[0].answer.body || this.answer.status != answered[0].answer.status
-                || this.answer.isJSON != answered[0].answer.isJSON {
-                check.problem = "the two answers differ"
-            }
+            var check = check(this.answer, payment)
+            if i == 1, check.problem == nil, Self.differ(this.answer, answered[0].answer) { check.problem = "the two answers differ" }
             let lag: Duration? = if case .open = run.drive { max(.zero, this.sentAt - intended) } else { nil }
             recorder.answered(check, latency: this.at - intended, sendLag: lag, label: "\(payment.id) [\(payment.kind)]", at: this.at)
         }
         next()
+    }
+
+    /// `answer` checked against what `payment`'s case must get. With acquirer faults, a payment that
+    /// reaches the acquirer may also be 85, text and all.
+    private func check(_ answer: HTTPAnswer, _ payment: PlannedPayment) -> CheckedAnswer {
+        let checked = AnswerCheck.check(httpStatus: answer.status, isJSON: answer.isJSON, body: answer.body,
+                                        expected: payment.kind.expected, pspTransactionId: payment.id, decoder: decoder)
+        guard checked.problem != nil, run.acquirerFaults, payment.kind.reachesAcquirer else { return checked }
+        let tooLate = AnswerCheck.check(httpStatus: answer.status, isJSON: answer.isJSON, body: answer.body,
+                                        expected: .fail(.responseReceivedTooLate), pspTransactionId: payment.id, decoder: decoder)
+        return tooLate.problem == nil ? tooLate : checked
+    }
+
+    /// Two answers to the same payment that a client could tell apart.
+    private static func differ(_ a: HTTPAnswer, _ b: HTTPAnswer) -> Bool {
+        a.status != b.status || a.isJSON != b.isJSON || a.body != b.body
     }
 
     /// One request on the slot's connection (or its second one), connecting again first if it was

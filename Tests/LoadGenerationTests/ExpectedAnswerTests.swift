@@ -150,6 +150,8 @@ import Testing
         let problem = AnswerCheck.check(httpStatus: 200, isJSON: true, body: Self.body(echoed), expected: .fail(.refusedByIssuer),
                                         pspTransactionId: "p1").problem
         #expect(problem == #"expected 200 FAIL 82, got errorText "card 492500******0004 refused""#)
+        // The project's rule for PANs: under 13 digits nothing is shown (a Luhn digit would give the rest away).
+        #expect(AnswerCheck.maskingDigitRuns("a 123456789012 b 12345678901 c 1234567890123") == "a ************ b 12345678901 c 123456***0123")
     }
 
     /// The right body under another media type is a mismatch, on the fast path too.

@@ -1,4 +1,5 @@
 import Foundation
+import LoadGeneration  // SplitMix64, its seedable generator
 import MakePayment
 import Testing
 
@@ -111,7 +112,7 @@ private let valid = #"{"pspTransactionId":"t-1","merchantSerialNumber":"123456",
     /// `JSON_FUZZ_SEED=<seed>` runs the same mutations again.
     @Test func neverMoreLenientThanJSONDecoder() {
         let seed = ProcessInfo.processInfo.environment["JSON_FUZZ_SEED"].flatMap { UInt64($0) } ?? UInt64.random(in: 0...UInt64.max)
-        var generator = SplitMix64(state: seed)
+        var generator = SplitMix64(seed: seed)
         let base = Array(#"{"pspTransactionId":"t-1","merchantSerialNumber":"123","cardData":"q+/=","confirmed":"CANCEL","z":[1,{"k":null}]}"#.utf8)
         let alphabet = Array(#"{}[]:,"\ 0-1.eEtrufalsnYESNO"#.utf8)
         var disagreements: [String] = [], accepted = 0
@@ -153,17 +154,5 @@ private let valid = #"{"pspTransactionId":"t-1","merchantSerialNumber":"123456",
         let quoted = JSONText.quoted(text)
         #expect(quoted == #""q\"b\\n\nr\rt\tc\u0001\u001fé😀/""#)
         #expect(try JSONDecoder().decode(String.self, from: Data(quoted.utf8)) == text)
-    }
-}
-
-/// A small PRNG whose runs a seed repeats (SplitMix64).
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
