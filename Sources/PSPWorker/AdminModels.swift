@@ -42,32 +42,70 @@ struct RegisterPaymentRequest {
         }
     }
 
-    /// The keys of a JSON object's top level in order, a key given twice listed twice (`data` is
-    /// an object already: JSONDecoder read it).
-    static func topLevelKeys(_ data: Data) -> [String] {
+    /// The top level of a JSON object as sent: each key in order (a key given twice is listed
+    /// twice) with its value's bytes, whitespace trimmed (`data` is an object already: JSONDecoder
+    /// read it). The bytes show what JSONDecoder hides: `1e3` and `1000.00000000000001` both
+    /// decode as the integer 1000.
+    static func topLevelEntries(_ data: Data) -> [(key: String, value: ArraySlice<UInt8>)] {
         let bytes = [UInt8](data)
-        var keys: [String] = [], depth = 0, expectingKey = false, i = 0
+        var entries: [(key: String, value: ArraySlice<UInt8>)] = []
+        var depth = 0, expectingKey = false, key: String?, valueStart: Int?, i = 0
+        func endValue(at end: Int) {
+            if let key, var start = valueStart {
+                var end = end
+                let blank: Set<UInt8> = [0x20, 0x09, 0x0A, 0x0D]
+                while start < end, blank.contains(bytes[start]) { start += 1 }
+                while end > start, blank.contains(bytes[end - 1]) { end -= 1 }
+                entries.append((key, bytes[start..<end]))
+            }
+            (key, valueStart) = (nil, nil)
+        }
         while i < bytes.count {
             switch bytes[i] {
             case UInt8(ascii: "\""):
                 var end = i + 1
                 while end < bytes.count, bytes[end] != UInt8(ascii: "\"") { end += bytes[end] == UInt8(ascii: "\\") ? 2 : 1 }
-                if depth == 1, expectingKey, end < bytes.count, let key = try? JSONDecoder().decode(String.self, from: Data(bytes[i...end])) {
-                    keys.append(key)
+                if depth == 1, expectingKey, end < bytes.count, let name = try? JSONDecoder().decode(String.self, from: Data(bytes[i...end])) {
+                    key = name
                     expectingKey = false
                 }
                 i = end
+            case UInt8(ascii: ":"): if depth == 1, key != nil, valueStart == nil { valueStart = i + 1 }
             case UInt8(ascii: "{"):
                 depth += 1
                 if depth == 1 { expectingKey = true }
             case UInt8(ascii: "["): depth += 1
-            case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
-            case UInt8(ascii: ","): if depth == 1 { expectingKey = true }
+            case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                if depth == 1 { endValue(at: i) }
+                depth -= 1
+            case UInt8(ascii: ","):
+                if depth == 1 {
+                    endValue(at: i)
+                    expectingKey = true
+                }
             default: break
             }
             i += 1
         }
-        return keys
+        return entries
+    }
+
+    /// A whole number as written (an amount in øre): digits only, no fraction, no exponent. Money is never read
+    /// through a Double: `1000.00000000000001` is not 1000 øre, and neither is `1e3` to every reader.
+    enum IntegerText: Equatable {
+        case whole(Int), tooLarge, negative, notWhole
+        init?(_ text: ArraySlice<UInt8>) {
+            var digits = text
+            let negative = digits.first == UInt8(ascii: "-")
+            if negative { digits = digits.dropFirst() }
+            guard let first = digits.first, first >= UInt8(ascii: "0"), first <= UInt8(ascii: "9") else { return nil }
+            guard digits.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else {
+                self = negative ? .negative : .notWhole
+                return
+            }
+            if negative { self = .negative; return }
+            self = Int(String(decoding: digits, as: UTF8.self)).map(IntegerText.whole) ?? .tooLarge
+        }
     }
 
     static func isUsableToken(_ token: String) -> Bool {
@@ -86,8 +124,9 @@ struct RegisterPaymentRequest {
         var problems: [(String?, String, String)] = []
         // JSONDecoder keeps one value of a key given twice, and another reader may keep the other:
         // an amount or token that two systems read differently is refused.
+        let entries = topLevelEntries(data)
         var seen = Set<String>()
-        for key in topLevelKeys(data) where !seen.insert(key).inserted {
+        for key in entries.map(\.key) where !seen.insert(key).inserted {
             let named = ["pspTransactionId", "merchantSerialNumber", "merchantOrderId", "amount", "currency", "makePaymentToken",
                          "paymentText"].contains(key)
             problems.append((named ? key : nil, "51", "Invalid request: " + (named ? key : "a field") + " is given more than once"))
@@ -95,8 +134,13 @@ struct RegisterPaymentRequest {
         func string(_ field: String, max: Int, optional: Bool = false) -> String {
             switch object[field] {
             case .string(let value) where (optional || !value.isEmpty) && value.utf8.count <= max: return value
-            // Some integrations send merchantSerialNumber as a number: accept its digits.
-            case .integer(let number) where field == "merchantSerialNumber" && number > 0: return String(number)
+            // Some integrations send merchantSerialNumber as a number: accept it when written as digits.
+            case .integer where field == "merchantSerialNumber":
+                if case .whole(let number)? = entries.first(where: { $0.key == field }).flatMap({ IntegerText($0.value) }), number > 0 {
+                    return String(number)
+                }
+                problems.append((field, "51", "Invalid request"))
+                return ""
             case nil where optional, .null where optional: return ""
             case .string(let value) where value.utf8.count > max:
                 problems.append((field, "51", "Invalid request: \(field) is at most \(max) bytes"))
@@ -127,14 +171,13 @@ struct RegisterPaymentRequest {
         }
         var amount = 0
         let lessThanOne: (String?, String, String) = ("amount", "amount.less.than.one", "Amount must be at least 1 øre")
-        switch object["amount"] {
-        case .integer(let value) where value >= 1 && value <= Self.maxAmount: amount = value
-        case .integer(let value) where value >= 1:
-            problems.append(("amount", "51", "Invalid request: amount is at most \(Self.maxAmount) øre"))
-        case .integer: problems.append(lessThanOne)
-        case .number(let value) where value < 1: problems.append(lessThanOne)
-        case .number: problems.append(("amount", "51", "Invalid request: amount is a whole number of øre"))
-        default: problems.append(("amount", "51", "Invalid request"))
+        switch entries.first(where: { $0.key == "amount" }).flatMap({ IntegerText($0.value) }) {
+        case .whole(let value) where value < 1: problems.append(lessThanOne)
+        case .whole(let value) where value <= Self.maxAmount: amount = value
+        case .whole, .tooLarge: problems.append(("amount", "51", "Invalid request: amount is at most \(Self.maxAmount) øre"))
+        case .negative: problems.append(lessThanOne)
+        case .notWhole: problems.append(("amount", "51", "Invalid request: amount is a whole number of øre, written without a fraction or exponent"))
+        case nil: problems.append(("amount", "51", "Invalid request"))
         }
         if case .string("NOK") = object["currency"] {} else {
             problems.append(("currency", "transaction.currency.invalid", "Currency must be NOK"))

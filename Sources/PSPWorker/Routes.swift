@@ -47,7 +47,9 @@ struct Routes: Sendable {
         router.get("/payments/:id") { request, context in
             await adminOnly(request) { await show(Self.paymentId(context.parameters.get("id"))) }
         }
+        router.add(middleware: UnknownRouteMiddleware())
         router.get("/health") { _, _ in Responses.json(.ok, #"{"status":"UP"}"#) }
+        router.get("/health/ready") { _, _ in await readiness() }
         router.get("/metrics") { _, _ in
             depth.record(queue.depth)
             storeMetrics?.update()
@@ -55,6 +57,41 @@ struct Routes: Sendable {
             registry.emit(into: &buffer)
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                             body: .init(byteBuffer: ByteBuffer(bytes: buffer)))
+        }
+    }
+
+    /// Readiness, for a load balancer: the queue takes jobs (not draining for a shutdown) and the
+    /// store answers a read within 2 s. `/health` stays liveness: the process answers at all.
+    func readiness() async -> Response {
+        guard !queue.isClosed else { return Responses.json(.serviceUnavailable, #"{"status":"DOWN","queue":"draining"}"#) }
+        let store = self.store
+        let storeAnswered = await Self.firstOf(seconds: 2) {
+            // A read of an id no payment has: the file is open, readable and not stuck behind a lock.
+            do { _ = try await store.payment(""); return true } catch { return false }
+        }
+        switch storeAnswered {
+        case true?: return Responses.json(.ok, #"{"status":"UP","store":"UP"}"#)
+        case false?: return Responses.json(.serviceUnavailable, #"{"status":"DOWN","store":"failing"}"#)
+        case nil: return Responses.json(.serviceUnavailable, #"{"status":"DOWN","store":"not answering"}"#)
+        }
+    }
+
+    /// `work`'s answer, or nil when it takes longer than `seconds`. A stuck `work` is left running:
+    /// a task group would wait for it, and the probe would hang with the store.
+    static func firstOf(seconds: Int, _ work: @escaping @Sendable () async -> Bool) async -> Bool? {
+        let once = Once()
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Bool?, Never>) in
+            @Sendable func answer(_ value: Bool?) {
+                if once.claim() { continuation.resume(returning: value) }
+            }
+            let timer = Task {
+                try? await Task.sleep(for: .seconds(seconds))
+                answer(nil)
+            }
+            Task {
+                answer(await work())
+                timer.cancel()
+            }
         }
     }
 
@@ -164,6 +201,12 @@ struct Routes: Sendable {
     }
 }
 
+/// True for the first caller only.
+final class Once: Sendable {
+    private let done = Atomic<Bool>(false)
+    func claim() -> Bool { !done.exchange(true, ordering: .acquiringAndReleasing) }
+}
+
 /// Counts makePayment calls being answered, for the in-flight gauge.
 final class InFlightCounter: Sendable {
     private let value = Atomic<Int>(0)
@@ -171,3 +214,15 @@ final class InFlightCounter: Sendable {
     func leave() -> Int { value.subtract(1, ordering: .relaxed).newValue }
 }
 
+
+/// A route no endpoint has (or a method an endpoint does not take) is answered with a JSON error
+/// like every other refusal, not an empty 404.
+struct UnknownRouteMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as HTTPError where error.status == .notFound {
+            return Responses.errors(.notFound, [(nil, "404", "No such endpoint")])
+        }
+    }
+}

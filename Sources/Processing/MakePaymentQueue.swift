@@ -92,6 +92,9 @@ public final class InProcessMakePaymentQueue: MakePaymentQueue {
 
     public var inProgress: Int { taken.load(ordering: .relaxed) }
 
+    /// Closed for a shutdown: it takes no new job, and its workers finish the ones it holds.
+    public var isClosed: Bool { state.withLock { $0.closed } }
+
     /// Workers waiting for a job.
     public var idleWorkers: Int { state.withLock { $0.idleWorkers.count } }
 

@@ -6,7 +6,9 @@ import HummingbirdTesting
 import Logging
 import MakePayment
 import PSPWorker
+import Processing
 import SQLitePaymentStore
+import Synchronization
 import Testing
 
 enum TestKeys {
@@ -211,6 +213,25 @@ extension TestResponse {
             let huge = try await client.register("p5", amount: "1000000000050")
             #expect(huge.status == .badRequest && huge.text.contains("at most 999999999999"))
             #expect(try await client.register("p6", amount: "999999999999").status == .created)
+            // Money is read as written, never through a Double: each of these decodes as 1000 in
+            // JSONDecoder, and none is 1000 øre to every reader.
+            for written in ["1000.00000000000001", "1e3", "1000.0", "1E3", "10000e-1"] {
+                let inexact = try await client.register("p7", amount: written)
+                #expect(inexact.status == .badRequest && inexact.text.contains("whole number of øre"), "\(written): \(inexact.text)")
+            }
+            for written in ["-5", "-0.5", "0"] {
+                #expect(try await client.register("p7", amount: written).text.contains("amount.less.than.one"), "\(written)")
+            }
+            // Beyond Int: still the field's own limit, not a generic refusal.
+            #expect(try await client.register("p7", amount: "123456789012345678901234567890").text.contains("at most 999999999999"))
+            let spaced = try await client.register("p7", amount: " \n 1000 \t")
+            #expect(spaced.status == .created)
+            let numericMerchant = try await client.post("/payments", #"{"pspTransactionId":"m3","merchantSerialNumber":123456,"merchantOrderId":"o","amount":100,"currency":"NOK","makePaymentToken":"token-m3x"}"#,
+                                                        authorization: "Bearer " + LiveWorker.adminToken)
+            #expect(numericMerchant.status == .created)
+            let merchantExponent = try await client.post("/payments", #"{"pspTransactionId":"m4","merchantSerialNumber":1.23456e5,"merchantOrderId":"o","amount":100,"currency":"NOK","makePaymentToken":"token-m4x"}"#,
+                                                         authorization: "Bearer " + LiveWorker.adminToken)
+            #expect(merchantExponent.status == .badRequest && merchantExponent.text.contains("merchantSerialNumber"))
             let euro = try await client.register("p3", currency: "\"EUR\"")
             #expect(euro.status == .badRequest && euro.text.contains("transaction.currency.invalid"))
             let text = try await client.register("p4", amount: "\"ten\"")
@@ -301,6 +322,50 @@ extension TestResponse {
                 #expect(metrics.contains(#"psp_store_slow_commits_total{at_least_seconds="\#(threshold)"}"#))
                 #expect(metrics.contains(#"psp_store_slow_wal_restarts_total{at_least_seconds="\#(threshold)"}"#))
             }
+        }
+    }
+
+    /// Readiness asks the store: a store that fails its reads, or does not answer, takes the
+    /// worker out of a load balancer's rotation while `/health` (liveness) still answers.
+    @Test func readinessFollowsTheStore() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("ready-\(UUID().uuidString).sqlite").path
+        defer { for s in ["", "-wal", "-shm", "-gate"] { try? FileManager.default.removeItem(atPath: path + s) } }
+        var configuration = PSPWorkerConfiguration(keys: KeyRingSource(privateKeyPath: TestKeys.path("psp-private-key")))
+        configuration.port = 0
+        configuration.store = .sqlite(path: path)
+        configuration.workers = 2
+        var logger = Logger(label: "test")
+        logger.logLevel = .warning
+        var components = try PSPWorkerComponents.make(configuration, logger: logger)
+        let store = ReadFaultStore(components.store)
+        components.store = store
+        let app = try buildApplication(configuration: configuration, components: components, logger: logger)
+        try await app.test(.live) { client in
+            let ready = try await client.execute(uri: "/health/ready", method: .get)
+            #expect(ready.status == .ok && ready.text == #"{"status":"UP","store":"UP"}"#)
+            store.fault.withLock { $0 = .fail }
+            let failing = try await client.execute(uri: "/health/ready", method: .get)
+            #expect(failing.status == .serviceUnavailable && failing.text.contains(#""store":"failing""#))
+            #expect(try await client.execute(uri: "/health", method: .get).status == .ok)
+            store.fault.withLock { $0 = .stall }
+            let stalled = try await client.execute(uri: "/health/ready", method: .get)
+            #expect(stalled.status == .serviceUnavailable && stalled.text.contains(#""store":"not answering""#))
+            store.fault.withLock { $0 = nil }
+            #expect(try await client.execute(uri: "/health/ready", method: .get).status == .ok)
+        }
+    }
+
+    /// A route no endpoint has is refused like everything else, in JSON.
+    @Test func unknownRoutesAnswerAJSONNotFound() async throws {
+        try await LiveWorker.run { client in
+            for (uri, method) in [("/nope", HTTPRequest.Method.get), ("/health", .post), ("/makePayment", .get), ("/payments/p1/refund", .post)] {
+                let answer = try await client.execute(uri: uri, method: method)
+                #expect(answer.status == .notFound, "\(method) \(uri)")
+                #expect(answer.headers[.contentType] == "application/json")
+                #expect(answer.text == #"[{"errorCode":"404","errorMessage":"No such endpoint"}]"#, "\(method) \(uri)")
+            }
+            // The path is not echoed: it could carry anything, a card number included.
+            #expect(!(try await client.execute(uri: "/4925000000004444", method: .get).text.contains("4925")))
         }
     }
 
@@ -585,4 +650,40 @@ enum RawHTTP {
     }
 
     enum RawHTTPError: Error { case connect, send, timeout(Int) }
+}
+
+/// The worker's store, with reads that can be made to fail or to hang (`/health/ready`'s probe).
+final class ReadFaultStore: PaymentStore {
+    enum Fault { case fail, stall }
+    struct ReadFailed: Error {}
+    let base: any PaymentStore
+    let fault = Mutex<Fault?>(nil)
+    init(_ base: any PaymentStore) { self.base = base }
+
+    func payment(_ id: String) async throws -> PaymentRecord? {
+        switch fault.withLock({ $0 }) {
+        case .fail?: throw ReadFailed()
+        case .stall?: try await Task.sleep(for: .seconds(3)); return nil
+        case nil: return try await base.payment(id)
+        }
+    }
+    func register(_ r: PaymentRegistration, now: Int64) async throws -> RegisterResult { try await base.register(r, now: now) }
+    func paymentForMakePayment(_ id: String) async throws -> PaymentRecord? { try await base.paymentForMakePayment(id) }
+    func cancel(_ id: String, now: Int64) async throws -> CancelResult { try await base.cancel(id, now: now) }
+    func beginAttempt(_ id: String, attempt: AttemptRecord, now: Int64) async throws -> BeginAttemptResult {
+        try await base.beginAttempt(id, attempt: attempt, now: now)
+    }
+    func recordOutcome(_ id: String, outcome: PaymentOutcome, reversal: ReversalRequest?, attemptId: String?, now: Int64,
+                       answerBy: ContinuousClock.Instant?) async throws -> PaymentOutcome? {
+        try await base.recordOutcome(id, outcome: outcome, reversal: reversal, attemptId: attemptId, now: now, answerBy: answerBy)
+    }
+    func attemptsStarted(before: Int64, limit: Int) async throws -> [PaymentRecord] { try await base.attemptsStarted(before: before, limit: limit) }
+    func dueReversals(now: Int64, limit: Int) async throws -> [ReversalRecord] { try await base.dueReversals(now: now, limit: limit) }
+    func claimReversal(_ id: String, now: Int64, until: Int64) async throws -> ReversalRecord? {
+        try await base.claimReversal(id, now: now, until: until)
+    }
+    func recordReversalTry(_ id: String, state: ReversalState, nextTryAt: Int64, now: Int64) async throws {
+        try await base.recordReversalTry(id, state: state, nextTryAt: nextTryAt, now: now)
+    }
+    func reversals(for id: String) async throws -> [ReversalRecord] { try await base.reversals(for: id) }
 }
