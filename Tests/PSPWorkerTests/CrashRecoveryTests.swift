@@ -73,10 +73,14 @@ final class WorkerProcess: @unchecked Sendable {
         }
     }
 
-    /// Signals the worker and waits for it to exit (nothing, once it has).
+    /// Signals the worker and waits for it to exit (nothing, once it has); after 20 s, SIGKILL: a
+    /// shutdown that hangs would otherwise hold a thread of the test pool (one per core) for good.
     func kill(_ signal: Int32) {
         guard process.isRunning else { return }
         Foundation.kill(process.processIdentifier, signal)
+        let deadline = Date().addingTimeInterval(20)
+        while process.isRunning, Date() < deadline { usleep(10_000) }
+        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
     }
 
