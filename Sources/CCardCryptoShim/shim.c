@@ -1,4 +1,7 @@
-// PKCS#1 "RSA PUBLIC KEY" files are still read through the 1.1 API; nothing else uses it.
+// Two calls OpenSSL 3 marks deprecated, with no replacement that does the same: PKCS#1 "RSA PUBLIC
+// KEY" files are read through the 1.1 API, and decryption checks OAEP with
+// RSA_padding_check_PKCS1_OAEP_mgf1 (see ccs_decryptor_decrypt). An OpenSSL built `no-deprecated`
+// does not have them.
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include "shim.h"
 
@@ -77,6 +80,7 @@ static int private_key_is_consistent(EVP_PKEY *pkey) {
 static int check_rsa_encryption_key(EVP_PKEY *pkey, int is_private) {
     if (EVP_PKEY_get_base_id(pkey) != EVP_PKEY_RSA) return CCS_KEY_NOT_RSA;
     if (EVP_PKEY_get_bits(pkey) < 2048) return CCS_KEY_TOO_SHORT;
+    if (EVP_PKEY_get_size(pkey) > CCS_MAX_MODULUS_BYTES) return CCS_KEY_TOO_LONG;
     if (!exponent_is_sound(pkey)) return CCS_KEY_WEAK_EXPONENT;
     if (is_private && !private_key_is_consistent(pkey)) return CCS_KEY_INCONSISTENT;
     return CCS_KEY_OK;
@@ -119,12 +123,15 @@ ccs_key *ccs_public_key_from_pem(const void *pem, size_t pem_len, int *reason) {
     if (pem_len > INT32_MAX) return NULL;
     BIO *bio = BIO_new_mem_buf(pem, (int)pem_len);
     if (bio == NULL) { ERR_clear_error(); return NULL; }
-    EVP_PKEY *pkey = PEM_read_bio_PUBKEY_ex(bio, NULL, NULL, NULL, NULL, NULL);
+    // A callback that gives no passphrase: with none, OpenSSL would prompt on the terminal for an
+    // encrypted private key given as the public key (and read stdin, the card lines of `encrypt`).
+    passphrase_request none = { NULL, 0, 0 };
+    EVP_PKEY *pkey = PEM_read_bio_PUBKEY_ex(bio, NULL, passphrase_callback, &none, NULL, NULL);
     if (pkey == NULL) {
         // PKCS#1 "RSA PUBLIC KEY": rewind and read it with the 1.1 API (the one use of it).
         (void)BIO_reset(bio);
         ERR_clear_error();
-        RSA *rsa = PEM_read_bio_RSAPublicKey(bio, NULL, NULL, NULL);
+        RSA *rsa = PEM_read_bio_RSAPublicKey(bio, NULL, passphrase_callback, &none);
         if (rsa != NULL) {
             pkey = EVP_PKEY_new();
             if (pkey == NULL || EVP_PKEY_assign_RSA(pkey, rsa) != 1) {
@@ -136,7 +143,10 @@ ccs_key *ccs_public_key_from_pem(const void *pem, size_t pem_len, int *reason) {
     }
     BIO_free(bio);
     ERR_clear_error();
-    if (pkey == NULL) return NULL;
+    if (pkey == NULL) {
+        if (none.asked) *reason = CCS_KEY_NEEDS_PASSPHRASE;
+        return NULL;
+    }
     return wrap_key(pkey, 0, reason);
 }
 

@@ -17,6 +17,7 @@ public enum KeyLoadError: Error, CustomStringConvertible, Equatable {
     case wrongPassphrase(path: String)
     case notRSA(path: String)
     case tooShort(path: String)
+    case tooLong(path: String)
     case weakExponent(path: String)
     case inconsistent(path: String)
     case emptyPassphrase(source: String)
@@ -31,6 +32,7 @@ public enum KeyLoadError: Error, CustomStringConvertible, Equatable {
         case .wrongPassphrase(let path): "the passphrase does not open \(path)"
         case .notRSA(let path): "\(path) is not an RSA encryption key; Vipps encrypts card data with RSA-OAEP"
         case .tooShort(let path): "\(path) is an RSA key shorter than 2048 bits; refused"
+        case .tooLong(let path): "\(path) is an RSA key longer than 8192 bits; refused"
         case .weakExponent(let path): "\(path) is an RSA key whose public exponent is even, under 65537 or over 2^256 (FIPS 186-5); refused"
         case .inconsistent(let path): "\(path) is an RSA private key whose parts do not agree (n, e, d, p, q or the CRT values): a damaged or altered key file; refused"
         case .emptyPassphrase(let source): "the passphrase from \(source) is empty"
@@ -44,6 +46,7 @@ public enum KeyLoadError: Error, CustomStringConvertible, Equatable {
         case Int(CCS_KEY_BAD_PASSPHRASE): self = .wrongPassphrase(path: path)
         case Int(CCS_KEY_NOT_RSA): self = .notRSA(path: path)
         case Int(CCS_KEY_TOO_SHORT): self = .tooShort(path: path)
+        case Int(CCS_KEY_TOO_LONG): self = .tooLong(path: path)
         case Int(CCS_KEY_WEAK_EXPONENT): self = .weakExponent(path: path)
         case Int(CCS_KEY_INCONSISTENT): self = .inconsistent(path: path)
         default: self = expectingPrivate ? .notAPrivateKey(path: path) : .notAPublicKey(path: path)

@@ -78,14 +78,16 @@ public struct PrimaryAccountNumber: ~Copyable, @unchecked Sendable {
         return v
     }
 
-    /// The card scheme the number belongs to, by its IIN range.
+    /// The card scheme the number belongs to, by its IIN range (it picks scheme-specific response
+    /// code mappings, so a card of a scheme not named here is `.other`, never another's).
     public var scheme: CardScheme {
-        let p2 = prefix(2), p4 = prefix(4), p6 = prefix(6)
+        let p2 = prefix(2), p3 = prefix(3), p4 = prefix(4)
         if digits[0] == UInt8(ascii: "4") { return .visa }
         if (51...55).contains(p2) || (2221...2720).contains(p4) { return .mastercard }
         if p2 == 34 || p2 == 37 { return .amex }
-        if (50...69).contains(p2) { return .maestro }
-        _ = p6
+        // Discover (6011, 644–649, 65) and UnionPay (62) sit inside Maestro's old 50, 56–69.
+        if p4 == 6011 || (644...649).contains(p3) || p2 == 65 || p2 == 62 { return .other }
+        if p2 == 50 || (56...69).contains(p2) { return .maestro }
         return .other
     }
 }

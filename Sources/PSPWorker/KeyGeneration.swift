@@ -1,6 +1,8 @@
 import CardCrypto
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
@@ -43,7 +45,7 @@ public enum KeyGeneration {
         do {
             var done = 0
             while done < bytes.count {
-                let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
+                let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
                 if n < 0 { if errno == EINTR { continue }; throw KeyGenerationError(description: "cannot write \(path): \(String(cString: strerror(errno)))") }
                 done += n
             }

@@ -448,7 +448,10 @@ public final class MakePaymentPipeline: Sendable {
     }
 
     private func internalError(_ id: String, step: String, _ error: (any Error)?) -> MakePaymentResult {
-        logger.error("internal error", metadata: ["pspTransactionId": "\(id)", "step": "\(step)", "error": "\(error.map { "\($0)" } ?? "-")"])
+        // The id may be one no payment has (a failed look-up): printable characters only, so that
+        // a crafted id cannot forge log lines.
+        let printable = String(id.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? "?" : Character($0) })
+        logger.error("internal error", metadata: ["pspTransactionId": "\(printable)", "step": "\(step)", "error": "\(error.map { "\($0)" } ?? "-")"])
         return MakePaymentResult(httpStatus: 500, response: .fail(id, .internalError))
     }
 

@@ -111,11 +111,12 @@ struct Keygen: ParsableCommand {
     @Option(name: .long, help: "Directory to write the two files into (created if missing).")
     var out: String
 
-    @Option(name: .long, help: "Modulus size in bits (2048 to 16384).")
+    @Option(name: .long, help: "Modulus size in bits (2048 to 8192).")
     var bits: Int = 2048
 
     func validate() throws {
-        guard bits >= 2048 && bits <= 16384 else { throw ValidationError("--bits must be between 2048 and 16384") }
+        // 8192: the longest key the decryptor takes.
+        guard bits >= 2048 && bits <= 8192 else { throw ValidationError("--bits must be between 2048 and 8192") }
     }
 
     func run() throws {

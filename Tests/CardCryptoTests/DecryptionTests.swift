@@ -102,6 +102,31 @@ import Testing
         #expect(throws: KeyLoadError.weakExponent(path: smallExponentPublic)) { _ = try KeyFiles.loadPublicKey(path: smallExponentPublic) }
     }
 
+    /// Over 8192 bits no decryptor can take the key: refused at load by name, not as "not a key".
+    @Test func aKeyLongerThan8192BitsIsRefused() throws {
+        let path = Fixtures.path("rsa-8200-public.pem")
+        #expect(throws: KeyLoadError.tooLong(path: path)) { _ = try KeyFiles.loadPublicKey(path: path) }
+    }
+
+    /// An encrypted private key where a public key is wanted needs its passphrase: it is said so,
+    /// and OpenSSL does not prompt on a terminal or read stdin (where `psp-worker encrypt` has the
+    /// card lines) for one.
+    @Test func anEncryptedPrivateKeyAsThePublicKeyAsksForNoPassphrase() throws {
+        let path = Fixtures.path("psp-private-key-encrypted.pem")
+        // Stdin is a pipe holding a line for the load: OpenSSL's prompt, with no terminal, reads it.
+        var ends: [Int32] = [0, 0]
+        try #require(pipe(&ends) == 0)
+        let savedStdin = dup(0)
+        defer { dup2(savedStdin, 0); close(savedStdin) }
+        _ = "4925000000004444\n".withCString { write(ends[1], $0, 17) }
+        close(ends[1])
+        dup2(ends[0], 0)
+        close(ends[0])
+        #expect(throws: KeyLoadError.needsPassphrase(path: path)) { _ = try KeyFiles.loadPublicKey(path: path) }
+        var left = [UInt8](repeating: 0, count: 32)
+        #expect(read(0, &left, left.count) == 17, "the load read stdin")
+    }
+
     /// The TEST key with one CRT value off by two parses (OpenSSL would then redo every decryption
     /// with d alone, several times slower): a damaged key file, refused at load by name, and also
     /// where only its public half is wanted.

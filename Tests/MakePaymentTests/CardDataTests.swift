@@ -115,6 +115,12 @@ private func outcome(_ text: String) -> String {
     @Test func schemesAreRecognised() throws {
         let schemes = try ["4925000000004444", "5555555555554444", "2221000000000009"].map { try pan($0).scheme }
         #expect(schemes == [.visa, .mastercard, .mastercard])
+        // Maestro's old range (50, 56–69) holds other schemes' IINs: those must not get Maestro's
+        // response code mappings.
+        let maestro = try ["6759649826438453", "5018000000000009", "6304000000000000"].map { try pan($0).scheme }
+        #expect(maestro == [.maestro, .maestro, .maestro])
+        let discoverAndUnionPay = try ["6011111111111117", "6500000000000002", "6440000000000005", "6200000000000005"].map { try pan($0).scheme }
+        #expect(discoverAndUnionPay == [.other, .other, .other, .other])
     }
 
     @Test func nonDigitsAreRefused() {

@@ -29,6 +29,7 @@ enum {
     CCS_KEY_TOO_SHORT = 5,           // RSA, but under 2048 bits
     CCS_KEY_WEAK_EXPONENT = 6,       // RSA, but its public exponent is even, under 65537 or over 2^256
     CCS_KEY_INCONSISTENT = 7,        // an RSA private key whose parts do not agree (n, e, d, p, q, CRT): damaged or altered
+    CCS_KEY_TOO_LONG = 8,            // RSA, but over 8192 bits (the most a decryptor takes)
 };
 
 /// Parses a PEM private key: PKCS#8, PKCS#1 or passphrase-encrypted PKCS#8.
