@@ -40,13 +40,14 @@ public enum KeyFiles {
         return buffer
     }
 
-    /// A warning when a private key file can be read by its group or by others, else nil.
-    public static func permissionWarning(path: String) -> String? {
+    /// A warning when a secret's file (a private key, a passphrase) can be read by its group or by
+    /// others, else nil. A pipe or a process substitution (`<(…)`) is not a file anyone else reads.
+    public static func permissionWarning(path: String, what: String = "private key file") -> String? {
         var info = stat()
-        guard stat(path, &info) == 0 else { return nil }
+        guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return nil }
         let mode = info.st_mode & 0o777
         guard mode & 0o077 != 0 else { return nil }
-        return "private key file \(path) has mode \(String(mode, radix: 8)): readable by group or others; use chmod 600"
+        return "\(what) \(path) has mode \(String(mode, radix: 8)): readable by group or others; use chmod 600"
     }
 
     /// A passphrase from a file (its first line, without the line break) or from an environment

@@ -16,6 +16,9 @@ public struct KeyRingSource: Sendable {
     public func load(concurrency: Int) throws(KeyLoadError) -> (ring: KeyRing, warnings: [String]) {
         let passphrase = try KeyFiles.passphrase(file: passphraseFile)
         var warnings: [String] = []
+        if let passphraseFile, let warning = KeyFiles.permissionWarning(path: passphraseFile, what: "passphrase file") {
+            warnings.append(warning)
+        }
         let paths = [privateKeyPath] + retiringKeyPaths
         var keys: [RSAKey] = []
         for path in paths {

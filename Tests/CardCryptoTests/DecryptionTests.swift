@@ -143,8 +143,11 @@ import Testing
         FileManager.default.createFile(atPath: path, contents: Data("x".utf8), attributes: [.posixPermissions: 0o640])
         defer { try? FileManager.default.removeItem(atPath: path) }
         #expect(KeyFiles.permissionWarning(path: path)?.contains("chmod 600") == true)
+        #expect(KeyFiles.permissionWarning(path: path, what: "passphrase file")?.hasPrefix("passphrase file ") == true)
         try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: path)
         #expect(KeyFiles.permissionWarning(path: path) == nil)
+        // Not a regular file (a pipe: `--passphrase-file <(…)`; a device, mode 666): no warning.
+        #expect(KeyFiles.permissionWarning(path: "/dev/null", what: "passphrase file") == nil)
     }
 }
 
