@@ -339,7 +339,7 @@ public final class MakePaymentPipeline: Sendable {
         // again by the sweep once the store takes writes, and reversed with its 85 then.
         let ours = attempt.instanceId == configuration.instanceId
         return await finish(id, outcome, reversal: reversal, attemptId: attempt.attemptId,
-                            undo: ours ? Undo(attemptReference: attempt.attemptReference, registration: payment.registration) : nil)
+                            undo: ours ? Undo(attemptReference: attempt.attemptReference, registration: payment.registration, sentHere: false) : nil)
     }
 
     /// Polls the store for an outcome being recorded elsewhere; nil if none came within `patience`.
@@ -429,13 +429,20 @@ public final class MakePaymentPipeline: Sendable {
 
     /// The outcome could not be recorded. Worked from a stale read (the sweep's batch, a retry's
     /// front), the attempt may have its outcome already: then that stands, and nothing is reversed
-    /// behind it (reads work while writes fail). In every other case (no outcome, or the read
-    /// fails too) the attempt that may have gone out is reversed.
+    /// behind it (reads work while writes fail). The attempt that may have gone out is reversed
+    /// when it is known to be unanswered: a read shows it still `processing`, or, with the read
+    /// failing too, this very call sent it. An orphan's attempt with no read to go by is left to
+    /// the sweep: its approval may have been recorded and answered OK since the stale read.
     private func notRecorded(_ id: String, attemptId: String?, undo: Undo?, _ error: any Error) async -> MakePaymentResult {
-        if let standing = try? await store.payment(id)?.outcome {
-            return MakePaymentResult(httpStatus: 200, response: standing.response(for: id))
+        let unanswered: Bool
+        do {
+            let record = try await store.payment(id)
+            if let standing = record?.outcome { return MakePaymentResult(httpStatus: 200, response: standing.response(for: id)) }
+            unanswered = record?.state == .processing && record?.attempt?.attemptId == attemptId
+        } catch {
+            unanswered = undo?.sentHere == true
         }
-        if let undo, let attemptId {
+        if unanswered, let undo, let attemptId {
             reversals?.sendUnrecorded(ReversalRequest.undoing(attemptId: attemptId, attemptReference: undo.attemptReference, of: undo.registration))
         }
         return internalError(id, step: "record outcome", error)
@@ -445,6 +452,8 @@ public final class MakePaymentPipeline: Sendable {
     struct Undo {
         let attemptReference: String
         let registration: PaymentRegistration
+        /// The attempt was sent by the call that holds this (not found orphaned from a read).
+        var sentHere = true
     }
 
     private func internalError(_ id: String, step: String, _ error: (any Error)?) -> MakePaymentResult {

@@ -6,6 +6,7 @@ import HummingbirdTesting
 import Logging
 import MakePayment
 import PSPWorker
+import PaymentStoreConformance
 import Processing
 import SQLitePaymentStore
 import Synchronization
@@ -653,7 +654,7 @@ enum RawHTTP {
 }
 
 /// The worker's store, with reads that can be made to fail or to hang (`/health/ready`'s probe).
-final class ReadFaultStore: PaymentStore {
+final class ReadFaultStore: ForwardingPaymentStore {
     enum Fault { case fail, stall }
     struct ReadFailed: Error {}
     let base: any PaymentStore
@@ -667,23 +668,4 @@ final class ReadFaultStore: PaymentStore {
         case nil: return try await base.payment(id)
         }
     }
-    func register(_ r: PaymentRegistration, now: Int64) async throws -> RegisterResult { try await base.register(r, now: now) }
-    func paymentForMakePayment(_ id: String) async throws -> PaymentRecord? { try await base.paymentForMakePayment(id) }
-    func cancel(_ id: String, now: Int64) async throws -> CancelResult { try await base.cancel(id, now: now) }
-    func beginAttempt(_ id: String, attempt: AttemptRecord, now: Int64) async throws -> BeginAttemptResult {
-        try await base.beginAttempt(id, attempt: attempt, now: now)
-    }
-    func recordOutcome(_ id: String, outcome: PaymentOutcome, reversal: ReversalRequest?, attemptId: String?, now: Int64,
-                       answerBy: ContinuousClock.Instant?) async throws -> PaymentOutcome? {
-        try await base.recordOutcome(id, outcome: outcome, reversal: reversal, attemptId: attemptId, now: now, answerBy: answerBy)
-    }
-    func attemptsStarted(before: Int64, limit: Int) async throws -> [PaymentRecord] { try await base.attemptsStarted(before: before, limit: limit) }
-    func dueReversals(now: Int64, limit: Int) async throws -> [ReversalRecord] { try await base.dueReversals(now: now, limit: limit) }
-    func claimReversal(_ id: String, now: Int64, until: Int64) async throws -> ReversalRecord? {
-        try await base.claimReversal(id, now: now, until: until)
-    }
-    func recordReversalTry(_ id: String, state: ReversalState, nextTryAt: Int64, now: Int64) async throws {
-        try await base.recordReversalTry(id, state: state, nextTryAt: nextTryAt, now: now)
-    }
-    func reversals(for id: String) async throws -> [ReversalRecord] { try await base.reversals(for: id) }
 }

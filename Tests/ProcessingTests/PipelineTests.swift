@@ -451,6 +451,38 @@ import Testing
         #expect(try await h.store.payment("sa-1")?.outcome == approved)
     }
 
+    /// The same, with the store's reads failing as well as its writes: the orphan's 85 cannot be
+    /// recorded and nothing shows the approval, but nothing shows the attempt unanswered either.
+    /// It is left to the sweep, not reversed unrecorded behind an OK already answered. (It was:
+    /// answered 91, reversed, with OK in the store.)
+    @Test func anOrphanReadStaleIsNotReversedBlindWhenReadsFailToo() async throws {
+        let h = try PipelineHarness()
+        try await h.register("sa-2")
+        let attempt = try await h.beginAttempt("sa-2", instance: "this-instance", startedAt: wallClockMilliseconds() - 60_000)
+        let stale = try #require(try await h.store.payment("sa-2"))
+        let approved = PaymentOutcome(status: .ok, error: nil, maskedPAN: PipelineHarness.masked, acquirerResponseCode: "00", authorizationCode: "A1")
+        _ = try await h.store.recordOutcome("sa-2", outcome: approved, reversal: nil, attemptId: attempt.attemptId, now: wallClockMilliseconds())
+        let failing = h.pipeline(over: FaultyStore(h.store, outcomesFail: true, readsFail: true), acquirerTimeout: .seconds(2), instanceId: "this-instance")
+        let result = await failing.work(MakePaymentJob(request: h.request("sa-2", cardData: h.cardData(code: "00")), payment: stale))
+        #expect(result == MakePaymentResult(httpStatus: 500, response: .fail("sa-2", .internalError)))
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(h.acquirer.reversalCount(pspTransactionId: "sa-2") == 0)
+        #expect(try await h.store.payment("sa-2")?.outcome == approved)
+    }
+
+    /// An approval the store can neither record nor read back is still reversed: this call sent
+    /// it, and nothing else can have answered it.
+    @Test func anApprovalSentHereIsReversedWhenTheStoreCanNeitherWriteNorRead() async throws {
+        let h = try PipelineHarness()
+        try await h.register("full-2")
+        let pipeline = h.pipeline(over: FaultyStore(h.store, outcomesFail: true, readsFail: true), acquirerTimeout: .seconds(2), instanceId: "full-disk")
+        let job = MakePaymentJob(request: h.request("full-2", cardData: h.cardData(code: "00")),
+                                 payment: try #require(try await h.store.payment("full-2")))
+        #expect(await pipeline.work(job).httpStatus == 500)
+        #expect(h.acquirer.authorizationCount(pspTransactionId: "full-2") == 1)
+        try await waitUntil { h.acquirer.reversalCount(pspTransactionId: "full-2") == 1 }
+    }
+
     /// An approval whose write is held past Vipps's patience (a commit stalled by a disk or another
     /// process's lock) is recorded 85 and reversed, not recorded OK and answered to no one. (The
     /// lateness was checked only before the write: OK was recorded and answered 15 s late.)
@@ -688,13 +720,21 @@ final class FaultyStore: ForwardingPaymentStore {
     /// How long each outcome's write waits before it reaches the store (a lock held elsewhere).
     let outcomeStall: Duration
     let outcomesFail: Bool
+    /// Reads fail (a store going away: both its reads and writes refused).
+    let readsFail: Bool
     /// Run after a refusal's outcome (one with no attempt) found nothing to record: what another
     /// process commits in that moment.
     let afterRefusal: (@Sendable (any PaymentStore) async throws -> Void)?
     struct OutcomeNotRecorded: Error {}
-    init(_ base: any PaymentStore, stall: Duration = .zero, outcomeStall: Duration = .zero, outcomesFail: Bool = false,
+    init(_ base: any PaymentStore, stall: Duration = .zero, outcomeStall: Duration = .zero, outcomesFail: Bool = false, readsFail: Bool = false,
          afterRefusal: (@Sendable (any PaymentStore) async throws -> Void)? = nil) {
-        self.base = base; self.stall = stall; self.outcomeStall = outcomeStall; self.outcomesFail = outcomesFail; self.afterRefusal = afterRefusal
+        self.base = base; self.stall = stall; self.outcomeStall = outcomeStall; self.outcomesFail = outcomesFail; self.readsFail = readsFail
+        self.afterRefusal = afterRefusal
+    }
+
+    func payment(_ pspTransactionId: String) async throws -> PaymentRecord? {
+        if readsFail { throw OutcomeNotRecorded() }
+        return try await base.payment(pspTransactionId)
     }
 
     func beginAttempt(_ pspTransactionId: String, attempt: AttemptRecord, now: Int64) async throws -> BeginAttemptResult {
