@@ -87,21 +87,28 @@ public struct ReversalRequest: Sendable, Equatable {
 /// the attempt for orphaned and reversed it, and an authorization sent after its reversal was
 /// given up on would stand with nothing to undo it. A process frozen in mid-send (a VM paused, a
 /// SIGSTOP) resumes past it: so an adapter checks it as late as it can, just before the bytes go
-/// out, and throws instead (an unknown outcome: the attempt is answered 85 and reversed, harmlessly).
+/// out, and throws `notSent` instead (the attempt is answered 85, with nothing to reverse).
 public enum AuthorizationDeadline {
     @TaskLocal public static var sendBy: ContinuousClock.Instant?
 
     /// Whether `sendBy` has passed (never, when none is set).
     public static var passed: Bool { sendBy.map { ContinuousClock.now >= $0 } ?? false }
 
-    public static let notSent = AcquirerUnavailable("not sent: its send deadline passed before it could go out")
+    public static let notSent = AcquirerUnavailable("not sent: its send deadline passed before it could go out", neverSent: true)
 }
 
 /// Why an adapter could not say how an authorization went. The pipeline treats every one as an
-/// unknown outcome: it answers 85 and reverses.
+/// unknown outcome, answers 85 and reverses, except one the adapter marks `neverSent`.
 public struct AcquirerUnavailable: Error, Sendable, CustomStringConvertible {
     public var description: String
-    public init(_ description: String) { self.description = description }
+    /// The adapter knows for certain that nothing of the authorization left (its frame was never
+    /// written): the pipeline answers 85 and sends no reversal, which would undo nothing. Only
+    /// for that certainty; a failure during or after the send is an unknown outcome.
+    public var neverSent: Bool
+    public init(_ description: String, neverSent: Bool = false) {
+        self.description = description
+        self.neverSent = neverSent
+    }
 }
 
 /// An acquirer, as the worker sees it. Implementations: `SimulatorAcquirer` (in process), and one

@@ -145,7 +145,7 @@ public final class ISO8583Acquirer: AcquirerAdapter {
 
     public func authorize(_ request: AuthorizationRequest) async throws -> AcquirerAnswer {
         guard let reference = Reference(request.attemptReference) else {
-            throw AcquirerUnavailable("attempt reference \(request.attemptReference) is not an ISO 8583 reference")
+            throw AcquirerUnavailable("attempt reference \(request.attemptReference) is not an ISO 8583 reference", neverSent: true)
         }
         let now = ISOClock(milliseconds: clock())
         var message = ISOMessage(mti: "0100")
@@ -309,7 +309,7 @@ public final class ISO8583Acquirer: AcquirerAdapter {
                 }
                 if duplicate {
                     buffer.withVeryUnsafeBytes(wipeInPlace)
-                    continuation.resume(throwing: AcquirerUnavailable("match key \(key) is already in flight"))
+                    continuation.resume(throwing: AcquirerUnavailable("match key \(key) is already in flight", neverSent: true))
                     return
                 }
                 if Task.isCancelled {

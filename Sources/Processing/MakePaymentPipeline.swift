@@ -182,7 +182,7 @@ public final class MakePaymentPipeline: Sendable {
         guard job.request.confirmed == .yes else {
             return .awaiting { await self.finish(id, PaymentOutcome(status: .fail, error: APIError.differentTexts.message), reversal: nil, attemptId: nil) }
         }
-        // 8-9. Decrypt and parse. The clear card data lives in `request` until the adapter is done.
+        // 8-9. Decrypt and parse. The clear card data lives in `authorization` until the adapter is done.
         let started = ContinuousClock.now
         let card: CardData
         do {
@@ -199,12 +199,42 @@ public final class MakePaymentPipeline: Sendable {
             merchantSerialNumber: registration.merchantSerialNumber,
             amount: registration.amount, currency: registration.currency, card: card)
         let receivedAt = job.receivedAt
-        return .awaiting { await self.authorize(authorization, payment: payment, receivedAt: receivedAt) }
+        // The awaiting step is held until the answer is written; it holds the card only through
+        // the hand-off, which `authorize` empties.
+        let handOff = AuthorizationHandOff(authorization)
+        return .awaiting { await self.authorize(handOff, payment: payment, receivedAt: receivedAt) }
     }
 
-    /// Records the attempt durably, authorizes under the deadline, maps the answer, records the outcome.
-    private func authorize(_ request: AuthorizationRequest, payment: PaymentRecord, receivedAt: ContinuousClock.Instant) async -> MakePaymentResult {
-        let id = request.pspTransactionId
+    /// Records the attempt, sends it, then records the outcome. The clear card goes with the
+    /// send: once `send` returns, only an adapter still at work (past its deadline) holds it, not
+    /// this payment through the outcome's write.
+    private func authorize(_ handOff: AuthorizationHandOff, payment: PaymentRecord, receivedAt: ContinuousClock.Instant) async -> MakePaymentResult {
+        switch await send(handOff, payment: payment, receivedAt: receivedAt) {
+        case .answered(let result): return result
+        case .sent(let sent): return await record(sent, payment: payment, receivedAt: receivedAt)
+        }
+    }
+
+    /// What is left of an authorization once the acquirer has answered (or not): no card data.
+    struct Sent {
+        let id: String
+        let attemptId: String
+        let attemptReference: String
+        let masked: MaskedPAN
+        let scheme: CardScheme
+        let outcome: DeadlineOutcome<AcquirerAnswer>
+    }
+
+    enum SendStep {
+        /// Answered before any authorization went out (too late, the attempt refused, a store error).
+        case answered(MakePaymentResult)
+        case sent(Sent)
+    }
+
+    /// Records the attempt durably and authorizes under the deadline.
+    private func send(_ handOff: AuthorizationHandOff, payment: PaymentRecord, receivedAt: ContinuousClock.Instant) async -> SendStep {
+        let id = payment.registration.pspTransactionId
+        guard let request = handOff.take() else { return .answered(internalError(id, step: "authorize twice", nil)) }
         let masked = request.maskedPAN
         // What is left of Vipps's patience bounds the acquirer's deadline. With too little left (a
         // long wait for a worker or an authorization slot), nothing is sent: an approval Vipps
@@ -212,8 +242,8 @@ public final class MakePaymentPipeline: Sendable {
         let shortest = min(configuration.acquirerTimeout, .seconds(1))
         guard configuration.answerWithin - (ContinuousClock.now - receivedAt) >= shortest else {
             logger.warning("too late to authorize; not sent", metadata: ["pspTransactionId": "\(id)", "pan": "\(masked)"])
-            return await finish(id, PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked),
-                                reversal: nil, attemptId: nil)
+            return .answered(await finish(id, PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked),
+                                          reversal: nil, attemptId: nil))
         }
         // 10. Record the attempt first: a crash after this leaves a trace that forbids a blind retry.
         // The monotonic start first: this process's deadline must end before the stored one.
@@ -224,14 +254,14 @@ public final class MakePaymentPipeline: Sendable {
         do {
             switch try await store.beginAttempt(id, attempt: attempt, now: now()) {
             case .begun: break
-            case .notFound: return MakePaymentResult(httpStatus: 404, response: .fail(id, .invalidRequest))
+            case .notFound: return .answered(MakePaymentResult(httpStatus: 404, response: .fail(id, .invalidRequest)))
             case .notPending(let record):
-                if let outcome = record.outcome { return MakePaymentResult(httpStatus: 200, response: outcome.response(for: id)) }
-                if record.state == .cancelled { return MakePaymentResult(httpStatus: 200, response: .fail(id, .responseReceivedTooLate)) }
-                return await recoverOrphan(record)
+                if let outcome = record.outcome { return .answered(MakePaymentResult(httpStatus: 200, response: outcome.response(for: id))) }
+                if record.state == .cancelled { return .answered(MakePaymentResult(httpStatus: 200, response: .fail(id, .responseReceivedTooLate))) }
+                return .answered(await recoverOrphan(record))
             }
         } catch {
-            return internalError(id, step: "record attempt", error)
+            return .answered(internalError(id, step: "record attempt", error))
         }
         // 11. Authorize; the pipeline, not the adapter, enforces the deadline: what is left, after
         // the attempt's commit (which can stall), of Vipps's patience and of the acquirer's timeout
@@ -248,8 +278,8 @@ public final class MakePaymentPipeline: Sendable {
         let attemptLeft = configuration.acquirerTimeout - (checkedAt - attemptStarted)
         guard vippsLeft >= shortest && attemptLeft >= min(configuration.acquirerTimeout / 2, shortest) else {
             logger.warning("too late to authorize after recording the attempt; not sent", metadata: ["pspTransactionId": "\(id)", "pan": "\(masked)"])
-            return await finish(id, PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked),
-                                reversal: nil, attemptId: request.attemptId)
+            return .answered(await finish(id, PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked),
+                                          reversal: nil, attemptId: request.attemptId))
         }
         let deadline = min(vippsLeft, attemptLeft)
         metrics.authorizationSent()
@@ -262,8 +292,14 @@ public final class MakePaymentPipeline: Sendable {
             try await AuthorizationDeadline.$sendBy.withValue(sendBy) { try await acquirer.authorize(request) }
         }
         metrics.recordAcquirer(since: started)
-        // 12. Map the answer.
-        switch outcome {
+        return .sent(Sent(id: id, attemptId: request.attemptId, attemptReference: request.attemptReference, masked: masked,
+                          scheme: request.scheme, outcome: outcome))
+    }
+
+    /// 12-13. Maps the acquirer's answer and records the outcome (with its reversal, if any).
+    private func record(_ request: Sent, payment: PaymentRecord, receivedAt: ContinuousClock.Instant) async -> MakePaymentResult {
+        let id = request.id, masked = request.masked
+        switch request.outcome {
         case .value(let answer):
             var decision = codes.decision(for: answer.responseCode, scheme: answer.scheme ?? request.scheme, acquirer: acquirer.name)
             // An approval that comes back after Vipps's patience (the deadline's timer fired late)
@@ -292,10 +328,17 @@ public final class MakePaymentPipeline: Sendable {
             // stall in its own COMMIT's sync, after that check, is not covered.)
             return await finish(id, recorded, reversal: reversal, attemptId: request.attemptId, undo: undo,
                                 answerBy: receivedAt + configuration.answerWithin)
+        case .failed(let error as AcquirerUnavailable) where error.neverSent:
+            // The adapter knows nothing went out: the outcome is known, and there is nothing to reverse.
+            logger.warning("authorization not sent", metadata: [
+                "pspTransactionId": "\(id)", "attemptId": "\(request.attemptId)", "pan": "\(masked)", "reason": "\(error)",
+            ])
+            return await finish(id, PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked),
+                                reversal: nil, attemptId: request.attemptId)
         case .timedOut, .failed:
             // Unknown outcome: answer 85 and reverse. The authorization is never sent again.
             let reason: String
-            if case .failed(let error) = outcome { reason = "acquirer error: \(error)" } else { reason = "acquirer timeout" }
+            if case .failed(let error) = request.outcome { reason = "acquirer error: \(error)" } else { reason = "acquirer timeout" }
             logger.warning("authorization outcome unknown; reversing", metadata: [
                 "pspTransactionId": "\(id)", "attemptId": "\(request.attemptId)", "pan": "\(masked)", "reason": "\(reason)",
             ])
@@ -521,4 +564,12 @@ final class InFlightPayments: Sendable {
         followers.forEach { $0.resume(returning: result) }
         return result
     }
+}
+
+/// The authorization request, clear card inside, from the worker's step to `authorize`, which
+/// takes it out: the step itself stays alive until the answer is written.
+final class AuthorizationHandOff: Sendable {
+    private let request: Mutex<AuthorizationRequest?>
+    init(_ request: AuthorizationRequest) { self.request = Mutex(request) }
+    func take() -> AuthorizationRequest? { request.withLock { $0.take() } }
 }

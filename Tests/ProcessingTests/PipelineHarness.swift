@@ -92,7 +92,8 @@ final class PipelineHarness: Sendable {
         MakePaymentRequest(pspTransactionId: id, merchantSerialNumber: merchant, cardData: cardData, confirmed: confirmed)
     }
 
-    func makePayment(_ request: MakePaymentRequest?, token: String? = nil, queue: (any MakePaymentQueue)? = nil) async -> MakePaymentResult {
-        await pipeline.handle(body: request, authorization: token ?? request.map { "token-" + $0.pspTransactionId }, queue: queue)
+    func makePayment(_ request: MakePaymentRequest?, token: String? = nil, queue: (any MakePaymentQueue)? = nil,
+                     through pipeline: MakePaymentPipeline? = nil) async -> MakePaymentResult {
+        await (pipeline ?? self.pipeline).handle(body: request, authorization: token ?? request.map { "token-" + $0.pspTransactionId }, queue: queue)
     }
 }

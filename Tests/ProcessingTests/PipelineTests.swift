@@ -524,6 +524,42 @@ import Testing
         #expect(h.acquirer.reversalCount(pspTransactionId: "full-1") == 1)
     }
 
+    /// An adapter that knows nothing went out (its send deadline passed, say) gets 85 recorded
+    /// with no reversal: there is nothing to undo, and a 0400 for nothing would be repeated on
+    /// "no such authorization" for 30 s. Any other failure stays an unknown outcome, reversed.
+    @Test func anAuthorizationNeverSentIsAnswered85WithoutAReversal() async throws {
+        let h = try PipelineHarness()
+        for (id, neverSent) in [("ns-1", true), ("ns-2", false)] {
+            try await h.register(id)
+            let acquirer = FailingAcquirer(AcquirerUnavailable("refused before sending", neverSent: neverSent))
+            let pipeline = MakePaymentPipeline(configuration: .init(acquirerTimeout: .seconds(2), instanceId: "x"), keyRing: PipelineHarness.keyRing,
+                                               store: h.store, acquirer: acquirer, currentMonth: { CardExpiry(year: 2026, month: 11)! })
+            #expect(await h.makePayment(h.request(id, cardData: h.cardData(code: "00")), queue: nil, through: pipeline).response == .fail(id, .responseReceivedTooLate))
+            let record = try #require(try await h.store.payment(id))
+            #expect(record.state == .completed && record.outcome?.error?.errorId == 85)
+            #expect(try await h.store.reversals(for: id).count == (neverSent ? 0 : 1), "\(id)")
+        }
+    }
+
+    /// The clear card goes with the send: once the acquirer has answered, the payment no longer
+    /// holds it while its outcome is written (it did, until the answer: up to `maxAuthorizing`
+    /// clear PANs alive behind a stalled store).
+    @Test func theCardIsNotHeldThroughTheOutcomesWrite() async throws {
+        let h = try PipelineHarness()
+        try await h.register("pl-1")
+        let acquirer = RememberingAcquirer()
+        let store = FaultyStore(h.store, outcomeStall: .milliseconds(200), onOutcome: { acquirer.requestAlive })
+        let pipeline = MakePaymentPipeline(configuration: .init(acquirerTimeout: .seconds(2), instanceId: "x"), keyRing: PipelineHarness.keyRing,
+                                           store: store, acquirer: acquirer, currentMonth: { CardExpiry(year: 2026, month: 11)! })
+        let queue = InProcessMakePaymentQueue(capacity: 8)
+        let workers = Task { await queue.runWorkers(1, maxAuthorizing: 4, executors: []) { pipeline.workStep($0) } }
+        let result = await h.makePayment(h.request("pl-1", cardData: h.cardData(code: "00")), queue: queue, through: pipeline)
+        queue.close()
+        await workers.value
+        #expect(result.response == .ok("pl-1"))
+        #expect(store.aliveAtOutcome.withLock { $0 } == [false])
+    }
+
     /// Two reversal services on one store (two processes): each due reversal goes out once.
     @Test func twoReversalServicesOnOneStoreSendEachReversalOnce() async throws {
         let h = try PipelineHarness(latency: .milliseconds(200))
@@ -699,6 +735,28 @@ final class Gate: Sendable {
     }
 }
 
+/// An acquirer whose every authorization fails with `error`.
+final class FailingAcquirer: AcquirerAdapter {
+    let name = "failing"
+    let error: AcquirerUnavailable
+    init(_ error: AcquirerUnavailable) { self.error = error }
+    func authorize(_ request: AuthorizationRequest) async throws -> AcquirerAnswer { throw error }
+    func reverse(_ reversal: ReversalRequest) async throws -> ReversalAnswer { .reversed }
+}
+
+/// An acquirer that approves and keeps a weak reference to the last request: is the card still alive?
+final class RememberingAcquirer: AcquirerAdapter, @unchecked Sendable {
+    // @unchecked: one authorization at a time in the test that uses it.
+    let name = "remembering"
+    weak var last: AuthorizationRequest?
+    var requestAlive: Bool { last != nil }
+    func authorize(_ request: AuthorizationRequest) async throws -> AcquirerAnswer {
+        last = request
+        return AcquirerAnswer(responseCode: "00", authorizationCode: "A1", acquirerReference: "R1")
+    }
+    func reverse(_ reversal: ReversalRequest) async throws -> ReversalAnswer { .reversed }
+}
+
 /// An acquirer that has the authorization on file only from the second reversal on.
 final class NotOnFileYet: AcquirerAdapter {
     let name = "not-on-file-yet"
@@ -726,10 +784,13 @@ final class FaultyStore: ForwardingPaymentStore {
     /// process commits in that moment.
     let afterRefusal: (@Sendable (any PaymentStore) async throws -> Void)?
     struct OutcomeNotRecorded: Error {}
+    /// Asked after each outcome's stall, its answer kept in `aliveAtOutcome` (is the card still held?).
+    let onOutcome: (@Sendable () -> Bool)?
+    let aliveAtOutcome = Mutex<[Bool]>([])
     init(_ base: any PaymentStore, stall: Duration = .zero, outcomeStall: Duration = .zero, outcomesFail: Bool = false, readsFail: Bool = false,
-         afterRefusal: (@Sendable (any PaymentStore) async throws -> Void)? = nil) {
+         afterRefusal: (@Sendable (any PaymentStore) async throws -> Void)? = nil, onOutcome: (@Sendable () -> Bool)? = nil) {
         self.base = base; self.stall = stall; self.outcomeStall = outcomeStall; self.outcomesFail = outcomesFail; self.readsFail = readsFail
-        self.afterRefusal = afterRefusal
+        self.afterRefusal = afterRefusal; self.onOutcome = onOutcome
     }
 
     func payment(_ pspTransactionId: String) async throws -> PaymentRecord? {
@@ -746,6 +807,7 @@ final class FaultyStore: ForwardingPaymentStore {
                        attemptId: String?, now: Int64, answerBy: ContinuousClock.Instant?) async throws -> PaymentOutcome? {
         if outcomesFail { throw OutcomeNotRecorded() }
         try await Task.sleep(for: outcomeStall)
+        if let onOutcome { let alive = onOutcome(); aliveAtOutcome.withLock { $0.append(alive) } }
         let standing = try await base.recordOutcome(pspTransactionId, outcome: outcome, reversal: reversal, attemptId: attemptId, now: now,
                                                     answerBy: answerBy)
         if standing == nil, attemptId == nil, let afterRefusal { try await afterRefusal(base) }
