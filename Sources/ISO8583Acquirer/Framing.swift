@@ -35,7 +35,8 @@ extension ByteBuffer {
     }
 }
 
-/// Fixed-width decimal text, zero-padded: "42" → "000042".
+/// Fixed-width decimal text, zero-padded: "42" → "000042". Callers bound the value (a wider one
+/// keeps its last `width` digits: an amount is checked before it gets here).
 func digits(_ value: Int, width: Int) -> String {
     let text = String(value)
     return text.count >= width ? String(text.suffix(width)) : String(repeating: "0", count: width - text.count) + text

@@ -147,12 +147,16 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         guard let reference = Reference(request.attemptReference) else {
             throw AcquirerUnavailable("attempt reference \(request.attemptReference) is not an ISO 8583 reference", neverSent: true)
         }
+        guard let fields = Self.requestFields(amount: request.amount, currency: request.currency,
+                                              merchantSerialNumber: request.merchantSerialNumber) else {
+            throw AcquirerUnavailable(Self.unsendable, neverSent: true)
+        }
         let now = ISOClock(milliseconds: clock())
         var message = ISOMessage(mti: "0100")
         let panLength = request.card.pan.count
         message[2] = String(repeating: "0", count: panLength)  // placeholder: the digits go straight into the frame
         message[3] = "000000"
-        message[4] = digits(request.amount, width: 12)
+        message[4] = fields.amount
         message[7] = reference.transmission
         message[11] = reference.stan
         message[12] = now.time
@@ -164,10 +168,11 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         message[37] = reference.rrn
         let terminal = reference.terminal ?? Configuration.legacyTerminalId
         message[41] = terminal
-        message[42] = Self.cardAcceptor(request.merchantSerialNumber)
+        message[42] = fields.merchant
         message[48] = "WLT=VIPPS"  // wallet-initiated
-        message[49] = Self.numericCurrency(request.currency)
-        var frame = try ISO87APackager.encode(message)
+        message[49] = fields.currency
+        var frame: [UInt8]
+        do { frame = try ISO87APackager.encode(message) } catch { throw AcquirerUnavailable("0100 not encoded: \(error)", neverSent: true) }
         // Field 2 follows the MTI, the bitmap(s) and its 2-digit length.
         let panOffset = 4 + (message.needsSecondaryBitmap ? 32 : 16) + 2
         request.card.pan.withASCIIDigits { pan in
@@ -175,6 +180,12 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         }
         defer { frame.withUnsafeMutableBytes { wipe($0) } }
         let reply = try await exchange(frame, key: "01" + terminal + reference.stan, sendBy: AuthorizationDeadline.sendBy)
+        // Terminal and STAN pair the reply with this request; what it answers must be this
+        // request too. Another message class, another RRN, or an approval of another amount
+        // (a partial approval without its code 10) is no answer: an unknown outcome, reversed.
+        guard reply.mti == "0110" else { throw AcquirerUnavailable("\(reply.mti) in reply to an 0100") }
+        if let named = reply[37], named != reference.rrn { throw AcquirerUnavailable("0110 names another RRN (field 37)") }
+        if let amount = reply[4], amount != fields.amount { throw AcquirerUnavailable("0110 for another amount (field 4)") }
         guard let code = reply[39] else { throw AcquirerUnavailable("0110 without field 39") }
         return AcquirerAnswer(responseCode: code, message: nil, authorizationCode: reply[38]?.trimmingCharacters(),
                               acquirerReference: reply[37] ?? reference.rrn, scheme: request.scheme)
@@ -184,10 +195,14 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         guard let original = Reference(reversal.attemptReference) else {
             throw AcquirerUnavailable("attempt reference \(reversal.attemptReference) is not an ISO 8583 reference")
         }
+        guard let fields = Self.requestFields(amount: reversal.amount, currency: reversal.currency,
+                                              merchantSerialNumber: reversal.merchantSerialNumber) else {
+            throw AcquirerUnavailable(Self.unsendable)
+        }
         let (stan, now) = reversalSend(reversal)
         var message = ISOMessage(mti: reversal.sendCount > 1 ? "0401" : "0400")
         message[3] = "000000"
-        message[4] = digits(reversal.amount, width: 12)
+        message[4] = fields.amount
         message[7] = now.transmission
         message[11] = stan
         message[12] = now.time
@@ -197,8 +212,8 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         // The original's terminal: a host that matches reversals by terminal and STAN finds it.
         let terminal = original.terminal ?? Configuration.legacyTerminalId
         message[41] = terminal
-        message[42] = Self.cardAcceptor(reversal.merchantSerialNumber)
-        message[49] = Self.numericCurrency(reversal.currency)
+        message[42] = fields.merchant
+        message[49] = fields.currency
         // Original data elements: MTI, STAN, transmission time, acquiring and forwarding institutions.
         message[90] = "0100" + original.stan + original.transmission
             + digits(Int(configuration.acquiringInstitutionId) ?? 0, width: 11) + String(repeating: "0", count: 11)
@@ -210,9 +225,10 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         if let named = reply[37], named != original.rrn {
             throw AcquirerUnavailable("0410 names another original (field 37)")
         }
-        // 25: the host cannot find the original (yet).
+        // 25: the host cannot find the original (yet). 94: a duplicate of a reversal it has
+        // (a repeat after a first send whose 0410 was lost): that reversal is done.
         switch reply[39] {
-        case "00": return .reversed
+        case "00", "94": return .reversed
         case "25": return .noOriginal
         default: throw AcquirerUnavailable("reversal refused with \(reply[39] ?? "no code")")
         }
@@ -275,17 +291,23 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         }
     }
 
-    static func cardAcceptor(_ merchantSerialNumber: String) -> String {
-        String(merchantSerialNumber.prefix(15))
+    /// Fields 4, 49 and 42 from a request's own values, or nil when a field cannot hold them: a
+    /// cut or a default would send another amount, currency or merchant than the payment's.
+    static func requestFields(amount: Int, currency: String, merchantSerialNumber: String) -> (amount: String, currency: String, merchant: String)? {
+        guard (0...999_999_999_999).contains(amount), let currency = numericCurrency(currency),
+              (1...15).contains(merchantSerialNumber.utf8.count) else { return nil }
+        return (digits(amount, width: 12), currency, merchantSerialNumber)
     }
 
-    static func numericCurrency(_ alphabetic: String) -> String {
+    static let unsendable = "amount over 12 digits (field 4), a currency without its ISO 4217 number here (field 49) or a merchant over 15 characters (field 42)"
+
+    static func numericCurrency(_ alphabetic: String) -> String? {
         switch alphabetic {
         case "NOK": "578"
         case "SEK": "752"
         case "DKK": "208"
         case "EUR": "978"
-        default: "000"
+        default: nil
         }
     }
 
@@ -378,7 +400,7 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         switch step {
         case .ready(let channel): return channel
         case .wait(let future): return try await future.get()
-        case .backingOff: throw AcquirerUnavailable("acquirer \(configuration.host):\(configuration.port) unreachable; backing off")
+        case .backingOff: throw AcquirerUnavailable("acquirer \(configuration.host):\(configuration.port) unreachable; backing off", neverSent: true)
         case .connect(let promise):
             let bootstrap = ClientBootstrap(group: group)
                 .connectTimeout(.milliseconds(configuration.connectTimeout.components.seconds * 1000

@@ -147,13 +147,65 @@ final class ScriptedHost: Sendable {
         #expect(host.received.last?[37] == String(inTime.attemptReference.split(separator: "|")[2]))
     }
 
-    static func authorization(_ adapter: ISO8583Acquirer, _ attemptId: String) throws -> AuthorizationRequest {
+    /// An 0110 is matched by terminal and STAN, but must answer this 0100: another message class,
+    /// another RRN, or an approval of another amount (a partial approval without its code 10) is
+    /// an unknown outcome (answered 85 and reversed), not an approval.
+    @Test(arguments: ["mti", "rrn", "amount"])
+    func aReplyThatAnswersAnotherRequestIsNotAnApproval(_ differs: String) async throws {
+        let host = try await ScriptedHost { request in
+            if request.mti == "0800" { return ScriptedHost.reply(to: request, mti: "0810", fields: [7, 11, 41, 70]) }
+            var reply = ScriptedHost.reply(to: request, mti: differs == "mti" ? "0130" : "0110", fields: [3, 4, 7, 11, 37, 41])
+            if differs == "rrn" { reply[37] = "999999999999" }
+            if differs == "amount" { reply[4] = "000000000500" }
+            return reply
+        }
+        defer { Task { await host.stop() } }
+        let iso = ISO8583Acquirer(configuration: .init(host: "127.0.0.1", port: host.port))
+        let request = try Self.authorization(iso, "other-\(differs)")
+        let error = await #expect(throws: AcquirerUnavailable.self) { try await iso.authorize(request) }
+        #expect(error?.neverSent == false, "it was sent: its outcome is unknown")
+        // The same host answering the request itself approves.
+        let fair = try await ScriptedHost { ScriptedHost.reply(to: $0, mti: "0110", fields: [3, 4, 7, 11, 37, 41]) }
+        defer { Task { await fair.stop() } }
+        let fairIso = ISO8583Acquirer(configuration: .init(host: "127.0.0.1", port: fair.port))
+        #expect(try await fairIso.authorize(try Self.authorization(fairIso, "fair-\(differs)")).responseCode == "00")
+    }
+
+    /// A value a field cannot hold is not cut or defaulted (an amount's last 12 digits, currency
+    /// "000"): nothing is sent, and the pipeline knows it (85, nothing to reverse).
+    @Test func valuesAFieldCannotHoldAreNotSent() async throws {
+        let host = try await ScriptedHost { ScriptedHost.reply(to: $0, mti: "0110", fields: [3, 4, 7, 11, 37, 41]) }
+        defer { Task { await host.stop() } }
+        let iso = ISO8583Acquirer(configuration: .init(host: "127.0.0.1", port: host.port))
+        for (amount, currency, merchant) in [(1_000_000_000_005, "NOK", "123456"), (1000, "GBP", "123456"), (1000, "NOK", "1234567890123456")] {
+            let request = try Self.authorization(iso, "unsendable-\(amount)-\(currency)", amount: amount, currency: currency, merchant: merchant)
+            let error = await #expect(throws: AcquirerUnavailable.self) { try await iso.authorize(request) }
+            #expect(error?.neverSent == true)
+        }
+        #expect(host.received.isEmpty)
+        var reversal = Self.reversal(iso, "unsendable-r")
+        reversal.amount = 1_000_000_000_005
+        await #expect(throws: AcquirerUnavailable.self) { try await iso.reverse(reversal) }
+        #expect(host.received.isEmpty)
+    }
+
+    /// 94 to a reversal: the host has it already (a repeat after a lost 0410). It is done, not
+    /// tried again for hours.
+    @Test func aDuplicateAnswerAcknowledgesAReversal() async throws {
+        let host = try await ScriptedHost { ScriptedHost.reply(to: $0, mti: "0410", fields: [3, 4, 7, 11, 37, 41], code: "94") }
+        defer { Task { await host.stop() } }
+        let iso = ISO8583Acquirer(configuration: .init(host: "127.0.0.1", port: host.port))
+        #expect(try await iso.reverse(Self.reversal(iso, "dup-1")) == .reversed)
+    }
+
+    static func authorization(_ adapter: ISO8583Acquirer, _ attemptId: String, amount: Int = 1000, currency: String = "NOK",
+                              merchant: String = "123456") throws -> AuthorizationRequest {
         let text = SimulatorAcquirer.testCard(code: "00") + ",3012,session"
         let plaintext = UnsafeMutableRawBufferPointer.allocate(byteCount: text.utf8.count, alignment: 1)
         defer { plaintext.deallocate() }
         _ = plaintext.initializeMemory(as: UInt8.self, from: text.utf8)
         let card = try CardData.parse(UnsafeRawBufferPointer(plaintext), currentMonth: CardExpiry(year: 2026, month: 1)!)
         return AuthorizationRequest(pspTransactionId: "p-" + attemptId, attemptId: attemptId, attemptReference: adapter.attemptReference(for: attemptId),
-                                    merchantSerialNumber: "123456", amount: 1000, currency: "NOK", card: card)
+                                    merchantSerialNumber: merchant, amount: amount, currency: currency, card: card)
     }
 }
