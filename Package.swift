@@ -165,6 +165,7 @@ let package = Package(
         .testTarget(name: "HTTPAcquirerTests", dependencies: [
             "HTTPAcquirer", "AcquirerSimulator", "AcquirerConformance", "Acquiring",
             .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .testTarget(name: "CardCryptoTests", dependencies: ["CardCrypto"], resources: [.copy("Fixtures")]),
         .testTarget(name: "MakePaymentTests", dependencies: ["MakePayment", "CardCrypto", "LoadGeneration"]),

@@ -53,7 +53,9 @@ public final class HTTPAcquirer: AcquirerAdapter {
     }
 
     deinit {
-        if ownsClient { try? client.syncShutdown() }
+        // Not syncShutdown: the last reference may go on an event loop thread (workers can run
+        // there), where AsyncHTTPClient stops the process rather than block the loop.
+        if ownsClient { client.shutdown { _ in } }
     }
 
     struct AuthorizationReply: Decodable {

@@ -3,6 +3,7 @@ import AcquirerSimulator
 import Acquiring
 import HTTPAcquirer
 import Hummingbird
+import NIOPosix
 import Synchronization
 import Testing
 
@@ -31,6 +32,17 @@ final class HTTPSubject: AcquirerConformanceSubject {
         let subject = try await HTTPSubject()
         try await check.run(AcquirerConformance(subject: subject))
         subject.running.task.cancel()
+    }
+
+    /// The last reference may go on an event loop thread (the worker's workers can run there):
+    /// the adapter's client then shuts down without blocking the loop. (syncShutdown there stops
+    /// the process: AsyncHTTPClient's precondition.)
+    @Test func droppedOnAnEventLoopItShutsDownWithoutStoppingTheProcess() async throws {
+        let dropped = try await MultiThreadedEventLoopGroup.singleton.next().submit {
+            let adapter = HTTPAcquirer(baseURL: "http://127.0.0.1:1")
+            return adapter != nil
+        }.get()
+        #expect(dropped)
     }
 
     @Test func urlsAreChecked() {
