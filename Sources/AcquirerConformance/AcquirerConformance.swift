@@ -104,7 +104,7 @@ public struct AcquirerConformance: Sendable {
         AttemptIdentity(pspTransactionId: r.pspTransactionId, attemptId: r.attemptId, attemptReference: r.attemptReference)
     }
 
-    func reversal(of r: AuthorizationRequest, sendCount: Int = 1) -> ReversalRequest {
+    public func reversal(of r: AuthorizationRequest, sendCount: Int = 1) -> ReversalRequest {
         ReversalRequest(reversalId: r.attemptId + "-R", pspTransactionId: r.pspTransactionId, attemptId: r.attemptId,
                         attemptReference: r.attemptReference, amount: r.amount, currency: r.currency,
                         merchantSerialNumber: r.merchantSerialNumber, sendCount: sendCount)

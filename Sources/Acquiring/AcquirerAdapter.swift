@@ -149,3 +149,25 @@ public protocol AuthorizationCounting: Sendable {
     func authorizationCount(pspTransactionId: String) -> Int
     func reversalCount(pspTransactionId: String) -> Int
 }
+
+/// An adapter that hears an acquirer's answer to an authorization it had given up on (the
+/// pipeline's deadline passed first). Such an authorization was answered 85 and has a reversal;
+/// an approval arriving now means money is held, and the reversal must reach the host even if
+/// the host, with no original on file yet, already answered it "no such authorization".
+public protocol LateReplyReporting: AcquirerAdapter {
+    /// Sets what is called with each late reply (one handler; a later call replaces it).
+    func onLateReply(_ handler: @escaping @Sendable (LateReply) -> Void)
+}
+
+/// A reply that came after its authorization was given up on.
+public struct LateReply: Sendable, Equatable {
+    public var pspTransactionId: String
+    public var attemptReference: String
+    /// Field 39 as the acquirer sent it.
+    public var responseCode: String
+    public init(pspTransactionId: String, attemptReference: String, responseCode: String) {
+        self.pspTransactionId = pspTransactionId
+        self.attemptReference = attemptReference
+        self.responseCode = responseCode
+    }
+}

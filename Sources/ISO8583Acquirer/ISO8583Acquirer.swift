@@ -16,7 +16,7 @@ import Synchronization
 /// Messages: 0100/0110 authorization (fields 2, 3, 4, 7, 11, 12, 13, 14, 22, 25, 37, 41, 42, 48, 49),
 /// 0400/0410 reversal and 0401 repeats (field 90: original MTI, STAN, transmission time, acquirer),
 /// 0800/0810 echo as a keep-alive.
-public final class ISO8583Acquirer: AcquirerAdapter {
+public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
     public struct Configuration: Sendable {
         public var host: String
         public var port: Int
@@ -92,7 +92,21 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         var lastReceived: ContinuousClock.Instant = .now
         /// Requests given up on since the host last sent anything.
         var unansweredInARow = 0
+        /// Authorizations given up on (their deadline passed) by match key, for a reply that still
+        /// comes: at most `givenUpLimit`, the oldest dropped first.
+        var givenUp: [String: GivenUp] = [:]
+        var givenUpOrder = CircularBuffer<String>()
+        var lateReplyHandler: (@Sendable (LateReply) -> Void)?
     }
+
+    struct GivenUp {
+        let pspTransactionId: String
+        let attemptReference: String
+    }
+
+    /// How many given-up authorizations are remembered for a late reply: minutes of them at
+    /// thousands a second would be a host in trouble, and the oldest are the least likely to answer.
+    static let givenUpLimit = 100_000
 
     public init(configuration: Configuration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
                 logger: Logger = Logger(label: "psp-worker.iso8583"),
@@ -143,6 +157,10 @@ public final class ISO8583Acquirer: AcquirerAdapter {
 
     // MARK: AcquirerAdapter
 
+    public func onLateReply(_ handler: @escaping @Sendable (LateReply) -> Void) {
+        state.withLock { $0.lateReplyHandler = handler }
+    }
+
     public func authorize(_ request: AuthorizationRequest) async throws -> AcquirerAnswer {
         guard let reference = Reference(request.attemptReference) else {
             throw AcquirerUnavailable("attempt reference \(request.attemptReference) is not an ISO 8583 reference", neverSent: true)
@@ -179,7 +197,8 @@ public final class ISO8583Acquirer: AcquirerAdapter {
             for i in 0..<panLength { frame[panOffset + i] = pan[i] }
         }
         defer { frame.withUnsafeMutableBytes { wipe($0) } }
-        let reply = try await exchange(frame, key: "01" + terminal + reference.stan, sendBy: AuthorizationDeadline.sendBy)
+        let reply = try await exchange(frame, key: "01" + terminal + reference.stan, sendBy: AuthorizationDeadline.sendBy,
+                                       givenUp: GivenUp(pspTransactionId: request.pspTransactionId, attemptReference: request.attemptReference))
         // Terminal and STAN pair the reply with this request; what it answers must be this
         // request too. Another message class, another RRN, or an approval of another amount
         // (a partial approval without its code 10) is no answer: an unknown outcome, reversed.
@@ -317,7 +336,8 @@ public final class ISO8583Acquirer: AcquirerAdapter {
     /// cannot be had or is lost before the reply; cancellation (the pipeline's deadline) stops the
     /// wait, and a reply that comes later is logged and dropped.
     /// `sendBy`: an authorization's send deadline (`AuthorizationDeadline`); past it the frame is not written.
-    private func exchange(_ body: [UInt8], key: String, sendBy: ContinuousClock.Instant? = nil) async throws -> ISOMessage {
+    /// `givenUp`: an authorization's, remembered if it is given up on, so that a late reply reaches `onLateReply`.
+    private func exchange(_ body: [UInt8], key: String, sendBy: ContinuousClock.Instant? = nil, givenUp: GivenUp? = nil) async throws -> ISOMessage {
         let channel = try await connectedChannel()
         var buffer = channel.allocator.buffer(capacity: body.count + 2)
         buffer.writeISO8583Frame(body)
@@ -327,6 +347,8 @@ public final class ISO8583Acquirer: AcquirerAdapter {
                 let duplicate = state.withLock { s -> Bool in
                     if s.pending[key] != nil { return true }
                     s.pending[key] = continuation
+                    // The key comes round again (STANs wrap): a reply to it is this request's now.
+                    s.givenUp.removeValue(forKey: key)
                     return false
                 }
                 if duplicate {
@@ -370,6 +392,7 @@ public final class ISO8583Acquirer: AcquirerAdapter {
             // instead of waiting). A host still answering others is not silent.
             let (waiting, silent) = state.withLock { s -> (CheckedContinuation<ISOMessage, any Error>?, (any Channel)?) in
                 guard let c = s.pending.removeValue(forKey: key) else { return (nil, nil) }
+                if let givenUp { s.rememberGivenUp(key, givenUp) }
                 guard s.channel === channel, s.lastReceived < sentAt else { return (c, nil) }
                 s.unansweredInARow += 1
                 guard s.unansweredInARow >= configuration.unansweredBeforeReconnect else { return (c, nil) }
@@ -475,10 +498,12 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         // never taken for the reply to one of ours.
         let isResponse = message.isResponse
         let key = isResponse ? message.matchKey ?? echoReplyKeyWithoutTerminal(message) : nil
-        let continuation = state.withLock { s -> CheckedContinuation<ISOMessage, any Error>? in
+        let (continuation, late) = state.withLock { s -> (CheckedContinuation<ISOMessage, any Error>?, (GivenUp, (@Sendable (LateReply) -> Void)?)?) in
             s.lastReceived = .now
             s.unansweredInARow = 0
-            return key.flatMap { s.pending.removeValue(forKey: $0) }
+            if let waiting = key.flatMap({ s.pending.removeValue(forKey: $0) }) { return (waiting, nil) }
+            guard message.mti == "0110", let key, let givenUp = s.givenUp.removeValue(forKey: key) else { return (nil, nil) }
+            return (nil, (givenUp, s.lateReplyHandler))
         }
         guard isResponse else {
             answerHostRequest(message, on: channel)
@@ -490,6 +515,14 @@ public final class ISO8583Acquirer: AcquirerAdapter {
         }
         if let continuation {
             continuation.resume(returning: message)
+        } else if let (givenUp, handler) = late {
+            // An authorization given up on is answered after all: answered 85, it has a reversal,
+            // which a host that had no original yet (25, taken as final after a while) has let go.
+            let code = message[39] ?? ""
+            logger.warning("late reply to an authorization given up on", metadata: [
+                "pspTransactionId": "\(givenUp.pspTransactionId)", "responseCode": "\(code)", "message": "\(message.maskedDescription)",
+            ])
+            handler?(LateReply(pspTransactionId: givenUp.pspTransactionId, attemptReference: givenUp.attemptReference, responseCode: code))
         } else {
             // Its request gave up (deadline) or it is a duplicate: the reversal path owns that attempt.
             logger.warning("late or unmatched reply from acquirer dropped", metadata: ["message": "\(message.maskedDescription)"])
@@ -544,5 +577,14 @@ extension String {
         var s = Substring(self)
         while s.last == " " { s.removeLast() }
         return String(s)
+    }
+}
+
+extension ISO8583Acquirer.State {
+    mutating func rememberGivenUp(_ key: String, _ givenUp: ISO8583Acquirer.GivenUp) {
+        if self.givenUp.updateValue(givenUp, forKey: key) == nil { givenUpOrder.append(key) }
+        while givenUpOrder.count > ISO8583Acquirer.givenUpLimit, let oldest = givenUpOrder.popFirst() {
+            self.givenUp.removeValue(forKey: oldest)
+        }
     }
 }

@@ -290,6 +290,13 @@ public struct PaymentStoreConformance: Sendable {
         try Self.expect(try await store.dueReversals(now: 10_000, limit: 10).isEmpty, "an acknowledged reversal is never due again")
         let all = try await store.reversals(for: "p-rev")
         try Self.expect(all.count == 1 && all[0].state == .acknowledged && all[0].tries == 2, "the reversal is acknowledged after two tries")
+        // Its authorization approved late after all: due again, as a repeat; only once, and not
+        // one that does not exist.
+        try Self.expect(try await store.reopenReversal("rev-1", now: 20_000), "an acknowledged reversal reopens")
+        try Self.expect(!(try await store.reopenReversal("rev-1", now: 20_001)), "a pending one is not reopened again")
+        try Self.expect(!(try await store.reopenReversal("rev-none", now: 20_001)), "no such reversal")
+        due = try await store.dueReversals(now: 20_000, limit: 10)
+        try Self.expect(due.count == 1 && due[0].state == .pending && due[0].request.sendCount == 3, "the reopened reversal is due, a repeat, got \(due)")
     }
 
     func survivesReopen() async throws {

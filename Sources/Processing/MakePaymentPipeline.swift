@@ -398,6 +398,18 @@ public final class MakePaymentPipeline: Sendable {
         return nil
     }
 
+    // MARK: - Late replies
+
+    /// A reply to an authorization given up on (answered 85, its reversal recorded). One that
+    /// approves, or that needs reversing anyway, gets its reversal sent again, even if that was
+    /// settled as "no such authorization"; a refusal holds no money and needs nothing.
+    public func handleLateReply(_ reply: LateReply) async {
+        metrics.lateReply()
+        let decision = codes.decision(for: reply.responseCode, acquirer: acquirer.name)
+        guard decision == .approved || decision.reverses else { return }
+        await reversals?.reopen(pspTransactionId: reply.pspTransactionId, attemptReference: reply.attemptReference)
+    }
+
     // MARK: - Orphan sweep
 
     /// Reverses every attempt left `processing` past `orphanedAfterMilliseconds` (records 85 and

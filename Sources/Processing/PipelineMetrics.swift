@@ -9,6 +9,7 @@ public struct PipelineMetrics: Sendable {
     private let acquirerLatency: Metrics.Timer
     private let authorizations: Counter
     private let rejected: Counter
+    private let lateReplies: Counter
     public let reversalsSent: Counter
     public let reversalsAcknowledged: Counter
     public let reversalsFailed: Counter
@@ -31,6 +32,7 @@ public struct PipelineMetrics: Sendable {
         acquirerLatency = Metrics.Timer(label: "psp_acquirer_duration_seconds", preferredDisplayUnit: .seconds, factory: factory)
         authorizations = Counter(label: "psp_authorizations_sent_total", factory: factory)
         rejected = Counter(label: "psp_queue_rejected_total", factory: factory)
+        lateReplies = Counter(label: "psp_acquirer_late_replies_total", factory: factory)
         reversalsSent = Counter(label: "psp_reversals_sent_total", factory: factory)
         reversalsAcknowledged = Counter(label: "psp_reversals_acknowledged_total", factory: factory)
         reversalsFailed = Counter(label: "psp_reversals_failed_total", factory: factory)
@@ -47,6 +49,7 @@ public struct PipelineMetrics: Sendable {
     func recordAcquirer(since start: ContinuousClock.Instant) { acquirerLatency.recordInterval(since: start) }
     func authorizationSent() { authorizations.increment() }
     func queueRejected() { rejected.increment() }
+    func lateReply() { lateReplies.increment() }
 }
 
 extension Metrics.Timer {

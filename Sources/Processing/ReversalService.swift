@@ -1,4 +1,5 @@
 import Acquiring
+import DequeModule
 import Logging
 import Synchronization
 
@@ -9,6 +10,8 @@ public protocol ReversalSender: Sendable {
     /// acquirer. The store records it later (the orphan sweep), and then sends it once more: a
     /// second reversal of one authorization is answered as a repeat or "no such authorization".
     func sendUnrecorded(_ reversal: ReversalRequest)
+    /// Sends again the reversals of an attempt approved after all, late (see `ReversalService`).
+    func reopen(pspTransactionId: String, attemptReference: String) async
 }
 
 /// Store and forward for reversals. A reversal is recorded in the store first (with the outcome
@@ -40,6 +43,9 @@ public final class ReversalService: ReversalSender {
     private let sending = Mutex<Set<String>>([])
     /// Reversals sent without a record (`sendUnrecorded`), so each goes out once from here.
     private let sentUnrecorded = Mutex<Set<String>>([])
+    /// Reversals settled on "no such authorization" (25 after the settling time), the latest
+    /// 100,000: the ones a late approval reopens.
+    private let settledWithoutOriginal = Mutex(RecentSet(limit: 100_000))
     /// The sends `sendSoon` started and that have not finished.
     private let soonSends = Mutex<(next: UInt64, tasks: [UInt64: Task<Void, Never>])>((0, [:]))
 
@@ -64,6 +70,28 @@ public final class ReversalService: ReversalSender {
                 await self.send(id)
                 _ = self.soonSends.withLock { $0.tasks.removeValue(forKey: key) }
             }
+        }
+    }
+
+    /// The reversals of an attempt whose authorization was approved after all, late (after the
+    /// pipeline gave up on it and answered 85), that no longer go out: settled here on "no such
+    /// authorization" (the host had none on file yet), or failed for good. Each is made due again
+    /// and sent. One still pending goes out anyway; one the host reversed stands. Nothing if the
+    /// attempt has no reversal recorded yet (its 85 is being written; it goes out then).
+    public func reopen(pspTransactionId: String, attemptReference: String) async {
+        do {
+            for reversal in try await store.reversals(for: pspTransactionId) where reversal.request.attemptReference == attemptReference {
+                let id = reversal.request.reversalId
+                guard reversal.state == .failed || settledWithoutOriginal.withLock({ $0.contains(id) }) else { continue }
+                if try await store.reopenReversal(id, now: now()) {
+                    logger.critical("authorization approved after its reversal was settled; reversing again", metadata: [
+                        "pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)"])
+                    sendSoon(reversal.request)
+                }
+            }
+        } catch {
+            logger.critical("late approval: cannot reopen its reversal; needs an operator", metadata: [
+                "pspTransactionId": "\(pspTransactionId)", "error": "\(error)"])
         }
     }
 
@@ -172,7 +200,8 @@ public final class ReversalService: ReversalSender {
                 try await store.recordReversalTry(id, state: .pending, nextTryAt: now() + backoff(after: tries), now: now())
                 logger.info("acquirer has no such authorization yet; will ask again", metadata: [
                     "pspTransactionId": "\(request.pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
-            case .value:
+            case .value(let answer):
+                if answer == .noOriginal { settledWithoutOriginal.withLock { $0.insert(id) } }
                 metrics.reversalsAcknowledged.increment()
                 try await store.recordReversalTry(id, state: .acknowledged, nextTryAt: 0, now: now())
                 logger.info("reversal acknowledged", metadata: ["pspTransactionId": "\(request.pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
@@ -196,5 +225,19 @@ public final class ReversalService: ReversalSender {
     /// The wait before the next try: the first retry's, doubled per try, up to the cap.
     private func backoff(after tries: Int) -> Int64 {
         min(configuration.firstRetryMilliseconds << min(Int64(tries - 1), 20), configuration.maxRetryMilliseconds)
+    }
+}
+
+/// A set of the latest `limit` strings inserted, the oldest dropped first.
+struct RecentSet {
+    let limit: Int
+    private var members: Set<String> = []
+    private var order: Deque<String> = []
+    init(limit: Int) { self.limit = limit }
+    func contains(_ member: String) -> Bool { members.contains(member) }
+    mutating func insert(_ member: String) {
+        guard members.insert(member).inserted else { return }
+        order.append(member)
+        if order.count > limit, let oldest = order.popFirst() { members.remove(oldest) }
     }
 }

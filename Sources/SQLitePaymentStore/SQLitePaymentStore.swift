@@ -275,6 +275,9 @@ public final class SQLitePaymentStore: PaymentStore {
     static let reversalTrySQL = """
         UPDATE reversals SET state = ?, tries = tries + 1, next_try_at = ?, updated_at = ? WHERE reversal_id = ? AND state = 'pending'
         """
+    static let reopenReversalSQL = """
+        UPDATE reversals SET state = 'pending', next_try_at = ?, updated_at = ? WHERE reversal_id = ? AND state <> 'pending'
+        """
     static let cancelSQL = "UPDATE payments SET state = 'cancelled', updated_at = ? WHERE psp_transaction_id = ? AND state = 'pending'"
 
     public func register(_ r: PaymentRegistration, now: Int64) async throws -> RegisterResult {
@@ -438,6 +441,12 @@ public final class SQLitePaymentStore: PaymentStore {
     public func recordReversalTry(_ reversalId: String, state: ReversalState, nextTryAt: Int64, now: Int64) async throws {
         _ = try await writer.perform { db in
             try db.run(Self.reversalTrySQL, [.text(state.rawValue), .integer(nextTryAt), .integer(now), .text(reversalId)])
+        }
+    }
+
+    public func reopenReversal(_ reversalId: String, now: Int64) async throws -> Bool {
+        try await writer.perform { db in
+            try db.run(Self.reopenReversalSQL, [.integer(now), .integer(now), .text(reversalId)]) > 0
         }
     }
 

@@ -56,6 +56,31 @@ struct HostNeverSawIt: Error {}
         await subject.server.stop()
     }
 
+    /// A reply that comes after its authorization was given up on (the pipeline's deadline) is
+    /// reported, with the payment and attempt it answers: an approval then holds money, and the
+    /// pipeline sends the attempt's reversal again. Only once, and only for one given up on.
+    @Test func aLateReplyToAnAuthorizationGivenUpOnIsReported() async throws {
+        let subject = try await ISO8583Subject()
+        defer { Task { await subject.server.stop() } }
+        var faults = AcquirerFaults()
+        faults.lateReplies = true  // the 0110 is held until the reversal, then sent after its 0410
+        subject.host.faults = faults
+        let reported = Mutex<[LateReply]>([])
+        subject.iso.onLateReply { reply in reported.withLock { $0.append(reply) } }
+        let kit = AcquirerConformance(subject: subject)
+        let request = try kit.request(code: "00")
+        let attempt = Task { try await subject.iso.authorize(request) }
+        try await subject.reachedTheHost(request)
+        attempt.cancel()  // what the pipeline's deadline does
+        _ = try? await attempt.value
+        #expect(try await subject.iso.reverse(kit.reversal(of: request)) == .reversed)
+        let limit = ContinuousClock.now + .seconds(10)
+        while reported.withLock({ $0.isEmpty }), ContinuousClock.now < limit { try await Task.sleep(for: .milliseconds(10)) }
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(reported.withLock { $0 } == [LateReply(pspTransactionId: request.pspTransactionId, attemptReference: request.attemptReference,
+                                                       responseCode: "00")])
+    }
+
     @Test func attemptReferencesAreUniqueAndWellFormed() throws {
         let adapter = ISO8583Acquirer(configuration: .init(host: "127.0.0.1", port: 1))
         let references = (0..<1000).map { adapter.attemptReference(for: "a\($0)") }

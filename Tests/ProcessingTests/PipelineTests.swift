@@ -560,6 +560,31 @@ import Testing
         #expect(store.aliveAtOutcome.withLock { $0 } == [false])
     }
 
+    /// An authorization given up on and approved late, after its reversal was settled on "no
+    /// such authorization" (the host had none on file yet): the reversal is reopened and sent
+    /// again. A late refusal needs nothing, and a reversal the host did reverse stands.
+    @Test func aLateApprovalReopensAReversalSettledWithoutItsOriginal() async throws {
+        let h = try PipelineHarness()
+        let settledWithoutOriginal = try await h.reversalDue("lr-1")
+        let reversed = try await h.reversalDue("lr-2")
+        let acquirer = ReversalAnswers(["lr-1": .noOriginal, "lr-2": .reversed])
+        var configuration = ReversalService.Configuration()
+        configuration.noOriginalSettleMilliseconds = 0  // the first 25 is final
+        let service = ReversalService(store: h.store, acquirer: acquirer, configuration: configuration)
+        await service.sendDue(limit: 10)
+        #expect(acquirer.sends.withLock { $0 } == ["lr-1": 1, "lr-2": 1])
+        let pipeline = MakePaymentPipeline(configuration: .init(acquirerTimeout: .seconds(2), instanceId: "x"), keyRing: PipelineHarness.keyRing,
+                                           store: h.store, acquirer: acquirer, reversals: service, currentMonth: { CardExpiry(year: 2026, month: 11)! })
+        await pipeline.handleLateReply(LateReply(pspTransactionId: "lr-1", attemptReference: settledWithoutOriginal.attemptReference, responseCode: "51"))
+        await pipeline.handleLateReply(LateReply(pspTransactionId: "lr-2", attemptReference: reversed.attemptReference, responseCode: "00"))
+        await pipeline.handleLateReply(LateReply(pspTransactionId: "lr-1", attemptReference: settledWithoutOriginal.attemptReference, responseCode: "00"))
+        try await waitUntil { acquirer.sends.withLock { $0["lr-1"] } == 2 }
+        try await waitUntil { try await h.store.reversals(for: "lr-1").first?.state == .acknowledged }
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(acquirer.sends.withLock { $0 } == ["lr-1": 2, "lr-2": 1])
+        #expect(try await h.store.reversals(for: "lr-1").first?.tries == 2)
+    }
+
     /// Two reversal services on one store (two processes): each due reversal goes out once.
     @Test func twoReversalServicesOnOneStoreSendEachReversalOnce() async throws {
         let h = try PipelineHarness(latency: .milliseconds(200))
@@ -732,6 +757,19 @@ final class Gate: Sendable {
             return s.waiters
         }
         waiters.forEach { $0.resume() }
+    }
+}
+
+/// An acquirer that answers each payment's reversals as it is told, counting the sends.
+final class ReversalAnswers: AcquirerAdapter {
+    let name = "reversal-answers"
+    let answers: [String: ReversalAnswer]
+    let sends = Mutex<[String: Int]>([:])
+    init(_ answers: [String: ReversalAnswer]) { self.answers = answers }
+    func authorize(_ request: AuthorizationRequest) async throws -> AcquirerAnswer { throw AcquirerUnavailable("not used") }
+    func reverse(_ reversal: ReversalRequest) async throws -> ReversalAnswer {
+        sends.withLock { $0[reversal.pspTransactionId, default: 0] += 1 }
+        return answers[reversal.pspTransactionId] ?? .reversed
     }
 }
 
