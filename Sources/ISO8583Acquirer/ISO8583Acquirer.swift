@@ -57,8 +57,12 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
                 terminal = parameter.dropFirst("terminal=".count)
                 rest = rest[..<query]
             }
-            guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]), port > 0 else { return nil }
-            self.init(host: String(rest[..<colon]), port: port)
+            guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]), (1...65_535).contains(port) else { return nil }
+            var host = rest[..<colon]
+            // An IPv6 address is written in brackets in a URL ([::1]:8583), and connected to without them.
+            if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
+            guard !host.isEmpty else { return nil }
+            self.init(host: String(host), port: port)
             if let terminal {
                 guard Self.isTerminalId(terminal) else { return nil }
                 terminalId = String(terminal)
