@@ -98,8 +98,7 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
         var unansweredInARow = 0
         /// Authorizations given up on (their deadline passed) by match key, for a reply that still
         /// comes: at most `givenUpLimit`, the oldest dropped first.
-        var givenUp: [String: GivenUp] = [:]
-        var givenUpOrder = CircularBuffer<String>()
+        var givenUp = RecentMap<String, GivenUp>(limit: ISO8583Acquirer.givenUpLimit)
         var lateReplyHandler: (@Sendable (LateReply) -> Void)?
     }
 
@@ -248,10 +247,10 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
         if let named = reply[37], named != original.rrn {
             throw AcquirerUnavailable("0410 names another original (field 37)")
         }
-        // 25: the host cannot find the original (yet). 94: a duplicate of a reversal it has
-        // (a repeat after a first send whose 0410 was lost): that reversal is done.
+        // 25: the host cannot find the original (yet). Not 94 (duplicate): a host that keeps
+        // its answers by STAN says it to a repeat of an 0400 it answered 25, undone nothing.
         switch reply[39] {
-        case "00", "94": return .reversed
+        case "00": return .reversed
         case "25": return .noOriginal
         default: throw AcquirerUnavailable("reversal refused with \(reply[39] ?? "no code")")
         }
@@ -265,17 +264,16 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
     private func reversalSend(_ reversal: ReversalRequest) -> (stan: String, clock: ISOClock) {
         firstReversalSends.withLock { sends in
             let issued = stanCounter.load(ordering: .relaxed)
-            if reversal.sendCount > 1, let first = sends.byId[reversal.reversalId], issued - first.issued < Self.stanReuseLimit {
+            if reversal.sendCount > 1, let first = sends[reversal.reversalId], issued - first.issued < Self.stanReuseLimit {
                 return (first.stan, first.clock)
             }
             let first = (stan: nextSTAN(), clock: ISOClock(milliseconds: clock()), issued: issued)
-            if sends.byId.updateValue(first, forKey: reversal.reversalId) == nil { sends.order.append(reversal.reversalId) }
             // Bounded: repeats follow within hours; the oldest are forgotten first.
-            if sends.order.count > Self.rememberedReversals { sends.byId.removeValue(forKey: sends.order.removeFirst()) }
+            sends.set(first, for: reversal.reversalId)
             return (first.stan, first.clock)
         }
     }
-    private let firstReversalSends = Mutex<(byId: [String: (stan: String, clock: ISOClock, issued: Int)], order: CircularBuffer<String>)>(([:], []))
+    private let firstReversalSends = Mutex(RecentMap<String, (stan: String, clock: ISOClock, issued: Int)>(limit: rememberedReversals))
     static let rememberedReversals = 10_000
     /// How many STANs may be issued after a reversal's first send for a repeat still to reuse its
     /// STAN: half the 999,999 there are.
@@ -396,7 +394,7 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
             // instead of waiting). A host still answering others is not silent.
             let (waiting, silent) = state.withLock { s -> (CheckedContinuation<ISOMessage, any Error>?, (any Channel)?) in
                 guard let c = s.pending.removeValue(forKey: key) else { return (nil, nil) }
-                if let givenUp { s.rememberGivenUp(key, givenUp) }
+                if let givenUp { s.givenUp.set(givenUp, for: key) }
                 guard s.channel === channel, s.lastReceived < sentAt else { return (c, nil) }
                 s.unansweredInARow += 1
                 guard s.unansweredInARow >= configuration.unansweredBeforeReconnect else { return (c, nil) }
@@ -581,14 +579,5 @@ extension String {
         var s = Substring(self)
         while s.last == " " { s.removeLast() }
         return String(s)
-    }
-}
-
-extension ISO8583Acquirer.State {
-    mutating func rememberGivenUp(_ key: String, _ givenUp: ISO8583Acquirer.GivenUp) {
-        if self.givenUp.updateValue(givenUp, forKey: key) == nil { givenUpOrder.append(key) }
-        while givenUpOrder.count > ISO8583Acquirer.givenUpLimit, let oldest = givenUpOrder.popFirst() {
-            self.givenUp.removeValue(forKey: oldest)
-        }
     }
 }

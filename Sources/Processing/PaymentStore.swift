@@ -212,9 +212,10 @@ public protocol PaymentStore: Sendable {
     func claimReversal(_ reversalId: String, now: Int64, until: Int64) async throws -> ReversalRecord?
     /// Records a try of a reversal: acknowledged, or not (with when to try next, or failed for good).
     func recordReversalTry(_ reversalId: String, state: ReversalState, nextTryAt: Int64, now: Int64) async throws
-    /// Makes an acknowledged or failed reversal due again at `now` (its authorization was
-    /// approved after all, late: a "no such authorization" it was given no longer holds). False
-    /// if there is no such reversal or it is pending already.
+    /// Makes an acknowledged or failed reversal due again at `now`, as new: no tries, created at
+    /// `now` (its authorization was approved after all, late: a "no such authorization" it was
+    /// given no longer holds, and its next send is a first one, not a repeat of what the host
+    /// answered). False if there is no such reversal or it is pending already.
     func reopenReversal(_ reversalId: String, now: Int64) async throws -> Bool
     func reversals(for pspTransactionId: String) async throws -> [ReversalRecord]
 }

@@ -1,5 +1,4 @@
 import Acquiring
-import DequeModule
 import Logging
 import Synchronization
 
@@ -45,7 +44,9 @@ public final class ReversalService: ReversalSender {
     private let sentUnrecorded = Mutex<Set<String>>([])
     /// Reversals settled on "no such authorization" (25 after the settling time), the latest
     /// 100,000: the ones a late approval reopens.
-    private let settledWithoutOriginal = Mutex(RecentSet(limit: 100_000))
+    private let settledWithoutOriginal = Mutex(RecentMap<String, Void>(limit: 100_000))
+    /// Reversals whose authorization was approved late: never settled on 25 from then on.
+    private let lateApproved = Mutex(RecentMap<String, Void>(limit: 100_000))
     /// The sends `sendSoon` started and that have not finished.
     private let soonSends = Mutex<(next: UInt64, tasks: [UInt64: Task<Void, Never>])>((0, [:]))
 
@@ -60,8 +61,9 @@ public final class ReversalService: ReversalSender {
         self.now = now
     }
 
-    public func sendSoon(_ reversal: ReversalRequest) {
-        let id = reversal.reversalId
+    public func sendSoon(_ reversal: ReversalRequest) { sendSoon(reversalId: reversal.reversalId) }
+
+    private func sendSoon(reversalId id: String) {
         // Registered under the lock the task takes to leave, so it cannot leave before it is in.
         soonSends.withLock { sends in
             sends.next += 1
@@ -75,24 +77,41 @@ public final class ReversalService: ReversalSender {
 
     /// The reversals of an attempt whose authorization was approved after all, late (after the
     /// pipeline gave up on it and answered 85), that no longer go out: settled here on "no such
-    /// authorization" (the host had none on file yet), or failed for good. Each is made due again
-    /// and sent. One still pending goes out anyway; one the host reversed stands. Nothing if the
+    /// authorization" (the host had none on file yet), or failed for good. Each is reopened (a
+    /// fresh first send, its settling time started again) and sent. One still pending goes out
+    /// anyway, and is no longer settled on 25; one the host reversed stands. Nothing if the
     /// attempt has no reversal recorded yet (its 85 is being written; it goes out then).
+    /// Settled on 25 by another process on the same store, a reversal is not known here as such:
+    /// the late approval is logged for an operator.
     public func reopen(pspTransactionId: String, attemptReference: String) async {
         do {
-            for reversal in try await store.reversals(for: pspTransactionId) where reversal.request.attemptReference == attemptReference {
+            let ids = try await store.reversals(for: pspTransactionId).filter { $0.request.attemptReference == attemptReference }.map(\.request.reversalId)
+            // Marked first, read after: a send settling one on 25 meanwhile sees the mark (below).
+            lateApproved.withLock { for id in ids { $0.set((), for: id) } }
+            for reversal in try await store.reversals(for: pspTransactionId) where ids.contains(reversal.request.reversalId) {
                 let id = reversal.request.reversalId
-                guard reversal.state == .failed || settledWithoutOriginal.withLock({ $0.contains(id) }) else { continue }
-                if try await store.reopenReversal(id, now: now()) {
-                    logger.critical("authorization approved after its reversal was settled; reversing again", metadata: [
+                switch reversal.state {
+                case .pending: continue
+                case .failed: break
+                case .acknowledged where settledWithoutOriginal.withLock({ $0.contains(id) }): break
+                case .acknowledged:
+                    logger.critical("late approval of an attempt whose reversal was acknowledged; if it was settled on 25 by another process, reverse it by hand", metadata: [
                         "pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)"])
-                    sendSoon(reversal.request)
+                    continue
                 }
+                try await reopenAndSend(id, pspTransactionId: pspTransactionId)
             }
         } catch {
             logger.critical("late approval: cannot reopen its reversal; needs an operator", metadata: [
                 "pspTransactionId": "\(pspTransactionId)", "error": "\(error)"])
         }
+    }
+
+    private func reopenAndSend(_ id: String, pspTransactionId: String) async throws {
+        guard try await store.reopenReversal(id, now: now()) else { return }
+        logger.critical("authorization approved after its reversal was settled; reversing again", metadata: [
+            "pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)"])
+        sendSoon(reversalId: id)
     }
 
     /// Once per reversal id in this process: while the store refuses writes, the sweep and Vipps's
@@ -196,15 +215,20 @@ public final class ReversalService: ReversalSender {
         let tries = record.tries + 1
         do {
             switch outcome {
-            case .value(.noOriginal) where now() - record.createdAt < configuration.noOriginalSettleMilliseconds:
+            case .value(.noOriginal) where tries < configuration.maxTries
+                && (now() - record.createdAt < configuration.noOriginalSettleMilliseconds || lateApproved.withLock({ $0.contains(id) })):
                 try await store.recordReversalTry(id, state: .pending, nextTryAt: now() + backoff(after: tries), now: now())
                 logger.info("acquirer has no such authorization yet; will ask again", metadata: [
                     "pspTransactionId": "\(request.pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
             case .value(let answer):
-                if answer == .noOriginal { settledWithoutOriginal.withLock { $0.insert(id) } }
+                if answer == .noOriginal { settledWithoutOriginal.withLock { $0.set((), for: id) } }
                 metrics.reversalsAcknowledged.increment()
                 try await store.recordReversalTry(id, state: .acknowledged, nextTryAt: 0, now: now())
                 logger.info("reversal acknowledged", metadata: ["pspTransactionId": "\(request.pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
+                // A late approval heard while this 25 was being recorded: it does not settle.
+                if answer == .noOriginal, lateApproved.withLock({ $0.contains(id) }) {
+                    try await reopenAndSend(id, pspTransactionId: request.pspTransactionId)
+                }
             case .failed, .timedOut:
                 if tries >= configuration.maxTries {
                     metrics.reversalsFailed.increment()
@@ -225,19 +249,5 @@ public final class ReversalService: ReversalSender {
     /// The wait before the next try: the first retry's, doubled per try, up to the cap.
     private func backoff(after tries: Int) -> Int64 {
         min(configuration.firstRetryMilliseconds << min(Int64(tries - 1), 20), configuration.maxRetryMilliseconds)
-    }
-}
-
-/// A set of the latest `limit` strings inserted, the oldest dropped first.
-struct RecentSet {
-    let limit: Int
-    private var members: Set<String> = []
-    private var order: Deque<String> = []
-    init(limit: Int) { self.limit = limit }
-    func contains(_ member: String) -> Bool { members.contains(member) }
-    mutating func insert(_ member: String) {
-        guard members.insert(member).inserted else { return }
-        order.append(member)
-        if order.count > limit, let oldest = order.popFirst() { members.remove(oldest) }
     }
 }

@@ -276,7 +276,8 @@ public final class SQLitePaymentStore: PaymentStore {
         UPDATE reversals SET state = ?, tries = tries + 1, next_try_at = ?, updated_at = ? WHERE reversal_id = ? AND state = 'pending'
         """
     static let reopenReversalSQL = """
-        UPDATE reversals SET state = 'pending', next_try_at = ?, updated_at = ? WHERE reversal_id = ? AND state <> 'pending'
+        UPDATE reversals SET state = 'pending', tries = 0, next_try_at = ?, created_at = ?, updated_at = ?
+        WHERE reversal_id = ? AND state <> 'pending'
         """
     static let cancelSQL = "UPDATE payments SET state = 'cancelled', updated_at = ? WHERE psp_transaction_id = ? AND state = 'pending'"
 
@@ -446,7 +447,7 @@ public final class SQLitePaymentStore: PaymentStore {
 
     public func reopenReversal(_ reversalId: String, now: Int64) async throws -> Bool {
         try await writer.perform { db in
-            try db.run(Self.reopenReversalSQL, [.integer(now), .integer(now), .text(reversalId)]) > 0
+            try db.run(Self.reopenReversalSQL, [.integer(now), .integer(now), .integer(now), .text(reversalId)]) > 0
         }
     }
 

@@ -562,7 +562,8 @@ import Testing
 
     /// An authorization given up on and approved late, after its reversal was settled on "no
     /// such authorization" (the host had none on file yet): the reversal is reopened and sent
-    /// again. A late refusal needs nothing, and a reversal the host did reverse stands.
+    /// again as a first send. A late refusal needs nothing, a reversal the host did reverse
+    /// stands, and one still pending is no longer settled on 25.
     @Test func aLateApprovalReopensAReversalSettledWithoutItsOriginal() async throws {
         let h = try PipelineHarness()
         let settledWithoutOriginal = try await h.reversalDue("lr-1")
@@ -577,12 +578,20 @@ import Testing
                                            store: h.store, acquirer: acquirer, reversals: service, currentMonth: { CardExpiry(year: 2026, month: 11)! })
         await pipeline.handleLateReply(LateReply(pspTransactionId: "lr-1", attemptReference: settledWithoutOriginal.attemptReference, responseCode: "51"))
         await pipeline.handleLateReply(LateReply(pspTransactionId: "lr-2", attemptReference: reversed.attemptReference, responseCode: "00"))
+        acquirer.answers.withLock { $0["lr-1"] = .reversed }  // the host has the original now
         await pipeline.handleLateReply(LateReply(pspTransactionId: "lr-1", attemptReference: settledWithoutOriginal.attemptReference, responseCode: "00"))
         try await waitUntil { acquirer.sends.withLock { $0["lr-1"] } == 2 }
         try await waitUntil { try await h.store.reversals(for: "lr-1").first?.state == .acknowledged }
         try await Task.sleep(for: .milliseconds(200))
         #expect(acquirer.sends.withLock { $0 } == ["lr-1": 2, "lr-2": 1])
-        #expect(try await h.store.reversals(for: "lr-1").first?.tries == 2)
+        #expect(acquirer.sendCounts.withLock { $0["lr-1"] } == [1, 1], "the reopened reversal's send is a first one (an 0400), not a repeat")
+        // Approved late while its reversal is still pending: a 25 after that does not settle it.
+        let pending = try await h.reversalDue("lr-3")
+        acquirer.answers.withLock { $0["lr-3"] = .noOriginal }
+        await pipeline.handleLateReply(LateReply(pspTransactionId: "lr-3", attemptReference: pending.attemptReference, responseCode: "00"))
+        await service.sendDue(limit: 10)
+        let lr3 = try #require(try await h.store.reversals(for: "lr-3").first)
+        #expect(lr3.state == .pending && lr3.tries == 1)
     }
 
     /// Two reversal services on one store (two processes): each due reversal goes out once.
@@ -763,13 +772,16 @@ final class Gate: Sendable {
 /// An acquirer that answers each payment's reversals as it is told, counting the sends.
 final class ReversalAnswers: AcquirerAdapter {
     let name = "reversal-answers"
-    let answers: [String: ReversalAnswer]
+    let answers: Mutex<[String: ReversalAnswer]>
     let sends = Mutex<[String: Int]>([:])
-    init(_ answers: [String: ReversalAnswer]) { self.answers = answers }
+    /// Each send's `sendCount` (1: a first send, an 0400; more: a repeat, an 0401), by payment.
+    let sendCounts = Mutex<[String: [Int]]>([:])
+    init(_ answers: [String: ReversalAnswer]) { self.answers = Mutex(answers) }
     func authorize(_ request: AuthorizationRequest) async throws -> AcquirerAnswer { throw AcquirerUnavailable("not used") }
     func reverse(_ reversal: ReversalRequest) async throws -> ReversalAnswer {
         sends.withLock { $0[reversal.pspTransactionId, default: 0] += 1 }
-        return answers[reversal.pspTransactionId] ?? .reversed
+        sendCounts.withLock { $0[reversal.pspTransactionId, default: []].append(reversal.sendCount) }
+        return answers.withLock { $0[reversal.pspTransactionId] } ?? .reversed
     }
 }
 

@@ -1,0 +1,46 @@
+/// A map that keeps its latest `limit` entries: setting a key makes it the newest, and past the
+/// limit the oldest goes first. For an adapter's and the reversal service's memory of messages
+/// (first sends of reversals, authorizations given up on, reversals settled): bounded, because a
+/// host in trouble can make them pile up by the thousand a second.
+public struct RecentMap<Key: Hashable, Value> {
+    public let limit: Int
+    private var entries: [Key: (value: Value, serial: UInt64)] = [:]
+    /// Keys in the order they were last set; an entry whose serial no longer matches was set again
+    /// (or removed) since, and is skipped.
+    private var order: [(key: Key, serial: UInt64)] = []
+    private var head = 0
+    private var nextSerial: UInt64 = 0
+
+    public init(limit: Int) {
+        precondition(limit > 0)
+        self.limit = limit
+    }
+
+    public var count: Int { entries.count }
+
+    public subscript(key: Key) -> Value? { entries[key]?.value }
+
+    public func contains(_ key: Key) -> Bool { entries[key] != nil }
+
+    /// Sets `value` for `key`, as the newest entry.
+    public mutating func set(_ value: Value, for key: Key) {
+        nextSerial += 1
+        entries[key] = (value, nextSerial)
+        order.append((key, nextSerial))
+        while entries.count > limit, head < order.count {
+            let oldest = order[head]
+            head += 1
+            if entries[oldest.key]?.serial == oldest.serial { entries.removeValue(forKey: oldest.key) }
+        }
+        // Keys set again leave stale places behind: dropped once they are half of the order.
+        if head > order.count / 2 || order.count > 2 * limit {
+            order = order[head...].filter { entries[$0.key]?.serial == $0.serial }
+            head = 0
+        }
+    }
+
+    @discardableResult
+    public mutating func removeValue(forKey key: Key) -> Value? {
+        entries.removeValue(forKey: key)?.value
+    }
+}
