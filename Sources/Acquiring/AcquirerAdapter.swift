@@ -43,14 +43,19 @@ public struct AcquirerAnswer: Sendable, Equatable {
     public var acquirerReference: String?
     /// The card scheme, when the acquirer says; used to pick scheme-specific code mappings.
     public var scheme: CardScheme?
+    /// The amount (minor units) the answer names, when it names one (ISO 8583 field 4; -1 when
+    /// that is not a number). An approval of another amount than the request's is refused and
+    /// reversed, as a partial approval (10) is.
+    public var amount: Int?
 
     public init(responseCode: String, message: String? = nil, authorizationCode: String? = nil,
-                acquirerReference: String? = nil, scheme: CardScheme? = nil) {
+                acquirerReference: String? = nil, scheme: CardScheme? = nil, amount: Int? = nil) {
         self.responseCode = responseCode
         self.message = message
         self.authorizationCode = authorizationCode
         self.acquirerReference = acquirerReference
         self.scheme = scheme
+        self.amount = amount
     }
 }
 
@@ -165,9 +170,12 @@ public struct LateReply: Sendable, Equatable {
     public var attemptReference: String
     /// Field 39 as the acquirer sent it.
     public var responseCode: String
-    public init(pspTransactionId: String, attemptReference: String, responseCode: String) {
+    /// The card's scheme, for scheme-specific code mappings.
+    public var scheme: CardScheme?
+    public init(pspTransactionId: String, attemptReference: String, responseCode: String, scheme: CardScheme? = nil) {
         self.pspTransactionId = pspTransactionId
         self.attemptReference = attemptReference
         self.responseCode = responseCode
+        self.scheme = scheme
     }
 }

@@ -143,10 +143,7 @@ ccs_key *ccs_public_key_from_pem(const void *pem, size_t pem_len, int *reason) {
     }
     BIO_free(bio);
     ERR_clear_error();
-    if (pkey == NULL) {
-        if (none.asked) *reason = CCS_KEY_NEEDS_PASSPHRASE;
-        return NULL;
-    }
+    if (pkey == NULL) return NULL;
     return wrap_key(pkey, 0, reason);
 }
 

@@ -105,8 +105,9 @@ public enum KeyFiles {
                 return try RSAKey.privateKey(pem: pem, source: path)
             } catch let privateKeyError {
                 // A private key that parsed but was refused (short, a weak exponent, parts that
-                // disagree, encrypted) says why; anything else was no key at all.
-                throw privateKeyError == .notAPrivateKey(path: path) ? error : privateKeyError
+                // disagree) says why; anything else was no key at all. An encrypted one is not
+                // asked for its passphrase here (no tool that wants a public key takes one).
+                throw privateKeyError == .notAPrivateKey(path: path) || privateKeyError == .needsPassphrase(path: path) ? error : privateKeyError
             }
         }
     }

@@ -105,6 +105,7 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
     struct GivenUp {
         let pspTransactionId: String
         let attemptReference: String
+        let scheme: CardScheme
     }
 
     /// How many given-up authorizations are remembered for a late reply: minutes of them at
@@ -201,16 +202,18 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
         }
         defer { frame.withUnsafeMutableBytes { wipe($0) } }
         let reply = try await exchange(frame, key: "01" + terminal + reference.stan, sendBy: AuthorizationDeadline.sendBy,
-                                       givenUp: GivenUp(pspTransactionId: request.pspTransactionId, attemptReference: request.attemptReference))
+                                       givenUp: GivenUp(pspTransactionId: request.pspTransactionId, attemptReference: request.attemptReference,
+                                                        scheme: request.scheme))
         // Terminal and STAN pair the reply with this request; what it answers must be this
-        // request too. Another message class, another RRN, or an approval of another amount
-        // (a partial approval without its code 10) is no answer: an unknown outcome, reversed.
+        // request too. Another message class or another RRN is no answer: an unknown outcome,
+        // reversed. The amount it names goes to the pipeline, which refuses an approval of
+        // another amount (a partial approval without its code 10).
         guard reply.mti == "0110" else { throw AcquirerUnavailable("\(reply.mti) in reply to an 0100") }
         if let named = reply[37], named != reference.rrn { throw AcquirerUnavailable("0110 names another RRN (field 37)") }
-        if let amount = reply[4], amount != fields.amount { throw AcquirerUnavailable("0110 for another amount (field 4)") }
         guard let code = reply[39] else { throw AcquirerUnavailable("0110 without field 39") }
         return AcquirerAnswer(responseCode: code, message: nil, authorizationCode: reply[38]?.trimmingCharacters(),
-                              acquirerReference: reply[37] ?? reference.rrn, scheme: request.scheme)
+                              acquirerReference: reply[37] ?? reference.rrn, scheme: request.scheme,
+                              amount: reply[4].map { Int($0) ?? -1 })
     }
 
     public func reverse(_ reversal: ReversalRequest) async throws -> ReversalAnswer {
@@ -524,7 +527,8 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
             logger.warning("late reply to an authorization given up on", metadata: [
                 "pspTransactionId": "\(givenUp.pspTransactionId)", "responseCode": "\(code)", "message": "\(message.maskedDescription)",
             ])
-            handler?(LateReply(pspTransactionId: givenUp.pspTransactionId, attemptReference: givenUp.attemptReference, responseCode: code))
+            handler?(LateReply(pspTransactionId: givenUp.pspTransactionId, attemptReference: givenUp.attemptReference, responseCode: code,
+                               scheme: givenUp.scheme))
         } else {
             // Its request gave up (deadline) or it is a duplicate: the reversal path owns that attempt.
             logger.warning("late or unmatched reply from acquirer dropped", metadata: ["message": "\(message.maskedDescription)"])

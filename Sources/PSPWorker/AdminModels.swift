@@ -176,6 +176,9 @@ struct RegisterPaymentRequest {
         case .whole(let value) where value <= Self.maxAmount: amount = value
         case .whole, .tooLarge: problems.append(("amount", "51", "Invalid request: amount is at most \(Self.maxAmount) øre"))
         case .negative: problems.append(lessThanOne)
+        // Under 1 øre however written (0.5, 1e-3): the API's own code for it.
+        case .notWhole where entries.first(where: { $0.key == "amount" }).flatMap({ Double(String(decoding: $0.value, as: UTF8.self)) }).map({ $0 < 1 }) == true:
+            problems.append(lessThanOne)
         case .notWhole: problems.append(("amount", "51", "Invalid request: amount is a whole number of øre, written without a fraction or exponent"))
         case nil: problems.append(("amount", "51", "Invalid request"))
         }

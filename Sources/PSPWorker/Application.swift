@@ -91,7 +91,10 @@ public func buildApplication(
         configuration: .init(acquirerTimeout: configuration.acquirerTimeout, instanceId: Secrets.hexString(Secrets.randomBytes(8))),
         keyRing: components.keyRing, store: components.store, acquirer: components.acquirer, codes: components.codes,
         metrics: metrics, reversals: reversals, logger: Logger(label: "psp-worker.pipeline"))
-    (components.acquirer as? any LateReplyReporting)?.onLateReply { reply in Task { await pipeline.handleLateReply(reply) } }
+    // Weak: the acquirer holds the handler, and the pipeline holds the acquirer.
+    (components.acquirer as? any LateReplyReporting)?.onLateReply { [weak pipeline] reply in
+        Task { await pipeline?.handleLateReply(reply) }
+    }
     let queue = InProcessMakePaymentQueue(capacity: configuration.queueCapacity)
     (components.store as? SQLitePaymentStore)?.follow(queue, workers: configuration.workers)
     if configuration.adminTokenHash == nil {

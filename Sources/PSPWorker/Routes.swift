@@ -21,6 +21,7 @@ struct Routes: Sendable {
     let adminTokenHash: [UInt8]?
     /// Admin calls refused 401: a brute force on the admin token shows here.
     let adminRefusals: Metrics.Counter
+    let storeProbe: StoreProbe
 
     init(configuration: PSPWorkerConfiguration, pipeline: MakePaymentPipeline, queue: InProcessMakePaymentQueue,
          store: any PaymentStore, acquirer: any AcquirerAdapter, registry: PrometheusCollectorRegistry,
@@ -34,6 +35,7 @@ struct Routes: Sendable {
         self.factory = factory
         self.adminTokenHash = adminTokenHash
         adminRefusals = Metrics.Counter(label: "psp_admin_unauthorized_total", factory: factory)
+        storeProbe = StoreProbe(store: store)
     }
 
     func add(to router: Router<BasicRequestContext>) {
@@ -64,11 +66,8 @@ struct Routes: Sendable {
     /// store answers a read within 2 s. `/health` stays liveness: the process answers at all.
     func readiness() async -> Response {
         guard !queue.isClosed else { return Responses.json(.serviceUnavailable, #"{"status":"DOWN","queue":"draining"}"#) }
-        let store = self.store
-        let storeAnswered = await Self.firstOf(seconds: 2) {
-            // A read of an id no payment has: the file is open, readable and not stuck behind a lock.
-            do { _ = try await store.payment(""); return true } catch { return false }
-        }
+        let read = storeProbe.read()
+        let storeAnswered = await Self.firstOf(seconds: 2) { await read.value }
         switch storeAnswered {
         case true?: return Responses.json(.ok, #"{"status":"UP","store":"UP"}"#)
         case false?: return Responses.json(.serviceUnavailable, #"{"status":"DOWN","store":"failing"}"#)
@@ -77,7 +76,9 @@ struct Routes: Sendable {
     }
 
     /// `work`'s answer, or nil when it takes longer than `seconds`. A stuck `work` is left running:
-    /// a task group would wait for it, and the probe would hang with the store.
+    /// a task group would wait for it, and the probe would hang with the store. (Not
+    /// `withDeadline`: it starts its work on the caller's thread, where a read that blocks in
+    /// SQLite would hold the caller past any deadline.)
     static func firstOf(seconds: Int, _ work: @escaping @Sendable () async -> Bool) async -> Bool? {
         let once = Once()
         return await withCheckedContinuation { (continuation: CheckedContinuation<Bool?, Never>) in
@@ -197,6 +198,31 @@ struct Routes: Sendable {
             return Responses.json(.ok, String(decoding: try encoder.encode(view), as: UTF8.self))
         } catch {
             return Responses.errors(.internalServerError, [(nil, "91", "Internal error")])
+        }
+    }
+}
+
+/// The store's readiness read, one at a time: probes that come while one is stuck wait on it
+/// (each with its own 2 s) instead of each leaving another read blocked on a thread of the pool.
+final class StoreProbe: Sendable {
+    private let store: any PaymentStore
+    private let inFlight = Mutex<Task<Bool, Never>?>(nil)
+    init(store: any PaymentStore) { self.store = store }
+
+    /// The read in flight, or a new one: of an id no payment has, so it shows the file is open,
+    /// readable and not stuck behind a lock.
+    func read() -> Task<Bool, Never> {
+        inFlight.withLock { current in
+            if let current { return current }
+            let task = Task { [store] in
+                let answered: Bool
+                do { _ = try await store.payment(""); answered = true } catch { answered = false }
+                // After the lock that set it is released: this task waits for it.
+                self.inFlight.withLock { $0 = nil }
+                return answered
+            }
+            current = task
+            return task
         }
     }
 }

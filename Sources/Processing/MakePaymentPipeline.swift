@@ -302,6 +302,14 @@ public final class MakePaymentPipeline: Sendable {
         switch request.outcome {
         case .value(let answer):
             var decision = codes.decision(for: answer.responseCode, scheme: answer.scheme ?? request.scheme, acquirer: acquirer.name)
+            // An approval of another amount than asked (a partial approval without its code 10,
+            // or a garbled field 4) is no approval of this payment: it is undone as a 10 is.
+            if decision == .approved, let amount = answer.amount, amount != payment.registration.amount {
+                logger.warning("approval names another amount; reversing", metadata: [
+                    "pspTransactionId": "\(id)", "attemptId": "\(request.attemptId)", "pan": "\(masked)",
+                ])
+                decision = .partialApprovalReversed
+            }
             // An approval that comes back after Vipps's patience (the deadline's timer fired late)
             // would be answered to no one: it is reversed and recorded 85, like a timeout.
             if decision == .approved, ContinuousClock.now - receivedAt > configuration.answerWithin {
@@ -405,7 +413,7 @@ public final class MakePaymentPipeline: Sendable {
     /// settled as "no such authorization"; a refusal holds no money and needs nothing.
     public func handleLateReply(_ reply: LateReply) async {
         metrics.lateReply()
-        let decision = codes.decision(for: reply.responseCode, acquirer: acquirer.name)
+        let decision = codes.decision(for: reply.responseCode, scheme: reply.scheme, acquirer: acquirer.name)
         guard decision == .approved || decision.reverses else { return }
         await reversals?.reopen(pspTransactionId: reply.pspTransactionId, attemptReference: reply.attemptReference)
     }

@@ -108,9 +108,9 @@ import Testing
         #expect(throws: KeyLoadError.tooLong(path: path)) { _ = try KeyFiles.loadPublicKey(path: path) }
     }
 
-    /// An encrypted private key where a public key is wanted needs its passphrase: it is said so,
-    /// and OpenSSL does not prompt on a terminal or read stdin (where `psp-worker encrypt` has the
-    /// card lines) for one.
+    /// An encrypted private key where a public key is wanted is not a public key (no tool that
+    /// wants one takes a passphrase), and OpenSSL does not prompt on a terminal or read stdin
+    /// (where `psp-worker encrypt` has the card lines) for one.
     @Test func anEncryptedPrivateKeyAsThePublicKeyAsksForNoPassphrase() throws {
         let path = Fixtures.path("psp-private-key-encrypted.pem")
         // Stdin is a pipe holding a line for the load: OpenSSL's prompt, with no terminal, reads it.
@@ -122,7 +122,7 @@ import Testing
         close(ends[1])
         dup2(ends[0], 0)
         close(ends[0])
-        #expect(throws: KeyLoadError.needsPassphrase(path: path)) { _ = try KeyFiles.loadPublicKey(path: path) }
+        #expect(throws: KeyLoadError.notAPublicKey(path: path)) { _ = try KeyFiles.loadPublicKey(path: path) }
         var left = [UInt8](repeating: 0, count: 32)
         #expect(read(0, &left, left.count) == 17, "the load read stdin")
     }

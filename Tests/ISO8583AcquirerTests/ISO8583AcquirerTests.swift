@@ -78,7 +78,7 @@ struct HostNeverSawIt: Error {}
         while reported.withLock({ $0.isEmpty }), ContinuousClock.now < limit { try await Task.sleep(for: .milliseconds(10)) }
         try await Task.sleep(for: .milliseconds(100))
         #expect(reported.withLock { $0 } == [LateReply(pspTransactionId: request.pspTransactionId, attemptReference: request.attemptReference,
-                                                       responseCode: "00")])
+                                                       responseCode: "00", scheme: .visa)])
     }
 
     @Test func attemptReferencesAreUniqueAndWellFormed() throws {

@@ -220,7 +220,7 @@ extension TestResponse {
                 let inexact = try await client.register("p7", amount: written)
                 #expect(inexact.status == .badRequest && inexact.text.contains("whole number of øre"), "\(written): \(inexact.text)")
             }
-            for written in ["-5", "-0.5", "0"] {
+            for written in ["-5", "-0.5", "0", "0.5", "0.0", "1e-3"] {
                 #expect(try await client.register("p7", amount: written).text.contains("amount.less.than.one"), "\(written)")
             }
             // Beyond Int: still the field's own limit, not a generic refusal.

@@ -541,6 +541,20 @@ import Testing
         }
     }
 
+    /// An approval that names another amount than the payment's (a partial approval sent without
+    /// its code 10) is refused and reversed as a 10 is; one naming the payment's amount stands.
+    @Test func anApprovalOfAnotherAmountIsReversed() async throws {
+        let h = try PipelineHarness()
+        for (id, amount) in [("am-1", 500), ("am-2", 1000)] {
+            try await h.register(id, amount: 1000)
+            let pipeline = MakePaymentPipeline(configuration: .init(acquirerTimeout: .seconds(2), instanceId: "x"), keyRing: PipelineHarness.keyRing,
+                                               store: h.store, acquirer: ApprovesAmount(amount), currentMonth: { CardExpiry(year: 2026, month: 11)! })
+            let result = await h.makePayment(h.request(id, cardData: h.cardData(code: "00")), queue: nil, through: pipeline)
+            #expect(result.response == (amount == 1000 ? .ok(id) : .fail(id, .refusedByIssuer)), "\(id)")
+            #expect(try await h.store.reversals(for: id).count == (amount == 1000 ? 0 : 1), "\(id)")
+        }
+    }
+
     /// The clear card goes with the send: once the acquirer has answered, the payment no longer
     /// holds it while its outcome is written (it did, until the answer: up to `maxAuthorizing`
     /// clear PANs alive behind a stalled store).
@@ -783,6 +797,17 @@ final class ReversalAnswers: AcquirerAdapter {
         sendCounts.withLock { $0[reversal.pspTransactionId, default: []].append(reversal.sendCount) }
         return answers.withLock { $0[reversal.pspTransactionId] } ?? .reversed
     }
+}
+
+/// An acquirer that approves, naming `amount` as the amount approved.
+final class ApprovesAmount: AcquirerAdapter {
+    let name = "approves-amount"
+    let amount: Int
+    init(_ amount: Int) { self.amount = amount }
+    func authorize(_ request: AuthorizationRequest) async throws -> AcquirerAnswer {
+        AcquirerAnswer(responseCode: "00", authorizationCode: "A1", acquirerReference: "R1", amount: amount)
+    }
+    func reverse(_ reversal: ReversalRequest) async throws -> ReversalAnswer { .reversed }
 }
 
 /// An acquirer whose every authorization fails with `error`.
