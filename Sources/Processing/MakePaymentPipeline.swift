@@ -241,6 +241,7 @@ public final class MakePaymentPipeline: Sendable {
         // no longer waits for would hold the customer's money for a payment that failed.
         let shortest = min(configuration.acquirerTimeout, .seconds(1))
         guard configuration.answerWithin - (ContinuousClock.now - receivedAt) >= shortest else {
+            metrics.authorizationNotSent()
             logger.warning("too late to authorize; not sent", metadata: ["pspTransactionId": "\(id)", "pan": "\(masked)"])
             return .answered(await finish(id, PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked),
                                           reversal: nil, attemptId: nil))
@@ -277,6 +278,7 @@ public final class MakePaymentPipeline: Sendable {
         let vippsLeft = configuration.answerWithin - (checkedAt - receivedAt)
         let attemptLeft = configuration.acquirerTimeout - (checkedAt - attemptStarted)
         guard vippsLeft >= shortest && attemptLeft >= min(configuration.acquirerTimeout / 2, shortest) else {
+            metrics.authorizationNotSent()
             logger.warning("too late to authorize after recording the attempt; not sent", metadata: ["pspTransactionId": "\(id)", "pan": "\(masked)"])
             return .answered(await finish(id, PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked),
                                           reversal: nil, attemptId: request.attemptId))
@@ -338,6 +340,7 @@ public final class MakePaymentPipeline: Sendable {
                                 answerBy: receivedAt + configuration.answerWithin)
         case .failed(let error as AcquirerUnavailable) where error.neverSent:
             // The adapter knows nothing went out: the outcome is known, and there is nothing to reverse.
+            metrics.authorizationNotSent()
             logger.warning("authorization not sent", metadata: [
                 "pspTransactionId": "\(id)", "attemptId": "\(request.attemptId)", "pan": "\(masked)", "reason": "\(error)",
             ])

@@ -10,6 +10,7 @@ public struct PipelineMetrics: Sendable {
     private let authorizations: Counter
     private let rejected: Counter
     private let lateReplies: Counter
+    private let notSent: Counter
     public let reversalsSent: Counter
     public let reversalsAcknowledged: Counter
     public let reversalsFailed: Counter
@@ -33,6 +34,7 @@ public struct PipelineMetrics: Sendable {
         authorizations = Counter(label: "psp_authorizations_sent_total", factory: factory)
         rejected = Counter(label: "psp_queue_rejected_total", factory: factory)
         lateReplies = Counter(label: "psp_acquirer_late_replies_total", factory: factory)
+        notSent = Counter(label: "psp_authorizations_not_sent_total", factory: factory)
         reversalsSent = Counter(label: "psp_reversals_sent_total", factory: factory)
         reversalsAcknowledged = Counter(label: "psp_reversals_acknowledged_total", factory: factory)
         reversalsFailed = Counter(label: "psp_reversals_failed_total", factory: factory)
@@ -50,6 +52,9 @@ public struct PipelineMetrics: Sendable {
     func authorizationSent() { authorizations.increment() }
     func queueRejected() { rejected.increment() }
     func lateReply() { lateReplies.increment() }
+    /// A payment answered 85 with nothing sent to the acquirer (too late to send, or the adapter
+    /// knew it never left): an 85 with no reversal.
+    func authorizationNotSent() { notSent.increment() }
 }
 
 extension Metrics.Timer {
