@@ -62,7 +62,7 @@ ANSWERED_85=$(python3 -c "import json; print(json.load(open('$WORK/report.json')
 if [ "$ACQUIRER" = simulator ]; then exit $SIM_STATUS; fi
 # An 85 with nothing sent (too late to send, or the adapter knew it never left: the connection
 # backing off after a silent spell) has nothing to reverse: the worker counts those.
-NOT_SENT=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '$1 == "psp_authorizations_not_sent_total" { print $2 }')
+NOT_SENT=$({ curl -s --max-time 5 "http://127.0.0.1:$PORT/metrics" || echo "metrics unreadable" >&2; } | awk '$1 == "psp_authorizations_not_sent_total" { print $2 }')
 NOT_SENT=${NOT_SENT:-0}
 UNKNOWN=$((ANSWERED_85 - NOT_SENT))
 # Reversals are sent right after the answer; give the last ones a moment to be acknowledged.

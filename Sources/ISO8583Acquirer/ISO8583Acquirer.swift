@@ -106,6 +106,9 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
         let pspTransactionId: String
         let attemptReference: String
         let scheme: CardScheme
+        /// Field 37 as sent: after the STANs have gone round, terminal and STAN alone could pair
+        /// an old attempt's late reply with a newer one given up on under the same key.
+        let rrn: String
     }
 
     /// How many given-up authorizations are remembered for a late reply: minutes of them at
@@ -203,7 +206,7 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
         defer { frame.withUnsafeMutableBytes { wipe($0) } }
         let reply = try await exchange(frame, key: "01" + terminal + reference.stan, sendBy: AuthorizationDeadline.sendBy,
                                        givenUp: GivenUp(pspTransactionId: request.pspTransactionId, attemptReference: request.attemptReference,
-                                                        scheme: request.scheme))
+                                                        scheme: request.scheme, rrn: reference.rrn))
         // Terminal and STAN pair the reply with this request; what it answers must be this
         // request too. Another message class or another RRN is no answer: an unknown outcome,
         // reversed. The amount it names goes to the pipeline, which refuses an approval of
@@ -507,7 +510,8 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
             s.lastReceived = .now
             s.unansweredInARow = 0
             if let waiting = key.flatMap({ s.pending.removeValue(forKey: $0) }) { return (waiting, nil) }
-            guard message.mti == "0110", let key, let givenUp = s.givenUp.removeValue(forKey: key) else { return (nil, nil) }
+            guard message.mti == "0110", let key, let givenUp = s.givenUp[key], message[37].map({ $0 == givenUp.rrn }) ?? true else { return (nil, nil) }
+            s.givenUp.removeValue(forKey: key)
             return (nil, (givenUp, s.lateReplyHandler))
         }
         guard isResponse else {

@@ -241,10 +241,8 @@ public final class MakePaymentPipeline: Sendable {
         // no longer waits for would hold the customer's money for a payment that failed.
         let shortest = min(configuration.acquirerTimeout, .seconds(1))
         guard configuration.answerWithin - (ContinuousClock.now - receivedAt) >= shortest else {
-            metrics.authorizationNotSent()
             logger.warning("too late to authorize; not sent", metadata: ["pspTransactionId": "\(id)", "pan": "\(masked)"])
-            return .answered(await finish(id, PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked),
-                                          reversal: nil, attemptId: nil))
+            return .answered(await finishNotSent(id, masked: masked, attemptId: nil))
         }
         // 10. Record the attempt first: a crash after this leaves a trace that forbids a blind retry.
         // The monotonic start first: this process's deadline must end before the stored one.
@@ -278,10 +276,8 @@ public final class MakePaymentPipeline: Sendable {
         let vippsLeft = configuration.answerWithin - (checkedAt - receivedAt)
         let attemptLeft = configuration.acquirerTimeout - (checkedAt - attemptStarted)
         guard vippsLeft >= shortest && attemptLeft >= min(configuration.acquirerTimeout / 2, shortest) else {
-            metrics.authorizationNotSent()
             logger.warning("too late to authorize after recording the attempt; not sent", metadata: ["pspTransactionId": "\(id)", "pan": "\(masked)"])
-            return .answered(await finish(id, PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked),
-                                          reversal: nil, attemptId: request.attemptId))
+            return .answered(await finishNotSent(id, masked: masked, attemptId: request.attemptId))
         }
         let deadline = min(vippsLeft, attemptLeft)
         metrics.authorizationSent()
@@ -340,12 +336,10 @@ public final class MakePaymentPipeline: Sendable {
                                 answerBy: receivedAt + configuration.answerWithin)
         case .failed(let error as AcquirerUnavailable) where error.neverSent:
             // The adapter knows nothing went out: the outcome is known, and there is nothing to reverse.
-            metrics.authorizationNotSent()
             logger.warning("authorization not sent", metadata: [
                 "pspTransactionId": "\(id)", "attemptId": "\(request.attemptId)", "pan": "\(masked)", "reason": "\(error)",
             ])
-            return await finish(id, PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked),
-                                reversal: nil, attemptId: request.attemptId)
+            return await finishNotSent(id, masked: masked, attemptId: request.attemptId)
         case .timedOut, .failed:
             // Unknown outcome: answer 85 and reverse. The authorization is never sent again.
             let reason: String
@@ -357,6 +351,15 @@ public final class MakePaymentPipeline: Sendable {
             return await finish(id, recorded, reversal: ReversalRequest.undoing(attemptId: request.attemptId, attemptReference: request.attemptReference, of: payment.registration),
                                 attemptId: request.attemptId, undo: Undo(attemptReference: request.attemptReference, registration: payment.registration))
         }
+    }
+
+    /// 85 for an authorization that was never sent: nothing to reverse. Counted when that is the
+    /// answer (another outcome may stand already).
+    private func finishNotSent(_ id: String, masked: MaskedPAN, attemptId: String?) async -> MakePaymentResult {
+        let result = await finish(id, PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked),
+                                  reversal: nil, attemptId: attemptId)
+        if result.response.errorMessage?.errorId == APIError.responseReceivedTooLate.rawValue { metrics.authorizationNotSent() }
+        return result
     }
 
     /// How long after its attempt started a payment still `processing` counts as orphaned: the

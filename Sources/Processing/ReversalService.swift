@@ -220,12 +220,19 @@ public final class ReversalService: ReversalSender {
                 try await store.recordReversalTry(id, state: .pending, nextTryAt: now() + backoff(after: tries), now: now())
                 logger.info("acquirer has no such authorization yet; will ask again", metadata: [
                     "pspTransactionId": "\(request.pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
+            case .value(.noOriginal) where lateApproved.withLock({ $0.contains(id) }):
+                // Approved late, and still "no such authorization" after every try: an operator's.
+                metrics.reversalsFailed.increment()
+                try await store.recordReversalTry(id, state: .failed, nextTryAt: 0, now: now())
+                logger.critical("authorization approved late, its reversal still finds no original after all tries; needs an operator", metadata: [
+                    "pspTransactionId": "\(request.pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
             case .value(let answer):
                 if answer == .noOriginal { settledWithoutOriginal.withLock { $0.set((), for: id) } }
                 metrics.reversalsAcknowledged.increment()
                 try await store.recordReversalTry(id, state: .acknowledged, nextTryAt: 0, now: now())
                 logger.info("reversal acknowledged", metadata: ["pspTransactionId": "\(request.pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
-                // A late approval heard while this 25 was being recorded: it does not settle.
+                // A late approval heard while this 25 was being recorded: it does not settle. (The
+                // send itself waits for the poller: this id is still being sent here.)
                 if answer == .noOriginal, lateApproved.withLock({ $0.contains(id) }) {
                     try await reopenAndSend(id, pspTransactionId: request.pspTransactionId)
                 }

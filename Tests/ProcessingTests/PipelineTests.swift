@@ -545,13 +545,15 @@ import Testing
     /// its code 10) is refused and reversed as a 10 is; one naming the payment's amount stands.
     @Test func anApprovalOfAnotherAmountIsReversed() async throws {
         let h = try PipelineHarness()
-        for (id, amount) in [("am-1", 500), ("am-2", 1000)] {
+        // A refusal naming another amount (field 4 zeroed) holds nothing: it stands, unreversed.
+        for (id, code, amount, expected, reversals) in [("am-1", "00", 500, APIError?.some(.refusedByIssuer), 1), ("am-2", "00", 1000, nil, 0),
+                                                        ("am-3", "51", 0, .notSufficientFunds, 0)] {
             try await h.register(id, amount: 1000)
             let pipeline = MakePaymentPipeline(configuration: .init(acquirerTimeout: .seconds(2), instanceId: "x"), keyRing: PipelineHarness.keyRing,
-                                               store: h.store, acquirer: ApprovesAmount(amount), currentMonth: { CardExpiry(year: 2026, month: 11)! })
+                                               store: h.store, acquirer: ApprovesAmount(amount, code: code), currentMonth: { CardExpiry(year: 2026, month: 11)! })
             let result = await h.makePayment(h.request(id, cardData: h.cardData(code: "00")), queue: nil, through: pipeline)
-            #expect(result.response == (amount == 1000 ? .ok(id) : .fail(id, .refusedByIssuer)), "\(id)")
-            #expect(try await h.store.reversals(for: id).count == (amount == 1000 ? 0 : 1), "\(id)")
+            #expect(result.response == (expected.map { .fail(id, $0) } ?? .ok(id)), "\(id)")
+            #expect(try await h.store.reversals(for: id).count == reversals, "\(id)")
         }
     }
 
@@ -606,6 +608,29 @@ import Testing
         await service.sendDue(limit: 10)
         let lr3 = try #require(try await h.store.reversals(for: "lr-3").first)
         #expect(lr3.state == .pending && lr3.tries == 1)
+    }
+
+    /// Approved late, and the host still finds no original after every try: failed, for an
+    /// operator (counted), not acknowledged and reopened every few hours for ever.
+    @Test func aLateApprovedReversalThatNeverFindsItsOriginalFails() async throws {
+        let h = try PipelineHarness()
+        let reversal = try await h.reversalDue("mt-1")
+        let acquirer = ReversalAnswers(["mt-1": .noOriginal])
+        let clock = Mutex<Int64>(wallClockMilliseconds())
+        var configuration = ReversalService.Configuration()
+        configuration.noOriginalSettleMilliseconds = 0
+        configuration.maxTries = 2
+        let service = ReversalService(store: h.store, acquirer: acquirer, configuration: configuration, now: { clock.withLock { $0 } })
+        let pipeline = MakePaymentPipeline(configuration: .init(acquirerTimeout: .seconds(2), instanceId: "x"), keyRing: PipelineHarness.keyRing,
+                                           store: h.store, acquirer: acquirer, reversals: service, currentMonth: { CardExpiry(year: 2026, month: 11)! })
+        await pipeline.handleLateReply(LateReply(pspTransactionId: "mt-1", attemptReference: reversal.attemptReference, responseCode: "00"))
+        for _ in 0..<3 {
+            await service.sendDue(limit: 10)
+            clock.withLock { $0 += 120_000 }
+        }
+        let record = try #require(try await h.store.reversals(for: "mt-1").first)
+        #expect(record.state == .failed && record.tries == 2)
+        #expect(acquirer.sends.withLock { $0["mt-1"] } == 2)
     }
 
     /// Two reversal services on one store (two processes): each due reversal goes out once.
@@ -799,13 +824,14 @@ final class ReversalAnswers: AcquirerAdapter {
     }
 }
 
-/// An acquirer that approves, naming `amount` as the amount approved.
+/// An acquirer that answers `code` (approves, by default), naming `amount` as the amount.
 final class ApprovesAmount: AcquirerAdapter {
     let name = "approves-amount"
     let amount: Int
-    init(_ amount: Int) { self.amount = amount }
+    let code: String
+    init(_ amount: Int, code: String = "00") { self.amount = amount; self.code = code }
     func authorize(_ request: AuthorizationRequest) async throws -> AcquirerAnswer {
-        AcquirerAnswer(responseCode: "00", authorizationCode: "A1", acquirerReference: "R1", amount: amount)
+        AcquirerAnswer(responseCode: code, authorizationCode: "A1", acquirerReference: "R1", amount: amount)
     }
     func reverse(_ reversal: ReversalRequest) async throws -> ReversalAnswer { .reversed }
 }
