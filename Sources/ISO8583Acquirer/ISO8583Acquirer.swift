@@ -11,7 +11,8 @@ import Synchronization
 /// behind a 2-byte length. One persistent connection carries many authorizations at once; replies
 /// are matched on MTI class + field 41 + field 11 (as jPOS's QMUX does); every attempt gets its own
 /// STAN and RRN; the connection is re-opened with back-off; a reply that comes after its request
-/// gave up is logged and dropped, never matched to another request.
+/// gave up is never matched to another request: one answering an authorization given up on goes
+/// to `onLateReply` (an approval then means money is held), any other is logged and dropped.
 ///
 /// Messages: 0100/0110 authorization (fields 2, 3, 4, 7, 11, 12, 13, 14, 22, 25, 37, 41, 42, 48, 49),
 /// 0400/0410 reversal and 0401 repeats (field 90: original MTI, STAN, transmission time, acquirer),
@@ -342,7 +343,7 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
 
     /// Sends one frame and waits for the reply with the same match key. Throws when the connection
     /// cannot be had or is lost before the reply; cancellation (the pipeline's deadline) stops the
-    /// wait, and a reply that comes later is logged and dropped.
+    /// wait, and a reply that comes later is dropped (or, for an authorization, reported: `onLateReply`).
     /// `sendBy`: an authorization's send deadline (`AuthorizationDeadline`); past it the frame is not written.
     /// `givenUp`: an authorization's, remembered if it is given up on, so that a late reply reaches `onLateReply`.
     private func exchange(_ body: [UInt8], key: String, sendBy: ContinuousClock.Instant? = nil, givenUp: GivenUp? = nil) async throws -> ISOMessage {
