@@ -34,5 +34,10 @@ extension ForwardingPaymentStore {
         try await base.recordReversalTry(reversalId, state: state, nextTryAt: nextTryAt, now: now)
     }
     public func reversals(for pspTransactionId: String) async throws -> [ReversalRecord] { try await base.reversals(for: pspTransactionId) }
-    public func reopenReversal(_ reversalId: String, now: Int64) async throws -> Bool { try await base.reopenReversal(reversalId, now: now) }
+    public func settleReversalWithoutOriginal(_ reversalId: String, now: Int64) async throws -> Bool {
+        try await base.settleReversalWithoutOriginal(reversalId, now: now)
+    }
+    public func lateApproval(ofReversal reversalId: String, now: Int64) async throws -> LateApprovalResult {
+        try await base.lateApproval(ofReversal: reversalId, now: now)
+    }
 }

@@ -49,6 +49,8 @@ public struct PaymentStoreConformance: Sendable {
         Check(name: "attempts in flight are listed by age, and only those", body: { try await $0.attemptsInFlightListedByAge() }),
         Check(name: "an attempt in flight is closed only by its own outcome", body: { try await $0.attemptClosedOnlyByItsOwnOutcome() }),
         Check(name: "a due reversal is claimed by one sender at a time", body: { try await $0.reversalClaimedOnce() }),
+        Check(name: "a late approval reopens a reversal settled on no original, and keeps a pending one from settling",
+              body: { try await $0.lateApprovalReopensOrMarks() }),
     ]
 
     // MARK: helpers
@@ -290,14 +292,34 @@ public struct PaymentStoreConformance: Sendable {
         try Self.expect(try await store.dueReversals(now: 10_000, limit: 10).isEmpty, "an acknowledged reversal is never due again")
         let all = try await store.reversals(for: "p-rev")
         try Self.expect(all.count == 1 && all[0].state == .acknowledged && all[0].tries == 2, "the reversal is acknowledged after two tries")
-        // Its authorization approved late after all: due again, as a first send (the host's
-        // answer to the last one no longer holds); only once, and not one that does not exist.
-        try Self.expect(try await store.reopenReversal("rev-1", now: 20_000), "an acknowledged reversal reopens")
-        try Self.expect(!(try await store.reopenReversal("rev-1", now: 20_001)), "a pending one is not reopened again")
-        try Self.expect(!(try await store.reopenReversal("rev-none", now: 20_001)), "no such reversal")
-        due = try await store.dueReversals(now: 20_000, limit: 10)
-        try Self.expect(due.count == 1 && due[0].state == .pending && due[0].tries == 0 && due[0].request.sendCount == 1 && due[0].createdAt == 20_000,
-                        "the reopened reversal is due as new, got \(due)")
+        // Acknowledged as reversed, a late approval leaves it; unknown, nothing happens.
+        try Self.expect(try await store.lateApproval(ofReversal: "rev-1", now: 20_000) == .stands, "a reversed reversal stands")
+        try Self.expect(try await store.lateApproval(ofReversal: "rev-none", now: 20_000) == .stands, "no such reversal")
+    }
+
+    /// A reversal answered "no such authorization" is settled, unless its authorization was
+    /// approved late: then it is reopened as new (settled or failed) or kept from settling (pending).
+    func lateApprovalReopensOrMarks() async throws {
+        let store = try await makeStore()
+        _ = try await store.register(Self.registration("p-late"), now: 1)
+        _ = try await store.beginAttempt("p-late", attempt: Self.attempt("p-late"), now: 2)
+        let reversal = ReversalRequest(reversalId: "rev-late", pspTransactionId: "p-late", attemptId: Self.attempt("p-late").attemptId,
+                                       attemptReference: "ref-late", amount: 1000, currency: "NOK", merchantSerialNumber: "123456")
+        let timedOut = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message)
+        _ = try await store.recordOutcome("p-late", outcome: timedOut, reversal: reversal, attemptId: Self.attempt("p-late").attemptId, now: 100)
+        try Self.expect(try await store.settleReversalWithoutOriginal("rev-late", now: 200), "settled on 25")
+        var record = try await store.reversals(for: "p-late").first
+        try Self.expect(record?.state == .acknowledged && record?.tries == 1 && record?.lateApproved == false, "acknowledged, got \(String(describing: record))")
+        try Self.expect(try await store.lateApproval(ofReversal: "rev-late", now: 20_000) == .reopened, "settled on 25, then approved late: reopened")
+        record = try await store.reversals(for: "p-late").first
+        try Self.expect(record?.state == .pending && record?.tries == 0 && record?.createdAt == 20_000 && record?.lateApproved == true
+                        && record?.request.sendCount == 1, "reopened as new, a first send, got \(String(describing: record))")
+        try Self.expect(try await store.dueReversals(now: 20_000, limit: 10).map(\.request.reversalId) == ["rev-late"], "and due")
+        try Self.expect(try await store.lateApproval(ofReversal: "rev-late", now: 20_001) == .marked, "pending: marked")
+        try Self.expect(!(try await store.settleReversalWithoutOriginal("rev-late", now: 20_002)), "approved late: not settled on 25")
+        try Self.expect(try await store.reversals(for: "p-late").first?.state == .pending, "still pending")
+        try await store.recordReversalTry("rev-late", state: .failed, nextTryAt: 0, now: 30_000)
+        try Self.expect(try await store.lateApproval(ofReversal: "rev-late", now: 40_000) == .reopened, "failed, then approved late: reopened")
     }
 
     func survivesReopen() async throws {

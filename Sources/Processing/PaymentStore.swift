@@ -115,18 +115,25 @@ public struct ReversalRecord: Sendable, Equatable {
     public var tries: Int
     public var nextTryAt: Int64
     public var createdAt: Int64
+    /// Its authorization was approved late: "no such authorization" does not settle it.
+    public var lateApproved: Bool
 
-    public init(request: ReversalRequest, reason: String, state: ReversalState, tries: Int, nextTryAt: Int64, createdAt: Int64) {
+    public init(request: ReversalRequest, reason: String, state: ReversalState, tries: Int, nextTryAt: Int64, createdAt: Int64,
+                lateApproved: Bool = false) {
         self.request = request
         self.reason = reason
         self.state = state
         self.tries = tries
         self.nextTryAt = nextTryAt
         self.createdAt = createdAt
+        self.lateApproved = lateApproved
     }
 }
 
 public enum RegisterResult: Sendable, Equatable { case created, alreadyExists }
+
+/// What a late approval did to a reversal (`PaymentStore.lateApproval(ofReversal:now:)`).
+public enum LateApprovalResult: Sendable, Equatable { case reopened, marked, stands }
 
 extension PaymentOutcome {
     /// What an approval is recorded as when it comes too late to be answered: 85, its authorization
@@ -212,11 +219,15 @@ public protocol PaymentStore: Sendable {
     func claimReversal(_ reversalId: String, now: Int64, until: Int64) async throws -> ReversalRecord?
     /// Records a try of a reversal: acknowledged, or not (with when to try next, or failed for good).
     func recordReversalTry(_ reversalId: String, state: ReversalState, nextTryAt: Int64, now: Int64) async throws
-    /// Makes an acknowledged or failed reversal due again at `now`, as new: no tries, created at
-    /// `now` (its authorization was approved after all, late: a "no such authorization" it was
-    /// given no longer holds, and its next send is a first one, not a repeat of what the host
-    /// answered). False if there is no such reversal or it is pending already.
-    func reopenReversal(_ reversalId: String, now: Int64) async throws -> Bool
+    /// Records a try answered "no such authorization" as final: acknowledged, settled without its
+    /// original. False, recording nothing, if the reversal's authorization was approved late
+    /// meanwhile (`lateApproval`): the caller records the try as not acknowledged and asks again.
+    func settleReversalWithoutOriginal(_ reversalId: String, now: Int64) async throws -> Bool
+    /// The reversal's authorization was approved after all, late. Settled without its original
+    /// or failed, it is reopened as new (no tries, created at `now`: its next send is a first one,
+    /// not a repeat of what the host answered) and marked; pending, it is marked (a "no such
+    /// authorization" no longer settles it); acknowledged as reversed, or unknown, it stands.
+    func lateApproval(ofReversal reversalId: String, now: Int64) async throws -> LateApprovalResult
     func reversals(for pspTransactionId: String) async throws -> [ReversalRecord]
 }
 

@@ -42,11 +42,6 @@ public final class ReversalService: ReversalSender {
     private let sending = Mutex<Set<String>>([])
     /// Reversals sent without a record (`sendUnrecorded`), so each goes out once from here.
     private let sentUnrecorded = Mutex<Set<String>>([])
-    /// Reversals settled on "no such authorization" (25 after the settling time), the latest
-    /// 100,000: the ones a late approval reopens.
-    private let settledWithoutOriginal = Mutex(RecentMap<String, Void>(limit: 100_000))
-    /// Reversals whose authorization was approved late: never settled on 25 from then on.
-    private let lateApproved = Mutex(RecentMap<String, Void>(limit: 100_000))
     /// The sends `sendSoon` started and that have not finished.
     private let soonSends = Mutex<(next: UInt64, tasks: [UInt64: Task<Void, Never>])>((0, [:]))
 
@@ -76,42 +71,31 @@ public final class ReversalService: ReversalSender {
     }
 
     /// The reversals of an attempt whose authorization was approved after all, late (after the
-    /// pipeline gave up on it and answered 85), that no longer go out: settled here on "no such
-    /// authorization" (the host had none on file yet), or failed for good. Each is reopened (a
-    /// fresh first send, its settling time started again) and sent. One still pending goes out
-    /// anyway, and is no longer settled on 25; one the host reversed stands. Nothing if the
+    /// pipeline gave up on it and answered 85). One settled on "no such authorization" (the host
+    /// had none on file yet) or failed is reopened as new and sent; one still pending is no longer
+    /// settled on 25; one the host reversed stands. All in the store, so whichever process on it
+    /// settled or sends the reversal, the one that hears the approval reopens it. Nothing if the
     /// attempt has no reversal recorded yet (its 85 is being written; it goes out then).
-    /// Settled on 25 by another process on the same store, a reversal is not known here as such:
-    /// the late approval is logged for an operator.
     public func reopen(pspTransactionId: String, attemptReference: String) async {
         do {
-            let ids = try await store.reversals(for: pspTransactionId).filter { $0.request.attemptReference == attemptReference }.map(\.request.reversalId)
-            // Marked first, read after: a send settling one on 25 meanwhile sees the mark (below).
-            lateApproved.withLock { for id in ids { $0.set((), for: id) } }
-            for reversal in try await store.reversals(for: pspTransactionId) where ids.contains(reversal.request.reversalId) {
+            for reversal in try await store.reversals(for: pspTransactionId) where reversal.request.attemptReference == attemptReference {
                 let id = reversal.request.reversalId
-                switch reversal.state {
-                case .pending: continue
-                case .failed: break
-                case .acknowledged where settledWithoutOriginal.withLock({ $0.contains(id) }): break
-                case .acknowledged:
-                    logger.critical("late approval of an attempt whose reversal was acknowledged; if it was settled on 25 by another process, reverse it by hand", metadata: [
+                switch try await store.lateApproval(ofReversal: id, now: now()) {
+                case .reopened:
+                    logger.critical("authorization approved after its reversal was settled; reversing again", metadata: [
                         "pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)"])
-                    continue
+                    sendSoon(reversalId: id)
+                case .marked:
+                    logger.warning("authorization approved late while its reversal is being sent; it will not settle on 'no such authorization'", metadata: [
+                        "pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)"])
+                case .stands:
+                    break
                 }
-                try await reopenAndSend(id, pspTransactionId: pspTransactionId)
             }
         } catch {
             logger.critical("late approval: cannot reopen its reversal; needs an operator", metadata: [
                 "pspTransactionId": "\(pspTransactionId)", "error": "\(error)"])
         }
-    }
-
-    private func reopenAndSend(_ id: String, pspTransactionId: String) async throws {
-        guard try await store.reopenReversal(id, now: now()) else { return }
-        logger.critical("authorization approved after its reversal was settled; reversing again", metadata: [
-            "pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)"])
-        sendSoon(reversalId: id)
     }
 
     /// Once per reversal id in this process: while the store refuses writes, the sweep and Vipps's
@@ -216,26 +200,29 @@ public final class ReversalService: ReversalSender {
         do {
             switch outcome {
             case .value(.noOriginal) where tries < configuration.maxTries
-                && (now() - record.createdAt < configuration.noOriginalSettleMilliseconds || lateApproved.withLock({ $0.contains(id) })):
+                && (now() - record.createdAt < configuration.noOriginalSettleMilliseconds || record.lateApproved):
                 try await store.recordReversalTry(id, state: .pending, nextTryAt: now() + backoff(after: tries), now: now())
                 logger.info("acquirer has no such authorization yet; will ask again", metadata: [
                     "pspTransactionId": "\(request.pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
-            case .value(.noOriginal) where lateApproved.withLock({ $0.contains(id) }):
+            case .value(.noOriginal) where record.lateApproved:
                 // Approved late, and still "no such authorization" after every try: an operator's.
                 metrics.reversalsFailed.increment()
                 try await store.recordReversalTry(id, state: .failed, nextTryAt: 0, now: now())
                 logger.critical("authorization approved late, its reversal still finds no original after all tries; needs an operator", metadata: [
                     "pspTransactionId": "\(request.pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
-            case .value(let answer):
-                if answer == .noOriginal { settledWithoutOriginal.withLock { $0.set((), for: id) } }
+            case .value(.noOriginal):
+                // Settled, unless a late approval came while this try was out: then asked again.
+                if try await store.settleReversalWithoutOriginal(id, now: now()) {
+                    metrics.reversalsAcknowledged.increment()
+                    logger.info("reversal settled: the acquirer has no such authorization", metadata: [
+                        "pspTransactionId": "\(request.pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
+                } else {
+                    try await store.recordReversalTry(id, state: .pending, nextTryAt: now() + backoff(after: tries), now: now())
+                }
+            case .value:
                 metrics.reversalsAcknowledged.increment()
                 try await store.recordReversalTry(id, state: .acknowledged, nextTryAt: 0, now: now())
                 logger.info("reversal acknowledged", metadata: ["pspTransactionId": "\(request.pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
-                // A late approval heard while this 25 was being recorded: it does not settle. (The
-                // send itself waits for the poller: this id is still being sent here.)
-                if answer == .noOriginal, lateApproved.withLock({ $0.contains(id) }) {
-                    try await reopenAndSend(id, pspTransactionId: request.pspTransactionId)
-                }
             case .failed, .timedOut:
                 if tries >= configuration.maxTries {
                     metrics.reversalsFailed.increment()

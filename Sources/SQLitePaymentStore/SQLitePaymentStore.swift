@@ -149,6 +149,30 @@ public final class SQLitePaymentStore: PaymentStore {
     static func migrate(_ db: SQLiteConnection) throws {
         try db.execute(schema)
         try rewriteStateChecks(db)
+        try addReversalColumns(db)
+    }
+
+    /// Columns of `reversals` newer than the first stores (nineteenth session: late approvals).
+    static let addedReversalColumns = [("late_approved", "INTEGER NOT NULL DEFAULT 0"), ("settled_without_original", "INTEGER NOT NULL DEFAULT 0")]
+
+    /// Adds to a store the `reversals` columns it lacks (SQLite adds a column with a constant
+    /// default without touching a row), under the write lock and checked again there, for another
+    /// process opening the store at the same time. A store that has them is only read.
+    static func addReversalColumns(_ db: SQLiteConnection) throws {
+        func missing() throws -> [(String, String)] {
+            var present = Set<String>()
+            try db.run("PRAGMA table_info(reversals)") { present.insert($0.text(1)) }
+            return addedReversalColumns.filter { !present.contains($0.0) }
+        }
+        guard try !missing().isEmpty else { return }
+        try db.execute("BEGIN IMMEDIATE")
+        do {
+            for (name, definition) in try missing() { try db.execute("ALTER TABLE reversals ADD COLUMN \(name) \(definition)") }
+            try db.execute("COMMIT")
+        } catch {
+            try? db.execute("ROLLBACK")
+            throw error
+        }
     }
 
     static let schema = """
@@ -191,7 +215,9 @@ public final class SQLitePaymentStore: PaymentStore {
                 tries INTEGER NOT NULL DEFAULT 0,
                 next_try_at INTEGER NOT NULL,
                 created_at INTEGER NOT NULL,
-                updated_at INTEGER NOT NULL
+                updated_at INTEGER NOT NULL,
+                late_approved INTEGER NOT NULL DEFAULT 0,
+                settled_without_original INTEGER NOT NULL DEFAULT 0
             ) WITHOUT ROWID;
             CREATE INDEX IF NOT EXISTS reversals_due ON reversals(state, next_try_at);
             CREATE INDEX IF NOT EXISTS reversals_payment ON reversals(psp_transaction_id);
@@ -275,10 +301,16 @@ public final class SQLitePaymentStore: PaymentStore {
     static let reversalTrySQL = """
         UPDATE reversals SET state = ?, tries = tries + 1, next_try_at = ?, updated_at = ? WHERE reversal_id = ? AND state = 'pending'
         """
-    static let reopenReversalSQL = """
-        UPDATE reversals SET state = 'pending', tries = 0, next_try_at = ?, created_at = ?, updated_at = ?
-        WHERE reversal_id = ? AND state <> 'pending'
+    static let settleWithoutOriginalSQL = """
+        UPDATE reversals SET state = 'acknowledged', tries = tries + 1, next_try_at = 0, settled_without_original = 1, updated_at = ?
+        WHERE reversal_id = ? AND state = 'pending' AND late_approved = 0
         """
+    static let reopenLateApprovedSQL = """
+        UPDATE reversals SET state = 'pending', tries = 0, next_try_at = ?, created_at = ?, updated_at = ?, late_approved = 1,
+            settled_without_original = 0
+        WHERE reversal_id = ? AND (state = 'failed' OR (state = 'acknowledged' AND settled_without_original = 1))
+        """
+    static let markLateApprovedSQL = "UPDATE reversals SET late_approved = 1, updated_at = ? WHERE reversal_id = ? AND state = 'pending'"
     static let cancelSQL = "UPDATE payments SET state = 'cancelled', updated_at = ? WHERE psp_transaction_id = ? AND state = 'pending'"
 
     public func register(_ r: PaymentRegistration, now: Int64) async throws -> RegisterResult {
@@ -407,7 +439,7 @@ public final class SQLitePaymentStore: PaymentStore {
 
     private static let selectReversal = """
         SELECT reversal_id, psp_transaction_id, attempt_id, amount, currency, merchant_serial_number, reason, state, tries,
-               next_try_at, created_at, attempt_reference FROM reversals
+               next_try_at, created_at, attempt_reference, late_approved FROM reversals
         """
 
     static func reversal(_ row: SQLiteRow) -> ReversalRecord {
@@ -416,7 +448,7 @@ public final class SQLitePaymentStore: PaymentStore {
                                      attemptReference: row.text(11), amount: Int(row.int(3)), currency: row.text(4), merchantSerialNumber: row.text(5),
                                      sendCount: Int(row.int(8)) + 1),
             reason: row.text(6), state: ReversalState(rawValue: row.text(7)) ?? .pending, tries: Int(row.int(8)),
-            nextTryAt: row.int(9), createdAt: row.int(10))
+            nextTryAt: row.int(9), createdAt: row.int(10), lateApproved: row.int(12) != 0)
     }
 
     public func dueReversals(now: Int64, limit: Int) async throws -> [ReversalRecord] {
@@ -445,9 +477,17 @@ public final class SQLitePaymentStore: PaymentStore {
         }
     }
 
-    public func reopenReversal(_ reversalId: String, now: Int64) async throws -> Bool {
+    public func settleReversalWithoutOriginal(_ reversalId: String, now: Int64) async throws -> Bool {
         try await writer.perform { db in
-            try db.run(Self.reopenReversalSQL, [.integer(now), .integer(now), .integer(now), .text(reversalId)]) > 0
+            try db.run(Self.settleWithoutOriginalSQL, [.integer(now), .text(reversalId)]) > 0
+        }
+    }
+
+    public func lateApproval(ofReversal reversalId: String, now: Int64) async throws -> LateApprovalResult {
+        try await writer.perform { db in
+            if try db.run(Self.reopenLateApprovedSQL, [.integer(now), .integer(now), .integer(now), .text(reversalId)]) > 0 { return .reopened }
+            if try db.run(Self.markLateApprovedSQL, [.integer(now), .text(reversalId)]) > 0 { return .marked }
+            return .stands
         }
     }
 

@@ -579,7 +579,8 @@ import Testing
     /// An authorization given up on and approved late, after its reversal was settled on "no
     /// such authorization" (the host had none on file yet): the reversal is reopened and sent
     /// again as a first send. A late refusal needs nothing, a reversal the host did reverse
-    /// stands, and one still pending is no longer settled on 25.
+    /// stands, and one still pending is no longer settled on 25. The reversals are sent by one
+    /// service and the approval heard by another (two processes on one store).
     @Test func aLateApprovalReopensAReversalSettledWithoutItsOriginal() async throws {
         let h = try PipelineHarness()
         let settledWithoutOriginal = try await h.reversalDue("lr-1")
@@ -590,8 +591,9 @@ import Testing
         let service = ReversalService(store: h.store, acquirer: acquirer, configuration: configuration)
         await service.sendDue(limit: 10)
         #expect(acquirer.sends.withLock { $0 } == ["lr-1": 1, "lr-2": 1])
+        let other = ReversalService(store: h.store, acquirer: acquirer, configuration: configuration)
         let pipeline = MakePaymentPipeline(configuration: .init(acquirerTimeout: .seconds(2), instanceId: "x"), keyRing: PipelineHarness.keyRing,
-                                           store: h.store, acquirer: acquirer, reversals: service, currentMonth: { CardExpiry(year: 2026, month: 11)! })
+                                           store: h.store, acquirer: acquirer, reversals: other, currentMonth: { CardExpiry(year: 2026, month: 11)! })
         await pipeline.handleLateReply(LateReply(pspTransactionId: "lr-1", attemptReference: settledWithoutOriginal.attemptReference, responseCode: "51"))
         await pipeline.handleLateReply(LateReply(pspTransactionId: "lr-2", attemptReference: reversed.attemptReference, responseCode: "00"))
         acquirer.answers.withLock { $0["lr-1"] = .reversed }  // the host has the original now

@@ -140,6 +140,10 @@ import Testing
             VALUES ('r-1', 'p-old', 'a-1', '000001', 100, 'NOK', '123456', 'test', 'lost', 0, 1, 1, 1)
             """)
         #expect(try Self.integrityCheck(db) == ["ok"])
+        // The columns of late approvals, which the older store lacked, are there, at their defaults.
+        var columns: [String] = []
+        try db.run("PRAGMA table_info(reversals)") { columns.append($0.text(1)) }
+        #expect(SQLitePaymentStore.addedReversalColumns.allSatisfy { columns.contains($0.0) }, "\(columns)")
 
         // Opening it again changes nothing more.
         var version: Int64 = -1, again: Int64 = -2
