@@ -11,7 +11,8 @@
 #
 # Environment (defaults): ACQUIRER (iso8583), COUNT (20000), CONCURRENCY (64), DROP_EVERY (97),
 # DELAY_MS (2), JITTER_MS (3), MIX (approved=88,51=4,05=3,timeout=2,bad-cryptogram=1,wrong-token=1,no=1),
-# SCRATCH (the build folder; default .build of the repository).
+# SCRATCH (the build folder; default .build of the repository), ACQUIRER_SIM_ARGS (more acquirer-sim
+# options, e.g. "--late-replies": every 0110 held until its reversal, then sent after the 0410).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SCRATCH=${SCRATCH:-$ROOT/.build}
@@ -35,7 +36,7 @@ cleanup() { for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; w
 trap cleanup EXIT
 
 "$BIN/acquirer-sim" --iso-port 0 --http-port 0 --drop-every "$DROP_EVERY" --delay-ms "$DELAY_MS" --jitter-ms "$JITTER_MS" \
-    --journal "$WORK/journal.json" >"$WORK/acquirer.log" 2>&1 &
+    --journal "$WORK/journal.json" ${ACQUIRER_SIM_ARGS:-} >"$WORK/acquirer.log" 2>&1 &
 PIDS+=($!)
 ISO_PORT=$(logged_port "$WORK/acquirer.log" "" 's/.*ISO 8583 listening on [0-9.]*:\([0-9]*\).*/\1/p')
 HTTP_PORT=$(logged_port "$WORK/acquirer.log" "" 's/.*HTTP JSON listening on [0-9.]*:\([0-9]*\).*/\1/p')
@@ -62,8 +63,10 @@ ANSWERED_85=$(python3 -c "import json; print(json.load(open('$WORK/report.json')
 if [ "$ACQUIRER" = simulator ]; then exit $SIM_STATUS; fi
 # An 85 with nothing sent (too late to send, or the adapter knew it never left: the connection
 # backing off after a silent spell) has nothing to reverse: the worker counts those.
-NOT_SENT=$({ curl -s --max-time 5 "http://127.0.0.1:$PORT/metrics" || echo "metrics unreadable" >&2; } | awk '$1 == "psp_authorizations_not_sent_total" { print $2 }')
+METRICS=$(curl -s --max-time 5 "http://127.0.0.1:$PORT/metrics" || echo "metrics unreadable" >&2)
+NOT_SENT=$(awk '$1 == "psp_authorizations_not_sent_total" { print $2 }' <<<"$METRICS")
 NOT_SENT=${NOT_SENT:-0}
+echo "== worker: $(awk '$1 == "psp_acquirer_late_replies_total" { print $2 }' <<<"$METRICS") late replies to authorizations given up on"
 UNKNOWN=$((ANSWERED_85 - NOT_SENT))
 # Reversals are sent right after the answer; give the last ones a moment to be acknowledged.
 for _ in $(seq 1 100); do
