@@ -30,12 +30,12 @@ extension ForwardingPaymentStore {
     public func claimReversal(_ reversalId: String, now: Int64, until: Int64) async throws -> ReversalRecord? {
         try await base.claimReversal(reversalId, now: now, until: until)
     }
-    public func recordReversalTry(_ reversalId: String, state: ReversalState, nextTryAt: Int64, now: Int64) async throws {
-        try await base.recordReversalTry(reversalId, state: state, nextTryAt: nextTryAt, now: now)
+    public func recordReversalTry(_ reversalId: String, state: ReversalState, nextTryAt: Int64, now: Int64, claimedUntil: Int64?) async throws -> Bool {
+        try await base.recordReversalTry(reversalId, state: state, nextTryAt: nextTryAt, now: now, claimedUntil: claimedUntil)
     }
     public func reversals(for pspTransactionId: String) async throws -> [ReversalRecord] { try await base.reversals(for: pspTransactionId) }
-    public func settleReversalWithoutOriginal(_ reversalId: String, now: Int64) async throws -> Bool {
-        try await base.settleReversalWithoutOriginal(reversalId, now: now)
+    public func settleReversalWithoutOriginal(_ reversalId: String, now: Int64, claimedUntil: Int64) async throws -> Bool {
+        try await base.settleReversalWithoutOriginal(reversalId, now: now, claimedUntil: claimedUntil)
     }
     public func lateApproval(ofReversal reversalId: String, now: Int64) async throws -> LateApprovalResult {
         try await base.lateApproval(ofReversal: reversalId, now: now)

@@ -49,7 +49,7 @@ public struct PaymentStoreConformance: Sendable {
         Check(name: "attempts in flight are listed by age, and only those", body: { try await $0.attemptsInFlightListedByAge() }),
         Check(name: "an attempt in flight is closed only by its own outcome", body: { try await $0.attemptClosedOnlyByItsOwnOutcome() }),
         Check(name: "a due reversal is claimed by one sender at a time", body: { try await $0.reversalClaimedOnce() }),
-        Check(name: "a late approval reopens a reversal settled on no original, and keeps a pending one from settling",
+        Check(name: "a try is recorded under its claim only; a late approval starts a reversal not reversed by the host again as new",
               body: { try await $0.lateApprovalReopensOrMarks() }),
     ]
 
@@ -297,8 +297,9 @@ public struct PaymentStoreConformance: Sendable {
         try Self.expect(try await store.lateApproval(ofReversal: "rev-none", now: 20_000) == .stands, "no such reversal")
     }
 
-    /// A reversal answered "no such authorization" is settled, unless its authorization was
-    /// approved late: then it is reopened as new (settled or failed) or kept from settling (pending).
+    /// A try's answer is recorded only under the claim it was sent under. A reversal answered "no
+    /// such authorization" is settled, unless its authorization was approved late: then, settled,
+    /// failed or pending (a try in flight included), it starts again as new.
     func lateApprovalReopensOrMarks() async throws {
         let store = try await makeStore()
         _ = try await store.register(Self.registration("p-late"), now: 1)
@@ -307,7 +308,12 @@ public struct PaymentStoreConformance: Sendable {
                                        attemptReference: "ref-late", amount: 1000, currency: "NOK", merchantSerialNumber: "123456")
         let timedOut = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message)
         _ = try await store.recordOutcome("p-late", outcome: timedOut, reversal: reversal, attemptId: Self.attempt("p-late").attemptId, now: 100)
-        try Self.expect(try await store.settleReversalWithoutOriginal("rev-late", now: 200), "settled on 25")
+        // Under another claim (one that ran out and was taken again) nothing is recorded.
+        try Self.expect(try await store.claimReversal("rev-late", now: 100, until: 1_100) != nil, "claimed")
+        try Self.expect(!(try await store.settleReversalWithoutOriginal("rev-late", now: 200, claimedUntil: 999)), "not under its claim")
+        try Self.expect(!(try await store.recordReversalTry("rev-late", state: .acknowledged, nextTryAt: 0, now: 200, claimedUntil: 999)),
+                        "not under its claim")
+        try Self.expect(try await store.settleReversalWithoutOriginal("rev-late", now: 200, claimedUntil: 1_100), "settled on 25")
         var record = try await store.reversals(for: "p-late").first
         try Self.expect(record?.state == .acknowledged && record?.tries == 1 && record?.lateApproved == false, "acknowledged, got \(String(describing: record))")
         try Self.expect(try await store.lateApproval(ofReversal: "rev-late", now: 20_000) == .reopened, "settled on 25, then approved late: reopened")
@@ -315,10 +321,17 @@ public struct PaymentStoreConformance: Sendable {
         try Self.expect(record?.state == .pending && record?.tries == 0 && record?.createdAt == 20_000 && record?.lateApproved == true
                         && record?.request.sendCount == 1, "reopened as new, a first send, got \(String(describing: record))")
         try Self.expect(try await store.dueReversals(now: 20_000, limit: 10).map(\.request.reversalId) == ["rev-late"], "and due")
-        try Self.expect(try await store.lateApproval(ofReversal: "rev-late", now: 20_001) == .marked, "pending: marked")
-        try Self.expect(!(try await store.settleReversalWithoutOriginal("rev-late", now: 20_002)), "approved late: not settled on 25")
-        try Self.expect(try await store.reversals(for: "p-late").first?.state == .pending, "still pending")
-        try await store.recordReversalTry("rev-late", state: .failed, nextTryAt: 0, now: 30_000)
+        // Approved late again while a try is out: that try's answer is not recorded, and it is due as new.
+        try Self.expect(try await store.claimReversal("rev-late", now: 20_000, until: 21_000) != nil, "claimed again")
+        try await store.recordReversalTry("rev-late", state: .pending, nextTryAt: 20_500, now: 20_001)  // another sender's try: tries 1
+        try Self.expect(try await store.lateApproval(ofReversal: "rev-late", now: 20_002) == .reopened, "pending: started again")
+        try Self.expect(!(try await store.recordReversalTry("rev-late", state: .acknowledged, nextTryAt: 0, now: 20_003, claimedUntil: 21_000)),
+                        "the try in flight is not recorded")
+        record = try await store.reversals(for: "p-late").first
+        try Self.expect(record?.state == .pending && record?.tries == 0 && record?.nextTryAt == 20_002, "due as new, got \(String(describing: record))")
+        try Self.expect(try await store.claimReversal("rev-late", now: 20_002, until: 22_000) != nil, "claimed as new")
+        try Self.expect(!(try await store.settleReversalWithoutOriginal("rev-late", now: 20_004, claimedUntil: 22_000)), "approved late: 25 does not settle it")
+        try Self.expect(try await store.recordReversalTry("rev-late", state: .failed, nextTryAt: 0, now: 30_000, claimedUntil: 22_000), "failed under its claim")
         try Self.expect(try await store.lateApproval(ofReversal: "rev-late", now: 40_000) == .reopened, "failed, then approved late: reopened")
     }
 

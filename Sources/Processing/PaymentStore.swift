@@ -132,8 +132,9 @@ public struct ReversalRecord: Sendable, Equatable {
 
 public enum RegisterResult: Sendable, Equatable { case created, alreadyExists }
 
-/// What a late approval did to a reversal (`PaymentStore.lateApproval(ofReversal:now:)`).
-public enum LateApprovalResult: Sendable, Equatable { case reopened, marked, stands }
+/// What a late approval did to a reversal (`PaymentStore.lateApproval(ofReversal:now:)`):
+/// started again as new, or left as it was (reversed by the host, or no such reversal).
+public enum LateApprovalResult: Sendable, Equatable { case reopened, stands }
 
 extension PaymentOutcome {
     /// What an approval is recorded as when it comes too late to be answered: 85, its authorization
@@ -218,20 +219,30 @@ public protocol PaymentStore: Sendable {
     /// `until` (so that no other process sends it meanwhile) and returns it; else nil.
     func claimReversal(_ reversalId: String, now: Int64, until: Int64) async throws -> ReversalRecord?
     /// Records a try of a reversal: acknowledged, or not (with when to try next, or failed for good).
-    func recordReversalTry(_ reversalId: String, state: ReversalState, nextTryAt: Int64, now: Int64) async throws
+    /// With `claimedUntil` (the `until` of the claim the try was sent under), only while that
+    /// claim still holds: false, recording nothing, if the reversal changed meanwhile (a late
+    /// approval reset it, or the claim ran out and another sender took it).
+    @discardableResult
+    func recordReversalTry(_ reversalId: String, state: ReversalState, nextTryAt: Int64, now: Int64, claimedUntil: Int64?) async throws -> Bool
     /// Records a try answered "no such authorization" as final: acknowledged, settled without its
-    /// original. False, recording nothing, if the reversal's authorization was approved late
-    /// meanwhile (`lateApproval`): the caller records the try as not acknowledged and asks again.
-    func settleReversalWithoutOriginal(_ reversalId: String, now: Int64) async throws -> Bool
-    /// The reversal's authorization was approved after all, late. Settled without its original
-    /// or failed, it is reopened as new (no tries, created at `now`: its next send is a first one,
-    /// not a repeat of what the host answered) and marked; pending, it is marked (a "no such
-    /// authorization" no longer settles it); acknowledged as reversed, or unknown, it stands.
+    /// original, under the claim it was sent under (as `recordReversalTry`). False, recording
+    /// nothing, if the claim no longer holds or the reversal's authorization was approved late.
+    func settleReversalWithoutOriginal(_ reversalId: String, now: Int64, claimedUntil: Int64) async throws -> Bool
+    /// The reversal's authorization was approved after all, late. Unless the host reversed it
+    /// (acknowledged, not settled without its original), it starts again as new: pending, due at
+    /// `now`, no tries, created at `now` (its next send is a first one, not a repeat of a message
+    /// the host answered "no such authorization"), and "no such authorization" no longer settles
+    /// it. A try in flight under a claim is then not recorded (its claim no longer holds).
     func lateApproval(ofReversal reversalId: String, now: Int64) async throws -> LateApprovalResult
     func reversals(for pspTransactionId: String) async throws -> [ReversalRecord]
 }
 
 extension PaymentStore {
+    /// A try recorded whatever claim it was sent under (tests, tools).
+    public func recordReversalTry(_ reversalId: String, state: ReversalState, nextTryAt: Int64, now: Int64) async throws {
+        try await recordReversalTry(reversalId, state: state, nextTryAt: nextTryAt, now: now, claimedUntil: nil)
+    }
+
     /// The outcome as given, however late it is written.
     public func recordOutcome(_ pspTransactionId: String, outcome: PaymentOutcome, reversal: ReversalRequest?,
                               attemptId: String?, now: Int64) async throws -> PaymentOutcome? {

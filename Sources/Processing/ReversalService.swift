@@ -71,25 +71,25 @@ public final class ReversalService: ReversalSender {
     }
 
     /// The reversals of an attempt whose authorization was approved after all, late (after the
-    /// pipeline gave up on it and answered 85). One settled on "no such authorization" (the host
-    /// had none on file yet) or failed is reopened as new and sent; one still pending is no longer
-    /// settled on 25; one the host reversed stands. All in the store, so whichever process on it
-    /// settled or sends the reversal, the one that hears the approval reopens it. Nothing if the
-    /// attempt has no reversal recorded yet (its 85 is being written; it goes out then).
+    /// pipeline gave up on it and answered 85). Unless the host reversed it, it starts again as
+    /// new (pending, a first 0400 under a fresh STAN, "no such authorization" no longer settling
+    /// it) and is sent; a try in flight is then not recorded. All in the store, so whichever
+    /// process on it settled or sends the reversal, the one that hears the approval reopens it.
+    /// Nothing if the attempt has no reversal recorded yet (its 85 is being written; it goes out then).
     public func reopen(pspTransactionId: String, attemptReference: String) async {
         do {
             for reversal in try await store.reversals(for: pspTransactionId) where reversal.request.attemptReference == attemptReference {
                 let id = reversal.request.reversalId
                 switch try await store.lateApproval(ofReversal: id, now: now()) {
                 case .reopened:
-                    logger.critical("authorization approved after its reversal was settled; reversing again", metadata: [
-                        "pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)"])
+                    logger.critical("authorization approved late; its reversal starts again as new", metadata: [
+                        "pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)", "was": "\(reversal.state.rawValue)"])
                     sendSoon(reversalId: id)
-                case .marked:
-                    logger.warning("authorization approved late while its reversal is being sent; it will not settle on 'no such authorization'", metadata: [
-                        "pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)"])
                 case .stands:
-                    break
+                    // Reversed by the host: the approval is undone. A store written by an older
+                    // build does not say why it settled: looked at by hand if it was a 25.
+                    logger.warning("authorization approved late; its reversal was acknowledged", metadata: [
+                        "pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)"])
                 }
             }
         } catch {
@@ -183,9 +183,12 @@ public final class ReversalService: ReversalSender {
         guard sending.withLock({ $0.insert(id).inserted }) else { return }
         defer { _ = sending.withLock { $0.remove(id) } }
         let record: ReversalRecord
+        // Each try's answer is recorded under this claim: if the reversal changed meanwhile (a
+        // late approval started it again, or the claim ran out and another sender took it), the
+        // answer is not recorded, and the reversal is sent as it now stands.
+        let claimedUntil = now() + configuration.timeout.milliseconds + 5_000
         do {
-            let claimFor = configuration.timeout.milliseconds + 5_000
-            guard let claimed = try await store.claimReversal(id, now: now(), until: now() + claimFor) else { return }
+            guard let claimed = try await store.claimReversal(id, now: now(), until: claimedUntil) else { return }
             record = claimed
         } catch {
             logger.error("cannot claim reversal", metadata: ["reversalId": "\(id)", "error": "\(error)"])
@@ -197,42 +200,54 @@ public final class ReversalService: ReversalSender {
         let acquirer = self.acquirer
         let outcome = await withDeadline(configuration.timeout) { [request] in try await acquirer.reverse(request) }
         let tries = record.tries + 1
+        let pspTransactionId = request.pspTransactionId
+        func recordTry(_ state: ReversalState, nextTryAt: Int64) async throws -> Bool {
+            let recorded = try await store.recordReversalTry(id, state: state, nextTryAt: nextTryAt, now: now(), claimedUntil: claimedUntil)
+            if !recorded {
+                logger.warning("reversal changed while it was sent (approved late, or taken by another sender); this answer is not recorded",
+                               metadata: ["pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)"])
+            }
+            return recorded
+        }
         do {
             switch outcome {
             case .value(.noOriginal) where tries < configuration.maxTries
                 && (now() - record.createdAt < configuration.noOriginalSettleMilliseconds || record.lateApproved):
-                try await store.recordReversalTry(id, state: .pending, nextTryAt: now() + backoff(after: tries), now: now())
-                logger.info("acquirer has no such authorization yet; will ask again", metadata: [
-                    "pspTransactionId": "\(request.pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
+                if try await recordTry(.pending, nextTryAt: now() + backoff(after: tries)) {
+                    logger.info("acquirer has no such authorization yet; will ask again", metadata: [
+                        "pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
+                }
             case .value(.noOriginal) where record.lateApproved:
                 // Approved late, and still "no such authorization" after every try: an operator's.
-                metrics.reversalsFailed.increment()
-                try await store.recordReversalTry(id, state: .failed, nextTryAt: 0, now: now())
-                logger.critical("authorization approved late, its reversal still finds no original after all tries; needs an operator", metadata: [
-                    "pspTransactionId": "\(request.pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
+                if try await recordTry(.failed, nextTryAt: 0) {
+                    metrics.reversalsFailed.increment()
+                    logger.critical("authorization approved late, its reversal still finds no original after all tries; needs an operator", metadata: [
+                        "pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
+                }
             case .value(.noOriginal):
-                // Settled, unless a late approval came while this try was out: then asked again.
-                if try await store.settleReversalWithoutOriginal(id, now: now()) {
+                if try await store.settleReversalWithoutOriginal(id, now: now(), claimedUntil: claimedUntil) {
                     metrics.reversalsAcknowledged.increment()
                     logger.info("reversal settled: the acquirer has no such authorization", metadata: [
-                        "pspTransactionId": "\(request.pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
+                        "pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
                 } else {
-                    try await store.recordReversalTry(id, state: .pending, nextTryAt: now() + backoff(after: tries), now: now())
+                    logger.warning("reversal changed while it was sent (approved late, or taken by another sender); not settled",
+                                   metadata: ["pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)"])
                 }
             case .value:
-                metrics.reversalsAcknowledged.increment()
-                try await store.recordReversalTry(id, state: .acknowledged, nextTryAt: 0, now: now())
-                logger.info("reversal acknowledged", metadata: ["pspTransactionId": "\(request.pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
+                if try await recordTry(.acknowledged, nextTryAt: 0) {
+                    metrics.reversalsAcknowledged.increment()
+                    logger.info("reversal acknowledged", metadata: ["pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
+                }
             case .failed, .timedOut:
                 if tries >= configuration.maxTries {
-                    metrics.reversalsFailed.increment()
-                    try await store.recordReversalTry(id, state: .failed, nextTryAt: 0, now: now())
-                    logger.critical("reversal not acknowledged after all tries; needs an operator", metadata: [
-                        "pspTransactionId": "\(request.pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
-                } else {
-                    try await store.recordReversalTry(id, state: .pending, nextTryAt: now() + backoff(after: tries), now: now())
+                    if try await recordTry(.failed, nextTryAt: 0) {
+                        metrics.reversalsFailed.increment()
+                        logger.critical("reversal not acknowledged after all tries; needs an operator", metadata: [
+                            "pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
+                    }
+                } else if try await recordTry(.pending, nextTryAt: now() + backoff(after: tries)) {
                     logger.warning("reversal not acknowledged; will retry", metadata: [
-                        "pspTransactionId": "\(request.pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
+                        "pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
                 }
             }
         } catch {

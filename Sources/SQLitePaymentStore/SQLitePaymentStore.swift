@@ -301,16 +301,17 @@ public final class SQLitePaymentStore: PaymentStore {
     static let reversalTrySQL = """
         UPDATE reversals SET state = ?, tries = tries + 1, next_try_at = ?, updated_at = ? WHERE reversal_id = ? AND state = 'pending'
         """
+    /// The same, under the claim the try was sent under.
+    static let claimedReversalTrySQL = reversalTrySQL + " AND next_try_at = ?"
     static let settleWithoutOriginalSQL = """
         UPDATE reversals SET state = 'acknowledged', tries = tries + 1, next_try_at = 0, settled_without_original = 1, updated_at = ?
-        WHERE reversal_id = ? AND state = 'pending' AND late_approved = 0
+        WHERE reversal_id = ? AND state = 'pending' AND late_approved = 0 AND next_try_at = ?
         """
     static let reopenLateApprovedSQL = """
         UPDATE reversals SET state = 'pending', tries = 0, next_try_at = ?, created_at = ?, updated_at = ?, late_approved = 1,
             settled_without_original = 0
-        WHERE reversal_id = ? AND (state = 'failed' OR (state = 'acknowledged' AND settled_without_original = 1))
+        WHERE reversal_id = ? AND (state <> 'acknowledged' OR settled_without_original = 1)
         """
-    static let markLateApprovedSQL = "UPDATE reversals SET late_approved = 1, updated_at = ? WHERE reversal_id = ? AND state = 'pending'"
     static let cancelSQL = "UPDATE payments SET state = 'cancelled', updated_at = ? WHERE psp_transaction_id = ? AND state = 'pending'"
 
     public func register(_ r: PaymentRegistration, now: Int64) async throws -> RegisterResult {
@@ -471,23 +472,23 @@ public final class SQLitePaymentStore: PaymentStore {
         }
     }
 
-    public func recordReversalTry(_ reversalId: String, state: ReversalState, nextTryAt: Int64, now: Int64) async throws {
-        _ = try await writer.perform { db in
-            try db.run(Self.reversalTrySQL, [.text(state.rawValue), .integer(nextTryAt), .integer(now), .text(reversalId)])
+    public func recordReversalTry(_ reversalId: String, state: ReversalState, nextTryAt: Int64, now: Int64, claimedUntil: Int64?) async throws -> Bool {
+        try await writer.perform { db in
+            var bindings: [SQLiteValue] = [.text(state.rawValue), .integer(nextTryAt), .integer(now), .text(reversalId)]
+            if let claimedUntil { bindings.append(.integer(claimedUntil)) }
+            return try db.run(claimedUntil == nil ? Self.reversalTrySQL : Self.claimedReversalTrySQL, bindings) > 0
         }
     }
 
-    public func settleReversalWithoutOriginal(_ reversalId: String, now: Int64) async throws -> Bool {
+    public func settleReversalWithoutOriginal(_ reversalId: String, now: Int64, claimedUntil: Int64) async throws -> Bool {
         try await writer.perform { db in
-            try db.run(Self.settleWithoutOriginalSQL, [.integer(now), .text(reversalId)]) > 0
+            try db.run(Self.settleWithoutOriginalSQL, [.integer(now), .text(reversalId), .integer(claimedUntil)]) > 0
         }
     }
 
     public func lateApproval(ofReversal reversalId: String, now: Int64) async throws -> LateApprovalResult {
         try await writer.perform { db in
-            if try db.run(Self.reopenLateApprovedSQL, [.integer(now), .integer(now), .integer(now), .text(reversalId)]) > 0 { return .reopened }
-            if try db.run(Self.markLateApprovedSQL, [.integer(now), .text(reversalId)]) > 0 { return .marked }
-            return .stands
+            try db.run(Self.reopenLateApprovedSQL, [.integer(now), .integer(now), .integer(now), .text(reversalId)]) > 0 ? .reopened : .stands
         }
     }
 

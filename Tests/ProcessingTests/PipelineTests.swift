@@ -612,6 +612,31 @@ import Testing
         #expect(lr3.state == .pending && lr3.tries == 1)
     }
 
+    /// Approved late while a 0400 is out (the host answers it 25: it had no original yet): that
+    /// answer is not recorded, and the reversal goes out again as a first send, which reverses it.
+    @Test func aLateApprovalWhileTheReversalIsOutStartsItAgain() async throws {
+        let h = try PipelineHarness()
+        let reversal = try await h.reversalDue("ra-1")
+        let acquirer = ReversalAnswers(["ra-1": .noOriginal])
+        let gate = Gate()
+        acquirer.before = { await gate.wait() }
+        var configuration = ReversalService.Configuration()
+        configuration.noOriginalSettleMilliseconds = 0
+        let sender = ReversalService(store: h.store, acquirer: acquirer, configuration: configuration)
+        let other = ReversalService(store: h.store, acquirer: acquirer, configuration: configuration)
+        let pipeline = MakePaymentPipeline(configuration: .init(acquirerTimeout: .seconds(2), instanceId: "x"), keyRing: PipelineHarness.keyRing,
+                                           store: h.store, acquirer: acquirer, reversals: other, currentMonth: { CardExpiry(year: 2026, month: 11)! })
+        let out = Task { await sender.sendDue(limit: 10) }
+        try await waitUntil { acquirer.sends.withLock { $0["ra-1"] } == 1 }  // the 0400 is out
+        acquirer.answers.withLock { $0["ra-1"] = .reversed }  // the host has the original from now on
+        await pipeline.handleLateReply(LateReply(pspTransactionId: "ra-1", attemptReference: reversal.attemptReference, responseCode: "00"))
+        gate.open()  // the 0400's answer: 25 (it was decided before the approval)
+        await out.value
+        try await waitUntil { try await h.store.reversals(for: "ra-1").first?.state == .acknowledged }
+        #expect(acquirer.sendCounts.withLock { $0["ra-1"] } == [1, 1], "two first sends: the second under a fresh STAN")
+        #expect(try await h.store.reversals(for: "ra-1").first?.lateApproved == true)
+    }
+
     /// Approved late, and the host still finds no original after every try: failed, for an
     /// operator (counted), not acknowledged and reopened every few hours for ever.
     @Test func aLateApprovedReversalThatNeverFindsItsOriginalFails() async throws {
@@ -819,10 +844,14 @@ final class ReversalAnswers: AcquirerAdapter {
     let sendCounts = Mutex<[String: [Int]]>([:])
     init(_ answers: [String: ReversalAnswer]) { self.answers = Mutex(answers) }
     func authorize(_ request: AuthorizationRequest) async throws -> AcquirerAnswer { throw AcquirerUnavailable("not used") }
+    /// Run after each send is counted, before it is answered (a test holds the answer there).
+    nonisolated(unsafe) var before: (@Sendable () async -> Void)?
     func reverse(_ reversal: ReversalRequest) async throws -> ReversalAnswer {
+        let answer = answers.withLock { $0[reversal.pspTransactionId] } ?? .reversed  // decided as it arrives
         sends.withLock { $0[reversal.pspTransactionId, default: 0] += 1 }
         sendCounts.withLock { $0[reversal.pspTransactionId, default: []].append(reversal.sendCount) }
-        return answers.withLock { $0[reversal.pspTransactionId] } ?? .reversed
+        await before?()
+        return answer
     }
 }
 
