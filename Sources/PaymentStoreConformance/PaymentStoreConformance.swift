@@ -323,16 +323,28 @@ public struct PaymentStoreConformance: Sendable {
         try Self.expect(try await store.dueReversals(now: 20_000, limit: 10).map(\.request.reversalId) == ["rev-late"], "and due")
         // Approved late again while a try is out: that try's answer is not recorded, and it is due as new.
         try Self.expect(try await store.claimReversal("rev-late", now: 20_000, until: 21_000) != nil, "claimed again")
-        try await store.recordReversalTry("rev-late", state: .pending, nextTryAt: 20_500, now: 20_001)  // another sender's try: tries 1
         try Self.expect(try await store.lateApproval(ofReversal: "rev-late", now: 20_002) == .reopened, "pending: started again")
         try Self.expect(!(try await store.recordReversalTry("rev-late", state: .acknowledged, nextTryAt: 0, now: 20_003, claimedUntil: 21_000)),
                         "the try in flight is not recorded")
         record = try await store.reversals(for: "p-late").first
         try Self.expect(record?.state == .pending && record?.tries == 0 && record?.nextTryAt == 20_002, "due as new, got \(String(describing: record))")
-        try Self.expect(try await store.claimReversal("rev-late", now: 20_002, until: 22_000) != nil, "claimed as new")
-        try Self.expect(!(try await store.settleReversalWithoutOriginal("rev-late", now: 20_004, claimedUntil: 22_000)), "approved late: 25 does not settle it")
-        try Self.expect(try await store.recordReversalTry("rev-late", state: .failed, nextTryAt: 0, now: 30_000, claimedUntil: 22_000), "failed under its claim")
-        try Self.expect(try await store.lateApproval(ofReversal: "rev-late", now: 40_000) == .reopened, "failed, then approved late: reopened")
+        // An answer "reversed" is recorded whatever became of the claim: the reversal is done.
+        try Self.expect(try await store.claimReversal("rev-late", now: 20_002, until: 20_900) != nil, "claimed")
+        try Self.expect(try await store.lateApproval(ofReversal: "rev-late", now: 20_003) == .reopened, "started again")
+        try Self.expect(try await store.recordReversalTry("rev-late", state: .acknowledged, nextTryAt: 0, now: 20_004, claimedUntil: nil),
+                        "reversed: recorded")
+        try Self.expect(try await store.lateApproval(ofReversal: "rev-late", now: 20_005) == .stands, "and it stands")
+        // Approved late, then 25 does not settle it; failed for good, a late approval starts it again.
+        let second = ReversalRequest(reversalId: "rev-late-2", pspTransactionId: "p-late2", attemptId: Self.attempt("p-late2").attemptId,
+                                     attemptReference: "ref-late-2", amount: 1000, currency: "NOK", merchantSerialNumber: "123456")
+        _ = try await store.register(Self.registration("p-late2"), now: 1)
+        _ = try await store.beginAttempt("p-late2", attempt: Self.attempt("p-late2"), now: 2)
+        _ = try await store.recordOutcome("p-late2", outcome: timedOut, reversal: second, attemptId: Self.attempt("p-late2").attemptId, now: 100)
+        try Self.expect(try await store.lateApproval(ofReversal: "rev-late-2", now: 20_000) == .reopened, "pending: started again")
+        try Self.expect(try await store.claimReversal("rev-late-2", now: 20_000, until: 22_000) != nil, "claimed as new")
+        try Self.expect(!(try await store.settleReversalWithoutOriginal("rev-late-2", now: 20_004, claimedUntil: 22_000)), "approved late: 25 does not settle it")
+        try Self.expect(try await store.recordReversalTry("rev-late-2", state: .failed, nextTryAt: 0, now: 30_000, claimedUntil: 22_000), "failed under its claim")
+        try Self.expect(try await store.lateApproval(ofReversal: "rev-late-2", now: 40_000) == .reopened, "failed, then approved late: reopened")
     }
 
     func survivesReopen() async throws {

@@ -83,12 +83,12 @@ public final class ReversalService: ReversalSender {
                 switch try await store.lateApproval(ofReversal: id, now: now()) {
                 case .reopened:
                     logger.critical("authorization approved late; its reversal starts again as new", metadata: [
-                        "pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)", "was": "\(reversal.state.rawValue)"])
+                        "pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)", "before": "\(reversal.state.rawValue)"])
                     sendSoon(reversalId: id)
                 case .stands:
-                    // Reversed by the host: the approval is undone. A store written by an older
-                    // build does not say why it settled: looked at by hand if it was a 25.
-                    logger.warning("authorization approved late; its reversal was acknowledged", metadata: [
+                    // Reversed by the host: the approval is undone (the usual case: the late reply is
+                    // the old answer). A store written by an older build does not say why it settled.
+                    logger.info("authorization approved late; its reversal was acknowledged", metadata: [
                         "pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)"])
                 }
             }
@@ -234,7 +234,9 @@ public final class ReversalService: ReversalSender {
                                    metadata: ["pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)"])
                 }
             case .value:
-                if try await recordTry(.acknowledged, nextTryAt: 0) {
+                // Reversed: recorded whatever became of the claim. A late approval that started the
+                // reversal again meanwhile is undone by this very answer.
+                if try await store.recordReversalTry(id, state: .acknowledged, nextTryAt: 0, now: now(), claimedUntil: nil) {
                     metrics.reversalsAcknowledged.increment()
                     logger.info("reversal acknowledged", metadata: ["pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
                 }

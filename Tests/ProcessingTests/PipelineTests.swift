@@ -607,13 +607,15 @@ import Testing
         let pending = try await h.reversalDue("lr-3")
         acquirer.answers.withLock { $0["lr-3"] = .noOriginal }
         await pipeline.handleLateReply(LateReply(pspTransactionId: "lr-3", attemptReference: pending.attemptReference, responseCode: "00"))
-        await service.sendDue(limit: 10)
+        await service.sendDue(limit: 10)  // this one or the other service's send, whichever claims it
+        try await waitUntil { try await h.store.reversals(for: "lr-3").first?.tries == 1 }
         let lr3 = try #require(try await h.store.reversals(for: "lr-3").first)
-        #expect(lr3.state == .pending && lr3.tries == 1)
+        #expect(lr3.state == .pending && lr3.lateApproved)
     }
 
     /// Approved late while a 0400 is out (the host answers it 25: it had no original yet): that
     /// answer is not recorded, and the reversal goes out again as a first send, which reverses it.
+    /// Had the 0400 out been answered "reversed", that would stand (the conformance suite).
     @Test func aLateApprovalWhileTheReversalIsOutStartsItAgain() async throws {
         let h = try PipelineHarness()
         let reversal = try await h.reversalDue("ra-1")
@@ -635,6 +637,29 @@ import Testing
         try await waitUntil { try await h.store.reversals(for: "ra-1").first?.state == .acknowledged }
         #expect(acquirer.sendCounts.withLock { $0["ra-1"] } == [1, 1], "two first sends: the second under a fresh STAN")
         #expect(try await h.store.reversals(for: "ra-1").first?.lateApproved == true)
+    }
+
+    /// Approved late while a 0400 is out that the host reverses: that answer stands, and the
+    /// reversal is done (not sent for hours against "no such authorization" and failed).
+    @Test func aReversedAnswerStandsThoughALateApprovalCameWhileItWasOut() async throws {
+        let h = try PipelineHarness()
+        let reversal = try await h.reversalDue("rb-1")
+        let acquirer = ReversalAnswers(["rb-1": .reversed])
+        acquirer.later.withLock { $0["rb-1"] = .noOriginal }  // reversed by the first: nothing left to find
+        let gate = Gate()
+        acquirer.before = { await gate.wait() }
+        let sender = ReversalService(store: h.store, acquirer: acquirer)
+        let other = ReversalService(store: h.store, acquirer: acquirer)
+        let pipeline = MakePaymentPipeline(configuration: .init(acquirerTimeout: .seconds(2), instanceId: "x"), keyRing: PipelineHarness.keyRing,
+                                           store: h.store, acquirer: acquirer, reversals: other, currentMonth: { CardExpiry(year: 2026, month: 11)! })
+        let out = Task { await sender.sendDue(limit: 10) }
+        try await waitUntil { acquirer.sends.withLock { $0["rb-1"] } == 1 }
+        await pipeline.handleLateReply(LateReply(pspTransactionId: "rb-1", attemptReference: reversal.attemptReference, responseCode: "00"))
+        gate.open()
+        await out.value
+        try await waitUntil { try await h.store.reversals(for: "rb-1").first?.state == .acknowledged }
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(try await h.store.reversals(for: "rb-1").first?.state == .acknowledged)
     }
 
     /// Approved late, and the host still finds no original after every try: failed, for an
@@ -846,8 +871,12 @@ final class ReversalAnswers: AcquirerAdapter {
     func authorize(_ request: AuthorizationRequest) async throws -> AcquirerAnswer { throw AcquirerUnavailable("not used") }
     /// Run after each send is counted, before it is answered (a test holds the answer there).
     nonisolated(unsafe) var before: (@Sendable () async -> Void)?
+    /// What a payment's sends after its first get (a host that reversed it answers 25 after).
+    let later = Mutex<[String: ReversalAnswer]>([:])
     func reverse(_ reversal: ReversalRequest) async throws -> ReversalAnswer {
-        let answer = answers.withLock { $0[reversal.pspTransactionId] } ?? .reversed  // decided as it arrives
+        let first = sends.withLock { $0[reversal.pspTransactionId] == nil }
+        let answer = (first ? nil : later.withLock { $0[reversal.pspTransactionId] })
+            ?? answers.withLock { $0[reversal.pspTransactionId] } ?? .reversed  // decided as it arrives
         sends.withLock { $0[reversal.pspTransactionId, default: 0] += 1 }
         sendCounts.withLock { $0[reversal.pspTransactionId, default: []].append(reversal.sendCount) }
         await before?()
