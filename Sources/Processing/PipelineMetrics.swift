@@ -14,6 +14,9 @@ public struct PipelineMetrics: Sendable {
     public let reversalsSent: Counter
     public let reversalsAcknowledged: Counter
     public let reversalsFailed: Counter
+    /// Reversals started again as new by a late approval (each may later count as acknowledged
+    /// or failed a second time).
+    public let reversalsRestarted: Counter
 
     /// The API's statuses that makePayment answers (it never needs 403).
     static let statuses = [200, 400, 401, 404, 500]
@@ -38,6 +41,7 @@ public struct PipelineMetrics: Sendable {
         reversalsSent = Counter(label: "psp_reversals_sent_total", factory: factory)
         reversalsAcknowledged = Counter(label: "psp_reversals_acknowledged_total", factory: factory)
         reversalsFailed = Counter(label: "psp_reversals_failed_total", factory: factory)
+        reversalsRestarted = Counter(label: "psp_reversals_restarted_total", factory: factory)
     }
 
     public static let disabled = PipelineMetrics(factory: NOOPMetricsHandler.instance)

@@ -82,6 +82,7 @@ public final class ReversalService: ReversalSender {
                 let id = reversal.request.reversalId
                 switch try await store.lateApproval(ofReversal: id, now: now()) {
                 case .reopened:
+                    metrics.reversalsRestarted.increment()
                     logger.critical("authorization approved late; its reversal starts again as new", metadata: [
                         "pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)", "before": "\(reversal.state.rawValue)"])
                     sendSoon(reversalId: id)
