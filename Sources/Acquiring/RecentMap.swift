@@ -1,7 +1,7 @@
 /// A map that keeps its latest `limit` entries: setting a key makes it the newest, and past the
-/// limit the oldest goes first. For an adapter's and the reversal service's memory of messages
-/// (first sends of reversals, authorizations given up on, reversals settled): bounded, because a
-/// host in trouble can make them pile up by the thousand a second.
+/// limit the oldest goes first. For an adapter's memory of messages (the ISO 8583 adapter's first
+/// sends of reversals and authorizations given up on): bounded, because a host in trouble can make
+/// them pile up by the thousand a second.
 public struct RecentMap<Key: Hashable, Value> {
     public let limit: Int
     private var entries: [Key: (value: Value, serial: UInt64)] = [:]

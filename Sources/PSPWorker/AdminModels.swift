@@ -93,17 +93,19 @@ struct RegisterPaymentRequest {
     /// A whole number as written (an amount in øre): digits only, no fraction, no exponent. Money is never read
     /// through a Double: `1000.00000000000001` is not 1000 øre, and neither is `1e3` to every reader.
     enum IntegerText: Equatable {
-        case whole(Int), tooLarge, negative, notWhole
+        /// `underOne`: negative, or a fraction under 1 (`0.5`, `1e-3`), however written.
+        case whole(Int), tooLarge, underOne, notWhole
         init?(_ text: ArraySlice<UInt8>) {
             var digits = text
             let negative = digits.first == UInt8(ascii: "-")
             if negative { digits = digits.dropFirst() }
             guard let first = digits.first, first >= UInt8(ascii: "0"), first <= UInt8(ascii: "9") else { return nil }
             guard digits.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else {
-                self = negative ? .negative : .notWhole
+                // Read as a Double only to say which refusal: never to take its value.
+                self = negative || (Double(String(decoding: text, as: UTF8.self)) ?? 1) < 1 ? .underOne : .notWhole
                 return
             }
-            if negative { self = .negative; return }
+            if negative { self = .underOne; return }
             self = Int(String(decoding: digits, as: UTF8.self)).map(IntegerText.whole) ?? .tooLarge
         }
     }
@@ -125,6 +127,8 @@ struct RegisterPaymentRequest {
         // JSONDecoder keeps one value of a key given twice, and another reader may keep the other:
         // an amount or token that two systems read differently is refused.
         let entries = topLevelEntries(data)
+        /// A top-level value's bytes as sent.
+        func written(_ key: String) -> ArraySlice<UInt8>? { entries.first { $0.key == key }?.value }
         var seen = Set<String>()
         for key in entries.map(\.key) where !seen.insert(key).inserted {
             let named = ["pspTransactionId", "merchantSerialNumber", "merchantOrderId", "amount", "currency", "makePaymentToken",
@@ -136,7 +140,7 @@ struct RegisterPaymentRequest {
             case .string(let value) where (optional || !value.isEmpty) && value.utf8.count <= max: return value
             // Some integrations send merchantSerialNumber as a number: accept it when written as digits.
             case .integer where field == "merchantSerialNumber":
-                if case .whole(let number)? = entries.first(where: { $0.key == field }).flatMap({ IntegerText($0.value) }), number > 0 {
+                if case .whole(let number)? = written(field).flatMap(IntegerText.init), number > 0 {
                     return String(number)
                 }
                 problems.append((field, "51", "Invalid request"))
@@ -171,14 +175,11 @@ struct RegisterPaymentRequest {
         }
         var amount = 0
         let lessThanOne: (String?, String, String) = ("amount", "amount.less.than.one", "Amount must be at least 1 øre")
-        switch entries.first(where: { $0.key == "amount" }).flatMap({ IntegerText($0.value) }) {
+        switch written("amount").flatMap(IntegerText.init) {
         case .whole(let value) where value < 1: problems.append(lessThanOne)
         case .whole(let value) where value <= Self.maxAmount: amount = value
         case .whole, .tooLarge: problems.append(("amount", "51", "Invalid request: amount is at most \(Self.maxAmount) øre"))
-        case .negative: problems.append(lessThanOne)
-        // Under 1 øre however written (0.5, 1e-3): the API's own code for it.
-        case .notWhole where entries.first(where: { $0.key == "amount" }).flatMap({ Double(String(decoding: $0.value, as: UTF8.self)) }).map({ $0 < 1 }) == true:
-            problems.append(lessThanOne)
+        case .underOne: problems.append(lessThanOne)
         case .notWhole: problems.append(("amount", "51", "Invalid request: amount is a whole number of øre, written without a fraction or exponent"))
         case nil: problems.append(("amount", "51", "Invalid request"))
         }

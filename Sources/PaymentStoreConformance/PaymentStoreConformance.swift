@@ -72,16 +72,22 @@ public struct PaymentStoreConformance: Sendable {
     static let approved = PaymentOutcome(status: .ok, error: nil, maskedPAN: MaskedPAN(masked: "400000******0002"),
                                          acquirerResponseCode: "00", authorizationCode: "123456", acquirerReference: "REF1")
 
+    /// Registers `id`, begins its attempt and records it answered 85 with reversal `reversalId` (at 100).
+    static func reversalRecorded(_ store: any PaymentStore, _ id: String, reversalId: String, attemptReference: String) async throws -> ReversalRequest {
+        _ = try await store.register(registration(id), now: 1)
+        _ = try await store.beginAttempt(id, attempt: attempt(id), now: 2)
+        let reversal = ReversalRequest(reversalId: reversalId, pspTransactionId: id, attemptId: attempt(id).attemptId,
+                                       attemptReference: attemptReference, amount: 1000, currency: "NOK", merchantSerialNumber: "123456")
+        _ = try await store.recordOutcome(id, outcome: PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message),
+                                          reversal: reversal, attemptId: attempt(id).attemptId, now: 100)
+        return reversal
+    }
+
     // MARK: checks
 
     func reversalClaimedOnce() async throws {
         let store = try await makeStore()
-        _ = try await store.register(Self.registration("p-claim"), now: 1)
-        _ = try await store.beginAttempt("p-claim", attempt: Self.attempt("p-claim"), now: 2)
-        let reversal = ReversalRequest(reversalId: "rev-claim", pspTransactionId: "p-claim", attemptId: Self.attempt("p-claim").attemptId,
-                                       attemptReference: "ref", amount: 1000, currency: "NOK", merchantSerialNumber: "123456")
-        _ = try await store.recordOutcome("p-claim", outcome: PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message),
-                                          reversal: reversal, attemptId: Self.attempt("p-claim").attemptId, now: 100)
+        _ = try await Self.reversalRecorded(store, "p-claim", reversalId: "rev-claim", attemptReference: "ref")
         let claims = try await withThrowingTaskGroup(of: ReversalRecord?.self) { group in
             for _ in 0..<8 { group.addTask { try await store.claimReversal("rev-claim", now: 200, until: 10_000) } }
             return try await group.reduce(into: [ReversalRecord]()) { if let r = $1 { $0.append(r) } }
@@ -275,12 +281,7 @@ public struct PaymentStoreConformance: Sendable {
 
     func reversalLifecycle() async throws {
         let store = try await makeStore()
-        _ = try await store.register(Self.registration("p-rev"), now: 1)
-        _ = try await store.beginAttempt("p-rev", attempt: Self.attempt("p-rev"), now: 2)
-        let reversal = ReversalRequest(reversalId: "rev-1", pspTransactionId: "p-rev", attemptId: "att-p-rev-instance-a",
-                                       attemptReference: "ref-p-rev-instance-a", amount: 1000, currency: "NOK", merchantSerialNumber: "123456")
-        let timedOut = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message)
-        _ = try await store.recordOutcome("p-rev", outcome: timedOut, reversal: reversal, attemptId: Self.attempt("p-rev").attemptId, now: 100)
+        let reversal = try await Self.reversalRecorded(store, "p-rev", reversalId: "rev-1", attemptReference: "ref-p-rev-instance-a")
         var due = try await store.dueReversals(now: 100, limit: 10)
         try Self.expect(due.map(\.request) == [reversal], "the reversal is due at once, got \(due)")
         try await store.recordReversalTry("rev-1", state: .pending, nextTryAt: 5_000, now: 101)
@@ -302,12 +303,7 @@ public struct PaymentStoreConformance: Sendable {
     /// failed or pending (a try in flight included), it starts again as new.
     func lateApprovalReopensOrMarks() async throws {
         let store = try await makeStore()
-        _ = try await store.register(Self.registration("p-late"), now: 1)
-        _ = try await store.beginAttempt("p-late", attempt: Self.attempt("p-late"), now: 2)
-        let reversal = ReversalRequest(reversalId: "rev-late", pspTransactionId: "p-late", attemptId: Self.attempt("p-late").attemptId,
-                                       attemptReference: "ref-late", amount: 1000, currency: "NOK", merchantSerialNumber: "123456")
-        let timedOut = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message)
-        _ = try await store.recordOutcome("p-late", outcome: timedOut, reversal: reversal, attemptId: Self.attempt("p-late").attemptId, now: 100)
+        _ = try await Self.reversalRecorded(store, "p-late", reversalId: "rev-late", attemptReference: "ref-late")
         // Under another claim (one that ran out and was taken again) nothing is recorded.
         try Self.expect(try await store.claimReversal("rev-late", now: 100, until: 1_100) != nil, "claimed")
         try Self.expect(!(try await store.settleReversalWithoutOriginal("rev-late", now: 200, claimedUntil: 999)), "not under its claim")
@@ -335,11 +331,7 @@ public struct PaymentStoreConformance: Sendable {
                         "reversed: recorded")
         try Self.expect(try await store.lateApproval(ofReversal: "rev-late", now: 20_005) == .stands, "and it stands")
         // Approved late, then 25 does not settle it; failed for good, a late approval starts it again.
-        let second = ReversalRequest(reversalId: "rev-late-2", pspTransactionId: "p-late2", attemptId: Self.attempt("p-late2").attemptId,
-                                     attemptReference: "ref-late-2", amount: 1000, currency: "NOK", merchantSerialNumber: "123456")
-        _ = try await store.register(Self.registration("p-late2"), now: 1)
-        _ = try await store.beginAttempt("p-late2", attempt: Self.attempt("p-late2"), now: 2)
-        _ = try await store.recordOutcome("p-late2", outcome: timedOut, reversal: second, attemptId: Self.attempt("p-late2").attemptId, now: 100)
+        _ = try await Self.reversalRecorded(store, "p-late2", reversalId: "rev-late-2", attemptReference: "ref-late-2")
         try Self.expect(try await store.lateApproval(ofReversal: "rev-late-2", now: 20_000) == .reopened, "pending: started again")
         try Self.expect(try await store.claimReversal("rev-late-2", now: 20_000, until: 22_000) != nil, "claimed as new")
         try Self.expect(!(try await store.settleReversalWithoutOriginal("rev-late-2", now: 20_004, claimedUntil: 22_000)), "approved late: 25 does not settle it")

@@ -35,8 +35,8 @@ final class PipelineHarness: Sendable {
     }
 
     /// A pipeline with the test key and month, over `store` (the harness's, or a decorator of it).
-    static func pipeline(store: any PaymentStore, acquirer: SimulatorAcquirer, reversals: ReversalService?, acquirerTimeout: Duration,
-                         instanceId: String, now: @escaping @Sendable () -> Int64 = wallClockMilliseconds) -> MakePaymentPipeline {
+    static func pipeline(store: any PaymentStore, acquirer: any AcquirerAdapter, reversals: ReversalService? = nil, acquirerTimeout: Duration = .seconds(2),
+                         instanceId: String = "x", now: @escaping @Sendable () -> Int64 = wallClockMilliseconds) -> MakePaymentPipeline {
         MakePaymentPipeline(configuration: .init(acquirerTimeout: acquirerTimeout, instanceId: instanceId),
                             keyRing: keyRing, store: store, acquirer: acquirer, reversals: reversals, now: now,
                             currentMonth: { CardExpiry(year: 2026, month: 11)! })

@@ -435,39 +435,24 @@ import Testing
     /// An orphan found on a stale read (the sweep's batch, or a retry's front), whose approval this
     /// process committed meanwhile: when its 85 cannot be recorded, the approval that stands is
     /// the answer and nothing is reversed. (The reversal went out unrecorded: an OK answered to
-    /// Vipps, the money given back behind it.)
-    @Test func anOrphanReadStaleIsNotReversedOnceItsApprovalStands() async throws {
+    /// Vipps, the money given back behind it.) With the store's reads failing too, nothing shows
+    /// the approval, but nothing shows the attempt unanswered either: it is answered 91 and left to
+    /// the sweep, not reversed unrecorded behind an OK already answered (it was).
+    @Test(arguments: [false, true])
+    func anOrphanReadStaleIsNotReversedOnceItsApprovalStands(readsFail: Bool) async throws {
         let h = try PipelineHarness()
         try await h.register("sa-1")
         let attempt = try await h.beginAttempt("sa-1", instance: "this-instance", startedAt: wallClockMilliseconds() - 60_000)
         let stale = try #require(try await h.store.payment("sa-1"))
         let approved = PaymentOutcome(status: .ok, error: nil, maskedPAN: PipelineHarness.masked, acquirerResponseCode: "00", authorizationCode: "A1")
         _ = try await h.store.recordOutcome("sa-1", outcome: approved, reversal: nil, attemptId: attempt.attemptId, now: wallClockMilliseconds())
-        let failing = h.pipeline(over: FaultyStore(h.store, outcomesFail: true), acquirerTimeout: .seconds(2), instanceId: "this-instance")
+        let failing = h.pipeline(over: FaultyStore(h.store, outcomesFail: true, readsFail: readsFail), acquirerTimeout: .seconds(2), instanceId: "this-instance")
         let result = await failing.work(MakePaymentJob(request: h.request("sa-1", cardData: h.cardData(code: "00")), payment: stale))
-        #expect(result == MakePaymentResult(httpStatus: 200, response: .ok("sa-1")))
+        #expect(result == (readsFail ? MakePaymentResult(httpStatus: 500, response: .fail("sa-1", .internalError))
+                                     : MakePaymentResult(httpStatus: 200, response: .ok("sa-1"))))
         try await Task.sleep(for: .milliseconds(300))
         #expect(h.acquirer.reversalCount(pspTransactionId: "sa-1") == 0)
         #expect(try await h.store.payment("sa-1")?.outcome == approved)
-    }
-
-    /// The same, with the store's reads failing as well as its writes: the orphan's 85 cannot be
-    /// recorded and nothing shows the approval, but nothing shows the attempt unanswered either.
-    /// It is left to the sweep, not reversed unrecorded behind an OK already answered. (It was:
-    /// answered 91, reversed, with OK in the store.)
-    @Test func anOrphanReadStaleIsNotReversedBlindWhenReadsFailToo() async throws {
-        let h = try PipelineHarness()
-        try await h.register("sa-2")
-        let attempt = try await h.beginAttempt("sa-2", instance: "this-instance", startedAt: wallClockMilliseconds() - 60_000)
-        let stale = try #require(try await h.store.payment("sa-2"))
-        let approved = PaymentOutcome(status: .ok, error: nil, maskedPAN: PipelineHarness.masked, acquirerResponseCode: "00", authorizationCode: "A1")
-        _ = try await h.store.recordOutcome("sa-2", outcome: approved, reversal: nil, attemptId: attempt.attemptId, now: wallClockMilliseconds())
-        let failing = h.pipeline(over: FaultyStore(h.store, outcomesFail: true, readsFail: true), acquirerTimeout: .seconds(2), instanceId: "this-instance")
-        let result = await failing.work(MakePaymentJob(request: h.request("sa-2", cardData: h.cardData(code: "00")), payment: stale))
-        #expect(result == MakePaymentResult(httpStatus: 500, response: .fail("sa-2", .internalError)))
-        try await Task.sleep(for: .milliseconds(300))
-        #expect(h.acquirer.reversalCount(pspTransactionId: "sa-2") == 0)
-        #expect(try await h.store.payment("sa-2")?.outcome == approved)
     }
 
     /// An approval the store can neither record nor read back is still reversed: this call sent
@@ -532,8 +517,7 @@ import Testing
         for (id, neverSent) in [("ns-1", true), ("ns-2", false)] {
             try await h.register(id)
             let acquirer = FailingAcquirer(AcquirerUnavailable("refused before sending", neverSent: neverSent))
-            let pipeline = MakePaymentPipeline(configuration: .init(acquirerTimeout: .seconds(2), instanceId: "x"), keyRing: PipelineHarness.keyRing,
-                                               store: h.store, acquirer: acquirer, currentMonth: { CardExpiry(year: 2026, month: 11)! })
+            let pipeline = PipelineHarness.pipeline(store: h.store, acquirer: acquirer)
             #expect(await h.makePayment(h.request(id, cardData: h.cardData(code: "00")), queue: nil, through: pipeline).response == .fail(id, .responseReceivedTooLate))
             let record = try #require(try await h.store.payment(id))
             #expect(record.state == .completed && record.outcome?.error?.errorId == 85)
@@ -549,8 +533,7 @@ import Testing
         for (id, code, amount, expected, reversals) in [("am-1", "00", 500, APIError?.some(.refusedByIssuer), 1), ("am-2", "00", 1000, nil, 0),
                                                         ("am-3", "51", 0, .notSufficientFunds, 0)] {
             try await h.register(id, amount: 1000)
-            let pipeline = MakePaymentPipeline(configuration: .init(acquirerTimeout: .seconds(2), instanceId: "x"), keyRing: PipelineHarness.keyRing,
-                                               store: h.store, acquirer: ApprovesAmount(amount, code: code), currentMonth: { CardExpiry(year: 2026, month: 11)! })
+            let pipeline = PipelineHarness.pipeline(store: h.store, acquirer: ApprovesAmount(amount, code: code))
             let result = await h.makePayment(h.request(id, cardData: h.cardData(code: "00")), queue: nil, through: pipeline)
             #expect(result.response == (expected.map { .fail(id, $0) } ?? .ok(id)), "\(id)")
             #expect(try await h.store.reversals(for: id).count == reversals, "\(id)")
@@ -565,8 +548,7 @@ import Testing
         try await h.register("pl-1")
         let acquirer = RememberingAcquirer()
         let store = FaultyStore(h.store, outcomeStall: .milliseconds(200), onOutcome: { acquirer.requestAlive })
-        let pipeline = MakePaymentPipeline(configuration: .init(acquirerTimeout: .seconds(2), instanceId: "x"), keyRing: PipelineHarness.keyRing,
-                                           store: store, acquirer: acquirer, currentMonth: { CardExpiry(year: 2026, month: 11)! })
+        let pipeline = PipelineHarness.pipeline(store: store, acquirer: acquirer)
         let queue = InProcessMakePaymentQueue(capacity: 8)
         let workers = Task { await queue.runWorkers(1, maxAuthorizing: 4, executors: []) { pipeline.workStep($0) } }
         let result = await h.makePayment(h.request("pl-1", cardData: h.cardData(code: "00")), queue: queue, through: pipeline)
@@ -592,8 +574,7 @@ import Testing
         await service.sendDue(limit: 10)
         #expect(acquirer.sends.withLock { $0 } == ["lr-1": 1, "lr-2": 1])
         let other = ReversalService(store: h.store, acquirer: acquirer, configuration: configuration)
-        let pipeline = MakePaymentPipeline(configuration: .init(acquirerTimeout: .seconds(2), instanceId: "x"), keyRing: PipelineHarness.keyRing,
-                                           store: h.store, acquirer: acquirer, reversals: other, currentMonth: { CardExpiry(year: 2026, month: 11)! })
+        let pipeline = PipelineHarness.pipeline(store: h.store, acquirer: acquirer, reversals: other)
         await pipeline.handleLateReply(LateReply(pspTransactionId: "lr-1", attemptReference: settledWithoutOriginal.attemptReference, responseCode: "51"))
         await pipeline.handleLateReply(LateReply(pspTransactionId: "lr-2", attemptReference: reversed.attemptReference, responseCode: "00"))
         acquirer.answers.withLock { $0["lr-1"] = .reversed }  // the host has the original now
@@ -626,8 +607,7 @@ import Testing
         configuration.noOriginalSettleMilliseconds = 0
         let sender = ReversalService(store: h.store, acquirer: acquirer, configuration: configuration)
         let other = ReversalService(store: h.store, acquirer: acquirer, configuration: configuration)
-        let pipeline = MakePaymentPipeline(configuration: .init(acquirerTimeout: .seconds(2), instanceId: "x"), keyRing: PipelineHarness.keyRing,
-                                           store: h.store, acquirer: acquirer, reversals: other, currentMonth: { CardExpiry(year: 2026, month: 11)! })
+        let pipeline = PipelineHarness.pipeline(store: h.store, acquirer: acquirer, reversals: other)
         let out = Task { await sender.sendDue(limit: 10) }
         try await waitUntil { acquirer.sends.withLock { $0["ra-1"] } == 1 }  // the 0400 is out
         acquirer.answers.withLock { $0["ra-1"] = .reversed }  // the host has the original from now on
@@ -650,8 +630,7 @@ import Testing
         acquirer.before = { await gate.wait() }
         let sender = ReversalService(store: h.store, acquirer: acquirer)
         let other = ReversalService(store: h.store, acquirer: acquirer)
-        let pipeline = MakePaymentPipeline(configuration: .init(acquirerTimeout: .seconds(2), instanceId: "x"), keyRing: PipelineHarness.keyRing,
-                                           store: h.store, acquirer: acquirer, reversals: other, currentMonth: { CardExpiry(year: 2026, month: 11)! })
+        let pipeline = PipelineHarness.pipeline(store: h.store, acquirer: acquirer, reversals: other)
         let out = Task { await sender.sendDue(limit: 10) }
         try await waitUntil { acquirer.sends.withLock { $0["rb-1"] } == 1 }
         await pipeline.handleLateReply(LateReply(pspTransactionId: "rb-1", attemptReference: reversal.attemptReference, responseCode: "00"))
@@ -673,8 +652,7 @@ import Testing
         configuration.noOriginalSettleMilliseconds = 0
         configuration.maxTries = 2
         let service = ReversalService(store: h.store, acquirer: acquirer, configuration: configuration, now: { clock.withLock { $0 } })
-        let pipeline = MakePaymentPipeline(configuration: .init(acquirerTimeout: .seconds(2), instanceId: "x"), keyRing: PipelineHarness.keyRing,
-                                           store: h.store, acquirer: acquirer, reversals: service, currentMonth: { CardExpiry(year: 2026, month: 11)! })
+        let pipeline = PipelineHarness.pipeline(store: h.store, acquirer: acquirer, reversals: service)
         await pipeline.handleLateReply(LateReply(pspTransactionId: "mt-1", attemptReference: reversal.attemptReference, responseCode: "00"))
         for _ in 0..<3 {
             await service.sendDue(limit: 10)
