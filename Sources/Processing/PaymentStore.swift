@@ -230,9 +230,10 @@ public protocol PaymentStore: Sendable {
     func settleReversalWithoutOriginal(_ reversalId: String, now: Int64, claimedUntil: Int64) async throws -> Bool
     /// The reversal's authorization was approved after all, late. Unless the host reversed it
     /// (acknowledged, not settled without its original), it starts again as new: pending, due at
-    /// `now`, no tries, created at `now` (its next send is a first one, not a repeat of a message
-    /// the host answered "no such authorization"), and "no such authorization" no longer settles
-    /// it. A try in flight under a claim is then not recorded (its claim no longer holds).
+    /// `now`, no tries (its next send is a first one, not a repeat of a message the host answered
+    /// "no such authorization"), and "no such authorization" no longer settles it. It keeps its
+    /// `createdAt`, when the payment's attempt was first given up; `now` is its last update. A try
+    /// in flight under a claim is then not recorded (its claim no longer holds).
     func lateApproval(ofReversal reversalId: String, now: Int64) async throws -> LateApprovalResult
     func reversals(for pspTransactionId: String) async throws -> [ReversalRecord]
 }

@@ -308,7 +308,7 @@ public final class SQLitePaymentStore: PaymentStore {
         WHERE reversal_id = ? AND state = 'pending' AND late_approved = 0 AND next_try_at = ?
         """
     static let reopenLateApprovedSQL = """
-        UPDATE reversals SET state = 'pending', tries = 0, next_try_at = ?, created_at = ?, updated_at = ?, late_approved = 1,
+        UPDATE reversals SET state = 'pending', tries = 0, next_try_at = ?, updated_at = ?, late_approved = 1,
             settled_without_original = 0
         WHERE reversal_id = ? AND (state <> 'acknowledged' OR settled_without_original = 1)
         """
@@ -488,7 +488,7 @@ public final class SQLitePaymentStore: PaymentStore {
 
     public func lateApproval(ofReversal reversalId: String, now: Int64) async throws -> LateApprovalResult {
         try await writer.perform { db in
-            try db.run(Self.reopenLateApprovedSQL, [.integer(now), .integer(now), .integer(now), .text(reversalId)]) > 0 ? .reopened : .stands
+            try db.run(Self.reopenLateApprovedSQL, [.integer(now), .integer(now), .text(reversalId)]) > 0 ? .reopened : .stands
         }
     }
 
