@@ -12,9 +12,9 @@ import Darwin
 /// The makePayment pipeline, each step a named unit, in the API's order:
 ///
 /// front (HTTP task):  validate body (71) → find payment (404) → check token (401) →
-///                     merchant must match (71) → idempotency (recorded outcome, or join the one
-///                     in flight) → queue
-/// worker:             cancelled (85) → confirmed ≠ YES (72) → decrypt (92) → parse (92/87/86) →
+///                     merchant must match (71) → idempotency (recorded outcome) → cancelled (85)
+///                     → join the one in flight, or queue
+/// worker:             cancelled (85, for a job that did not come through the front) → confirmed ≠ YES (72) → decrypt (92) → parse (92/87/86) →
 ///                     too late to send (85) → record attempt → authorize under a deadline → map →
 ///                     record outcome → respond
 ///
@@ -105,6 +105,8 @@ public final class MakePaymentPipeline: Sendable {
         }
         // 5. Idempotency: a recorded outcome is answered again; one in flight is joined.
         if let outcome = record.outcome { return MakePaymentResult(httpStatus: 200, response: outcome.response(for: id)) }
+        // 6. Cancelled by the PSP: the answer is known here too, so a full queue cannot turn it into a 91.
+        if record.state == .cancelled { return MakePaymentResult(httpStatus: 200, response: .fail(id, .responseReceivedTooLate)) }
         return await inFlight.run(id) {
             let job = MakePaymentJob(request: request, payment: record)
             guard let queue else { return await self.work(job) }

@@ -150,6 +150,18 @@ import Testing
         #expect(retried.response.paymentInfo.status == .ok)
     }
 
+    /// A cancelled payment's answer (85) does not depend on the queue: a full one does not make it a 91.
+    @Test func aCancelledPaymentIs85EvenWithTheQueueFull() async throws {
+        let h = try PipelineHarness()
+        try await h.register("qc1")
+        #expect(try await h.store.cancel("qc1", now: 5) == .cancelled)
+        let full = InProcessMakePaymentQueue(capacity: 1)
+        full.close()
+        let result = await h.makePayment(h.request("qc1", cardData: h.cardData(code: "00")), queue: full)
+        #expect(result == MakePaymentResult(httpStatus: 200, response: .fail("qc1", .responseReceivedTooLate)))
+        #expect(h.acquirer.authorizationCount(pspTransactionId: "qc1") == 0)
+    }
+
     @Test func concurrentDuplicatesAuthorizeOnceAndGetIdenticalBodies() async throws {
         let h = try PipelineHarness(latency: .milliseconds(50))
         try await h.register("p-dup")
@@ -368,12 +380,12 @@ import Testing
         #expect(try await h.store.payment("late-1")?.authorizationsSent == 0)
         // Taken 12 s ago: 2 s of the 14 left (a second of it to spare for a slow attempt commit
         // before too little is left to send), so the 5 s acquirer is cut off at 2 s, not 10.
+        // (With the queue's time not taken off, the 5 s approval would come back and be recorded.)
         let record2 = try #require(try await h.store.payment("late-2"))
-        let started = ContinuousClock.now
         let late = MakePaymentJob(request: h.request("late-2", cardData: h.cardData(code: "00")), payment: record2,
                                   receivedAt: .now - .seconds(12))
         #expect(await h.pipeline.work(late).response == .fail("late-2", .responseReceivedTooLate))
-        #expect(ContinuousClock.now - started < .seconds(4))
+        #expect(try await h.store.payment("late-2")?.outcome?.acquirerResponseCode == nil, "cut off at 2 s, not approved late")
         #expect(try await h.store.payment("late-2")?.authorizationsSent == 1)
         #expect(try await h.store.reversals(for: "late-2").count == 1, "an authorization cut off by the deadline is reversed")
     }
@@ -400,7 +412,6 @@ import Testing
         let job2 = MakePaymentJob(request: h.request("stall-2", cardData: h.cardData(code: "00")),
                                   payment: try #require(try await h.store.payment("stall-2")), receivedAt: .now - .seconds(10))
         #expect(await pipeline.work(job2).response == .fail("stall-2", .responseReceivedTooLate))
-        #expect(ContinuousClock.now - job2.receivedAt < .seconds(15), "answered within Vipps's patience")
         #expect(try await h.store.payment("stall-2")?.outcome?.acquirerResponseCode == nil, "cut off, not a late approval")
         #expect(try await h.store.reversals(for: "stall-2").count == 1)
     }
@@ -422,11 +433,8 @@ import Testing
         #expect(try await h.store.reversals(for: "as-1").isEmpty, "never sent, nothing to reverse")
         // 4 s timeout, 2 s stall: sent with the 2 s left, so the 3 s approval is cut off and reversed.
         let longer = h.pipeline(over: stalling, acquirerTimeout: .seconds(4), instanceId: "attempt-stall")
-        let started = ContinuousClock.now
         #expect(await longer.handle(body: h.request("as-2", cardData: h.cardData(code: "00")), authorization: "token-as-2", queue: nil)
                     .response == .fail("as-2", .responseReceivedTooLate))
-        // Cut off 4 s after the attempt's start and answered (recorded) soon after.
-        #expect(ContinuousClock.now - started < .milliseconds(5_300), "over within the 4 s of the attempt's start")
         #expect(h.acquirer.authorizationCount(pspTransactionId: "as-2") == 1)
         #expect(try await h.store.payment("as-2")?.outcome?.acquirerResponseCode == nil, "cut off, not a late approval")
         #expect(try await h.store.reversals(for: "as-2").count == 1)
