@@ -70,8 +70,9 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     private var inputClosedHeld = false
     /// At shutdown, how long a body still coming may take before its connection is closed.
     static let unfinishedBodyGrace = TimeAmount.seconds(5)
-    /// How long a makePayment's body may take to arrive once its head has: past it the connection
-    /// is closed (nothing was started). Vipps sends a few hundred bytes at once; a client that
+    /// How long a makePayment's body may take to arrive in full once its request is being
+    /// served (its head read, or taken from the backlog): past it the connection is closed
+    /// (nothing was started), however steadily the body trickles in. Vipps sends a few hundred bytes at once; a client that
     /// announces a body and stalls would otherwise hold the connection and its buffer for ever.
     static let bodyTimeout = TimeAmount.seconds(10)
     /// Counts the requests read, so that a body timer knows whether its request is still the one
@@ -114,19 +115,25 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     /// A read burst is over: a body still incomplete gets its timer (armed here, not per request:
     /// a body that comes in the head's burst, as Vipps's does, costs no timer).
     func channelReadComplete(context: ChannelHandlerContext) {
-        if case .collecting = state, !bodyTimerArmed {
-            bodyTimerArmed = true
-            let request = requestsRead
-            let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
-            context.eventLoop.scheduleTask(in: Self.bodyTimeout) {
-                let (handler, context) = bound.value
-                guard case .collecting = handler.state, handler.requestsRead == request else { return }
-                handler.backlog.removeAll()
-                handler.closing = true
-                context.close(promise: nil)
-            }
-        }
+        armBodyTimerIfCollecting(context: context)
         context.fireChannelReadComplete()
+    }
+
+    /// Arms the body timer of the request being collected, once per request. Called at each
+    /// read-complete and after the backlog drains: a request started from the backlog (its head
+    /// read while an earlier answer was owed) sees no read-complete of its own if its client stalls.
+    private func armBodyTimerIfCollecting(context: ChannelHandlerContext) {
+        guard case .collecting = state, !bodyTimerArmed else { return }
+        bodyTimerArmed = true
+        let request = requestsRead
+        let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(in: Self.bodyTimeout) {
+            let (handler, context) = bound.value
+            guard case .collecting = handler.state, handler.requestsRead == request else { return }
+            handler.backlog.removeAll()
+            handler.closing = true
+            context.close(promise: nil)
+        }
     }
 
     func read(context: ChannelHandlerContext) {
@@ -275,6 +282,7 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         // Hummingbird's async channel passes reads on at a read-complete, which a backlog
         // drained outside a read would never see.
         if handed { context.fireChannelReadComplete() }
+        armBodyTimerIfCollecting(context: context)
         if readHeld && backlog.count < backlogLimit {
             readHeld = false
             context.read()

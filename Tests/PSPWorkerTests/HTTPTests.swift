@@ -125,6 +125,19 @@ extension TestResponse {
         }
     }
 
+    /// Our own registration API answers HTTP's 413 for a body over the limit, with the 51 of its
+    /// other refusals, and registers nothing.
+    @Test func anOversizedRegistrationIs413() async throws {
+        try await LiveWorker.run { client in
+            let big = #"{"pspTransactionId":"big-1","paymentText":""# + String(repeating: "A", count: 70_000) + "\"}"
+            let response = try await client.post("/payments", big, authorization: "Bearer " + LiveWorker.adminToken)
+            #expect(response.status == .contentTooLarge)
+            #expect(response.text.contains(#""errorCode":"51""#), "\(response.text)")
+            #expect(try await client.post("/makePayment", #"{"pspTransactionId":"big-1","merchantSerialNumber":"123456","cardData":"x","confirmed":"YES"}"#,
+                                          authorization: "x").status == .notFound)
+        }
+    }
+
     @Test func tokensAndIdsAreChecked() async throws {
         try await LiveWorker.run { client in
             _ = try await client.register("p1")

@@ -93,6 +93,35 @@ final class HandlerRig {
         #expect(rig.served == 0)
     }
 
+    /// A makePayment started from the backlog (read while an earlier answer was owed) gets its
+    /// timer too, though no read-complete follows if its client stalls (the timer used to be armed
+    /// only at a read-complete: the connection and its buffer were held for ever).
+    @Test func aStalledBodyStartedFromTheBacklogClosesTheConnection() throws {
+        let rig = try HandlerRig()
+        try rig.read(HandlerRig.post("/payments"), .end(nil), HandlerRig.post("/makePayment"), HandlerRig.body("{\"psp"))
+        rig.router.answer()
+        rig.loop.advanceTime(by: MakePaymentChannelHandler.bodyTimeout - .seconds(1))
+        #expect(rig.channel.isActive, "closed before the timeout")
+        rig.loop.advanceTime(by: .seconds(2))
+        #expect(!rig.channel.isActive, "still open after the timeout")
+        #expect(rig.served == 0)
+    }
+
+    /// The timeout bounds the whole body, not each gap in it: one that trickles in a few bytes
+    /// every 2 s is closed at 10 s all the same (a slow client cannot hold a connection's buffer).
+    @Test func aTricklingBodyIsClosedAtTheTimeout() throws {
+        let rig = try HandlerRig()
+        try rig.read(HandlerRig.post("/makePayment"), HandlerRig.body("{"))
+        for _ in 0..<4 {
+            rig.loop.advanceTime(by: .seconds(2))
+            try rig.read(HandlerRig.body(" "))
+        }
+        #expect(rig.channel.isActive, "closed before the timeout")
+        rig.loop.advanceTime(by: .seconds(3))
+        #expect(!rig.channel.isActive, "a body still incomplete 11 s in keeps its connection")
+        #expect(rig.served == 0)
+    }
+
     /// A body that completes in time is answered, and its timer then does nothing.
     @Test func aBodyInTimeIsServedAndTheTimerDoesNothing() throws {
         let rig = try HandlerRig()
