@@ -33,7 +33,8 @@ public protocol AcquirerConformanceSubject: Sendable {
     func authorizations(of attempt: AttemptIdentity) async -> Int
     /// How many reversals of this attempt the acquirer received (repeats of one reversal count once).
     func reversals(of attempt: AttemptIdentity) async -> Int
-    /// Makes the acquirer inject `faults`; false when it cannot (the checks that need it are skipped).
+    /// Makes the acquirer inject `faults`; false when it cannot. A subject that cannot runs
+    /// `AcquirerConformance.checksWithoutFaults`; the checks that need faults fail on it.
     func setFaults(_ faults: ConformanceFaults) async -> Bool
 }
 
@@ -64,20 +65,33 @@ public struct AcquirerConformance: Sendable {
 
     public struct Check: Sendable, CustomStringConvertible {
         public let name: String
+        /// The check makes the acquirer inject faults (`AcquirerConformanceSubject.setFaults`).
+        public let needsFaults: Bool
         let body: @Sendable (AcquirerConformance) async throws -> Void
+        init(name: String, needsFaults: Bool = false, body: @escaping @Sendable (AcquirerConformance) async throws -> Void) {
+            self.name = name
+            self.needsFaults = needsFaults
+            self.body = body
+        }
         public func run(_ kit: AcquirerConformance) async throws { try await body(kit) }
         public var description: String { name }
     }
 
+    /// Every check, for a subject whose acquirer can inject faults.
     public static let checks: [Check] = [
         Check(name: "approval", body: { try await $0.approval() }),
         Check(name: "every mapped response code comes back raw", body: { try await $0.everyCode() }),
         Check(name: "timeout ends in exactly one acknowledged reversal", body: { try await $0.timeoutThenOneReversal() }),
-        Check(name: "late reply is never matched to another request", body: { try await $0.lateReply() }),
-        Check(name: "duplicate replies do not confuse later requests", body: { try await $0.duplicateReplies() }),
-        Check(name: "dropped connection mid-flight is an unknown outcome, then recovers", body: { try await $0.droppedConnection() }),
+        Check(name: "late reply is never matched to another request", needsFaults: true, body: { try await $0.lateReply() }),
+        Check(name: "duplicate replies do not confuse later requests", needsFaults: true, body: { try await $0.duplicateReplies() }),
+        Check(name: "dropped connection mid-flight is an unknown outcome, then recovers", needsFaults: true,
+              body: { try await $0.droppedConnection() }),
         Check(name: "hundreds in flight are each answered their own", body: { try await $0.concurrency() }),
     ]
+
+    /// The checks for a subject that cannot inject faults (request/response HTTP, an in-process
+    /// acquirer): listed, a fault check would fail rather than pass having checked nothing.
+    public static let checksWithoutFaults: [Check] = checks.filter { !$0.needsFaults }
 
     // MARK: helpers
 
@@ -170,8 +184,13 @@ public struct AcquirerConformance: Sendable {
         try Self.expect(await subject.authorizations(of: identity(r)) == 1, "the timed-out authorization was sent once, never again")
     }
 
+    /// Makes the acquirer inject `faults`, or fails: a fault check that could not inject its fault has checked nothing.
+    func injectFaults(_ faults: ConformanceFaults) async throws {
+        try Self.expect(await subject.setFaults(faults), "this subject cannot inject faults: run AcquirerConformance.checksWithoutFaults")
+    }
+
     func lateReply() async throws {
-        guard await subject.setFaults(ConformanceFaults(lateReplies: true)) else { return }
+        try await injectFaults(ConformanceFaults(lateReplies: true))
         let r = try request(code: "00")
         let result = await authorize(r, within: shortDeadline)
         try Self.expect(result.code == nil, "with late replies the authorization must time out: \(result)")
@@ -184,7 +203,7 @@ public struct AcquirerConformance: Sendable {
     }
 
     func duplicateReplies() async throws {
-        guard await subject.setFaults(ConformanceFaults(duplicateReplies: true)) else { return }
+        try await injectFaults(ConformanceFaults(duplicateReplies: true))
         defer { Task { _ = await subject.setFaults(ConformanceFaults()) } }
         for code in ["00", "51", "05", "00"] {
             let result = await authorize(try request(code: code))
@@ -194,7 +213,7 @@ public struct AcquirerConformance: Sendable {
     }
 
     func droppedConnection() async throws {
-        guard await subject.setFaults(ConformanceFaults(resetAfter: 1)) else { return }
+        try await injectFaults(ConformanceFaults(resetAfter: 1))
         let r = try request(code: "00")
         let result = await authorize(r)
         _ = await subject.setFaults(ConformanceFaults())

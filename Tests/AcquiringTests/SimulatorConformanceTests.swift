@@ -13,7 +13,7 @@ struct SimulatorSubject: AcquirerConformanceSubject {
 }
 
 @Suite struct SimulatorAcquirerTests {
-    @Test(arguments: AcquirerConformance.checks)
+    @Test(arguments: AcquirerConformance.checksWithoutFaults)
     func conformance(_ check: AcquirerConformance.Check) async throws {
         try await check.run(AcquirerConformance(subject: SimulatorSubject()))
     }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import CardCrypto
 import CustomAcquirer
 import Hummingbird
@@ -17,6 +18,8 @@ struct CustomPSPWorker: AsyncParsableCommand {
     func run() async throws {
         // As `psp-worker serve` does: a core dump would hold the private key and the card data.
         guard ProcessHardening.disableCoreDumps() else { throw ValidationError("could not turn core dumps off") }
+        // As `serve` does too: the store holds the hashes of makePaymentTokens, for the worker alone.
+        umask(0o077)
         var configuration = PSPWorkerConfiguration(keys: KeyRingSource(privateKeyPath: privateKey))
         configuration.port = port
         configuration.store = .sqlite(path: store)
