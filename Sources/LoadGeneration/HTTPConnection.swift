@@ -92,18 +92,23 @@ public final class HTTPConnection: Sendable {
 
     private init(channel: any Channel) { self.channel = channel }
 
-    public static func connect(to address: ServerAddress, on group: any EventLoopGroup) async throws -> HTTPConnection {
-        try await connect(to: address, on: group.next()).get()
+    /// `unexpectedAnswer` is called when an answer arrives with no request waiting for it (the
+    /// connection is then closed): a server that answers twice, say, which no request's own check
+    /// would see.
+    public static func connect(to address: ServerAddress, on group: any EventLoopGroup,
+                               unexpectedAnswer: (@Sendable () -> Void)? = nil) async throws -> HTTPConnection {
+        try await connect(to: address, on: group.next(), unexpectedAnswer: unexpectedAnswer).get()
     }
 
     /// Connects on `loop`, whose thread then runs everything the connection does.
-    public static func connect(to address: ServerAddress, on loop: any EventLoop) -> EventLoopFuture<HTTPConnection> {
+    public static func connect(to address: ServerAddress, on loop: any EventLoop,
+                               unexpectedAnswer: (@Sendable () -> Void)? = nil) -> EventLoopFuture<HTTPConnection> {
         ClientBootstrap(group: loop)
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(.seconds(10))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ExchangeHandler())
+                    try channel.pipeline.syncOperations.addHandler(ExchangeHandler(unexpectedAnswer: unexpectedAnswer))
                 }
             }
             .connect(host: address.host, port: address.port)
@@ -168,6 +173,9 @@ final class ExchangeHandler: ChannelDuplexHandler {
     /// scheduling and cancelling a timer for every request cost the generator ~10 % of its CPU.
     private var watchdog: RepeatedTask?
     static let watchdogInterval = TimeAmount.milliseconds(100)
+    private let unexpectedAnswer: (@Sendable () -> Void)?
+
+    init(unexpectedAnswer: (@Sendable () -> Void)? = nil) { self.unexpectedAnswer = unexpectedAnswer }
 
     func handlerAdded(context: ChannelHandlerContext) {
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
@@ -201,8 +209,19 @@ final class ExchangeHandler: ChannelDuplexHandler {
         var bytes = unwrapInboundIn(data)
         do {
             while let answer = try parser.parse(&bytes) {
-                guard let promise = pending else { throw HTTPClientError.unexpectedAnswer }
+                guard let promise = pending else {
+                    unexpectedAnswer?()
+                    throw HTTPClientError.unexpectedAnswer
+                }
                 pending = nil
+                // Bytes after the answer came before the next request could be sent: no request
+                // asked for them. Checked before the answer is handed over, since handing it over
+                // may send the next request at once, which would take them for its answer.
+                guard !parser.hasBufferedBytes else {
+                    promise.fail(HTTPClientError.unexpectedAnswer)
+                    context.close(promise: nil)
+                    return
+                }
                 promise.succeed(answer)
             }
         } catch {
@@ -236,6 +255,9 @@ public struct HTTPAnswerParser: Sendable {
     private var head: (status: Int, keepAlive: Bool, length: Int, isJSON: Bool)?
 
     public init() {}
+
+    /// Bytes are held that are not yet part of an answer returned.
+    public var hasBufferedBytes: Bool { head != nil || buffered.readableBytes > 0 }
 
     /// Takes all of `bytes`; returns the next complete answer, if there is one (call again for more).
     public mutating func parse(_ bytes: inout ByteBuffer) throws -> HTTPAnswer? {

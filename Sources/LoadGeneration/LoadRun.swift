@@ -162,7 +162,9 @@ public final class LoadRun: Sendable {
         case .open(_, let n): connections = n
         }
         var opened: [HTTPConnection] = []
-        for _ in 0..<connections { opened.append(try await HTTPConnection.connect(to: c.address, on: group)) }
+        for _ in 0..<connections {
+            opened.append(try await HTTPConnection.connect(to: c.address, on: group, unexpectedAnswer: recorder.unexpectedAnswerReport))
+        }
         let pool = opened
         // Cases are taken in order; the ones sent are always a prefix of the plan.
         let cursor = Counter()
@@ -226,7 +228,8 @@ public final class LoadRun: Sendable {
         do {
             if connection?.isUsable != true {
                 await connection?.close()
-                connection = try await HTTPConnection.connect(to: configuration.address, on: group)
+                connection = try await HTTPConnection.connect(to: configuration.address, on: group,
+                                                              unexpectedAnswer: recorder.unexpectedAnswerReport)
             }
             let sentAt = ContinuousClock.now
             let answer = try await connection!.send(request, timeout: timeout)

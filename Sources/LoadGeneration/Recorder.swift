@@ -8,12 +8,15 @@ public final class Recorder: Sendable {
     public static let listedMismatches = 10
 
     struct State {
-        /// Latency in microseconds, 1 µs to 10 minutes at 3 significant digits.
-        var latency = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 600_000_000,
+        /// Latency in microseconds, 1 µs to `highestMicros` at 3 significant digits.
+        var latency = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: Recorder.highestMicros,
                                         numberOfSignificantValueDigits: .three)
         /// Open loop: how late the generator itself sent, after the intended time.
-        var sendLag = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 600_000_000,
+        var sendLag = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: Recorder.highestMicros,
                                         numberOfSignificantValueDigits: .three)
+        /// Latencies (or send lags) longer than `highestMicros`, recorded as that: an open loop's
+        /// backlog can grow without bound, and its figures must say when they were cut.
+        var beyondRange = 0
         var answered = 0
         var outcomes: [String: Int] = [:]
         var kinds: [String: Int] = [:]
@@ -22,26 +25,38 @@ public final class Recorder: Sendable {
         var transportErrors = 0
         var lastAnswer: ContinuousClock.Instant?
         /// With an interval: when the timed run began, and a histogram per interval since, by the
-        /// time each answer came (1 µs to 10 minutes at 2 significant digits: ~20 KB each).
+        /// time each answer came (1 µs to `highestMicros` at 2 significant digits: ~30 KB each).
         var runStart: ContinuousClock.Instant?
         /// How long the timed run is meant to last (nil: until its payments are answered).
         var runLength: Duration?
         /// The last interval: answers after the run's end (those in flight when it ended, or a
         /// time-out that came later) are counted in it rather than in intervals of their own.
-        var lastInterval = Recorder.maxIntervals - 1
+        var lastInterval: Int
         var intervals: [Histogram<UInt64>] = []
         /// Answers in each interval (its histogram also holds the requests that failed there).
         var intervalAnswers: [Int] = []
     }
 
-    /// At most this many intervals (each histogram is ~25 KB): later answers go into the last one.
+    /// At most this many intervals (each histogram is ~30 KB): later answers go into the last one.
     public static let maxIntervals = 10_000
+    /// The longest latency the histograms hold, in microseconds (an hour). An open loop measures
+    /// from the intended send time, so a server that falls behind can take its latency past any
+    /// request timeout; longer ones are recorded as this and counted (`Report.latenciesBeyondRange`).
+    public static let highestMicros: UInt64 = 3_600_000_000
 
-    private let state = Mutex(State())
+    private let state: Mutex<State>
+    /// How many intervals at most (`maxIntervals`, fewer in tests).
+    let intervalLimit: Int
     /// The length of the intervals the report breaks the latency into (nil: none).
     public let interval: Duration?
 
-    public init(interval: Duration? = nil) {
+    public convenience init(interval: Duration? = nil) {
+        self.init(interval: interval, intervalLimit: Self.maxIntervals)
+    }
+
+    init(interval: Duration?, intervalLimit: Int) {
+        self.intervalLimit = max(1, intervalLimit)
+        state = Mutex(State(lastInterval: self.intervalLimit - 1))
         self.interval = interval.flatMap { $0 > .zero ? $0 : nil }
     }
 
@@ -52,7 +67,7 @@ public final class Recorder: Sendable {
             s.runStart = start
             s.runLength = duration
             if let interval, let duration, duration > .zero {
-                s.lastInterval = min(Int((duration / interval).rounded(.up)), Self.maxIntervals) - 1
+                s.lastInterval = min(Int((duration / interval).rounded(.up)), intervalLimit) - 1
             }
         }
     }
@@ -63,7 +78,7 @@ public final class Recorder: Sendable {
         guard let interval, let start = s.runStart, instant >= start else { return }
         let index = min(Int((instant - start) / interval), s.lastInterval)
         while s.intervals.count <= index {
-            s.intervals.append(Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 600_000_000,
+            s.intervals.append(Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: Self.highestMicros,
                                                  numberOfSignificantValueDigits: .two))
             s.intervalAnswers.append(0)
         }
@@ -83,13 +98,18 @@ public final class Recorder: Sendable {
             s.answered += 1
             // Answers from several connections may be recorded out of order.
             s.lastAnswer = max(s.lastAnswer ?? instant, instant)
-            let micros = Self.micros(latency)
+            let micros = Self.micros(latency, &s)
             _ = s.latency.record(micros)
             recordInInterval(&s, micros, at: instant, answered: true)
-            if let sendLag { _ = s.sendLag.record(Self.micros(sendLag)) }
+            if let sendLag { _ = s.sendLag.record(Self.micros(sendLag, &s)) }
             s.outcomes[answer.outcome, default: 0] += 1
             if let problem = answer.problem { Self.mismatch(&s, label() + ": " + problem) }
         }
+    }
+
+    /// What a connection calls when an answer arrives that no request was waiting for: a mismatch.
+    public var unexpectedAnswerReport: @Sendable () -> Void {
+        { [self] in mismatch("an answer arrived on a connection with no request waiting for it (answered twice?)") }
     }
 
     /// A check outside a single answer failed (a duplicate authorized twice, say).
@@ -105,7 +125,7 @@ public final class Recorder: Sendable {
                                at instant: ContinuousClock.Instant = .now) {
         state.withLock { s in
             if let latency {
-                let micros = Self.micros(latency)
+                let micros = Self.micros(latency, &s)
                 _ = s.latency.record(micros)
                 recordInInterval(&s, micros, at: instant, answered: false)
             }
@@ -122,14 +142,16 @@ public final class Recorder: Sendable {
 
     /// Each interval's figures. Answers per second are over the interval's length, except for
     /// the last one, which may be cut short: over what is left of the run's duration, or without
-    /// one, up to the last answer.
-    private static func intervals(_ s: State, length: Duration, start: ContinuousClock.Instant) -> [Report.Interval] {
+    /// one, up to the last answer. Without a duration, the last of `maxIntervals` takes every
+    /// later answer, so its rate is over all the time it covers, up to the last answer.
+    private static func intervals(_ s: State, length: Duration, start: ContinuousClock.Instant, limit: Int) -> [Report.Interval] {
         s.intervals.enumerated().map { i, h in
             let from = length * i
             var span = length
             if i == s.intervals.count - 1 {
                 let end = s.runLength ?? ((s.lastAnswer ?? start) - start)
-                span = max(min(length, end - from), .milliseconds(1))
+                let catchesAll = s.runLength == nil && i == limit - 1
+                span = max(catchesAll ? end - from : min(length, end - from), .milliseconds(1))
             }
             let answers = s.intervalAnswers[i]
             return Report.Interval(startSeconds: from.seconds, answered: answers,
@@ -137,7 +159,13 @@ public final class Recorder: Sendable {
         }
     }
 
-    static func micros(_ d: Duration) -> UInt64 { UInt64(max(1, min(d.nanoseconds / 1000, 600_000_000))) }
+    static func micros(_ d: Duration) -> UInt64 { UInt64(max(1, min(d.nanoseconds / 1000, Double(highestMicros)))) }
+
+    /// `micros(d)`, counting a duration the histograms cannot hold.
+    private static func micros(_ d: Duration, _ s: inout State) -> UInt64 {
+        if d.nanoseconds / 1000 > Double(highestMicros) { s.beyondRange += 1 }
+        return micros(d)
+    }
 
     /// For the progress line.
     public struct Progress: Sendable {
@@ -163,7 +191,8 @@ public final class Recorder: Sendable {
                           sendLagMs: setup.mode == .open && s.sendLag.totalCount > 0 ? Report.Latency(s.sendLag) : nil,
                           outcomes: s.outcomes, kinds: s.kinds, mismatches: s.mismatches,
                           firstMismatches: s.firstMismatches, transportErrors: s.transportErrors, unsent: unsent,
-                          intervals: interval.map { Self.intervals(s, length: $0, start: start) })
+                          latenciesBeyondRange: s.beyondRange,
+                          intervals: interval.map { Self.intervals(s, length: $0, start: start, limit: intervalLimit) })
         }
     }
 }

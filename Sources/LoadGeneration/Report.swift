@@ -87,6 +87,9 @@ public struct Report: Codable, Sendable, Equatable {
     public var transportErrors: Int
     /// Prepared payments not sent before `--duration` ran out.
     public var unsent: Int
+    /// Latencies and send lags longer than the histograms hold (`Recorder.highestMicros`),
+    /// recorded as that longest value: the tail figures are then lower bounds.
+    public var latenciesBeyondRange: Int = 0
     /// CPU the generator itself used during the timed run, per answer (user and system, all its
     /// threads). On the worker's own cores, this is CPU the worker did not get.
     public var generatorCPUMicrosecondsPerAnswer: Double? = nil
@@ -115,6 +118,9 @@ public struct Report: Codable, Sendable, Equatable {
         lines.append("  throughput   \(f(throughput, 1)) makePayment/s")
         let l = latencyMs
         lines.append("  latency ms   p50 \(f(l.p50, 3))  p90 \(f(l.p90, 3))  p99 \(f(l.p99, 3))  p99.9 \(f(l.p999, 3))  max \(f(l.max, 3))  mean \(f(l.mean, 3))")
+        if latenciesBeyondRange > 0 {
+            lines.append("               \(latenciesBeyondRange) longer than the histograms hold (\(Recorder.highestMicros / 3_600_000_000) h), counted as that: the tail figures are lower bounds")
+        }
         if let cpu = generatorCPUMicrosecondsPerAnswer {
             lines.append("  generator    \(f(cpu, 0)) µs of CPU per answer")
         }

@@ -158,7 +158,7 @@ final class SlotDriver: @unchecked Sendable {
         } else {
             current?.closeFuture().whenComplete { _ in }
             if side { sideConnection = nil } else { connection = nil }
-            connected = HTTPConnection.connect(to: run.address, on: loop)
+            connected = HTTPConnection.connect(to: run.address, on: loop, unexpectedAnswer: recorder.unexpectedAnswerReport)
         }
         connected.flatMap { connection -> EventLoopFuture<(answer: HTTPAnswer, sentAt: ContinuousClock.Instant)> in
             if side { self.sideConnection = connection } else { self.connection = connection }

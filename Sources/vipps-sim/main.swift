@@ -37,7 +37,7 @@ struct VippsSim: AsyncParsableCommand {
     @Option(help: "Payments to prepare and send (default 10000 when --duration is not given).") var count: Int?
     @Option(help: """
         Share of each case: approved, a two-digit response code, timeout, bad-cryptogram, wrong-token, \
-        duplicate, no, timeout-status, cancel, luhn, expired.
+        duplicate, duplicate-in-flight, no, timeout-status, cancel, luhn, expired.
         """)
     var mix = "approved=90,51=5,05=3,bad-cryptogram=1,wrong-token=1"
     @Option(help: "Seed of the order the cases are sent in.") var seed: UInt64 = 1
@@ -68,7 +68,7 @@ struct VippsSim: AsyncParsableCommand {
         if let rate, !(rate > 0 && rate <= 1_000_000) { throw ValidationError("--rate must be positive and at most 1,000,000") }
         // In whole milliseconds, as the run counts them: under one would be a run of nothing.
         if let duration, !(duration >= 0.001 && duration <= 1_000_000) { throw ValidationError("--duration must be between 0.001 and 1,000,000 s") }
-        // The latency histograms stop at 600 s.
+        // Ten minutes: past that an answer is lost, not slow.
         if !(requestTimeout >= 0.001 && requestTimeout <= 600) { throw ValidationError("--request-timeout must be between 0.001 and 600 s") }
         if let count, count < 1 { throw ValidationError("--count must be at least 1") }
         if let interval {

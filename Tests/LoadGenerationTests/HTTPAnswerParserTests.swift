@@ -1,6 +1,7 @@
 import LoadGeneration
 import NIOCore
 import NIOPosix
+import Synchronization
 import Testing
 
 @Suite struct HTTPAnswerParserTests {
@@ -101,6 +102,59 @@ import Testing
         let connection = try await HTTPConnection.connect(to: ServerAddress(host: "127.0.0.1", port: port), on: group)
         let request = PreparedRequest(method: .GET, uri: "/", host: "127.0.0.1", authorization: nil, body: [])
         await #expect(throws: HTTPClientError.self) { _ = try await connection.send(request, timeout: .milliseconds(200)) }
+        try await waitUntilClosed(connection)
+        #expect(connection.isUsable == false)
+        try await server.close()
+        try await group.shutdownGracefully()
+    }
+
+    /// A server that answers every request twice: the second answer either follows the first
+    /// in the same bytes (then the request fails: no request asked for the rest) or comes on its own
+    /// later (then the connection reports it). Either way it is seen, never taken for the next
+    /// request's answer.
+    final class AnswersTwice: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+        let apart: Bool
+        init(apart: Bool) { self.apart = apart }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let answer = ByteBuffer(string: HTTPAnswerParserTests.answer)
+            if apart {
+                context.writeAndFlush(wrapOutboundOut(answer), promise: nil)
+                let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                context.eventLoop.scheduleTask(in: .milliseconds(100)) {
+                    let (handler, context) = bound.value
+                    context.writeAndFlush(handler.wrapOutboundOut(answer), promise: nil)
+                }
+            } else {
+                var both = answer
+                both.writeString(HTTPAnswerParserTests.answer)
+                context.writeAndFlush(wrapOutboundOut(both), promise: nil)
+            }
+        }
+    }
+
+    @Test(arguments: [false, true])
+    func anAnswerNoRequestWaitedForIsReported(apart: Bool) async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let server = try await ServerBootstrap(group: group)
+            .childChannelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(AnswersTwice(apart: apart)) } }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let port = try #require(server.localAddress?.port)
+        final class Count: Sendable { let value = Mutex(0) }
+        let count = Count()
+        let connection = try await HTTPConnection.connect(to: ServerAddress(host: "127.0.0.1", port: port), on: group,
+                                                          unexpectedAnswer: { count.value.withLock { $0 += 1 } })
+        let request = PreparedRequest(method: .GET, uri: "/", host: "127.0.0.1", authorization: nil, body: [])
+        if apart {
+            #expect(try await connection.send(request, timeout: .seconds(5)).status == 200)
+            for _ in 0..<200 where count.value.withLock({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(count.value.withLock { $0 } == 1, "the second answer, with no request waiting, is reported")
+        } else {
+            await #expect(throws: HTTPClientError.self, "an answer with another behind it is no answer") {
+                _ = try await connection.send(request, timeout: .seconds(5))
+            }
+        }
         try await waitUntilClosed(connection)
         #expect(connection.isUsable == false)
         try await server.close()

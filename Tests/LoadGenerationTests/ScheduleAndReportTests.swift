@@ -1,5 +1,5 @@
 import Foundation
-import LoadGeneration
+@testable import LoadGeneration
 import MakePayment
 import Testing
 
@@ -152,6 +152,24 @@ import Testing
         #expect(report.latencyMs.p50 < 10)
     }
 
+    /// An open loop measures from the intended send time, so a server fallen behind takes its
+    /// latency past any request timeout: the histograms hold an hour (they stopped at 600 s, and a
+    /// 20-minute backlog read as 600 s with no word of it), and longer ones are counted and shown.
+    @Test func latenciesPastTheHistogramsAreCountedAndShown() {
+        let recorder = Recorder()
+        let start = ContinuousClock.now
+        let ok = CheckedAnswer(outcome: "200 OK", problem: nil)
+        recorder.answered(ok, latency: .seconds(1_200), label: "slow", at: start + .seconds(1))
+        let setup = Report.Setup(mode: .open, concurrency: 1, targetRate: 10, payments: 2, mix: "approved=1", url: "http://h:1")
+        var report = recorder.report(setup: setup, start: start, unsent: 0)
+        #expect(report.latencyMs.max >= 1_199_000, "a 20-minute latency reads \(report.latencyMs.max) ms")
+        #expect(report.latenciesBeyondRange == 0 && !report.text.contains("longer than the histograms hold"))
+        recorder.answered(ok, latency: .seconds(7_200), label: "slower", at: start + .seconds(2))
+        report = recorder.report(setup: setup, start: start, unsent: 0)
+        #expect(report.latenciesBeyondRange == 1)
+        #expect(report.text.contains("1 longer than the histograms hold"), "\(report.text)")
+    }
+
     @Test func jsonHasTheReportsFieldsAndRoundTrips() throws {
         let report = Self.sampleReport()
         let data = try report.json()
@@ -168,6 +186,22 @@ import Testing
 @Suite struct IntervalReportTests {
     static let ok = CheckedAnswer(outcome: "200 OK", problem: nil)
     static let setup = Report.Setup(mode: .open, concurrency: 1, targetRate: 10, payments: 1, mix: "approved=1", url: "http://h:1")
+
+    /// Without a duration, answers past the last interval the recorder keeps all go into it, and
+    /// its rate is over all the time it covers (it was over one interval's length: 6 answers in
+    /// 6 s read as 6/s).
+    @Test func withoutADurationTheLastIntervalTakesTheRestAtItsOwnRate() {
+        let recorder = Recorder(interval: .seconds(1), intervalLimit: 10)
+        let start = ContinuousClock.now
+        recorder.begin(at: start)
+        for t in 0..<15 { recorder.answered(Self.ok, latency: .milliseconds(1), label: "p\(t)", at: start + .seconds(t) + .milliseconds(500)) }
+        let intervals = recorder.report(setup: Self.setup, start: start, unsent: 0).intervals ?? []
+        #expect(intervals.count == 10)
+        #expect(intervals.first?.perSecond == 1)
+        // The last, from 9 s: the answers at 9.5 … 14.5 s, over the 5.5 s up to the last of them.
+        #expect(intervals.last?.answered == 6)
+        #expect(abs((intervals.last?.perSecond ?? 0) - 6 / 5.5) < 1e-9, "\(String(describing: intervals.last))")
+    }
 
     /// Answers land in the interval of the time they came, so a stall shows where it happened;
     /// those after the run's end count in the last one.
