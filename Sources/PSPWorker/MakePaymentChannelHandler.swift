@@ -169,7 +169,7 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
                 }
                 requestsRead += 1
                 bodyTimerArmed = false
-                state = .collecting(body: context.channel.allocator.buffer(capacity: 0), authorization: head.headerFields[.authorization],
+                state = .collecting(body: context.channel.allocator.buffer(capacity: 0), authorization: Self.authorization(of: head),
                                     closeAfter: Self.asksToClose(head), tooLarge: false)
             } else {
                 state = .handedOn(reading: true, answered: false)
@@ -260,6 +260,17 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         let written = context.eventLoop.makePromise(of: Void.self)
         written.futureResult.whenComplete { _ in channel.close(promise: nil) }
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
+    }
+
+    /// The request's one Authorization field. Two or more are no credential (HTTP joins repeated
+    /// fields with ", ", and two lines must not spell a token that contains one): nil, so 401.
+    static func authorization(of head: HTTPRequest) -> String? {
+        var found: String?
+        for field in head.headerFields where field.name == .authorization {
+            guard found == nil else { return nil }
+            found = field.value
+        }
+        return found
     }
 
     /// A request handed on whose parts are still coming.

@@ -140,11 +140,13 @@ public final class MakePaymentPipeline: Sendable {
 
     /// Compares SHA-256 of the presented token with the stored hash, in constant time. The header
     /// is the makePaymentToken as registered (which may itself begin "Bearer "); failing that, a
-    /// "Bearer " the caller put in front of the token is allowed.
+    /// "Bearer " the caller put in front of the token is allowed, in any case (RFC 9110 §11.1).
     public static func tokenMatches(_ authorization: String?, _ storedHash: [UInt8]) -> Bool {
         guard let token = authorization, !token.isEmpty else { return false }
         if Secrets.constantTimeEqual(Secrets.sha256(token), storedHash) { return true }
-        guard token.hasPrefix("Bearer "), token.utf8.count > 7 else { return false }
+        // (`| 0x20` lowers an ASCII letter, and makes a letter only of that letter's two cases.)
+        guard token.utf8.count > 7, token.utf8.prefix(6).lazy.map({ $0 | 0x20 }).elementsEqual("bearer".utf8),
+              token.utf8.dropFirst(6).first == UInt8(ascii: " ") else { return false }
         return Secrets.constantTimeEqual(Secrets.sha256(String(token.dropFirst(7))), storedHash)
     }
 

@@ -80,6 +80,22 @@ final class HandlerRig {
     }
 }
 
+@Suite struct MakePaymentAuthorizationFieldTests {
+    /// One Authorization field is the credential; two are none (joined, "a, b" could spell a
+    /// registered token that contains ", ").
+    @Test func twoAuthorizationFieldsAreNoCredential() {
+        func head(_ values: [String]) -> HTTPRequest {
+            var fields = HTTPFields()
+            for value in values { fields.append(HTTPField(name: .authorization, value: value)) }
+            return HTTPRequest(method: .post, scheme: nil, authority: "x", path: "/makePayment", headerFields: fields)
+        }
+        #expect(MakePaymentChannelHandler.authorization(of: head(["tok, en"])) == "tok, en")
+        #expect(MakePaymentChannelHandler.authorization(of: head(["tok", "en"])) == nil)
+        #expect(MakePaymentChannelHandler.authorization(of: head([])) == nil)
+        #expect(head(["tok", "en"]).headerFields[.authorization] == "tok, en", "what the joined read would have taken")
+    }
+}
+
 @Suite struct MakePaymentBodyTimeoutTests {
     /// A makePayment whose head came and whose body stalls is not waited for for ever: the
     /// connection is closed after `bodyTimeout`, and nothing was started.

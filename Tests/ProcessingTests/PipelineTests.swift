@@ -107,6 +107,11 @@ import Testing
         #expect(await h.makePayment(request, token: "Bearer abc").response == .ok("pb1"))
         try await h.register("pb2")
         #expect(await h.makePayment(h.request("pb2", cardData: h.cardData(code: "00")), token: "Bearer token-pb2").response == .ok("pb2"))
+        // The scheme's name in any case, as the admin endpoints take it.
+        try await h.register("pb3")
+        #expect(await h.makePayment(h.request("pb3", cardData: h.cardData(code: "00")), token: "bEARER token-pb3").response == .ok("pb3"))
+        try await h.register("pb4")
+        #expect(await h.makePayment(h.request("pb4", cardData: h.cardData(code: "00")), token: "Bearer\ttoken-pb4").httpStatus == 401)
     }
 
     @Test func unknownPaymentIsNotFound() async throws {
