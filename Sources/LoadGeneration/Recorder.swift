@@ -14,8 +14,8 @@ public final class Recorder: Sendable {
         /// Open loop: how late the generator itself sent, after the intended time.
         var sendLag = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: Recorder.highestMicros,
                                         numberOfSignificantValueDigits: .three)
-        /// Latencies (or send lags) longer than `highestMicros`, recorded as that: an open loop's
-        /// backlog can grow without bound, and its figures must say when they were cut.
+        /// Requests whose latency (or send lag) was longer than `highestMicros`, recorded as that:
+        /// an open loop's backlog can grow without bound, and its figures must say when they were cut.
         var beyondRange = 0
         var answered = 0
         var outcomes: [String: Int] = [:]
@@ -98,10 +98,12 @@ public final class Recorder: Sendable {
             s.answered += 1
             // Answers from several connections may be recorded out of order.
             s.lastAnswer = max(s.lastAnswer ?? instant, instant)
-            let micros = Self.micros(latency, &s)
+            // Counted once per answer: its send lag is part of its latency.
+            if Self.beyondRange(latency) || sendLag.map(Self.beyondRange) == true { s.beyondRange += 1 }
+            let micros = Self.micros(latency)
             _ = s.latency.record(micros)
             recordInInterval(&s, micros, at: instant, answered: true)
-            if let sendLag { _ = s.sendLag.record(Self.micros(sendLag, &s)) }
+            if let sendLag { _ = s.sendLag.record(Self.micros(sendLag)) }
             s.outcomes[answer.outcome, default: 0] += 1
             if let problem = answer.problem { Self.mismatch(&s, label() + ": " + problem) }
         }
@@ -125,7 +127,8 @@ public final class Recorder: Sendable {
                                at instant: ContinuousClock.Instant = .now) {
         state.withLock { s in
             if let latency {
-                let micros = Self.micros(latency, &s)
+                if Self.beyondRange(latency) { s.beyondRange += 1 }
+                let micros = Self.micros(latency)
                 _ = s.latency.record(micros)
                 recordInInterval(&s, micros, at: instant, answered: false)
             }
@@ -141,17 +144,17 @@ public final class Recorder: Sendable {
     }
 
     /// Each interval's figures. Answers per second are over the interval's length, except for
-    /// the last one, which may be cut short: over what is left of the run's duration, or without
-    /// one, up to the last answer. Without a duration, the last of `maxIntervals` takes every
-    /// later answer, so its rate is over all the time it covers, up to the last answer.
-    private static func intervals(_ s: State, length: Duration, start: ContinuousClock.Instant, limit: Int) -> [Report.Interval] {
+    /// the last one: the run's last interval (`lastInterval`) takes every later answer, so its rate
+    /// is over all the time it covers, to the run's end or, without a duration, to the last answer
+    /// (past `maxIntervals` that is more than one interval); one before it, where the answers
+    /// stopped, is over what is left of the run up to one interval.
+    private static func intervals(_ s: State, length: Duration, start: ContinuousClock.Instant) -> [Report.Interval] {
         s.intervals.enumerated().map { i, h in
             let from = length * i
             var span = length
             if i == s.intervals.count - 1 {
                 let end = s.runLength ?? ((s.lastAnswer ?? start) - start)
-                let catchesAll = s.runLength == nil && i == limit - 1
-                span = max(catchesAll ? end - from : min(length, end - from), .milliseconds(1))
+                span = max(i == s.lastInterval ? end - from : min(length, end - from), .milliseconds(1))
             }
             let answers = s.intervalAnswers[i]
             return Report.Interval(startSeconds: from.seconds, answered: answers,
@@ -161,11 +164,8 @@ public final class Recorder: Sendable {
 
     static func micros(_ d: Duration) -> UInt64 { UInt64(max(1, min(d.nanoseconds / 1000, Double(highestMicros)))) }
 
-    /// `micros(d)`, counting a duration the histograms cannot hold.
-    private static func micros(_ d: Duration, _ s: inout State) -> UInt64 {
-        if d.nanoseconds / 1000 > Double(highestMicros) { s.beyondRange += 1 }
-        return micros(d)
-    }
+    /// Longer than the histograms hold.
+    static func beyondRange(_ d: Duration) -> Bool { d.nanoseconds / 1000 > Double(highestMicros) }
 
     /// For the progress line.
     public struct Progress: Sendable {
@@ -192,7 +192,7 @@ public final class Recorder: Sendable {
                           outcomes: s.outcomes, kinds: s.kinds, mismatches: s.mismatches,
                           firstMismatches: s.firstMismatches, transportErrors: s.transportErrors, unsent: unsent,
                           latenciesBeyondRange: s.beyondRange,
-                          intervals: interval.map { Self.intervals(s, length: $0, start: start, limit: intervalLimit) })
+                          intervals: interval.map { Self.intervals(s, length: $0, start: start) })
         }
     }
 }

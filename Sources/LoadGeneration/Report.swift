@@ -87,8 +87,8 @@ public struct Report: Codable, Sendable, Equatable {
     public var transportErrors: Int
     /// Prepared payments not sent before `--duration` ran out.
     public var unsent: Int
-    /// Latencies and send lags longer than the histograms hold (`Recorder.highestMicros`),
-    /// recorded as that longest value: the tail figures are then lower bounds.
+    /// Requests whose latency (or send lag) was longer than the histograms hold
+    /// (`Recorder.highestMicros`), recorded as that longest value: the tail figures are then lower bounds.
     public var latenciesBeyondRange: Int = 0
     /// CPU the generator itself used during the timed run, per answer (user and system, all its
     /// threads). On the worker's own cores, this is CPU the worker did not get.

@@ -12,6 +12,7 @@ import Prometheus
 import Processing
 import SQLitePaymentStore
 import ServiceLifecycle
+import UnixSignals
 import Synchronization
 
 /// The parts the worker is built from. `serve` makes them from the configuration; tests may hand in
@@ -23,6 +24,8 @@ public struct PSPWorkerComponents: Sendable {
     public var codes: ResponseCodeTable
     /// Closed when the application stops (after the workers have drained).
     public var closeStore: @Sendable () -> Void
+    /// Set when a stop signal begins the drain (`runUntilStopSignal`): `/health/ready` answers 503.
+    public var drain = DrainNotice()
 
     public init(keyRing: KeyRing, store: any PaymentStore, acquirer: any AcquirerAdapter,
                 codes: ResponseCodeTable = ResponseCodeTable(), closeStore: @escaping @Sendable () -> Void = {}) {
@@ -100,9 +103,9 @@ public func buildApplication(
     if configuration.adminTokenHash == nil {
         logger.warning("no admin token (--admin-token-file or PSP_ADMIN_TOKEN): the /payments endpoints answer 401")
     }
-    let routes = Routes(configuration: configuration, pipeline: pipeline, queue: queue, store: components.store,
+    let routes = Routes(configuration: configuration, pipeline: pipeline, queue: queue, drain: components.drain, store: components.store,
                         acquirer: components.acquirer, registry: registry, factory: factory,
-                        adminTokenHash: configuration.adminTokenHash)
+                        adminTokenHash: configuration.adminTokenHash, logger: logger)
     let router = Router(context: BasicRequestContext.self)
     routes.add(to: router)
 
@@ -126,6 +129,74 @@ public func buildApplication(
                    OrphanSweepService(pipeline: pipeline), AcquirerKeepAlive(acquirer: components.acquirer), workers],
         eventLoopGroupProvider: .shared(eventLoopGroup),
         logger: logger)
+}
+
+/// The worker is about to stop: set at a stop signal, a drain time before the server stops
+/// taking requests.
+public final class DrainNotice: Sendable {
+    private let draining = Atomic<Bool>(false)
+    public init() {}
+    public var isDraining: Bool { draining.load(ordering: .relaxed) }
+    func begin() { draining.store(true, ordering: .relaxed) }
+}
+
+/// Runs the worker until SIGTERM or SIGINT, then shuts it down gracefully: the server finishes
+/// the requests in flight, the workers drain the queue, the store closes. With a `drainTime`,
+/// `/health/ready` answers 503 for that long first while everything is still served, so that a load
+/// balancer takes the worker out of rotation before it stops taking connections (without it the
+/// balancer learns only from refused connections). A second signal ends the wait.
+public func runUntilStopSignal(_ app: some ApplicationProtocol, drain: DrainNotice, drainTime: Duration, logger: Logger) async throws {
+    // Trapped for the group's whole life (the service keeps the sequence): a signal during the
+    // shutdown itself is then taken, not the default action that would kill the process mid-way.
+    let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+    let stop = StopSignalDrain(signals: signals, notice: drain, drainTime: drainTime, logger: logger)
+    let group = ServiceGroup(configuration: .init(
+        services: [.init(service: app), .init(service: stop, successTerminationBehavior: .gracefullyShutdownGroup)],
+        logger: logger))
+    try await group.run()
+}
+
+/// Waits for a stop signal, marks the drain, waits out `drainTime` (or a second signal), then
+/// returns, which shuts the group down gracefully. Also returns when the group shuts down for
+/// another reason.
+struct StopSignalDrain: Service {
+    let signals: UnixSignalsSequence
+    let notice: DrainNotice
+    let drainTime: Duration
+    let logger: Logger
+
+    func run() async throws {
+        let (firstSignal, first) = AsyncStream<Void>.makeStream()
+        await cancelWhenGracefulShutdown {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    var seen = 0
+                    for await signal in signals {
+                        seen += 1
+                        if seen == 1 {
+                            notice.begin()
+                            logger.notice("stop signal: draining, then shutting down", metadata: [
+                                "signal": "\(signal)", "drainSeconds": "\(drainTime.components.seconds)"])
+                            first.finish()
+                            if drainTime <= .zero { return }
+                        } else {
+                            logger.notice("second stop signal: shutting down now", metadata: ["signal": "\(signal)"])
+                            return
+                        }
+                    }
+                }
+                group.addTask {
+                    for await _ in firstSignal {}
+                    guard !Task.isCancelled, drainTime > .zero else { return }
+                    try? await Task.sleep(for: drainTime)
+                }
+                // The signal task ends at once without a drain time, or at a second signal; the
+                // drain task when its time is out. Either way the drain is over.
+                _ = await group.next()
+                group.cancelAll()
+            }
+        }
+    }
 }
 
 /// The worker pool as a Service: on graceful shutdown it closes the queue and lets workers drain it.

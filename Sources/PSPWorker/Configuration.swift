@@ -73,6 +73,9 @@ public struct PSPWorkerConfiguration: Sendable {
     /// Authorizations waiting on the acquirer at once; past it, workers wait and the queue fills.
     public var maxAuthorizationsInFlight = 4096
     public var acquirerTimeout: Duration = .seconds(10)
+    /// After a stop signal, how long `/health/ready` answers 503 while everything is still served,
+    /// before the graceful shutdown begins (`runUntilStopSignal`).
+    public var drainTime: Duration = .zero
     /// The SHA-256 of the admin endpoints' bearer token (the token itself is never kept); nil
     /// disables them (every call is 401).
     public var adminTokenHash: [UInt8]?

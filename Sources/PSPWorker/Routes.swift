@@ -2,6 +2,7 @@ import Acquiring
 import CardCrypto
 import Foundation
 import Hummingbird
+import Logging
 import MakePayment
 import Metrics
 import Prometheus
@@ -14,6 +15,7 @@ struct Routes: Sendable {
     let configuration: PSPWorkerConfiguration
     let pipeline: MakePaymentPipeline
     let queue: InProcessMakePaymentQueue
+    let drain: DrainNotice
     let store: any PaymentStore
     let acquirer: any AcquirerAdapter
     let registry: PrometheusCollectorRegistry
@@ -22,13 +24,16 @@ struct Routes: Sendable {
     /// Admin calls refused 401: a brute force on the admin token shows here.
     let adminRefusals: Metrics.Counter
     let storeProbe: StoreProbe
+    let logger: Logger
 
     init(configuration: PSPWorkerConfiguration, pipeline: MakePaymentPipeline, queue: InProcessMakePaymentQueue,
-         store: any PaymentStore, acquirer: any AcquirerAdapter, registry: PrometheusCollectorRegistry,
-         factory: PrometheusMetricsFactory, adminTokenHash: [UInt8]?) {
+         drain: DrainNotice = DrainNotice(), store: any PaymentStore, acquirer: any AcquirerAdapter, registry: PrometheusCollectorRegistry,
+         factory: PrometheusMetricsFactory, adminTokenHash: [UInt8]?, logger: Logger) {
+        self.logger = logger
         self.configuration = configuration
         self.pipeline = pipeline
         self.queue = queue
+        self.drain = drain
         self.store = store
         self.acquirer = acquirer
         self.registry = registry
@@ -62,10 +67,11 @@ struct Routes: Sendable {
         }
     }
 
-    /// Readiness, for a load balancer: the queue takes jobs (not draining for a shutdown) and the
-    /// store answers a read within 2 s. `/health` stays liveness: the process answers at all.
+    /// Readiness, for a load balancer: not draining for a shutdown (a stop signal came, or the
+    /// queue no longer takes jobs) and the store answers a read within 2 s. `/health` stays
+    /// liveness: the process answers at all.
     func readiness() async -> Response {
-        guard !queue.isClosed else { return Responses.json(.serviceUnavailable, #"{"status":"DOWN","queue":"draining"}"#) }
+        guard !drain.isDraining, !queue.isClosed else { return Responses.json(.serviceUnavailable, #"{"status":"DOWN","queue":"draining"}"#) }
         let read = storeProbe.read()
         let storeAnswered = await Self.firstOf(seconds: 2) { await read.value }
         switch storeAnswered {
@@ -161,14 +167,24 @@ struct Routes: Sendable {
             case .alreadyExists:
                 // The same registration again (a retry after a lost answer) is told the payment's
                 // state; different contents under the same id are a conflict.
-                if let existing = try await store.payment(parsed.pspTransactionId), existing.registration == registration {
+                if let existing = try await store.payment(parsed.pspTransactionId), existing.registration.hasSameBytes(as: registration) {
                     return Responses.json(.ok, #"{"pspTransactionId":\#(JSONText.quoted(parsed.pspTransactionId)),"state":"\#(existing.state.rawValue)"}"#)
                 }
                 return Responses.errors(.conflict, [("pspTransactionId", "99", "PSP Transaction id already exists")])
             }
         } catch {
-            return Responses.errors(.internalServerError, [(nil, "91", "Internal error")])
+            // The id passed registration's checks: printable, no separators a log line could be forged with.
+            return storeFailed("register", error, id: parsed.pspTransactionId)
         }
+    }
+
+    /// 500 with 91, and the failure in the log for an operator (the step and the store's error;
+    /// an id from a URL is not logged: it may be any bytes).
+    private func storeFailed(_ step: String, _ error: any Error, id: String? = nil) -> Response {
+        var metadata: Logger.Metadata = ["step": "\(step)", "error": "\(error)"]
+        if let id { metadata["pspTransactionId"] = "\(id)" }
+        logger.error("admin call failed in the store", metadata: metadata)
+        return Responses.errors(.internalServerError, [(nil, "91", "Internal error")])
     }
 
     func cancel(_ id: String) async -> Response {
@@ -182,7 +198,7 @@ struct Routes: Sendable {
                 return Responses.errors(.conflict, [("pspTransactionId", "409", "The payment is \(state.rawValue) and can no longer be cancelled")])
             }
         } catch {
-            return Responses.errors(.internalServerError, [(nil, "91", "Internal error")])
+            return storeFailed("cancel", error)
         }
     }
 
@@ -197,7 +213,7 @@ struct Routes: Sendable {
             encoder.outputFormatting = [.sortedKeys]
             return Responses.json(.ok, String(decoding: try encoder.encode(view), as: UTF8.self))
         } catch {
-            return Responses.errors(.internalServerError, [(nil, "91", "Internal error")])
+            return storeFailed("show", error)
         }
     }
 }

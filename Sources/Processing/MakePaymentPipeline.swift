@@ -147,7 +147,9 @@ public final class MakePaymentPipeline: Sendable {
         // (`| 0x20` lowers an ASCII letter, and makes a letter only of that letter's two cases.)
         guard token.utf8.count > 7, token.utf8.prefix(6).lazy.map({ $0 | 0x20 }).elementsEqual("bearer".utf8),
               token.utf8.dropFirst(6).first == UInt8(ascii: " ") else { return false }
-        return Secrets.constantTimeEqual(Secrets.sha256(String(token.dropFirst(7))), storedHash)
+        // The bytes after those seven: dropping Characters would take a combining mark after the
+        // space with it.
+        return Secrets.constantTimeEqual(Secrets.sha256(String(decoding: token.utf8.dropFirst(7), as: UTF8.self)), storedHash)
     }
 
     // MARK: - Worker

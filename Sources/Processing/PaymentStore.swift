@@ -22,6 +22,16 @@ public struct PaymentRegistration: Sendable, Equatable {
         self.tokenHash = tokenHash
         self.paymentText = paymentText
     }
+
+    /// The same registration, byte for byte, as the store keeps it (`==` on its strings would take
+    /// canonically equivalent texts as equal: "café" written with a combining accent is not the
+    /// registration stored, and must not be told it is).
+    public func hasSameBytes(as other: PaymentRegistration) -> Bool {
+        func same(_ a: String, _ b: String) -> Bool { a.utf8.elementsEqual(b.utf8) }
+        return same(pspTransactionId, other.pspTransactionId) && same(merchantSerialNumber, other.merchantSerialNumber)
+            && same(merchantOrderId, other.merchantOrderId) && amount == other.amount && same(currency, other.currency)
+            && tokenHash == other.tokenHash && same(paymentText, other.paymentText)
+    }
 }
 
 public enum PaymentState: String, Sendable, Codable {

@@ -161,6 +161,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "makePayment jobs that may wait for a worker; more are answered 500 (91).") var queueCapacity = 1024
     @Option(help: "Seconds the acquirer has to answer before the outcome counts as unknown (85, reversed).")
     var acquirerTimeout: Double = 10
+    @Option(help: """
+        After SIGTERM or SIGINT, seconds during which /health/ready answers 503 while every request is \
+        still served (a load balancer takes the worker out first); then the graceful shutdown. A second signal ends it.
+        """) var drainSeconds: Double = 0
     @Option(help: "File holding the admin bearer token for /payments (else PSP_ADMIN_TOKEN).") var adminTokenFile: String?
     @Option(help: "JSON file of response-code overrides, e.g. {\"05\": 82, \"visa:59\": 83}.") var responseCodes: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
@@ -170,6 +174,7 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--acquirer-timeout must be at least 0.1 and below Vipps's 15 seconds")
         }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
+        guard drainSeconds >= 0 && drainSeconds <= 300 else { throw ValidationError("--drain-seconds must be between 0 and 300") }
         // makePayment is served ahead of the router: on an admin path it would take that path over.
         let path = makePaymentPath.hasPrefix("/") ? makePaymentPath : "/" + makePaymentPath
         guard path.count > 1, !["/payments", "/health", "/metrics"].contains(where: { path == $0 || path.hasPrefix($0 + "/") }) else {
@@ -225,6 +230,7 @@ struct Serve: AsyncParsableCommand {
         configuration.busyGroupCommitWindow = .microseconds(Int64(busyGroupCommitWindowMs * 1000))
         configuration.queueCapacity = queueCapacity
         configuration.acquirerTimeout = .milliseconds(Int64(acquirerTimeout * 1000))
+        configuration.drainTime = .milliseconds(Int64(drainSeconds * 1000))
         configuration.responseCodeOverridesPath = responseCodes
         do {
             let token = try AdminToken.read(file: adminTokenFile)
@@ -238,13 +244,15 @@ struct Serve: AsyncParsableCommand {
             throw ExitCode(2)
         }
         let app: any ApplicationProtocol
+        let components: PSPWorkerComponents
         do {
-            app = try buildApplication(configuration: configuration, logger: logger)
+            components = try PSPWorkerComponents.make(configuration, logger: logger)
+            app = try buildApplication(configuration: configuration, components: components, logger: logger)
         } catch {
             printError("error: \(error)")
             throw ExitCode(2)
         }
-        try await app.runService()
+        try await runUntilStopSignal(app, drain: components.drain, drainTime: configuration.drainTime, logger: logger)
     }
 }
 

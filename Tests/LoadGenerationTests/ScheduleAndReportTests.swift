@@ -164,7 +164,8 @@ import Testing
         var report = recorder.report(setup: setup, start: start, unsent: 0)
         #expect(report.latencyMs.max >= 1_199_000, "a 20-minute latency reads \(report.latencyMs.max) ms")
         #expect(report.latenciesBeyondRange == 0 && !report.text.contains("longer than the histograms hold"))
-        recorder.answered(ok, latency: .seconds(7_200), label: "slower", at: start + .seconds(2))
+        // Counted once per request, though its send lag (part of its latency) is past the range too.
+        recorder.answered(ok, latency: .seconds(7_200), sendLag: .seconds(7_100), label: "slower", at: start + .seconds(2))
         report = recorder.report(setup: setup, start: start, unsent: 0)
         #expect(report.latenciesBeyondRange == 1)
         #expect(report.text.contains("1 longer than the histograms hold"), "\(report.text)")
@@ -187,20 +188,23 @@ import Testing
     static let ok = CheckedAnswer(outcome: "200 OK", problem: nil)
     static let setup = Report.Setup(mode: .open, concurrency: 1, targetRate: 10, payments: 1, mix: "approved=1", url: "http://h:1")
 
-    /// Without a duration, answers past the last interval the recorder keeps all go into it, and
-    /// its rate is over all the time it covers (it was over one interval's length: 6 answers in
-    /// 6 s read as 6/s).
-    @Test func withoutADurationTheLastIntervalTakesTheRestAtItsOwnRate() {
+    /// Answers past the last interval the recorder keeps (`maxIntervals`) all go into it, and its
+    /// rate is over all the time it covers (it was over one interval's length: 6 answers in 6 s
+    /// read as 6/s).
+    @Test(arguments: [nil, Duration.seconds(15)])
+    func pastTheLimitTheLastIntervalTakesTheRestAtItsOwnRate(duration: Duration?) {
         let recorder = Recorder(interval: .seconds(1), intervalLimit: 10)
         let start = ContinuousClock.now
-        recorder.begin(at: start)
+        recorder.begin(at: start, duration: duration)
         for t in 0..<15 { recorder.answered(Self.ok, latency: .milliseconds(1), label: "p\(t)", at: start + .seconds(t) + .milliseconds(500)) }
         let intervals = recorder.report(setup: Self.setup, start: start, unsent: 0).intervals ?? []
         #expect(intervals.count == 10)
         #expect(intervals.first?.perSecond == 1)
-        // The last, from 9 s: the answers at 9.5 … 14.5 s, over the 5.5 s up to the last of them.
+        // The last, from 9 s: the answers at 9.5 … 14.5 s, over the 5.5 s up to the last of them
+        // (or the 6 s to the run's end at 15 s).
         #expect(intervals.last?.answered == 6)
-        #expect(abs((intervals.last?.perSecond ?? 0) - 6 / 5.5) < 1e-9, "\(String(describing: intervals.last))")
+        let span = duration == nil ? 5.5 : 6
+        #expect(abs((intervals.last?.perSecond ?? 0) - 6 / span) < 1e-9, "\(String(describing: intervals.last))")
     }
 
     /// Answers land in the interval of the time they came, so a stall shows where it happened;

@@ -292,12 +292,34 @@ struct ScratchStore {
     }
 }
 
+@Suite struct StopSignalTests {
+    /// SIGTERM with a drain time: readiness turns 503 at once while makePayments are still
+    /// answered, then the worker shuts down on its own and exits 0. (Before, readiness could not
+    /// say "draining": the server stopped taking connections first.)
+    @Test func aStopSignalDrainsWhileServingThenExits() async throws {
+        let scratch = try ScratchStore("drain")
+        defer { scratch.remove() }
+        let worker = try await WorkerProcess.start(store: scratch.path, latencyMs: 0, workers: 2, arguments: ["--drain-seconds", "4"])
+        defer { worker.kill(SIGKILL) }
+        #expect(try await worker.request("GET", "/health/ready").0 == 200)
+        #expect(try await worker.register("drain-1") == 201)
+        Foundation.kill(worker.process.processIdentifier, SIGTERM)
+        try await waitUntil(within: .seconds(3)) { try await worker.request("GET", "/health/ready") == (503, #"{"status":"DOWN","queue":"draining"}"#) }
+        let (status, body) = try await worker.makePayment("drain-1", cardData: TestKeys.cardData(code: "00"))
+        #expect(status == 200 && body.contains(#""status":"OK""#), "\(status) \(body)")
+        #expect(worker.process.isRunning, "still serving while it drains")
+        try await waitUntil(within: .seconds(20)) { !worker.process.isRunning }
+        #expect(worker.process.terminationReason == .exit && worker.process.terminationStatus == 0)
+    }
+}
+
 @Suite struct CommandLineTests {
     /// Values that would pass a type check and then misbehave are refused before anything starts.
     @Test(arguments: [
         (["serve", "--private-key", "k.pem", "--make-payment-path", "/payments"], "--make-payment-path"),
         (["serve", "--private-key", "k.pem", "--make-payment-path", "metrics/x"], "--make-payment-path"),
         (["serve", "--private-key", "k.pem", "--acquirer-timeout", "0.0004"], "--acquirer-timeout"),
+        (["serve", "--private-key", "k.pem", "--drain-seconds", "301"], "--drain-seconds"),
         (["serve", "--private-key", "k.pem", "--port", "70000"], "--port"),
         // Card numbers do not cross a network in clear unless the operator says the link is private.
         (["serve", "--private-key", "k.pem", "--acquirer", "http://acq.example.net:8090"], "--allow-cleartext-acquirer"),

@@ -197,7 +197,80 @@ extension TestResponse {
     }
 }
 
+/// Log records kept for a test to read.
+final class CapturedLogs: Sendable {
+    struct Record: Sendable { var level: Logger.Level; var message: String; var metadata: Logger.Metadata }
+    let records = Mutex<[Record]>([])
+    var logger: Logger {
+        var logger = Logger(label: "captured") { _ in Handler(logs: self) }
+        logger.logLevel = .info
+        return logger
+    }
+    struct Handler: LogHandler {
+        let logs: CapturedLogs
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .info
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+        func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
+            logs.records.withLock { $0.append(Record(level: level, message: "\(message)", metadata: self.metadata.merging(metadata ?? [:]) { $1 })) }
+        }
+    }
+}
+
+/// The worker's store, with the admin endpoints' writes made to fail.
+final class AdminWriteFaultStore: ForwardingPaymentStore {
+    struct WriteFailed: Error {}
+    let base: any PaymentStore
+    init(_ base: any PaymentStore) { self.base = base }
+    func register(_ registration: PaymentRegistration, now: Int64) async throws -> RegisterResult { throw WriteFailed() }
+    func cancel(_ pspTransactionId: String, now: Int64) async throws -> CancelResult { throw WriteFailed() }
+}
+
 @Suite struct AdminHTTPTests {
+    /// A store failure behind an admin call is answered 500 (91) and logged for an operator, with
+    /// the step and the error (it was answered and forgotten).
+    @Test func aStoreFailureOnTheAdminSurfaceIsLogged() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("admin-\(UUID().uuidString).sqlite").path
+        defer { for s in ["", "-wal", "-shm", "-gate"] { try? FileManager.default.removeItem(atPath: path + s) } }
+        var configuration = PSPWorkerConfiguration(keys: KeyRingSource(privateKeyPath: TestKeys.path("psp-private-key")))
+        configuration.port = 0
+        configuration.store = .sqlite(path: path)
+        configuration.adminTokenHash = Secrets.sha256(LiveWorker.adminToken)
+        configuration.workers = 2
+        let logs = CapturedLogs()
+        var components = try PSPWorkerComponents.make(configuration, logger: logs.logger)
+        components.store = AdminWriteFaultStore(components.store)
+        let app = try buildApplication(configuration: configuration, components: components, logger: logs.logger)
+        try await app.test(.live) { client in
+            let registered = try await client.register("af-1")
+            #expect(registered.status == .internalServerError && registered.text.contains(#""errorCode":"91""#))
+            let cancelled = try await client.post("/payments/af-1/cancel", "", authorization: "Bearer " + LiveWorker.adminToken)
+            #expect(cancelled.status == .internalServerError)
+        }
+        let failures = logs.records.withLock { $0 }.filter { $0.level == .error && $0.message == "admin call failed in the store" }
+        #expect(failures.map { $0.metadata["step"]?.description } == ["register", "cancel"])
+        #expect(failures.first?.metadata["pspTransactionId"]?.description == "af-1")
+        #expect(failures.allSatisfy { $0.metadata["error"]?.description.contains("WriteFailed") == true })
+    }
+
+    /// "The same registration again" is the same bytes: a text canonically equivalent to the one
+    /// stored (é precomposed, then as e and a combining accent) is other contents, a conflict.
+    @Test func aCanonicallyEquivalentTextIsAnotherRegistration() async throws {
+        try await LiveWorker.run { client in
+            func register(_ orderId: String) async throws -> TestResponse {
+                try await client.post("/payments", #"{"pspTransactionId":"ce-1","merchantSerialNumber":"123456","merchantOrderId":"\#(orderId)","amount":100,"currency":"NOK","makePaymentToken":"token-ce-1"}"#,
+                                      authorization: "Bearer " + LiveWorker.adminToken)
+            }
+            #expect(try await register(#"caf\u00e9"#).status == .created)
+            #expect(try await register(#"caf\u00e9"#).status == .ok)
+            let equivalent = try await register(#"cafe\u0301"#)
+            #expect(equivalent.status == .conflict && equivalent.text.contains(#""errorCode":"99""#), "\(equivalent.text)")
+        }
+    }
+
     @Test func registrationIsValidatedWithTheAPIsCodes() async throws {
         try await LiveWorker.run { client in
             #expect(try await client.register("p1").status == .created)

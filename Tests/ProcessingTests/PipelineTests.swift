@@ -112,6 +112,11 @@ import Testing
         #expect(await h.makePayment(h.request("pb3", cardData: h.cardData(code: "00")), token: "bEARER token-pb3").response == .ok("pb3"))
         try await h.register("pb4")
         #expect(await h.makePayment(h.request("pb4", cardData: h.cardData(code: "00")), token: "Bearer\ttoken-pb4").httpStatus == 401)
+        // A token that begins with a combining mark keeps it after "Bearer " (one Character with the space).
+        var combining = PaymentStoreConformance.registration("pb5")
+        combining.tokenHash = Secrets.sha256("\u{301}abcdefgh")
+        _ = try await h.store.register(combining, now: 1)
+        #expect(await h.makePayment(h.request("pb5", cardData: h.cardData(code: "00")), token: "Bearer \u{301}abcdefgh").response == .ok("pb5"))
     }
 
     @Test func unknownPaymentIsNotFound() async throws {
