@@ -40,5 +40,17 @@ public enum Secrets {
         return UnsafeRawBufferPointer(rebasing: bytes[start..<end])
     }
 
+    /// The credentials of an Authorization header of the Bearer scheme (`Bearer <token>`, the
+    /// scheme's name in any case: RFC 9110 §11.1), else nil. Read by bytes: "Bearer " then at least
+    /// one byte, all of them the token's (taken by Characters, a combining mark after the space
+    /// would go with it).
+    public static func bearerCredentials(_ header: String) -> String? {
+        let bytes = header.utf8
+        // (`| 0x20` lowers an ASCII letter, and makes a letter only of that letter's two cases.)
+        guard bytes.count > 7, bytes.prefix(6).lazy.map({ $0 | 0x20 }).elementsEqual("bearer".utf8),
+              bytes.dropFirst(6).first == UInt8(ascii: " ") else { return nil }
+        return String(decoding: bytes.dropFirst(7), as: UTF8.self)
+    }
+
     public static var openSSLVersion: String { String(cString: ccs_openssl_version()) }
 }

@@ -176,7 +176,7 @@ struct StopSignalDrain: Service {
                         if seen == 1 {
                             notice.begin()
                             logger.notice("stop signal: draining, then shutting down", metadata: [
-                                "signal": "\(signal)", "drainSeconds": "\(drainTime.components.seconds)"])
+                                "signal": "\(signal)", "drainSeconds": "\(Double(drainTime.components.seconds) + Double(drainTime.components.attoseconds) / 1e18)"])
                             first.finish()
                             if drainTime <= .zero { return }
                         } else {

@@ -133,10 +133,8 @@ struct Routes: Sendable {
     }
 
     private func adminOnly(_ request: Request, _ body: () async -> Response) async -> Response {
-        // The scheme's name is case-insensitive (RFC 9110 §11.1): "Bearer", "bearer", "BEARER".
-        guard let adminTokenHash, let header = request.headers[.authorization], header.utf8.count > 7,
-              header.prefix(7).lowercased() == "bearer ",
-              Secrets.constantTimeEqual(Secrets.sha256(String(header.dropFirst(7))), adminTokenHash)
+        guard let adminTokenHash, let header = request.headers[.authorization], let token = Secrets.bearerCredentials(header),
+              Secrets.constantTimeEqual(Secrets.sha256(token), adminTokenHash)
         else {
             adminRefusals.increment()
             var refusal = Responses.errors(.unauthorized, [(nil, "401", "Unauthorized: an admin bearer token is required")])

@@ -144,12 +144,8 @@ public final class MakePaymentPipeline: Sendable {
     public static func tokenMatches(_ authorization: String?, _ storedHash: [UInt8]) -> Bool {
         guard let token = authorization, !token.isEmpty else { return false }
         if Secrets.constantTimeEqual(Secrets.sha256(token), storedHash) { return true }
-        // (`| 0x20` lowers an ASCII letter, and makes a letter only of that letter's two cases.)
-        guard token.utf8.count > 7, token.utf8.prefix(6).lazy.map({ $0 | 0x20 }).elementsEqual("bearer".utf8),
-              token.utf8.dropFirst(6).first == UInt8(ascii: " ") else { return false }
-        // The bytes after those seven: dropping Characters would take a combining mark after the
-        // space with it.
-        return Secrets.constantTimeEqual(Secrets.sha256(String(decoding: token.utf8.dropFirst(7), as: UTF8.self)), storedHash)
+        guard let credentials = Secrets.bearerCredentials(token) else { return false }
+        return Secrets.constantTimeEqual(Secrets.sha256(credentials), storedHash)
     }
 
     // MARK: - Worker

@@ -283,3 +283,21 @@ import Testing
         #expect(bytes.withUnsafeBytes { Array($0) } == [1, 2, 3])
     }
 }
+
+@Suite struct BearerCredentialsTests {
+    /// "Bearer " in any case, then the token's bytes exactly: what makePayment and the admin
+    /// endpoints both take.
+    @Test func theSchemeInAnyCaseThenTheTokensBytes() {
+        #expect(Secrets.bearerCredentials("Bearer abc") == "abc")
+        #expect(Secrets.bearerCredentials("bEARER abc") == "abc")
+        // A token that begins with a combining mark keeps it (by Characters, " \u{301}" is one).
+        #expect(Secrets.bearerCredentials("Bearer \u{301}abc") == "\u{301}abc")
+        #expect(Secrets.bearerCredentials("Bearer\tabc") == nil)
+        #expect(Secrets.bearerCredentials("Bearer ") == nil)
+        #expect(Secrets.bearerCredentials("Basic abcdef") == nil)
+        #expect(Secrets.bearerCredentials("Bearerabc") == nil)
+        // Bytes that `| 0x20` would turn into a letter or the space are not taken for them.
+        #expect(Secrets.bearerCredentials("\u{02}earer abc") == nil)
+        #expect(Secrets.bearerCredentials("Bearer\u{0}abc") == nil)
+    }
+}

@@ -294,21 +294,34 @@ struct ScratchStore {
 
 @Suite struct StopSignalTests {
     /// SIGTERM with a drain time: readiness turns 503 at once while makePayments are still
-    /// answered, then the worker shuts down on its own and exits 0. (Before, readiness could not
-    /// say "draining": the server stopped taking connections first.)
-    @Test func aStopSignalDrainsWhileServingThenExits() async throws {
+    /// answered; a second SIGTERM ends the drain (60 s, longer than the test waits), and the worker
+    /// shuts down and exits 0. (Before, readiness could not say "draining": the server stopped first.)
+    @Test func aStopSignalDrainsWhileServingUntilASecondSignal() async throws {
         let scratch = try ScratchStore("drain")
         defer { scratch.remove() }
-        let worker = try await WorkerProcess.start(store: scratch.path, latencyMs: 0, workers: 2, arguments: ["--drain-seconds", "4"])
+        let worker = try await WorkerProcess.start(store: scratch.path, latencyMs: 0, workers: 2, arguments: ["--drain-seconds", "60"])
         defer { worker.kill(SIGKILL) }
         #expect(try await worker.request("GET", "/health/ready").0 == 200)
         #expect(try await worker.register("drain-1") == 201)
         Foundation.kill(worker.process.processIdentifier, SIGTERM)
-        try await waitUntil(within: .seconds(3)) { try await worker.request("GET", "/health/ready") == (503, #"{"status":"DOWN","queue":"draining"}"#) }
+        try await waitUntil(within: .seconds(10)) { try await worker.request("GET", "/health/ready") == (503, #"{"status":"DOWN","queue":"draining"}"#) }
         let (status, body) = try await worker.makePayment("drain-1", cardData: TestKeys.cardData(code: "00"))
         #expect(status == 200 && body.contains(#""status":"OK""#), "\(status) \(body)")
         #expect(worker.process.isRunning, "still serving while it drains")
-        try await waitUntil(within: .seconds(20)) { !worker.process.isRunning }
+        Foundation.kill(worker.process.processIdentifier, SIGTERM)
+        try await waitUntil(within: .seconds(30)) { !worker.process.isRunning }
+        #expect(worker.process.terminationReason == .exit && worker.process.terminationStatus == 0)
+    }
+
+    /// Without a drain time a stop signal shuts the worker down at once, and it exits 0.
+    @Test func withoutADrainTimeAStopSignalShutsDownAtOnce() async throws {
+        let scratch = try ScratchStore("nodrain")
+        defer { scratch.remove() }
+        let worker = try await WorkerProcess.start(store: scratch.path, latencyMs: 0, workers: 2)
+        defer { worker.kill(SIGKILL) }
+        #expect(try await worker.register("nodrain-1") == 201)
+        Foundation.kill(worker.process.processIdentifier, SIGTERM)
+        try await waitUntil(within: .seconds(30)) { !worker.process.isRunning }
         #expect(worker.process.terminationReason == .exit && worker.process.terminationStatus == 0)
     }
 }
