@@ -17,16 +17,16 @@ final class WorkerProcess: @unchecked Sendable {
         Bundle.module.bundleURL.deletingLastPathComponent().appendingPathComponent("psp-worker")
     }
 
-    /// The client's connections to the worker. As many as the test makes calls at once, or
-    /// fewer to send them in waves (URLSession's default is 6): a call beyond them waits for one,
-    /// behind calls that may be held seconds by a slow acquirer.
-    let session: URLSession
+    /// The client's calls to the worker that may be under way at once. As many as the test makes
+    /// calls at once, or fewer to send them in waves: a call beyond them waits for one, behind
+    /// calls that may be held seconds by a slow acquirer. (Each call is a connection of its own,
+    /// on plain sockets: FoundationNetworking's URLSession on Linux crashes the process now and
+    /// then in libdispatch when a session's sockets go away, swift-corelibs-foundation#4791.)
+    let callsAtOnce: DispatchSemaphore
 
     init(store: String, latencyMs: Int, workers: Int = 8, privateKey: String = "psp-private-key", arguments: [String] = [],
          environment extra: [String: String] = [:], connections: Int = 6) throws {
-        let configuration = URLSessionConfiguration.default
-        configuration.httpMaximumConnectionsPerHost = connections
-        session = URLSession(configuration: configuration)
+        callsAtOnce = DispatchSemaphore(value: connections)
         process.executableURL = Self.binary
         process.arguments = ["serve", "--port", "0", "--store", "sqlite:" + store, "--workers", String(workers),
                              "--simulator-latency-ms", String(latencyMs), "--private-key", TestKeys.path(privateKey)] + arguments
@@ -60,8 +60,7 @@ final class WorkerProcess: @unchecked Sendable {
     }
 
     struct WorkerDidNotStart: Error { let log: String }
-
-    deinit { session.invalidateAndCancel() }
+    struct NoAnswer: Error {}
 
     /// Starts a worker from a thread of its own: the start blocks on the worker's log for up to
     /// 30 s, which on the test pool (one thread per core) would stall every async test meanwhile.
@@ -84,14 +83,21 @@ final class WorkerProcess: @unchecked Sendable {
         process.waitUntilExit()
     }
 
+    /// One call on a connection of its own; throws when no answer comes (the worker died, say).
     func request(_ method: String, _ path: String, _ body: String? = nil, authorization: String? = nil) async throws -> (Int, String) {
-        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
-        request.httpMethod = method
-        request.timeoutInterval = 20
-        if let body { request.httpBody = Data(body.utf8); request.setValue("application/json", forHTTPHeaderField: "Content-Type") }
-        if let authorization { request.setValue(authorization, forHTTPHeaderField: "Authorization") }
-        let (data, response) = try await session.data(for: request)
-        return ((response as! HTTPURLResponse).statusCode, String(decoding: data, as: UTF8.self))
+        var text = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        if let authorization { text += "Authorization: \(authorization)\r\n" }
+        if let body { text += "Content-Type: application/json\r\n" }
+        text += "Content-Length: \(body?.utf8.count ?? 0)\r\n\r\n" + (body ?? "")
+        let port = self.port, callsAtOnce = self.callsAtOnce, request = text
+        return try await RawHTTP.offThePool {
+            callsAtOnce.wait()
+            defer { callsAtOnce.signal() }
+            let connection = try RawHTTP.Connection(port: port, timeoutSeconds: 20)
+            try connection.send(request)
+            guard let answer = try connection.read(answers: 1).first else { throw NoAnswer() }
+            return (answer.status, answer.body)
+        }
     }
 
     func register(_ id: String) async throws -> Int {
