@@ -25,7 +25,7 @@ public enum KeyLoadError: Error, CustomStringConvertible, Equatable {
 
     public var description: String {
         switch self {
-        case .unreadableFile(let path, let reason): "cannot read key file \(path): \(reason)"
+        case .unreadableFile(let path, let reason): "cannot read \(path): \(reason)"
         case .notAPrivateKey(let path): "\(path) is not a PEM private key (PKCS#8, PKCS#1 or encrypted PKCS#8)"
         case .notAPublicKey(let path): "\(path) is not a PEM public key (SubjectPublicKeyInfo or PKCS#1)"
         case .needsPassphrase(let path): "\(path) is encrypted; give its passphrase with --passphrase-file or PSP_KEY_PASSPHRASE"

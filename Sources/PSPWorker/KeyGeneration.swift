@@ -12,12 +12,13 @@ public struct KeyGenerationError: Error, CustomStringConvertible {
 }
 
 /// `psp-worker keygen`: a new key pair on disk. The private key file is created with mode 0600 from
-/// the start (never written and then chmod-ed) and is never overwritten.
+/// the start (never written and then chmod-ed) and is never overwritten. Each file is written under
+/// a temporary name, synced, then linked to its own (which fails if that exists) and the folder
+/// synced: a crash or a full disk leaves no truncated key under the name, and a pair reported
+/// written survives a power cut.
 public enum KeyGeneration {
     public static func writeKeyPair(bits: Int, directory: String) throws {
-        if mkdir(directory, 0o700) != 0 && errno != EEXIST {
-            throw KeyGenerationError(description: "cannot create \(directory): \(String(cString: strerror(errno)))")
-        }
+        try makeDirectories(directory)
         let privatePath = directory + "/private-key.pem", publicPath = directory + "/public-key.pem"
         // Neither file may exist: a new private key beside an old public key would be a pair that
         // does not match (and the next run would refuse, the private key being there).
@@ -34,25 +35,55 @@ public enum KeyGeneration {
             unlink(privatePath)  // no half pair left behind
             throw error
         }
+        try syncDirectory(directory)
+    }
+
+    /// `directory` and any missing folder above it, each made with mode 0700; an error, before any
+    /// key is made, if it is something other than a folder.
+    static func makeDirectories(_ directory: String) throws {
+        var path = directory.hasPrefix("/") ? "" : "."
+        for component in directory.split(separator: "/", omittingEmptySubsequences: true) {
+            path += "/" + component
+            if mkdir(path, 0o700) != 0 && errno != EEXIST {
+                throw KeyGenerationError(description: "cannot create \(path): \(String(cString: strerror(errno)))")
+            }
+        }
+        var info = stat()
+        guard stat(directory, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
+            throw KeyGenerationError(description: "\(directory) is not a folder")
+        }
     }
 
     static func writeFile(_ bytes: UnsafeRawBufferPointer, to path: String, mode: mode_t) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+        // Beside the final name, under one no run shares.
+        let temporary = path + ".partial-" + Secrets.hexString(Secrets.randomBytes(6))
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode)
         guard fd >= 0 else {
-            throw KeyGenerationError(description: "cannot create \(path): \(String(cString: strerror(errno))) (an existing key is never overwritten)")
+            throw KeyGenerationError(description: "cannot create \(temporary): \(String(cString: strerror(errno)))")
         }
-        defer { close(fd) }
+        defer { unlink(temporary) }  // linked to its name, or a truncated file worse than none
         do {
+            defer { close(fd) }
             var done = 0
             while done < bytes.count {
                 let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
-                if n < 0 { if errno == EINTR { continue }; throw KeyGenerationError(description: "cannot write \(path): \(String(cString: strerror(errno)))") }
+                if n < 0 { if errno == EINTR { continue }; throw KeyGenerationError(description: "cannot write \(temporary): \(String(cString: strerror(errno)))") }
                 done += n
             }
-            guard fsync(fd) == 0 else { throw KeyGenerationError(description: "cannot sync \(path)") }
-        } catch {
-            unlink(path)  // a truncated key file is worse than none
-            throw error
+            guard fsync(fd) == 0 else { throw KeyGenerationError(description: "cannot sync \(temporary)") }
         }
+        // link(2) never replaces: a file that appeared under the name meanwhile stays as it was.
+        guard link(temporary, path) == 0 else {
+            let reason = errno == EEXIST ? "it exists (an existing key is never overwritten)" : String(cString: strerror(errno))
+            throw KeyGenerationError(description: "cannot create \(path): \(reason)")
+        }
+    }
+
+    /// Makes the folder's new names durable (a file's fsync does not sync its folder entry).
+    static func syncDirectory(_ directory: String) throws {
+        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw KeyGenerationError(description: "cannot open \(directory) to sync it") }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw KeyGenerationError(description: "cannot sync \(directory)") }
     }
 }

@@ -2,6 +2,7 @@ import AcquirerSimulator
 import ArgumentParser
 import Foundation
 import Logging
+import Synchronization
 
 /// `acquirer-sim`: an acquirer host for tests and load tests. It speaks ISO 8583 over TCP (2-byte
 /// length, ISO87A) and the HTTP JSON API of `HTTPAcquirer`, and answers by the simulator's test cards, with faults injected from flags. It
@@ -29,6 +30,15 @@ struct AcquirerSimCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard (0...1).contains(dropRate) else { throw ValidationError("--drop-rate must be between 0 and 1") }
+        // Past 65535 the resolver would take the port modulo 65536 (70000 listens on 4464).
+        guard (0...65535).contains(isoPort), (0...65535).contains(httpPort) else {
+            throw ValidationError("--iso-port and --http-port must be between 0 and 65535")
+        }
+        // Negative values would quietly mean "off", and delays past an hour overflow a Duration's nanoseconds.
+        guard (0...3_600_000).contains(delayMs), (0...3_600_000).contains(jitterMs) else {
+            throw ValidationError("--delay-ms and --jitter-ms must be between 0 and 3,600,000")
+        }
+        guard dropEvery >= 0, resetAfter >= 0 else { throw ValidationError("--drop-every and --reset-after must be 0 or more") }
     }
 
     func run() async throws {
@@ -41,6 +51,25 @@ struct AcquirerSimCommand: AsyncParsableCommand {
         faults.duplicateReplies = duplicateReplies
         faults.resetAfter = resetAfter
         let acquirer = AcquirerHost(faults: faults)
+
+        let journalPath = journal
+        // A journal that cannot be written is said, not silently missing: the scripts' checks read it.
+        final class Failures: Sendable { let count = Mutex(0) }
+        let failedWrites = Failures()
+        let write: @Sendable () -> Bool = {
+            guard let journalPath else { return true }
+            do {
+                try acquirer.journal.json().write(to: URL(fileURLWithPath: journalPath), options: .atomic)
+                return true
+            } catch {
+                if failedWrites.count.withLock({ $0 += 1; return $0 == 1 }) {
+                    FileHandle.standardError.write(Data("acquirer-sim: cannot write the journal to \(journalPath): \(error)\n".utf8))
+                }
+                return false
+            }
+        }
+        // Written once before listening: a path that cannot be written ends the run at once.
+        guard write() else { throw ExitCode(1) }
         let iso = ISO8583Host(host: acquirer)
         let port = try await iso.start(address: host, port: isoPort)
         print("acquirer-sim: ISO 8583 listening on \(host):\(port)")
@@ -50,12 +79,6 @@ struct AcquirerSimCommand: AsyncParsableCommand {
             print("acquirer-sim: HTTP JSON listening on \(host):\(http!.port)")
         }
         fflush(nil)  // scripts wait for this line
-
-        let journalPath = journal
-        let write: @Sendable () -> Void = {
-            guard let journalPath else { return }
-            try? acquirer.journal.json().write(to: URL(fileURLWithPath: journalPath), options: .atomic)
-        }
         let finished = AsyncStream<Int32>.makeStream()
         var sources: [any DispatchSourceSignal] = []
         for sig in [SIGTERM, SIGINT] {
@@ -67,13 +90,13 @@ struct AcquirerSimCommand: AsyncParsableCommand {
         }
         let writer = Task {
             while !Task.isCancelled {
-                write()
+                _ = write()
                 try? await Task.sleep(for: .seconds(1))
             }
         }
         for await _ in finished.stream { break }
         writer.cancel()
-        write()
+        _ = write()
         let j = acquirer.journal
         print("acquirer-sim: \(j.totalAuthorizations) authorizations, \(j.totalReversals) reversals (+\(j.repeats) repeats), "
               + "\(j.dropped) replies dropped, \(j.lateSent) late; authorized twice: \(j.authorizedTwice.count), reversed twice: \(j.reversedTwice.count)")

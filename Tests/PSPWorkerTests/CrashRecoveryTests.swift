@@ -399,15 +399,75 @@ struct ScratchStore {
         #expect(try String(contentsOfFile: directory + "/public-key.pem", encoding: .utf8) == "an old public key")
     }
 
-    /// Runs `psp-worker` to its end, from a thread of its own (it blocks until the process exits);
-    /// its exit status and what it wrote to standard error.
-    static func run(_ arguments: [String], environment: [String: String]? = nil) async throws -> (Int32, String) {
-        try await RawHTTP.offThePool { try runBlocking(arguments, environment: environment) }
+    /// acquirer-sim refuses what it would misread: a port past 65535 (the resolver takes it modulo
+    /// 65536: 70000 listened on 4464), negative fault values (quietly "off"), and a journal it
+    /// cannot write (the scripts' checks read it; it ran on without a word).
+    @Test(arguments: [
+        (["--iso-port", "70000"], "--iso-port"),
+        (["--http-port", "65536"], "--http-port"),
+        (["--delay-ms", "-5"], "--delay-ms"),
+        (["--drop-every", "-1"], "--drop-every"),
+        (["--iso-port", "0", "--http-port", "0", "--journal", "/nonexistent-\(UUID().uuidString)/journal.json"], "cannot write the journal"),
+    ] as [([String], String)])
+    func acquirerSimRefusesWhatItWouldMisread(arguments: [String], named: String) async throws {
+        let binary = WorkerProcess.binary.deletingLastPathComponent().appendingPathComponent("acquirer-sim")
+        let (status, message) = try await Self.run(arguments, binary: binary)
+        #expect(status != 0 && message.contains(named), "\(status): \(message)")
     }
 
-    private static func runBlocking(_ arguments: [String], environment: [String: String]?) throws -> (Int32, String) {
+    /// `--out` may name folders that do not exist yet: each is made 0700, and the pair lands with
+    /// no temporary file left beside it.
+    @Test func keygenMakesTheFoldersItNeeds() async throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("keygen-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let directory = base + "/a/b"
+        let (status, message) = try await Self.run(["keygen", "--out", directory])
+        #expect(status == 0, "\(message)")
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory).sorted()
+        #expect(files == ["private-key.pem", "public-key.pem"])
+        func mode(_ path: String) throws -> Int { (try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int) ?? -1 }
+        #expect(try mode(directory + "/private-key.pem") == 0o600)
+        #expect(try mode(base) == 0o700 && mode(base + "/a") == 0o700 && mode(directory) == 0o700)
+        // A file where the folder should be is refused by name.
+        let (refused, why) = try await Self.run(["keygen", "--out", directory + "/private-key.pem"])
+        #expect(refused != 0 && why.contains("is not a folder"), "\(why)")
+    }
+
+    /// Killed in the middle of writing the private key (here by the file-size limit: SIGXFSZ after
+    /// the first 1 KiB), keygen leaves no truncated key under its name, which the next run would
+    /// take for an existing key and refuse to replace.
+    @Test func keygenKilledMidWriteLeavesNoKeyUnderItsName() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keygen-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let status = try await RawHTTP.offThePool { () -> Int32 in
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", "ulimit -f 1; exec \"$0\" keygen --out \"$1\"", WorkerProcess.binary.path, directory]
+            process.standardError = FileHandle.nullDevice
+            process.standardOutput = FileHandle.nullDevice
+            try process.run()
+            process.waitUntilExit()
+            return process.terminationStatus
+        }
+        #expect(status != 0, "the write past 1 KiB must fail")
+        #expect(!FileManager.default.fileExists(atPath: directory + "/private-key.pem"))
+        #expect(!FileManager.default.fileExists(atPath: directory + "/public-key.pem"))
+        // The next run, with no limit, makes the pair.
+        let (again, message) = try await Self.run(["keygen", "--out", directory])
+        #expect(again == 0, "\(message)")
+        #expect(FileManager.default.fileExists(atPath: directory + "/private-key.pem"))
+    }
+
+    /// Runs `psp-worker` to its end, from a thread of its own (it blocks until the process exits);
+    /// its exit status and what it wrote to standard error.
+    static func run(_ arguments: [String], environment: [String: String]? = nil, binary: URL = WorkerProcess.binary) async throws -> (Int32, String) {
+        try await RawHTTP.offThePool { try runBlocking(arguments, environment: environment, binary: binary) }
+    }
+
+    private static func runBlocking(_ arguments: [String], environment: [String: String]?, binary: URL) throws -> (Int32, String) {
         let process = Process()
-        process.executableURL = WorkerProcess.binary
+        process.executableURL = binary
         process.arguments = arguments
         if let environment { process.environment = environment }
         let errors = Pipe()
