@@ -1,6 +1,7 @@
 import Acquiring
 import CardCrypto
 import Foundation
+import NIOCore
 import ISO8583Acquirer
 import SQLitePaymentStore
 
@@ -87,6 +88,9 @@ public struct PSPWorkerConfiguration: Sendable {
     public init(keys: KeyRingSource) {
         self.keys = keys
     }
+
+    /// The event loops serving HTTP when `eventLoopThreads` is nil: NIO's shared group.
+    public static var defaultEventLoopCount: Int { NIOSingletons.groupLoopCountSuggestion }
 
     public static var processorCount: Int {
         #if canImport(Glibc)

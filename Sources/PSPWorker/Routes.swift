@@ -25,6 +25,10 @@ struct Routes: Sendable {
     let adminRefusals: Metrics.Counter
     let storeProbe: StoreProbe
     let logger: Logger
+    /// makePayments being served, read when /metrics is scraped (`psp_makepayment_in_flight`):
+    /// recorded per request instead, two fronts on two loops could leave the gauge at their
+    /// older value, with nothing in flight.
+    let makePaymentsInFlight = InFlightCounter()
 
     init(configuration: PSPWorkerConfiguration, pipeline: MakePaymentPipeline, queue: InProcessMakePaymentQueue,
          drain: DrainNotice = DrainNotice(), store: any PaymentStore, acquirer: any AcquirerAdapter, registry: PrometheusCollectorRegistry,
@@ -45,6 +49,8 @@ struct Routes: Sendable {
 
     func add(to router: Router<BasicRequestContext>) {
         let depth = Gauge(label: "psp_queue_depth", factory: factory)
+        let inFlight = Gauge(label: "psp_makepayment_in_flight", factory: factory)
+        let makePaymentsInFlight = self.makePaymentsInFlight
         let storeMetrics = (store as? SQLitePaymentStore).map { StoreMetrics(store: $0, factory: factory) }
         // POST makePaymentPath is answered ahead of the router, by MakePaymentChannelHandler.
         router.post("/payments") { request, _ in await adminOnly(request) { await register(request) } }
@@ -59,6 +65,7 @@ struct Routes: Sendable {
         router.get("/health/ready") { _, _ in await readiness() }
         router.get("/metrics") { _, _ in
             depth.record(queue.depth)
+            inFlight.record(makePaymentsInFlight.value)
             storeMetrics?.update()
             var buffer: [UInt8] = []
             registry.emit(into: &buffer)
@@ -106,12 +113,11 @@ struct Routes: Sendable {
 
     /// makePayment: the body and the Authorization header in, the answer out (see MakePaymentChannelHandler).
     func makePaymentEndpoint() -> MakePaymentChannelHandler.Serve {
-        let inFlight = Gauge(label: "psp_makepayment_in_flight", factory: factory)
-        let counter = InFlightCounter()
+        let counter = makePaymentsInFlight
         let pipeline = self.pipeline, queue = self.queue
         return { buffer, authorization in
-            inFlight.record(counter.enter())
-            defer { inFlight.record(counter.leave()) }
+            counter.enter()
+            defer { counter.leave() }
             let parsed = buffer.withUnsafeReadableBytes { MakePaymentRequest.parse(json: $0) }
             let body: MakePaymentRequest?, fallbackId: String
             switch parsed {
@@ -249,9 +255,10 @@ final class Once: Sendable {
 
 /// Counts makePayment calls being answered, for the in-flight gauge.
 final class InFlightCounter: Sendable {
-    private let value = Atomic<Int>(0)
-    func enter() -> Int { value.add(1, ordering: .relaxed).newValue }
-    func leave() -> Int { value.subtract(1, ordering: .relaxed).newValue }
+    private let count = Atomic<Int>(0)
+    func enter() { count.add(1, ordering: .relaxed) }
+    func leave() { count.subtract(1, ordering: .relaxed) }
+    var value: Int { count.load(ordering: .relaxed) }
 }
 
 

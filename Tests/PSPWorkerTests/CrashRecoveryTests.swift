@@ -305,7 +305,7 @@ struct ScratchStore {
     @Test func aStopSignalDrainsWhileServingUntilASecondSignal() async throws {
         let scratch = try ScratchStore("drain")
         defer { scratch.remove() }
-        let worker = try await WorkerProcess.start(store: scratch.path, latencyMs: 0, workers: 2, arguments: ["--drain-seconds", "60"])
+        let worker = try await WorkerProcess.start(store: scratch.path, latencyMs: 0, arguments: ["--drain-seconds", "60"])
         defer { worker.kill(SIGKILL) }
         #expect(try await worker.request("GET", "/health/ready").0 == 200)
         #expect(try await worker.register("drain-1") == 201)
@@ -323,7 +323,7 @@ struct ScratchStore {
     @Test func withoutADrainTimeAStopSignalShutsDownAtOnce() async throws {
         let scratch = try ScratchStore("nodrain")
         defer { scratch.remove() }
-        let worker = try await WorkerProcess.start(store: scratch.path, latencyMs: 0, workers: 2)
+        let worker = try await WorkerProcess.start(store: scratch.path, latencyMs: 0)
         defer { worker.kill(SIGKILL) }
         #expect(try await worker.register("nodrain-1") == 201)
         Foundation.kill(worker.process.processIdentifier, SIGTERM)
@@ -339,6 +339,7 @@ struct ScratchStore {
         (["serve", "--private-key", "k.pem", "--make-payment-path", "metrics/x"], "--make-payment-path"),
         (["serve", "--private-key", "k.pem", "--acquirer-timeout", "0.0004"], "--acquirer-timeout"),
         (["serve", "--private-key", "k.pem", "--drain-seconds", "301"], "--drain-seconds"),
+        (["serve", "--private-key", "k.pem", "--workers", "1", "--event-loop-threads", "2"], "--workers"),
         (["serve", "--private-key", "k.pem", "--port", "70000"], "--port"),
         // Card numbers do not cross a network in clear unless the operator says the link is private.
         (["serve", "--private-key", "k.pem", "--acquirer", "http://acq.example.net:8090"], "--allow-cleartext-acquirer"),

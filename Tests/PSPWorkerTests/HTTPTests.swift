@@ -400,6 +400,9 @@ final class AdminWriteFaultStore: ForwardingPaymentStore {
             // Buckets fine enough for a decryption's fraction of a millisecond.
             #expect(metrics.contains(#"psp_decrypt_duration_seconds_bucket{le="0.0005"}"#))
             #expect(metrics.contains("psp_queue_depth"))
+            // Read when scraped: nothing is in flight once the answer is in.
+            let inFlight = metrics.split(separator: "\n").first { $0.hasPrefix("psp_makepayment_in_flight ") }
+            #expect(inFlight.flatMap { Double($0.dropFirst("psp_makepayment_in_flight ".count)) } == 0, "\(String(describing: inFlight))")
             // Registration, the attempt and the outcome: three writes, each committed.
             #expect(Self.value(of: "psp_store_writes_total", in: metrics) == 3)
             #expect((1...3).contains(Self.value(of: "psp_store_commits_total", in: metrics) ?? 0))
