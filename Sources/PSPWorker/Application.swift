@@ -99,7 +99,15 @@ public func buildApplication(
         Task { await pipeline?.handleLateReply(reply) }
     }
     let queue = InProcessMakePaymentQueue(capacity: configuration.queueCapacity)
-    (components.store as? SQLitePaymentStore)?.follow(queue, workers: configuration.workers)
+    // Workers on the event loops need one per loop: a worker keeps its loop busy while jobs wait,
+    // so a loop with none would keep the queue full while the others' sockets went unread (the
+    // command line refuses such a count; a configuration built in code is raised to it).
+    let loopCount = configuration.eventLoopThreads ?? PSPWorkerConfiguration.defaultEventLoopCount
+    let workerCount = configuration.workersOnEventLoops ? max(configuration.workers, loopCount) : max(configuration.workers, 1)
+    if workerCount != configuration.workers {
+        logger.warning("workers raised to one per event loop", metadata: ["workers": "\(configuration.workers)", "eventLoops": "\(loopCount)"])
+    }
+    (components.store as? SQLitePaymentStore)?.follow(queue, workers: workerCount)
     if configuration.adminTokenHash == nil {
         logger.warning("no admin token (--admin-token-file or PSP_ADMIN_TOKEN): the /payments endpoints answer 401")
     }
@@ -110,7 +118,7 @@ public func buildApplication(
     routes.add(to: router)
 
     let eventLoopGroup: MultiThreadedEventLoopGroup = configuration.eventLoopThreads.map { MultiThreadedEventLoopGroup(numberOfThreads: $0) } ?? .singleton
-    let workers = WorkerPoolService(queue: queue, workers: configuration.workers,
+    let workers = WorkerPoolService(queue: queue, workers: workerCount,
                                     maxAuthorizing: configuration.maxAuthorizationsInFlight, pipeline: pipeline,
                                     executors: configuration.workersOnEventLoops ? EventLoopTaskExecutor.forEachLoop(of: eventLoopGroup) : [])
     let makePayment = routes.makePaymentEndpoint()

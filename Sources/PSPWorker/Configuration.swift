@@ -64,7 +64,7 @@ public struct PSPWorkerConfiguration: Sendable {
     /// The window while makePayments queue for a worker (the CPU is saturated).
     public var busyGroupCommitWindow: Duration = SQLitePaymentStore.defaultBusyGroupCommitWindow
     public var acquirer: AcquirerChoice = .simulator(latency: .zero)
-    public var workers = PSPWorkerConfiguration.processorCount
+    public var workers = PSPWorkerConfiguration.defaultWorkerCount
     /// SwiftNIO event loop threads for HTTP (nil: NIO's shared group, one per core).
     public var eventLoopThreads: Int?
     /// Whether the makePayment workers run on the HTTP event loop threads (fewer busy threads than
@@ -89,8 +89,12 @@ public struct PSPWorkerConfiguration: Sendable {
         self.keys = keys
     }
 
-    /// The event loops serving HTTP when `eventLoopThreads` is nil: NIO's shared group.
+    /// The event loops serving HTTP when `eventLoopThreads` is nil: NIO's shared group (its count
+    /// follows a CPU quota or NIO_SINGLETON_GROUP_LOOP_COUNT, and may differ from the cores online).
     public static var defaultEventLoopCount: Int { NIOSingletons.groupLoopCountSuggestion }
+
+    /// One worker per core, and at least one per default event loop (workers on the loops need one each).
+    public static var defaultWorkerCount: Int { max(processorCount, defaultEventLoopCount) }
 
     public static var processorCount: Int {
         #if canImport(Glibc)

@@ -1,4 +1,5 @@
 import CardCrypto
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -13,12 +14,14 @@ public struct KeyGenerationError: Error, CustomStringConvertible {
 
 /// `psp-worker keygen`: a new key pair on disk. The private key file is created with mode 0600 from
 /// the start (never written and then chmod-ed) and is never overwritten. Each file is written under
-/// a temporary name, synced, then linked to its own (which fails if that exists) and the folder
-/// synced: a crash or a full disk leaves no truncated key under the name, and a pair reported
-/// written survives a power cut.
+/// a temporary name (`<name>.partial-<random>`), synced, then linked to its own (which fails if that
+/// exists) and the folder synced: a crash or a full disk leaves no truncated key under the name, and
+/// a pair reported written survives a power cut. A temporary file a killed run left is removed by
+/// the next (it was never a key anyone was given).
 public enum KeyGeneration {
     public static func writeKeyPair(bits: Int, directory: String) throws {
         try makeDirectories(directory)
+        removeLeftovers(in: directory)
         let privatePath = directory + "/private-key.pem", publicPath = directory + "/public-key.pem"
         // Neither file may exist: a new private key beside an old public key would be a pair that
         // does not match (and the next run would refuse, the private key being there).
@@ -38,19 +41,29 @@ public enum KeyGeneration {
         try syncDirectory(directory)
     }
 
-    /// `directory` and any missing folder above it, each made with mode 0700; an error, before any
-    /// key is made, if it is something other than a folder.
+    /// `directory` made with mode 0700 and any missing folder above it as `mkdir -p` makes them
+    /// (0755 less the umask: a parent such as /etc/psp-worker must stay open to the worker's user);
+    /// an error, before any key is made, if it is something other than a folder.
     static func makeDirectories(_ directory: String) throws {
         var path = directory.hasPrefix("/") ? "" : "."
-        for component in directory.split(separator: "/", omittingEmptySubsequences: true) {
+        let components = directory.split(separator: "/", omittingEmptySubsequences: true)
+        for (i, component) in components.enumerated() {
             path += "/" + component
-            if mkdir(path, 0o700) != 0 && errno != EEXIST {
+            if mkdir(path, i == components.count - 1 ? 0o700 : 0o755) != 0 && errno != EEXIST {
                 throw KeyGenerationError(description: "cannot create \(path): \(String(cString: strerror(errno)))")
             }
         }
         var info = stat()
         guard stat(directory, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
             throw KeyGenerationError(description: "\(directory) is not a folder")
+        }
+    }
+
+    /// The temporary files of a run that was killed before it linked them.
+    static func removeLeftovers(in directory: String) {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return }
+        for name in names where name.hasPrefix("private-key.pem.partial-") || name.hasPrefix("public-key.pem.partial-") {
+            unlink(directory + "/" + name)
         }
     }
 
@@ -73,10 +86,13 @@ public enum KeyGeneration {
             guard fsync(fd) == 0 else { throw KeyGenerationError(description: "cannot sync \(temporary)") }
         }
         // link(2) never replaces: a file that appeared under the name meanwhile stays as it was.
-        guard link(temporary, path) == 0 else {
-            let reason = errno == EEXIST ? "it exists (an existing key is never overwritten)" : String(cString: strerror(errno))
-            throw KeyGenerationError(description: "cannot create \(path): \(reason)")
-        }
+        if link(temporary, path) == 0 { return }
+        let linkError = errno
+        // A file system without hard links (vfat, some network mounts): a rename, after one more
+        // look, since rename(2) would replace.
+        if [EPERM, EOPNOTSUPP, ENOSYS].contains(linkError), access(path, F_OK) != 0, rename(temporary, path) == 0 { return }
+        let reason = linkError == EEXIST || access(path, F_OK) == 0 ? "it exists (an existing key is never overwritten)" : String(cString: strerror(linkError))
+        throw KeyGenerationError(description: "cannot create \(path): \(reason)")
     }
 
     /// Makes the folder's new names durable (a file's fsync does not sync its folder entry).

@@ -34,7 +34,7 @@ struct AcquirerSimCommand: AsyncParsableCommand {
         guard (0...65535).contains(isoPort), (0...65535).contains(httpPort) else {
             throw ValidationError("--iso-port and --http-port must be between 0 and 65535")
         }
-        // Negative values would quietly mean "off", and delays past an hour overflow a Duration's nanoseconds.
+        // Negative values would quietly mean "off"; an hour is more than any test waits.
         guard (0...3_600_000).contains(delayMs), (0...3_600_000).contains(jitterMs) else {
             throw ValidationError("--delay-ms and --jitter-ms must be between 0 and 3,600,000")
         }

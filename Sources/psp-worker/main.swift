@@ -153,7 +153,7 @@ struct Serve: AsyncParsableCommand {
     var allowCleartextAcquirer = false
     @Option(help: "Latency the simulator adds to every answer, in milliseconds.") var simulatorLatencyMs = 0
     @Option(help: "Worker tasks taking makePayment jobs off the queue. Default: the number of cores.")
-    var workers = PSPWorkerConfiguration.processorCount
+    var workers = PSPWorkerConfiguration.defaultWorkerCount
     @Option(help: "SwiftNIO event loop threads for HTTP. Default: NIO's shared group, one per core.")
     var eventLoopThreads: Int?
     @Option(help: "Where the workers run: event-loops (the HTTP threads; fewer task switches) or pool (Swift's cooperative pool).")
@@ -188,6 +188,7 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--group-commit-window-ms and --busy-group-commit-window-ms must be between 0 and 100")
         }
         if let eventLoopThreads, eventLoopThreads < 1 { throw ValidationError("--event-loop-threads must be at least 1") }
+        guard workers >= 1, queueCapacity >= 1 else { throw ValidationError("--workers and --queue-capacity must be at least 1") }
         // A worker on an event loop keeps its loop busy for as long as jobs wait (the loop reads its
         // sockets when the worker finds the queue empty): a loop with no worker of its own would keep
         // the queue full under load, and the connections of the loops with one would go unread.
@@ -196,7 +197,6 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--workers (\(workers)) must be at least the event loops (\(loops)) with --worker-threads event-loops; "
                 + "or run the workers on Swift's pool: --worker-threads pool")
         }
-        guard workers >= 1, queueCapacity >= 1 else { throw ValidationError("--workers and --queue-capacity must be at least 1") }
         // Each worker is a task started at once: a number past any machine's cores only stalls the start.
         guard workers <= 4096 else { throw ValidationError("--workers must be at most 4,096") }
         guard store.hasPrefix("sqlite:"), store.count > 7 else { throw ValidationError("--store must be sqlite:PATH") }

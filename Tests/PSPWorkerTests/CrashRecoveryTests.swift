@@ -24,12 +24,13 @@ final class WorkerProcess: @unchecked Sendable {
     /// then in libdispatch when a session's sockets go away, swift-corelibs-foundation#4791.)
     let callsAtOnce: DispatchSemaphore
 
-    init(store: String, latencyMs: Int, workers: Int = 8, privateKey: String = "psp-private-key", arguments: [String] = [],
+    /// `workers` nil: the worker's own default.
+    init(store: String, latencyMs: Int, workers: Int? = 8, privateKey: String = "psp-private-key", arguments: [String] = [],
          environment extra: [String: String] = [:], connections: Int = 6) throws {
         callsAtOnce = DispatchSemaphore(value: connections)
         process.executableURL = Self.binary
-        process.arguments = ["serve", "--port", "0", "--store", "sqlite:" + store, "--workers", String(workers),
-                             "--simulator-latency-ms", String(latencyMs), "--private-key", TestKeys.path(privateKey)] + arguments
+        process.arguments = ["serve", "--port", "0", "--store", "sqlite:" + store] + (workers.map { ["--workers", String($0)] } ?? [])
+            + ["--simulator-latency-ms", String(latencyMs), "--private-key", TestKeys.path(privateKey)] + arguments
         var environment = ProcessInfo.processInfo.environment
         environment["PSP_ADMIN_TOKEN"] = LiveWorker.adminToken
         environment.merge(extra) { $1 }
@@ -64,7 +65,7 @@ final class WorkerProcess: @unchecked Sendable {
 
     /// Starts a worker from a thread of its own: the start blocks on the worker's log for up to
     /// 30 s, which on the test pool (one thread per core) would stall every async test meanwhile.
-    static func start(store: String, latencyMs: Int, workers: Int = 8, privateKey: String = "psp-private-key", arguments: [String] = [],
+    static func start(store: String, latencyMs: Int, workers: Int? = 8, privateKey: String = "psp-private-key", arguments: [String] = [],
                       environment: [String: String] = [:], connections: Int = 6) async throws -> WorkerProcess {
         try await RawHTTP.offThePool {
             try WorkerProcess(store: store, latencyMs: latencyMs, workers: workers, privateKey: privateKey, arguments: arguments,
@@ -72,15 +73,28 @@ final class WorkerProcess: @unchecked Sendable {
         }
     }
 
-    /// Signals the worker and waits for it to exit (nothing, once it has); after 20 s, SIGKILL: a
-    /// shutdown that hangs would otherwise hold a thread of the test pool (one per core) for good.
+    /// Signals the worker without waiting for it (for `defer`), with SIGKILL 20 s later if it is
+    /// still running. Waiting here would hold a thread of the test pool (one per core), and with
+    /// two tests waiting at once none is left for Foundation to see the exit: `waitUntilExit`
+    /// then spun for ever over zombies.
     func kill(_ signal: Int32) {
         guard process.isRunning else { return }
         Foundation.kill(process.processIdentifier, signal)
-        let deadline = Date().addingTimeInterval(20)
-        while process.isRunning, Date() < deadline { usleep(10_000) }
-        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
+        let process = self.process
+        DispatchQueue.global().asyncAfter(deadline: .now() + 20) {
+            if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
+        }
+    }
+
+    /// Signals the worker and waits for it to exit, polling without holding a thread; SIGKILL
+    /// after 20 s.
+    func stop(_ signal: Int32) async throws {
+        guard process.isRunning else { return }
+        Foundation.kill(process.processIdentifier, signal)
+        if (try? await waitUntil(within: .seconds(20)) { !self.process.isRunning }) == nil {
+            Foundation.kill(process.processIdentifier, SIGKILL)
+            try await waitUntil(within: .seconds(20)) { !self.process.isRunning }
+        }
     }
 
     /// One call on a connection of its own; throws when no answer comes (the worker died, say).
@@ -174,7 +188,7 @@ struct ScratchStore {
         // payments in waves (6 connections for 40 payments), and the next wave is then waiting on the acquirer.
         try await waitUntil(within: .seconds(60)) { !answeredBeforeKill.bodies.withLock { $0.isEmpty } }
         try await Task.sleep(for: .milliseconds(500))
-        first.kill(SIGKILL)
+        try await first.stop(SIGKILL)
         await load.value
         let before = answeredBeforeKill.bodies.withLock { $0 }
 
@@ -233,7 +247,7 @@ struct ScratchStore {
             for id in ids where try await first.show(id)["state"] as? String == "processing" { return true }
             return false
         }
-        first.kill(SIGKILL)
+        try await first.stop(SIGKILL)
         await load.value
         // 2. Restart (orphaned 1 s + 2 s after an attempt started), and only watch until nothing is
         // processing and every reversal is acknowledged.
@@ -382,7 +396,8 @@ struct ScratchStore {
         while process.isRunning && Date() < limit { try await Task.sleep(for: .milliseconds(50)) }
         let exited = !process.isRunning
         if !exited { process.interrupt(); kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
+        // Polled, not `waitUntilExit` (which spins on the thread it holds until Foundation sees the exit).
+        while process.isRunning { try await Task.sleep(for: .milliseconds(20)) }
         #expect(exited, "still running 30 s after its port was found taken")
         #expect(!exited || process.terminationStatus != 0)
     }
@@ -416,8 +431,8 @@ struct ScratchStore {
         #expect(status != 0 && message.contains(named), "\(status): \(message)")
     }
 
-    /// `--out` may name folders that do not exist yet: each is made 0700, and the pair lands with
-    /// no temporary file left beside it.
+    /// `--out` may name folders that do not exist yet: its own is made 0700 (those above as
+    /// `mkdir -p` makes them), and the pair lands with no temporary file left beside it.
     @Test func keygenMakesTheFoldersItNeeds() async throws {
         let base = FileManager.default.temporaryDirectory.appendingPathComponent("keygen-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: base) }
@@ -428,36 +443,38 @@ struct ScratchStore {
         #expect(files == ["private-key.pem", "public-key.pem"])
         func mode(_ path: String) throws -> Int { (try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int) ?? -1 }
         #expect(try mode(directory + "/private-key.pem") == 0o600)
-        #expect(try mode(base) == 0o700 && mode(base + "/a") == 0o700 && mode(directory) == 0o700)
+        // The key's folder 0700; those above it as `mkdir -p` makes them, open to their owner at least.
+        #expect(try mode(directory) == 0o700)
+        #expect(try mode(base) & 0o700 == 0o700 && mode(base + "/a") & 0o700 == 0o700)
         // A file where the folder should be is refused by name.
         let (refused, why) = try await Self.run(["keygen", "--out", directory + "/private-key.pem"])
         #expect(refused != 0 && why.contains("is not a folder"), "\(why)")
     }
 
-    /// Killed in the middle of writing the private key (here by the file-size limit: SIGXFSZ after
-    /// the first 1 KiB), keygen leaves no truncated key under its name, which the next run would
-    /// take for an existing key and refuse to replace.
-    @Test func keygenKilledMidWriteLeavesNoKeyUnderItsName() async throws {
+    /// A run killed before it linked its files leaves them under temporary names (never under the
+    /// key's); the next run removes them and makes the pair.
+    @Test func keygenRemovesWhatAKilledRunLeft() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keygen-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let status = try await RawHTTP.offThePool { () -> Int32 in
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/bin/sh")
-            process.arguments = ["-c", "ulimit -f 1; exec \"$0\" keygen --out \"$1\"", WorkerProcess.binary.path, directory]
-            process.standardError = FileHandle.nullDevice
-            process.standardOutput = FileHandle.nullDevice
-            try process.run()
-            process.waitUntilExit()
-            return process.terminationStatus
-        }
-        #expect(status != 0, "the write past 1 KiB must fail")
-        #expect(!FileManager.default.fileExists(atPath: directory + "/private-key.pem"))
-        #expect(!FileManager.default.fileExists(atPath: directory + "/public-key.pem"))
-        // The next run, with no limit, makes the pair.
-        let (again, message) = try await Self.run(["keygen", "--out", directory])
-        #expect(again == 0, "\(message)")
-        #expect(FileManager.default.fileExists(atPath: directory + "/private-key.pem"))
+        try "left by a killed run".write(toFile: directory + "/private-key.pem.partial-0123456789ab", atomically: false, encoding: .utf8)
+        try "someone else's".write(toFile: directory + "/notes.txt", atomically: false, encoding: .utf8)
+        let (status, message) = try await Self.run(["keygen", "--out", directory])
+        #expect(status == 0, "\(message)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).sorted() == ["notes.txt", "private-key.pem", "public-key.pem"])
+    }
+
+    /// Without `--workers`, the worker takes one per event loop at least: NIO's loop count follows
+    /// a CPU quota or NIO_SINGLETON_GROUP_LOOP_COUNT and may pass the cores online, and the check
+    /// that a loop has a worker must not refuse the defaults.
+    @Test func theDefaultWorkersCoverEveryEventLoop() async throws {
+        let scratch = try ScratchStore("loops")
+        defer { scratch.remove() }
+        let loops = ProcessInfo.processInfo.activeProcessorCount + 2
+        let worker = try await WorkerProcess.start(store: scratch.path, latencyMs: 0, workers: nil,
+                                                   environment: ["NIO_SINGLETON_GROUP_LOOP_COUNT": String(loops)])
+        defer { worker.kill(SIGTERM) }
+        #expect(try await worker.register("loops-1") == 201)
     }
 
     /// Runs `psp-worker` to its end, from a thread of its own (it blocks until the process exits);
@@ -475,8 +492,13 @@ struct ScratchStore {
         process.standardError = errors
         process.standardOutput = FileHandle.nullDevice
         try process.run()
+        // A command that should have stopped and did not (a bad value taken, a port listened on)
+        // fails its test instead of holding it for ever.
+        let overdue = DispatchWorkItem { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        DispatchQueue.global().asyncAfter(deadline: .now() + 60, execute: overdue)
         let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
+        while process.isRunning { usleep(10_000) }  // this thread's own; `waitUntilExit` would spin it
+        overdue.cancel()
         return (process.terminationStatus, message)
     }
 

@@ -256,6 +256,36 @@ final class AdminWriteFaultStore: ForwardingPaymentStore {
         #expect(failures.allSatisfy { $0.metadata["error"]?.description.contains("WriteFailed") == true })
     }
 
+    /// `psp_makepayment_in_flight` is read when scraped: 1 while a makePayment waits on a slow
+    /// acquirer, 0 once it is answered.
+    @Test func makePaymentsInFlightAreCountedWhenScraped() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("inflight-\(UUID().uuidString)").path
+        defer { for s in ["", "-wal", "-shm", "-gate"] { try? FileManager.default.removeItem(atPath: path + s) } }
+        var configuration = PSPWorkerConfiguration(keys: KeyRingSource(privateKeyPath: TestKeys.path("psp-private-key")))
+        configuration.port = 0
+        configuration.store = .sqlite(path: path)
+        configuration.adminTokenHash = Secrets.sha256(LiveWorker.adminToken)
+        configuration.acquirer = try #require(PSPWorkerConfiguration.AcquirerChoice("simulator", simulatorLatency: .milliseconds(1500)))
+        var logger = Logger(label: "test")
+        logger.logLevel = .warning
+        let app = try buildApplication(configuration: configuration, logger: logger)
+        try await app.test(.live) { client in
+            let port = try #require(client.port)
+            // Scraped on connections of their own: the test client's one would wait behind the makePayment.
+            func inFlight() async throws -> Double? {
+                let metrics = try await RawHTTP.exchange(port: port, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", answers: 1)
+                return metrics.first?.body.split(separator: "\n").first { $0.hasPrefix("psp_makepayment_in_flight ") }
+                    .flatMap { Double($0.dropFirst("psp_makepayment_in_flight ".count)) }
+            }
+            #expect(try await inFlight() == 0, "exported before any makePayment")
+            _ = try await client.register("if-1")
+            let call = Task { try await client.makePayment("if-1", cardData: TestKeys.cardData(code: "00")) }
+            try await waitUntil(within: .seconds(5)) { try await inFlight() == 1 }
+            #expect(try await call.value.status == .ok)
+            #expect(try await inFlight() == 0)
+        }
+    }
+
     /// "The same registration again" is the same bytes: a text canonically equivalent to the one
     /// stored (é precomposed, then as e and a combining accent) is other contents, a conflict.
     @Test func aCanonicallyEquivalentTextIsAnotherRegistration() async throws {
