@@ -99,9 +99,9 @@ public func buildApplication(
         Task { await pipeline?.handleLateReply(reply) }
     }
     let queue = InProcessMakePaymentQueue(capacity: configuration.queueCapacity)
-    // Workers on the event loops need one per loop: a worker keeps its loop busy while jobs wait,
-    // so a loop with none would keep the queue full while the others' sockets went unread (the
-    // command line refuses such a count; a configuration built in code is raised to it).
+    // Workers on the event loops need one per loop: a loop with none would only feed the other
+    // loops' workers, which would carry its decryptions on top of their own sockets (the command
+    // line refuses such a count; a configuration built in code is raised to it).
     let loopCount = configuration.eventLoopThreads ?? PSPWorkerConfiguration.defaultEventLoopCount
     let workerCount = configuration.workersOnEventLoops ? max(configuration.workers, loopCount) : max(configuration.workers, 1)
     if workerCount != configuration.workers {

@@ -1,4 +1,6 @@
+import Foundation
 import NIOCore
+import NIOPosix
 import Processing
 
 /// Runs a task's jobs on one SwiftNIO event loop, so that the makePayment workers and the HTTP
@@ -8,7 +10,8 @@ import Processing
 ///
 /// A job from another thread costs one `execute` (a lock and, when the loop sleeps, an eventfd
 /// write); a job enqueued from the loop itself costs no wake-up at all.
-final class EventLoopTaskExecutor: ThreadBoundTaskExecutor {
+final class EventLoopTaskExecutor: ThreadBoundTaskExecutor, @unchecked Sendable {
+    // @unchecked: `ioTurn` is made and used on `eventLoop` only.
     let eventLoop: any EventLoop
 
     init(_ eventLoop: any EventLoop) {
@@ -22,8 +25,97 @@ final class EventLoopTaskExecutor: ThreadBoundTaskExecutor {
         eventLoop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
     }
 
+    private lazy var ioTurn = IOTurn(eventLoop)
+
+    /// Resumes the calling task once the loop has next read its sockets (`IOTurn`). Called on the
+    /// loop (the task runs here); anywhere else, or before the loop's pipe is open, a plain yield.
+    func yieldToIO() async {
+        guard eventLoop.inEventLoop else { return await Task.yield() }
+        await ioTurn.take()
+    }
+
     /// One executor per loop of `group`, in the group's order.
     static func forEachLoop(of group: any EventLoopGroup) -> [EventLoopTaskExecutor] {
         group.makeIterator().map { EventLoopTaskExecutor($0) }
+    }
+}
+
+/// A turn of an event loop through its sockets, for a task that has kept the loop busy. NIO runs
+/// every task queued during a tick in that same tick, and goes back to its selector only when none
+/// is left, so a task that re-queues itself (a yield) never lets it. A byte written to a pipe whose
+/// reading end the loop watches is seen only when the loop next reads its sockets: the tasks
+/// waiting here resume then, after every socket that was ready has been served. One write, one
+/// read and no timer per turn; nothing is idle.
+final class IOTurn: @unchecked Sendable {
+    // @unchecked: everything here is touched on `eventLoop` only.
+    private let eventLoop: any EventLoop
+    private enum State { case unopened, opening, open(writeFD: Int32), closed }
+    private var state = State.unopened
+    private var waiters: [UnsafeContinuation<Void, Never>] = []
+
+    init(_ eventLoop: any EventLoop) { self.eventLoop = eventLoop }
+
+    /// Called on the loop.
+    func take() async {
+        guard case .open(let writeFD) = state else {
+            if case .unopened = state { open() }
+            return await Task.yield()  // until the pipe is open, or for good if it cannot be
+        }
+        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+            waiters.append(continuation)
+            guard waiters.count == 1 else { return }  // a byte is on its way already
+            var byte: UInt8 = 1
+            // Non-blocking: a full pipe (never, one byte at a time) already holds a byte to read.
+            if write(writeFD, &byte, 1) < 0 && errno != EAGAIN { resumeAll() }
+        }
+    }
+
+    private func open() {
+        state = .opening
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { state = .closed; return }
+        let (readFD, writeFD) = (fds[0], fds[1])
+        _ = fcntl(writeFD, F_SETFL, fcntl(writeFD, F_GETFL) | O_NONBLOCK)
+        _ = fcntl(writeFD, F_SETFD, FD_CLOEXEC)
+        _ = fcntl(readFD, F_SETFD, FD_CLOEXEC)
+        let bound = NIOLoopBound(self, eventLoop: eventLoop)
+        NIOPipeBootstrap(group: eventLoop)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Reader(turn: bound)) }
+            }
+            .takingOwnershipOfDescriptor(input: readFD)
+            .whenComplete { result in
+                switch result {
+                case .success: bound.value.state = .open(writeFD: writeFD)
+                case .failure:
+                    close(readFD)
+                    close(writeFD)
+                    bound.value.state = .closed
+                }
+            }
+    }
+
+    fileprivate func resumeAll() {
+        let resumed = waiters
+        waiters.removeAll()
+        resumed.forEach { $0.resume() }
+    }
+
+    fileprivate func closed() {
+        if case .open(let writeFD) = state { close(writeFD) }
+        state = .closed
+        resumeAll()
+    }
+
+    /// The pipe's reading end: any byte means the loop is reading its sockets now.
+    private final class Reader: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        let turn: NIOLoopBound<IOTurn>
+        init(turn: NIOLoopBound<IOTurn>) { self.turn = turn }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) { turn.value.resumeAll() }
+        func channelInactive(context: ChannelHandlerContext) {
+            turn.value.closed()
+            context.fireChannelInactive()
+        }
     }
 }

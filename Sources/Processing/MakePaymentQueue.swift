@@ -65,6 +65,14 @@ public protocol MakePaymentQueue: Sendable {
 /// runs there next, without waking another core (on a VM, an interrupt to another vCPU).
 public protocol ThreadBoundTaskExecutor: TaskExecutor {
     var isCurrentThread: Bool { get }
+    /// Suspends the calling task (which runs on this executor) until the thread has served its
+    /// other work: for an event loop, until it has read its sockets. A worker that takes job after
+    /// job calls it every `InProcessMakePaymentQueue.ioTurnEvery`.
+    func yieldToIO() async
+}
+
+extension ThreadBoundTaskExecutor {
+    public func yieldToIO() async { await Task.yield() }
 }
 
 public final class InProcessMakePaymentQueue: MakePaymentQueue {
@@ -123,13 +131,14 @@ public final class InProcessMakePaymentQueue: MakePaymentQueue {
         return result
     }
 
-    private func next(on thread: (any ThreadBoundTaskExecutor)?) async -> Entry? {
+    /// The next job, and whether the worker waited for it (its thread was free meanwhile).
+    private func next(on thread: (any ThreadBoundTaskExecutor)?) async -> (entry: Entry, waited: Bool)? {
         // A job already waiting is taken without suspending (a suspension is a trip through the executor).
         if let entry = state.withLock({ $0.jobs.popFirst() }) {
             queued.subtract(1, ordering: .relaxed)
-            return entry
+            return (entry, false)
         }
-        return await withCheckedContinuation { (continuation: CheckedContinuation<Entry?, Never>) in
+        let entry = await withCheckedContinuation { (continuation: CheckedContinuation<Entry?, Never>) in
             enum Action { case run(Entry), finish, wait }
             let action = state.withLock { s -> Action in
                 if let entry = s.jobs.popFirst() { return .run(entry) }
@@ -145,7 +154,15 @@ public final class InProcessMakePaymentQueue: MakePaymentQueue {
             case .wait: break
             }
         }
+        return entry.map { ($0, true) }
     }
+
+    /// How long a worker on a thread of its own (an event loop) takes job after job before it lets
+    /// the thread serve its other work (`ThreadBoundTaskExecutor.yieldToIO`): its `Task.yield()`
+    /// before each job lets queued tasks run, but an event loop runs every task queued during a
+    /// tick in that same tick, so without this the loop read none of its sockets (requests,
+    /// acquirer replies) for as long as jobs waited.
+    public static let ioTurnEvery: Duration = .milliseconds(2)
 
     public func runWorkers(_ workers: Int, maxAuthorizing: Int = 4096, executors: [any TaskExecutor] = [],
                            handler: @escaping @Sendable (MakePaymentJob) -> WorkStep) async {
@@ -157,13 +174,21 @@ public final class InProcessMakePaymentQueue: MakePaymentQueue {
                 // Child tasks inherit the preference: the authorizations run where their worker does.
                 group.addTask(executorPreference: executor) {
                     await withDiscardingTaskGroup { authorizations in
-                        while let entry = await self.next(on: thread) {
+                        var busySince = ContinuousClock.now
+                        while let (entry, waited) = await self.next(on: thread) {
                             self.taken.add(1, ordering: .relaxed)
+                            if waited { busySince = .now }
                             // Let the continuations of payments already past their decryption
                             // (store writes done, answers to send) run before this worker takes
                             // its thread for another ~1 ms of RSA: finishing started
-                            // payments first keeps the latency tail short under bursts.
-                            await Task.yield()
+                            // payments first keeps the latency tail short under bursts. Every
+                            // `ioTurnEvery` of jobs back to back, the thread's sockets too.
+                            if let thread, ContinuousClock.now - busySince >= Self.ioTurnEvery {
+                                await thread.yieldToIO()
+                                busySince = .now
+                            } else {
+                                await Task.yield()
+                            }
                             switch handler(entry.job) {
                             case .answered(let result):
                                 self.taken.subtract(1, ordering: .relaxed)

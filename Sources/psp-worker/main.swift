@@ -189,9 +189,8 @@ struct Serve: AsyncParsableCommand {
         }
         if let eventLoopThreads, eventLoopThreads < 1 { throw ValidationError("--event-loop-threads must be at least 1") }
         guard workers >= 1, queueCapacity >= 1 else { throw ValidationError("--workers and --queue-capacity must be at least 1") }
-        // A worker on an event loop keeps its loop busy for as long as jobs wait (the loop reads its
-        // sockets when the worker finds the queue empty): a loop with no worker of its own would keep
-        // the queue full under load, and the connections of the loops with one would go unread.
+        // Each event loop needs a worker of its own: a loop with none would only feed the others'
+        // workers, which would carry its decryptions on top of their own sockets.
         let loops = eventLoopThreads ?? PSPWorkerConfiguration.defaultEventLoopCount
         if workerThreads == .eventLoops && workers < loops {
             throw ValidationError("--workers (\(workers)) must be at least the event loops (\(loops)) with --worker-threads event-loops; "

@@ -2,6 +2,7 @@ import MakePayment
 import NIOPosix
 import PaymentStoreConformance
 import Processing
+import NIOCore
 import Synchronization
 import Testing
 @testable import PSPWorker
@@ -73,6 +74,77 @@ import Testing
         }
         queue.close()
         await workers.value
+        try await group.shutdownGracefully()
+    }
+}
+
+/// A worker taking job after job on an event loop still lets the loop read its sockets: NIO runs
+/// every task queued during a tick in that tick, so a worker that only yielded kept the loop from
+/// its selector until the queue was empty (a request, or an acquirer's reply, waited behind every
+/// job queued: here, all 40).
+@Suite struct EventLoopIOTurnTests {
+    final class Counter: Sendable { let value = Atomic<Int>(0) }
+    final class Reads: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        let answered: Counter
+        let answeredAtRead = Mutex<Int?>(nil)
+        init(answered: Counter) { self.answered = answered }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let now = answered.value.load(ordering: .relaxed)
+            answeredAtRead.withLock { if $0 == nil { $0 = now } }
+        }
+    }
+
+    @Test func aBusyWorkerLetsItsLoopReadItsSockets() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        let answered = Counter()
+        let reads = Reads(answered: answered)
+        let server = try await ServerBootstrap(group: loop)
+            .childChannelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(reads) } }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let port = try #require(server.localAddress?.port)
+        let queue = InProcessMakePaymentQueue(capacity: 64)
+        // The first job holds the loop until the test has queued every job and sent its byte.
+        let taken = Counter(), gate = Counter()
+        let workers = Task {
+            await queue.runWorkers(1, executors: [EventLoopTaskExecutor(loop)]) { job in
+                if taken.value.add(1, ordering: .relaxed).newValue == 1 {
+                    while gate.value.load(ordering: .relaxed) == 0 {}
+                }
+                let until = ContinuousClock.now + .milliseconds(2)  // a decryption's worth, and more
+                while ContinuousClock.now < until {}
+                return .answered(MakePaymentResult(httpStatus: 200, response: .ok(job.request.pspTransactionId)))
+            }
+        }
+        let jobs = 40
+        let submitted = Task {
+            try await withThrowingTaskGroup(of: Void.self) { submitters in
+                for i in 0..<jobs {
+                    let record = PaymentRecord(registration: PaymentStoreConformance.registration("t\(i)"), state: .pending, outcome: nil,
+                                               attempt: nil, authorizationsSent: 0, createdAt: 0, updatedAt: 0, completedAt: nil)
+                    let request = MakePaymentRequest(pspTransactionId: "t\(i)", merchantSerialNumber: "1", cardData: "", confirmed: .yes)
+                    submitters.addTask {
+                        _ = try await queue.submit(MakePaymentJob(request: request, payment: record))
+                        answered.value.add(1, ordering: .relaxed)
+                    }
+                }
+                try await submitters.waitForAll()
+            }
+        }
+        // With the worker busy and every other job queued behind it, a client connects and sends a byte.
+        try await waitUntil(within: .seconds(30)) { queue.depth == jobs - 1 }
+        let client = try RawHTTP.Connection(port: port)
+        try client.send("x")
+        gate.value.store(1, ordering: .relaxed)
+        try await submitted.value
+        #expect(answered.value.load(ordering: .relaxed) == jobs)
+        let atRead = try #require(reads.answeredAtRead.withLock { $0 }, "the byte was never read")
+        #expect(atRead < jobs - 5, "the byte was read only after \(atRead) of \(jobs) jobs were answered")
+        _ = client
+        queue.close()
+        await workers.value
+        try await server.close()
         try await group.shutdownGracefully()
     }
 }
