@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import Processing
+import Synchronization
 
 /// Runs a task's jobs on one SwiftNIO event loop, so that the makePayment workers and the HTTP
 /// front share the event loop threads instead of also waking the cooperative pool's: on a machine
@@ -10,8 +11,7 @@ import Processing
 ///
 /// A job from another thread costs one `execute` (a lock and, when the loop sleeps, an eventfd
 /// write); a job enqueued from the loop itself costs no wake-up at all.
-final class EventLoopTaskExecutor: ThreadBoundTaskExecutor, @unchecked Sendable {
-    // @unchecked: `ioTurn` is made and used on `eventLoop` only.
+final class EventLoopTaskExecutor: ThreadBoundTaskExecutor {
     let eventLoop: any EventLoop
 
     init(_ eventLoop: any EventLoop) {
@@ -25,13 +25,11 @@ final class EventLoopTaskExecutor: ThreadBoundTaskExecutor, @unchecked Sendable 
         eventLoop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
     }
 
-    private lazy var ioTurn = IOTurn(eventLoop)
-
     /// Resumes the calling task once the loop has next read its sockets (`IOTurn`). Called on the
     /// loop (the task runs here); anywhere else, or before the loop's pipe is open, a plain yield.
     func yieldToIO() async {
         guard eventLoop.inEventLoop else { return await Task.yield() }
-        await ioTurn.take()
+        await IOTurn.of(eventLoop).take()
     }
 
     /// One executor per loop of `group`, in the group's order.
@@ -49,6 +47,25 @@ final class EventLoopTaskExecutor: ThreadBoundTaskExecutor, @unchecked Sendable 
 final class IOTurn: @unchecked Sendable {
     // @unchecked: everything here is touched on `eventLoop` only.
     private let eventLoop: any EventLoop
+
+    /// One per loop for the process (each application built makes executors of its own; one pipe
+    /// per loop is enough), made again if the loop's was closed (its group shut down).
+    private static let turns = Mutex<[ObjectIdentifier: IOTurn]>([:])
+
+    static func of(_ eventLoop: any EventLoop) -> IOTurn {
+        turns.withLock { turns in
+            let key = ObjectIdentifier(eventLoop as AnyObject)
+            if let turn = turns[key], !turn.isClosed { return turn }
+            let turn = IOTurn(eventLoop)
+            turns[key] = turn
+            return turn
+        }
+    }
+
+    /// Read from any thread under `turns`' lock: a stale answer only makes one more turn, or one
+    /// plain yield, before the next look.
+    private let closedFlag = Atomic<Bool>(false)
+    private var isClosed: Bool { closedFlag.load(ordering: .relaxed) }
     private enum State { case unopened, opening, open(writeFD: Int32), closed }
     private var state = State.unopened
     private var waiters: [UnsafeContinuation<Void, Never>] = []
@@ -61,20 +78,24 @@ final class IOTurn: @unchecked Sendable {
             if case .unopened = state { open() }
             return await Task.yield()  // until the pipe is open, or for good if it cannot be
         }
-        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
-            waiters.append(continuation)
-            guard waiters.count == 1 else { return }  // a byte is on its way already
+        if waiters.isEmpty {
             var byte: UInt8 = 1
             // Non-blocking: a full pipe (never, one byte at a time) already holds a byte to read.
-            if write(writeFD, &byte, 1) < 0 && errno != EAGAIN { resumeAll() }
+            if write(writeFD, &byte, 1) < 0 && errno != EAGAIN {
+                closed()  // a pipe that cannot be written: plain yields from now on
+                return await Task.yield()
+            }
         }
+        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in waiters.append(continuation) }
     }
 
     private func open() {
         state = .opening
         var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else { state = .closed; return }
+        guard pipe(&fds) == 0 else { closed(); return }
         let (readFD, writeFD) = (fds[0], fds[1])
+        // (pipe2 is not in Swift's Glibc module: set one by one. The process spawns no children
+        // between the two, except a test's; an inherited pipe end does nothing there.)
         _ = fcntl(writeFD, F_SETFL, fcntl(writeFD, F_GETFL) | O_NONBLOCK)
         _ = fcntl(writeFD, F_SETFD, FD_CLOEXEC)
         _ = fcntl(readFD, F_SETFD, FD_CLOEXEC)
@@ -88,9 +109,10 @@ final class IOTurn: @unchecked Sendable {
                 switch result {
                 case .success: bound.value.state = .open(writeFD: writeFD)
                 case .failure:
-                    close(readFD)
+                    // The reading end is NIO's to close once it made a channel of it (the likely
+                    // failure: the loop shutting down); at worst it leaks, never closed twice.
                     close(writeFD)
-                    bound.value.state = .closed
+                    bound.value.closed()
                 }
             }
     }
@@ -104,6 +126,7 @@ final class IOTurn: @unchecked Sendable {
     fileprivate func closed() {
         if case .open(let writeFD) = state { close(writeFD) }
         state = .closed
+        closedFlag.store(true, ordering: .relaxed)
         resumeAll()
     }
 
