@@ -184,7 +184,7 @@ struct StopSignalDrain: Service {
                         if seen == 1 {
                             notice.begin()
                             logger.notice("stop signal: draining, then shutting down", metadata: [
-                                "signal": "\(signal)", "drainSeconds": "\(Double(drainTime.components.seconds) + Double(drainTime.components.attoseconds) / 1e18)"])
+                                "signal": "\(signal)", "drain": "\(drainTime)"])
                             first.finish()
                             if drainTime <= .zero { return }
                         } else {

@@ -31,7 +31,7 @@ struct Routes: Sendable {
     let makePaymentsInFlight = InFlightCounter()
 
     init(configuration: PSPWorkerConfiguration, pipeline: MakePaymentPipeline, queue: InProcessMakePaymentQueue,
-         drain: DrainNotice = DrainNotice(), store: any PaymentStore, acquirer: any AcquirerAdapter, registry: PrometheusCollectorRegistry,
+         drain: DrainNotice, store: any PaymentStore, acquirer: any AcquirerAdapter, registry: PrometheusCollectorRegistry,
          factory: PrometheusMetricsFactory, adminTokenHash: [UInt8]?, logger: Logger) {
         self.logger = logger
         self.configuration = configuration

@@ -26,8 +26,12 @@ struct LiveWorker {
     static let adminToken = "test-admin-token"
 
     /// The acquirer's timeout is generous: with under half of it left after the attempt's commit
-    /// (slow on a loaded machine), an authorization is not sent and the answer is 85.
-    static func run(acquirerTimeout: Duration = .seconds(5), _ body: @Sendable (any TestClientProtocol) async throws -> Void) async throws {
+    /// (slow on a loaded machine), an authorization is not sent and the answer is 85. `configure`
+    /// changes the configuration, and `store` the store the worker gets (to inject faults).
+    static func run(acquirerTimeout: Duration = .seconds(5), logger: Logger = quietLogger,
+                    configure: (inout PSPWorkerConfiguration) throws -> Void = { _ in },
+                    store: (any PaymentStore) -> any PaymentStore = { $0 },
+                    _ body: @Sendable (any TestClientProtocol) async throws -> Void) async throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("http-\(UUID().uuidString).sqlite").path
         defer { for s in ["", "-wal", "-shm", "-gate"] { try? FileManager.default.removeItem(atPath: path + s) } }
         var configuration = PSPWorkerConfiguration(keys: KeyRingSource(privateKeyPath: TestKeys.path("psp-private-key")))
@@ -36,10 +40,17 @@ struct LiveWorker {
         configuration.adminTokenHash = Secrets.sha256(adminToken)
         configuration.acquirerTimeout = acquirerTimeout
         configuration.workers = 2
+        try configure(&configuration)
+        var components = try PSPWorkerComponents.make(configuration, logger: logger)
+        components.store = store(components.store)
+        let app = try buildApplication(configuration: configuration, components: components, logger: logger)
+        try await app.test(.live, body)
+    }
+
+    static var quietLogger: Logger {
         var logger = Logger(label: "test")
         logger.logLevel = .warning
-        let app = try buildApplication(configuration: configuration, logger: logger)
-        try await app.test(.live, body)
+        return logger
     }
 }
 
@@ -233,18 +244,8 @@ final class AdminWriteFaultStore: ForwardingPaymentStore {
     /// A store failure behind an admin call is answered 500 (91) and logged for an operator, with
     /// the step and the error (it was answered and forgotten).
     @Test func aStoreFailureOnTheAdminSurfaceIsLogged() async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("admin-\(UUID().uuidString).sqlite").path
-        defer { for s in ["", "-wal", "-shm", "-gate"] { try? FileManager.default.removeItem(atPath: path + s) } }
-        var configuration = PSPWorkerConfiguration(keys: KeyRingSource(privateKeyPath: TestKeys.path("psp-private-key")))
-        configuration.port = 0
-        configuration.store = .sqlite(path: path)
-        configuration.adminTokenHash = Secrets.sha256(LiveWorker.adminToken)
-        configuration.workers = 2
         let logs = CapturedLogs()
-        var components = try PSPWorkerComponents.make(configuration, logger: logs.logger)
-        components.store = AdminWriteFaultStore(components.store)
-        let app = try buildApplication(configuration: configuration, components: components, logger: logs.logger)
-        try await app.test(.live) { client in
+        try await LiveWorker.run(logger: logs.logger, store: { AdminWriteFaultStore($0) }) { client in
             let registered = try await client.register("af-1")
             #expect(registered.status == .internalServerError && registered.text.contains(#""errorCode":"91""#))
             let cancelled = try await client.post("/payments/af-1/cancel", "", authorization: "Bearer " + LiveWorker.adminToken)
@@ -259,17 +260,9 @@ final class AdminWriteFaultStore: ForwardingPaymentStore {
     /// `psp_makepayment_in_flight` is read when scraped: 1 while a makePayment waits on a slow
     /// acquirer, 0 once it is answered.
     @Test func makePaymentsInFlightAreCountedWhenScraped() async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("inflight-\(UUID().uuidString)").path
-        defer { for s in ["", "-wal", "-shm", "-gate"] { try? FileManager.default.removeItem(atPath: path + s) } }
-        var configuration = PSPWorkerConfiguration(keys: KeyRingSource(privateKeyPath: TestKeys.path("psp-private-key")))
-        configuration.port = 0
-        configuration.store = .sqlite(path: path)
-        configuration.adminTokenHash = Secrets.sha256(LiveWorker.adminToken)
-        configuration.acquirer = try #require(PSPWorkerConfiguration.AcquirerChoice("simulator", simulatorLatency: .milliseconds(1500)))
-        var logger = Logger(label: "test")
-        logger.logLevel = .warning
-        let app = try buildApplication(configuration: configuration, logger: logger)
-        try await app.test(.live) { client in
+        try await LiveWorker.run(configure: {
+            $0.acquirer = try #require(PSPWorkerConfiguration.AcquirerChoice("simulator", simulatorLatency: .milliseconds(1500)))
+        }) { client in
             let port = try #require(client.port)
             // Scraped on connections of their own: the test client's one would wait behind the makePayment.
             func inFlight() async throws -> Double? {
