@@ -92,6 +92,7 @@ let package = Package(
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The simulated acquirer host behind `acquirer-sim` (and the adapters' conformance tests).
@@ -165,7 +166,9 @@ let package = Package(
         ]),
         .testTarget(name: "HTTPAcquirerTests", dependencies: [
             "HTTPAcquirer", "AcquirerSimulator", "AcquirerConformance", "Acquiring",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .testTarget(name: "CardCryptoTests", dependencies: ["CardCrypto"], resources: [.copy("Fixtures")]),

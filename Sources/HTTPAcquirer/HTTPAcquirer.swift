@@ -6,6 +6,7 @@ import Logging
 import MakePayment
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 
 /// An acquirer reached over HTTP(S) with a small JSON API, on a pooled AsyncHTTPClient.
 ///
@@ -98,6 +99,20 @@ public final class HTTPAcquirer: AcquirerAdapter {
         }
     }
 
+    /// The errors AsyncHTTPClient fails a request with only while it waits for a connection (its
+    /// last connect failure, or a timeout waiting for one): it writes a request on a connection
+    /// once one is made, and never retries one it wrote. Such an authorization never left (85,
+    /// nothing to reverse). Any other failure is an unknown outcome, a connect failure of another
+    /// kind too (an unneeded reversal rather than a missing one); a refused connection is the
+    /// common one, and a refusal (a reset in answer to the SYN) cannot come on a connection made.
+    static func failedBeforeSending(_ error: any Error) -> Bool {
+        if error is NIOConnectionError { return true }
+        if let error = error as? IOError { return error.errnoCode == ECONNREFUSED }
+        if let error = error as? HTTPClientError { return error == .connectTimeout || error == .getConnectionFromPoolTimeout }
+        if let error = error as? ChannelError, case .connectTimeout = error { return true }
+        return false
+    }
+
     private func post<T: Decodable>(_ path: String, _ body: [UInt8]) async throws -> T {
         var request = HTTPClientRequest(url: baseURL + path)
         request.method = .POST
@@ -119,7 +134,7 @@ public final class HTTPAcquirer: AcquirerAdapter {
         do {
             response = try await client.execute(request, timeout: requestTimeout)
         } catch {
-            throw AcquirerUnavailable("HTTP acquirer: \(error)")
+            throw AcquirerUnavailable("HTTP acquirer: \(error)", neverSent: Self.failedBeforeSending(error))
         }
         let bytes = try await response.body.collect(upTo: 64 * 1024)
         answered = true

@@ -90,7 +90,7 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
     struct State {
         var channel: (any Channel)?
         var connecting: EventLoopFuture<any Channel>?
-        var pending: [String: CheckedContinuation<ISOMessage, any Error>] = [:]
+        var pending: [String: Waiting] = [:]
         var nextConnectAllowed: ContinuousClock.Instant = .now
         var backoff: Duration = .zero
         /// When the host last sent anything on the current connection.
@@ -101,6 +101,24 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
         /// comes: at most `givenUpLimit`, the oldest dropped first.
         var givenUp = RecentMap<String, GivenUp>(limit: ISO8583Acquirer.givenUpLimit)
         var lateReplyHandler: (@Sendable (LateReply) -> Void)?
+
+        /// A request whose outcome became unknown (its deadline passed, its write failed, its
+        /// connection dropped): an authorization is remembered for a reply that still comes.
+        @discardableResult
+        mutating func giveUp(_ key: String, _ waiting: Waiting) -> Waiting {
+            if let givenUp = waiting.givenUp { self.givenUp.set(givenUp, for: key) }
+            return waiting
+        }
+    }
+
+    /// A request sent (or about to be) and waiting for its reply.
+    struct Waiting {
+        let continuation: CheckedContinuation<ISOMessage, any Error>
+        /// The connection it was sent on: lost, it fails the requests sent on it, even once a new
+        /// connection has taken its place (NIO marks a channel inactive before it says so).
+        let channel: ObjectIdentifier
+        /// An authorization's, remembered if its outcome becomes unknown (`giveUp`).
+        let givenUp: GivenUp?
     }
 
     struct GivenUp {
@@ -355,7 +373,7 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ISOMessage, any Error>) in
                 let duplicate = state.withLock { s -> Bool in
                     if s.pending[key] != nil { return true }
-                    s.pending[key] = continuation
+                    s.pending[key] = Waiting(continuation: continuation, channel: ObjectIdentifier(channel), givenUp: givenUp)
                     // The key comes round again (STANs wrap): a reply to it is this request's now.
                     s.givenUp.removeValue(forKey: key)
                     return false
@@ -367,7 +385,7 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
                 }
                 if Task.isCancelled {
                     buffer.withVeryUnsafeBytes(wipeInPlace)
-                    if let c = state.withLock({ $0.pending.removeValue(forKey: key) }) { c.resume(throwing: CancellationError()) }
+                    if let w = state.withLock({ $0.pending.removeValue(forKey: key) }) { w.continuation.resume(throwing: CancellationError()) }
                     return
                 }
                 // Written from the channel's event loop (where writeAndFlush would go anyway), so
@@ -380,15 +398,16 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
                     }
                     if let sendBy, ContinuousClock.now >= sendBy {
                         buffer.withVeryUnsafeBytes(wipeInPlace)
-                        if let c = self?.state.withLock({ $0.pending.removeValue(forKey: key) }) { c.resume(throwing: AuthorizationDeadline.notSent) }
+                        if let w = self?.state.withLock({ $0.pending.removeValue(forKey: key) }) { w.continuation.resume(throwing: AuthorizationDeadline.notSent) }
                         return
                     }
                     channel.writeAndFlush(buffer).whenComplete { [weak self] result in
                         // The frame may hold a clear PAN: zeroed once the socket has it (or the write failed).
                         buffer.withVeryUnsafeBytes(wipeInPlace)
                         guard case .failure(let error) = result, let self else { return }
-                        if let c = self.state.withLock({ $0.pending.removeValue(forKey: key) }) {
-                            c.resume(throwing: AcquirerUnavailable("send failed: \(error)"))
+                        // Some of the frame may have gone out: an unknown outcome, whose reply may yet come.
+                        if let w = self.state.withLock({ s in s.pending.removeValue(forKey: key).map { s.giveUp(key, $0) } }) {
+                            w.continuation.resume(throwing: AcquirerUnavailable("send failed: \(error)"))
                         }
                     }
                 }
@@ -399,16 +418,16 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
             // with nothing at all from the host since it was sent, the connection is taken for
             // dead and closed (the requests still on it fail at once, as unknown outcomes,
             // instead of waiting). A host still answering others is not silent.
-            let (waiting, silent) = state.withLock { s -> (CheckedContinuation<ISOMessage, any Error>?, (any Channel)?) in
-                guard let c = s.pending.removeValue(forKey: key) else { return (nil, nil) }
-                if let givenUp { s.givenUp.set(givenUp, for: key) }
-                guard s.channel === channel, s.lastReceived < sentAt else { return (c, nil) }
+            let (waiting, silent) = state.withLock { s -> (Waiting?, (any Channel)?) in
+                guard let w = s.pending.removeValue(forKey: key) else { return (nil, nil) }
+                s.giveUp(key, w)
+                guard s.channel === channel, s.lastReceived < sentAt else { return (w, nil) }
                 s.unansweredInARow += 1
-                guard s.unansweredInARow >= configuration.unansweredBeforeReconnect else { return (c, nil) }
+                guard s.unansweredInARow >= configuration.unansweredBeforeReconnect else { return (w, nil) }
                 s.unansweredInARow = 0
-                return (c, channel)
+                return (w, channel)
             }
-            waiting?.resume(throwing: CancellationError())
+            waiting?.continuation.resume(throwing: CancellationError())
             if let silent {
                 logger.warning("no reply from the acquirer to several requests in a row; closing the connection",
                                metadata: ["unanswered": "\(configuration.unansweredBeforeReconnect)"])
@@ -465,7 +484,8 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
                     return s.backoff
                 }
                 logger.warning("cannot connect to acquirer", metadata: ["error": "\(error)", "retryAfter": "\(backoff)"])
-                let failure = AcquirerUnavailable("cannot connect to acquirer: \(error)")
+                // Nothing was written: every request waiting for this connection was never sent.
+                let failure = AcquirerUnavailable("cannot connect to acquirer: \(error)", neverSent: true)
                 promise.fail(failure)
                 throw failure
             }
@@ -510,7 +530,7 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
         let (continuation, late) = state.withLock { s -> (CheckedContinuation<ISOMessage, any Error>?, (GivenUp, (@Sendable (LateReply) -> Void)?)?) in
             s.lastReceived = .now
             s.unansweredInARow = 0
-            if let waiting = key.flatMap({ s.pending.removeValue(forKey: $0) }) { return (waiting, nil) }
+            if let waiting = key.flatMap({ s.pending.removeValue(forKey: $0) }) { return (waiting.continuation, nil) }
             guard message.mti == "0110", let key, let givenUp = s.givenUp[key], message[37].map({ $0 == givenUp.rrn }) ?? true else { return (nil, nil) }
             s.givenUp.removeValue(forKey: key)
             return (nil, (givenUp, s.lateReplyHandler))
@@ -550,16 +570,18 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
         return withOurTerminal.matchKey
     }
 
-    /// The connection is gone: every request still waiting has an unknown outcome.
+    /// The connection is gone: every request still waiting has an unknown outcome. An
+    /// authorization's reply may still come, on the next connection (a host that resends what it
+    /// could not deliver), and then reaches `onLateReply` like any other given up on.
     fileprivate func connectionLost(_ channel: any Channel) {
-        let waiting = state.withLock { s -> [CheckedContinuation<ISOMessage, any Error>] in
-            guard s.channel === channel else { return [] }
-            s.channel = nil
-            defer { s.pending.removeAll() }
-            return Array(s.pending.values)
+        let lost = ObjectIdentifier(channel)
+        let waiting = state.withLock { s -> [Waiting] in
+            if s.channel === channel { s.channel = nil }
+            let keys = s.pending.compactMap { $0.value.channel == lost ? $0.key : nil }
+            return keys.compactMap { key in s.pending.removeValue(forKey: key).map { s.giveUp(key, $0) } }
         }
         if !waiting.isEmpty { logger.warning("acquirer connection lost", metadata: ["requestsInFlight": "\(waiting.count)"]) }
-        waiting.forEach { $0.resume(throwing: AcquirerUnavailable("connection lost after sending")) }
+        waiting.forEach { $0.continuation.resume(throwing: AcquirerUnavailable("connection lost after sending")) }
     }
 }
 

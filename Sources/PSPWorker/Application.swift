@@ -118,7 +118,9 @@ public func buildApplication(
     routes.add(to: router)
 
     let eventLoopGroup: MultiThreadedEventLoopGroup = configuration.eventLoopThreads.map { MultiThreadedEventLoopGroup(numberOfThreads: $0) } ?? .singleton
-    let workers = WorkerPoolService(queue: queue, workers: workerCount,
+    // The services that write to the store, which closes after the last of them has returned.
+    let writers = StoreWriters(count: 3)
+    let workers = WorkerPoolService(writers: writers, queue: queue, workers: workerCount,
                                     maxAuthorizing: configuration.maxAuthorizationsInFlight, pipeline: pipeline,
                                     executors: configuration.workersOnEventLoops ? EventLoopTaskExecutor.forEachLoop(of: eventLoopGroup) : [])
     let makePayment = routes.makePaymentEndpoint()
@@ -133,8 +135,8 @@ public func buildApplication(
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "psp-worker"),
         // Shut down in reverse: the HTTP server first (finishing requests in flight), then the
         // workers (draining the queue), then reversals, then the store.
-        services: [StoreCloser(close: components.closeStore), ReversalLoopService(reversals: reversals),
-                   OrphanSweepService(pipeline: pipeline), AcquirerKeepAlive(acquirer: components.acquirer), workers],
+        services: [StoreCloser(writers: writers, close: components.closeStore), ReversalLoopService(writers: writers, reversals: reversals),
+                   OrphanSweepService(writers: writers, pipeline: pipeline), AcquirerKeepAlive(acquirer: components.acquirer), workers],
         eventLoopGroupProvider: .shared(eventLoopGroup),
         logger: logger)
 }
@@ -211,6 +213,7 @@ struct StopSignalDrain: Service {
 /// On cancellation too (another service failed, say: the port was taken): idle workers wait on the
 /// queue without heeding cancellation, and the process would otherwise never exit.
 struct WorkerPoolService: Service {
+    let writers: StoreWriters
     let queue: InProcessMakePaymentQueue
     let workers: Int
     let maxAuthorizing: Int
@@ -218,6 +221,7 @@ struct WorkerPoolService: Service {
     let executors: [any TaskExecutor]
 
     func run() async throws {
+        defer { writers.finished() }
         let pipeline = self.pipeline
         await withTaskCancellationOrGracefulShutdownHandler {
             await queue.runWorkers(workers, maxAuthorizing: maxAuthorizing, executors: executors) { job in pipeline.workStep(job) }
@@ -230,8 +234,10 @@ struct WorkerPoolService: Service {
 /// Store and forward of reversals, until shutdown; what is left is sent after the next start.
 /// Sends already under way are finished (and recorded) before the store closes after it.
 struct ReversalLoopService: Service {
+    let writers: StoreWriters
     let reversals: ReversalService
     func run() async throws {
+        defer { writers.finished() }
         await cancelWhenGracefulShutdown { await reversals.run() }
         await reversals.finishSendingSoon()
     }
@@ -240,8 +246,10 @@ struct ReversalLoopService: Service {
 /// Reverses attempts a crash (of this process or an earlier one) left without an outcome: at
 /// start, then every 5 s, until shutdown.
 struct OrphanSweepService: Service {
+    let writers: StoreWriters
     let pipeline: MakePaymentPipeline
     func run() async throws {
+        defer { writers.finished() }
         await cancelWhenGracefulShutdown { await pipeline.runOrphanSweeps(every: .seconds(5)) }
     }
 }
@@ -258,12 +266,50 @@ struct AcquirerKeepAlive: Service {
     }
 }
 
-/// Closes the store once everything that writes to it has stopped.
+/// Closes the store once everything that writes to it has stopped. A graceful shutdown stops the
+/// services in reverse order, this one last; a cancellation (another service failed: the port was
+/// taken, say) stops them all at once, and the workers may still be draining the queue and the
+/// reversals finishing their sends, each of which must be recorded: so it waits for them either way.
 struct StoreCloser: Service {
+    let writers: StoreWriters
     let close: @Sendable () -> Void
     func run() async throws {
         try? await gracefulShutdown()
-        close()
+        await writers.allFinished()
+        // Closing waits for the writer's last group and any checkpoint: on a thread of its own,
+        // not one of the cooperative pool's.
+        let close = self.close
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            Thread { close(); done.resume() }.start()
+        }
+    }
+}
+
+/// The services that write to the store, counted down as each returns (`StoreCloser`).
+final class StoreWriters: Sendable {
+    private let state: Mutex<(running: Int, waiting: [CheckedContinuation<Void, Never>])>
+    init(count: Int) { state = Mutex((count, [])) }
+
+    func finished() {
+        let resumed = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.running -= 1
+            guard s.running == 0 else { return [] }
+            defer { s.waiting.removeAll() }
+            return s.waiting
+        }
+        resumed.forEach { $0.resume() }
+    }
+
+    /// Returns once every one has finished (not cancellable: the store must outlive them).
+    func allFinished() async {
+        await withCheckedContinuation { continuation in
+            let done = state.withLock { s -> Bool in
+                guard s.running > 0 else { return true }
+                s.waiting.append(continuation)
+                return false
+            }
+            if done { continuation.resume() }
+        }
     }
 }
 

@@ -28,15 +28,25 @@ import Darwin
 /// pages and syncs the database file, typically 1–3 ms).
 /// Connections that do not go through a gate (the `sqlite3` shell, say) are not covered: with
 /// the store in use, only read from it.
+///
+/// A holder waits at most `timeout` for the gate, as SQLite waits for its own locks
+/// (`sqlite3_busy_timeout`, the same 5 s): another process frozen while it holds the gate
+/// (stopped, paused in its container, under a debugger) then fails this one's writes, which go
+/// the way of any refused write (91, and an approval reversed), instead of holding them with no
+/// answer for as long as it stays frozen.
 final class CheckpointGate: @unchecked Sendable {
-    // @unchecked: the descriptor is set once; flock is what makes the gate safe to share.
+    // @unchecked: the descriptor is set once. A flock belongs to the open file, not to a thread,
+    // so one gate must not be held from two threads at once: each holder (the writer's thread,
+    // the checkpointer's) opens a gate of its own, and only ever holds it from that thread.
     private let descriptor: Int32
+    let timeout: Duration
 
     /// The gate's file beside a database.
     static func path(forDatabase path: String) -> String { path + "-gate" }
 
     /// Opens (creating it if need be) the gate of the database at `databasePath`.
-    init(databasePath: String) throws {
+    init(databasePath: String, timeout: Duration = .seconds(5)) throws {
+        self.timeout = timeout
         let path = Self.path(forDatabase: databasePath)
         // Read-only suffices for flock; the file is never written, and never removed (a process
         // that removed it could leave another holding a gate no one else can see).
@@ -49,14 +59,31 @@ final class CheckpointGate: @unchecked Sendable {
     deinit { close(descriptor) }
 
     /// Runs `body` with the gate held, waiting for it while another holder has it. Throws without
-    /// running `body` if the gate cannot be taken: nothing may then checkpoint or commit.
+    /// running `body` if the gate cannot be taken (SQLITE_BUSY past `timeout`): nothing may then
+    /// checkpoint or commit.
     func withGate<T>(_ body: () throws -> T) throws -> T {
-        while flock(descriptor, LOCK_EX) != 0 {
-            guard errno == EINTR else {
+        try take()
+        defer { flock(descriptor, LOCK_UN) }
+        return try body()
+    }
+
+    /// A blocking flock cannot time out, so a held gate is polled, at growing intervals up to
+    /// half a millisecond (a checkpoint holds it for 1–3 ms; a few polls at most).
+    private func take() throws {
+        let deadline = monotonicNanoseconds() &+ nanoseconds(timeout)
+        var pause: UInt32 = 20
+        while flock(descriptor, LOCK_EX | LOCK_NB) != 0 {
+            switch errno {
+            case EINTR: continue
+            case EWOULDBLOCK:
+                guard monotonicNanoseconds() < deadline else {
+                    throw SQLiteError(code: SQLITE_BUSY, message: "the checkpoint gate was held by another connection for over \(timeout)")
+                }
+                usleep(pause)
+                pause = min(pause * 2, 500)
+            default:
                 throw SQLiteError(code: SQLITE_IOERR, message: "cannot take the checkpoint gate: \(String(cString: strerror(errno)))")
             }
         }
-        defer { flock(descriptor, LOCK_UN) }
-        return try body()
     }
 }

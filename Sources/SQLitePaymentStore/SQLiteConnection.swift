@@ -39,6 +39,9 @@ final class SQLiteConnection: @unchecked Sendable {
         sqlite3_close_v2(handle)
     }
 
+    /// A transaction is open (BEGIN without its COMMIT or ROLLBACK yet).
+    var inTransaction: Bool { sqlite3_get_autocommit(handle) == 0 }
+
     func error(_ rc: Int32) -> SQLiteError { SQLiteError(code: rc, message: String(cString: sqlite3_errmsg(handle))) }
 
     func execute(_ sql: String) throws {

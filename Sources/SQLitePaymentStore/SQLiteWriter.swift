@@ -268,7 +268,7 @@ final class SQLiteWriter: @unchecked Sendable {
         }
         for item in items {
             do { try item.run(connection) } catch {
-                try? connection.execute("ROLLBACK")
+                rollBack()
                 return .pieceFailed
             }
         }
@@ -285,8 +285,19 @@ final class SQLiteWriter: @unchecked Sendable {
             if Self.commitFailureIsFatal(failure.code) {
                 fatalError("store commit failed with an I/O error (\(failure)); stopping so that a restart recovers the store")
             }
-            try? connection.execute("ROLLBACK")
+            rollBack()
             return .failed(failure)
+        }
+    }
+
+    /// Ends the group's transaction. One left open (a ROLLBACK that failed) would keep the
+    /// database's write lock: every later group, here and in any other process on the store,
+    /// would fail while this one still looked ready. Stops the process instead, as after a failed
+    /// COMMIT; a restart rolls the transaction back.
+    private func rollBack() {
+        try? connection.execute("ROLLBACK")
+        if connection.inTransaction {
+            fatalError("store: a group's transaction could not be rolled back; stopping so that a restart recovers the store")
         }
     }
 

@@ -1,8 +1,10 @@
 import AcquirerConformance
 import AcquirerSimulator
 import Acquiring
-import HTTPAcquirer
+import AsyncHTTPClient
+@testable import HTTPAcquirer
 import Hummingbird
+import NIOCore
 import NIOPosix
 import Synchronization
 import Testing
@@ -78,10 +80,25 @@ final class HTTPSubject: AcquirerConformanceSubject {
         #expect(elsewhere.load(ordering: .relaxed) == 0, "the card was posted to the redirect's target")
     }
 
-    @Test func refusedConnectionIsAnUnknownOutcome() async throws {
-        let adapter = HTTPAcquirer(baseURL: "http://127.0.0.1:1")!
+    /// A connection that cannot be made carried nothing: 85, with nothing to reverse.
+    @Test func refusedConnectionIsNeverSent() async throws {
+        let adapter = HTTPAcquirer(baseURL: "http://127.0.0.1:1", requestTimeout: .seconds(2))!
         let kit = AcquirerConformance(subject: try await HTTPSubject())
         let request = try kit.request(code: "00")
-        await #expect(throws: AcquirerUnavailable.self) { _ = try await adapter.authorize(request) }
+        let error = await #expect(throws: AcquirerUnavailable.self) { _ = try await adapter.authorize(request) }
+        #expect(error?.neverSent == true)
+    }
+
+    /// Only the failures that come before a connection is made say "never sent".
+    @Test func onlyConnectionFailuresAreNeverSent() {
+        #expect(HTTPAcquirer.failedBeforeSending(HTTPClientError.connectTimeout))
+        #expect(HTTPAcquirer.failedBeforeSending(HTTPClientError.getConnectionFromPoolTimeout))
+        #expect(HTTPAcquirer.failedBeforeSending(ChannelError.connectTimeout(.seconds(2))))
+        for sent in [HTTPClientError.readTimeout, .deadlineExceeded, .remoteConnectionClosed, .cancelled] as [HTTPClientError] {
+            #expect(!HTTPAcquirer.failedBeforeSending(sent))
+        }
+        #expect(!HTTPAcquirer.failedBeforeSending(ChannelError.ioOnClosedChannel))
+        #expect(HTTPAcquirer.failedBeforeSending(IOError(errnoCode: ECONNREFUSED, reason: "connect")))
+        #expect(!HTTPAcquirer.failedBeforeSending(IOError(errnoCode: ECONNRESET, reason: "read")))
     }
 }

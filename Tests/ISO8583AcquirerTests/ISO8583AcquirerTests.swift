@@ -222,10 +222,14 @@ struct HostNeverSawIt: Error {}
         #expect(journal.repeatsWithAnotherSTAN == 0)
     }
 
-    @Test func unreachableHostIsAnUnknownOutcomeNotACrash() async throws {
+    /// A connection that cannot be made carried nothing: 85 with nothing to reverse, the first
+    /// time as during the back-off that follows.
+    @Test func unreachableHostIsNotSentNotACrash() async throws {
         let adapter = ISO8583Acquirer(configuration: .init(host: "127.0.0.1", port: 1))
         let kit = AcquirerConformance(subject: try await ISO8583Subject())
-        let request = try kit.request(code: "00")
-        await #expect(throws: AcquirerUnavailable.self) { _ = try await adapter.authorize(request) }
+        for _ in 0..<2 {
+            let error = await #expect(throws: AcquirerUnavailable.self) { _ = try await adapter.authorize(try kit.request(code: "00")) }
+            #expect(error?.neverSent == true)
+        }
     }
 }

@@ -8,7 +8,8 @@ import Synchronization
 import Testing
 
 /// A host whose every answer the test writes: it keeps what it received, and answers each message
-/// with what `answer` makes of it (nil: no answer).
+/// with what `answer` makes of it (nil: no answer), or with what `script` makes of it (several
+/// messages; nil: the connection is closed unanswered).
 final class ScriptedHost: Sendable {
     /// What the host received, in order.
     var received: [ISOMessage] { log.messages.withLock { $0 } }
@@ -17,7 +18,11 @@ final class ScriptedHost: Sendable {
     private let server: any Channel
     var port: Int { server.localAddress?.port ?? 0 }
 
-    init(answer: @escaping @Sendable (ISOMessage) -> ISOMessage?) async throws {
+    convenience init(answer: @escaping @Sendable (ISOMessage) -> ISOMessage?) async throws {
+        try await self.init(script: { answer($0).map { [$0] } ?? [] })
+    }
+
+    init(script answer: @escaping @Sendable (ISOMessage) -> [ISOMessage]?) async throws {
         let log = self.log
         server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelInitializer { channel in
@@ -42,8 +47,8 @@ final class ScriptedHost: Sendable {
     private final class Responder: ChannelInboundHandler, Sendable {
         typealias InboundIn = ByteBuffer
         let log: Log
-        let answer: @Sendable (ISOMessage) -> ISOMessage?
-        init(log: Log, answer: @escaping @Sendable (ISOMessage) -> ISOMessage?) {
+        let answer: @Sendable (ISOMessage) -> [ISOMessage]?
+        init(log: Log, answer: @escaping @Sendable (ISOMessage) -> [ISOMessage]?) {
             self.log = log
             self.answer = answer
         }
@@ -51,10 +56,16 @@ final class ScriptedHost: Sendable {
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             guard let message = try? ISO87APackager.decode(unwrapInboundIn(data).readableBytesView) else { return }
             log.messages.withLock { $0.append(message) }
-            guard let reply = answer(message), let body = try? ISO87APackager.encode(reply) else { return }
-            var buffer = context.channel.allocator.buffer(capacity: body.count + 2)
-            buffer.writeISO8583Frame(body)
-            context.writeAndFlush(NIOAny(buffer), promise: nil)
+            guard let replies = answer(message) else {
+                context.close(promise: nil)
+                return
+            }
+            for reply in replies {
+                guard let body = try? ISO87APackager.encode(reply) else { continue }
+                var buffer = context.channel.allocator.buffer(capacity: body.count + 2)
+                buffer.writeISO8583Frame(body)
+                context.writeAndFlush(NIOAny(buffer), promise: nil)
+            }
         }
     }
 }
@@ -145,6 +156,38 @@ final class ScriptedHost: Sendable {
         #expect(answer.responseCode == "00")
         #expect(host.received.map(\.mti) == ["0800", "0100"])
         #expect(host.received.last?[37] == String(inTime.attemptReference.split(separator: "|")[2]))
+    }
+
+    /// An authorization whose connection dropped before its reply has an unknown outcome, and its
+    /// reply may still come on the next connection (a host that resends what it could not
+    /// deliver): it is reported as late, as for one whose deadline passed, so that a reversal
+    /// already settled on "no original" is sent again.
+    @Test func aReplyResentOnTheNextConnectionIsReportedLate() async throws {
+        let held = Mutex<ISOMessage?>(nil)
+        let host = try await ScriptedHost(script: { request in
+            switch request.mti {
+            case "0100":
+                held.withLock { $0 = request }
+                return nil  // the connection drops before the reply
+            case "0800":
+                let echo = ScriptedHost.reply(to: request, mti: "0810", fields: [7, 11, 41, 70])
+                guard let original = held.withLock({ $0 }) else { return [echo] }
+                return [echo, ScriptedHost.reply(to: original, mti: "0110", fields: [3, 4, 7, 11, 37, 41])]
+            default: return []
+            }
+        })
+        defer { Task { await host.stop() } }
+        let iso = ISO8583Acquirer(configuration: .init(host: "127.0.0.1", port: host.port))
+        let reported = Mutex<[LateReply]>([])
+        iso.onLateReply { reply in reported.withLock { $0.append(reply) } }
+        let request = try Self.authorization(iso, "dropped-1")
+        let error = await #expect(throws: AcquirerUnavailable.self) { try await iso.authorize(request) }
+        #expect(error?.neverSent == false, "it was sent: its outcome is unknown")
+        try await iso.echo()  // a new connection, on which the host resends its reply
+        let limit = ContinuousClock.now + .seconds(10)
+        while reported.withLock({ $0.isEmpty }), ContinuousClock.now < limit { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(reported.withLock { $0 } == [LateReply(pspTransactionId: request.pspTransactionId, attemptReference: request.attemptReference,
+                                                       responseCode: "00", scheme: request.scheme)])
     }
 
     /// An 0110 is matched by terminal and STAN, but must answer this 0100: another message class

@@ -102,6 +102,26 @@ final class GateHolder: @unchecked Sendable {
         #expect(checkpoints.withLock { $0 } > 0)
     }
 
+    /// A gate held past its timeout (another process frozen while it holds the gate) fails the
+    /// group's writes, as SQLite's own busy timeout would, instead of holding them with no answer
+    /// for as long as the holder stays frozen; once the gate is free, writes commit again.
+    @Test func aGateHeldPastItsTimeoutFailsTheWrites() async throws {
+        let scratch = try ScratchTable()
+        defer { scratch.remove() }
+        let gate = try CheckpointGate(databasePath: scratch.path, timeout: .milliseconds(200))
+        let writer = SQLiteWriter(connection: scratch.connection, gate: gate, name: "test-writer", gatherWindow: .zero)
+        defer { writer.close() }
+        let holder = GateHolder(try scratch.gate())
+        let error = await #expect(throws: SQLiteError.self) { try await writer.insert(1) }
+        #expect(error?.code == 5, "SQLITE_BUSY")
+        holder.open()
+        try await writer.insert(2)
+        let reader = try SQLiteConnection(path: scratch.path, readOnly: true)
+        var rows: [Int64] = []
+        _ = try reader.run("SELECT x FROM t ORDER BY x") { rows.append($0.int(0)) }
+        #expect(rows == [2])
+    }
+
     /// One gate file per database, beside it; two holders in one process exclude each other.
     @Test func twoGatesOfOneDatabaseExcludeEachOther() throws {
         let scratch = try ScratchTable()

@@ -1,0 +1,42 @@
+import Logging
+import ServiceLifecycle
+import Synchronization
+import Testing
+@testable import PSPWorker
+
+final class Events: Sendable {
+    let list = Mutex<[String]>([])
+    func add(_ event: String) { list.withLock { $0.append(event) } }
+    var all: [String] { list.withLock { $0 } }
+}
+
+@Suite struct ServiceShutdownTests {
+    /// A service that writes to the store and, when stopped, still has a write to finish (as the
+    /// workers draining the queue, or a reversal send being recorded, do).
+    struct FinishingWriter: Service {
+        let writers: StoreWriters
+        let events: Events
+        func run() async throws {
+            defer { writers.finished() }
+            try? await gracefulShutdown()  // ends at a graceful shutdown or a cancellation
+            try? await Task.sleep(for: .milliseconds(200))
+            events.add("last write")
+        }
+    }
+
+    /// However the group stops (gracefully, or cancelled because another service failed), the
+    /// store is closed only after every service that writes to it has returned.
+    @Test(arguments: [false, true]) func theStoreClosesAfterItsWriters(cancelled: Bool) async throws {
+        let events = Events()
+        let writers = StoreWriters(count: 2)
+        let group = ServiceGroup(configuration: .init(services: [
+            StoreCloser(writers: writers, close: { events.add("closed") }),
+            FinishingWriter(writers: writers, events: events), FinishingWriter(writers: writers, events: events),
+        ], logger: Logger(label: "test")))
+        let running = Task { try await group.run() }
+        try await Task.sleep(for: .milliseconds(100))
+        if cancelled { running.cancel() } else { await group.triggerGracefulShutdown() }
+        try? await running.value
+        #expect(events.all == ["last write", "last write", "closed"])
+    }
+}
