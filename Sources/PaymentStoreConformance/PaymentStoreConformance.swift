@@ -66,7 +66,7 @@ public struct PaymentStoreConformance: Sendable {
 
     static func attempt(_ id: String, instance: String = "instance-a") -> AttemptRecord {
         AttemptRecord(attemptId: "att-" + id + "-" + instance, attemptReference: "ref-" + id + "-" + instance, instanceId: instance,
-                      maskedPAN: MaskedPAN(masked: "400000******0002")!, startedAt: 1_000)
+                      maskedPAN: MaskedPAN(masked: "400000******0002")!, startedAt: 1_000, orphanedAt: 13_000)
     }
 
     static let approved = PaymentOutcome(status: .ok, error: nil, maskedPAN: MaskedPAN(masked: "400000******0002"),
@@ -353,7 +353,7 @@ public struct PaymentStoreConformance: Sendable {
         let store = try await reopenStore()
         try Self.expect(try await store.payment("p-done")?.outcome == Self.approved, "a recorded outcome survives")
         let orphan = try await store.payment("p-orphan")
-        try Self.expect(orphan?.state == .processing && orphan?.attempt?.instanceId == "dead",
-                        "an attempt in flight survives, naming the instance that sent it")
+        try Self.expect(orphan?.state == .processing && orphan?.attempt == Self.attempt("p-orphan", instance: "dead"),
+                        "an attempt in flight survives as recorded (naming the instance that sent it, and when it is orphaned)")
     }
 }

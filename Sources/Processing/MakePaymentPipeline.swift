@@ -249,9 +249,10 @@ public final class MakePaymentPipeline: Sendable {
         // 10. Record the attempt first: a crash after this leaves a trace that forbids a blind retry.
         // The monotonic start first: this process's deadline must end before the stored one.
         let attemptStarted = ContinuousClock.now
+        let startedAt = now()
         let attempt = AttemptRecord(attemptId: request.attemptId, attemptReference: request.attemptReference,
                                     instanceId: configuration.instanceId,
-                                    maskedPAN: masked, startedAt: now())
+                                    maskedPAN: masked, startedAt: startedAt, orphanedAt: startedAt + orphanedAfterMilliseconds)
         do {
             switch try await store.beginAttempt(id, attempt: attempt, now: now()) {
             case .begun: break
@@ -365,11 +366,22 @@ public final class MakePaymentPipeline: Sendable {
     }
 
     /// How long after its attempt started a payment still `processing` counts as orphaned: the
-    /// acquirer's deadline and a margin for recording the outcome. Until then the attempt may be in
-    /// flight, here or in another process on the same store, and a reversal that reached the host
-    /// before the authorization would find nothing to undo.
-    public var orphanedAfterMilliseconds: Int64 { configuration.acquirerTimeout.milliseconds + Self.outcomeMarginMilliseconds }
+    /// acquirer's deadline (never past Vipps's) and a margin for recording the outcome. Until then
+    /// the attempt may be in flight, and a reversal that reached the host before the authorization
+    /// would find nothing to undo. Each attempt records its own (`AttemptRecord.orphanedAt`):
+    /// another process on the same store may have a longer acquirer timeout than this one.
+    public var orphanedAfterMilliseconds: Int64 {
+        min(configuration.acquirerTimeout, configuration.answerWithin).milliseconds + Self.outcomeMarginMilliseconds
+    }
     static let outcomeMarginMilliseconds: Int64 = 2_000
+
+    /// When an attempt counts as orphaned: as its process recorded it, or (recorded by an older
+    /// build) by this process's timeout. Never later than Vipps's patience allows any attempt,
+    /// so that a wrong clock or value cannot hold an orphan for longer.
+    func orphanedAt(_ attempt: AttemptRecord) -> Int64 {
+        let latest = attempt.startedAt + configuration.answerWithin.milliseconds + Self.outcomeMarginMilliseconds
+        return min(attempt.orphanedAt ?? attempt.startedAt + orphanedAfterMilliseconds, latest)
+    }
 
     /// A payment found `processing`: its attempt is in flight (wait for the outcome), or was left
     /// by a crash between sending and recording, or by an outcome that could not be recorded. Once
@@ -377,8 +389,8 @@ public final class MakePaymentPipeline: Sendable {
     /// reversed, never authorized again, and answered 85.
     private func recoverOrphan(_ payment: PaymentRecord) async -> MakePaymentResult {
         let id = payment.registration.pspTransactionId
-        let startedAt = payment.attempt?.startedAt ?? payment.updatedAt
-        let young = min(startedAt + orphanedAfterMilliseconds - now(), orphanedAfterMilliseconds)
+        let due = payment.attempt.map { self.orphanedAt($0) } ?? payment.updatedAt + orphanedAfterMilliseconds
+        let young = min(due - now(), configuration.answerWithin.milliseconds + Self.outcomeMarginMilliseconds)
         if young > 0, let answered = await waitForOutcome(id, for: .milliseconds(young)) { return answered }
         guard let attempt = payment.attempt else { return internalError(id, step: "processing without an attempt", nil) }
         return await reverseOrphan(payment, attempt)
@@ -444,8 +456,10 @@ public final class MakePaymentPipeline: Sendable {
                 return swept
             }
             var recorded = 0
+            let sweptAt = now()
             for payment in found {
-                guard let attempt = payment.attempt else { continue }
+                // Not yet for an attempt whose own process gives up on it later than this one would.
+                guard let attempt = payment.attempt, orphanedAt(attempt) <= sweptAt else { continue }
                 // Joined with a makePayment for the same payment in flight here, if any.
                 let result = await inFlight.run(payment.registration.pspTransactionId) { await self.reverseOrphan(payment, attempt) }
                 if result.httpStatus == 200 { recorded += 1 }

@@ -78,13 +78,19 @@ public struct AttemptRecord: Sendable, Equatable {
     public var instanceId: String
     public var maskedPAN: MaskedPAN
     public var startedAt: Int64
+    /// When the process that sent it will have given up on it for certain (its own acquirer
+    /// timeout, and the margin for recording the outcome): before that, no process may take it
+    /// for orphaned, whatever its own timeout. nil for an attempt recorded by an older build.
+    public var orphanedAt: Int64?
 
-    public init(attemptId: String, attemptReference: String? = nil, instanceId: String, maskedPAN: MaskedPAN, startedAt: Int64) {
+    public init(attemptId: String, attemptReference: String? = nil, instanceId: String, maskedPAN: MaskedPAN, startedAt: Int64,
+                orphanedAt: Int64? = nil) {
         self.attemptId = attemptId
         self.attemptReference = attemptReference ?? attemptId
         self.instanceId = instanceId
         self.maskedPAN = maskedPAN
         self.startedAt = startedAt
+        self.orphanedAt = orphanedAt
     }
 }
 

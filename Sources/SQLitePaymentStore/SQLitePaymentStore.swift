@@ -149,25 +149,30 @@ public final class SQLitePaymentStore: PaymentStore {
     static func migrate(_ db: SQLiteConnection) throws {
         try db.execute(schema)
         try rewriteStateChecks(db)
-        try addReversalColumns(db)
+        try addColumns(db)
     }
 
-    /// Columns of `reversals` newer than the first stores (nineteenth session: late approvals).
-    static let addedReversalColumns = [("late_approved", "INTEGER NOT NULL DEFAULT 0"), ("settled_without_original", "INTEGER NOT NULL DEFAULT 0")]
+    /// Columns newer than the first stores: `reversals`' of the nineteenth session (late
+    /// approvals), `payments`' of the twenty-first (each attempt's own orphan time).
+    static let addedColumns = [("reversals", "late_approved", "INTEGER NOT NULL DEFAULT 0"),
+                               ("reversals", "settled_without_original", "INTEGER NOT NULL DEFAULT 0"),
+                               ("payments", "attempt_orphaned_at", "INTEGER")]
 
-    /// Adds to a store the `reversals` columns it lacks (SQLite adds a column with a constant
-    /// default without touching a row), under the write lock and checked again there, for another
-    /// process opening the store at the same time. A store that has them is only read.
-    static func addReversalColumns(_ db: SQLiteConnection) throws {
-        func missing() throws -> [(String, String)] {
+    /// Adds to a store the columns it lacks (SQLite adds a column with a constant default without
+    /// touching a row), under the write lock and checked again there, for another process opening
+    /// the store at the same time. A store that has them is only read.
+    static func addColumns(_ db: SQLiteConnection) throws {
+        func missing() throws -> [(String, String, String)] {
             var present = Set<String>()
-            try db.run("PRAGMA table_info(reversals)") { present.insert($0.text(1)) }
-            return addedReversalColumns.filter { !present.contains($0.0) }
+            for table in Set(addedColumns.map(\.0)) {
+                try db.run("PRAGMA table_info(\(table))") { present.insert(table + "." + $0.text(1)) }
+            }
+            return addedColumns.filter { !present.contains($0.0 + "." + $0.1) }
         }
         guard try !missing().isEmpty else { return }
         try db.execute("BEGIN IMMEDIATE")
         do {
-            for (name, definition) in try missing() { try db.execute("ALTER TABLE reversals ADD COLUMN \(name) \(definition)") }
+            for (table, name, definition) in try missing() { try db.execute("ALTER TABLE \(table) ADD COLUMN \(name) \(definition)") }
             try db.execute("COMMIT")
         } catch {
             try? db.execute("ROLLBACK")
@@ -200,7 +205,8 @@ public final class SQLitePaymentStore: PaymentStore {
                 attempt_id TEXT,
                 attempt_reference TEXT,
                 attempt_instance_id TEXT,
-                attempt_started_at INTEGER
+                attempt_started_at INTEGER,
+                attempt_orphaned_at INTEGER
             ) WITHOUT ROWID;
             CREATE TABLE IF NOT EXISTS reversals (
                 reversal_id TEXT PRIMARY KEY,
@@ -282,7 +288,7 @@ public final class SQLitePaymentStore: PaymentStore {
         """
     static let beginAttemptSQL = """
         UPDATE payments SET state = 'processing', updated_at = ?, masked_pan = ?, authorizations_sent = authorizations_sent + 1,
-            attempt_id = ?, attempt_reference = ?, attempt_instance_id = ?, attempt_started_at = ?
+            attempt_id = ?, attempt_reference = ?, attempt_instance_id = ?, attempt_started_at = ?, attempt_orphaned_at = ?
         WHERE psp_transaction_id = ? AND state = 'pending'
         """
     /// `attempt_id IS ?`: the outcome of the attempt the row names, or, with none, a refusal
@@ -338,7 +344,7 @@ public final class SQLitePaymentStore: PaymentStore {
         SELECT psp_transaction_id, merchant_serial_number, merchant_order_id, amount, currency, token_hash, payment_text,
                state, created_at, updated_at, completed_at, outcome_status, outcome_error_id, outcome_error_text,
                masked_pan, acquirer_response_code, authorization_code, acquirer_reference, authorizations_sent,
-               attempt_id, attempt_instance_id, attempt_started_at, attempt_reference
+               attempt_id, attempt_instance_id, attempt_started_at, attempt_reference, attempt_orphaned_at
         FROM payments
         """
     private static let selectPaymentById = selectPayments + " WHERE psp_transaction_id = ?"
@@ -375,7 +381,7 @@ public final class SQLitePaymentStore: PaymentStore {
         var attempt: AttemptRecord?
         if let attemptId = row.optionalText(19), let masked {
             attempt = AttemptRecord(attemptId: attemptId, attemptReference: row.text(22), instanceId: row.text(20),
-                                    maskedPAN: masked, startedAt: row.int(21))
+                                    maskedPAN: masked, startedAt: row.int(21), orphanedAt: row.optionalInt(23))
         }
         return PaymentRecord(
             registration: registration, state: PaymentState(rawValue: row.text(7)) ?? .pending, outcome: outcome,
@@ -398,7 +404,7 @@ public final class SQLitePaymentStore: PaymentStore {
         return try await writer.perform { db in
             let changed = try db.run(Self.beginAttemptSQL, [.integer(now), .text(attempt.maskedPAN.value), .text(attempt.attemptId), .text(attempt.attemptReference),
                       .text(attempt.instanceId),
-                      .integer(attempt.startedAt), .text(id)])
+                      .integer(attempt.startedAt), .optional(attempt.orphanedAt), .text(id)])
             guard changed == 1 else {
                 guard let record = try Self.read(db, id) else { return .notFound }
                 return .notPending(record)

@@ -62,10 +62,12 @@ final class PipelineHarness: Sendable {
 
     static let masked = MaskedPAN(masked: "400000******0002")!
 
-    /// Begins an attempt for registered payment `id`, as process `instance` would have, started at `startedAt`.
+    /// Begins an attempt for registered payment `id`, as process `instance` would have, started at
+    /// `startedAt` (and orphaned at `orphanedAt`; nil: as an older build recorded it).
     @discardableResult
-    func beginAttempt(_ id: String, instance: String, startedAt: Int64) async throws -> AttemptRecord {
-        let attempt = AttemptRecord(attemptId: id + "-attempt", instanceId: instance, maskedPAN: Self.masked, startedAt: startedAt)
+    func beginAttempt(_ id: String, instance: String, startedAt: Int64, orphanedAt: Int64? = nil) async throws -> AttemptRecord {
+        let attempt = AttemptRecord(attemptId: id + "-attempt", instanceId: instance, maskedPAN: Self.masked, startedAt: startedAt,
+                                    orphanedAt: orphanedAt)
         guard try await store.beginAttempt(id, attempt: attempt, now: startedAt) == .begun else { throw HarnessError("\(id): attempt not begun") }
         return attempt
     }

@@ -262,6 +262,36 @@ import Testing
         #expect(h.acquirer.authorizationCount(pspTransactionId: "s-dead") == 0)
     }
 
+    /// Processes on one store may have different acquirer timeouts (a rolling change of
+    /// `--acquirer-timeout`): an attempt is orphaned when its own process gives up on it, not when
+    /// this one would. A shorter timeout here neither sweeps nor, on a retry, reverses another
+    /// process's attempt that may still be in flight there.
+    @Test func anAttemptIsOrphanedWhenItsOwnProcessGivesUp() async throws {
+        let h = try PipelineHarness(acquirerTimeout: .milliseconds(200))  // orphaned 2.2 s after the start here
+        let started = wallClockMilliseconds() - 5_000
+        for (id, orphanedAt) in [("t-long", started + 12_000), ("t-short", started + 2_200)] as [(String, Int64?)] + [("t-older-build", nil)] {
+            try await h.register(id)
+            try await h.beginAttempt(id, instance: "other-instance", startedAt: started, orphanedAt: orphanedAt)
+        }
+        #expect(await h.pipeline.sweepOrphans() == 2, "the attempts due by their own process's timeout, or by this one's when they name none")
+        #expect(try await h.store.payment("t-long")?.state == .processing)
+        #expect(try await h.store.payment("t-short")?.outcome?.error?.errorId == 85)
+        #expect(try await h.store.payment("t-older-build")?.outcome?.error?.errorId == 85)
+        // A retry waits for the outcome of the attempt still in flight elsewhere.
+        let retry = Task { await h.makePayment(h.request("t-long", cardData: h.cardData(code: "00"))) }
+        try await Task.sleep(for: .milliseconds(300))
+        let approved = PaymentOutcome(status: .ok, error: nil, maskedPAN: PipelineHarness.masked, acquirerResponseCode: "00",
+                                      authorizationCode: "123456", acquirerReference: "REF")
+        _ = try await h.store.recordOutcome("t-long", outcome: approved, reversal: nil, attemptId: "t-long-attempt", now: wallClockMilliseconds())
+        #expect(await retry.value == MakePaymentResult(httpStatus: 200, response: .ok("t-long")))
+        #expect(try await h.store.reversals(for: "t-long").isEmpty)
+        // This process's own attempts record when they are orphaned.
+        try await h.register("t-own")
+        _ = await h.makePayment(h.request("t-own", cardData: h.cardData(code: "00")))
+        let own = try #require(try await h.store.payment("t-own")?.attempt)
+        #expect(own.orphanedAt == own.startedAt + h.pipeline.orphanedAfterMilliseconds)
+    }
+
     /// A retry that finds another process's attempt still young waits for its outcome instead of
     /// reversing it (a reversal that overtook the authorization would find nothing to undo).
     @Test func aRetryWaitsForAnAttemptInFlightElsewhere() async throws {
