@@ -5,6 +5,7 @@
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include "shim.h"
 
+#include <pthread.h>
 #include <string.h>
 #ifdef __linux__
 #include <sys/prctl.h>
@@ -305,9 +306,16 @@ void ccs_cleanse(void *p, size_t len) { if (p != NULL && len > 0) OPENSSL_cleans
 void ccs_free_secret(void *p, size_t len) { if (p != NULL) OPENSSL_clear_free(p, len); }
 void ccs_free(void *p) { OPENSSL_free(p); }
 
+// SHA-256 fetched once: `EVP_sha256()` is looked up again by name at each digest (one allocation
+// more per token checked). Falls back to it if the fetch failed.
+static EVP_MD *fetched_sha256;
+static pthread_once_t fetch_sha256_once = PTHREAD_ONCE_INIT;
+static void fetch_sha256(void) { fetched_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL); }
+
 int ccs_sha256(const void *in, size_t in_len, uint8_t out[32]) {
+    pthread_once(&fetch_sha256_once, fetch_sha256);
     unsigned int len = 0;
-    int ok = EVP_Digest(in, in_len, out, &len, EVP_sha256(), NULL) == 1 && len == 32;
+    int ok = EVP_Digest(in, in_len, out, &len, fetched_sha256 ? fetched_sha256 : EVP_sha256(), NULL) == 1 && len == 32;
     ERR_clear_error();
     return ok;
 }

@@ -14,6 +14,19 @@ public enum Secrets {
         return text.withUTF8 { sha256(UnsafeRawBufferPointer($0)) }
     }
 
+    /// Whether SHA-256 of `text` is `expected`, compared in constant time (the digest made on the
+    /// stack: a makePayment's token check allocates nothing of its own).
+    public static func sha256(of text: String, equals expected: [UInt8]) -> Bool {
+        guard expected.count == 32 else { return false }
+        var text = text
+        return text.withUTF8 { bytes in
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 32) { digest in
+                precondition(ccs_sha256(bytes.baseAddress, bytes.count, digest.baseAddress) == 1, "SHA-256 failed in OpenSSL")
+                return expected.withUnsafeBytes { ccs_constant_time_equal(digest.baseAddress, $0.baseAddress, 32) == 1 }
+            }
+        }
+    }
+
     /// Compares two equal-length byte strings in time that does not depend on where they differ.
     public static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         guard a.count == b.count else { return false }

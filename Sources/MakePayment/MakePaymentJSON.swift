@@ -188,7 +188,12 @@ struct JSONReader {
             at += 1
         }
         guard at < bytes.count else { return nil }
-        var decoded = Array(UnsafeRawBufferPointer(rebasing: bytes[start..<at]))
+        // Escapes only shrink the text (a \u escape's UTF-8 is shorter than the escape): what is
+        // left of the body is room enough, and the buffer never grows (some clients escape every
+        // "/" of a base64 cardData).
+        var decoded: [UInt8] = []
+        decoded.reserveCapacity(bytes.count - start)
+        decoded.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[start..<at]))
         while at < bytes.count {
             let b = bytes[at]
             switch b {

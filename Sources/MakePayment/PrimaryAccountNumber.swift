@@ -62,13 +62,19 @@ public struct PrimaryAccountNumber: ~Copyable, @unchecked Sendable {
 
     /// The number shown as first 6, last 4, e.g. `492500******4444`: safe for logs, records and bodies.
     public var masked: MaskedPAN {
-        var out = [UInt8](repeating: UInt8(ascii: "*"), count: count)
-        // Under 13 digits, first 6 and last 4 would hide 2 or fewer (and the Luhn digit gives one
-        // of them away): masked completely, as ISOMessage.maskPAN does.
-        guard count >= 13 else { return MaskedPAN(unchecked: String(decoding: out, as: UTF8.self)) }
-        for i in 0..<6 { out[i] = digits[i] }
-        for i in (count - 4)..<count { out[i] = digits[i] }
-        return MaskedPAN(unchecked: String(decoding: out, as: UTF8.self))
+        let count = self.count, digits = self.digits
+        // Written straight into the string's storage (no array first).
+        let text = String(unsafeUninitializedCapacity: count) { out in
+            out.initialize(repeating: UInt8(ascii: "*"))
+            // Under 13 digits, first 6 and last 4 would hide 2 or fewer (and the Luhn digit gives
+            // one of them away): masked completely, as ISOMessage.maskPAN does.
+            if count >= 13 {
+                for i in 0..<6 { out[i] = digits[i] }
+                for i in (count - 4)..<count { out[i] = digits[i] }
+            }
+            return count
+        }
+        return MaskedPAN(unchecked: text)
     }
 
     /// The first `n` digits (the BIN/IIN), 6 or 8, as a number.

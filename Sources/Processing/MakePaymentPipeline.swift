@@ -143,9 +143,9 @@ public final class MakePaymentPipeline: Sendable {
     /// "Bearer " the caller put in front of the token is allowed, in any case (RFC 9110 §11.1).
     public static func tokenMatches(_ authorization: String?, _ storedHash: [UInt8]) -> Bool {
         guard let token = authorization, !token.isEmpty else { return false }
-        if Secrets.constantTimeEqual(Secrets.sha256(token), storedHash) { return true }
+        if Secrets.sha256(of: token, equals: storedHash) { return true }
         guard let credentials = Secrets.bearerCredentials(token) else { return false }
-        return Secrets.constantTimeEqual(Secrets.sha256(credentials), storedHash)
+        return Secrets.sha256(of: credentials, equals: storedHash)
     }
 
     // MARK: - Worker

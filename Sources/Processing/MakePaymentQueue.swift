@@ -76,14 +76,19 @@ extension ThreadBoundTaskExecutor {
 }
 
 public final class InProcessMakePaymentQueue: MakePaymentQueue {
+    // Unsafe continuations rather than checked ones (which allocate a guard object each: two per
+    // makePayment here), resumed exactly once: a submitter's by `submit` (refused) or by the worker
+    // that ran its job; workers leave `runWorkers` only once the queue is closed and empty, so no
+    // entry is left behind. An idle worker's by `submit` (handed a job), `next` or `close`, each
+    // after taking it out of `idleWorkers` under the lock.
     struct Entry: Sendable {
         let job: MakePaymentJob
-        let continuation: CheckedContinuation<MakePaymentResult?, Never>
+        let continuation: UnsafeContinuation<MakePaymentResult?, Never>
     }
     private struct State {
         var jobs: Deque<Entry> = []
         /// Each with the thread its worker runs on, when it is bound to one.
-        var idleWorkers: [(thread: (any ThreadBoundTaskExecutor)?, continuation: CheckedContinuation<Entry?, Never>)] = []
+        var idleWorkers: [(thread: (any ThreadBoundTaskExecutor)?, continuation: UnsafeContinuation<Entry?, Never>)] = []
         var closed = false
     }
     public let capacity: Int
@@ -107,9 +112,9 @@ public final class InProcessMakePaymentQueue: MakePaymentQueue {
     public var idleWorkers: Int { state.withLock { $0.idleWorkers.count } }
 
     public func submit(_ job: MakePaymentJob) async throws -> MakePaymentResult {
-        let result: MakePaymentResult? = await withCheckedContinuation { continuation in
+        let result: MakePaymentResult? = await withUnsafeContinuation { continuation in
             let entry = Entry(job: job, continuation: continuation)
-            enum Action { case reject, handTo(CheckedContinuation<Entry?, Never>), queued }
+            enum Action { case reject, handTo(UnsafeContinuation<Entry?, Never>), queued }
             let action = state.withLock { s -> Action in
                 if s.closed || s.jobs.count >= capacity { return .reject }
                 if !s.idleWorkers.isEmpty {
@@ -138,7 +143,7 @@ public final class InProcessMakePaymentQueue: MakePaymentQueue {
             queued.subtract(1, ordering: .relaxed)
             return (entry, false)
         }
-        let entry = await withCheckedContinuation { (continuation: CheckedContinuation<Entry?, Never>) in
+        let entry = await withUnsafeContinuation { (continuation: UnsafeContinuation<Entry?, Never>) in
             enum Action { case run(Entry), finish, wait }
             let action = state.withLock { s -> Action in
                 if let entry = s.jobs.popFirst() { return .run(entry) }
@@ -210,7 +215,7 @@ public final class InProcessMakePaymentQueue: MakePaymentQueue {
     }
 
     public func close() {
-        let idle = state.withLock { s -> [CheckedContinuation<Entry?, Never>] in
+        let idle = state.withLock { s -> [UnsafeContinuation<Entry?, Never>] in
             s.closed = true
             defer { s.idleWorkers.removeAll() }
             return s.idleWorkers.map(\.continuation)

@@ -276,6 +276,10 @@ import Testing
 
     @Test func sha256MatchesKnownDigest() {
         #expect(Secrets.hexString(Secrets.sha256("abc")) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        let abc = Secrets.sha256("abc")
+        #expect(Secrets.sha256(of: "abc", equals: abc))
+        #expect(!Secrets.sha256(of: "abd", equals: abc))
+        #expect(!Secrets.sha256(of: "abc", equals: Array(abc.dropLast())), "a stored hash of another length never matches")
     }
 
     @Test func secureBytesHoldsWhatItWasGiven() {
