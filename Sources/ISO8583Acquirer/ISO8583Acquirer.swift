@@ -500,6 +500,9 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
             logger.warning("request from acquirer not served", metadata: ["message": "\(request.maskedDescription)"])
             return
         }
+        // A host that sends requests faster than it reads our answers would grow the channel's
+        // pending writes without bound: past NIO's high-water mark, its requests go unanswered.
+        guard channel.isWritable else { return }
         var reply = ISOMessage(mti: "0810")
         for field in [7, 11, 32, 41, 70] { reply[field] = request[field] }
         reply[39] = "00"
