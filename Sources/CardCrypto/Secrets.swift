@@ -15,7 +15,7 @@ public enum Secrets {
     }
 
     /// Whether SHA-256 of `text` is `expected`, compared in constant time (the digest made on the
-    /// stack: a makePayment's token check allocates nothing of its own).
+    /// stack, not in an array: only OpenSSL's digest context is allocated per check).
     public static func sha256(of text: String, equals expected: [UInt8]) -> Bool {
         guard expected.count == 32 else { return false }
         var text = text

@@ -119,10 +119,17 @@ public func buildApplication(
 
     let eventLoopGroup: MultiThreadedEventLoopGroup = configuration.eventLoopThreads.map { MultiThreadedEventLoopGroup(numberOfThreads: $0) } ?? .singleton
     // The services that write to the store, which closes after the last of them has returned.
-    let writers = StoreWriters(count: 3)
+    let writers = StoreWriters()
     let workers = WorkerPoolService(writers: writers, queue: queue, workers: workerCount,
                                     maxAuthorizing: configuration.maxAuthorizationsInFlight, pipeline: pipeline,
                                     executors: configuration.workersOnEventLoops ? EventLoopTaskExecutor.forEachLoop(of: eventLoopGroup) : [])
+    // Shut down in reverse: the HTTP server first (finishing requests in flight), then the
+    // workers (draining the queue), then reversals, then the store.
+    let services: [any Service] = [
+        StoreCloser(writers: writers, close: components.closeStore), ReversalLoopService(writers: writers, reversals: reversals),
+        OrphanSweepService(writers: writers, pipeline: pipeline), AcquirerKeepAlive(acquirer: components.acquirer), workers,
+    ]
+    writers.expect(services.count { $0 is any WritesToStore })
     let makePayment = routes.makePaymentEndpoint()
     let path = configuration.makePaymentPath, maxBodyBytes = configuration.maxBodyBytes
     let staysOnEventLoop = configuration.workersOnEventLoops
@@ -133,10 +140,7 @@ public func buildApplication(
                                       record: { [metrics = pipeline.metrics] in metrics.recordAnswer($0) }, serve: makePayment),
         ])),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "psp-worker"),
-        // Shut down in reverse: the HTTP server first (finishing requests in flight), then the
-        // workers (draining the queue), then reversals, then the store.
-        services: [StoreCloser(writers: writers, close: components.closeStore), ReversalLoopService(writers: writers, reversals: reversals),
-                   OrphanSweepService(writers: writers, pipeline: pipeline), AcquirerKeepAlive(acquirer: components.acquirer), workers],
+        services: services,
         eventLoopGroupProvider: .shared(eventLoopGroup),
         logger: logger)
 }
@@ -212,7 +216,7 @@ struct StopSignalDrain: Service {
 /// The worker pool as a Service: on graceful shutdown it closes the queue and lets workers drain it.
 /// On cancellation too (another service failed, say: the port was taken): idle workers wait on the
 /// queue without heeding cancellation, and the process would otherwise never exit.
-struct WorkerPoolService: Service {
+struct WorkerPoolService: WritesToStore {
     let writers: StoreWriters
     let queue: InProcessMakePaymentQueue
     let workers: Int
@@ -233,7 +237,7 @@ struct WorkerPoolService: Service {
 
 /// Store and forward of reversals, until shutdown; what is left is sent after the next start.
 /// Sends already under way are finished (and recorded) before the store closes after it.
-struct ReversalLoopService: Service {
+struct ReversalLoopService: WritesToStore {
     let writers: StoreWriters
     let reversals: ReversalService
     func run() async throws {
@@ -245,7 +249,7 @@ struct ReversalLoopService: Service {
 
 /// Reverses attempts a crash (of this process or an earlier one) left without an outcome: at
 /// start, then every 5 s, until shutdown.
-struct OrphanSweepService: Service {
+struct OrphanSweepService: WritesToStore {
     let writers: StoreWriters
     let pipeline: MakePaymentPipeline
     func run() async throws {
@@ -285,10 +289,17 @@ struct StoreCloser: Service {
     }
 }
 
+/// A service that writes to the store: it calls `writers.finished()` when it returns.
+protocol WritesToStore: Service {
+    var writers: StoreWriters { get }
+}
+
 /// The services that write to the store, counted down as each returns (`StoreCloser`).
 final class StoreWriters: Sendable {
-    private let state: Mutex<(running: Int, waiting: [CheckedContinuation<Void, Never>])>
-    init(count: Int) { state = Mutex((count, [])) }
+    private let state = Mutex<(running: Int, waiting: [CheckedContinuation<Void, Never>])>((0, []))
+
+    /// How many there are: set once, before the services run.
+    func expect(_ count: Int) { state.withLock { $0.running = count } }
 
     func finished() {
         let resumed = state.withLock { s -> [CheckedContinuation<Void, Never>] in

@@ -23,8 +23,8 @@ extension ForwardingPaymentStore {
                               attemptId: String?, now: Int64, answerBy: ContinuousClock.Instant?) async throws -> PaymentOutcome? {
         try await base.recordOutcome(pspTransactionId, outcome: outcome, reversal: reversal, attemptId: attemptId, now: now, answerBy: answerBy)
     }
-    public func attemptsStarted(before startedBefore: Int64, limit: Int) async throws -> [PaymentRecord] {
-        try await base.attemptsStarted(before: startedBefore, limit: limit)
+    public func attemptsOrphaned(at now: Int64, unrecordedAfter: Int64, limit: Int) async throws -> [PaymentRecord] {
+        try await base.attemptsOrphaned(at: now, unrecordedAfter: unrecordedAfter, limit: limit)
     }
     public func dueReversals(now: Int64, limit: Int) async throws -> [ReversalRecord] { try await base.dueReversals(now: now, limit: limit) }
     public func claimReversal(_ reversalId: String, now: Int64, until: Int64) async throws -> ReversalRecord? {

@@ -46,7 +46,7 @@ public struct PaymentStoreConformance: Sendable {
         Check(name: "reversal is stored with its outcome and retried until acknowledged", body: { try await $0.reversalLifecycle() }),
         Check(name: "outcomes and orphaned attempts survive a reopen", body: { try await $0.survivesReopen() }),
         Check(name: "the makePayment read follows every transition", body: { try await $0.makePaymentReadFollowsTransitions() }),
-        Check(name: "attempts in flight are listed by age, and only those", body: { try await $0.attemptsInFlightListedByAge() }),
+        Check(name: "orphaned attempts are listed by age, and only those", body: { try await $0.attemptsOrphanedListedByAge() }),
         Check(name: "an attempt in flight is closed only by its own outcome", body: { try await $0.attemptClosedOnlyByItsOwnOutcome() }),
         Check(name: "a due reversal is claimed by one sender at a time", body: { try await $0.reversalClaimedOnce() }),
         Check(name: "a try is recorded under its claim only; a late approval starts a reversal not reversed by the host again as new",
@@ -113,21 +113,33 @@ public struct PaymentStoreConformance: Sendable {
         try Self.expect(own == Self.approved, "its own outcome closes it")
     }
 
-    func attemptsInFlightListedByAge() async throws {
+    func attemptsOrphanedListedByAge() async throws {
         let store = try await makeStore()
-        for id in ["f-old", "f-older", "f-young", "f-done", "f-pending"] { _ = try await store.register(Self.registration(id), now: 1) }
-        for (id, startedAt) in [("f-old", Int64(2_000)), ("f-older", 1_000), ("f-young", 9_000), ("f-done", 500)] {
+        for id in ["f-old", "f-older", "f-young", "f-long", "f-unrecorded", "f-unrecorded-young", "f-done", "f-pending"] {
+            _ = try await store.register(Self.registration(id), now: 1)
+        }
+        // (start, orphaned at): at 5000, with 3000 after the start for an attempt that names none.
+        let attempts: [(String, Int64, Int64?)] = [
+            ("f-old", 2_000, 4_000), ("f-older", 1_000, 3_000), ("f-young", 9_000, 11_000),
+            ("f-long", 2_200, 20_000),  // its process gives up on it later: not yet
+            ("f-unrecorded", 1_500, nil), ("f-unrecorded-young", 2_500, nil), ("f-done", 400, 600),
+        ]
+        for (id, startedAt, orphanedAt) in attempts {
             var attempt = Self.attempt(id)
             attempt.startedAt = startedAt
+            attempt.orphanedAt = orphanedAt
             _ = try await store.beginAttempt(id, attempt: attempt, now: startedAt)
         }
         _ = try await store.recordOutcome("f-done", outcome: Self.approved, reversal: nil, attemptId: Self.attempt("f-done").attemptId, now: 600)
-        let listed = try await store.attemptsStarted(before: 5_000, limit: 10)
-        try Self.expect(listed.map(\.registration.pspTransactionId) == ["f-older", "f-old"],
-                        "processing payments whose attempt started before 5000, oldest first; got \(listed.map(\.registration.pspTransactionId))")
+        let listed = try await store.attemptsOrphaned(at: 5_000, unrecordedAfter: 3_000, limit: 10)
+        try Self.expect(listed.map(\.registration.pspTransactionId) == ["f-older", "f-unrecorded", "f-old"],
+                        "processing payments whose attempt is orphaned at 5000, oldest first; got \(listed.map(\.registration.pspTransactionId))")
         try Self.expect(listed.first?.attempt?.attemptId == Self.attempt("f-older").attemptId, "each with its attempt")
-        let one = try await store.attemptsStarted(before: 5_000, limit: 1)
+        let one = try await store.attemptsOrphaned(at: 5_000, unrecordedAfter: 3_000, limit: 1)
         try Self.expect(one.map(\.registration.pspTransactionId) == ["f-older"], "at most `limit`")
+        let capped = try await store.attemptsOrphaned(at: 5_000, unrecordedAfter: 1_000, limit: 10)
+        try Self.expect(capped.map(\.registration.pspTransactionId) == ["f-older", "f-unrecorded", "f-old", "f-long", "f-unrecorded-young"],
+                        "never later than `unrecordedAfter` after the start; got \(capped.map(\.registration.pspTransactionId))")
     }
 
     func registeredPaymentReadsBack() async throws {

@@ -375,13 +375,18 @@ public final class MakePaymentPipeline: Sendable {
     }
     static let outcomeMarginMilliseconds: Int64 = 2_000
 
-    /// When an attempt counts as orphaned: as its process recorded it, or (recorded by an older
-    /// build) by this process's timeout. Never later than Vipps's patience allows any attempt,
-    /// so that a wrong clock or value cannot hold an orphan for longer.
+    /// When an attempt counts as orphaned: as its process recorded it, never later than Vipps's
+    /// patience allows any attempt (`unrecordedOrphanAfterMilliseconds` after its start, so that a
+    /// wrong value cannot hold an orphan for longer); recorded by an older build, which did not
+    /// say, that bound itself: its process's timeout is not known here, and no build's attempt
+    /// outlives Vipps's patience.
     func orphanedAt(_ attempt: AttemptRecord) -> Int64 {
-        let latest = attempt.startedAt + configuration.answerWithin.milliseconds + Self.outcomeMarginMilliseconds
-        return min(attempt.orphanedAt ?? attempt.startedAt + orphanedAfterMilliseconds, latest)
+        let latest = attempt.startedAt + unrecordedOrphanAfterMilliseconds
+        return min(attempt.orphanedAt ?? latest, latest)
     }
+
+    /// How long after its start any attempt is over for certain: Vipps's patience and the margin.
+    var unrecordedOrphanAfterMilliseconds: Int64 { configuration.answerWithin.milliseconds + Self.outcomeMarginMilliseconds }
 
     /// A payment found `processing`: its attempt is in flight (wait for the outcome), or was left
     /// by a crash between sending and recording, or by an outcome that could not be recorded. Once
@@ -390,7 +395,7 @@ public final class MakePaymentPipeline: Sendable {
     private func recoverOrphan(_ payment: PaymentRecord) async -> MakePaymentResult {
         let id = payment.registration.pspTransactionId
         let due = payment.attempt.map { self.orphanedAt($0) } ?? payment.updatedAt + orphanedAfterMilliseconds
-        let young = min(due - now(), configuration.answerWithin.milliseconds + Self.outcomeMarginMilliseconds)
+        let young = min(due - now(), unrecordedOrphanAfterMilliseconds)
         if young > 0, let answered = await waitForOutcome(id, for: .milliseconds(young)) { return answered }
         guard let attempt = payment.attempt else { return internalError(id, step: "processing without an attempt", nil) }
         return await reverseOrphan(payment, attempt)
@@ -450,7 +455,7 @@ public final class MakePaymentPipeline: Sendable {
         while !Task.isCancelled {
             let found: [PaymentRecord]
             do {
-                found = try await store.attemptsStarted(before: now() - orphanedAfterMilliseconds, limit: batch)
+                found = try await store.attemptsOrphaned(at: now(), unrecordedAfter: unrecordedOrphanAfterMilliseconds, limit: batch)
             } catch {
                 logger.error("cannot read attempts in flight", metadata: ["error": "\(error)"])
                 return swept

@@ -80,7 +80,8 @@ public struct AttemptRecord: Sendable, Equatable {
     public var startedAt: Int64
     /// When the process that sent it will have given up on it for certain (its own acquirer
     /// timeout, and the margin for recording the outcome): before that, no process may take it
-    /// for orphaned, whatever its own timeout. nil for an attempt recorded by an older build.
+    /// for orphaned, whatever its own timeout. nil for an attempt recorded by an older build
+    /// (which is taken as orphaned only once Vipps's patience is over: `unrecordedAfter`).
     public var orphanedAt: Int64?
 
     public init(attemptId: String, attemptReference: String? = nil, instanceId: String, maskedPAN: MaskedPAN, startedAt: Int64,
@@ -225,10 +226,12 @@ public protocol PaymentStore: Sendable {
     /// reach a Vipps that has given up, and the authorization would stand unanswered.
     func recordOutcome(_ pspTransactionId: String, outcome: PaymentOutcome, reversal: ReversalRequest?,
                        attemptId: String?, now: Int64, answerBy: ContinuousClock.Instant?) async throws -> PaymentOutcome?
-    /// Payments still `processing` whose attempt started before `startedBefore` (milliseconds),
-    /// oldest first: the orphan sweep's candidates (a crash between sending and recording, or an
-    /// outcome that could not be recorded).
-    func attemptsStarted(before startedBefore: Int64, limit: Int) async throws -> [PaymentRecord]
+    /// Payments still `processing` whose attempt is orphaned at `now` (milliseconds), oldest
+    /// attempt first: the orphan sweep's candidates (a crash between sending and recording, or an
+    /// outcome that could not be recorded). An attempt is orphaned at its `orphanedAt`, or at
+    /// `unrecordedAfter` after its start, whichever is sooner (an attempt without `orphanedAt`:
+    /// the latter).
+    func attemptsOrphaned(at now: Int64, unrecordedAfter: Int64, limit: Int) async throws -> [PaymentRecord]
     /// Reversals not yet acknowledged whose next try is due.
     func dueReversals(now: Int64, limit: Int) async throws -> [ReversalRecord]
     /// Claims a reversal for one send: if it is pending and due at `now`, moves its next try to

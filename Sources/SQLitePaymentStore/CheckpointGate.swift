@@ -1,4 +1,6 @@
 import CSQLite
+import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -29,17 +31,22 @@ import Darwin
 /// Connections that do not go through a gate (the `sqlite3` shell, say) are not covered: with
 /// the store in use, only read from it.
 ///
-/// A holder waits at most `timeout` for the gate, as SQLite waits for its own locks
+/// A holder waits at most `timeout` for another process's hold, as SQLite waits for its own locks
 /// (`sqlite3_busy_timeout`, the same 5 s): another process frozen while it holds the gate
 /// (stopped, paused in its container, under a debugger) then fails this one's writes, which go
 /// the way of any refused write (91, and an approval reversed), instead of holding them with no
-/// answer for as long as it stays frozen.
+/// answer for as long as it stays frozen. Holders in this process wait for each other first,
+/// without a limit (a checkpoint of this process's own is never frozen, however long it takes).
 final class CheckpointGate: @unchecked Sendable {
     // @unchecked: the descriptor is set once. A flock belongs to the open file, not to a thread,
     // so one gate must not be held from two threads at once: each holder (the writer's thread,
-    // the checkpointer's) opens a gate of its own, and only ever holds it from that thread.
+    // the checkpointer's) opens a gate of its own, and holds it from one thread at a time (the
+    // writer's is first held by the store's opener, for the migration, before its thread starts).
     private let descriptor: Int32
     let timeout: Duration
+    /// This process's holders of the same database, in turn.
+    private let local: NSLock
+    private static let localLocks = Mutex<[String: NSLock]>([:])
 
     /// The gate's file beside a database.
     static func path(forDatabase path: String) -> String { path + "-gate" }
@@ -47,6 +54,12 @@ final class CheckpointGate: @unchecked Sendable {
     /// Opens (creating it if need be) the gate of the database at `databasePath`.
     init(databasePath: String, timeout: Duration = .seconds(5)) throws {
         self.timeout = timeout
+        local = Self.localLocks.withLock { locks in
+            if let lock = locks[databasePath] { return lock }
+            let lock = NSLock()
+            locks[databasePath] = lock
+            return lock
+        }
         let path = Self.path(forDatabase: databasePath)
         // Read-only suffices for flock; the file is never written, and never removed (a process
         // that removed it could leave another holding a gate no one else can see).
@@ -62,13 +75,15 @@ final class CheckpointGate: @unchecked Sendable {
     /// running `body` if the gate cannot be taken (SQLITE_BUSY past `timeout`): nothing may then
     /// checkpoint or commit.
     func withGate<T>(_ body: () throws -> T) throws -> T {
+        local.lock()
+        defer { local.unlock() }
         try take()
         defer { flock(descriptor, LOCK_UN) }
         return try body()
     }
 
-    /// A blocking flock cannot time out, so a held gate is polled, at growing intervals up to
-    /// half a millisecond (a checkpoint holds it for 1–3 ms; a few polls at most).
+    /// A blocking flock cannot time out, so a gate held by another process is polled, at growing
+    /// intervals up to half a millisecond (about ten polls for a checkpoint's 1–3 ms).
     private func take() throws {
         let deadline = monotonicNanoseconds() &+ nanoseconds(timeout)
         var pause: UInt32 = 20

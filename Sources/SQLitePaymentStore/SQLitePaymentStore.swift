@@ -349,8 +349,9 @@ public final class SQLitePaymentStore: PaymentStore {
         """
     private static let selectPaymentById = selectPayments + " WHERE psp_transaction_id = ?"
     // Served by the partial index payments_processing: only payments in flight are in it.
-    private static let selectAttemptsStarted = selectPayments
-        + " WHERE state = 'processing' AND attempt_started_at < ? ORDER BY attempt_started_at LIMIT ?"
+    private static let selectAttemptsOrphaned = selectPayments
+        + " WHERE state = 'processing' AND MIN(COALESCE(attempt_orphaned_at, attempt_started_at + ?1), attempt_started_at + ?1) <= ?2"
+        + " ORDER BY attempt_started_at LIMIT ?3"
 
     static func read(_ db: SQLiteConnection, _ id: String) throws -> PaymentRecord? {
         var record: PaymentRecord?
@@ -358,10 +359,10 @@ public final class SQLitePaymentStore: PaymentStore {
         return record
     }
 
-    public func attemptsStarted(before startedBefore: Int64, limit: Int) async throws -> [PaymentRecord] {
+    public func attemptsOrphaned(at now: Int64, unrecordedAfter: Int64, limit: Int) async throws -> [PaymentRecord] {
         try read { db in
             var out: [PaymentRecord] = []
-            try db.run(Self.selectAttemptsStarted, [.integer(startedBefore), .integer(Int64(limit))]) { out.append(Self.payment($0)) }
+            try db.run(Self.selectAttemptsOrphaned, [.integer(unrecordedAfter), .integer(now), .integer(Int64(limit))]) { out.append(Self.payment($0)) }
             return out
         }
     }

@@ -13,7 +13,7 @@ final class Events: Sendable {
 @Suite struct ServiceShutdownTests {
     /// A service that writes to the store and, when stopped, still has a write to finish (as the
     /// workers draining the queue, or a reversal send being recorded, do).
-    struct FinishingWriter: Service {
+    struct FinishingWriter: WritesToStore {
         let writers: StoreWriters
         let events: Events
         func run() async throws {
@@ -28,11 +28,14 @@ final class Events: Sendable {
     /// store is closed only after every service that writes to it has returned.
     @Test(arguments: [false, true]) func theStoreClosesAfterItsWriters(cancelled: Bool) async throws {
         let events = Events()
-        let writers = StoreWriters(count: 2)
-        let group = ServiceGroup(configuration: .init(services: [
+        let writers = StoreWriters()
+        let services: [any Service] = [
             StoreCloser(writers: writers, close: { events.add("closed") }),
             FinishingWriter(writers: writers, events: events), FinishingWriter(writers: writers, events: events),
-        ], logger: Logger(label: "test")))
+        ]
+        writers.expect(services.count { $0 is any WritesToStore })
+        #expect(services.count { $0 is any WritesToStore } == 2)
+        let group = ServiceGroup(configuration: .init(services: services, logger: Logger(label: "test")))
         let running = Task { try await group.run() }
         try await Task.sleep(for: .milliseconds(100))
         if cancelled { running.cancel() } else { await group.triggerGracefulShutdown() }

@@ -268,15 +268,20 @@ import Testing
     /// process's attempt that may still be in flight there.
     @Test func anAttemptIsOrphanedWhenItsOwnProcessGivesUp() async throws {
         let h = try PipelineHarness(acquirerTimeout: .milliseconds(200))  // orphaned 2.2 s after the start here
-        let started = wallClockMilliseconds() - 5_000
-        for (id, orphanedAt) in [("t-long", started + 12_000), ("t-short", started + 2_200)] as [(String, Int64?)] + [("t-older-build", nil)] {
+        let now = wallClockMilliseconds(), started = now - 5_000
+        // An attempt of an older build names no orphan time: its process's timeout is not known
+        // here, so it is orphaned once Vipps's patience is over (14 s and the margin).
+        let attempts: [(String, Int64, Int64?)] = [("t-long", started, started + 12_000), ("t-short", started, started + 2_200),
+                                                   ("t-older-build", started, nil), ("t-older-build-over", now - 20_000, nil)]
+        for (id, startedAt, orphanedAt) in attempts {
             try await h.register(id)
-            try await h.beginAttempt(id, instance: "other-instance", startedAt: started, orphanedAt: orphanedAt)
+            try await h.beginAttempt(id, instance: "other-instance", startedAt: startedAt, orphanedAt: orphanedAt)
         }
-        #expect(await h.pipeline.sweepOrphans() == 2, "the attempts due by their own process's timeout, or by this one's when they name none")
+        #expect(await h.pipeline.sweepOrphans() == 2, "the attempts due by their own process's timeout, or by Vipps's when they name none")
         #expect(try await h.store.payment("t-long")?.state == .processing)
+        #expect(try await h.store.payment("t-older-build")?.state == .processing)
         #expect(try await h.store.payment("t-short")?.outcome?.error?.errorId == 85)
-        #expect(try await h.store.payment("t-older-build")?.outcome?.error?.errorId == 85)
+        #expect(try await h.store.payment("t-older-build-over")?.outcome?.error?.errorId == 85)
         // A retry waits for the outcome of the attempt still in flight elsewhere.
         let retry = Task { await h.makePayment(h.request("t-long", cardData: h.cardData(code: "00"))) }
         try await Task.sleep(for: .milliseconds(300))
@@ -313,7 +318,9 @@ import Testing
     @Test func aRetryReversesAnAttemptThatOutlivesTheDeadline() async throws {
         let h = try PipelineHarness(acquirerTimeout: .milliseconds(200))
         try await h.register("w-2")
-        let attempt = try await h.beginAttempt("w-2", instance: "other-instance", startedAt: wallClockMilliseconds())
+        let startedAt = wallClockMilliseconds()
+        let attempt = try await h.beginAttempt("w-2", instance: "other-instance", startedAt: startedAt,
+                                               orphanedAt: startedAt + h.pipeline.orphanedAfterMilliseconds)
         let result = await h.makePayment(h.request("w-2", cardData: h.cardData(code: "00")))
         #expect(result.response == .fail("w-2", .responseReceivedTooLate))
         #expect(wallClockMilliseconds() >= attempt.startedAt + h.pipeline.orphanedAfterMilliseconds, "not before the deadline and its margin")

@@ -102,7 +102,7 @@ final class GateHolder: @unchecked Sendable {
         #expect(checkpoints.withLock { $0 } > 0)
     }
 
-    /// A gate held past its timeout (another process frozen while it holds the gate) fails the
+    /// A gate held past its timeout by another process (frozen while it holds the gate) fails the
     /// group's writes, as SQLite's own busy timeout would, instead of holding them with no answer
     /// for as long as the holder stays frozen; once the gate is free, writes commit again.
     @Test func aGateHeldPastItsTimeoutFailsTheWrites() async throws {
@@ -111,15 +111,27 @@ final class GateHolder: @unchecked Sendable {
         let gate = try CheckpointGate(databasePath: scratch.path, timeout: .milliseconds(200))
         let writer = SQLiteWriter(connection: scratch.connection, gate: gate, name: "test-writer", gatherWindow: .zero)
         defer { writer.close() }
-        let holder = GateHolder(try scratch.gate())
+        // Another process's hold: the lock file's flock taken on a descriptor of its own, not
+        // through a gate of this process (whose holders wait for each other first).
+        let other = open(CheckpointGate.path(forDatabase: scratch.path), O_RDONLY)
+        #expect(other >= 0 && flock(other, LOCK_EX) == 0)
         let error = await #expect(throws: SQLiteError.self) { try await writer.insert(1) }
         #expect(error?.code == 5, "SQLITE_BUSY")
-        holder.open()
+        flock(other, LOCK_UN)
+        close(other)
         try await writer.insert(2)
+        // A holder in this process (a checkpoint of its own, however slow) is waited for without a limit.
+        let holder = GateHolder(try scratch.gate())
+        let release = Task {
+            try await Task.sleep(for: .milliseconds(500))
+            holder.open()
+        }
+        try await writer.insert(3)
+        try await release.value
         let reader = try SQLiteConnection(path: scratch.path, readOnly: true)
         var rows: [Int64] = []
         _ = try reader.run("SELECT x FROM t ORDER BY x") { rows.append($0.int(0)) }
-        #expect(rows == [2])
+        #expect(rows == [2, 3])
     }
 
     /// One gate file per database, beside it; two holders in one process exclude each other.
