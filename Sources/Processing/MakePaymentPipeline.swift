@@ -113,9 +113,15 @@ public final class MakePaymentPipeline: Sendable {
             do {
                 return try await queue.submit(job)
             } catch {
+                self.metrics.queueRejected()
+                // The record may be stale (a store answers a registration it has not seen move
+                // from memory): a payment whose answer is known by now gets it, full queue or not.
+                if let fresh = try? await self.store.payment(id) {
+                    if let outcome = fresh.outcome { return MakePaymentResult(httpStatus: 200, response: outcome.response(for: id)) }
+                    if fresh.state == .cancelled { return MakePaymentResult(httpStatus: 200, response: .fail(id, .responseReceivedTooLate)) }
+                }
                 // The API has no 503: a full queue is our problem, 500 with 91, and the payment
                 // stays pending for Vipps's next call.
-                self.metrics.queueRejected()
                 return MakePaymentResult(httpStatus: 500, response: .fail(id, .internalError))
             }
         }

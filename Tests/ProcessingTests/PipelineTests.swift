@@ -172,6 +172,22 @@ import Testing
         #expect(h.acquirer.authorizationCount(pspTransactionId: "qc1") == 0)
     }
 
+    /// The front may work from a stale "pending" (a store answers a registration from memory): with
+    /// the queue full, a payment whose outcome is recorded by now gets that outcome, not a 91.
+    @Test func aStalePendingWithTheQueueFullGetsTheRecordedOutcome() async throws {
+        let h = try PipelineHarness()
+        try await h.register("qs1")
+        let stale = try #require(try await h.store.payment("qs1"))
+        _ = await h.makePayment(h.request("qs1", cardData: h.cardData(code: "00")))
+        #expect(try await h.store.payment("qs1")?.outcome?.status == .ok)
+        let full = InProcessMakePaymentQueue(capacity: 1)
+        full.close()
+        let front = h.pipeline(over: StalePendingStore(base: h.store, stale: stale), acquirerTimeout: .seconds(2), instanceId: "x")
+        let result = await front.handle(body: h.request("qs1", cardData: h.cardData(code: "00")), authorization: "token-qs1", queue: full)
+        #expect(result == MakePaymentResult(httpStatus: 200, response: .ok("qs1")))
+        #expect(h.acquirer.authorizationCount(pspTransactionId: "qs1") == 1)
+    }
+
     @Test func concurrentDuplicatesAuthorizeOnceAndGetIdenticalBodies() async throws {
         let h = try PipelineHarness(latency: .milliseconds(50))
         try await h.register("p-dup")
@@ -966,6 +982,14 @@ final class NotOnFileYet: AcquirerAdapter {
 
 /// A store whose attempt commits stall (a slow fsync, a write lock held by another process), or
 /// that cannot record outcomes (a full disk).
+/// A store whose memory of a registration went stale: the front reads `stale`, every other read the truth.
+final class StalePendingStore: ForwardingPaymentStore {
+    let base: any PaymentStore
+    let stale: PaymentRecord
+    init(base: any PaymentStore, stale: PaymentRecord) { self.base = base; self.stale = stale }
+    func paymentForMakePayment(_ pspTransactionId: String) async throws -> PaymentRecord? { stale }
+}
+
 final class FaultyStore: ForwardingPaymentStore {
     let base: any PaymentStore
     let stall: Duration
