@@ -296,15 +296,16 @@ protocol WritesToStore: Service {
 
 /// The services that write to the store, counted down as each returns (`StoreCloser`).
 final class StoreWriters: Sendable {
-    private let state = Mutex<(running: Int, waiting: [CheckedContinuation<Void, Never>])>((0, []))
+    private let state = Mutex<(running: Int?, waiting: [CheckedContinuation<Void, Never>])>((nil, []))
 
     /// How many there are: set once, before the services run.
     func expect(_ count: Int) { state.withLock { $0.running = count } }
 
     func finished() {
         let resumed = state.withLock { s -> [CheckedContinuation<Void, Never>] in
-            s.running -= 1
-            guard s.running == 0 else { return [] }
+            guard let running = s.running else { preconditionFailure("StoreWriters.expect was not called") }
+            s.running = running - 1
+            guard running == 1 else { return [] }
             defer { s.waiting.removeAll() }
             return s.waiting
         }
@@ -315,7 +316,8 @@ final class StoreWriters: Sendable {
     func allFinished() async {
         await withCheckedContinuation { continuation in
             let done = state.withLock { s -> Bool in
-                guard s.running > 0 else { return true }
+                guard let running = s.running else { preconditionFailure("StoreWriters.expect was not called") }
+                guard running > 0 else { return true }
                 s.waiting.append(continuation)
                 return false
             }

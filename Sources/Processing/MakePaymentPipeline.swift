@@ -120,8 +120,9 @@ public final class MakePaymentPipeline: Sendable {
                     if let outcome = fresh.outcome { return MakePaymentResult(httpStatus: 200, response: outcome.response(for: id)) }
                     if fresh.state == .cancelled { return MakePaymentResult(httpStatus: 200, response: .fail(id, .responseReceivedTooLate)) }
                 }
-                // The API has no 503: a full queue is our problem, 500 with 91, and the payment
-                // stays pending for Vipps's next call.
+                // The API has no 503: a full queue is our problem, 500 with 91. Nothing was done
+                // here, so Vipps's next call is processed (or, for an attempt another process has
+                // under way, waits for its outcome).
                 return MakePaymentResult(httpStatus: 500, response: .fail(id, .internalError))
             }
         }
@@ -371,11 +372,11 @@ public final class MakePaymentPipeline: Sendable {
         return result
     }
 
-    /// How long after its attempt started a payment still `processing` counts as orphaned: the
-    /// acquirer's deadline (never past Vipps's) and a margin for recording the outcome. Until then
-    /// the attempt may be in flight, and a reversal that reached the host before the authorization
-    /// would find nothing to undo. Each attempt records its own (`AttemptRecord.orphanedAt`):
-    /// another process on the same store may have a longer acquirer timeout than this one.
+    /// How long after its start this process's attempt counts as orphaned: the acquirer's deadline
+    /// (never past Vipps's) and a margin for recording the outcome. Until then the attempt may be
+    /// in flight, and a reversal that reached the host before the authorization would find
+    /// nothing to undo. Recorded with each attempt (`AttemptRecord.orphanedAt`), since another
+    /// process on the same store may have a longer acquirer timeout than this one (`orphanedAt(_:)`).
     public var orphanedAfterMilliseconds: Int64 {
         min(configuration.acquirerTimeout, configuration.answerWithin).milliseconds + Self.outcomeMarginMilliseconds
     }
@@ -396,8 +397,8 @@ public final class MakePaymentPipeline: Sendable {
 
     /// A payment found `processing`: its attempt is in flight (wait for the outcome), or was left
     /// by a crash between sending and recording, or by an outcome that could not be recorded. Once
-    /// it is older than `orphanedAfterMilliseconds` its outcome is unknown for good: it is
-    /// reversed, never authorized again, and answered 85.
+    /// past its `orphanedAt(_:)` its outcome is unknown for good: it is reversed, never authorized
+    /// again, and answered 85.
     private func recoverOrphan(_ payment: PaymentRecord) async -> MakePaymentResult {
         let id = payment.registration.pspTransactionId
         let due = payment.attempt.map { self.orphanedAt($0) } ?? payment.updatedAt + orphanedAfterMilliseconds
@@ -451,7 +452,7 @@ public final class MakePaymentPipeline: Sendable {
 
     // MARK: - Orphan sweep
 
-    /// Reverses every attempt left `processing` past `orphanedAfterMilliseconds` (records 85 and
+    /// Reverses every attempt left `processing` past its `orphanedAt(_:)` (records 85 and
     /// the reversal, which the reversal service sends), without waiting for Vipps to call again:
     /// after a crash Vipps may never retry, and an approval would stay on the card. Returns how
     /// many it recorded.
@@ -469,7 +470,7 @@ public final class MakePaymentPipeline: Sendable {
             var recorded = 0
             let sweptAt = now()
             for payment in found {
-                // Not yet for an attempt whose own process gives up on it later than this one would.
+                // The store selected by the same rule; checked again here, where it is defined.
                 guard let attempt = payment.attempt, orphanedAt(attempt) <= sweptAt else { continue }
                 // Joined with a makePayment for the same payment in flight here, if any.
                 let result = await inFlight.run(payment.registration.pspTransactionId) { await self.reverseOrphan(payment, attempt) }

@@ -11,10 +11,10 @@ import Darwin
 
 /// Keeps checkpoints and commits of one database from overlapping, in this process and in any
 /// other process on the same database: an exclusive `flock` on a file beside it
-/// (`<database>-gate`). The writer holds it around each group (BEGIN to the end of COMMIT) and each
-/// checkpoint it completes; the checkpointer around each of its checkpoints. Each holder opens the
-/// file itself, because a `flock` is held by an open file, so two holders in one process exclude
-/// each other as two processes do.
+/// (`<database>-gate`), taken after a lock of this process's own for that database (by its path).
+/// The writer holds it around each group (BEGIN to the end of COMMIT) and each checkpoint it
+/// completes; the checkpointer around each of its checkpoints. Each holder opens the file itself
+/// (a `flock` belongs to the open file, and must be taken and released by one holder).
 ///
 /// Why: SQLite from 3.7.0 to 3.51.2 has a race that loses committed writes or corrupts the file
 /// (fixed in 3.51.3, with backports in 3.50.7 and 3.44.6; https://sqlite.org/wal.html#walresetbug).
@@ -31,17 +31,17 @@ import Darwin
 /// Connections that do not go through a gate (the `sqlite3` shell, say) are not covered: with
 /// the store in use, only read from it.
 ///
-/// A holder waits at most `timeout` for another process's hold, as SQLite waits for its own locks
-/// (`sqlite3_busy_timeout`, the same 5 s): another process frozen while it holds the gate
+/// The writer waits at most `timeout` for another process's hold, as SQLite waits for its own
+/// locks (`sqlite3_busy_timeout`, the same 5 s): another process frozen while it holds the gate
 /// (stopped, paused in its container, under a debugger) then fails this one's writes, which go
 /// the way of any refused write (91, and an approval reversed), instead of holding them with no
 /// answer for as long as it stays frozen. Holders in this process wait for each other first,
-/// without a limit (a checkpoint of this process's own is never frozen, however long it takes).
+/// without a limit (a checkpoint of this process's own is never frozen, however long it takes);
+/// so the checkpointer does not wait for another process at all (`withGate(waiting: false)`): it
+/// would hold this process's lock, and the writer behind it, for its own 5 s first.
 final class CheckpointGate: @unchecked Sendable {
-    // @unchecked: the descriptor is set once. A flock belongs to the open file, not to a thread,
-    // so one gate must not be held from two threads at once: each holder (the writer's thread,
-    // the checkpointer's) opens a gate of its own, and holds it from one thread at a time (the
-    // writer's is first held by the store's opener, for the migration, before its thread starts).
+    // @unchecked: the descriptor is set once; this process's lock (taken first, released last)
+    // keeps two threads from holding gates of one database at once.
     private let descriptor: Int32
     let timeout: Duration
     /// This process's holders of the same database, in turn.
@@ -74,18 +74,19 @@ final class CheckpointGate: @unchecked Sendable {
     /// Runs `body` with the gate held, waiting for it while another holder has it. Throws without
     /// running `body` if the gate cannot be taken (SQLITE_BUSY past `timeout`): nothing may then
     /// checkpoint or commit.
-    func withGate<T>(_ body: () throws -> T) throws -> T {
+    /// `waiting: false`: throws SQLITE_BUSY at once if another process holds it.
+    func withGate<T>(waiting: Bool = true, _ body: () throws -> T) throws -> T {
         local.lock()
         defer { local.unlock() }
-        try take()
+        try take(waiting: waiting)
         defer { flock(descriptor, LOCK_UN) }
         return try body()
     }
 
     /// A blocking flock cannot time out, so a gate held by another process is polled, at growing
     /// intervals up to half a millisecond (about ten polls for a checkpoint's 1–3 ms).
-    private func take() throws {
-        let deadline = monotonicNanoseconds() &+ nanoseconds(timeout)
+    private func take(waiting: Bool) throws {
+        let deadline = monotonicNanoseconds() &+ (waiting ? nanoseconds(timeout) : 0)
         var pause: UInt32 = 20
         while flock(descriptor, LOCK_EX | LOCK_NB) != 0 {
             switch errno {

@@ -350,7 +350,7 @@ public final class SQLitePaymentStore: PaymentStore {
     private static let selectPaymentById = selectPayments + " WHERE psp_transaction_id = ?"
     // Served by the partial index payments_processing: only payments in flight are in it.
     private static let selectAttemptsOrphaned = selectPayments
-        + " WHERE state = 'processing' AND MIN(COALESCE(attempt_orphaned_at, attempt_started_at + ?1), attempt_started_at + ?1) <= ?2"
+        + " WHERE state = 'processing' AND (attempt_orphaned_at <= ?2 OR attempt_started_at + ?1 <= ?2)"
         + " ORDER BY attempt_started_at LIMIT ?3"
 
     static func read(_ db: SQLiteConnection, _ id: String) throws -> PaymentRecord? {

@@ -393,7 +393,8 @@ final class SQLiteCheckpointer: @unchecked Sendable {
         let thread = Thread { [unowned self] in
             nameCurrentThread("sqlite-ckpt")
             while self.stop.wait(timeout: .now() + interval) == .timedOut {
-                if let result = try? self.gate.withGate({ try self.connection.checkpointPassive() }), result.walFrames >= restartFrames {
+                // Skipped while another process holds the gate: tried again at the next interval.
+                if let result = try? self.gate.withGate(waiting: false, { try self.connection.checkpointPassive() }), result.walFrames >= restartFrames {
                     walTooLong()
                 }
             }

@@ -117,7 +117,12 @@ final class GateHolder: @unchecked Sendable {
         #expect(other >= 0 && flock(other, LOCK_EX) == 0)
         let error = await #expect(throws: SQLiteError.self) { try await writer.insert(1) }
         #expect(error?.code == 5, "SQLITE_BUSY")
+        // The checkpointer does not wait at all (it would hold up this process's writer behind it).
+        let checkpointers = try scratch.gate()
+        let refused = #expect(throws: SQLiteError.self) { try checkpointers.withGate(waiting: false) {} }
+        #expect(refused?.code == 5, "SQLITE_BUSY")
         flock(other, LOCK_UN)
+        #expect(throws: Never.self) { try checkpointers.withGate(waiting: false) {} }
         close(other)
         try await writer.insert(2)
         // A holder in this process (a checkpoint of its own, however slow) is waited for without a limit.
