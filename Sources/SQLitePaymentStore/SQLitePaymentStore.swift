@@ -146,10 +146,21 @@ public final class SQLitePaymentStore: PaymentStore {
         ("CHECK (state IN ('pending', 'acknowledged', 'failed'))", "CHECK (\(reversalStateCheck))"),
     ]
 
+    /// The store's format, in `PRAGMA user_version`: raised whenever a build writes something an
+    /// older build would misread (1: the attempts' orphan times, twenty-first session). A build
+    /// refuses to open a store of a newer format than its own (builds before format 1 do not look).
+    static let formatVersion: Int64 = 1
+
     static func migrate(_ db: SQLiteConnection) throws {
+        var found: Int64 = 0
+        try db.run("PRAGMA user_version") { found = $0.int(0) }
+        guard found <= formatVersion else {
+            throw SQLiteError(code: SQLITE_CANTOPEN, message: "the store is of format \(found), written by a newer psp-worker; this build knows formats up to \(formatVersion)")
+        }
         try db.execute(schema)
         try rewriteStateChecks(db)
         try addColumns(db)
+        if found < formatVersion { try db.execute("PRAGMA user_version = \(formatVersion)") }
     }
 
     /// Columns newer than the first stores: `reversals`' of the nineteenth session (late

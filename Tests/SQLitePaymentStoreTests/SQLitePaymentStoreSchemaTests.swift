@@ -109,6 +109,23 @@ import Testing
         return sql
     }
 
+    /// A store records its format; a build refuses one of a newer format than its own, which it
+    /// could misread, and opens its own again.
+    @Test func aStoreOfANewerFormatIsRefused() async throws {
+        let database = TemporaryDatabase()
+        _ = try database.open()
+        let db = try SQLiteConnection(path: database.path, readOnly: false)
+        var version: Int64 = -1
+        try db.run("PRAGMA user_version") { version = $0.int(0) }
+        #expect(version == SQLitePaymentStore.formatVersion)
+        database.closeAll()
+        _ = try database.open()
+        database.closeAll()
+        try db.execute("PRAGMA user_version = \(SQLitePaymentStore.formatVersion + 1)")
+        let refusal = #expect(throws: SQLiteError.self) { _ = try database.open() }
+        #expect(refusal?.message.contains("newer psp-worker") == true)
+    }
+
     @Test func noWriteBuildsAThrowAwayTable() async throws {
         let database = TemporaryDatabase()
         _ = try database.open()
