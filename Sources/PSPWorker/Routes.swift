@@ -140,7 +140,7 @@ struct Routes: Sendable {
 
     private func adminOnly(_ request: Request, _ body: () async -> Response) async -> Response {
         guard let adminTokenHash, let header = request.headers[.authorization], let token = Secrets.bearerCredentials(header),
-              Secrets.constantTimeEqual(Secrets.sha256(token), adminTokenHash)
+              Secrets.sha256(of: token, equals: adminTokenHash)
         else {
             adminRefusals.increment()
             var refusal = Responses.errors(.unauthorized, [(nil, "401", "Unauthorized: an admin bearer token is required")])
