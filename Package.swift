@@ -175,7 +175,7 @@ let package = Package(
         .testTarget(name: "MakePaymentTests", dependencies: ["MakePayment", "CardCrypto", "LoadGeneration"]),
         .testTarget(name: "AcquiringTests", dependencies: ["Acquiring", "AcquirerConformance", "MakePayment"]),
         .testTarget(name: "ProcessingTests", dependencies: ["Processing", "Acquiring", "MakePayment", "CardCrypto", "SQLitePaymentStore", "PaymentStoreConformance"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "SQLitePaymentStoreTests", dependencies: ["SQLitePaymentStore", "PaymentStoreConformance", "Processing", "MakePayment"]),
+        .testTarget(name: "SQLitePaymentStoreTests", dependencies: ["SQLitePaymentStore", "PaymentStoreConformance", "Processing", "MakePayment", "Acquiring"]),
         .testTarget(name: "LoadGenerationTests", dependencies: [
             "LoadGeneration", "MakePayment", .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

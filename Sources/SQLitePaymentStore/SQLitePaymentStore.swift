@@ -447,12 +447,25 @@ public final class SQLitePaymentStore: PaymentStore {
                 return try Self.read(db, id)?.outcome
             }
             if let r = reversal {
-                try db.run(Self.insertReversalSQL, [.text(r.reversalId), .text(r.pspTransactionId), .text(r.attemptId), .text(r.attemptReference), .integer(Int64(r.amount)),
+                let inserted = try db.run(Self.insertReversalSQL, [.text(r.reversalId), .text(r.pspTransactionId), .text(r.attemptId), .text(r.attemptReference), .integer(Int64(r.amount)),
                           .text(r.currency), .text(r.merchantSerialNumber),
                           .text(outcome.acquirerResponseCode.map { "response code \($0)" } ?? "unknown outcome"),
                           .integer(now), .integer(now), .integer(now)])
+                if inserted == 0 { try Self.checkSameReversal(db, r) }
             }
             return outcome
+        }
+    }
+
+    /// A reversal id names one attempt's reversal, and an attempt's outcome is recorded once, so the
+    /// row found where the INSERT met its id is that same reversal, recorded before (the INSERT is
+    /// then a no-op). Anything else is a clash: it fails the whole write, outcome included, rather
+    /// than leave an approval that nothing will reverse.
+    static func checkSameReversal(_ db: SQLiteConnection, _ r: ReversalRequest) throws {
+        var found: ReversalRecord?
+        try db.run(selectReversal + " WHERE reversal_id = ?", [.text(r.reversalId)]) { found = Self.reversal($0) }
+        guard let found, found.request.pspTransactionId == r.pspTransactionId, found.request.attemptId == r.attemptId else {
+            throw SQLiteError(code: SQLITE_CONSTRAINT, message: "reversal \(r.reversalId) is already recorded for another payment or attempt")
         }
     }
 

@@ -1,3 +1,4 @@
+import Acquiring
 import Foundation
 import MakePayment
 import PaymentStoreConformance
@@ -67,6 +68,32 @@ final class TemporaryDatabase: Sendable {
         #expect(record.authorizationsSent == 1 && record.attempt?.attemptId == "a2")
         // Once this store has tried to move the payment, it no longer answers from memory.
         #expect(try await first.paymentForMakePayment("p-two")?.state == .processing)
+    }
+
+    /// A reversal whose id is already taken by another payment's reversal fails the outcome's whole
+    /// write: the approval is not recorded as answered with no reversal behind it (the INSERT's
+    /// ON CONFLICT used to drop the reversal without a word).
+    @Test func aReversalIdClashFailsTheOutcomeWrite() async throws {
+        let database = TemporaryDatabase()
+        let store = try database.open()
+        let masked = MaskedPAN(masked: "400000******0002")!
+        for id in ["p-first", "p-second"] { _ = try await store.register(PaymentStoreConformance.registration(id), now: 1) }
+        _ = try await store.beginAttempt("p-first", attempt: AttemptRecord(attemptId: "a-same", instanceId: "i", maskedPAN: masked, startedAt: 2), now: 2)
+        _ = try await store.beginAttempt("p-second", attempt: AttemptRecord(attemptId: "a-same", instanceId: "i", maskedPAN: masked, startedAt: 2), now: 2)
+        let unknown = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked)
+        func reversal(of id: String) async throws -> ReversalRequest {
+            let record = try #require(try await store.payment(id))
+            return .undoing(attemptId: "a-same", attemptReference: record.attempt!.attemptReference, of: record.registration)
+        }
+        let first = try await reversal(of: "p-first")
+        #expect(try await store.recordOutcome("p-first", outcome: unknown, reversal: first, attemptId: "a-same", now: 3, answerBy: nil) == unknown)
+        let second = try await reversal(of: "p-second")
+        #expect(second.reversalId == first.reversalId)
+        await #expect(throws: SQLiteError.self) {
+            try await store.recordOutcome("p-second", outcome: unknown, reversal: second, attemptId: "a-same", now: 3, answerBy: nil)
+        }
+        #expect(try await store.payment("p-second")?.state == .processing)
+        #expect(try await store.payment("p-first")?.state == .completed)
     }
 
     /// The front's read from memory matches ids byte for byte, as the file does: an id that Swift
