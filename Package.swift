@@ -162,6 +162,7 @@ let package = Package(
         .testTarget(name: "ISO8583AcquirerTests", dependencies: [
             "ISO8583Acquirer", "AcquirerSimulator", "AcquirerConformance", "Acquiring", "ISO8583", "MakePayment",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .testTarget(name: "HTTPAcquirerTests", dependencies: [

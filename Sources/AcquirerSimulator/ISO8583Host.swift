@@ -33,7 +33,7 @@ public final class ISO8583Host: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(ISO8583FrameDecoder()))
+                    try channel.pipeline.syncOperations.addHandler(ISO8583FrameHandler())
                     try channel.pipeline.syncOperations.addHandler(ConnectionHandler(server: self))
                 }
             }

@@ -1,29 +1,87 @@
+import CardCrypto
 import ISO8583
 import MakePayment
 import NIOCore
 
-/// Splits a TCP stream into ISO 8583 messages framed by a 2-byte big-endian length. A bad length
-/// is an error that closes the connection: the stream cannot be resynchronised.
-public struct ISO8583FrameDecoder: ByteToMessageDecoder {
+/// Splits a TCP stream into ISO 8583 messages framed by a 2-byte big-endian length, and wipes every
+/// byte it was given once the frames in it are passed on: hosts echo card data (fields 2, 14, 35)
+/// in their replies. A frame split across reads is gathered in one buffer allocated at the largest
+/// frame's size, so it is never grown or moved (NIO's `ByteToMessageHandler` copies into a
+/// cumulation buffer that it grows and compacts, freeing the old storage unwiped). The frames
+/// passed on are slices of the read (or of that buffer) and are read synchronously by the next
+/// handler; that handler wipes them too, the read's and the buffer's bytes are wiped here after.
+/// A bad length is an error that closes the connection: the stream cannot be resynchronised.
+public final class ISO8583FrameHandler: ChannelInboundHandler {
+    public typealias InboundIn = ByteBuffer
     public typealias InboundOut = ByteBuffer
     public let maxFrameLength: Int
+    /// The start of a frame split across reads, header included.
+    private var partial: ByteBuffer?
+    private var failed = false
 
     public init(maxFrameLength: Int = LengthPrefixedFramer.defaultMaxFrameLength) {
-        self.maxFrameLength = maxFrameLength
+        self.maxFrameLength = min(max(maxFrameLength, 1), LengthPrefixedFramer.absoluteMaxFrameLength)
     }
 
-    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt16.self) else { return .needMoreData }
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var read = unwrapInboundIn(data)
+        let received = read
+        // Through the read-only view: a mutating one would copy the storage NIO still holds.
+        defer { received.withUnsafeReadableBytes(wipeInPlace) }
+        do {
+            while !failed, read.readableBytes > 0 {
+                if partial != nil {
+                    try gather(from: &read, context: context)
+                } else if let length = try frameLength(in: read), read.readableBytes >= 2 + length {
+                    read.moveReaderIndex(forwardBy: 2)
+                    context.fireChannelRead(wrapInboundOut(read.readSlice(length: length)!))
+                } else {
+                    var buffer = context.channel.allocator.buffer(capacity: 2 + maxFrameLength)
+                    buffer.writeBuffer(&read)
+                    partial = buffer
+                }
+            }
+        } catch {
+            failed = true
+            wipePartial()
+            context.fireErrorCaught(error)
+        }
+    }
+
+    /// Adds to the frame split across reads what it still needs (no more: the buffer never grows),
+    /// and passes it on once whole.
+    private func gather(from read: inout ByteBuffer, context: ChannelHandlerContext) throws {
+        let have = partial!.readableBytes
+        let needed = have < 2 ? 2 - have : 2 + (try frameLength(in: partial!) ?? 0) - have
+        var piece = read.readSlice(length: min(needed, read.readableBytes))!
+        partial!.writeBuffer(&piece)
+        guard let length = try frameLength(in: partial!), partial!.readableBytes == 2 + length else { return }
+        var whole = partial!
+        whole.moveReaderIndex(forwardBy: 2)
+        context.fireChannelRead(wrapInboundOut(whole.readSlice(length: length)!))
+        wipePartial()
+    }
+
+    /// The body's length from the header at the reader index, nil while the header is incomplete.
+    private func frameLength(in buffer: ByteBuffer) throws -> Int? {
+        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt16.self) else { return nil }
         guard length > 0 else { throw ISO8583Error.emptyFrame }
         guard Int(length) <= maxFrameLength else { throw ISO8583Error.frameTooLong(length: Int(length), max: maxFrameLength) }
-        guard buffer.readableBytes >= 2 + Int(length) else { return .needMoreData }
-        buffer.moveReaderIndex(forwardBy: 2)
-        context.fireChannelRead(wrapInboundOut(buffer.readSlice(length: Int(length))!))
-        return .continue
+        return Int(length)
     }
 
-    public mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
-        try decode(context: context, buffer: &buffer)
+    private func wipePartial() {
+        partial?.withUnsafeReadableBytes(wipeInPlace)
+        partial = nil
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        wipePartial()
+        context.fireChannelInactive()
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        wipePartial()
     }
 }
 

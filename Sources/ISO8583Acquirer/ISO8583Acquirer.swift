@@ -460,7 +460,7 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
                 .channelInitializer { [weak self] channel in
                     guard let self else { return channel.eventLoop.makeSucceededVoidFuture() }
                     return channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(ISO8583FrameDecoder()))
+                        try channel.pipeline.syncOperations.addHandler(ISO8583FrameHandler())
                         try channel.pipeline.syncOperations.addHandler(ReplyHandler(acquirer: self))
                     }
                 }
@@ -517,8 +517,8 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
     fileprivate func received(_ frame: ByteBuffer, on channel: any Channel) {
         let message: ISOMessage
         // Many hosts echo fields 2 and 14 in their replies: decoded in place without them (no copy
-        // of the card data is made), and the frame's bytes (its own range of the receive buffer,
-        // already consumed) are wiped once decoded.
+        // of the card data is made), and the frame's bytes are wiped once decoded (the framing
+        // handler wipes whatever else it received).
         defer { frame.withUnsafeReadableBytes(wipeInPlace) }
         do {
             message = try frame.withUnsafeReadableBytes { try ISO87APackager.decode($0, omitting: ISOMessage.cardholderFields) }

@@ -27,7 +27,7 @@ final class ScriptedHost: Sendable {
         server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(ISO8583FrameDecoder()))
+                    try channel.pipeline.syncOperations.addHandler(ISO8583FrameHandler())
                     try channel.pipeline.syncOperations.addHandler(Responder(log: log, answer: answer))
                 }
             }
