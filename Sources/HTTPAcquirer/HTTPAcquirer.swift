@@ -67,18 +67,21 @@ public final class HTTPAcquirer: AcquirerAdapter {
     }
 
     public func authorize(_ request: AuthorizationRequest) async throws -> AcquirerAnswer {
-        // The body is written by hand so the clear PAN goes from its wiped buffer into the request
-        // bytes without passing through a String; our copy is wiped once it is handed over.
+        // The body is written by hand so the clear PAN and the expiry go from their wiped buffers
+        // into the request bytes without passing through a String; our copy is wiped once it is handed over.
         let head = #"{"attemptId":\#(JSONText.quoted(request.attemptId)),"reference":\#(JSONText.quoted(request.attemptReference)),"#
             + #""pspTransactionId":\#(JSONText.quoted(request.pspTransactionId)),"merchantSerialNumber":\#(JSONText.quoted(request.merchantSerialNumber)),"#
-            + #""amount":\#(request.amount),"currency":\#(JSONText.quoted(request.currency)),"expiry":"\#(request.card.expiry)","pan":""#
+            + #""amount":\#(request.amount),"currency":\#(JSONText.quoted(request.currency)),"expiry":""#
+        let middle = #"","pan":""#
         let tail = "\"}"
         var body = [UInt8]()
         // Room for all of it up front: an array that grew after the PAN was in it would leave
         // the old storage, PAN and all, freed unwiped.
-        body.reserveCapacity(head.utf8.count + request.card.pan.count + tail.utf8.count)
+        body.reserveCapacity(head.utf8.count + 4 + middle.utf8.count + request.card.pan.count + tail.utf8.count)
         defer { body.withUnsafeMutableBytes { wipe($0) } }
         body.append(contentsOf: head.utf8)
+        request.card.expiry.withASCIIDigits { body.append(contentsOf: $0) }
+        body.append(contentsOf: middle.utf8)
         request.card.pan.withASCIIDigits { body.append(contentsOf: $0) }
         body.append(contentsOf: tail.utf8)
         // As late as this adapter can see: the HTTP client's own hop to its event loop follows.

@@ -187,6 +187,9 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
         state.withLock { $0.lateReplyHandler = handler }
     }
 
+    /// The 0100's fields 3, 4, 7, 11, 12 and 13: all fixed-width, so field 14 starts this far past field 2's digits.
+    static let fixedFieldsBetweenPANAndExpiry = [3, 4, 7, 11, 12, 13].reduce(0) { $0 + ISO87APackager.spec(for: $1)!.length }
+
     public func authorize(_ request: AuthorizationRequest) async throws -> AcquirerAnswer {
         guard let reference = Reference(request.attemptReference) else {
             throw AcquirerUnavailable("attempt reference \(request.attemptReference) is not an ISO 8583 reference", neverSent: true)
@@ -205,7 +208,7 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
         message[11] = reference.stan
         message[12] = now.time
         message[13] = now.monthDay
-        message[14] = request.card.expiry.description
+        message[14] = "0000"       // placeholder, as field 2
         message[22] = "810"        // PAN entered by e-commerce, PIN capability unknown
         message[25] = "59"         // e-commerce
         message[32] = configuration.acquiringInstitutionId
@@ -217,10 +220,15 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
         message[49] = fields.currency
         var frame: [UInt8]
         do { frame = try ISO87APackager.encode(message) } catch { throw AcquirerUnavailable("0100 not encoded: \(error)", neverSent: true) }
-        // Field 2 follows the MTI, the bitmap(s) and its 2-digit length.
+        // Field 2 follows the MTI, the bitmap(s) and its 2-digit length; field 14 follows field 2
+        // and the fixed-width fields between.
         let panOffset = 4 + (message.needsSecondaryBitmap ? 32 : 16) + 2
+        let expiryOffset = panOffset + panLength + Self.fixedFieldsBetweenPANAndExpiry
         request.card.pan.withASCIIDigits { pan in
             for i in 0..<panLength { frame[panOffset + i] = pan[i] }
+        }
+        request.card.expiry.withASCIIDigits { expiry in
+            for i in 0..<4 { frame[expiryOffset + i] = expiry[i] }
         }
         defer { frame.withUnsafeMutableBytes { wipe($0) } }
         let reply = try await exchange(frame, key: "01" + terminal + reference.stan, sendBy: AuthorizationDeadline.sendBy,

@@ -17,6 +17,15 @@ public struct CardExpiry: Sendable, Hashable, Comparable, CustomStringConvertibl
         return (yy < 10 ? "0" : "") + String(yy) + (month < 10 ? "0" : "") + String(month)
     }
 
+    /// YYMM as ASCII digits in a buffer on the stack, for a request that is wiped after (the
+    /// expiry is card data: `description` makes a String that is freed unwiped).
+    public func withASCIIDigits<R, E: Error>(_ body: (UnsafeBufferPointer<UInt8>) throws(E) -> R) throws(E) -> R {
+        let yy = year % 100
+        var digits: (UInt8, UInt8, UInt8, UInt8) = (UInt8(48 + yy / 10), UInt8(48 + yy % 10), UInt8(48 + month / 10), UInt8(48 + month % 10))
+        defer { digits = (0, 0, 0, 0) }
+        return try withUnsafeBytes(of: &digits) { raw throws(E) -> R in try body(raw.bindMemory(to: UInt8.self)) }
+    }
+
     public static func < (a: CardExpiry, b: CardExpiry) -> Bool { (a.year, a.month) < (b.year, b.month) }
 
     /// The month `secondsSince1970` falls in, in UTC.

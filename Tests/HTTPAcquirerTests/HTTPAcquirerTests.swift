@@ -2,6 +2,7 @@ import AcquirerConformance
 import AcquirerSimulator
 import Acquiring
 import AsyncHTTPClient
+import Foundation
 @testable import HTTPAcquirer
 import Hummingbird
 import NIOCore
@@ -78,6 +79,42 @@ final class HTTPSubject: AcquirerConformanceSubject {
         let request = try AcquirerConformance(subject: try await HTTPSubject()).request(code: "00")
         await #expect(throws: AcquirerUnavailable.self) { _ = try await adapter.authorize(request) }
         #expect(elsewhere.load(ordering: .relaxed) == 0, "the card was posted to the redirect's target")
+    }
+
+    /// The body is valid JSON with the card's expiry and PAN in their fields (both are written
+    /// into it from their own buffers, not through a String).
+    @Test func theBodyCarriesTheCardInItsFields() async throws {
+        let captured = Mutex<[String: String]>([:])
+        let (ports, continuation) = AsyncStream<Int>.makeStream()
+        let router = Router()
+        router.post("/authorizations") { request, _ -> Response in
+            var request = request
+            let body = try await request.collectBody(upTo: 64 * 1024)
+            let fields = try JSONDecoder().decode([String: AnyScalar].self, from: body)
+            captured.withLock { $0 = fields.compactMapValues(\.text) }
+            return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: #"{"responseCode":"00"}"#)))
+        }
+        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+                              onServerRunning: { continuation.yield($0.localAddress?.port ?? 0); continuation.finish() })
+        let server = Task { try await app.run() }
+        defer { server.cancel() }
+        var port = 0
+        for await bound in ports { port = bound }
+        let adapter = HTTPAcquirer(baseURL: "http://127.0.0.1:\(port)")!
+        let request = try AcquirerConformance(subject: try await HTTPSubject()).request(code: "00")
+        #expect(try await adapter.authorize(request).responseCode == "00")
+        let fields = captured.withLock { $0 }
+        #expect(fields["expiry"] == request.card.expiry.description)
+        #expect(fields["pan"] == SimulatorAcquirer.testCard(code: "00"))
+        #expect(fields["currency"] == request.currency)
+    }
+
+    /// A JSON value of the body's: its text when it is a string.
+    struct AnyScalar: Decodable {
+        let text: String?
+        init(from decoder: any Decoder) throws {
+            text = try? decoder.singleValueContainer().decode(String.self)
+        }
     }
 
     /// A connection that cannot be made carried nothing: 85, with nothing to reverse.

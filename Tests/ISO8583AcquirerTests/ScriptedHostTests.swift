@@ -156,6 +156,10 @@ final class ScriptedHost: Sendable {
         #expect(answer.responseCode == "00")
         #expect(host.received.map(\.mti) == ["0800", "0100"])
         #expect(host.received.last?[37] == String(inTime.attemptReference.split(separator: "|")[2]))
+        // The card's digits are written into the frame over placeholders: each lands in its field.
+        #expect(host.received.last?[2] == SimulatorAcquirer.testCard(code: "00"))
+        #expect(host.received.last?[14] == "3012")
+        #expect(host.received.last?[13]?.count == 4 && host.received.last?[22] == "810")
     }
 
     /// An authorization whose connection dropped before its reply has an unknown outcome, and its
