@@ -26,6 +26,8 @@ MIX=${MIX:-approved=88,51=4,05=3,timeout=2,bad-cryptogram=1,wrong-token=1,no=1}
 # The check below counts one reversal per payment answered 85; a duplicate's repeat is a second 85
 # for one reversal, and a 91 is answered 85 with nothing to reverse, so neither may be in the mix.
 case ",$MIX" in *,duplicate=*|*,91=*) echo "MIX must not contain duplicate or 91 here (one reversal per 85 is what is checked)"; exit 2 ;; esac
+# The journal checks read JSON with Python (checked now, not after the run).
+command -v python3 >/dev/null || { echo "python3 is needed: apt-get install -y python3"; exit 2; }
 
 source "$ROOT/benchmarks/lib.sh"
 build_release psp-worker vipps-sim acquirer-sim

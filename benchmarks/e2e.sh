@@ -10,8 +10,8 @@
 #                                      with latency per 30 s and the store writer's stalls
 #
 # Environment (defaults): COUNT (20000), CONCURRENCY (64), MIX (approved=90,51=5,05=3,
-# bad-cryptogram=1,wrong-token=1), WORKERS (the cores: workers only decrypt; the waiting on the
-# store and the acquirer runs in tasks of its own), RATE_SHARE (0.8; several, e.g. "0.5 0.6 0.7 0.8",
+# bad-cryptogram=1,wrong-token=1), WORKERS (unset: the worker's default, one per core or event loop,
+# whichever is more; workers only decrypt, the waiting on the store and the acquirer runs in tasks of its own), RATE_SHARE (0.8; several, e.g. "0.5 0.6 0.7 0.8",
 # give one open-loop run each: latency against load), RATE_SECONDS (30), SOAK_SECONDS (0),
 # WORKER_ARGS (more `psp-worker serve` options, e.g. "--group-commit-window-ms 0"), WORKER_IA32CAP
 # (unset; an OPENSSL_ia32cap value for the worker alone, as benchmarks/rsa-code-path.sh recommends:
@@ -25,10 +25,12 @@ SCRATCH=${SCRATCH:-$ROOT/benchmarks/.build-e2e}
 COUNT=${COUNT:-20000}
 CONCURRENCY=${CONCURRENCY:-64}
 MIX=${MIX:-approved=90,51=5,05=3,bad-cryptogram=1,wrong-token=1}
-WORKERS=${WORKERS:-$(nproc)}
+WORKERS=${WORKERS:-}
 RATE_SHARE=${RATE_SHARE:-0.8}
 RATE_SECONDS=${RATE_SECONDS:-30}
 SOAK_SECONDS=${SOAK_SECONDS:-0}
+# The soak samples the worker's RSS with ps.
+if [ "$SOAK_SECONDS" -gt 0 ]; then command -v ps >/dev/null || { echo "ps is needed for the soak: apt-get install -y procps"; exit 2; }; fi
 CORES=$(nproc)
 unset OPENSSL_ia32cap  # the worker gets only WORKER_IA32CAP
 
@@ -65,8 +67,8 @@ if [ -n "${WORKER_IA32CAP:-}" ]; then
     echo "on the worker's RSA code path (OPENSSL_ia32cap=$WORKER_IA32CAP): $SAME_PATH sign/s, ×$(awk -v a="$SAME_PATH" -v b="$CEILING" 'BEGIN { printf "%.3f", a / b }') of the ceiling"
 fi
 
-echo "== start psp-worker (workers $WORKERS, store $WORK/e2e.sqlite)"
-(cd "$ROOT" && exec env ${WORKER_IA32CAP:+OPENSSL_ia32cap=$WORKER_IA32CAP} "${WORKER_BIN:-$BIN/psp-worker}" serve --private-key "$ROOT/keys-example/psp-private-key.pem" --port 0 --store "sqlite:$WORK/e2e.sqlite" --workers "$WORKERS" \
+echo "== start psp-worker (workers ${WORKERS:-default}, store $WORK/e2e.sqlite)"
+(cd "$ROOT" && exec env ${WORKER_IA32CAP:+OPENSSL_ia32cap=$WORKER_IA32CAP} "${WORKER_BIN:-$BIN/psp-worker}" serve --private-key "$ROOT/keys-example/psp-private-key.pem" --port 0 --store "sqlite:$WORK/e2e.sqlite" ${WORKERS:+--workers "$WORKERS"} \
     --queue-capacity 4096 --acquirer-timeout 2 ${WORKER_ARGS:-} >"$WORK/worker.log" 2>&1) &
 WORKER_PID=$!
 PORT=$(logged_port "$WORK/worker.log" "$WORKER_PID") || { echo "psp-worker did not start"; exit 2; }

@@ -17,7 +17,7 @@
 # "--group-commit-window-ms 5"); WORKER_IA32CAP and NODE_IA32CAP (unset): an OPENSSL_ia32cap value
 # for that server alone (both libcrypto and Node's OpenSSL read it; see benchmarks/README.md, "RSA
 # code path"). The ceiling is always `openssl speed` as installed, with no OPENSSL_ia32cap.
-# Needs node and wrk (apt-get install -y nodejs wrk).
+# Needs node, wrk and pgrep (apt-get install -y nodejs wrk procps).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 HERE="$ROOT/benchmarks"
@@ -29,6 +29,8 @@ export WRK_THREADS=${WRK_THREADS:-1}
 CORES=$(nproc)
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk"; exit 2; }
 command -v node >/dev/null || { echo "node is needed: apt-get install -y nodejs"; exit 2; }
+# Node's cluster workers are found with pgrep: without it their CPU would be silently left out.
+command -v pgrep >/dev/null || { echo "pgrep is needed: apt-get install -y procps"; exit 2; }
 
 source "$HERE/lib.sh"
 build_release psp-worker vipps-sim

@@ -23,7 +23,8 @@ build_release vipps-sim >/dev/null
 export PSP_ADMIN_TOKEN=$(openssl rand -hex 24)
 WORK=$(mktemp -d)
 WORKER_PID=
-trap '[ -n "$WORKER_PID" ] && kill "$WORKER_PID" 2>/dev/null; rm -rf "$WORK"' EXIT
+SIM_PID=
+trap '[ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null; [ -n "$WORKER_PID" ] && kill "$WORKER_PID" 2>/dev/null; rm -rf "$WORK"' EXIT
 
 metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m { print $2; found = 1 } END { if (!found) print 0 }'; }
 json() { awk -v k="\"$2\"" '$1 == k && match($0, /^ */) && RLENGTH <= 4 { gsub(/,/, "", $3); print $3; exit }' "$1"; }
@@ -39,11 +40,13 @@ run() {  # SIDE BINARY
     (cd "$ROOT" && exec "$BIN/vipps-sim" --url "http://127.0.0.1:$port" --quiet --rate "$RATE" --duration "$SECONDS_PER" \
         --concurrency 128 --json "$WORK/run/sim.json" >"$WORK/run/sim.out" 2>"$WORK/run/sim.err") &
     local sim=$!
+    SIM_PID=$sim
     until grep -q "registered" "$WORK/run/sim.err" 2>/dev/null || ! kill -0 "$sim" 2>/dev/null; do sleep 0.05; done
     local c0 w0 t0 s0 c1 w1 t1 s1 status=0
     c0=$(metric "$port" psp_store_commits_total); w0=$(metric "$port" psp_store_writes_total)
     t0=$(worker_ticks); s0=$(cpu_times)
     wait "$sim" || status=$?
+    SIM_PID=
     t1=$(worker_ticks); s1=$(cpu_times)
     c1=$(metric "$port" psp_store_commits_total); w1=$(metric "$port" psp_store_writes_total)
     kill "$WORKER_PID"; wait "$WORKER_PID" 2>/dev/null || true; WORKER_PID=

@@ -5,14 +5,15 @@
 # how often it was preempted (involuntary: the two RSA loops, when the writer or the generator wakes
 # on their cores), and its CPU per payment.
 #
-#   SCRATCH=$PWD/../.build ./switches.sh      (after e2e.sh has built the release binaries there)
+#   SCRATCH=$PWD/../.build ./switches.sh      (builds psp-worker and vipps-sim in release there first)
 #
 # Environment (defaults): SCRATCH (benchmarks/.build-e2e), RATE (1500), RUN_SECONDS (14), WINDOW (8:
 # the seconds measured, from 1 s after registration), CONCURRENCY (64, closed loop), WORKER_IA32CAP.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SCRATCH=${SCRATCH:-$ROOT/benchmarks/.build-e2e}
-BIN=$(swift build --package-path "$ROOT" --scratch-path "$SCRATCH" -c release --show-bin-path)
+source "$ROOT/benchmarks/lib.sh"
+build_release psp-worker vipps-sim
 WORK=$(mktemp -d)
 export PSP_ADMIN_TOKEN=$(openssl rand -hex 24)
 RUN_SECONDS=${RUN_SECONDS:-14}; WINDOW=${WINDOW:-8}
@@ -22,7 +23,6 @@ env ${WORKER_IA32CAP:+OPENSSL_ia32cap=$WORKER_IA32CAP} "$BIN/psp-worker" serve -
 WORKER_PID=$!
 SIM=""  # the vipps-sim running in the background (which ignores the terminal's ^C), stopped here too
 trap 'if [ -n "$SIM" ]; then kill -TERM $SIM 2>/dev/null; fi; kill -TERM $WORKER_PID 2>/dev/null; wait $WORKER_PID 2>/dev/null; rm -rf "$WORK"' EXIT
-source "$ROOT/benchmarks/lib.sh"
 PORT=$(logged_port "$WORK/worker.log" "$WORKER_PID")
 # One line per thread: process, thread name, voluntary and involuntary switches, CPU ticks.
 threads() {
