@@ -68,7 +68,7 @@ if [ -n "${WORKER_IA32CAP:-}" ]; then
 fi
 
 echo "== start psp-worker (workers ${WORKERS:-default}, store $WORK/e2e.sqlite)"
-(cd "$ROOT" && exec env ${WORKER_IA32CAP:+OPENSSL_ia32cap=$WORKER_IA32CAP} "${WORKER_BIN:-$BIN/psp-worker}" serve --private-key "$ROOT/keys-example/psp-private-key.pem" --port 0 --store "sqlite:$WORK/e2e.sqlite" ${WORKERS:+--workers "$WORKERS"} \
+(cd "$ROOT" && exec env ${WORKER_IA32CAP:+OPENSSL_ia32cap=$WORKER_IA32CAP} "${WORKER_BIN:-$BIN/psp-worker}" serve --private-key "$ROOT/keys-example/psp-private-key.pem" --acquirer simulator --port 0 --store "sqlite:$WORK/e2e.sqlite" ${WORKERS:+--workers "$WORKERS"} \
     --queue-capacity 4096 --acquirer-timeout 2 ${WORKER_ARGS:-} >"$WORK/worker.log" 2>&1) &
 WORKER_PID=$!
 PORT=$(logged_port "$WORK/worker.log" "$WORKER_PID") || { echo "psp-worker did not start"; exit 2; }

@@ -46,7 +46,7 @@ unset OPENSSL_ia32cap
 ceiling() { signs_per_second 3; }
 
 cd "$ROOT"
-env ${WORKER_IA32CAP:+OPENSSL_ia32cap=$WORKER_IA32CAP} "$BIN/psp-worker" serve --private-key "$ROOT/keys-example/psp-private-key.pem" --port 0 --store "sqlite:$WORK/bar.sqlite" --queue-capacity 4096 ${WORKER_ARGS:-} >"$WORK/worker.log" 2>&1 &
+env ${WORKER_IA32CAP:+OPENSSL_ia32cap=$WORKER_IA32CAP} "$BIN/psp-worker" serve --private-key "$ROOT/keys-example/psp-private-key.pem" --acquirer simulator --port 0 --store "sqlite:$WORK/bar.sqlite" --queue-capacity 4096 ${WORKER_ARGS:-} >"$WORK/worker.log" 2>&1 &
 PIDS+=($!)
 WORKER_PORT=$(logged_port "$WORK/worker.log" "${PIDS[0]}")
 NODE_PORT=$((WORKER_PORT + 1))

@@ -24,7 +24,7 @@ export PSP_ADMIN_TOKEN=$(openssl rand -hex 24)
 WORK=$(mktemp -d)
 WORKER_PID=
 SIM_PID=
-trap '[ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null; [ -n "$WORKER_PID" ] && kill "$WORKER_PID" 2>/dev/null; rm -rf "$WORK"' EXIT
+trap 'kill $SIM_PID $WORKER_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m { print $2; found = 1 } END { if (!found) print 0 }'; }
 json() { awk -v k="\"$2\"" '$1 == k && match($0, /^ */) && RLENGTH <= 4 { gsub(/,/, "", $3); print $3; exit }' "$1"; }
@@ -33,7 +33,7 @@ cpu_times() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print 
 
 run() {  # SIDE BINARY
     rm -rf "$WORK/run"; mkdir "$WORK/run"
-    (cd "$ROOT" && exec "$2" serve --private-key keys-example/psp-private-key.pem --port 0 \
+    (cd "$ROOT" && exec "$2" serve --private-key keys-example/psp-private-key.pem --acquirer simulator --port 0 \
         --store "sqlite:$WORK/run/store.sqlite" >"$WORK/run/worker.log" 2>&1) &
     WORKER_PID=$!
     local port; port=$(logged_port "$WORK/run/worker.log" "$WORKER_PID")

@@ -18,7 +18,7 @@ WORK=$(mktemp -d)
 export PSP_ADMIN_TOKEN=$(openssl rand -hex 24)
 RUN_SECONDS=${RUN_SECONDS:-14}; WINDOW=${WINDOW:-8}
 cd "$ROOT"
-env ${WORKER_IA32CAP:+OPENSSL_ia32cap=$WORKER_IA32CAP} "$BIN/psp-worker" serve --private-key "$ROOT/keys-example/psp-private-key.pem" --port 0 --store "sqlite:$WORK/s.sqlite" \
+env ${WORKER_IA32CAP:+OPENSSL_ia32cap=$WORKER_IA32CAP} "$BIN/psp-worker" serve --private-key "$ROOT/keys-example/psp-private-key.pem" --acquirer simulator --port 0 --store "sqlite:$WORK/s.sqlite" \
     --queue-capacity 4096 >"$WORK/worker.log" 2>&1 &
 WORKER_PID=$!
 SIM=""  # the vipps-sim running in the background (which ignores the terminal's ^C), stopped here too

@@ -56,10 +56,11 @@ public final class ISO8583FrameHandler: ChannelInboundHandler {
         var piece = read.readSlice(length: min(needed, read.readableBytes))!
         partial!.writeBuffer(&piece)
         guard let length = try frameLength(in: partial!), partial!.readableBytes == 2 + length else { return }
-        var whole = partial!
-        whole.moveReaderIndex(forwardBy: 2)
-        context.fireChannelRead(wrapInboundOut(whole.readSlice(length: length)!))
-        wipePartial()
+        // Taken out before it is passed on: whatever the next handler does, this frame is done.
+        var whole = partial.take()!
+        defer { whole.withUnsafeReadableBytes(wipeInPlace) }
+        let frame = whole.getSlice(at: whole.readerIndex + 2, length: length)!
+        context.fireChannelRead(wrapInboundOut(frame))
     }
 
     /// The body's length from the header at the reader index, nil while the header is incomplete.

@@ -1,3 +1,5 @@
+import CardCrypto
+
 /// A card's expiry, as the card data carries it (YYMM).
 public struct CardExpiry: Sendable, Hashable, Comparable, CustomStringConvertible {
     /// Four-digit year, 2000-2099.
@@ -22,8 +24,11 @@ public struct CardExpiry: Sendable, Hashable, Comparable, CustomStringConvertibl
     public func withASCIIDigits<R, E: Error>(_ body: (UnsafeBufferPointer<UInt8>) throws(E) -> R) throws(E) -> R {
         let yy = year % 100
         var digits: (UInt8, UInt8, UInt8, UInt8) = (UInt8(48 + yy / 10), UInt8(48 + yy % 10), UInt8(48 + month / 10), UInt8(48 + month % 10))
-        defer { digits = (0, 0, 0, 0) }
-        return try withUnsafeBytes(of: &digits) { raw throws(E) -> R in try body(raw.bindMemory(to: UInt8.self)) }
+        // Wiped with OPENSSL_cleanse: a plain store of zeros to a dead local is optimised away.
+        return try withUnsafeMutableBytes(of: &digits) { raw throws(E) -> R in
+            defer { wipe(raw) }
+            return try body(UnsafeRawBufferPointer(raw).bindMemory(to: UInt8.self))
+        }
     }
 
     public static func < (a: CardExpiry, b: CardExpiry) -> Bool { (a.year, a.month) < (b.year, b.month) }

@@ -54,6 +54,12 @@ public struct PSPWorkerComponents: Sendable {
             store = try SQLitePaymentStore(path: path, groupCommitWindow: configuration.groupCommitWindow,
                                            busyGroupCommitWindow: configuration.busyGroupCommitWindow)
         }
+        if case .simulator = configuration.acquirer {
+            // Loud: a worker that Vipps reaches would answer OK with nothing authorized.
+            logger.warning("acquirer: the simulator (approves by test card, authorizes nothing; for tests and load runs only)")
+        } else {
+            logger.info("acquirer", metadata: ["acquirer": "\(configuration.acquirer.logDescription)"])
+        }
         let acquirer: any AcquirerAdapter
         switch configuration.acquirer {
         // Room for a long load run (3 M payments: 5 minutes at 10,000/s) so that memory stays flat through it.

@@ -40,6 +40,18 @@ public struct PSPWorkerConfiguration: Sendable {
             }
         }
 
+        /// For the start-up log: protocol, host and port (an HTTP URL's user, password, path and
+        /// query are left out: they may carry credentials).
+        public var logDescription: String {
+            switch self {
+            case .simulator: return "simulator"
+            case .iso8583(let host, let port, let terminalId): return "iso8583://\(host):\(port) terminal \(terminalId)"
+            case .http(let baseURL):
+                guard let url = URLComponents(string: baseURL), let scheme = url.scheme, let host = url.host else { return "http" }
+                return "\(scheme)://\(host)" + (url.port.map { ":\($0)" } ?? "")
+            }
+        }
+
         /// Parses `--acquirer`: `simulator` or `iso8583://HOST:PORT`.
         public init?(_ text: String, simulatorLatency: Duration = .zero) {
             if text == "simulator" { self = .simulator(latency: simulatorLatency); return }

@@ -148,7 +148,10 @@ struct Serve: AsyncParsableCommand {
     var groupCommitWindowMs = milliseconds(SQLitePaymentStore.defaultGroupCommitWindow)
     @Option(help: "The window while makePayments queue for a worker (the CPU is saturated), in milliseconds.")
     var busyGroupCommitWindowMs = milliseconds(SQLitePaymentStore.defaultBusyGroupCommitWindow)
-    @Option(help: "Acquirer adapter: simulator, iso8583://HOST:PORT[?terminal=TERMINAL], or http(s)://HOST:PORT[/path].") var acquirer = "simulator"
+    @Option(help: """
+        Acquirer adapter: iso8583://HOST:PORT[?terminal=TERMINAL], http(s)://HOST:PORT[/path], or simulator (approves by \
+        test card, with nothing authorized: for tests and load runs only). Required: the worker never picks an acquirer itself.
+        """) var acquirer: String
     @Flag(help: "Allow an acquirer reached in clear (iso8583:// or http://) off this machine: only over a private link you vouch for.")
     var allowCleartextAcquirer = false
     @Option(help: "Latency the simulator adds to every answer, in milliseconds.") var simulatorLatencyMs = 0

@@ -48,13 +48,18 @@ import Testing
             var frames: [[UInt8]] = []
             func channelRead(context: ChannelHandlerContext, data: NIOAny) { frames.append(Array(unwrapInboundIn(data).readableBytesView)) }
         }
-        for cut in 1..<Self.stream.count {
+        // Two pieces, three pieces, and a byte at a time.
+        let cuts = (1..<Self.stream.count).flatMap { [[$0], [$0, min($0 + 5, Self.stream.count)]] } + [Array(1..<Self.stream.count)]
+        for pieces in cuts {
             let collect = Collect()
             let channel = EmbeddedChannel()
             try channel.pipeline.syncOperations.addHandlers([ISO8583FrameHandler(), collect])
-            try channel.writeInbound(ByteBuffer(bytes: Self.stream[..<cut]))
-            try channel.writeInbound(ByteBuffer(bytes: Self.stream[cut...]))
-            #expect(collect.frames == Self.frames, "cut at \(cut)")
+            var from = 0
+            for to in pieces + [Self.stream.count] where to > from {
+                try channel.writeInbound(ByteBuffer(bytes: Self.stream[from..<to]))
+                from = to
+            }
+            #expect(collect.frames == Self.frames, "cut at \(pieces)")
             _ = try channel.finish()
         }
     }

@@ -30,7 +30,8 @@ final class WorkerProcess: @unchecked Sendable {
         callsAtOnce = DispatchSemaphore(value: connections)
         process.executableURL = Self.binary
         process.arguments = ["serve", "--port", "0", "--store", "sqlite:" + store] + (workers.map { ["--workers", String($0)] } ?? [])
-            + ["--simulator-latency-ms", String(latencyMs), "--private-key", TestKeys.path(privateKey)] + arguments
+            + ["--simulator-latency-ms", String(latencyMs), "--private-key", TestKeys.path(privateKey)]
+            + (arguments.contains("--acquirer") ? [] : ["--acquirer", "simulator"]) + arguments
         var environment = ProcessInfo.processInfo.environment
         environment["PSP_ADMIN_TOKEN"] = LiveWorker.adminToken
         environment.merge(extra) { $1 }
@@ -349,19 +350,21 @@ struct ScratchStore {
 @Suite struct CommandLineTests {
     /// Values that would pass a type check and then misbehave are refused before anything starts.
     @Test(arguments: [
-        (["serve", "--private-key", "k.pem", "--make-payment-path", "/payments"], "--make-payment-path"),
-        (["serve", "--private-key", "k.pem", "--make-payment-path", "metrics/x"], "--make-payment-path"),
-        (["serve", "--private-key", "k.pem", "--acquirer-timeout", "0.0004"], "--acquirer-timeout"),
-        (["serve", "--private-key", "k.pem", "--drain-seconds", "301"], "--drain-seconds"),
-        (["serve", "--private-key", "k.pem", "--workers", "1", "--event-loop-threads", "2"], "--workers"),
-        (["serve", "--private-key", "k.pem", "--port", "70000"], "--port"),
+        (["serve", "--acquirer", "simulator", "--private-key", "k.pem", "--make-payment-path", "/payments"], "--make-payment-path"),
+        (["serve", "--acquirer", "simulator", "--private-key", "k.pem", "--make-payment-path", "metrics/x"], "--make-payment-path"),
+        (["serve", "--acquirer", "simulator", "--private-key", "k.pem", "--acquirer-timeout", "0.0004"], "--acquirer-timeout"),
+        (["serve", "--acquirer", "simulator", "--private-key", "k.pem", "--drain-seconds", "301"], "--drain-seconds"),
+        (["serve", "--acquirer", "simulator", "--private-key", "k.pem", "--workers", "1", "--event-loop-threads", "2"], "--workers"),
+        (["serve", "--acquirer", "simulator", "--private-key", "k.pem", "--port", "70000"], "--port"),
         // Card numbers do not cross a network in clear unless the operator says the link is private.
         (["serve", "--private-key", "k.pem", "--acquirer", "http://acq.example.net:8090"], "--allow-cleartext-acquirer"),
         (["serve", "--private-key", "k.pem", "--acquirer", "iso8583://10.1.2.3:8583"], "--allow-cleartext-acquirer"),
         // The worker never picks a key itself (it used to fall back to the repository's test key).
-        (["serve", "--port", "0"], "--private-key"),
+        (["serve", "--acquirer", "simulator", "--port", "0"], "--private-key"),
+        // Nor an acquirer: the simulator, once the default, approves with nothing authorized.
+        (["serve", "--private-key", "k.pem", "--port", "0"], "--acquirer"),
         (["keygen", "--bits", "99999999999"], "--bits"),
-        (["serve", "--private-key", "k.pem", "--log-level", "verbose"], "--log-level"),
+        (["serve", "--acquirer", "simulator", "--private-key", "k.pem", "--log-level", "verbose"], "--log-level"),
     ])
     func badValuesAreRefused(arguments: [String], named: String) async throws {
         let (status, message) = try await Self.run(arguments)
@@ -388,7 +391,7 @@ struct ScratchStore {
         let process = Process()
         process.executableURL = WorkerProcess.binary
         process.arguments = ["serve", "--host", "127.0.0.1", "--port", String(port), "--store", "sqlite:" + store,
-                             "--private-key", TestKeys.path("psp-private-key")]
+                             "--private-key", TestKeys.path("psp-private-key"), "--acquirer", "simulator"]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
@@ -507,7 +510,7 @@ struct ScratchStore {
     @Test func anEmptyAdminTokenIsRefused() async throws {
         var environment = ProcessInfo.processInfo.environment
         environment["PSP_ADMIN_TOKEN"] = ""
-        let (status, message) = try await Self.run(["serve", "--private-key", "k.pem", "--port", "0"], environment: environment)
+        let (status, message) = try await Self.run(["serve", "--acquirer", "simulator", "--private-key", "k.pem", "--port", "0"], environment: environment)
         #expect(status != 0)
         #expect(message.contains("PSP_ADMIN_TOKEN"), "\(message)")
     }
