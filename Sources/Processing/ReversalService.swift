@@ -29,6 +29,9 @@ public final class ReversalService: ReversalSender {
         /// the reversal is repeated until this much time has passed, then 25 is taken as final.
         public var noOriginalSettleMilliseconds: Int64 = 30_000
         public var pollInterval: Duration = .seconds(1)
+        /// Reversals one pass sends at once. One at a time, the backlog an acquirer's outage
+        /// leaves would drain one round trip at a time, with the cardholders' money held meanwhile.
+        public var concurrentSends = 16
         public init() {}
     }
 
@@ -171,9 +174,20 @@ public final class ReversalService: ReversalSender {
             logger.error("cannot read due reversals", metadata: ["error": "\(error)"])
             return
         }
-        // Checked between sends: with the acquirer down, a hundred sends at their full timeout
-        // would hold a shutdown for many minutes (what is left is due again after the restart).
-        for record in due where !Task.isCancelled { await send(record.request.reversalId) }
+        // Checked before each send: with the acquirer down, a hundred sends at their full timeout
+        // would hold a shutdown for minutes (what is left is due again after the restart).
+        await withTaskGroup(of: Void.self) { group in
+            var sending = 0
+            for record in due {
+                if sending == max(configuration.concurrentSends, 1) {
+                    await group.next()
+                    sending -= 1
+                }
+                guard !Task.isCancelled else { break }
+                group.addTask { await self.send(record.request.reversalId) }
+                sending += 1
+            }
+        }
     }
 
     /// Sends one reversal if it is still due. Claimed in the store first: the list it came from

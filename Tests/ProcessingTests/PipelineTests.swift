@@ -353,11 +353,34 @@ import Testing
         let second = try await h.reversalDue("r-2")
         h.reversals.sendSoon(second)  // r-2: sent now, acknowledged after 300 ms
         try await Task.sleep(for: .milliseconds(30))
-        await h.reversals.sendDue(limit: 10)  // reads [r-1, r-2], sends r-1 (300 ms), then comes to r-2
+        await h.reversals.sendDue(limit: 10)  // reads [r-1, r-2]: r-2 is being sent, or is acknowledged by its claim
         try await waitUntil { try await h.store.reversals(for: "r-2").first?.state == .acknowledged }
         #expect(h.acquirer.reversalCount(pspTransactionId: "r-1") == 1)
         #expect(h.acquirer.reversalCount(pspTransactionId: "r-2") == 1, "r-2 must not go out twice")
         #expect(try await h.store.reversals(for: "r-2").first?.tries == 1)
+    }
+
+    /// A pass sends its due reversals at once, up to `concurrentSends`: after an outage the
+    /// backlog drains a round trip at a time for many, not for each.
+    @Test func aPassSendsItsDueReversalsAtOnce() async throws {
+        let h = try PipelineHarness()
+        let ids = (1...5).map { "rc-\($0)" }
+        for id in ids { _ = try await h.reversalDue(id) }
+        let acquirer = ReversalAnswers([:])
+        let gate = Gate()
+        acquirer.before = { await gate.wait() }
+        var configuration = ReversalService.Configuration()
+        configuration.concurrentSends = 4
+        let service = ReversalService(store: h.store, acquirer: acquirer, configuration: configuration)
+        let pass = Task { await service.sendDue(limit: 10) }
+        // Four out and unanswered together; the fifth waits for a free place.
+        try await waitUntil { acquirer.sends.withLock { $0.count } == 4 }
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(acquirer.sends.withLock { $0.count } == 4)
+        gate.open()
+        await pass.value
+        for id in ids { #expect(try await h.store.reversals(for: id).first?.state == .acknowledged, "\(id)") }
+        #expect(acquirer.sends.withLock { $0.values.allSatisfy { $0 == 1 } })
     }
 
     /// At shutdown the sends `sendSoon` started are waited for, so the store closes only after it
