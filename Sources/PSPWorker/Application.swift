@@ -93,6 +93,10 @@ public func buildApplication(
     // one fell in the first, and no quantile could show it change.
     factory.durationHistogramBuckets["psp_decrypt_duration_seconds"] = [50, 100, 150, 200, 300, 500, 750, 1_000, 2_000, 5_000, 10_000, 50_000]
         .map { Duration.microseconds($0) }
+    // The default buckets stop at 10 s; an acquirer timeout may be up to 15 s, and the answers
+    // that come near it are the ones to see.
+    factory.durationHistogramBuckets["psp_acquirer_duration_seconds"] = [5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 12_000, 14_000, 15_000]
+        .map { Duration.milliseconds($0) }
     let metrics = PipelineMetrics(factory: factory)
     let reversals = ReversalService(store: components.store, acquirer: components.acquirer, metrics: metrics,
                                     logger: Logger(label: "psp-worker.reversals"))

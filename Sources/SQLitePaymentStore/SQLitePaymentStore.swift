@@ -124,6 +124,19 @@ public final class SQLitePaymentStore: PaymentStore {
     /// The writer's counts so far, read at one moment.
     public var writerStatistics: WriterStatistics { writer.counts }
 
+    /// The reversals still to be acknowledged (pending, in every process on the store), and the
+    /// earliest time one of them is due: after an acquirer's outage, the backlog and how far
+    /// behind its sending is. A count over the `reversals_due` index, for a scrape, not a hot path.
+    public func reversalBacklog() throws -> (pending: Int, earliestDue: Int64?) {
+        try read { db in
+            var backlog: (pending: Int, earliestDue: Int64?) = (0, nil)
+            try db.run("SELECT count(*), min(next_try_at) FROM reversals WHERE state = 'pending'") { row in
+                backlog = (Int(row.int(0)), row.optionalInt(1))
+            }
+            return backlog
+        }
+    }
+
     /// The thresholds of `WriterStatistics.slowGroups` and `slowRestarts`, in seconds: 0.005, 0.02 and 0.1.
     public static let slowThresholds: [Double] = SQLiteWriter.slowThresholds.map { Double($0) / 1e9 }
 

@@ -423,6 +423,13 @@ final class AdminWriteFaultStore: ForwardingPaymentStore {
             // Buckets fine enough for a decryption's fraction of a millisecond.
             #expect(metrics.contains(#"psp_decrypt_duration_seconds_bucket{le="0.0005"}"#))
             #expect(metrics.contains("psp_queue_depth"))
+            // Buckets up to the longest acquirer timeout (the default ones stop at 10 s).
+            #expect(metrics.contains(#"psp_acquirer_duration_seconds_bucket{le="14"#))
+            // A refusal leaves nothing to reverse.
+            for gauge in ["psp_reversals_pending", "psp_reversals_overdue_seconds"] {
+                let line = metrics.split(separator: "\n").first { $0.hasPrefix(gauge + " ") }
+                #expect(line.flatMap { Double($0.dropFirst(gauge.count + 1)) } == 0, "\(String(describing: line))")
+            }
             // Read when scraped: nothing is in flight once the answer is in.
             let inFlight = metrics.split(separator: "\n").first { $0.hasPrefix("psp_makepayment_in_flight ") }
             #expect(inFlight.flatMap { Double($0.dropFirst("psp_makepayment_in_flight ".count)) } == 0, "\(String(describing: inFlight))")

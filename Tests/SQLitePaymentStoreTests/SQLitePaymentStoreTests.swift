@@ -94,6 +94,10 @@ final class TemporaryDatabase: Sendable {
         }
         #expect(try await store.payment("p-second")?.state == .processing)
         #expect(try await store.payment("p-first")?.state == .completed)
+        // The metrics' backlog: the one reversal recorded, due since it was.
+        #expect(try store.reversalBacklog() == (1, 3))
+        #expect(try await store.recordReversalTry(first.reversalId, state: .acknowledged, nextTryAt: 0, now: 4, claimedUntil: nil))
+        #expect(try store.reversalBacklog() == (0, nil))
     }
 
     /// The front's read from memory matches ids byte for byte, as the file does: an id that Swift
