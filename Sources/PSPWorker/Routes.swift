@@ -75,15 +75,17 @@ struct Routes: Sendable {
     }
 
     /// Readiness, for a load balancer: not draining for a shutdown (a stop signal came, or the
-    /// queue no longer takes jobs) and the store answers a read within 2 s. `/health` stays
-    /// liveness: the process answers at all.
+    /// queue no longer takes jobs), the store answers a read within 2 s, and its writes work
+    /// (after a failed write, a probe write must succeed first). `/health` stays liveness: the
+    /// process answers at all.
     func readiness() async -> Response {
         guard !drain.isDraining, !queue.isClosed else { return Responses.json(.serviceUnavailable, #"{"status":"DOWN","queue":"draining"}"#) }
-        let read = storeProbe.read()
-        let storeAnswered = await Self.firstOf(seconds: 2) { await read.value }
-        switch storeAnswered {
-        case true?: return Responses.json(.ok, #"{"status":"UP","store":"UP"}"#)
-        case false?: return Responses.json(.serviceUnavailable, #"{"status":"DOWN","store":"failing"}"#)
+        let check = storeProbe.check()
+        let health = await Self.firstOf(seconds: 2) { await check.value }
+        switch health {
+        case .up?: return Responses.json(.ok, #"{"status":"UP","store":"UP"}"#)
+        case .readsFailing?: return Responses.json(.serviceUnavailable, #"{"status":"DOWN","store":"failing"}"#)
+        case .writesFailing?: return Responses.json(.serviceUnavailable, #"{"status":"DOWN","store":"writes failing"}"#)
         case nil: return Responses.json(.serviceUnavailable, #"{"status":"DOWN","store":"not answering"}"#)
         }
     }
@@ -92,10 +94,10 @@ struct Routes: Sendable {
     /// a task group would wait for it, and the probe would hang with the store. (Not
     /// `withDeadline`: it starts its work on the caller's thread, where a read that blocks in
     /// SQLite would hold the caller past any deadline.)
-    static func firstOf(seconds: Int, _ work: @escaping @Sendable () async -> Bool) async -> Bool? {
+    static func firstOf<T: Sendable>(seconds: Int, _ work: @escaping @Sendable () async -> T) async -> T? {
         let once = Once()
-        return await withCheckedContinuation { (continuation: CheckedContinuation<Bool?, Never>) in
-            @Sendable func answer(_ value: Bool?) {
+        return await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
+            @Sendable func answer(_ value: T?) {
                 if once.claim() { continuation.resume(returning: value) }
             }
             let timer = Task {
@@ -222,24 +224,29 @@ struct Routes: Sendable {
     }
 }
 
-/// The store's readiness read, one at a time: probes that come while one is stuck wait on it
+/// The store's readiness check, one at a time: probes that come while one is stuck wait on it
 /// (each with its own 2 s) instead of each leaving another read blocked on a thread of the pool.
 final class StoreProbe: Sendable {
+    enum Health: Sendable { case up, readsFailing, writesFailing }
     private let store: any PaymentStore
-    private let inFlight = Mutex<Task<Bool, Never>?>(nil)
+    private let inFlight = Mutex<Task<Health, Never>?>(nil)
     init(store: any PaymentStore) { self.store = store }
 
-    /// The read in flight, or a new one: of an id no payment has, so it shows the file is open,
-    /// readable and not stuck behind a lock.
-    func read() -> Task<Bool, Never> {
+    /// The check in flight, or a new one: a read of an id no payment has (the file is open,
+    /// readable and not stuck behind a lock), then, only while the last write failed, a probe
+    /// write (a full disk or a lock held elsewhere can leave reads working).
+    func check() -> Task<Health, Never> {
         inFlight.withLock { current in
             if let current { return current }
-            let task = Task { [store] in
-                let answered: Bool
-                do { _ = try await store.payment(""); answered = true } catch { answered = false }
+            let task = Task { [store] () -> Health in
+                var health = Health.up
+                do { _ = try await store.payment("") } catch { health = .readsFailing }
+                if health == .up && store.writesFailing {
+                    do { try await store.probeWrite(now: wallClockMilliseconds()) } catch { health = .writesFailing }
+                }
                 // After the lock that set it is released: this task waits for it.
                 self.inFlight.withLock { $0 = nil }
-                return answered
+                return health
             }
             current = task
             return task

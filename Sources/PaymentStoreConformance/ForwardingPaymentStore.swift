@@ -40,4 +40,6 @@ extension ForwardingPaymentStore {
     public func lateApproval(ofReversal reversalId: String, now: Int64) async throws -> LateApprovalResult {
         try await base.lateApproval(ofReversal: reversalId, now: now)
     }
+    public var writesFailing: Bool { base.writesFailing }
+    public func probeWrite(now: Int64) async throws { try await base.probeWrite(now: now) }
 }

@@ -255,6 +255,13 @@ public protocol PaymentStore: Sendable {
     /// in flight under a claim is then not recorded (its claim no longer holds).
     func lateApproval(ofReversal reversalId: String, now: Int64) async throws -> LateApprovalResult
     func reversals(for pspTransactionId: String) async throws -> [ReversalRecord]
+    /// Whether the store's last write failed as a store (not a refused transition) with none
+    /// succeeding since: a full disk, a lock held by another process past the busy timeout. Reads
+    /// may work all the while; readiness reports it.
+    var writesFailing: Bool { get }
+    /// A durable write that changes nothing a payment needs, for readiness to learn whether
+    /// writes work again without waiting for traffic (which a failing readiness keeps away).
+    func probeWrite(now: Int64) async throws
 }
 
 extension PaymentStore {

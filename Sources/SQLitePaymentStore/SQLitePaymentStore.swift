@@ -124,6 +124,17 @@ public final class SQLitePaymentStore: PaymentStore {
     /// The writer's counts so far, read at one moment.
     public var writerStatistics: WriterStatistics { writer.counts }
 
+    /// Whether the store's last group of writes failed, with none committed since (a full disk,
+    /// another process holding the write lock past the busy timeout). Reads may work all the while.
+    public var writesFailing: Bool { writer.lastGroupFailed }
+
+    /// A write that changes a page and is synced like any other (a row of its own table): for a
+    /// readiness check to learn whether writes work again once they failed, without traffic.
+    public func probeWrite(now: Int64) async throws {
+        try await writer.perform { db in _ = try db.run(Self.probeSQL, [.integer(now)]) }
+    }
+    static let probeSQL = "INSERT INTO write_probe (id, at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at = ?1"
+
     /// The reversals still to be acknowledged (pending, in every process on the store), and the
     /// earliest time one of them is due: after an acquirer's outage, the backlog and how far
     /// behind its sending is. A count over the `reversals_due` index, for a scrape, not a hot path.
@@ -253,6 +264,8 @@ public final class SQLitePaymentStore: PaymentStore {
             CREATE INDEX IF NOT EXISTS reversals_payment ON reversals(psp_transaction_id);
             -- The payments in flight, oldest attempt first: what the orphan sweep reads.
             CREATE INDEX IF NOT EXISTS payments_processing ON payments(attempt_started_at) WHERE state = 'processing';
+            -- One row, rewritten by readiness checks while writes fail: does a synced write work again?
+            CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at INTEGER NOT NULL);
             """
 
     /// Gives a store made with the `IN` lists the checks as comparisons. Both accept the same rows

@@ -131,6 +131,11 @@ final class SQLiteWriter: @unchecked Sendable {
         return gathering
     }
 
+    /// Whether the last group's transaction failed (BEGIN, the checkpoint gate or COMMIT: busy past
+    /// the timeout, a full disk), with none committed since: what readiness reports.
+    var lastGroupFailed: Bool { groupFailed.load(ordering: .relaxed) }
+    private let groupFailed = Atomic<Bool>(false)
+
     var counts: Statistics {
         condition.lock()
         defer { condition.unlock() }
@@ -234,18 +239,25 @@ final class SQLiteWriter: @unchecked Sendable {
         countIfSlow(\.slowGroups, since: began)
         switch result {
         case .committed:
+            groupFailed.store(false, ordering: .relaxed)
             batch.forEach { $0.finish(nil) }
         case .pieceFailed where batch.count > 1:
             for item in batch {
                 switch commit([item]) {
                 // A failed piece reports its own error from `finish`.
-                case .committed, .pieceFailed: item.finish(nil)
-                case .failed(let error): item.finish(error)
+                case .committed:
+                    groupFailed.store(false, ordering: .relaxed)
+                    item.finish(nil)
+                case .pieceFailed: item.finish(nil)
+                case .failed(let error):
+                    groupFailed.store(true, ordering: .relaxed)
+                    item.finish(error)
                 }
             }
         case .pieceFailed:
             batch[0].finish(nil)
         case .failed(let error):
+            groupFailed.store(true, ordering: .relaxed)
             batch.forEach { $0.finish(error) }
         }
     }

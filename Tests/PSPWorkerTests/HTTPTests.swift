@@ -472,6 +472,15 @@ final class AdminWriteFaultStore: ForwardingPaymentStore {
             #expect(stalled.status == .serviceUnavailable && stalled.text.contains(#""store":"not answering""#))
             store.fault.withLock { $0 = nil }
             #expect(try await client.execute(uri: "/health/ready", method: .get).status == .ok)
+            #expect(store.probes.withLock { $0 } == 0, "no probe write while writes work")
+            // Writes failing while reads work (a full disk, a lock held elsewhere): not ready until
+            // a probe write succeeds.
+            store.fault.withLock { $0 = .writesFail }
+            let writesFailing = try await client.execute(uri: "/health/ready", method: .get)
+            #expect(writesFailing.status == .serviceUnavailable && writesFailing.text.contains(#""store":"writes failing""#))
+            #expect(store.probes.withLock { $0 } == 1)
+            store.fault.withLock { $0 = nil }
+            #expect(try await client.execute(uri: "/health/ready", method: .get).status == .ok)
         }
     }
 
@@ -773,19 +782,29 @@ enum RawHTTP {
     enum RawHTTPError: Error { case connect, send, timeout(Int) }
 }
 
-/// The worker's store, with reads that can be made to fail or to hang (`/health/ready`'s probe).
+/// The worker's store, with reads that can be made to fail or to hang, or writes to fail
+/// (`/health/ready`'s probe).
 final class ReadFaultStore: ForwardingPaymentStore {
-    enum Fault { case fail, stall }
+    enum Fault { case fail, stall, writesFail }
     struct ReadFailed: Error {}
     let base: any PaymentStore
     let fault = Mutex<Fault?>(nil)
+    /// Probe writes made.
+    let probes = Mutex(0)
     init(_ base: any PaymentStore) { self.base = base }
+
+    var writesFailing: Bool { fault.withLock { $0 == .writesFail } || base.writesFailing }
+    func probeWrite(now: Int64) async throws {
+        probes.withLock { $0 += 1 }
+        if fault.withLock({ $0 == .writesFail }) { throw ReadFailed() }
+        try await base.probeWrite(now: now)
+    }
 
     func payment(_ id: String) async throws -> PaymentRecord? {
         switch fault.withLock({ $0 }) {
         case .fail?: throw ReadFailed()
         case .stall?: try await Task.sleep(for: .seconds(3)); return nil
-        case nil: return try await base.payment(id)
+        case nil, .writesFail?: return try await base.payment(id)
         }
     }
 }

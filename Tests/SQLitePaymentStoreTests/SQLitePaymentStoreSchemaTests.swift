@@ -105,7 +105,7 @@ import Testing
 
     static func tableSQL(_ db: SQLiteConnection) throws -> [String] {
         var sql: [String] = []
-        try db.run("SELECT sql FROM sqlite_schema WHERE type = 'table' ORDER BY name") { sql.append($0.text(0)) }
+        try db.run("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name IN ('payments', 'reversals') ORDER BY name") { sql.append($0.text(0)) }
         return sql
     }
 

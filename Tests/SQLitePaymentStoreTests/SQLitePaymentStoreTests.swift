@@ -3,7 +3,7 @@ import Foundation
 import MakePayment
 import PaymentStoreConformance
 import Processing
-import SQLitePaymentStore
+@testable import SQLitePaymentStore
 import Synchronization
 import Testing
 
@@ -98,6 +98,19 @@ final class TemporaryDatabase: Sendable {
         #expect(try store.reversalBacklog() == (1, 3))
         #expect(try await store.recordReversalTry(first.reversalId, state: .acknowledged, nextTryAt: 0, now: 4, claimedUntil: nil))
         #expect(try store.reversalBacklog() == (0, nil))
+    }
+
+    /// Readiness's probe write lands in its own row (one, rewritten), synced like any write.
+    @Test func theProbeWriteRewritesItsOneRow() async throws {
+        let database = TemporaryDatabase()
+        let store = try database.open()
+        #expect(!store.writesFailing)
+        try await store.probeWrite(now: 7)
+        try await store.probeWrite(now: 9)
+        let db = try SQLiteConnection(path: database.path, readOnly: true)
+        var rows: [Int64] = []
+        try db.run("SELECT at FROM write_probe") { rows.append($0.int(0)) }
+        #expect(rows == [9])
     }
 
     /// The front's read from memory matches ids byte for byte, as the file does: an id that Swift

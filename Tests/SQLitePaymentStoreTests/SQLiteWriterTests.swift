@@ -115,8 +115,10 @@ final class GateHolder: @unchecked Sendable {
         // through a gate of this process (whose holders wait for each other first).
         let other = open(CheckpointGate.path(forDatabase: scratch.path), O_RDONLY)
         #expect(other >= 0 && flock(other, LOCK_EX) == 0)
+        #expect(!writer.lastGroupFailed)
         let error = await #expect(throws: SQLiteError.self) { try await writer.insert(1) }
         #expect(error?.code == 5, "SQLITE_BUSY")
+        #expect(writer.lastGroupFailed, "what readiness reports")
         // The checkpointer does not wait at all (it would hold up this process's writer behind it).
         let checkpointers = try scratch.gate()
         let refused = #expect(throws: SQLiteError.self) { try checkpointers.withGate(waiting: false) {} }
@@ -125,6 +127,7 @@ final class GateHolder: @unchecked Sendable {
         #expect(throws: Never.self) { try checkpointers.withGate(waiting: false) {} }
         close(other)
         try await writer.insert(2)
+        #expect(!writer.lastGroupFailed, "a group committed since")
         // A holder in this process (a checkpoint of its own, however slow) is waited for without a limit.
         let holder = GateHolder(try scratch.gate())
         let release = Task {
