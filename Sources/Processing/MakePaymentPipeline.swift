@@ -45,6 +45,10 @@ public final class MakePaymentPipeline: Sendable {
     public let metrics: PipelineMetrics
     public let reversals: ReversalSender?
     private let logger: Logger
+    /// The per-payment warnings an acquirer's outage sets off for every payment: a few lines and
+    /// a count per 10 s each (the payments' records are in the store, their counts in the metrics).
+    private let notSentLog = LogLimiter()
+    private let unknownOutcomeLog = LogLimiter()
     private let inFlight = InFlightPayments()
     private let now: @Sendable () -> Int64
     private let currentMonth: @Sendable () -> CardExpiry
@@ -250,7 +254,9 @@ public final class MakePaymentPipeline: Sendable {
         // no longer waits for would hold the customer's money for a payment that failed.
         let shortest = min(configuration.acquirerTimeout, .seconds(1))
         guard configuration.answerWithin - (ContinuousClock.now - receivedAt) >= shortest else {
-            logger.warning("too late to authorize; not sent", metadata: ["pspTransactionId": "\(id)", "pan": "\(masked)"])
+            if let left = notSentLog.admit() {
+                logger.warning("too late to authorize; not sent", metadata: ["pspTransactionId": "\(id)", "pan": "\(masked)", "alikeLeftOut": "\(left)"])
+            }
             return .answered(await finishNotSent(id, masked: masked, attemptId: nil))
         }
         // 10. Record the attempt first: a crash after this leaves a trace that forbids a blind retry.
@@ -286,7 +292,10 @@ public final class MakePaymentPipeline: Sendable {
         let vippsLeft = configuration.answerWithin - (checkedAt - receivedAt)
         let attemptLeft = configuration.acquirerTimeout - (checkedAt - attemptStarted)
         guard vippsLeft >= shortest && attemptLeft >= min(configuration.acquirerTimeout / 2, shortest) else {
-            logger.warning("too late to authorize after recording the attempt; not sent", metadata: ["pspTransactionId": "\(id)", "pan": "\(masked)"])
+            if let left = notSentLog.admit() {
+                logger.warning("too late to authorize after recording the attempt; not sent", metadata: [
+                    "pspTransactionId": "\(id)", "pan": "\(masked)", "alikeLeftOut": "\(left)"])
+            }
             return .answered(await finishNotSent(id, masked: masked, attemptId: request.attemptId))
         }
         let deadline = min(vippsLeft, attemptLeft)
@@ -346,17 +355,23 @@ public final class MakePaymentPipeline: Sendable {
                                 answerBy: receivedAt + configuration.answerWithin)
         case .failed(let error as AcquirerUnavailable) where error.neverSent:
             // The adapter knows nothing went out: the outcome is known, and there is nothing to reverse.
-            logger.warning("authorization not sent", metadata: [
-                "pspTransactionId": "\(id)", "attemptId": "\(request.attemptId)", "pan": "\(masked)", "reason": "\(error)",
-            ])
+            if let left = notSentLog.admit() {
+                logger.warning("authorization not sent", metadata: [
+                    "pspTransactionId": "\(id)", "attemptId": "\(request.attemptId)", "pan": "\(masked)", "reason": "\(error)",
+                    "alikeLeftOut": "\(left)",
+                ])
+            }
             return await finishNotSent(id, masked: masked, attemptId: request.attemptId)
         case .timedOut, .failed:
             // Unknown outcome: answer 85 and reverse. The authorization is never sent again.
             let reason: String
             if case .failed(let error) = request.outcome { reason = "acquirer error: \(error)" } else { reason = "acquirer timeout" }
-            logger.warning("authorization outcome unknown; reversing", metadata: [
-                "pspTransactionId": "\(id)", "attemptId": "\(request.attemptId)", "pan": "\(masked)", "reason": "\(reason)",
-            ])
+            if let left = unknownOutcomeLog.admit() {
+                logger.warning("authorization outcome unknown; reversing", metadata: [
+                    "pspTransactionId": "\(id)", "attemptId": "\(request.attemptId)", "pan": "\(masked)", "reason": "\(reason)",
+                    "alikeLeftOut": "\(left)",
+                ])
+            }
             let recorded = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: masked)
             return await finish(id, recorded, reversal: ReversalRequest.undoing(attemptId: request.attemptId, attemptReference: request.attemptReference, of: payment.registration),
                                 attemptId: request.attemptId, undo: Undo(attemptReference: request.attemptReference, registration: payment.registration))

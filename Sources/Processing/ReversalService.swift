@@ -45,6 +45,8 @@ public final class ReversalService: ReversalSender {
     private let sending = Mutex<Set<String>>([])
     /// Reversals sent without a record (`sendUnrecorded`), so each goes out once from here.
     private let sentUnrecorded = Mutex<Set<String>>([])
+    /// A backlog's retries in an acquirer's outage: a few lines and a count per 10 s, not a line per try.
+    private let retryLog = LogLimiter()
     /// The sends `sendSoon` started and that have not finished.
     private let soonSends = Mutex<(next: UInt64, tasks: [UInt64: Task<Void, Never>])>((0, [:]))
 
@@ -262,9 +264,9 @@ public final class ReversalService: ReversalSender {
                         logger.critical("reversal not acknowledged after all tries; needs an operator", metadata: [
                             "pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
                     }
-                } else if try await recordTry(.pending, nextTryAt: now() + backoff(after: tries)) {
+                } else if try await recordTry(.pending, nextTryAt: now() + backoff(after: tries)), let left = retryLog.admit() {
                     logger.warning("reversal not acknowledged; will retry", metadata: [
-                        "pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
+                        "pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)", "alikeLeftOut": "\(left)"])
                 }
             }
         } catch {
