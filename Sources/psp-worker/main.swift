@@ -243,6 +243,9 @@ struct Serve: AsyncParsableCommand {
         configuration.drainTime = .milliseconds(Int64(drainSeconds * 1000))
         configuration.responseCodeOverridesPath = responseCodes
         do {
+            if let adminTokenFile, let warning = KeyFiles.permissionWarning(path: adminTokenFile, what: "admin token file") {
+                logger.warning("\(warning)")
+            }
             let token = try AdminToken.read(file: adminTokenFile)
             configuration.adminTokenHash = token?.hash
             if let token, token.length < AdminToken.shortLength {
