@@ -36,8 +36,10 @@ public struct PSPWorkerComponents: Sendable {
         self.closeStore = closeStore
     }
 
-    /// Builds the components the configuration names. Logs key warnings.
-    public static func make(_ configuration: PSPWorkerConfiguration, logger: Logger) throws -> PSPWorkerComponents {
+    /// Builds the components the configuration names, or with `acquirer`, that adapter instead of
+    /// the configuration's (an adapter of your own). Logs key warnings and the acquirer.
+    public static func make(_ configuration: PSPWorkerConfiguration, acquirer custom: (any AcquirerAdapter)? = nil,
+                            logger: Logger) throws -> PSPWorkerComponents {
         let (ring, warnings) = try configuration.keys.load(concurrency: max(configuration.workers, 1))
         warnings.forEach { logger.warning("\($0)") }
         logger.info("keys loaded", metadata: [
@@ -54,22 +56,18 @@ public struct PSPWorkerComponents: Sendable {
             store = try SQLitePaymentStore(path: path, groupCommitWindow: configuration.groupCommitWindow,
                                            busyGroupCommitWindow: configuration.busyGroupCommitWindow)
         }
-        if case .simulator = configuration.acquirer {
-            // Loud: a worker that Vipps reaches would answer OK with nothing authorized.
-            logger.warning("acquirer: the simulator (approves by test card, authorizes nothing; for tests and load runs only)")
-        } else {
-            logger.info("acquirer", metadata: ["acquirer": "\(configuration.acquirer.logDescription)"])
-        }
         let acquirer: any AcquirerAdapter
-        switch configuration.acquirer {
-        // Room for a long load run (3 M payments: 5 minutes at 10,000/s) so that memory stays flat through it.
-        case .simulator(let latency): acquirer = SimulatorAcquirer(latency: latency, expectedPayments: 3_000_000)
-        case .iso8583(let host, let port, let terminalId):
-            var iso = ISO8583Acquirer.Configuration(host: host, port: port)
-            iso.terminalId = terminalId
-            acquirer = ISO8583Acquirer(configuration: iso, logger: Logger(label: "psp-worker.iso8583"))
-        case .http(let baseURL):
-            acquirer = HTTPAcquirer(baseURL: baseURL)!
+        if let custom {
+            logger.info("acquirer", metadata: ["acquirer": "\(custom.name) (an adapter of the application's own)"])
+            acquirer = custom
+        } else {
+            if case .simulator = configuration.acquirer {
+                // Loud: a worker that Vipps reaches would answer OK with nothing authorized.
+                logger.warning("acquirer: the simulator (approves by test card, authorizes nothing; for tests and load runs only)")
+            } else {
+                logger.info("acquirer", metadata: ["acquirer": "\(configuration.acquirer.logDescription)"])
+            }
+            acquirer = Self.adapter(for: configuration.acquirer)
         }
         var codes = ResponseCodeTable()
         if let path = configuration.responseCodeOverridesPath {
@@ -77,6 +75,19 @@ public struct PSPWorkerComponents: Sendable {
             codes = try ResponseCodeTable(overridesJSON: json)
         }
         return PSPWorkerComponents(keyRing: ring, store: store, acquirer: acquirer, codes: codes, closeStore: { store.close() })
+    }
+
+    static func adapter(for choice: PSPWorkerConfiguration.AcquirerChoice) -> any AcquirerAdapter {
+        switch choice {
+        // Room for a long load run (3 M payments: 5 minutes at 10,000/s) so that memory stays flat through it.
+        case .simulator(let latency): return SimulatorAcquirer(latency: latency, expectedPayments: 3_000_000)
+        case .iso8583(let host, let port, let terminalId):
+            var iso = ISO8583Acquirer.Configuration(host: host, port: port)
+            iso.terminalId = terminalId
+            return ISO8583Acquirer(configuration: iso, logger: Logger(label: "psp-worker.iso8583"))
+        case .http(let baseURL):
+            return HTTPAcquirer(baseURL: baseURL)!
+        }
     }
 }
 

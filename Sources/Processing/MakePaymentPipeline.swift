@@ -47,6 +47,7 @@ public final class MakePaymentPipeline: Sendable {
     private let logger: Logger
     /// The per-payment warnings an acquirer's outage sets off for every payment: a few lines and
     /// a count per 10 s each (the payments' records are in the store, their counts in the metrics).
+    private let tooLateLog = LogLimiter()
     private let notSentLog = LogLimiter()
     private let unknownOutcomeLog = LogLimiter()
     private let inFlight = InFlightPayments()
@@ -254,7 +255,7 @@ public final class MakePaymentPipeline: Sendable {
         // no longer waits for would hold the customer's money for a payment that failed.
         let shortest = min(configuration.acquirerTimeout, .seconds(1))
         guard configuration.answerWithin - (ContinuousClock.now - receivedAt) >= shortest else {
-            if let left = notSentLog.admit() {
+            if let left = tooLateLog.admit() {
                 logger.warning("too late to authorize; not sent", metadata: ["pspTransactionId": "\(id)", "pan": "\(masked)", "alikeLeftOut": "\(left)"])
             }
             return .answered(await finishNotSent(id, masked: masked, attemptId: nil))
@@ -292,7 +293,7 @@ public final class MakePaymentPipeline: Sendable {
         let vippsLeft = configuration.answerWithin - (checkedAt - receivedAt)
         let attemptLeft = configuration.acquirerTimeout - (checkedAt - attemptStarted)
         guard vippsLeft >= shortest && attemptLeft >= min(configuration.acquirerTimeout / 2, shortest) else {
-            if let left = notSentLog.admit() {
+            if let left = tooLateLog.admit() {
                 logger.warning("too late to authorize after recording the attempt; not sent", metadata: [
                     "pspTransactionId": "\(id)", "pan": "\(masked)", "alikeLeftOut": "\(left)"])
             }

@@ -32,6 +32,8 @@ public final class ReversalService: ReversalSender {
         /// Reversals one pass sends at once. One at a time, the backlog an acquirer's outage
         /// leaves would drain one round trip at a time, with the cardholders' money held meanwhile.
         public var concurrentSends = 16
+        /// Sends one pass may start; a pass that starts them all is followed by the next at once.
+        public var sendsPerPass = 1_000
         public init() {}
     }
 
@@ -45,8 +47,10 @@ public final class ReversalService: ReversalSender {
     private let sending = Mutex<Set<String>>([])
     /// Reversals sent without a record (`sendUnrecorded`), so each goes out once from here.
     private let sentUnrecorded = Mutex<Set<String>>([])
-    /// A backlog's retries in an acquirer's outage: a few lines and a count per 10 s, not a line per try.
+    /// A backlog's retries in an acquirer's outage, and the store's refusals while it fails: a few
+    /// lines and a count per 10 s each, not a line per try.
     private let retryLog = LogLimiter()
+    private let storeErrorLog = LogLimiter()
     /// The sends `sendSoon` started and that have not finished.
     private let soonSends = Mutex<(next: UInt64, tasks: [UInt64: Task<Void, Never>])>((0, [:]))
 
@@ -159,36 +163,59 @@ public final class ReversalService: ReversalSender {
         while let task = soonSends.withLock({ $0.tasks.values.first }) { await task.value }
     }
 
-    /// Sends every due reversal until cancelled: the store-and-forward loop.
+    /// Sends every due reversal until cancelled: the store-and-forward loop. A pass that found as
+    /// many as it may send is followed by the next at once (a backlog), else after the poll interval.
     public func run() async {
         while !Task.isCancelled {
-            await sendDue(limit: 100)
-            try? await Task.sleep(for: configuration.pollInterval)
+            if await sendDue(limit: configuration.sendsPerPass) < configuration.sendsPerPass {
+                try? await Task.sleep(for: configuration.pollInterval)
+            }
         }
     }
 
-    /// One pass: sends the due reversals, recording each try.
-    public func sendDue(limit: Int) async {
-        let due: [ReversalRecord]
-        do {
-            due = try await store.dueReversals(now: now(), limit: limit)
-        } catch {
-            logger.error("cannot read due reversals", metadata: ["error": "\(error)"])
-            return
-        }
-        // Checked before each send: with the acquirer down, a hundred sends at their full timeout
-        // would hold a shutdown for minutes (what is left is due again after the restart).
-        await withTaskGroup(of: Void.self) { group in
-            var sending = 0
-            for record in due {
-                if sending == max(configuration.concurrentSends, 1) {
-                    await group.next()
-                    sending -= 1
+    /// One pass: sends up to `limit` due reversals, `concurrentSends` at a time, recording each try.
+    /// A place that frees takes the next due one at once (the store is read again when the list
+    /// runs out), so one slow send holds only its own place. Returns how many sends it started.
+    /// Checked before each send: with the acquirer down, sends at their full timeout would hold a
+    /// shutdown for minutes (what is left is due again after the restart).
+    @discardableResult
+    public func sendDue(limit: Int) async -> Int {
+        let width = max(configuration.concurrentSends, 1)
+        return await withTaskGroup(of: Void.self) { group in
+            var started: Set<String> = [], inFlight = 0
+            var due: [ReversalRecord] = [], next = 0
+            var more = true
+            while started.count < limit, !Task.isCancelled {
+                if next == due.count {
+                    guard more else { break }
+                    // Those started already are claimed (due later) by now, but for those still in
+                    // flight whose claim is not yet written: asked for on top, and left out.
+                    let asked = min(limit - started.count, 100) + inFlight
+                    do {
+                        let read = try await store.dueReversals(now: now(), limit: asked)
+                        more = read.count == asked
+                        due = read.filter { !started.contains($0.request.reversalId) }
+                    } catch {
+                        if let left = storeErrorLog.admit() {
+                            logger.error("cannot read due reversals", metadata: ["error": "\(error)", "alikeLeftOut": "\(left)"])
+                        }
+                        break
+                    }
+                    next = 0
+                    if due.isEmpty { break }
                 }
-                guard !Task.isCancelled else { break }
-                group.addTask { await self.send(record.request.reversalId) }
-                sending += 1
+                if inFlight == width {
+                    await group.next()
+                    inFlight -= 1
+                    continue  // cancelled meanwhile?
+                }
+                let id = due[next].request.reversalId
+                next += 1
+                group.addTask { await self.send(id) }
+                inFlight += 1
+                started.insert(id)
             }
+            return started.count
         }
     }
 
@@ -208,7 +235,9 @@ public final class ReversalService: ReversalSender {
             guard let claimed = try await store.claimReversal(id, now: now(), until: claimedUntil) else { return }
             record = claimed
         } catch {
-            logger.error("cannot claim reversal", metadata: ["reversalId": "\(id)", "error": "\(error)"])
+            if let left = storeErrorLog.admit() {
+                logger.error("cannot claim reversal", metadata: ["reversalId": "\(id)", "error": "\(error)", "alikeLeftOut": "\(left)"])
+            }
             return
         }
         var request = record.request
@@ -270,7 +299,9 @@ public final class ReversalService: ReversalSender {
                 }
             }
         } catch {
-            logger.error("cannot record reversal try", metadata: ["reversalId": "\(id)", "error": "\(error)"])
+            if let left = storeErrorLog.admit() {
+                logger.error("cannot record reversal try", metadata: ["reversalId": "\(id)", "error": "\(error)", "alikeLeftOut": "\(left)"])
+            }
         }
     }
 

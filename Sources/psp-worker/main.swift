@@ -209,7 +209,7 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--acquirer must be simulator, iso8583://HOST:PORT[?terminal=TERMINAL] (a terminal id of 8 characters) or http(s)://HOST:PORT[/path]")
         }
         guard !choice.sendsCardDataInClearOffThisMachine || allowCleartextAcquirer else {
-            throw ValidationError("--acquirer \(acquirer) would send card numbers in clear over the network; use https, "
+            throw ValidationError("--acquirer \(choice.logDescription) would send card numbers in clear over the network; use https, "
                 + "or a TLS tunnel on this machine, or say --allow-cleartext-acquirer for a private link you vouch for")
         }
     }

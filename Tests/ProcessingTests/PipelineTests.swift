@@ -378,9 +378,34 @@ import Testing
         try await Task.sleep(for: .milliseconds(100))
         #expect(acquirer.sends.withLock { $0.count } == 4)
         gate.open()
-        await pass.value
+        #expect(await pass.value == 5)
         for id in ids { #expect(try await h.store.reversals(for: id).first?.state == .acknowledged, "\(id)") }
         #expect(acquirer.sends.withLock { $0.values.allSatisfy { $0 == 1 } })
+    }
+
+    /// A backlog larger than one read of the store (100) is sent in one pass, and a pass that
+    /// found all it may send is followed by the next without the poll interval's wait: after an
+    /// outage the backlog drains as fast as the acquirer answers.
+    @Test func aBacklogIsSentWithoutWaitingForThePollInterval() async throws {
+        let h = try PipelineHarness()
+        let ids = (1...130).map { "bl-\($0)" }
+        for id in ids { _ = try await h.reversalDue(id) }
+        let acquirer = ReversalAnswers([:])
+        var configuration = ReversalService.Configuration()
+        configuration.pollInterval = .seconds(600)
+        configuration.sendsPerPass = 40
+        let service = ReversalService(store: h.store, acquirer: acquirer, configuration: configuration)
+        #expect(await service.sendDue(limit: 110) == 110, "past the first read of 100")
+        #expect(acquirer.sends.withLock { $0.count } == 110)
+        // 20 left, then a pass of 40 that finds them: each full pass (none here) would be
+        // followed at once; after this one the loop waits out the poll interval.
+        let more = (131...200).map { "bl-\($0)" }
+        for id in more { _ = try await h.reversalDue(id) }
+        let loop = Task { await service.run() }
+        defer { loop.cancel() }
+        // 90 due: passes of 40, 40 and 10, back to back.
+        try await waitUntil(timeout: .seconds(20)) { acquirer.sends.withLock { $0.count } == 200 }
+        #expect(acquirer.sends.withLock { $0.values.allSatisfy { $0 == 1 } }, "none sent twice")
     }
 
     /// At shutdown the sends `sendSoon` started are waited for, so the store closes only after it
@@ -707,7 +732,7 @@ import Testing
         acquirer.answers.withLock { $0["ra-1"] = .reversed }  // the host has the original from now on
         await pipeline.handleLateReply(LateReply(pspTransactionId: "ra-1", attemptReference: reversal.attemptReference, responseCode: "00"))
         gate.open()  // the 0400's answer: 25 (it was decided before the approval)
-        await out.value
+        _ = await out.value
         try await waitUntil { try await h.store.reversals(for: "ra-1").first?.state == .acknowledged }
         #expect(acquirer.sendCounts.withLock { $0["ra-1"] } == [1, 1], "two first sends: the second under a fresh STAN")
         #expect(try await h.store.reversals(for: "ra-1").first?.lateApproved == true)
@@ -729,7 +754,7 @@ import Testing
         try await waitUntil { acquirer.sends.withLock { $0["rb-1"] } == 1 }
         await pipeline.handleLateReply(LateReply(pspTransactionId: "rb-1", attemptReference: reversal.attemptReference, responseCode: "00"))
         gate.open()
-        await out.value
+        _ = await out.value
         try await waitUntil { try await h.store.reversals(for: "rb-1").first?.state == .acknowledged }
         try await Task.sleep(for: .milliseconds(200))
         #expect(try await h.store.reversals(for: "rb-1").first?.state == .acknowledged)
@@ -762,8 +787,8 @@ import Testing
         let h = try PipelineHarness(latency: .milliseconds(200))
         for i in 0..<4 { try await h.reversalDue("two-\(i)") }
         let other = ReversalService(store: h.store, acquirer: h.acquirer)
-        async let a: Void = h.reversals.sendDue(limit: 10)
-        async let b: Void = other.sendDue(limit: 10)
+        async let a = h.reversals.sendDue(limit: 10)
+        async let b = other.sendDue(limit: 10)
         _ = await (a, b)
         for i in 0..<4 {
             #expect(h.acquirer.reversalCount(pspTransactionId: "two-\(i)") == 1)

@@ -24,8 +24,8 @@ struct CustomPSPWorker: AsyncParsableCommand {
         configuration.port = port
         configuration.store = .sqlite(path: store)
         configuration.adminTokenHash = try AdminToken.hash(file: nil)  // PSP_ADMIN_TOKEN
-        var components = try PSPWorkerComponents.make(configuration, logger: .init(label: "custom-psp-worker"))
-        components.acquirer = LimitAcquirer(limit: limit)
+        let components = try PSPWorkerComponents.make(configuration, acquirer: LimitAcquirer(limit: limit),
+                                                      logger: .init(label: "custom-psp-worker"))
         try await buildApplication(configuration: configuration, components: components).runService()
     }
 }
