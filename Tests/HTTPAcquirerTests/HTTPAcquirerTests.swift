@@ -59,7 +59,6 @@ final class HTTPSubject: AcquirerConformanceSubject {
     @Test func aRedirectIsNotFollowed() async throws {
         let elsewhere = Atomic<Int>(0)
         let listening = Atomic<Int>(0)
-        let (ports, continuation) = AsyncStream<Int>.makeStream()
         let router = Router()
         router.post("/authorizations") { _, _ -> Response in
             Response(status: .temporaryRedirect, headers: [.location: "http://127.0.0.1:\(listening.load(ordering: .relaxed))/elsewhere"])
@@ -68,24 +67,31 @@ final class HTTPSubject: AcquirerConformanceSubject {
             elsewhere.add(1, ordering: .relaxed)
             return Response(status: .ok)
         }
+        try await Self.withHost(router) { (port: Int) async throws in
+            listening.store(port, ordering: .relaxed)
+            let adapter = HTTPAcquirer(baseURL: "http://127.0.0.1:\(port)")!
+            let request = try AcquirerConformance(subject: try await HTTPSubject()).request(code: "00")
+            await #expect(throws: AcquirerUnavailable.self) { _ = try await adapter.authorize(request) }
+        }
+        #expect(elsewhere.load(ordering: .relaxed) == 0, "the card was posted to the redirect's target")
+    }
+
+    /// Runs `body` with `router` served on a port of the system's choosing.
+    static func withHost(_ router: Router<BasicRequestContext>, _ body: (Int) async throws -> Void) async throws {
+        let (ports, continuation) = AsyncStream<Int>.makeStream()
         let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
                               onServerRunning: { continuation.yield($0.localAddress?.port ?? 0); continuation.finish() })
         let server = Task { try await app.run() }
         defer { server.cancel() }
         var port = 0
         for await bound in ports { port = bound }
-        listening.store(port, ordering: .relaxed)
-        let adapter = HTTPAcquirer(baseURL: "http://127.0.0.1:\(port)")!
-        let request = try AcquirerConformance(subject: try await HTTPSubject()).request(code: "00")
-        await #expect(throws: AcquirerUnavailable.self) { _ = try await adapter.authorize(request) }
-        #expect(elsewhere.load(ordering: .relaxed) == 0, "the card was posted to the redirect's target")
+        try await body(port)
     }
 
     /// The body is valid JSON with the card's expiry and PAN in their fields (both are written
     /// into it from their own buffers, not through a String).
     @Test func theBodyCarriesTheCardInItsFields() async throws {
         let captured = Mutex<[String: String]>([:])
-        let (ports, continuation) = AsyncStream<Int>.makeStream()
         let router = Router()
         router.post("/authorizations") { request, _ -> Response in
             var request = request
@@ -94,15 +100,11 @@ final class HTTPSubject: AcquirerConformanceSubject {
             captured.withLock { $0 = fields.compactMapValues(\.text) }
             return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: #"{"responseCode":"00"}"#)))
         }
-        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-                              onServerRunning: { continuation.yield($0.localAddress?.port ?? 0); continuation.finish() })
-        let server = Task { try await app.run() }
-        defer { server.cancel() }
-        var port = 0
-        for await bound in ports { port = bound }
-        let adapter = HTTPAcquirer(baseURL: "http://127.0.0.1:\(port)")!
         let request = try AcquirerConformance(subject: try await HTTPSubject()).request(code: "00")
-        #expect(try await adapter.authorize(request).responseCode == "00")
+        try await Self.withHost(router) { (port: Int) async throws in
+            let adapter = HTTPAcquirer(baseURL: "http://127.0.0.1:\(port)")!
+            #expect(try await adapter.authorize(request).responseCode == "00")
+        }
         let fields = captured.withLock { $0 }
         #expect(fields["expiry"] == request.card.expiry.description)
         #expect(fields["pan"] == SimulatorAcquirer.testCard(code: "00"))
