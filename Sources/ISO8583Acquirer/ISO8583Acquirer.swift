@@ -522,7 +522,8 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
 
     /// A message from the host: resumes the request it answers, is logged as late or unknown, or
     /// (a request of the host's own) is answered.
-    fileprivate func received(_ frame: ByteBuffer, on channel: any Channel) {
+    /// (Internal, not private: a test hands it frames on a channel whose writability it sets.)
+    func received(_ frame: ByteBuffer, on channel: any Channel) {
         let message: ISOMessage
         // Many hosts echo fields 2 and 14 in their replies: decoded in place without them (no copy
         // of the card data is made), and the frame's bytes are wiped once decoded (the framing
