@@ -14,10 +14,7 @@ public struct CardExpiry: Sendable, Hashable, Comparable, CustomStringConvertibl
     }
 
     /// YYMM, as in the card data.
-    public var description: String {
-        let yy = year % 100
-        return (yy < 10 ? "0" : "") + String(yy) + (month < 10 ? "0" : "") + String(month)
-    }
+    public var description: String { withASCIIDigits { String(decoding: $0, as: UTF8.self) } }
 
     /// YYMM as ASCII digits in a buffer on the stack, for a request that is wiped after (the
     /// expiry is card data: `description` makes a String that is freed unwiped).

@@ -487,10 +487,14 @@ public final class SQLitePaymentStore: PaymentStore {
     /// row found where the INSERT met its id is that same reversal, recorded before (the INSERT is
     /// then a no-op). Anything else is a clash: it fails the whole write, outcome included, rather
     /// than leave an approval that nothing will reverse.
-    static func checkSameReversal(_ db: SQLiteConnection, _ r: ReversalRequest) throws {
+    static func reversal(_ db: SQLiteConnection, id: String) throws -> ReversalRecord? {
         var found: ReversalRecord?
-        try db.run(selectReversal + " WHERE reversal_id = ?", [.text(r.reversalId)]) { found = Self.reversal($0) }
-        guard let found, found.request.pspTransactionId == r.pspTransactionId, found.request.attemptId == r.attemptId else {
+        try db.run(selectReversal + " WHERE reversal_id = ?", [.text(id)]) { found = Self.reversal($0) }
+        return found
+    }
+
+    static func checkSameReversal(_ db: SQLiteConnection, _ r: ReversalRequest) throws {
+        guard let found = try reversal(db, id: r.reversalId), found.request.pspTransactionId == r.pspTransactionId, found.request.attemptId == r.attemptId else {
             throw SQLiteError(code: SQLITE_CONSTRAINT, message: "reversal \(r.reversalId) is already recorded for another payment or attempt")
         }
     }
@@ -523,9 +527,7 @@ public final class SQLitePaymentStore: PaymentStore {
             let changed = try db.run("UPDATE reversals SET next_try_at = ?, updated_at = ? WHERE reversal_id = ? AND state = 'pending' AND next_try_at <= ?",
                                      [.integer(until), .integer(now), .text(reversalId), .integer(now)])
             guard changed == 1 else { return nil }
-            var claimed: ReversalRecord?
-            try db.run(Self.selectReversal + " WHERE reversal_id = ?", [.text(reversalId)]) { claimed = Self.reversal($0) }
-            return claimed
+            return try Self.reversal(db, id: reversalId)
         }
     }
 

@@ -239,25 +239,18 @@ final class SQLiteWriter: @unchecked Sendable {
         countIfSlow(\.slowGroups, since: began)
         switch result {
         case .committed:
-            groupFailed.store(false, ordering: .relaxed)
             batch.forEach { $0.finish(nil) }
         case .pieceFailed where batch.count > 1:
             for item in batch {
                 switch commit([item]) {
                 // A failed piece reports its own error from `finish`.
-                case .committed:
-                    groupFailed.store(false, ordering: .relaxed)
-                    item.finish(nil)
-                case .pieceFailed: item.finish(nil)
-                case .failed(let error):
-                    groupFailed.store(true, ordering: .relaxed)
-                    item.finish(error)
+                case .committed, .pieceFailed: item.finish(nil)
+                case .failed(let error): item.finish(error)
                 }
             }
         case .pieceFailed:
             batch[0].finish(nil)
         case .failed(let error):
-            groupFailed.store(true, ordering: .relaxed)
             batch.forEach { $0.finish(error) }
         }
     }
@@ -265,11 +258,19 @@ final class SQLiteWriter: @unchecked Sendable {
     /// One group's transaction, with the checkpoint gate held from BEGIN (whose snapshot decides
     /// whether the COMMIT restarts the WAL) to the end of COMMIT.
     private func commit(_ items: some Collection<Item>) -> GroupCommit {
+        let result: GroupCommit
         do {
-            return try gate.withGate { commitGated(items) }
+            result = try gate.withGate { commitGated(items) }
         } catch {
-            return .failed(error as? SQLiteError ?? SQLiteError(code: -1, message: "\(error)"))
+            result = .failed(error as? SQLiteError ?? SQLiteError(code: -1, message: "\(error)"))
         }
+        // A piece's own failure (a refused transition, a constraint) says nothing of the store.
+        switch result {
+        case .committed: groupFailed.store(false, ordering: .relaxed)
+        case .failed: groupFailed.store(true, ordering: .relaxed)
+        case .pieceFailed: break
+        }
+        return result
     }
 
     private func commitGated(_ items: some Collection<Item>) -> GroupCommit {

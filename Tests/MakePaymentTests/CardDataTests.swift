@@ -30,6 +30,15 @@ private func outcome(_ text: String) -> String {
 }
 
 @Suite struct CardDataParsingTests {
+    /// YYMM, zero-padded, from the one place that writes it (the acquirers' requests and `description`).
+    @Test func anExpiryIsWrittenAsYYMM() {
+        for (year, month, text) in [(2006, 3, "0603"), (2030, 12, "3012"), (2000, 1, "0001"), (2099, 10, "9910")] {
+            let expiry = CardExpiry(year: year, month: month)!
+            #expect(expiry.description == text)
+            #expect(expiry.withASCIIDigits { Array($0) } == Array(text.utf8))
+        }
+    }
+
     @Test func faqExampleWithSpacesParses() throws {
         let card = try parse("4925000000004444,2912, 3854ba014e184e0d8ba259253f4advfa")
         #expect(card.pan.masked.value == "492500******4444")
