@@ -23,11 +23,16 @@ DROP_EVERY=${DROP_EVERY:-97}
 DELAY_MS=${DELAY_MS:-2}
 JITTER_MS=${JITTER_MS:-3}
 MIX=${MIX:-approved=88,51=4,05=3,timeout=2,bad-cryptogram=1,wrong-token=1,no=1}
-# The check below counts one reversal per payment answered 85; a duplicate's repeat is a second 85
-# for one reversal, and a 91 is answered 85 with nothing to reverse, so neither may be in the mix.
-case ",$MIX" in *,duplicate=*|*,91=*) echo "MIX must not contain duplicate or 91 here (one reversal per 85 is what is checked)"; exit 2 ;; esac
-# The journal checks read JSON with Python (checked now, not after the run).
+# The check below counts one reversal per payment answered 85; a duplicate's repeat (and each copy
+# of a duplicate-in-flight whose reply was dropped) is a second 85 for one reversal, a 91 is answered
+# 85 with nothing to reverse, and a 10 is reversed but answered 82, so none may be in the mix.
+# (Spaces removed: vipps-sim trims them around each kind.)
+case ",${MIX// /}" in *,duplicate=*|*,duplicate-in-flight=*|*,91=*|*,10=*)
+    echo "MIX must not contain duplicate, duplicate-in-flight, 91 or 10 here (one reversal per 85 is what is checked)"; exit 2 ;; esac
+# The journal checks read JSON with Python, and the worker's metrics come through curl (both checked
+# now, not after the run).
 command -v python3 >/dev/null || { echo "python3 is needed: apt-get install -y python3"; exit 2; }
+command -v curl >/dev/null || { echo "curl is needed (apt-get install -y curl)" >&2; exit 2; }
 
 source "$ROOT/benchmarks/lib.sh"
 build_release psp-worker vipps-sim acquirer-sim
@@ -84,10 +89,14 @@ print(f"== acquirer-sim journal: {journal['totalAuthorizations']} authorizations
       f"{journal['totalReversals']} reversals (+{journal['reversalRepeats']} repeats)")
 print(f"   unknown outcomes answered 85: {unknown} (and {not_sent} answered 85 with nothing sent); reversed: {journal['totalReversals']}")
 print(f"   RRNs authorized twice: {len(journal['authorizedTwice'])}; reversed twice: {len(journal['reversedTwice'])}")
+# acquirer-sim counts a reversal of an RRN it never authorized too (answering 25): equal totals alone
+# would pass a worker that reversed under the wrong RRN. Both are objects keyed by RRN.
+never_authorized = set(journal['reversals']) - set(journal['authorizations'])
+print(f"   reversed RRNs never authorized: {len(never_authorized)}")
 other_stan = journal.get('repeatsWithAnotherSTAN', 0)
 print(f"   0401 repeats with a STAN other than their 0400's: {other_stan}")
 ok = (sim == 0 and not journal['authorizedTwice'] and not journal['reversedTwice'] and journal['totalReversals'] == unknown
-      and other_stan == 0)
+      and not never_authorized and other_stan == 0)
 print("PASS" if ok else "FAIL")
 sys.exit(0 if ok else 1)
 PY

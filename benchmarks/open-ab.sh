@@ -16,6 +16,9 @@ usage() { echo "usage: $0 A-binary B-binary [rate] [seconds] [pairs]" >&2; exit 
 [ $# -ge 2 ] || usage
 A=$1; B=$2; RATE=${3:-5000}; SECONDS_PER=${4:-20}; PAIRS=${5:-5}
 [ -x "$A" ] && [ -x "$B" ] || usage
+# Absolute, as each run starts its worker after `cd "$ROOT"` (a relative path would then miss).
+A=$(realpath "$A"); B=$(realpath "$B")
+command -v curl >/dev/null || { echo "curl is needed (apt-get install -y curl)" >&2; exit 2; }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SCRATCH=${SCRATCH:-$ROOT/benchmarks/.build-e2e}
 source "$ROOT/benchmarks/lib.sh"

@@ -2,7 +2,7 @@
 // node:crypto). It decrypts and parses cardData and answers OK; it keeps no store and checks no
 // token, so it does strictly less than psp-worker. Used by ../node-bar.sh, side by side with ours.
 //
-//   node server.js PRIVATE_KEY_PEM PORT
+//   node server.js PRIVATE_KEY_PEM PORT      (PORT 0: a free port, the one in the "listening on" line)
 'use strict';
 const cluster = require('node:cluster');
 const crypto = require('node:crypto');
@@ -14,8 +14,14 @@ const [keyPath, port] = process.argv.slice(2);
 if (cluster.isPrimary) {
   const n = Number(process.env.NODE_WORKERS || os.availableParallelism());
   for (let i = 0; i < n; i++) cluster.fork();
-  // Said once every worker's server is bound (a port already taken never gets here).
-  cluster.on('listening', () => { if (--pending === 0) console.log(`listening on 127.0.0.1:${port}`); });
+  // Said once every worker's server is bound (a port already taken never gets here). The port is the
+  // one bound: with PORT 0 the workers share the one the primary's handle got.
+  let bound;
+  cluster.on('listening', (worker, address) => {
+    if (bound !== undefined && address.port !== bound) { console.error(`workers on ports ${bound} and ${address.port}`); process.exit(1); }
+    bound = address.port;
+    if (--pending === 0) console.log(`listening on 127.0.0.1:${bound}`);
+  });
   let pending = n;
 } else {
   const key = crypto.createPrivateKey(fs.readFileSync(keyPath));
