@@ -79,6 +79,23 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     /// being collected.
     private var requestsRead = 0
     private var bodyTimerArmed = false
+    /// The body timer of the request being collected: cancelled once its body is in, so that a
+    /// timer does not hold the handler and its channel for 10 s after every such request.
+    private var bodyTimer: Scheduled<Void>?
+    /// How long the connection may wait for its client: idle between requests (a request head
+    /// that never completes included), or reading a request handed on to Hummingbird. Past it
+    /// the connection is closed, so that idle or stalled connections cannot pile up (nothing
+    /// else closes them: Hummingbird's idle handler sits behind this one and sees no makePayment).
+    static let clientWaitTimeout = TimeAmount.seconds(60)
+    /// When the current wait for the client began (`clientWaitTimeout`).
+    private var waitingSince = NIODeadline.uptimeNanoseconds(0)
+    /// One timer per connection, rescheduled as it fires, rather than one per request.
+    private var clientWaitTimer: Scheduled<Void>?
+    /// A `drainBacklog` is under way: an answer given while it starts the next request (one that
+    /// needs no wait: a 404, a 401, a recorded outcome) leaves the rest of the backlog to it
+    /// instead of draining it again from within (pipelined requests would nest the calls, one
+    /// level each, and thousands of them would overflow the event loop's stack).
+    private var draining = false
 
     init(path: String, maxBodyBytes: Int, staysOnEventLoop: Bool = false, record: @escaping Record = { _ in }, serve: @escaping Serve) {
         self.path = path
@@ -90,12 +107,71 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
 
     func handlerAdded(context: ChannelHandlerContext) {
         if staysOnEventLoop { executor = EventLoopTaskExecutor(context.eventLoop) }
+        if context.channel.isActive { armClientWaitTimer(context: context) }
         // Hummingbird adds its channel handlers after the conversion to HTTPTypes, which drops
         // the request's version: the HTTP/1.0 mark goes in ahead of it from here.
         let pipeline = context.pipeline.syncOperations
         if let codec = try? pipeline.handler(type: HTTP1ToHTTPServerCodec.self) {
             try? pipeline.addHandler(HTTP10RequestMarker(), position: .before(codec))
         }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        armClientWaitTimer(context: context)
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        cancelTimers()
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        cancelTimers()
+    }
+
+    private func cancelTimers() {
+        clientWaitTimer?.cancel()
+        clientWaitTimer = nil
+        bodyTimer?.cancel()
+        bodyTimer = nil
+    }
+
+    /// Starts the connection's client-wait timer (once).
+    private func armClientWaitTimer(context: ChannelHandlerContext) {
+        guard clientWaitTimer == nil else { return }
+        waitingSince = context.eventLoop.now
+        scheduleClientWaitCheck(at: waitingSince + Self.clientWaitTimeout, context: context)
+    }
+
+    private func scheduleClientWaitCheck(at deadline: NIODeadline, context: ChannelHandlerContext) {
+        let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+        clientWaitTimer = context.eventLoop.scheduleTask(deadline: deadline) {
+            bound.value.handler.checkClientWait(context: bound.value.context)
+        }
+    }
+
+    /// Closes the connection if it has waited for its client past the timeout; otherwise checks
+    /// again when it could next be due. While an answer is owed (or a makePayment's body is
+    /// coming, which has a timer of its own) the wait is ours, not the client's.
+    private func checkClientWait(context: ChannelHandlerContext) {
+        guard !closing, context.channel.isActive else { clientWaitTimer = nil; return }
+        let clientsTurn: Bool
+        switch state {
+        case .idle: clientsTurn = backlog.isEmpty
+        case .handedOn(let reading, _): clientsTurn = reading
+        case .collecting, .answering: clientsTurn = false
+        }
+        let now = context.eventLoop.now
+        let due = (clientsTurn ? waitingSince : now) + Self.clientWaitTimeout
+        if clientsTurn && due <= now {
+            clientWaitTimer = nil
+            backlog.removeAll()
+            closing = true
+            context.close(promise: nil)
+            return
+        }
+        scheduleClientWaitCheck(at: due, context: context)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -127,8 +203,9 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         bodyTimerArmed = true
         let request = requestsRead
         let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
-        context.eventLoop.scheduleTask(in: Self.bodyTimeout) {
+        bodyTimer = context.eventLoop.scheduleTask(in: Self.bodyTimeout) {
             let (handler, context) = bound.value
+            handler.bodyTimer = nil
             guard case .collecting = handler.state, handler.requestsRead == request else { return }
             handler.backlog.removeAll()
             handler.closing = true
@@ -174,6 +251,7 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
             } else {
                 state = .handedOn(reading: true, answered: false)
                 handedOnCloses = Self.asksToClose(head)
+                waitingSince = context.eventLoop.now
                 context.fireChannelRead(wrapInboundOut(part))
             }
         case (.collecting(var body, let authorization, let closeAfter, var tooLarge), .body(var chunk)):
@@ -191,6 +269,8 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
             state = .collecting(body: body, authorization: authorization, closeAfter: closeAfter, tooLarge: tooLarge)
         case (.collecting(let body, let authorization, let closeAfter, let tooLarge), .end):
             state = .answering
+            bodyTimer?.cancel()
+            bodyTimer = nil
             closeAfterAnswer = closeAfter
             if tooLarge {
                 refuseTooLarge(context: context)
@@ -246,6 +326,7 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.write(wrapOutboundOut(.body(body)), promise: nil)
         state = .idle
+        waitingSince = context.eventLoop.now
         closeAfterAnswer = false
         guard close else {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
@@ -280,6 +361,9 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     }
 
     private func drainBacklog(context: ChannelHandlerContext) {
+        guard !draining else { return }
+        draining = true
+        defer { draining = false }
         // Shutting down: what waits would be started only to be cut off by Hummingbird's close
         // (a makePayment authorized, its answer lost). Never started, it is retried elsewhere.
         if quiescing { backlog.removeAll() }
@@ -330,6 +414,7 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
             state = .handedOn(reading: true, answered: true)
         } else {
             state = .idle
+            waitingSince = context.eventLoop.now
             drainBacklog(context: context)
             passOnInputClosedIfAnswered(context: context)
         }
@@ -363,10 +448,16 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
             state = .answering
             closeAfterAnswer = true
             backlog.removeAll()
+            bodyTimer?.cancel()
+            bodyTimer = nil
             let invalid = MakePaymentResult(httpStatus: 400, response: .fail("", .invalidRequest))
             record(invalid)
             answer(invalid, context: context)
         case .idle, .handedOn:
+            // Hummingbird answers it 400 and closes. What waits behind a request handed on must
+            // not start meanwhile (`drainBacklog` when Hummingbird's earlier answer is written):
+            // that 400, written at once, would be taken for its answer. Never started, it is retried.
+            backlog.removeAll()
             context.fireErrorCaught(error)
         }
     }

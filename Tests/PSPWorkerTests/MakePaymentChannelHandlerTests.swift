@@ -29,9 +29,15 @@ final class HandlerRig {
     let loop = EmbeddedEventLoop()
     let channel: EmbeddedChannel
     let router = Router()
-    private final class Count: Sendable { let value = Mutex(0); let authorization = Mutex<String?>(nil) }
+    private final class Count: Sendable {
+        let value = Mutex(0); let authorization = Mutex<String?>(nil)
+        /// The lowest and highest stack addresses `serve` ran at: how deeply its calls nested.
+        let stack = Mutex<(low: Int, high: Int)>((.max, 0))
+    }
     private let started = Count()
     var served: Int { started.value.withLock { $0 } }
+    /// How far apart on the stack the makePayments served ran, in bytes.
+    var stackSpread: Int { started.stack.withLock { $0.high - $0.low } }
     /// The Authorization the last makePayment served was given.
     var lastAuthorization: String? { started.authorization.withLock { $0 } }
 
@@ -40,6 +46,8 @@ final class HandlerRig {
         let handler = MakePaymentChannelHandler(path: "/makePayment", maxBodyBytes: 4096) { _, authorization in
             started.value.withLock { $0 += 1 }
             started.authorization.withLock { $0 = authorization }
+            let address = stackAddress()
+            started.stack.withLock { $0 = (min($0.low, address), max($0.high, address)) }
             return MakePaymentResult(httpStatus: 200, response: .fail("p", .internalError))
         }
         channel = EmbeddedChannel(loop: loop)
@@ -58,6 +66,14 @@ final class HandlerRig {
     }
     static func body(_ text: String) -> HTTPRequestPart { .body(ByteBuffer(string: text)) }
 }
+
+/// The address of a local of this (synchronous) call: where on the thread's stack it ran.
+@inline(never) func stackAddress() -> Int {
+    var local = 0
+    return withUnsafeMutablePointer(to: &local) { Int(bitPattern: $0) }
+}
+
+struct ParseFailure: Error {}
 
 @Suite struct MakePaymentChannelHandlerTests {
     /// Shutdown begins while a request handed on is still being read; a makePayment pipelined
@@ -80,6 +96,79 @@ final class HandlerRig {
         #expect(rig.served == 0)
         rig.router.answer()
         #expect(rig.served == 1)
+    }
+
+    /// Pipelined makePayments whose answers need no wait (here every one; a 404 or a 401 in the
+    /// worker) are answered one after the other, not each from within the previous answer: the
+    /// calls used to nest a level per request, and a few thousand in one write overflowed the
+    /// event loop's stack, with every answer in flight lost.
+    @Test func pipelinedAnswersThatNeedNoWaitDoNotNest() throws {
+        let rig = try HandlerRig()
+        let count = 500
+        try rig.read(HandlerRig.post("/payments"), .end(nil))
+        for _ in 0..<count { try rig.read(HandlerRig.post("/makePayment"), HandlerRig.body("{}"), .end(nil)) }
+        rig.router.answer()
+        #expect(rig.served == count)
+        // One level of calls is a few hundred bytes at the least: nested, 500 of them are far apart.
+        #expect(rig.stackSpread < 16_384, "the answers nested \(rig.stackSpread) bytes deep")
+    }
+
+    /// A request the codec could not parse, behind a request handed on: Hummingbird answers it
+    /// 400 at once and closes, so a makePayment pipelined between them must not start when the
+    /// earlier answer is written (that 400 would be taken for its answer, the payment authorized).
+    @Test func nothingStartsBehindAnUnparsableRequest() throws {
+        let rig = try HandlerRig()
+        try rig.read(HandlerRig.post("/payments"), .end(nil), HandlerRig.post("/makePayment"), HandlerRig.body("{}"), .end(nil))
+        rig.channel.pipeline.fireErrorCaught(ParseFailure())
+        rig.router.answer()
+        #expect(rig.served == 0, "a makePayment started behind a request Hummingbird answers 400")
+        #expect(throws: ParseFailure.self) { try rig.channel.throwIfErrorCaught() }
+    }
+}
+
+@Suite struct MakePaymentClientWaitTests {
+    /// A connection left idle (or whose next request head never completes) is closed after
+    /// `clientWaitTimeout`; nothing else would close it.
+    @Test func anIdleConnectionIsClosedAfterTheTimeout() throws {
+        let rig = try HandlerRig()
+        rig.loop.advanceTime(by: MakePaymentChannelHandler.clientWaitTimeout - .seconds(1))
+        #expect(rig.channel.isActive, "closed before the timeout")
+        rig.loop.advanceTime(by: .seconds(2))
+        #expect(!rig.channel.isActive, "an idle connection stays open for ever")
+    }
+
+    /// The wait is counted from the last answer, not from the connection's start.
+    @Test func theWaitIsCountedFromTheLastAnswer() throws {
+        let rig = try HandlerRig()
+        rig.loop.advanceTime(by: .seconds(50))
+        try rig.read(HandlerRig.post("/makePayment"), HandlerRig.body("{}"), .end(nil))
+        #expect(rig.served == 1)
+        rig.loop.advanceTime(by: .seconds(50))
+        #expect(rig.channel.isActive, "closed though a request was answered 50 s ago")
+        rig.loop.advanceTime(by: .seconds(11))
+        #expect(!rig.channel.isActive)
+    }
+
+    /// While an answer is owed (Hummingbird's, here), the wait is ours: the connection stays open.
+    @Test func anAnswerOwedKeepsTheConnection() throws {
+        let rig = try HandlerRig()
+        try rig.read(HandlerRig.post("/payments"), .end(nil))
+        rig.loop.advanceTime(by: MakePaymentChannelHandler.clientWaitTimeout * 2)
+        #expect(rig.channel.isActive, "closed while its answer was owed")
+        rig.router.answer()
+        rig.loop.advanceTime(by: MakePaymentChannelHandler.clientWaitTimeout + .seconds(1))
+        #expect(!rig.channel.isActive)
+    }
+
+    /// A request handed on whose body never ends is not waited for for ever either.
+    @Test func aHandedOnRequestThatNeverEndsIsClosed() throws {
+        let rig = try HandlerRig()
+        rig.loop.advanceTime(by: .seconds(30))
+        try rig.read(HandlerRig.post("/payments"), HandlerRig.body("{"))
+        rig.loop.advanceTime(by: .seconds(45))
+        #expect(rig.channel.isActive, "the wait was counted from before the request")
+        rig.loop.advanceTime(by: .seconds(16))
+        #expect(!rig.channel.isActive, "a request body that never ends holds the connection")
     }
 }
 
