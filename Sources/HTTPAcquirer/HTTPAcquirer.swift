@@ -64,6 +64,39 @@ public final class HTTPAcquirer: AcquirerAdapter {
         var authorizationCode: String?
         var acquirerReference: String?
         var message: String?
+
+        /// The reply as far as it is what the API says: a response code of two letters or digits
+        /// (ISO 8583 field 39), or none of it can be read (an unknown outcome). The other fields
+        /// go into the store, the logs and the admin API's answers, so one that does not look like
+        /// itself (an authorization code of up to 6 letters, digits and spaces, field 38; a reference
+        /// or message of printable ASCII) is dropped, and so is any with a run of 13 digits or more,
+        /// which could be a card number a host or proxy echoed back (an RRN has 12).
+        func checked() -> AuthorizationReply? {
+            guard responseCode.utf8.count == 2, responseCode.utf8.allSatisfy(Self.isAlphanumeric) else { return nil }
+            var reply = self
+            reply.authorizationCode = authorizationCode.flatMap {
+                $0.utf8.count <= 6 && $0.utf8.allSatisfy { Self.isAlphanumeric($0) || $0 == 0x20 } ? $0 : nil
+            }
+            reply.acquirerReference = acquirerReference.flatMap { Self.plain($0, upTo: 64) }
+            reply.message = message.flatMap { Self.plain($0, upTo: 256) }
+            return reply
+        }
+
+        static func isAlphanumeric(_ byte: UInt8) -> Bool {
+            (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte)
+        }
+
+        /// `text` if it is printable ASCII, at most `limit` bytes, with no run of 13 digits or more.
+        static func plain(_ text: String, upTo limit: Int) -> String? {
+            guard text.utf8.count <= limit else { return nil }
+            var digits = 0
+            for byte in text.utf8 {
+                guard (0x20...0x7E).contains(byte) else { return nil }
+                digits = (0x30...0x39).contains(byte) ? digits + 1 : 0
+                if digits >= 13 { return nil }
+            }
+            return text
+        }
     }
 
     public func authorize(_ request: AuthorizationRequest) async throws -> AcquirerAnswer {
@@ -74,19 +107,24 @@ public final class HTTPAcquirer: AcquirerAdapter {
             + #""amount":\#(request.amount),"currency":\#(JSONText.quoted(request.currency)),"expiry":""#
         let middle = #"","pan":""#
         let tail = "\"}"
-        var body = [UInt8]()
-        // Room for all of it up front: an array that grew after the PAN was in it would leave
-        // the old storage, PAN and all, freed unwiped.
-        body.reserveCapacity(head.utf8.count + 4 + middle.utf8.count + request.card.pan.count + tail.utf8.count)
-        defer { body.withUnsafeMutableBytes { wipe($0) } }
-        body.append(contentsOf: head.utf8)
-        request.card.expiry.withASCIIDigits { body.append(contentsOf: $0) }
-        body.append(contentsOf: middle.utf8)
-        request.card.pan.withASCIIDigits { body.append(contentsOf: $0) }
-        body.append(contentsOf: tail.utf8)
+        // Written straight into the one buffer the request sends (`post` wipes it), with room for
+        // all of it up front: a buffer that grew after the PAN was in it would leave the old
+        // storage, PAN and all, freed unwiped.
+        var body = ByteBufferAllocator().buffer(capacity: head.utf8.count + 4 + middle.utf8.count + request.card.pan.count + tail.utf8.count)
+        body.writeString(head)
+        request.card.expiry.withASCIIDigits { body.writeBytes($0) }
+        body.writeString(middle)
+        request.card.pan.withASCIIDigits { body.writeBytes($0) }
+        body.writeString(tail)
         // As late as this adapter can see: the HTTP client's own hop to its event loop follows.
-        if AuthorizationDeadline.passed { throw AuthorizationDeadline.notSent }
+        if AuthorizationDeadline.passed {
+            body.withVeryUnsafeBytes(wipeInPlace)
+            throw AuthorizationDeadline.notSent
+        }
         let reply: AuthorizationReply = try await post("/authorizations", body)
+        guard let reply = reply.checked() else {
+            throw AcquirerUnavailable("HTTP acquirer answered a response code that is not two letters or digits")
+        }
         return AcquirerAnswer(responseCode: reply.responseCode, message: reply.message,
                               authorizationCode: reply.authorizationCode, acquirerReference: reply.acquirerReference,
                               scheme: request.scheme)
@@ -94,7 +132,10 @@ public final class HTTPAcquirer: AcquirerAdapter {
 
     public func reverse(_ reversal: ReversalRequest) async throws -> ReversalAnswer {
         let body = #"{"reversalId":\#(JSONText.quoted(reversal.reversalId)),"attemptId":\#(JSONText.quoted(reversal.attemptId)),"reference":\#(JSONText.quoted(reversal.attemptReference)),"pspTransactionId":\#(JSONText.quoted(reversal.pspTransactionId)),"merchantSerialNumber":\#(JSONText.quoted(reversal.merchantSerialNumber)),"amount":\#(reversal.amount),"currency":\#(JSONText.quoted(reversal.currency)),"repeat":\#(reversal.sendCount > 1)}"#
-        let reply: AuthorizationReply = try await post("/reversals", Array(body.utf8))
+        let answered: AuthorizationReply = try await post("/reversals", ByteBuffer(string: body))
+        guard let reply = answered.checked() else {
+            throw AcquirerUnavailable("HTTP acquirer answered a response code that is not two letters or digits")
+        }
         switch reply.responseCode {
         case "00": return .reversed
         case "25": return .noOriginal
@@ -116,11 +157,12 @@ public final class HTTPAcquirer: AcquirerAdapter {
         return false
     }
 
-    private func post<T: Decodable>(_ path: String, _ body: [UInt8]) async throws -> T {
+    /// Sends `sent`, which it wipes (it may hold a clear PAN), and decodes the answer, whose
+    /// bytes it wipes as well (a host may echo the card back).
+    private func post<T: Decodable>(_ path: String, _ sent: ByteBuffer) async throws -> T {
         var request = HTTPClientRequest(url: baseURL + path)
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
-        let sent = ByteBuffer(bytes: body)
         request.body = .bytes(sent)
         // The body may hold a clear PAN: its copy in the request is zeroed once the call is over.
         // A call that failed or was cancelled (the pipeline's deadline) returns before the client
@@ -130,7 +172,9 @@ public final class HTTPAcquirer: AcquirerAdapter {
             if answered {
                 sent.withVeryUnsafeBytes(wipeInPlace)
             } else {
+                // At once if the task cannot run (a caller's event loop group shut down meanwhile).
                 client.eventLoopGroup.next().scheduleTask(in: .seconds(1)) { sent.withVeryUnsafeBytes(wipeInPlace) }
+                    .futureResult.whenFailure { _ in sent.withVeryUnsafeBytes(wipeInPlace) }
             }
         }
         let response: HTTPClientResponse
@@ -141,9 +185,12 @@ public final class HTTPAcquirer: AcquirerAdapter {
         }
         let bytes = try await response.body.collect(upTo: 64 * 1024)
         answered = true
+        defer { bytes.withVeryUnsafeBytes(wipeInPlace) }
         guard response.status == .ok else { throw AcquirerUnavailable("HTTP acquirer answered \(response.status.code)") }
         do {
-            return try JSONDecoder().decode(T.self, from: Data(bytes.readableBytesView))
+            var data = Data(bytes.readableBytesView)
+            defer { data.withUnsafeMutableBytes { wipe($0) } }
+            return try JSONDecoder().decode(T.self, from: data)
         } catch {
             throw AcquirerUnavailable("HTTP acquirer sent a body that is not the documented JSON")
         }

@@ -38,6 +38,12 @@ public enum ISO87APackager {
     /// kept: a reader with no use for the cardholder data a host echoes (2, 14, 35, 45) makes no
     /// copy of it (decode from the receive buffer itself, which the caller wipes, not a copy).
     public static func decode(_ bytes: some Collection<UInt8>, omitting: Set<Int> = []) throws(ISO8583Error) -> ISOMessage {
+        // Contiguous (an array, a buffer's view): decoded where it is, no copy to wipe.
+        if let decoded = bytes.withContiguousStorageIfAvailable({ buffer in
+            Result { () throws(ISO8583Error) -> ISOMessage in try decode(UnsafeRawBufferPointer(buffer), omitting: omitting) }
+        }) {
+            return try decoded.get()
+        }
         var copy = Array(bytes)
         // The copy may hold a host's echo of field 2 or 35: zeroed before it is freed.
         defer { copy.withUnsafeMutableBytes { _ = $0.initializeMemory(as: UInt8.self, repeating: 0) } }

@@ -231,7 +231,7 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
             for i in 0..<4 { frame[expiryOffset + i] = expiry[i] }
         }
         defer { frame.withUnsafeMutableBytes { wipe($0) } }
-        let reply = try await exchange(frame, key: "01" + terminal + reference.stan, sendBy: AuthorizationDeadline.sendBy,
+        let reply = try await exchange(&frame, key: "01" + terminal + reference.stan, sendBy: AuthorizationDeadline.sendBy,
                                        givenUp: GivenUp(pspTransactionId: request.pspTransactionId, attemptReference: request.attemptReference,
                                                         scheme: request.scheme, rrn: reference.rrn))
         // Terminal and STAN pair the reply with this request; what it answers must be this
@@ -272,7 +272,8 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
         // Original data elements: MTI, STAN, transmission time, acquiring and forwarding institutions.
         message[90] = "0100" + original.stan + original.transmission
             + digits(Int(configuration.acquiringInstitutionId) ?? 0, width: 11) + String(repeating: "0", count: 11)
-        let reply = try await exchange(try ISO87APackager.encode(message), key: "04" + terminal + stan)
+        var frame = try ISO87APackager.encode(message)
+        let reply = try await exchange(&frame, key: "04" + terminal + stan)
         // Terminal and STAN pair a reply with its request, and a STAN comes round again after
         // 999,999 messages: an 0410 that names another original (a late reply to an older reversal
         // that had this STAN) is no answer to this one, and taking it would leave this original
@@ -320,7 +321,8 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
         message[11] = stan
         message[41] = configuration.terminalId
         message[70] = "301"
-        _ = try await exchange(try ISO87APackager.encode(message), key: "08" + configuration.terminalId + stan)
+        var frame = try ISO87APackager.encode(message)
+        _ = try await exchange(&frame, key: "08" + configuration.terminalId + stan)
     }
 
     /// Keeps the connection alive with echoes when the host has been quiet, until cancelled. An
@@ -372,10 +374,13 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
     /// wait, and a reply that comes later is dropped (or, for an authorization, reported: `onLateReply`).
     /// `sendBy`: an authorization's send deadline (`AuthorizationDeadline`); past it the frame is not written.
     /// `givenUp`: an authorization's, remembered if it is given up on, so that a late reply reaches `onLateReply`.
-    private func exchange(_ body: [UInt8], key: String, sendBy: ContinuousClock.Instant? = nil, givenUp: GivenUp? = nil) async throws -> ISOMessage {
+    /// `body` is wiped once it is in the channel's buffer (an authorization's holds the card), so
+    /// that the card is in one buffer, not two, while the reply is awaited.
+    private func exchange(_ body: inout [UInt8], key: String, sendBy: ContinuousClock.Instant? = nil, givenUp: GivenUp? = nil) async throws -> ISOMessage {
         let channel = try await connectedChannel()
         var buffer = channel.allocator.buffer(capacity: body.count + 2)
         buffer.writeISO8583Frame(body)
+        body.withUnsafeMutableBytes { wipe($0) }
         let sentAt = ContinuousClock.now
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ISOMessage, any Error>) in

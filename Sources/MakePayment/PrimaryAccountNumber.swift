@@ -77,8 +77,10 @@ public struct PrimaryAccountNumber: ~Copyable, @unchecked Sendable {
         return MaskedPAN(unchecked: text)
     }
 
-    /// The first `n` digits (the BIN/IIN), 6 or 8, as a number.
+    /// The first `n` digits (the BIN/IIN), 6 or 8, as a number. At most 8: more would hand out
+    /// the card number as a copyable value this type exists to prevent.
     public func prefix(_ n: Int) -> Int {
+        precondition(n <= 8, "a PAN's prefix is its first 6 or 8 digits")
         var v = 0
         for i in 0..<min(n, count) { v = v * 10 + Int(digits[i] &- UInt8(ascii: "0")) }
         return v

@@ -223,8 +223,12 @@ public final class MakePaymentPipeline: Sendable {
     /// send: once `send` returns, only an adapter still at work (past its deadline) holds it, not
     /// this payment through the outcome's write.
     private func authorize(_ handOff: AuthorizationHandOff, payment: PaymentRecord, receivedAt: ContinuousClock.Instant) async -> MakePaymentResult {
+        // Every wait that follows is out of `send`'s frame, and so without the card.
+        let id = payment.registration.pspTransactionId
         switch await send(handOff, payment: payment, receivedAt: receivedAt) {
         case .answered(let result): return result
+        case .notSent(let masked, let attemptId): return await finishNotSent(id, masked: masked, attemptId: attemptId)
+        case .recover(let record): return await recoverOrphan(record)
         case .sent(let sent): return await record(sent, payment: payment, receivedAt: receivedAt)
         }
     }
@@ -239,9 +243,16 @@ public final class MakePaymentPipeline: Sendable {
         let outcome: DeadlineOutcome<AcquirerAnswer>
     }
 
+    /// What `send` leaves to do. The card goes with `send`'s frame: what waits on the store after
+    /// it (an 85 to record, another attempt's outcome to wait up to 16 s for) is done by the
+    /// caller, so the clear card is not held through those waits.
     enum SendStep {
-        /// Answered before any authorization went out (too late, the attempt refused, a store error).
+        /// Answered before any authorization went out (the attempt refused, a store error).
         case answered(MakePaymentResult)
+        /// Too late to send (its attempt recorded, or not yet): closed with 85, nothing to reverse.
+        case notSent(MaskedPAN, attemptId: String?)
+        /// Another attempt is under way or orphaned: its outcome is the answer.
+        case recover(PaymentRecord)
         case sent(Sent)
     }
 
@@ -258,7 +269,7 @@ public final class MakePaymentPipeline: Sendable {
             if let left = tooLateLog.admit() {
                 logger.warning("too late to authorize; not sent", metadata: ["pspTransactionId": "\(id)", "pan": "\(masked)", "alikeLeftOut": "\(left)"])
             }
-            return .answered(await finishNotSent(id, masked: masked, attemptId: nil))
+            return .notSent(masked, attemptId: nil)
         }
         // 10. Record the attempt first: a crash after this leaves a trace that forbids a blind retry.
         // The monotonic start first: this process's deadline must end before the stored one.
@@ -274,7 +285,7 @@ public final class MakePaymentPipeline: Sendable {
             case .notPending(let record):
                 if let outcome = record.outcome { return .answered(MakePaymentResult(httpStatus: 200, response: outcome.response(for: id))) }
                 if record.state == .cancelled { return .answered(MakePaymentResult(httpStatus: 200, response: .fail(id, .responseReceivedTooLate))) }
-                return .answered(await recoverOrphan(record))
+                return .recover(record)
             }
         } catch {
             return .answered(internalError(id, step: "record attempt", error))
@@ -297,7 +308,7 @@ public final class MakePaymentPipeline: Sendable {
                 logger.warning("too late to authorize after recording the attempt; not sent", metadata: [
                     "pspTransactionId": "\(id)", "pan": "\(masked)", "alikeLeftOut": "\(left)"])
             }
-            return .answered(await finishNotSent(id, masked: masked, attemptId: request.attemptId))
+            return .notSent(masked, attemptId: request.attemptId)
         }
         let deadline = min(vippsLeft, attemptLeft)
         metrics.authorizationSent()

@@ -51,8 +51,10 @@ public final class ReversalService: ReversalSender {
     /// lines and a count per 10 s each, not a line per try.
     private let retryLog = LogLimiter()
     private let storeErrorLog = LogLimiter()
-    /// The sends `sendSoon` started and that have not finished.
+    /// The sends `sendSoon` and `sendUnrecorded` started and that have not finished.
     private let soonSends = Mutex<(next: UInt64, tasks: [UInt64: Task<Void, Never>])>((0, [:]))
+    /// Shutdown has begun (`finishSendingSoon`): an unrecorded reversal gets one more try, not its back-off.
+    private let stopping = Atomic<Bool>(false)
 
     public init(store: any PaymentStore, acquirer: any AcquirerAdapter, configuration: Configuration = .init(),
                 metrics: PipelineMetrics = .disabled, logger: Logger = Logger(label: "psp-worker.reversals"),
@@ -68,12 +70,17 @@ public final class ReversalService: ReversalSender {
     public func sendSoon(_ reversal: ReversalRequest) { sendSoon(reversalId: reversal.reversalId) }
 
     private func sendSoon(reversalId id: String) {
+        track { await self.send(id) }
+    }
+
+    /// Runs `work` in a task that `finishSendingSoon` waits for.
+    private func track(_ work: @escaping @Sendable () async -> Void) {
         // Registered under the lock the task takes to leave, so it cannot leave before it is in.
         soonSends.withLock { sends in
             sends.next += 1
             let key = sends.next
             sends.tasks[key] = Task {
-                await self.send(id)
+                await work()
                 _ = self.soonSends.withLock { $0.tasks.removeValue(forKey: key) }
             }
         }
@@ -109,13 +116,15 @@ public final class ReversalService: ReversalSender {
     }
 
     /// Once per reversal id in this process: while the store refuses writes, the sweep and Vipps's
-    /// retries find the same orphan every few seconds, and each would send it again. Not waited
-    /// for at shutdown: nothing of it is for the store, and after a restart the sweep carries on.
+    /// retries find the same orphan every few seconds, and each would send it again. Waited for at
+    /// shutdown (`finishSendingSoon`), with one more try then rather than its back-off: a restart
+    /// while the store still refuses writes finds the attempt another process's (its instance id
+    /// is new) and cannot send it, so what goes out now is all that goes out until writes work.
     public func sendUnrecorded(_ reversal: ReversalRequest) {
         guard sentUnrecorded.withLock({ $0.insert(reversal.reversalId).inserted }) else { return }
         logger.critical("outcome not recorded; reversing without a record", metadata: [
             "pspTransactionId": "\(reversal.pspTransactionId)", "reversalId": "\(reversal.reversalId)"])
-        Task { await self.sendWithoutRecord(reversal) }
+        track { await self.sendWithoutRecord(reversal) }
     }
 
     /// Tries with back-off until the acquirer reverses it: five failures, or a "no such
@@ -128,6 +137,7 @@ public final class ReversalService: ReversalSender {
         var failures = 0
         var tries = 0
         while true {
+            let last = stopping.load(ordering: .relaxed)
             tries += 1
             request.sendCount = tries
             metrics.reversalsSent.increment()
@@ -146,8 +156,8 @@ public final class ReversalService: ReversalSender {
             case .failed, .timedOut:
                 failures += 1
             }
-            guard failures < unrecordedFailures else { break }
-            try? await Task.sleep(for: .milliseconds(backoff(after: tries)))
+            guard failures < unrecordedFailures, !last else { break }
+            await sleepUnlessStopping(.milliseconds(backoff(after: tries)))
         }
         // Given up for now: the next sweep or retry that finds the orphan may send it again.
         _ = sentUnrecorded.withLock { $0.remove(reversal.reversalId) }
@@ -156,10 +166,20 @@ public final class ReversalService: ReversalSender {
     }
     private let unrecordedFailures = 5
 
-    /// Waits for the sends `sendSoon` started. At shutdown, before the store closes: a reversal
+    /// Sleeps for `duration`, or less once shutdown begins (checked every 50 ms).
+    private func sleepUnlessStopping(_ duration: Duration) async {
+        let end = ContinuousClock.now + duration
+        while !stopping.load(ordering: .relaxed), ContinuousClock.now < end {
+            try? await Task.sleep(for: min(.milliseconds(50), end - ContinuousClock.now))
+        }
+    }
+
+    /// Waits for the sends `sendSoon` and `sendUnrecorded` started. At shutdown, before the store closes: a reversal
     /// the acquirer acknowledged but the store never heard of would go out again after the
     /// restart as a first 0400, not a repeat.
+    /// Reversals sent without a record get one more try (each at most the send timeout).
     public func finishSendingSoon() async {
+        stopping.store(true, ordering: .relaxed)
         while let task = soonSends.withLock({ $0.tasks.values.first }) { await task.value }
     }
 

@@ -111,6 +111,36 @@ final class HTTPSubject: AcquirerConformanceSubject {
         #expect(fields["currency"] == request.currency)
     }
 
+    /// A reply's fields go into the store, the logs and the admin API: one that echoes the card
+    /// number back (a host's or a proxy's error) is dropped, and so is anything that does not look
+    /// like its field; a response code that is not two letters or digits is no answer at all.
+    @Test(arguments: [
+        (#"{"responseCode":"00","authorizationCode":"AB12 9","acquirerReference":"123456789012","message":"ok"}"#, "00", "AB12 9", "123456789012", "ok"),
+        (#"{"responseCode":"00","authorizationCode":"4925000000000004","acquirerReference":"ref 4925000000000004","message":"card 4925000000000004"}"#, "00", nil, nil, nil),
+        (#"{"responseCode":"05","authorizationCode":"1234567","acquirerReference":"tab\there","message":"é"}"#, "05", nil, nil, nil),
+        (#"{"responseCode":"4925000000000004"}"#, nil, nil, nil, nil),
+        (#"{"responseCode":"0 "}"#, nil, nil, nil, nil),
+    ] as [(String, String?, String?, String?, String?)])
+    func replyFieldsAreChecked(reply: String, code: String?, authorizationCode: String?, reference: String?, message: String?) async throws {
+        let router = Router()
+        router.post("/authorizations") { _, _ -> Response in
+            Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: reply)))
+        }
+        let request = try AcquirerConformance(subject: try await HTTPSubject()).request(code: "00")
+        try await Self.withHost(router) { (port: Int) async throws in
+            let adapter = HTTPAcquirer(baseURL: "http://127.0.0.1:\(port)")!
+            guard let code else {
+                await #expect(throws: AcquirerUnavailable.self) { _ = try await adapter.authorize(request) }
+                return
+            }
+            let answer = try await adapter.authorize(request)
+            #expect(answer.responseCode == code)
+            #expect(answer.authorizationCode == authorizationCode)
+            #expect(answer.acquirerReference == reference)
+            #expect(answer.message == message)
+        }
+    }
+
     /// A JSON value of the body's: its text when it is a string.
     struct AnyScalar: Decodable {
         let text: String?

@@ -421,6 +421,22 @@ import Testing
         }
     }
 
+    /// A reversal sent without a record (its outcome's write failed) is waited for at shutdown,
+    /// with one more try then instead of its back-off: after a restart, with the store still
+    /// refusing writes, the attempt is another process's and nothing would send it.
+    @Test func shutdownGivesAnUnrecordedReversalOneMoreTry() async throws {
+        let h = try PipelineHarness()
+        let acquirer = SlowFailingReverser()
+        let service = ReversalService(store: h.store, acquirer: acquirer)
+        service.sendUnrecorded(ReversalRequest(reversalId: "ur-1-R", pspTransactionId: "ur-1", attemptId: "a1", attemptReference: "a1",
+                                               amount: 1000, currency: "NOK", merchantSerialNumber: "123456"))
+        await service.finishSendingSoon()
+        let finished = acquirer.finished.load(ordering: .relaxed)
+        #expect(finished >= 1, "shutdown did not wait for the reversal sent without a record")
+        // Its five tries with back-off (1, 2, 4, 8 s) would take 15 s: at shutdown, one more at most.
+        #expect(finished <= 2)
+    }
+
     /// A refusal decided on a stale `pending` (the front's memory, while another process began an
     /// attempt) must not close that attempt without reversing it: its outcome is the answer.
     @Test func aRefusalOnAStalePendingDoesNotCloseAnAttemptInFlight() async throws {
@@ -978,6 +994,18 @@ final class ReversalAnswers: AcquirerAdapter {
         sendCounts.withLock { $0[reversal.pspTransactionId, default: []].append(reversal.sendCount) }
         await before?()
         return answer
+    }
+}
+
+/// An acquirer whose reversals fail after 200 ms, counting those finished.
+final class SlowFailingReverser: AcquirerAdapter {
+    let name = "slow-failing-reverser"
+    let finished = Atomic<Int>(0)
+    func authorize(_ request: AuthorizationRequest) async throws -> AcquirerAnswer { throw AcquirerUnavailable("not used") }
+    func reverse(_ reversal: ReversalRequest) async throws -> ReversalAnswer {
+        try? await Task.sleep(for: .milliseconds(200))
+        finished.add(1, ordering: .relaxed)
+        throw AcquirerUnavailable("down")
     }
 }
 
