@@ -169,13 +169,14 @@ public final class LoadRun: Sendable {
         // Cases are taken in order; the ones sent are always a prefix of the plan.
         let cursor = Counter()
         let executed = Counter()
+        let timeout = TimeAmount.nanoseconds(Int64(c.requestTimeout.nanoseconds))
+        // Answers to come: one per payment, two for a duplicate (its repeat). Counted before the
+        // clock starts: a pass over a large plan would make the first sends late.
+        let answers = plan.count + plan.filter(\.kind.sendsTwice).count
         let cpuAtStart = Self.processCPUMicroseconds()
         let start = ContinuousClock.now
         recorder.begin(at: start, duration: c.duration)
         let deadline = c.duration.map { start + $0 }
-        let timeout = TimeAmount.nanoseconds(Int64(c.requestTimeout.nanoseconds))
-        // Answers to come: one per payment, two for a duplicate (its repeat).
-        let answers = plan.count + plan.filter(\.kind.sendsTwice).count
         let progress = c.showProgress ? Task { await self.showProgress(start: start, total: answers) } : nil
 
         let run = SlotDriver.Run(plan: plan, cursor: cursor, executed: executed, start: start, deadline: deadline,

@@ -74,15 +74,18 @@ public final class ReversalService: ReversalSender {
     }
 
     /// Runs `work` in a task that `finishSendingSoon` waits for.
-    private func track(_ work: @escaping @Sendable () async -> Void) {
+    @discardableResult
+    private func track(_ work: @escaping @Sendable () async -> Void) -> Task<Void, Never> {
         // Registered under the lock the task takes to leave, so it cannot leave before it is in.
         soonSends.withLock { sends in
             sends.next += 1
             let key = sends.next
-            sends.tasks[key] = Task {
+            let task = Task {
                 await work()
                 _ = self.soonSends.withLock { $0.tasks.removeValue(forKey: key) }
             }
+            sends.tasks[key] = task
+            return task
         }
     }
 
@@ -92,7 +95,22 @@ public final class ReversalService: ReversalSender {
     /// it) and is sent; a try in flight is then not recorded. All in the store, so whichever
     /// process on it settled or sends the reversal, the one that hears the approval reopens it.
     /// Nothing if the attempt has no reversal recorded yet (its 85 is being written; it goes out then).
+    /// A store that refuses the write is tried again with back-off (the approval holds the
+    /// cardholder's money, and nothing else would hear of it again), and at shutdown once more.
     public func reopen(pspTransactionId: String, attemptReference: String) async {
+        await track {
+            var tries = 0
+            while true {
+                tries += 1
+                let last = self.stopping.load(ordering: .relaxed) || tries >= self.configuration.maxTries
+                if await self.reopenOnce(pspTransactionId: pspTransactionId, attemptReference: attemptReference, last: last) || last { return }
+                await self.sleepUnlessStopping(.milliseconds(self.backoff(after: tries)))
+            }
+        }.value
+    }
+
+    /// One try of `reopen`: whether it was recorded.
+    private func reopenOnce(pspTransactionId: String, attemptReference: String, last: Bool) async -> Bool {
         do {
             for reversal in try await store.reversals(for: pspTransactionId) where reversal.request.attemptReference == attemptReference {
                 let id = reversal.request.reversalId
@@ -109,9 +127,16 @@ public final class ReversalService: ReversalSender {
                         "pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)"])
                 }
             }
+            return true
         } catch {
-            logger.critical("late approval: cannot reopen its reversal; needs an operator", metadata: [
-                "pspTransactionId": "\(pspTransactionId)", "error": "\(error)"])
+            if last {
+                logger.critical("late approval: cannot reopen its reversal; needs an operator", metadata: [
+                    "pspTransactionId": "\(pspTransactionId)", "error": "\(error)"])
+            } else if let left = storeErrorLog.admit() {
+                logger.error("late approval: cannot reopen its reversal yet; trying again", metadata: [
+                    "pspTransactionId": "\(pspTransactionId)", "error": "\(error)", "alikeLeftOut": "\(left)"])
+            }
+            return false
         }
     }
 

@@ -421,6 +421,28 @@ import Testing
         }
     }
 
+    /// A late approval whose reopening the store refuses (a lock held past the timeout, a full
+    /// disk) is tried again until it is recorded: nothing else would hear of the approval again,
+    /// and it holds the cardholder's money.
+    @Test func aLateApprovalTheStoreRefusesIsTriedAgain() async throws {
+        let h = try PipelineHarness()
+        let settled = try await h.reversalDue("lf-1")
+        let acquirer = ReversalAnswers(["lf-1": .noOriginal])
+        var configuration = ReversalService.Configuration()
+        configuration.noOriginalSettleMilliseconds = 0  // the first 25 is final
+        configuration.firstRetryMilliseconds = 10
+        await ReversalService(store: h.store, acquirer: acquirer, configuration: configuration).sendDue(limit: 10)
+        #expect(try await h.store.reversals(for: "lf-1").first?.state == .acknowledged)
+        let store = RefusesLateApprovals(h.store, times: 2)
+        let service = ReversalService(store: store, acquirer: acquirer, configuration: configuration)
+        acquirer.answers.withLock { $0["lf-1"] = .reversed }
+        await service.reopen(pspTransactionId: "lf-1", attemptReference: settled.attemptReference)
+        #expect(store.refused.load(ordering: .relaxed) == 2)
+        try await waitUntil(timeout: .seconds(10)) { acquirer.sends.withLock { $0["lf-1"] } == 2 }
+        await service.finishSendingSoon()
+        #expect(try await h.store.reversals(for: "lf-1").first?.state == .acknowledged)
+    }
+
     /// A reversal sent without a record (its outcome's write failed) is waited for at shutdown,
     /// with one more try then instead of its back-off: after a restart, with the store still
     /// refusing writes, the attempt is another process's and nothing would send it.
@@ -994,6 +1016,22 @@ final class ReversalAnswers: AcquirerAdapter {
         sendCounts.withLock { $0[reversal.pspTransactionId, default: []].append(reversal.sendCount) }
         await before?()
         return answer
+    }
+}
+
+/// A store that refuses the first `times` late approvals.
+final class RefusesLateApprovals: ForwardingPaymentStore {
+    let base: any PaymentStore
+    let times: Int
+    let refused = Atomic<Int>(0)
+    struct Refused: Error {}
+    init(_ base: any PaymentStore, times: Int) { self.base = base; self.times = times }
+    func lateApproval(ofReversal reversalId: String, now: Int64) async throws -> LateApprovalResult {
+        if refused.load(ordering: .relaxed) < times {
+            refused.add(1, ordering: .relaxed)
+            throw Refused()
+        }
+        return try await base.lateApproval(ofReversal: reversalId, now: now)
     }
 }
 
