@@ -811,6 +811,8 @@ import Testing
         let service = ReversalService(store: h.store, acquirer: acquirer, configuration: configuration, now: { clock.withLock { $0 } })
         let pipeline = PipelineHarness.pipeline(store: h.store, acquirer: acquirer, reversals: service)
         await pipeline.handleLateReply(LateReply(pspTransactionId: "mt-1", attemptReference: reversal.attemptReference, responseCode: "00"))
+        // Reopened, it is sent at once (`sendSoon`); the passes below then find only its retries.
+        try await waitUntil { try await h.store.reversals(for: "mt-1").first?.tries == 1 }
         for _ in 0..<3 {
             await service.sendDue(limit: 10)
             clock.withLock { $0 += 120_000 }
