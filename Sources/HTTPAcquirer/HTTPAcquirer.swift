@@ -19,7 +19,9 @@ import NIOPosix
 /// → 200 `{"responseCode":"00"}` (or `"25"`: no such original, nothing to undo)
 ///
 /// `responseCode` is ISO 8583 field 39 and goes through the same table as every adapter. Any other
-/// status, a malformed body or a broken connection is an unknown outcome (the pipeline reverses).
+/// status, a malformed body, a response code that is not two letters or digits or a broken
+/// connection is an unknown outcome (the pipeline reverses). A reply's other fields that do not
+/// look like themselves, or that hold the card number sent, are dropped (`AuthorizationReply.checked`).
 public final class HTTPAcquirer: AcquirerAdapter {
     public let name = "http"
     public let baseURL: String
@@ -69,16 +71,17 @@ public final class HTTPAcquirer: AcquirerAdapter {
         /// (ISO 8583 field 39), or none of it can be read (an unknown outcome). The other fields
         /// go into the store, the logs and the admin API's answers, so one that does not look like
         /// itself (an authorization code of up to 6 letters, digits and spaces, field 38; a reference
-        /// or message of printable ASCII) is dropped, and so is any with a run of 13 digits or more,
-        /// which could be a card number a host or proxy echoed back (an RRN has 12).
-        func checked() -> AuthorizationReply? {
+        /// or message of printable ASCII) is dropped, and so is any that holds `pan`, the card number
+        /// sent (a host or a proxy that echoes the request). Long numbers as such are kept: an
+        /// acquirer reference number (ARN) has 23 digits.
+        func checked(sent pan: UnsafeRawBufferPointer? = nil) -> AuthorizationReply? {
             guard responseCode.utf8.count == 2, responseCode.utf8.allSatisfy(Self.isAlphanumeric) else { return nil }
             var reply = self
             reply.authorizationCode = authorizationCode.flatMap {
                 $0.utf8.count <= 6 && $0.utf8.allSatisfy { Self.isAlphanumeric($0) || $0 == 0x20 } ? $0 : nil
             }
-            reply.acquirerReference = acquirerReference.flatMap { Self.plain($0, upTo: 64) }
-            reply.message = message.flatMap { Self.plain($0, upTo: 256) }
+            reply.acquirerReference = acquirerReference.flatMap { Self.plain($0, upTo: 64, without: pan) }
+            reply.message = message.flatMap { Self.plain($0, upTo: 256, without: pan) }
             return reply
         }
 
@@ -86,16 +89,18 @@ public final class HTTPAcquirer: AcquirerAdapter {
             (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte)
         }
 
-        /// `text` if it is printable ASCII, at most `limit` bytes, with no run of 13 digits or more.
-        static func plain(_ text: String, upTo limit: Int) -> String? {
-            guard text.utf8.count <= limit else { return nil }
-            var digits = 0
-            for byte in text.utf8 {
-                guard (0x20...0x7E).contains(byte) else { return nil }
-                digits = (0x30...0x39).contains(byte) ? digits + 1 : 0
-                if digits >= 13 { return nil }
+        /// `text` if it is printable ASCII, at most `limit` bytes, and does not contain `pan`.
+        static func plain(_ text: String, upTo limit: Int, without pan: UnsafeRawBufferPointer?) -> String? {
+            var text = text
+            let fits = text.withUTF8 { bytes -> Bool in
+                guard bytes.count <= limit, bytes.allSatisfy({ (0x20...0x7E).contains($0) }) else { return false }
+                guard let pan, pan.count > 0, bytes.count >= pan.count else { return true }
+                for start in 0...(bytes.count - pan.count) where pan.indices.allSatisfy({ bytes[start + $0] == pan[$0] }) {
+                    return false
+                }
+                return true
             }
-            return text
+            return fits ? text : nil
         }
     }
 
@@ -121,8 +126,8 @@ public final class HTTPAcquirer: AcquirerAdapter {
             body.withVeryUnsafeBytes(wipeInPlace)
             throw AuthorizationDeadline.notSent
         }
-        let reply: AuthorizationReply = try await post("/authorizations", body)
-        guard let reply = reply.checked() else {
+        let answered: AuthorizationReply = try await post("/authorizations", body)
+        guard let reply = request.card.pan.withASCIIDigits({ answered.checked(sent: $0) }) else {
             throw AcquirerUnavailable("HTTP acquirer answered a response code that is not two letters or digits")
         }
         return AcquirerAnswer(responseCode: reply.responseCode, message: reply.message,

@@ -82,11 +82,14 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     /// The body timer of the request being collected: cancelled once its body is in, so that a
     /// timer does not hold the handler and its channel for 10 s after every such request.
     private var bodyTimer: Scheduled<Void>?
-    /// How long the connection may wait for its client: idle between requests (a request head
-    /// that never completes included), or reading a request handed on to Hummingbird. Past it
-    /// the connection is closed, so that idle or stalled connections cannot pile up (nothing
-    /// else closes them: Hummingbird's idle handler sits behind this one and sees no makePayment).
-    static let clientWaitTimeout = TimeAmount.seconds(60)
+    /// How long the connection may wait for its client: idle since its last answer (a request
+    /// head that never completes included), or since the head of a request handed on to
+    /// Hummingbird that is not yet read in full. Past it the connection is closed, so that idle or
+    /// stalled connections cannot pile up (nothing else closes them: Hummingbird's idle handler
+    /// sits behind this one and sees no makePayment). Longer than the idle time of common client
+    /// pools (60 s: AsyncHTTPClient's, nginx's 75 s), so that a client reusing a connection rarely
+    /// meets the close.
+    static let clientWaitTimeout = TimeAmount.seconds(120)
     /// When the current wait for the client began (`clientWaitTimeout`).
     private var waitingSince = NIODeadline.uptimeNanoseconds(0)
     /// One timer per connection, rescheduled as it fires, rather than one per request.
@@ -454,9 +457,10 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
             record(invalid)
             answer(invalid, context: context)
         case .idle, .handedOn:
-            // Hummingbird answers it 400 and closes. What waits behind a request handed on must
-            // not start meanwhile (`drainBacklog` when Hummingbird's earlier answer is written):
-            // that 400, written at once, would be taken for its answer. Never started, it is retried.
+            // Hummingbird answers it 400 right after its answer to the request it holds, and then
+            // stops reading. What waits in the backlog must not start when that earlier answer is
+            // written (`drainBacklog`): the 400 that follows would be taken for its answer. Never
+            // started, it is retried.
             backlog.removeAll()
             context.fireErrorCaught(error)
         }

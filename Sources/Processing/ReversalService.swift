@@ -10,6 +10,8 @@ public protocol ReversalSender: Sendable {
     /// second reversal of one authorization is answered as a repeat or "no such authorization".
     func sendUnrecorded(_ reversal: ReversalRequest)
     /// Sends again the reversals of an attempt approved after all, late (see `ReversalService`).
+    /// It may wait out a store that refuses writes (`ReversalService` tries again for hours):
+    /// callers run it in a task of its own.
     func reopen(pspTransactionId: String, attemptReference: String) async
 }
 
@@ -191,11 +193,12 @@ public final class ReversalService: ReversalSender {
     }
     private let unrecordedFailures = 5
 
-    /// Sleeps for `duration`, or less once shutdown begins (checked every 50 ms).
+    /// Sleeps for `duration`, or less once shutdown begins (checked every 250 ms: a few wake-ups
+    /// a second for a try that may wait out a back-off for hours, at most 250 ms on a shutdown).
     private func sleepUnlessStopping(_ duration: Duration) async {
         let end = ContinuousClock.now + duration
         while !stopping.load(ordering: .relaxed), ContinuousClock.now < end {
-            try? await Task.sleep(for: min(.milliseconds(50), end - ContinuousClock.now))
+            try? await Task.sleep(for: min(.milliseconds(250), end - ContinuousClock.now))
         }
     }
 

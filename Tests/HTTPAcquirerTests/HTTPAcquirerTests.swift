@@ -112,19 +112,23 @@ final class HTTPSubject: AcquirerConformanceSubject {
     }
 
     /// A reply's fields go into the store, the logs and the admin API: one that echoes the card
-    /// number back (a host's or a proxy's error) is dropped, and so is anything that does not look
-    /// like its field; a response code that is not two letters or digits is no answer at all.
+    /// number sent (a host's or a proxy's error; PAN stands for it here) is dropped, and so is
+    /// anything that does not look like its field; a response code that is not two letters or
+    /// digits is no answer at all. Long numbers as such are kept (an ARN has 23 digits).
     @Test(arguments: [
         (#"{"responseCode":"00","authorizationCode":"AB12 9","acquirerReference":"123456789012","message":"ok"}"#, "00", "AB12 9", "123456789012", "ok"),
-        (#"{"responseCode":"00","authorizationCode":"4925000000000004","acquirerReference":"ref 4925000000000004","message":"card 4925000000000004"}"#, "00", nil, nil, nil),
+        (#"{"responseCode":"00","acquirerReference":"74837265432101234567890","message":"ARN 74837265432101234567890"}"#, "00", nil,
+         "74837265432101234567890", "ARN 74837265432101234567890"),
+        (#"{"responseCode":"00","authorizationCode":"PAN","acquirerReference":"ref PAN","message":"card PANxyz"}"#, "00", nil, nil, nil),
         (#"{"responseCode":"05","authorizationCode":"1234567","acquirerReference":"tab\there","message":"é"}"#, "05", nil, nil, nil),
-        (#"{"responseCode":"4925000000000004"}"#, nil, nil, nil, nil),
+        (#"{"responseCode":"PAN"}"#, nil, nil, nil, nil),
         (#"{"responseCode":"0 "}"#, nil, nil, nil, nil),
     ] as [(String, String?, String?, String?, String?)])
     func replyFieldsAreChecked(reply: String, code: String?, authorizationCode: String?, reference: String?, message: String?) async throws {
         let router = Router()
+        let withCard = reply.replacingOccurrences(of: "PAN", with: SimulatorAcquirer.testCard(code: "00"))
         router.post("/authorizations") { _, _ -> Response in
-            Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: reply)))
+            Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: withCard)))
         }
         let request = try AcquirerConformance(subject: try await HTTPSubject()).request(code: "00")
         try await Self.withHost(router) { (port: Int) async throws in

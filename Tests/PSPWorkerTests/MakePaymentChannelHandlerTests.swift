@@ -114,8 +114,8 @@ struct ParseFailure: Error {}
     }
 
     /// A request the codec could not parse, behind a request handed on: Hummingbird answers it
-    /// 400 at once and closes, so a makePayment pipelined between them must not start when the
-    /// earlier answer is written (that 400 would be taken for its answer, the payment authorized).
+    /// 400 right after its earlier answer, so a makePayment pipelined between them must not start
+    /// when that answer is written (the 400 would be taken for its answer, the payment authorized).
     @Test func nothingStartsBehindAnUnparsableRequest() throws {
         let rig = try HandlerRig()
         try rig.read(HandlerRig.post("/payments"), .end(nil), HandlerRig.post("/makePayment"), HandlerRig.body("{}"), .end(nil))
@@ -140,11 +140,12 @@ struct ParseFailure: Error {}
     /// The wait is counted from the last answer, not from the connection's start.
     @Test func theWaitIsCountedFromTheLastAnswer() throws {
         let rig = try HandlerRig()
-        rig.loop.advanceTime(by: .seconds(50))
+        let timeout = MakePaymentChannelHandler.clientWaitTimeout
+        rig.loop.advanceTime(by: timeout - .seconds(10))
         try rig.read(HandlerRig.post("/makePayment"), HandlerRig.body("{}"), .end(nil))
         #expect(rig.served == 1)
-        rig.loop.advanceTime(by: .seconds(50))
-        #expect(rig.channel.isActive, "closed though a request was answered 50 s ago")
+        rig.loop.advanceTime(by: timeout - .seconds(10))
+        #expect(rig.channel.isActive, "closed before the timeout had passed since the answer")
         rig.loop.advanceTime(by: .seconds(11))
         #expect(!rig.channel.isActive)
     }
@@ -163,9 +164,10 @@ struct ParseFailure: Error {}
     /// A request handed on whose body never ends is not waited for for ever either.
     @Test func aHandedOnRequestThatNeverEndsIsClosed() throws {
         let rig = try HandlerRig()
-        rig.loop.advanceTime(by: .seconds(30))
+        let timeout = MakePaymentChannelHandler.clientWaitTimeout
+        rig.loop.advanceTime(by: .nanoseconds(timeout.nanoseconds / 2))
         try rig.read(HandlerRig.post("/payments"), HandlerRig.body("{"))
-        rig.loop.advanceTime(by: .seconds(45))
+        rig.loop.advanceTime(by: timeout - .seconds(15))
         #expect(rig.channel.isActive, "the wait was counted from before the request")
         rig.loop.advanceTime(by: .seconds(16))
         #expect(!rig.channel.isActive, "a request body that never ends holds the connection")
