@@ -157,6 +157,7 @@ public func buildApplication(
     return Application(
         router: router,
         server: .http1(configuration: .init(additionalChannelHandlers: [
+            ConnectionLimitHandler(routes.connections),
             MakePaymentChannelHandler(path: path, maxBodyBytes: maxBodyBytes, staysOnEventLoop: staysOnEventLoop,
                                       record: { [metrics = pipeline.metrics] in metrics.recordAnswer($0) }, serve: makePayment),
         ])),

@@ -96,6 +96,11 @@ public struct PSPWorkerConfiguration: Sendable {
     public var responseCodeOverridesPath: String?
     /// Largest request body, in bytes; a makePayment larger is answered 400 (71), an admin request 413.
     public var maxBodyBytes = 64 * 1024
+    /// HTTP connections open at once. Past it a new connection is closed as soon as it is
+    /// accepted, unread (`ConnectionLimit`), so that a flood of idle or stalled ones cannot take
+    /// every file descriptor (the acquirer's reconnects and the store's files included) and the
+    /// memory their buffers need.
+    public var maxConnections = 1024
 
     public init(keys: KeyRingSource) {
         self.keys = keys
@@ -120,6 +125,32 @@ public struct PSPWorkerConfiguration: Sendable {
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// The process's limit on open file descriptors, which every connection takes one of.
+public enum OpenFileLimit {
+    /// Descriptors kept beyond the connections: the store's files, the acquirer's connections,
+    /// the event loops' own, the key files read at start.
+    public static let reserve = 256
+
+    /// Raises the soft limit to `needed` if it is lower, as far as the hard limit allows (a
+    /// common soft default, 1,024, is below the default `maxConnections` and what the process
+    /// needs besides). Returns the soft limit now in force; nil if it could not be read.
+    public static func raise(toAtLeast needed: Int) -> Int? {
+        #if canImport(Glibc)
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return nil }
+        let wanted = rlim_t(max(needed, 0))
+        if limit.rlim_cur < wanted {
+            var raised = limit
+            raised.rlim_cur = min(wanted, limit.rlim_max)
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+        }
+        return Int(clamping: limit.rlim_cur)  // RLIM_INFINITY (all ones) clamps to Int.max
+        #else
+        return nil
+        #endif
+    }
+}
 
 /// The admin token, read once at start and kept only as its hash.
 public enum AdminToken {

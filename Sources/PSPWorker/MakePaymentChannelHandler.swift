@@ -26,15 +26,16 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     typealias OutboundIn = HTTPResponsePart
     typealias OutboundOut = HTTPResponsePart
 
-    /// The endpoint's work: the body and the Authorization header in, the answer out.
-    typealias Serve = @Sendable (ByteBuffer, String?) async -> MakePaymentResult
+    /// The endpoint's work: the body, the Authorization header and when the request's head came
+    /// in (Vipps's patience counts from its sending, not from the body's end), the answer out.
+    typealias Serve = @Sendable (ByteBuffer, String?, ContinuousClock.Instant) async -> MakePaymentResult
     /// Counts an answer given here without `serve` (a body over the limit), as `serve` counts its own.
     typealias Record = @Sendable (MakePaymentResult) -> Void
 
     private enum State {
         case idle
         /// Reading a makePayment body (`tooLarge`: past the limit; the rest is dropped and 400 answered).
-        case collecting(body: ByteBuffer, authorization: String?, closeAfter: Bool, tooLarge: Bool)
+        case collecting(body: ByteBuffer, authorization: String?, receivedAt: ContinuousClock.Instant, closeAfter: Bool, tooLarge: Bool)
         /// Our answer is being made.
         case answering
         /// A request handed on to Hummingbird: still being read, and/or its answer not yet written.
@@ -50,7 +51,9 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     private let staysOnEventLoop: Bool
     private var executor: EventLoopTaskExecutor?
     private var state = State.idle
-    private var backlog = CircularBuffer<HTTPRequestPart>()
+    /// Parts that came while an answer was owed; a head with the time it came (a makePayment
+    /// pipelined behind a slow one has been waiting for its answer since then).
+    private var backlog = CircularBuffer<(part: HTTPRequestPart, arrivedAt: ContinuousClock.Instant?)>()
     private var closeAfterAnswer = false
     /// The request handed on asked to close the connection after its answer.
     private var handedOnCloses = false
@@ -136,6 +139,10 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     private func cancelTimers() {
         clientWaitTimer?.cancel()
         clientWaitTimer = nil
+        cancelBodyTimer()
+    }
+
+    private func cancelBodyTimer() {
         bodyTimer?.cancel()
         bodyTimer = nil
     }
@@ -185,9 +192,11 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         // After the quiesce, only the rest of the request Hummingbird is reading goes on.
         if quiescing, !Self.isReading(state) { return }
         if backlog.isEmpty && accepts(part) {
-            handle(part, context: context)
+            handle(part, arrivedAt: nil, context: context)
+        } else if case .head = part {
+            backlog.append((part, ContinuousClock.now))
         } else {
-            backlog.append(part)
+            backlog.append((part, nil))
         }
     }
 
@@ -233,7 +242,8 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         }
     }
 
-    private func handle(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
+    /// `arrivedAt`: when a head taken from the backlog came; nil for a part read just now.
+    private func handle(_ part: HTTPRequestPart, arrivedAt: ContinuousClock.Instant?, context: ChannelHandlerContext) {
         switch (state, part) {
         case (.idle, .head(let head)):
             if head.method == .post, let target = Self.path(of: head), target == path {
@@ -250,14 +260,14 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
                 requestsRead += 1
                 bodyTimerArmed = false
                 state = .collecting(body: context.channel.allocator.buffer(capacity: 0), authorization: Self.authorization(of: head),
-                                    closeAfter: Self.asksToClose(head), tooLarge: false)
+                                    receivedAt: arrivedAt ?? .now, closeAfter: Self.asksToClose(head), tooLarge: false)
             } else {
                 state = .handedOn(reading: true, answered: false)
                 handedOnCloses = Self.asksToClose(head)
                 waitingSince = context.eventLoop.now
                 context.fireChannelRead(wrapInboundOut(part))
             }
-        case (.collecting(var body, let authorization, let closeAfter, var tooLarge), .body(var chunk)):
+        case (.collecting(var body, let authorization, let receivedAt, let closeAfter, var tooLarge), .body(var chunk)):
             state = .answering  // (no copy-on-write of `body` while it is taken out)
             if !tooLarge {
                 if body.readableBytes + chunk.readableBytes > maxBodyBytes {
@@ -269,16 +279,15 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
                     body.writeBuffer(&chunk)
                 }
             }
-            state = .collecting(body: body, authorization: authorization, closeAfter: closeAfter, tooLarge: tooLarge)
-        case (.collecting(let body, let authorization, let closeAfter, let tooLarge), .end):
+            state = .collecting(body: body, authorization: authorization, receivedAt: receivedAt, closeAfter: closeAfter, tooLarge: tooLarge)
+        case (.collecting(let body, let authorization, let receivedAt, let closeAfter, let tooLarge), .end):
             state = .answering
-            bodyTimer?.cancel()
-            bodyTimer = nil
+            cancelBodyTimer()
             closeAfterAnswer = closeAfter
             if tooLarge {
                 refuseTooLarge(context: context)
             } else {
-                start(body: body, authorization: authorization, context: context)
+                start(body: body, authorization: authorization, receivedAt: receivedAt, context: context)
             }
         case (.handedOn(true, let answered), .end):
             state = answered ? .idle : .handedOn(reading: false, answered: false)
@@ -293,12 +302,12 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     }
 
     /// Runs the endpoint; its front runs here on the event loop until the first wait.
-    private func start(body: ByteBuffer, authorization: String?, context: ChannelHandlerContext) {
+    private func start(body: ByteBuffer, authorization: String?, receivedAt: ContinuousClock.Instant, context: ChannelHandlerContext) {
         let serve = self.serve
         let eventLoop = context.eventLoop
         let bound = NIOLoopBound((handler: self, context: context), eventLoop: eventLoop)
         Task.immediate(executorPreference: executor) {
-            let result = await serve(body, authorization)
+            let result = await serve(body, authorization, receivedAt)
             if eventLoop.inEventLoop {
                 bound.value.handler.answer(result, context: bound.value.context)
             } else {
@@ -371,10 +380,10 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         // (a makePayment authorized, its answer lost). Never started, it is retried elsewhere.
         if quiescing { backlog.removeAll() }
         var handed = false
-        while let next = backlog.first, accepts(next) {
+        while let next = backlog.first, accepts(next.part) {
             backlog.removeFirst()
             if case .handedOn = state { handed = true }
-            handle(next, context: context)
+            handle(next.part, arrivedAt: next.arrivedAt, context: context)
             if case .handedOn = state { handed = true }
         }
         // Hummingbird's async channel passes reads on at a read-complete, which a backlog
@@ -451,8 +460,7 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
             state = .answering
             closeAfterAnswer = true
             backlog.removeAll()
-            bodyTimer?.cancel()
-            bodyTimer = nil
+            cancelBodyTimer()
             let invalid = MakePaymentResult(httpStatus: 400, response: .fail("", .invalidRequest))
             record(invalid)
             answer(invalid, context: context)

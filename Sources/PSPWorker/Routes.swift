@@ -29,6 +29,8 @@ struct Routes: Sendable {
     /// recorded per request instead, two fronts on two loops could leave the gauge at their
     /// older value, with nothing in flight.
     let makePaymentsInFlight = InFlightCounter()
+    /// The open HTTP connections and their limit (`ConnectionLimitHandler` on every connection).
+    let connections: ConnectionLimit
 
     init(configuration: PSPWorkerConfiguration, pipeline: MakePaymentPipeline, queue: InProcessMakePaymentQueue,
          drain: DrainNotice, store: any PaymentStore, acquirer: any AcquirerAdapter, registry: PrometheusCollectorRegistry,
@@ -45,12 +47,14 @@ struct Routes: Sendable {
         self.adminTokenHash = adminTokenHash
         adminRefusals = Metrics.Counter(label: "psp_admin_unauthorized_total", factory: factory)
         storeProbe = StoreProbe(store: store)
+        connections = ConnectionLimit(configuration.maxConnections, factory: factory, logger: logger)
     }
 
     func add(to router: Router<BasicRequestContext>) {
         let depth = Gauge(label: "psp_queue_depth", factory: factory)
         let inFlight = Gauge(label: "psp_makepayment_in_flight", factory: factory)
-        let makePaymentsInFlight = self.makePaymentsInFlight
+        let openConnections = Gauge(label: "psp_http_connections", factory: factory)
+        let makePaymentsInFlight = self.makePaymentsInFlight, connections = self.connections
         let storeMetrics = (store as? SQLitePaymentStore).map { StoreMetrics(store: $0, factory: factory) }
         // POST makePaymentPath is answered ahead of the router, by MakePaymentChannelHandler.
         router.post("/payments") { request, _ in await adminOnly(request) { await register(request) } }
@@ -66,6 +70,7 @@ struct Routes: Sendable {
         router.get("/metrics") { _, _ in
             depth.record(queue.depth)
             inFlight.record(makePaymentsInFlight.value)
+            openConnections.record(connections.open)
             storeMetrics?.update()
             var buffer: [UInt8] = []
             registry.emit(into: &buffer)
@@ -117,7 +122,7 @@ struct Routes: Sendable {
     func makePaymentEndpoint() -> MakePaymentChannelHandler.Serve {
         let counter = makePaymentsInFlight
         let pipeline = self.pipeline, queue = self.queue
-        return { buffer, authorization in
+        return { buffer, authorization, receivedAt in
             counter.enter()
             defer { counter.leave() }
             let parsed = buffer.withUnsafeReadableBytes { MakePaymentRequest.parse(json: $0) }
@@ -127,7 +132,8 @@ struct Routes: Sendable {
             // For a body that is not a valid request, still name the payment in the answer if we can.
             case .invalid(let id): (body, fallbackId) = (nil, id ?? "")
             }
-            return await pipeline.handle(body: body, authorization: authorization, queue: queue, idForInvalidBody: fallbackId)
+            return await pipeline.handle(body: body, authorization: authorization, queue: queue, receivedAt: receivedAt,
+                                         idForInvalidBody: fallbackId)
         }
     }
 

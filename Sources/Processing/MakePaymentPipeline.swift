@@ -75,16 +75,18 @@ public final class MakePaymentPipeline: Sendable {
 
     /// The whole makePayment call: the front's checks, then the queue (or the in-process worker
     /// directly when `queue` is nil), and the answer. Never throws: every failure is an answer.
-    /// - Parameter idForInvalidBody: the pspTransactionId to name in a 71 answer when `body` is nil.
+    /// - Parameters:
+    ///   - receivedAt: when the request began to arrive (its head): Vipps's 14 s count from there.
+    ///   - idForInvalidBody: the pspTransactionId to name in a 71 answer when `body` is nil.
     public func handle(body: MakePaymentRequest?, authorization: String?, queue: (any MakePaymentQueue)?,
-                       idForInvalidBody: String = "") async -> MakePaymentResult {
-        let result = await front(body: body, authorization: authorization, queue: queue, idForInvalidBody: idForInvalidBody)
+                       receivedAt: ContinuousClock.Instant = .now, idForInvalidBody: String = "") async -> MakePaymentResult {
+        let result = await front(body: body, authorization: authorization, queue: queue, receivedAt: receivedAt, idForInvalidBody: idForInvalidBody)
         metrics.recordAnswer(result)
         return result
     }
 
     private func front(body: MakePaymentRequest?, authorization: String?, queue: (any MakePaymentQueue)?,
-                       idForInvalidBody: String) async -> MakePaymentResult {
+                       receivedAt: ContinuousClock.Instant, idForInvalidBody: String) async -> MakePaymentResult {
         // 1. Validate the body.
         guard let request = body, Self.validate(request) == nil else {
             return Self.invalidRequest(body?.pspTransactionId ?? idForInvalidBody)
@@ -113,7 +115,7 @@ public final class MakePaymentPipeline: Sendable {
         // 6. Cancelled by the PSP: the answer is known here too, so a full queue cannot turn it into a 91.
         if record.state == .cancelled { return MakePaymentResult(httpStatus: 200, response: .fail(id, .responseReceivedTooLate)) }
         return await inFlight.run(id) {
-            let job = MakePaymentJob(request: request, payment: record)
+            let job = MakePaymentJob(request: request, payment: record, receivedAt: receivedAt)
             guard let queue else { return await self.work(job) }
             do {
                 return try await queue.submit(job)

@@ -164,6 +164,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "makePayment jobs that may wait for a worker; more are answered 500 (91).") var queueCapacity = 1024
     @Option(help: "Seconds the acquirer has to answer before the outcome counts as unknown (85, reversed).")
     var acquirerTimeout: Double = 10
+    @Option(help: "HTTP connections open at once; past it, new ones wait for one to close (the open-file limit is raised to fit).")
+    var maxConnections = 1024
     @Option(help: """
         After SIGTERM or SIGINT, seconds during which /health/ready answers 503 while every request is \
         still served (a load balancer takes the worker out first); then the graceful shutdown. A second signal ends it.
@@ -191,6 +193,7 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--group-commit-window-ms and --busy-group-commit-window-ms must be between 0 and 100")
         }
         if let eventLoopThreads, eventLoopThreads < 1 { throw ValidationError("--event-loop-threads must be at least 1") }
+        guard (1...1_000_000).contains(maxConnections) else { throw ValidationError("--max-connections must be between 1 and 1,000,000") }
         guard workers >= 1, queueCapacity >= 1 else { throw ValidationError("--workers and --queue-capacity must be at least 1") }
         // Each event loop needs a worker of its own: a loop with none would only feed the others'
         // workers, which would carry its decryptions on top of their own sockets.
@@ -239,6 +242,12 @@ struct Serve: AsyncParsableCommand {
         configuration.groupCommitWindow = .microseconds(Int64(groupCommitWindowMs * 1000))
         configuration.busyGroupCommitWindow = .microseconds(Int64(busyGroupCommitWindowMs * 1000))
         configuration.queueCapacity = queueCapacity
+        configuration.maxConnections = maxConnections
+        let needed = maxConnections + OpenFileLimit.reserve
+        if let files = OpenFileLimit.raise(toAtLeast: needed), files < needed {
+            logger.warning("the open-file limit is below what --max-connections needs: accepts may fail before the limit (raise ulimit -n)",
+                           metadata: ["openFiles": "\(files)", "needed": "\(needed)"])
+        }
         configuration.acquirerTimeout = .milliseconds(Int64(acquirerTimeout * 1000))
         configuration.drainTime = .milliseconds(Int64(drainSeconds * 1000))
         configuration.responseCodeOverridesPath = responseCodes

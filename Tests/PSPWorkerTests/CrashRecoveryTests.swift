@@ -356,6 +356,7 @@ struct ScratchStore {
         (["serve", "--acquirer", "simulator", "--private-key", "k.pem", "--drain-seconds", "301"], "--drain-seconds"),
         (["serve", "--acquirer", "simulator", "--private-key", "k.pem", "--workers", "1", "--event-loop-threads", "2"], "--workers"),
         (["serve", "--acquirer", "simulator", "--private-key", "k.pem", "--port", "70000"], "--port"),
+        (["serve", "--acquirer", "simulator", "--private-key", "k.pem", "--max-connections", "0"], "--max-connections"),
         // Card numbers do not cross a network in clear unless the operator says the link is private.
         (["serve", "--private-key", "k.pem", "--acquirer", "http://acq.example.net:8090"], "--allow-cleartext-acquirer"),
         (["serve", "--private-key", "k.pem", "--acquirer", "iso8583://10.1.2.3:8583"], "--allow-cleartext-acquirer"),

@@ -660,6 +660,45 @@ final class AdminWriteFaultStore: ForwardingPaymentStore {
         }
     }
 
+    /// Past `--max-connections` a connection is closed at once, its request never read (its
+    /// client sees the failure at once, rather than waiting unseen in the accept queue); once a
+    /// connection closes, a new one is served. (On the worker's process: what the connection limit
+    /// needs is the server's real accept path.)
+    @Test func aConnectionPastTheLimitIsClosedUnread() async throws {
+        let scratch = try ScratchStore("maxconn")
+        defer { scratch.remove() }
+        let worker = try await WorkerProcess.start(store: scratch.path, latencyMs: 0, arguments: ["--max-connections", "1"])
+        defer { worker.kill(SIGKILL) }
+        #expect(try await worker.register("mc1") == 201)
+        let port = worker.port
+        let makePayment = RawHTTP.makePayment("mc1")
+        let health = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        let (servedFirst, servedPastTheLimit, servedOnceClosed) = try await RawHTTP.offThePool {
+            let first = try RawHTTP.Connection(port: port)
+            try first.send(health)
+            let servedFirst = try first.read(answers: 1)
+            let past = try RawHTTP.Connection(port: port, timeoutSeconds: 5)
+            try? past.send(makePayment)
+            let servedPastTheLimit = (try? past.read(answers: 1, readToEnd: true)) ?? []
+            first.close()
+            var servedOnceClosed: [RawHTTP.Answer] = []
+            for _ in 0..<50 where servedOnceClosed.isEmpty {
+                Thread.sleep(forTimeInterval: 0.1)
+                let next = try RawHTTP.Connection(port: port, timeoutSeconds: 5)
+                try? next.send(health)
+                servedOnceClosed = (try? next.read(answers: 1)) ?? []
+            }
+            return (servedFirst.map(\.status), servedPastTheLimit.map(\.status), servedOnceClosed.map(\.status))
+        }
+        #expect(servedFirst == [200])
+        #expect(servedPastTheLimit == [], "a connection past the limit was served")
+        #expect(servedOnceClosed == [200])
+        // The makePayment sent on the connection past the limit was never started.
+        #expect(try await worker.show("mc1")["state"] as? String == "pending")
+        let (_, metrics) = try await worker.request("GET", "/metrics")
+        #expect(metrics.contains("psp_http_connections_refused_total 1"), "\(metrics)")
+    }
+
     @Test func connectionCloseIsHonoured() async throws {
         try await LiveWorker.run { client in
             let port = try #require(client.port)
@@ -722,10 +761,19 @@ enum RawHTTP {
             let connected = withUnsafePointer(to: &address) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
             }
-            guard connected == 0 else { close(fd); throw RawHTTPError.connect }
+            guard connected == 0 else { Glibc.close(fd); throw RawHTTPError.connect }
         }
 
-        deinit { close(fd) }
+        private var isOpen = true
+
+        /// Closes the connection now (else at deinit).
+        func close() {
+            guard isOpen else { return }
+            isOpen = false
+            Glibc.close(fd)
+        }
+
+        deinit { close() }
 
         func send(_ text: String) throws {
             let bytes = Array(text.utf8)

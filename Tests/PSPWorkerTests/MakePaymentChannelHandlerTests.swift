@@ -1,4 +1,6 @@
 import HTTPTypes
+import Logging
+import Metrics
 import MakePayment
 import NIOCore
 import NIOEmbedded
@@ -30,7 +32,7 @@ final class HandlerRig {
     let channel: EmbeddedChannel
     let router = Router()
     private final class Count: Sendable {
-        let value = Mutex(0); let authorization = Mutex<String?>(nil)
+        let value = Mutex(0); let authorization = Mutex<String?>(nil); let receivedAt = Mutex<ContinuousClock.Instant?>(nil)
         /// The lowest and highest stack addresses `serve` ran at: how deeply its calls nested.
         let stack = Mutex<(low: Int, high: Int)>((.max, 0))
     }
@@ -40,12 +42,15 @@ final class HandlerRig {
     var stackSpread: Int { started.stack.withLock { $0.high - $0.low } }
     /// The Authorization the last makePayment served was given.
     var lastAuthorization: String? { started.authorization.withLock { $0 } }
+    /// When the last makePayment served came in, as the handler told `serve`.
+    var lastReceivedAt: ContinuousClock.Instant? { started.receivedAt.withLock { $0 } }
 
     init() throws {
         let started = self.started
-        let handler = MakePaymentChannelHandler(path: "/makePayment", maxBodyBytes: 4096) { _, authorization in
+        let handler = MakePaymentChannelHandler(path: "/makePayment", maxBodyBytes: 4096) { _, authorization, receivedAt in
             started.value.withLock { $0 += 1 }
             started.authorization.withLock { $0 = authorization }
+            started.receivedAt.withLock { $0 = receivedAt }
             let address = stackAddress()
             started.stack.withLock { $0 = (min($0.low, address), max($0.high, address)) }
             return MakePaymentResult(httpStatus: 200, response: .fail("p", .internalError))
@@ -113,6 +118,37 @@ struct ParseFailure: Error {}
         #expect(rig.stackSpread < 16_384, "the answers nested \(rig.stackSpread) bytes deep")
     }
 
+    /// Vipps's 14 s run from when it sent the request: the time `serve` is given is the head's,
+    /// not the body's end (a body that trickles in, or waits for 100 Continue, used its share).
+    @Test func theRequestIsTimedFromItsHead() throws {
+        let rig = try HandlerRig()
+        let beforeHead = ContinuousClock.now
+        try rig.read(HandlerRig.post("/makePayment"))
+        let headRead = ContinuousClock.now
+        try rig.read(HandlerRig.body("{}"), .end(nil))
+        #expect(rig.served == 1)
+        let receivedAt = try #require(rig.lastReceivedAt)
+        #expect(receivedAt <= headRead, "timed from the body's end")
+        #expect(receivedAt >= beforeHead, "timed from before its head came")
+    }
+
+    /// A makePayment pipelined behind a request still being answered is timed from when its head
+    /// came, not from when it is started: the answer before it may have taken seconds.
+    @Test func aPipelinedRequestIsTimedFromItsHead() throws {
+        let rig = try HandlerRig()
+        try rig.read(HandlerRig.post("/payments"), .end(nil))
+        let beforeHead = ContinuousClock.now
+        try rig.read(HandlerRig.post("/makePayment"))
+        let headRead = ContinuousClock.now
+        try rig.read(HandlerRig.body("{}"), .end(nil))
+        #expect(rig.served == 0)
+        rig.router.answer()
+        #expect(rig.served == 1)
+        let receivedAt = try #require(rig.lastReceivedAt)
+        #expect(receivedAt <= headRead, "timed from when it was taken from the backlog")
+        #expect(receivedAt >= beforeHead, "timed from before its head came")
+    }
+
     /// A request the codec could not parse, behind a request handed on: Hummingbird answers it
     /// 400 right after its earlier answer, so a makePayment pipelined between them must not start
     /// when that answer is written (the 400 would be taken for its answer, the payment authorized).
@@ -123,6 +159,35 @@ struct ParseFailure: Error {}
         rig.router.answer()
         #expect(rig.served == 0, "a makePayment started behind a request Hummingbird answers 400")
         #expect(throws: ParseFailure.self) { try rig.channel.throwIfErrorCaught() }
+    }
+}
+
+@Suite struct ConnectionLimitTests {
+    /// Places up to the limit; past it refused (and counted) until one is given back; a handler
+    /// gives its place back once, however its connection ends.
+    @Test func placesAreTakenAndGivenBack() throws {
+        let limit = ConnectionLimit(2, factory: NOOPMetricsHandler.instance, logger: Logger(label: "test"))
+        #expect(limit.admit() && limit.admit())
+        #expect(!limit.admit(), "a third place past a limit of 2")
+        #expect(limit.open == 2)
+        limit.release()
+        #expect(limit.admit())
+        limit.release(); limit.release()
+        #expect(limit.open == 0)
+        // On connections: the third is closed as it becomes active; closing the others gives back their places once.
+        let channels = try (0..<3).map { _ in
+            let channel = EmbeddedChannel()
+            try channel.pipeline.syncOperations.addHandler(ConnectionLimitHandler(limit))
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 8080)).wait()
+            return channel
+        }
+        #expect(channels.map(\.isActive) == [true, true, false])
+        #expect(limit.open == 2)
+        _ = try channels[0].finish()
+        #expect(limit.open == 1)
+        try channels[1].pipeline.syncOperations.removeHandler(context: channels[1].pipeline.syncOperations.context(handlerType: ConnectionLimitHandler.self)).wait()
+        _ = try channels[1].finish()
+        #expect(limit.open == 0, "a place given back twice, or not at all")
     }
 }
 

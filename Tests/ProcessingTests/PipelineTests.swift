@@ -539,6 +539,23 @@ import Testing
         #expect(try await h.store.reversals(for: "late-2").count == 1, "an authorization cut off by the deadline is reversed")
     }
 
+    /// The front's `receivedAt` (the request's head, from the HTTP handler) is what the deadline
+    /// counts from, not the moment the job is made: a request whose body took 13.5 s to come is
+    /// not sent with Vipps's 14 s nearly spent.
+    @Test func theDeadlineCountsFromWhenTheRequestCameIn() async throws {
+        let h = try PipelineHarness(acquirerTimeout: .seconds(10))
+        try await h.register("head-1")
+        try await h.register("head-2")
+        let slow = await h.pipeline.handle(body: h.request("head-1", cardData: h.cardData(code: "00")), authorization: "token-head-1",
+                                           queue: nil, receivedAt: .now - .milliseconds(13_500))
+        #expect(slow.response == .fail("head-1", .responseReceivedTooLate))
+        #expect(h.acquirer.authorizationCount(pspTransactionId: "head-1") == 0)
+        // The same call, come in just now, is authorized.
+        let prompt = await h.pipeline.handle(body: h.request("head-2", cardData: h.cardData(code: "00")), authorization: "token-head-2",
+                                             queue: nil, receivedAt: .now)
+        #expect(prompt.response == .ok("head-2"))
+    }
+
     /// An attempt whose commit stalled past Vipps's patience is closed unsent (no floor on the
     /// deadline), and one with little left is cut off there and reversed: in neither case does an
     /// approval come back after Vipps has given up and stand unreversed.
