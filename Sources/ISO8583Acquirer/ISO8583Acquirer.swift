@@ -97,17 +97,34 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
         var lastReceived: ContinuousClock.Instant = .now
         /// Requests given up on since the host last sent anything.
         var unansweredInARow = 0
-        /// Authorizations given up on (their deadline passed) by match key, for a reply that still
-        /// comes: at most `givenUpLimit`, the oldest dropped first.
+        /// Authorizations given up on (their deadline passed) by RRN, for a reply that still
+        /// comes: at most `givenUpLimit`, the oldest dropped first. By RRN (unique), not by match
+        /// key: a STAN that comes round again while an old attempt's reply is still due must not
+        /// forget that attempt.
         var givenUp = RecentMap<String, GivenUp>(limit: ISO8583Acquirer.givenUpLimit)
+        /// The RRN given up on under each match key, for a reply without field 37; a key reused
+        /// drops its entry (terminal and STAN then name the newer request).
+        var givenUpByKey = RecentMap<String, String>(limit: ISO8583Acquirer.givenUpLimit)
         var lateReplyHandler: (@Sendable (LateReply) -> Void)?
 
         /// A request whose outcome became unknown (its deadline passed, its write failed, its
         /// connection dropped): an authorization is remembered for a reply that still comes.
         @discardableResult
         mutating func giveUp(_ key: String, _ waiting: Waiting) -> Waiting {
-            if let givenUp = waiting.givenUp { self.givenUp.set(givenUp, for: key) }
+            if let givenUp = waiting.givenUp {
+                self.givenUp.set(givenUp, for: givenUp.rrn)
+                givenUpByKey.set(givenUp.rrn, for: key)
+            }
             return waiting
+        }
+
+        /// The authorization given up on that `reply` (an 0110 nobody waits for) answers, taken
+        /// out: by its field 37, or, without one, by its match key.
+        mutating func takeGivenUp(answeredBy reply: ISOMessage, key: String?) -> GivenUp? {
+            guard reply.mti == "0110", let rrn = reply[37] ?? key.flatMap({ givenUpByKey[$0] }),
+                  let found = givenUp.removeValue(forKey: rrn) else { return nil }
+            if let key, givenUpByKey[key] == rrn { givenUpByKey.removeValue(forKey: key) }
+            return found
         }
     }
 
@@ -119,6 +136,20 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
         let channel: ObjectIdentifier
         /// An authorization's, remembered if its outcome becomes unknown (`giveUp`).
         let givenUp: GivenUp?
+        /// What its reply must be: the message type (nil: any response in the key's class) and
+        /// field 37 as sent (nil: none), when the reply names one.
+        let replyMTI: String?
+        let rrn: String?
+
+        /// Whether `reply`, under this request's match key, answers it. Terminal and STAN come
+        /// round again: a reply to an older request under the same key (or a host's mistake) must
+        /// not take this request's place, or this request's own reply, coming after, would find
+        /// nobody waiting and be dropped (an approval lost, its hold never released).
+        func isAnswered(by reply: ISOMessage) -> Bool {
+            if let replyMTI, reply.mti != replyMTI { return false }
+            if let rrn, let named = reply[37], named != rrn { return false }
+            return true
+        }
     }
 
     struct GivenUp {
@@ -233,11 +264,12 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
         defer { frame.withUnsafeMutableBytes { wipe($0) } }
         let reply = try await exchange(&frame, key: "01" + terminal + reference.stan, sendBy: AuthorizationDeadline.sendBy,
                                        givenUp: GivenUp(pspTransactionId: request.pspTransactionId, attemptReference: request.attemptReference,
-                                                        scheme: request.scheme, rrn: reference.rrn))
-        // Terminal and STAN pair the reply with this request; what it answers must be this
-        // request too. Another message class or another RRN is no answer: an unknown outcome,
-        // reversed. The amount it names goes to the pipeline, which refuses an approval of
-        // another amount (a partial approval without its code 10).
+                                                        scheme: request.scheme, rrn: reference.rrn),
+                                       replyMTI: "0110", rrn: reference.rrn)
+        // Terminal and STAN pair the reply with this request, and `received` takes only an 0110
+        // naming this RRN (or none) for it; checked again here. The amount it names goes to the
+        // pipeline, which refuses an approval of another amount (a partial approval without its
+        // code 10).
         guard reply.mti == "0110" else { throw AcquirerUnavailable("\(reply.mti) in reply to an 0100") }
         if let named = reply[37], named != reference.rrn { throw AcquirerUnavailable("0110 names another RRN (field 37)") }
         guard let code = reply[39] else { throw AcquirerUnavailable("0110 without field 39") }
@@ -273,11 +305,12 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
         message[90] = "0100" + original.stan + original.transmission
             + digits(Int(configuration.acquiringInstitutionId) ?? 0, width: 11) + String(repeating: "0", count: 11)
         var frame = try ISO87APackager.encode(message)
-        let reply = try await exchange(&frame, key: "04" + terminal + stan)
+        let reply = try await exchange(&frame, key: "04" + terminal + stan, rrn: original.rrn)
         // Terminal and STAN pair a reply with its request, and a STAN comes round again after
         // 999,999 messages: an 0410 that names another original (a late reply to an older reversal
         // that had this STAN) is no answer to this one, and taking it would leave this original
-        // unreversed. It counts as a failed try, and the reversal is sent again.
+        // unreversed. `received` does not take one for it; checked again here (a failed try, and
+        // the reversal is sent again).
         if let named = reply[37], named != original.rrn {
             throw AcquirerUnavailable("0410 names another original (field 37)")
         }
@@ -330,7 +363,11 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
     /// request opens a new one), so a dead session is found even with no payments coming.
     public func runKeepAlive() async {
         while !Task.isCancelled {
-            try? await Task.sleep(for: configuration.echoInterval)
+            // Wakes when the host will have been quiet for an interval, not an interval after the
+            // last look (traffic just after a look would put the echo off to nearly two intervals
+            // of silence, past a host's idle timer); at most ten looks an interval.
+            let due = state.withLock { $0.lastReceived } + configuration.echoInterval
+            try? await Task.sleep(until: max(due, .now + configuration.echoInterval / 10), clock: .continuous)
             let quiet = state.withLock { ContinuousClock.now - $0.lastReceived >= configuration.echoInterval }
             guard quiet, let channel = state.withLock({ $0.channel }) else { continue }
             let answered = await withTaskGroup(of: Bool.self) { group in
@@ -376,7 +413,9 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
     /// `givenUp`: an authorization's, remembered if it is given up on, so that a late reply reaches `onLateReply`.
     /// `body` is wiped once it is in the channel's buffer (an authorization's holds the card), so
     /// that the card is in one buffer, not two, while the reply is awaited.
-    private func exchange(_ body: inout [UInt8], key: String, sendBy: ContinuousClock.Instant? = nil, givenUp: GivenUp? = nil) async throws -> ISOMessage {
+    /// `replyMTI`, `rrn`: what the reply must be (`Waiting.isAnswered(by:)`).
+    private func exchange(_ body: inout [UInt8], key: String, sendBy: ContinuousClock.Instant? = nil, givenUp: GivenUp? = nil,
+                          replyMTI: String? = nil, rrn: String? = nil) async throws -> ISOMessage {
         let channel = try await connectedChannel()
         var buffer = channel.allocator.buffer(capacity: body.count + 2)
         buffer.writeISO8583Frame(body)
@@ -386,9 +425,11 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ISOMessage, any Error>) in
                 let duplicate = state.withLock { s -> Bool in
                     if s.pending[key] != nil { return true }
-                    s.pending[key] = Waiting(continuation: continuation, channel: ObjectIdentifier(channel), givenUp: givenUp)
-                    // The key comes round again (STANs wrap): a reply to it is this request's now.
-                    s.givenUp.removeValue(forKey: key)
+                    s.pending[key] = Waiting(continuation: continuation, channel: ObjectIdentifier(channel), givenUp: givenUp,
+                                             replyMTI: replyMTI, rrn: rrn)
+                    // The key comes round again (STANs wrap): a reply to it without field 37 is
+                    // this request's now (one naming an older attempt's RRN still finds it).
+                    s.givenUpByKey.removeValue(forKey: key)
                     return false
                 }
                 if duplicate {
@@ -547,9 +588,11 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
         let (continuation, late) = state.withLock { s -> (CheckedContinuation<ISOMessage, any Error>?, (GivenUp, (@Sendable (LateReply) -> Void)?)?) in
             s.lastReceived = .now
             s.unansweredInARow = 0
-            if let waiting = key.flatMap({ s.pending.removeValue(forKey: $0) }) { return (waiting.continuation, nil) }
-            guard message.mti == "0110", let key, let givenUp = s.givenUp[key], message[37].map({ $0 == givenUp.rrn }) ?? true else { return (nil, nil) }
-            s.givenUp.removeValue(forKey: key)
+            if let key, let waiting = s.pending[key], waiting.isAnswered(by: message) {
+                s.pending.removeValue(forKey: key)
+                return (waiting.continuation, nil)
+            }
+            guard let givenUp = s.takeGivenUp(answeredBy: message, key: key) else { return (nil, nil) }
             return (nil, (givenUp, s.lateReplyHandler))
         }
         guard isResponse else {

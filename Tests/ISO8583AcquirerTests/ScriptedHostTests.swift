@@ -1,4 +1,5 @@
 import Acquiring
+import Foundation
 import ISO8583
 import ISO8583Acquirer
 import MakePayment
@@ -79,16 +80,40 @@ final class ScriptedHost: Sendable {
 
     /// Terminal and STAN pair replies with requests, and STANs come round again: an 0410 that names
     /// another original in field 37 (a late reply to an older reversal that had the same STAN) does
-    /// not acknowledge this reversal; the try fails, and the reversal is sent again.
+    /// not acknowledge this reversal, nor take its place: the reversal's own 0410, after it, does.
+    /// (It used to be taken as the answer: the try failed, and the real answer was dropped.)
     @Test func anAnswerNamingAnotherOriginalDoesNotAcknowledgeAReversal() async throws {
+        let host = try await ScriptedHost(script: { request in
+            var other = ScriptedHost.reply(to: request, mti: "0410", fields: [3, 4, 7, 11, 41], code: "00")
+            other[37] = "999999999999"
+            return [other, ScriptedHost.reply(to: request, mti: "0410", fields: [3, 4, 7, 11, 37, 41], code: "25")]
+        })
+        defer { Task { await host.stop() } }
+        let iso = ISO8583Acquirer(configuration: .init(host: "127.0.0.1", port: host.port))
+        #expect(try await iso.reverse(Self.reversal(iso, "a1")) == .noOriginal, "the other original's 00 was taken")
+    }
+
+    /// An 0400 names what it reverses: field 37 and 41 the original's, field 90 its MTI, STAN and
+    /// transmission time (and the acquiring institution), under a STAN of its own.
+    @Test func aReversalNamesItsOriginal() async throws {
         let host = try await ScriptedHost { request in
-            var reply = ScriptedHost.reply(to: request, mti: "0410", fields: [3, 4, 7, 11, 41])
-            reply[37] = "999999999999"
-            return reply
+            ScriptedHost.reply(to: request, mti: request.mti == "0100" ? "0110" : "0410", fields: [3, 4, 7, 11, 37, 41])
         }
         defer { Task { await host.stop() } }
         let iso = ISO8583Acquirer(configuration: .init(host: "127.0.0.1", port: host.port))
-        await #expect(throws: AcquirerUnavailable.self) { try await iso.reverse(Self.reversal(iso, "a1")) }
+        let authorization = try Self.authorization(iso, "orig-1")
+        _ = try await iso.authorize(authorization)
+        let reversal = ReversalRequest(reversalId: "orig-1-R", pspTransactionId: authorization.pspTransactionId, attemptId: "orig-1",
+                                       attemptReference: authorization.attemptReference, amount: 1000, currency: "NOK", merchantSerialNumber: "123456")
+        #expect(try await iso.reverse(reversal) == .reversed)
+        let sent = host.received
+        #expect(sent.map(\.mti) == ["0100", "0400"])
+        let (original, reversed) = (sent[0], sent[1])
+        let institution = try #require(reversed[32])
+        #expect(reversed[90] == "0100" + original[11]! + original[7]! + String(repeating: "0", count: 11 - institution.count) + institution
+                + String(repeating: "0", count: 11))
+        #expect(reversed[11] != original[11], "a reversal has a STAN of its own")
+        for field in [4, 37, 41, 42, 49] { #expect(reversed[field] == original[field], "field \(field)") }
     }
 
     @Test func anAnswerNamingThisOriginalAcknowledgesIt() async throws {
@@ -195,27 +220,67 @@ final class ScriptedHost: Sendable {
     }
 
     /// An 0110 is matched by terminal and STAN, but must answer this 0100: another message class
-    /// or another RRN is an unknown outcome (answered 85 and reversed), not an approval. The
-    /// amount it names goes to the pipeline (which refuses an approval of another amount).
+    /// or another RRN is no answer to it and does not take its place; its own reply, after it, is
+    /// its answer. (Taken for the answer, it made an unknown outcome, and the real reply, an
+    /// approval, found nobody waiting and was dropped.) The amount a reply names goes to the
+    /// pipeline (which refuses an approval of another amount).
     @Test(arguments: ["mti", "rrn"])
     func aReplyThatAnswersAnotherRequestIsNotAnApproval(_ differs: String) async throws {
-        let host = try await ScriptedHost { request in
-            if request.mti == "0800" { return ScriptedHost.reply(to: request, mti: "0810", fields: [7, 11, 41, 70]) }
-            var reply = ScriptedHost.reply(to: request, mti: differs == "mti" ? "0130" : "0110", fields: [3, 4, 7, 11, 37, 41])
-            if differs == "rrn" { reply[37] = "999999999999" }
-            return reply
-        }
+        let host = try await ScriptedHost(script: { request in
+            if request.mti == "0800" { return [ScriptedHost.reply(to: request, mti: "0810", fields: [7, 11, 41, 70])] }
+            var other = ScriptedHost.reply(to: request, mti: differs == "mti" ? "0130" : "0110", fields: [3, 4, 7, 11, 37, 41])
+            if differs == "rrn" { other[37] = "999999999999" }
+            return [other, ScriptedHost.reply(to: request, mti: "0110", fields: [3, 4, 7, 11, 37, 41], code: "51")]
+        })
         defer { Task { await host.stop() } }
         let iso = ISO8583Acquirer(configuration: .init(host: "127.0.0.1", port: host.port))
         let request = try Self.authorization(iso, "other-\(differs)")
-        let error = await #expect(throws: AcquirerUnavailable.self) { try await iso.authorize(request) }
-        #expect(error?.neverSent == false, "it was sent: its outcome is unknown")
+        #expect(try await iso.authorize(request).responseCode == "51", "another request's 00 was taken for its answer")
         // The same host answering the request itself approves.
         let fair = try await ScriptedHost { ScriptedHost.reply(to: $0, mti: "0110", fields: [3, 4, 7, 11, 37, 41]) }
         defer { Task { await fair.stop() } }
         let fairIso = ISO8583Acquirer(configuration: .init(host: "127.0.0.1", port: fair.port))
         let answer = try await fairIso.authorize(try Self.authorization(fairIso, "fair-\(differs)"))
         #expect(answer.responseCode == "00" && answer.amount == 1000)
+    }
+
+    /// An authorization given up on is remembered by its RRN: when the STANs have come round and a
+    /// new authorization has its terminal and STAN, the old one's late approval is still reported
+    /// (to reverse it again if need be), and the new one still gets its own reply. (By match key,
+    /// the new request took the old reply and failed, and the old attempt was forgotten.)
+    @Test func aLateReplyUnderAReusedSTANReachesItsOwnAttempt() async throws {
+        let held = Mutex<ISOMessage?>(nil)
+        let host = try await ScriptedHost(script: { request in
+            guard request.mti == "0100" else { return [] }
+            guard let first = held.withLock({ $0 }) else {
+                held.withLock { $0 = request }
+                return []  // no reply for now
+            }
+            return [ScriptedHost.reply(to: first, mti: "0110", fields: [3, 4, 7, 11, 37, 41]),
+                    ScriptedHost.reply(to: request, mti: "0110", fields: [3, 4, 7, 11, 37, 41], code: "51")]
+        })
+        defer { Task { await host.stop() } }
+        let iso = ISO8583Acquirer(configuration: .init(host: "127.0.0.1", port: host.port))
+        let reported = Mutex<[LateReply]>([])
+        iso.onLateReply { reply in reported.withLock { $0.append(reply) } }
+        let old = try Self.authorization(iso, "wrap-old")
+        let given = Task { try await iso.authorize(old) }
+        let limit = ContinuousClock.now + .seconds(10)
+        while host.received.isEmpty, ContinuousClock.now < limit { try await Task.sleep(for: .milliseconds(10)) }
+        given.cancel()  // its deadline (the pipeline's) passed: given up on
+        _ = await given.result
+        // Round the STANs until the next one is the old attempt's again.
+        let oldSTAN = Int(old.attemptReference.prefix(6))!
+        let before = String(format: "%06d", oldSTAN == 1 ? 999_999 : oldSTAN - 1)
+        var turned = 0
+        while !iso.attemptReference(for: "filler").hasPrefix(before), turned < 1_000_000 { turned += 1 }
+        let new = try Self.authorization(iso, "wrap-new")
+        #expect(new.attemptReference.prefix(6) == old.attemptReference.prefix(6), "the STANs did not come round")
+        #expect(try await iso.authorize(new).responseCode == "51", "the old attempt's reply was taken for the new one's")
+        let deadline = ContinuousClock.now + .seconds(10)
+        while reported.withLock({ $0.isEmpty }), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(reported.withLock { $0 } == [LateReply(pspTransactionId: old.pspTransactionId, attemptReference: old.attemptReference,
+                                                       responseCode: "00", scheme: old.scheme)])
     }
 
     /// A value a field cannot hold is not cut or defaulted (an amount's last 12 digits, currency
