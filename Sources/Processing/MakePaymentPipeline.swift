@@ -533,7 +533,10 @@ public final class MakePaymentPipeline: Sendable {
                     return MakePaymentResult(httpStatus: 404, response: .fail(id, .invalidRequest))
                 }
                 // Another outcome stands (another process's attempt, or its orphan's 85): it is the answer.
-                if let standing = record.outcome { return MakePaymentResult(httpStatus: 200, response: standing.response(for: id)) }
+                if let standing = record.outcome {
+                    reopenIfApprovedUnderAnother(standing, id, outcome, reversal: reversal, undo: undo)
+                    return MakePaymentResult(httpStatus: 200, response: standing.response(for: id))
+                }
                 // A refusal decided on a stale `pending` (another process began an attempt
                 // meanwhile): that attempt's outcome is the answer, and it is never closed unreversed.
                 if record.state == .processing && attemptId == nil { return await recoverOrphan(record) }
@@ -547,10 +550,22 @@ public final class MakePaymentPipeline: Sendable {
                 ])
                 reversals?.sendSoon(.undoing(attemptId: attemptId, attemptReference: undo.attemptReference, of: undo.registration))
             }
+            reopenIfApprovedUnderAnother(standing, id, outcome, reversal: reversal, undo: undo)
             return MakePaymentResult(httpStatus: 200, response: standing.response(for: id))
         } catch {
             return await notRecorded(id, attemptId: attemptId, undo: undo, error)
         }
+    }
+
+    /// The acquirer approved this attempt (or answered what must be reversed), but another outcome
+    /// stands: another process took the attempt for orphaned first and recorded 85 with its
+    /// reversal. That reversal must not settle on "no original" while this approval stands, as
+    /// for a late reply (`handleLateReply`).
+    private func reopenIfApprovedUnderAnother(_ standing: PaymentOutcome, _ id: String, _ outcome: PaymentOutcome,
+                                              reversal: ReversalRequest?, undo: Undo?) {
+        guard let undo, outcome.acquirerResponseCode != nil, outcome.status == .ok || reversal != nil,
+              standing != outcome, standing != outcome.tooLateToAnswer, let reversals else { return }
+        Task { await reversals.reopen(pspTransactionId: id, attemptReference: undo.attemptReference) }
     }
 
     /// The outcome could not be recorded. Worked from a stale read (the sweep's batch, a retry's

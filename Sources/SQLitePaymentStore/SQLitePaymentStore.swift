@@ -10,7 +10,7 @@ import Processing
 /// read-only connection from a pool (WAL readers never wait for the writer or a sync). The clear PAN
 /// is never stored: only the masked form.
 public final class SQLitePaymentStore: PaymentStore {
-    private let writer: SQLiteWriter
+    let writer: SQLiteWriter
     private let readers = Mutex<[SQLiteConnection]>([])
     private let checkpointer: SQLiteCheckpointer
     /// Payments registered here and not moved since: the makePayment front's read, from memory.
@@ -41,7 +41,10 @@ public final class SQLitePaymentStore: PaymentStore {
         self.path = path
         pending = PendingRegistrations(limit: pendingLimit)
         let write = try SQLiteConnection(path: path, readOnly: false)
-        try write.execute("PRAGMA journal_mode=WAL")
+        // SQLite says whether the switch to WAL took only in the row it returns.
+        var mode = ""
+        _ = try write.run("PRAGMA journal_mode=WAL") { mode = $0.text(0) }
+        guard mode == "wal" else { throw SQLiteError(code: -1, message: "the store could not be put in WAL mode (journal_mode \(mode))") }
         try write.execute("PRAGMA synchronous=FULL")
         // Checkpoints run on a thread of their own, between the writer's groups (`CheckpointGate`),
         // not inside a commit, where one would also hold every payment waiting on that commit; the
@@ -68,8 +71,12 @@ public final class SQLitePaymentStore: PaymentStore {
         writer = SQLiteWriter(connection: write, gate: writerGate, name: Self.writerThreadName,
                               gatherWindow: groupCommitWindow, busyWindow: busyGroupCommitWindow)
         let writer = self.writer
+        // FULL for the checkpoints too (the build's default already): the database file is synced
+        // before the WAL may start again over what was copied.
+        let checkpoints = try SQLiteConnection(path: path, readOnly: false)
+        try checkpoints.execute("PRAGMA synchronous=FULL")
         checkpointer = try SQLiteCheckpointer(
-            connection: SQLiteConnection(path: path, readOnly: false), gate: CheckpointGate(databasePath: path),
+            connection: checkpoints, gate: CheckpointGate(databasePath: path),
             interval: checkpointInterval, restartFrames: max(walRestartFrames, 1), walTooLong: { writer.requestWALRestart() })
     }
 

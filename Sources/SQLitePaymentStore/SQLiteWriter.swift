@@ -227,7 +227,9 @@ final class SQLiteWriter: @unchecked Sendable {
         slowThresholds.prefix { nanoseconds >= $0 }.count
     }
 
-    private enum GroupCommit { case committed, pieceFailed, failed(SQLiteError) }
+    /// `pieceFailed(ofTheStore:)`: a piece threw, rolling the group back; `ofTheStore` when its
+    /// error was the store's (`failureIsTheStores`), not the piece's own.
+    private enum GroupCommit { case committed, pieceFailed(ofTheStore: Bool), failed(SQLiteError) }
 
     /// One transaction for the whole group. No savepoint per piece (two more statements per
     /// write): a piece that fails, which is rare (a constraint, a full disk), rolls the group back
@@ -264,11 +266,12 @@ final class SQLiteWriter: @unchecked Sendable {
         } catch {
             result = .failed(error as? SQLiteError ?? SQLiteError(code: -1, message: "\(error)"))
         }
-        // A piece's own failure (a refused transition, a constraint) says nothing of the store.
+        // A piece's own failure (a refused transition, a constraint) says nothing of the store;
+        // one the store made (a read of a failing disk, a full one) says writes are failing.
         switch result {
         case .committed: groupFailed.store(false, ordering: .relaxed)
-        case .failed: groupFailed.store(true, ordering: .relaxed)
-        case .pieceFailed: break
+        case .failed, .pieceFailed(ofTheStore: true): groupFailed.store(true, ordering: .relaxed)
+        case .pieceFailed(ofTheStore: false): break
         }
         return result
     }
@@ -282,7 +285,7 @@ final class SQLiteWriter: @unchecked Sendable {
         for item in items {
             do { try item.run(connection) } catch {
                 rollBack()
-                return .pieceFailed
+                return .pieceFailed(ofTheStore: Self.failureIsTheStores(error))
             }
         }
         do {
@@ -312,6 +315,14 @@ final class SQLiteWriter: @unchecked Sendable {
         if connection.inTransaction {
             fatalError("store: a group's transaction could not be rolled back; stopping so that a restart recovers the store")
         }
+    }
+
+    /// An error a statement got from the store itself, not from what it asked: I/O, corruption, a
+    /// full disk, no memory, a read-only or unopenable file. Every write could meet it, so
+    /// readiness reports writes failing until a group commits again.
+    static func failureIsTheStores(_ error: any Error) -> Bool {
+        guard let code = (error as? SQLiteError)?.code else { return false }
+        return [SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOMEM, SQLITE_READONLY, SQLITE_CANTOPEN, SQLITE_NOTADB].contains(code & 0xFF)
     }
 
     /// SQLITE_IOERR and SQLITE_CORRUPT, in any of their extended forms. Busy, locked or full

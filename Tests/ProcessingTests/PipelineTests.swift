@@ -539,6 +539,25 @@ import Testing
         #expect(try await h.store.reversals(for: "late-2").count == 1, "an authorization cut off by the deadline is reversed")
     }
 
+    /// An approval whose write loses to another process's sweep (it took the attempt for
+    /// orphaned, and recorded 85 with a reversal) answers that 85, and marks the reversal as of an
+    /// approval: it must not settle on "no original" while the approval stands. (Nothing did.)
+    @Test func anApprovalThatLosesToAnotherProcesssSweepReopensItsReversal() async throws {
+        let h = try PipelineHarness()
+        try await h.register("lost-1")
+        // This process: its outcome's write waits (a stalled disk, a lock held elsewhere).
+        let slow = h.pipeline(over: FaultyStore(h.store, outcomeStall: .milliseconds(800)), acquirerTimeout: .seconds(2), instanceId: "slow")
+        let answer = Task { await slow.work(MakePaymentJob(request: h.request("lost-1", cardData: h.cardData(code: "00")),
+                                                          payment: try #require(try await h.store.payment("lost-1")))) }
+        try await waitUntil { try await h.store.payment("lost-1")?.state == .processing }
+        // Another process, whose clock is past the attempt's orphan time, sweeps it first (and sends nothing).
+        let other = PipelineHarness.pipeline(store: h.store, acquirer: h.acquirer, acquirerTimeout: .seconds(2), instanceId: "other",
+                                             now: { wallClockMilliseconds() + 600_000 })
+        #expect(await other.sweepOrphans() == 1)
+        #expect(try await answer.value.response == .fail("lost-1", .responseReceivedTooLate))
+        try await waitUntil { try await h.store.reversals(for: "lost-1").first?.lateApproved == true }
+    }
+
     /// The front's `receivedAt` (the request's head, from the HTTP handler) is what the deadline
     /// counts from, not the moment the job is made: a request whose body took 13.5 s to come is
     /// not sent with Vipps's 14 s nearly spent.

@@ -161,6 +161,17 @@ final class TemporaryDatabase: Sendable {
         let store = try database.open()
         _ = try await store.register(PaymentStoreConformance.registration("p1"), now: 1)
         #expect(FileManager.default.fileExists(atPath: database.path + "-wal"))
+        // What makes a commit durable, as the writer's connection has it: the WAL, and a sync of it
+        // at every commit (FULL, 2). NORMAL would pass every other test here: only a power cut,
+        // not a killed process, loses its last commits.
+        let (mode, synchronous) = try await store.writer.perform { db -> (String, Int64) in
+            var mode = "", synchronous: Int64 = -1
+            _ = try db.run("PRAGMA journal_mode") { mode = $0.text(0) }
+            _ = try db.run("PRAGMA synchronous") { synchronous = $0.int(0) }
+            return (mode, synchronous)
+        }
+        #expect(mode == "wal")
+        #expect(synchronous == 2, "synchronous=FULL")
     }
 
     @Test func manyConcurrentWritesAllCommit() async throws {

@@ -102,6 +102,25 @@ final class GateHolder: @unchecked Sendable {
         #expect(checkpoints.withLock { $0 } > 0)
     }
 
+    /// A statement that fails in the store itself (a read of a failing disk, a full one) says
+    /// writes are failing, as a failed COMMIT does (readiness answers 503 until a group commits);
+    /// a piece's own failure (a constraint) says nothing of the store.
+    @Test func aStatementFailingInTheStoreMarksWritesFailing() async throws {
+        let scratch = try ScratchTable()
+        defer { scratch.remove() }
+        let writer = SQLiteWriter(connection: scratch.connection, gate: try scratch.gate(), name: "test-writer", gatherWindow: .zero)
+        defer { writer.close() }
+        try await writer.insert(1)
+        await #expect(throws: SQLiteError.self) { try await writer.insert(1) }
+        #expect(!writer.lastGroupFailed, "a constraint is the write's own failure")
+        await #expect(throws: SQLiteError.self) {
+            try await writer.perform { _ -> Void in throw SQLiteError(code: 266, message: "disk I/O error (SQLITE_IOERR_READ)") }
+        }
+        #expect(writer.lastGroupFailed, "what readiness reports")
+        try await writer.insert(2)
+        #expect(!writer.lastGroupFailed, "a group committed since")
+    }
+
     /// A gate held past its timeout by another process (frozen while it holds the gate) fails the
     /// group's writes, as SQLite's own busy timeout would, instead of holding them with no answer
     /// for as long as the holder stays frozen; once the gate is free, writes commit again.
