@@ -288,11 +288,21 @@ public final class ReversalService: ReversalSender {
             }
             return
         }
+        // The claim's own commit may have taken seconds (a stalled disk, the gate held elsewhere):
+        // the send must still be over with the claim's 5 s for recording its answer left, or the
+        // claim could run out mid-send and another sender send the reversal too. With under half
+        // a second left, nothing is sent: the reversal is due again once the claim has run out.
+        let sendWithin = min(configuration.timeout, .milliseconds(claimedUntil - 5_000 - now()))
+        guard sendWithin >= .milliseconds(500) else {
+            logger.warning("reversal claimed too slowly to send under its claim; due again after it",
+                           metadata: ["reversalId": "\(id)", "pspTransactionId": "\(record.request.pspTransactionId)"])
+            return
+        }
         var request = record.request
         request.sendCount = record.tries + 1
         metrics.reversalsSent.increment()
         let acquirer = self.acquirer
-        let outcome = await withDeadline(configuration.timeout) { [request] in try await acquirer.reverse(request) }
+        let outcome = await withDeadline(sendWithin) { [request] in try await acquirer.reverse(request) }
         let tries = record.tries + 1
         let pspTransactionId = request.pspTransactionId
         func recordTry(_ state: ReversalState, nextTryAt: Int64) async throws -> Bool {

@@ -421,6 +421,26 @@ import Testing
         }
     }
 
+    /// A claim whose commit took most of its time leaves the send only what is left of it (the
+    /// claim lasts for the timeout and 5 s to record the answer): past it another sender may take
+    /// the reversal. With too little left, nothing is sent. (The send had the whole timeout.)
+    @Test func aSlowClaimLeavesTheSendOnlyWhatIsLeftOfIt() async throws {
+        let h = try PipelineHarness()
+        let due = try await h.reversalDue("sc-1")
+        var configuration = ReversalService.Configuration()
+        configuration.timeout = .seconds(1)
+        let slow = ReversalService(store: SlowClaims(h.store, claimStall: .milliseconds(700)), acquirer: h.acquirer, configuration: configuration)
+        slow.sendSoon(due)
+        await slow.finishSendingSoon()
+        #expect(h.acquirer.reversalCount(pspTransactionId: "sc-1") == 0, "sent with under half a second of its claim left")
+        let prompt = ReversalService(store: SlowClaims(h.store, claimStall: .milliseconds(100)), acquirer: h.acquirer, configuration: configuration)
+        try await Task.sleep(for: .seconds(6))  // the first claim runs out (timeout + 5 s)
+        prompt.sendSoon(due)
+        await prompt.finishSendingSoon()
+        #expect(h.acquirer.reversalCount(pspTransactionId: "sc-1") == 1)
+        #expect(try await h.store.reversals(for: "sc-1").first?.state == .acknowledged)
+    }
+
     /// A late approval whose reopening the store refuses (a lock held past the timeout, a full
     /// disk) is tried again until it is recorded: nothing else would hear of the approval again,
     /// and it holds the cardholder's money.
@@ -1054,6 +1074,18 @@ final class ReversalAnswers: AcquirerAdapter {
         sendCounts.withLock { $0[reversal.pspTransactionId, default: []].append(reversal.sendCount) }
         await before?()
         return answer
+    }
+}
+
+/// A store whose reversal claims take `claimStall` to come back (a stalled disk, a lock held elsewhere).
+final class SlowClaims: ForwardingPaymentStore {
+    let base: any PaymentStore
+    let claimStall: Duration
+    init(_ base: any PaymentStore, claimStall: Duration) { self.base = base; self.claimStall = claimStall }
+    func claimReversal(_ reversalId: String, now: Int64, until: Int64) async throws -> ReversalRecord? {
+        let claimed = try await base.claimReversal(reversalId, now: now, until: until)
+        try await Task.sleep(for: claimStall)
+        return claimed
     }
 }
 
