@@ -14,7 +14,7 @@ public final class SQLitePaymentStore: PaymentStore {
     private let readers = Mutex<[SQLiteConnection]>([])
     private let checkpointer: SQLiteCheckpointer
     /// Payments registered here and not moved since: the makePayment front's read, from memory.
-    private let pending: PendingRegistrations
+    let pending: PendingRegistrations
     public let path: String
 
     /// The worker's windows (its options' defaults), chosen on the Zen 3 machine of benchmarks/README.md;
@@ -30,7 +30,8 @@ public final class SQLitePaymentStore: PaymentStore {
     /// - Parameter busyGroupCommitWindow: the window while the signal given to `whenBusy` says the
     ///   CPU is saturated (nil: always `groupCommitWindow`).
     /// - Parameter pendingLimit: how many registered, not yet processed payments are remembered in
-    ///   memory for the makePayment front (past it, the front reads the file; zero: always).
+    ///   memory for the makePayment front, the latest registered (an older one, likely abandoned,
+    ///   is read from the file; zero: always).
     /// - Parameter walRestartFrames: the WAL's length (in pages) past which the writer completes a
     ///   checkpoint between two groups so that the WAL starts again (4,096 pages: 16 MiB).
     /// - Parameter checkpointInterval: how often the checkpointer copies the WAL into the database file.
@@ -575,32 +576,31 @@ public final class SQLitePaymentStore: PaymentStore {
 /// ("P\u{212A}1", with KELVIN SIGN, finds "PK1"), so a hit counts only if its bytes are the id's.
 final class PendingRegistrations: Sendable {
     private struct Entry { let registration: PaymentRegistration; let createdAt: Int64 }
-    private let entries = Mutex<[String: Entry]>([:])
-    private let limit: Int
+    /// The latest `limit` registrations: past it the oldest are forgotten (abandoned checkouts,
+    /// payments another process moved), not the new ones, which are the ones about to be paid.
+    private let entries: Mutex<RecentMap<String, Entry>>?
 
-    init(limit: Int) { self.limit = max(0, limit) }
+    init(limit: Int) { entries = limit > 0 ? Mutex(RecentMap(limit: limit)) : nil }
 
     func insert(_ registration: PaymentRegistration, at now: Int64) {
-        entries.withLock { e in
-            if e.count < limit { e[registration.pspTransactionId] = Entry(registration: registration, createdAt: now) }
-        }
+        entries?.withLock { $0.set(Entry(registration: registration, createdAt: now), for: registration.pspTransactionId) }
     }
 
     /// The entry registered under exactly `id`'s bytes.
-    private static func entry(_ id: String, in entries: [String: Entry]) -> Entry? {
+    private static func entry(_ id: String, in entries: RecentMap<String, Entry>) -> Entry? {
         guard let entry = entries[id], entry.registration.pspTransactionId.utf8.elementsEqual(id.utf8) else { return nil }
         return entry
     }
 
     func remove(_ id: String) {
-        entries.withLock { e in
-            if Self.entry(id, in: e) != nil { e[id] = nil }
+        entries?.withLock { e in
+            if Self.entry(id, in: e) != nil { e.removeValue(forKey: id) }
         }
     }
 
     /// The record the file holds for a payment registered here and not moved since.
     func record(_ id: String) -> PaymentRecord? {
-        guard let entry = entries.withLock({ Self.entry(id, in: $0) }) else { return nil }
+        guard let entry = entries?.withLock({ Self.entry(id, in: $0) }) else { return nil }
         return PaymentRecord(registration: entry.registration, state: .pending, outcome: nil, attempt: nil,
                              authorizationsSent: 0, createdAt: entry.createdAt, updatedAt: entry.createdAt, completedAt: nil)
     }

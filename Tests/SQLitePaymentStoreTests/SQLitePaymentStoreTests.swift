@@ -154,6 +154,9 @@ final class TemporaryDatabase: Sendable {
             let plain = try await store.payment("p-limit-\(i)")
             #expect(front != nil && front == plain)
         }
+        // Memory keeps the latest registration (the one about to be paid), not the first ones.
+        #expect(store.pending.record("p-limit-2") != nil)
+        #expect(store.pending.record("p-limit-0") == nil)
     }
 
     @Test func usesWriteAheadLogging() async throws {
