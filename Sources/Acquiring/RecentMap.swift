@@ -32,8 +32,9 @@ public struct RecentMap<Key: Hashable, Value> {
             head += 1
             if entries[oldest.key]?.serial == oldest.serial { entries.removeValue(forKey: oldest.key) }
         }
-        // Keys set again leave stale places behind: dropped once they are half of the order.
-        if head > order.count / 2 || order.count > 2 * limit {
+        // Keys set again or removed leave stale places behind: dropped once they are half of the
+        // order, or twice the entries (a map whose keys are mostly removed, not pushed out).
+        if head > order.count / 2 || order.count - head > 2 * entries.count + 1024 {
             order = order[head...].filter { entries[$0.key]?.serial == $0.serial }
             head = 0
         }

@@ -599,10 +599,6 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
             answerHostRequest(message, on: channel)
             return
         }
-        guard key != nil else {
-            logger.warning("message from acquirer without match key", metadata: ["message": "\(message.maskedDescription)"])
-            return
-        }
         if let continuation {
             continuation.resume(returning: message)
         } else if let (givenUp, handler) = late {
@@ -614,6 +610,8 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
             ])
             handler?(LateReply(pspTransactionId: givenUp.pspTransactionId, attemptReference: givenUp.attemptReference, responseCode: code,
                                scheme: givenUp.scheme))
+        } else if key == nil {
+            logger.warning("message from acquirer without match key", metadata: ["message": "\(message.maskedDescription)"])
         } else {
             // Its request gave up (deadline) or it is a duplicate: the reversal path owns that attempt.
             logger.warning("late or unmatched reply from acquirer dropped", metadata: ["message": "\(message.maskedDescription)"])

@@ -565,7 +565,7 @@ public final class MakePaymentPipeline: Sendable {
                                               reversal: ReversalRequest?, undo: Undo?) {
         guard let undo, outcome.acquirerResponseCode != nil, outcome.status == .ok || reversal != nil,
               standing != outcome, standing != outcome.tooLateToAnswer, let reversals else { return }
-        Task { await reversals.reopen(pspTransactionId: id, attemptReference: undo.attemptReference) }
+        reversals.reopenSoon(pspTransactionId: id, attemptReference: undo.attemptReference)
     }
 
     /// The outcome could not be recorded. Worked from a stale read (the sweep's batch, a retry's

@@ -13,6 +13,9 @@ public protocol ReversalSender: Sendable {
     /// It may wait out a store that refuses writes (`ReversalService` tries again for hours):
     /// callers run it in a task of its own.
     func reopen(pspTransactionId: String, attemptReference: String) async
+    /// `reopen` without waiting for it, tracked at once: a shutdown that begins right after waits
+    /// for it (a task of the caller's own could reach the service after the store has closed).
+    func reopenSoon(pspTransactionId: String, attemptReference: String)
 }
 
 /// Store and forward for reversals. A reversal is recorded in the store first (with the outcome
@@ -100,7 +103,15 @@ public final class ReversalService: ReversalSender {
     /// A store that refuses the write is tried again with back-off (the approval holds the
     /// cardholder's money, and nothing else would hear of it again), and at shutdown once more.
     public func reopen(pspTransactionId: String, attemptReference: String) async {
-        await track {
+        await reopening(pspTransactionId: pspTransactionId, attemptReference: attemptReference).value
+    }
+
+    public func reopenSoon(pspTransactionId: String, attemptReference: String) {
+        _ = reopening(pspTransactionId: pspTransactionId, attemptReference: attemptReference)
+    }
+
+    private func reopening(pspTransactionId: String, attemptReference: String) -> Task<Void, Never> {
+        track {
             var tries = 0
             while true {
                 tries += 1
@@ -108,7 +119,7 @@ public final class ReversalService: ReversalSender {
                 if await self.reopenOnce(pspTransactionId: pspTransactionId, attemptReference: attemptReference, last: last) || last { return }
                 await self.sleepUnlessStopping(.milliseconds(self.backoff(after: tries)))
             }
-        }.value
+        }
     }
 
     /// One try of `reopen`: whether it was recorded.
@@ -291,9 +302,10 @@ public final class ReversalService: ReversalSender {
         // The claim's own commit may have taken seconds (a stalled disk, the gate held elsewhere):
         // the send must still be over with the claim's 5 s for recording its answer left, or the
         // claim could run out mid-send and another sender send the reversal too. With under half
-        // a second left, nothing is sent: the reversal is due again once the claim has run out.
+        // a second left (half the timeout, if shorter), nothing is sent: the reversal is due again
+        // once the claim has run out.
         let sendWithin = min(configuration.timeout, .milliseconds(claimedUntil - 5_000 - now()))
-        guard sendWithin >= .milliseconds(500) else {
+        guard sendWithin >= min(.milliseconds(500), configuration.timeout / 2) else {
             logger.warning("reversal claimed too slowly to send under its claim; due again after it",
                            metadata: ["reversalId": "\(id)", "pspTransactionId": "\(record.request.pspTransactionId)"])
             return

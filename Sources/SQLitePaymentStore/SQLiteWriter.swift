@@ -242,14 +242,22 @@ final class SQLiteWriter: @unchecked Sendable {
         switch result {
         case .committed:
             batch.forEach { $0.finish(nil) }
-        case .pieceFailed where batch.count > 1:
+        case .pieceFailed(let ofTheStore) where batch.count > 1:
+            var storeFailed = ofTheStore
             for item in batch {
                 switch commit([item]) {
                 // A failed piece reports its own error from `finish`.
-                case .committed, .pieceFailed: item.finish(nil)
-                case .failed(let error): item.finish(error)
+                case .committed, .pieceFailed(ofTheStore: false): item.finish(nil)
+                case .pieceFailed(ofTheStore: true):
+                    storeFailed = true
+                    item.finish(nil)
+                case .failed(let error):
+                    storeFailed = true
+                    item.finish(error)
                 }
             }
+            // The pieces that committed alone after it do not clear what the store's failure said.
+            if storeFailed { groupFailed.store(true, ordering: .relaxed) }
         case .pieceFailed:
             batch[0].finish(nil)
         case .failed(let error):

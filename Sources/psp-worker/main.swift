@@ -164,7 +164,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "makePayment jobs that may wait for a worker; more are answered 500 (91).") var queueCapacity = 1024
     @Option(help: "Seconds the acquirer has to answer before the outcome counts as unknown (85, reversed).")
     var acquirerTimeout: Double = 10
-    @Option(help: "HTTP connections open at once; past it, new ones wait for one to close (the open-file limit is raised to fit).")
+    @Option(help: "HTTP connections open at once; past it, new ones are closed unread (the open-file limit is raised to fit).")
     var maxConnections = 1024
     @Option(help: """
         After SIGTERM or SIGINT, seconds during which /health/ready answers 503 while every request is \

@@ -71,7 +71,8 @@ final class ScriptedHost: Sendable {
     }
 }
 
-@Suite struct ScriptedHostTests {
+// A misbehaving host must fail a test, not hang it: the adapter has no deadline of its own (the pipeline gives it one).
+@Suite(.timeLimit(.minutes(1))) struct ScriptedHostTests {
     static func reversal(_ adapter: ISO8583Acquirer, _ attemptId: String) -> ReversalRequest {
         ReversalRequest(reversalId: attemptId + "-R", pspTransactionId: "p-" + attemptId, attemptId: attemptId,
                         attemptReference: adapter.attemptReference(for: attemptId), amount: 1000, currency: "NOK",

@@ -561,21 +561,31 @@ import Testing
 
     /// An approval whose write loses to another process's sweep (it took the attempt for
     /// orphaned, and recorded 85 with a reversal) answers that 85, and marks the reversal as of an
-    /// approval: it must not settle on "no original" while the approval stands. (Nothing did.)
-    @Test func anApprovalThatLosesToAnotherProcesssSweepReopensItsReversal() async throws {
+    /// approval: it must not settle on "no original" while the approval stands. (Nothing did.) A
+    /// refusal that loses the same way leaves the reversal as it is.
+    @Test(arguments: [("00", true), ("51", false)])
+    func anApprovalThatLosesToAnotherProcesssSweepReopensItsReversal(code: String, reopened: Bool) async throws {
         let h = try PipelineHarness()
-        try await h.register("lost-1")
-        // This process: its outcome's write waits (a stalled disk, a lock held elsewhere).
-        let slow = h.pipeline(over: FaultyStore(h.store, outcomeStall: .milliseconds(800)), acquirerTimeout: .seconds(2), instanceId: "slow")
-        let answer = Task { await slow.work(MakePaymentJob(request: h.request("lost-1", cardData: h.cardData(code: "00")),
-                                                          payment: try #require(try await h.store.payment("lost-1")))) }
-        try await waitUntil { try await h.store.payment("lost-1")?.state == .processing }
+        let id = "lost-" + code
+        try await h.register(id)
+        // This process: its outcome's write waits (a stalled disk, a lock held elsewhere) until the sweep is done.
+        let sweepDone = Gate()
+        let slow = h.pipeline(over: GatedOutcomes(h.store, gate: sweepDone), acquirerTimeout: .seconds(2), instanceId: "slow")
+        let record = try #require(try await h.store.payment(id))
+        let answer = Task { await slow.work(MakePaymentJob(request: h.request(id, cardData: h.cardData(code: code)), payment: record)) }
+        try await waitUntil { try await h.store.payment(id)?.state == .processing }
         // Another process, whose clock is past the attempt's orphan time, sweeps it first (and sends nothing).
         let other = PipelineHarness.pipeline(store: h.store, acquirer: h.acquirer, acquirerTimeout: .seconds(2), instanceId: "other",
                                              now: { wallClockMilliseconds() + 600_000 })
-        #expect(await other.sweepOrphans() == 1)
-        #expect(try await answer.value.response == .fail("lost-1", .responseReceivedTooLate))
-        try await waitUntil { try await h.store.reversals(for: "lost-1").first?.lateApproved == true }
+        try await waitUntil { await other.sweepOrphans() == 1 }
+        sweepDone.open()
+        #expect(await answer.value.response == .fail(id, .responseReceivedTooLate))
+        if reopened {
+            try await waitUntil { try await h.store.reversals(for: id).first?.lateApproved == true }
+        } else {
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(try await h.store.reversals(for: id).first?.lateApproved == false, "a refusal's reversal reopened")
+        }
     }
 
     /// The front's `receivedAt` (the request's head, from the HTTP handler) is what the deadline
@@ -1074,6 +1084,19 @@ final class ReversalAnswers: AcquirerAdapter {
         sendCounts.withLock { $0[reversal.pspTransactionId, default: []].append(reversal.sendCount) }
         await before?()
         return answer
+    }
+}
+
+/// A store whose outcome writes wait for `gate` to open.
+final class GatedOutcomes: ForwardingPaymentStore {
+    let base: any PaymentStore
+    let gate: Gate
+    init(_ base: any PaymentStore, gate: Gate) { self.base = base; self.gate = gate }
+    func recordOutcome(_ pspTransactionId: String, outcome: PaymentOutcome, reversal: ReversalRequest?,
+                       attemptId: String?, now: Int64, answerBy: ContinuousClock.Instant?) async throws -> PaymentOutcome? {
+        await gate.wait()
+        return try await base.recordOutcome(pspTransactionId, outcome: outcome, reversal: reversal, attemptId: attemptId, now: now,
+                                            answerBy: answerBy)
     }
 }
 
