@@ -121,6 +121,22 @@ final class GateHolder: @unchecked Sendable {
         #expect(!writer.lastGroupFailed, "a group committed since")
     }
 
+    /// The same failure in a group of two: the group is rolled back and each write run alone, and
+    /// the other write committing alone after it does not clear what the store's failure said.
+    @Test func aStoreFailureInAGroupStaysReportedAfterTheRestCommitAlone() async throws {
+        let scratch = try ScratchTable()
+        defer { scratch.remove() }
+        // A long window, and two writes said to be under way: the two below make one group.
+        let writer = SQLiteWriter(connection: scratch.connection, gate: try scratch.gate(), name: "test-writer", gatherWindow: .seconds(30))
+        writer.whenWritesUnderway { 2 }
+        defer { writer.close() }
+        let failing = Task { try await writer.perform { _ -> Void in throw SQLiteError(code: 266, message: "disk I/O error (SQLITE_IOERR_READ)") } }
+        try await Task.sleep(for: .milliseconds(50))
+        try await writer.insert(1)
+        await #expect(throws: SQLiteError.self) { try await failing.value }
+        #expect(writer.lastGroupFailed, "cleared by the write that committed alone after the group's failure")
+    }
+
     /// A gate held past its timeout by another process (frozen while it holds the gate) fails the
     /// group's writes, as SQLite's own busy timeout would, instead of holding them with no answer
     /// for as long as the holder stays frozen; once the gate is free, writes commit again.
