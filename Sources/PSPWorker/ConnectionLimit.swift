@@ -48,13 +48,13 @@ final class ConnectionLimit: Sendable {
 }
 
 /// First of our handlers on every connection: takes its place under the `ConnectionLimit` when
-/// it becomes active (closing it if none is left) and gives it back when it closes.
+/// it becomes active (closing it if none is left), gives it back when it closes, and leaves the
+/// pipeline once admitted, so that the connection's requests do not pass through it.
 final class ConnectionLimitHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
 
     private let limit: ConnectionLimit
-    private var admitted = false
     private var decided = false
 
     init(_ limit: ConnectionLimit) { self.limit = limit }
@@ -72,22 +72,12 @@ final class ConnectionLimitHandler: ChannelInboundHandler, RemovableChannelHandl
     private func decide(context: ChannelHandlerContext) {
         guard !decided else { return }
         decided = true
-        admitted = limit.admit()
-        if !admitted { context.close(promise: nil) }
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        releaseIfAdmitted()
-        context.fireChannelInactive()
-    }
-
-    func handlerRemoved(context: ChannelHandlerContext) {
-        releaseIfAdmitted()
-    }
-
-    private func releaseIfAdmitted() {
-        guard admitted else { return }
-        admitted = false
-        limit.release()
+        guard limit.admit() else {
+            context.close(promise: nil)
+            return
+        }
+        let limit = self.limit
+        context.channel.closeFuture.whenComplete { _ in limit.release() }
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 }
