@@ -9,10 +9,13 @@ pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
+    # sudo drops the environment, so the setting goes through env; -n fails at once where sudo
+    # would wait for a password nobody types (a CI runner).
     SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update
-    $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 fi
+# The shim uses OpenSSL 3's EVP API (an OpenSSL 1.1 would fail deep in the build).
+pkg-config --atleast-version=3.0 openssl || { echo "setup: OpenSSL 3.0 or later is needed, found $(pkg-config --modversion openssl)" >&2; exit 1; }
 echo "setup: OpenSSL $(pkg-config --modversion openssl)"

@@ -82,6 +82,8 @@ public struct AcquirerConformance: Sendable {
         Check(name: "approval", body: { try await $0.approval() }),
         Check(name: "every mapped response code comes back raw", body: { try await $0.everyCode() }),
         Check(name: "timeout ends in exactly one acknowledged reversal", body: { try await $0.timeoutThenOneReversal() }),
+        Check(name: "nothing is sent past the send deadline, and it says so", body: { try await $0.nothingSentPastTheSendDeadline() }),
+        Check(name: "an approval is reversed, and a repeat of its reversal is the same one", body: { try await $0.approvalReversedAndRepeated() }),
         Check(name: "late reply is never matched to another request", needsFaults: true, body: { try await $0.lateReply() }),
         Check(name: "duplicate replies do not confuse later requests", needsFaults: true, body: { try await $0.duplicateReplies() }),
         Check(name: "dropped connection mid-flight is an unknown outcome, then recovers", needsFaults: true,
@@ -182,6 +184,38 @@ public struct AcquirerConformance: Sendable {
         await settle()
         try Self.expect(await subject.reversals(of: identity(r)) == 1, "exactly one reversal reached the acquirer")
         try Self.expect(await subject.authorizations(of: identity(r)) == 1, "the timed-out authorization was sent once, never again")
+    }
+
+    /// Past `AuthorizationDeadline.sendBy` (a process frozen between recording the attempt and
+    /// sending it) nothing may go out, and the adapter must say so (`neverSent`): the pipeline
+    /// then answers 85 without a reversal. An adapter that sent anyway, or that failed without
+    /// saying nothing left, would leave an authorization standing or reverse for nothing.
+    func nothingSentPastTheSendDeadline() async throws {
+        _ = await authorize(try request(code: "00"))  // connected first, as a worker would be
+        let r = try request(code: "00")
+        let adapter = subject.adapter
+        let outcome = await withDeadline(deadline) {
+            try await AuthorizationDeadline.$sendBy.withValue(.now - .seconds(1)) { try await adapter.authorize(r) }
+        }
+        guard case .failed(let error) = outcome, (error as? AcquirerUnavailable)?.neverSent == true else {
+            throw Failure(description: "past its send deadline an authorization must fail as never sent: \(DeadlineResult(outcome))")
+        }
+        await settle()
+        try Self.expect(await subject.authorizations(of: identity(r)) == 0, "past its send deadline the authorization reached the acquirer")
+    }
+
+    /// The worker reverses approvals too (a partial approval, 68, an approval of another amount
+    /// or one that came too late), and may send one reversal more than once (a repeat after no
+    /// answer, two processes' sweeps): each must be acknowledged, not refused as an error.
+    func approvalReversedAndRepeated() async throws {
+        let r = try request(code: "00")
+        let result = await authorize(r)
+        try Self.expect(result.code == "00", "approval: \(result)")
+        let first = try await subject.adapter.reverse(reversal(of: r))
+        try Self.expect(first == .reversed, "the acquirer holds the approval, so it is reversed: \(first)")
+        let repeated = try await subject.adapter.reverse(reversal(of: r, sendCount: 2))
+        try Self.expect(repeated == .reversed || repeated == .noOriginal, "a repeat of a reversal is acknowledged: \(repeated)")
+        try Self.expect(await subject.authorizations(of: identity(r)) == 1, "the approval was sent once")
     }
 
     /// Makes the acquirer inject `faults`, or fails: a fault check that could not inject its fault has checked nothing.

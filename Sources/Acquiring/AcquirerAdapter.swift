@@ -118,7 +118,22 @@ public struct AcquirerUnavailable: Error, Sendable, CustomStringConvertible {
 
 /// An acquirer, as the worker sees it. Implementations: `SimulatorAcquirer` (in process), and one
 /// per real protocol. The pipeline enforces the deadline and cancels the task past it; an adapter
-/// needs no timer of its own, but should stop work when its task is cancelled.
+/// needs no timer of its own, but should stop work when its task is cancelled (an answer it
+/// returns after the deadline all the same is taken as a late reply: see `LateReplyReporting`).
+///
+/// What the pipeline counts on, so that no payment is charged twice or left held:
+/// - One send per `authorize` call, never a retry of its own: the pipeline decides on retries.
+/// - `AuthorizationDeadline.passed` checked just before the send: past it, throw
+///   `AuthorizationDeadline.notSent` and send nothing.
+/// - `neverSent` only when no byte of the authorization can have left; anything else is an
+///   unknown outcome, answered 85 and reversed.
+/// - `attemptReference(for:)` is all a reversal needs: another process, after a restart, reverses
+///   the attempt from it alone, with no state of this instance's.
+/// - `reverse` may be called more than once for one `reversalId` (a repeat, or two processes'
+///   sweeps): the acquirer must take a repeat as the same reversal. It returns `.reversed` or
+///   `.noOriginal` only on the acquirer's word, and throws otherwise (the reversal is sent again).
+/// - `AcquirerAnswer.amount` given whenever the acquirer names an amount.
+/// `AcquirerConformance` checks these against an adapter and its acquirer.
 ///
 /// Room is left for capture, cancel and refund as further requirements with default answers.
 public protocol AcquirerAdapter: Sendable {

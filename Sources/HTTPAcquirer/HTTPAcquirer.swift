@@ -89,14 +89,20 @@ public final class HTTPAcquirer: AcquirerAdapter {
             (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte)
         }
 
-        /// `text` if it is printable ASCII, at most `limit` bytes, and does not contain `pan`.
+        /// `text` if it is printable ASCII, at most `limit` bytes, and does not contain `pan`'s
+        /// digits, whatever is between them ("4925 0000 0000 4444", "4925-…" are the PAN too).
         static func plain(_ text: String, upTo limit: Int, without pan: UnsafeRawBufferPointer?) -> String? {
             var text = text
             let fits = text.withUTF8 { bytes -> Bool in
                 guard bytes.count <= limit, bytes.allSatisfy({ (0x20...0x7E).contains($0) }) else { return false }
                 guard let pan, pan.count > 0, bytes.count >= pan.count else { return true }
-                for start in 0...(bytes.count - pan.count) where pan.indices.allSatisfy({ bytes[start + $0] == pan[$0] }) {
-                    return false
+                for start in bytes.indices where bytes[start] == pan[0] {
+                    var matched = 0, at = start
+                    while at < bytes.count, matched < pan.count {
+                        if bytes[at] == pan[matched] { matched += 1 } else if (0x30...0x39).contains(bytes[at]) { break }
+                        at += 1
+                    }
+                    if matched == pan.count { return false }
                 }
                 return true
             }

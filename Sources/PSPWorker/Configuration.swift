@@ -159,6 +159,15 @@ public enum AdminToken {
         public var description: String { "the admin token (\(source)) is empty" }
     }
 
+    /// A token no Authorization header can carry (a control byte, a line break inside it, raw
+    /// bytes past ASCII): every admin call would be refused 401 with nothing said why.
+    public struct Unusable: Error, CustomStringConvertible {
+        public let source: String
+        public var description: String {
+            "the admin token (\(source)) must be printable ASCII on one line (`openssl rand -hex 24` makes one)"
+        }
+    }
+
     /// The SHA-256 of the token in `file`, or else in `PSP_ADMIN_TOKEN` (zeroed and unset once
     /// read); nil when neither is given. Hashed straight from the wiped buffer it was read into,
     /// so the token never becomes a String the process keeps (and a heap dump would show).
@@ -184,11 +193,12 @@ public enum AdminToken {
             }
             secret = fromEnvironment
         }
-        let read: (hash: [UInt8], length: Int)? = secret.withUnsafeBytes { bytes in
+        let read: (hash: [UInt8], length: Int, printable: Bool)? = secret.withUnsafeBytes { bytes in
             let token = Secrets.trimmingASCIISpace(bytes)
-            return token.isEmpty ? nil : (Secrets.sha256(token), token.count)
+            return token.isEmpty ? nil : (Secrets.sha256(token), token.count, token.allSatisfy { (0x20...0x7E).contains($0) })
         }
         guard let read else { throw Empty(source: file ?? "PSP_ADMIN_TOKEN") }
-        return read
+        guard read.printable else { throw Unusable(source: file ?? "PSP_ADMIN_TOKEN") }
+        return (read.hash, read.length)
     }
 }

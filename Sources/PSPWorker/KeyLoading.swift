@@ -13,6 +13,10 @@ public struct KeyRingSource: Sendable {
         self.passphraseFile = passphraseFile
     }
 
+    /// SHA-256 of the public keys (SubjectPublicKeyInfo) whose private halves are public: the
+    /// repository's TEST key (keys-example, the tests' fixtures).
+    static let publishedTestKeys: Set<String> = ["28e8355eff54b884bd7271c52f3f55255e07fb0d736140491a7e1ad4a7a15e75"]
+
     public func load(concurrency: Int) throws(KeyLoadError) -> (ring: KeyRing, warnings: [String]) {
         let passphrase = try KeyFiles.passphrase(file: passphraseFile)
         var warnings: [String] = []
@@ -23,7 +27,11 @@ public struct KeyRingSource: Sendable {
         var keys: [RSAKey] = []
         for path in paths {
             if let warning = KeyFiles.permissionWarning(path: path) { warnings.append(warning) }
-            keys.append(try KeyFiles.loadPrivateKey(path: path, passphrase: passphrase))
+            let key = try KeyFiles.loadPrivateKey(path: path, passphrase: passphrase)
+            if Self.publishedTestKeys.contains(key.fingerprint) {
+                warnings.append("\(path) is the TEST key published in this repository (keys-example): anyone can decrypt card data encrypted for it; for tests and load tests only, never with real cards")
+            }
+            keys.append(key)
         }
         let ring = try KeyRing(active: keys[0], retiring: Array(keys.dropFirst()), concurrency: concurrency)
         return (ring, warnings)

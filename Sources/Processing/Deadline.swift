@@ -14,14 +14,18 @@ public enum DeadlineOutcome<T: Sendable>: Sendable {
 /// Cheap on the hot path: the operation starts at once on the caller's thread (`Task.immediate`),
 /// so one that answers without suspending (the simulator) costs no hop; and the deadline is an
 /// entry in one shared `DeadlineTimer`, not a sleeping task of its own per call.
+///
+/// `late` is given the value of an operation that ignored its cancellation and returned after
+/// the deadline had answered for it: an acquirer's answer nobody waits for any more, which may
+/// be an approval holding money.
 public func withDeadline<T: Sendable>(
-    _ duration: Duration, _ operation: @escaping @Sendable () async throws -> T
+    _ duration: Duration, late: (@Sendable (T) -> Void)? = nil, _ operation: @escaping @Sendable () async throws -> T
 ) async -> DeadlineOutcome<T> {
     let race = DeadlineRace<T>()
     let work = Task.immediate {
         let result: DeadlineOutcome<T>
         do { result = .value(try await operation()) } catch { result = .failed(error) }
-        race.finish(result)
+        if !race.finish(result), case .value(let value) = result { late?(value) }
     }
     // Answered without suspending: no timer, no suspension of the caller.
     if let early = race.early() { return early }

@@ -136,10 +136,11 @@ public final class MakePaymentPipeline: Sendable {
     }
 
     /// Nil when the request is valid, else what is wrong (for the log; the answer is always 71).
+    /// `cardData` has no cap here: whatever it holds, one the key cannot decrypt is 92 (the body's
+    /// limit bounds it, and the key ring refuses a wrong length before any RSA operation).
     public static func validate(_ request: MakePaymentRequest) -> String? {
         if request.pspTransactionId.isEmpty || request.pspTransactionId.utf8.count > maxIdBytes { return "pspTransactionId" }
         if request.merchantSerialNumber.isEmpty || request.merchantSerialNumber.utf8.count > 64 { return "merchantSerialNumber" }
-        if request.cardData.utf8.count > 4096 { return "cardData" }
         return nil
     }
 
@@ -193,8 +194,9 @@ public final class MakePaymentPipeline: Sendable {
             break
         }
         // 7. Only a confirmed payment is decrypted. NO, TIMEOUT and CANCEL are refused with 72, the
-        // catalogue's one error that is not the card's, the acquirer's or ours (later versions of
-        // the API gave them 93 "Status from Vipps", which this version does not have).
+        // catalogue's one error that is not the card's, the acquirer's or ours (later revisions of
+        // the v2 document, 1.0.3 on, gave them 93 "Status from Vipps:…", which the catalogue this
+        // worker answers from does not have).
         guard job.request.confirmed == .yes else {
             return .awaiting { await self.finish(id, PaymentOutcome(status: .fail, error: APIError.differentTexts.message), reversal: nil, attemptId: nil) }
         }
@@ -319,7 +321,15 @@ public final class MakePaymentPipeline: Sendable {
         // The frame must be out by the deadline (`AuthorizationDeadline`): the adapter checks it
         // just before sending, for a process frozen in between.
         let sendBy = checkedAt + deadline
-        let outcome = await withDeadline(deadline) {
+        // An adapter that ignores cancellation may still answer after the deadline (an adapter
+        // that reports late replies itself, ISO 8583's, throws instead): taken as a late reply,
+        // so that an approval reopens the reversal recorded meanwhile, even one settled on 25.
+        let late: @Sendable (AcquirerAnswer) -> Void = { [weak self] answer in
+            let reply = LateReply(pspTransactionId: id, attemptReference: request.attemptReference,
+                                  responseCode: answer.responseCode, scheme: answer.scheme ?? request.scheme)
+            Task { await self?.handleLateReply(reply) }
+        }
+        let outcome = await withDeadline(deadline, late: late) {
             try await AuthorizationDeadline.$sendBy.withValue(sendBy) { try await acquirer.authorize(request) }
         }
         metrics.recordAcquirer(since: started)
@@ -462,7 +472,12 @@ public final class MakePaymentPipeline: Sendable {
                 if let outcome = record.outcome { return MakePaymentResult(httpStatus: 200, response: outcome.response(for: id)) }
                 return MakePaymentResult(httpStatus: 200, response: .fail(id, .responseReceivedTooLate))
             }
-            try? await Task.sleep(for: .milliseconds(50))
+            // Cancelled (a shutdown that does not wait): the sleep would return at once, and the
+            // loop read the store without pause until `patience` ran out. Nothing was done here:
+            // 91, and Vipps's next call finds the outcome.
+            do { try await Task.sleep(for: .milliseconds(50)) } catch {
+                return internalError(id, step: "waiting for an outcome recorded elsewhere", error)
+            }
         }
         return nil
     }

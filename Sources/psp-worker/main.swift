@@ -208,6 +208,11 @@ struct Serve: AsyncParsableCommand {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be trace, debug, info, notice, warning, error or critical")
         }
+        // At or past the acquirer timeout every payment would be 85; with another acquirer it would do nothing.
+        guard (0...60_000).contains(simulatorLatencyMs) else { throw ValidationError("--simulator-latency-ms must be between 0 and 60,000") }
+        guard simulatorLatencyMs == 0 || acquirer == "simulator" else {
+            throw ValidationError("--simulator-latency-ms is for --acquirer simulator only")
+        }
         guard let choice = PSPWorkerConfiguration.AcquirerChoice(acquirer) else {
             throw ValidationError("--acquirer must be simulator, iso8583://HOST:PORT[?terminal=TERMINAL] (a terminal id of 8 characters) or http(s)://HOST:PORT[/path]")
         }

@@ -112,7 +112,8 @@ final class HTTPSubject: AcquirerConformanceSubject {
     }
 
     /// A reply's fields go into the store, the logs and the admin API: one that echoes the card
-    /// number sent (a host's or a proxy's error; PAN stands for it here) is dropped, and so is
+    /// number sent (a host's or a proxy's error; PAN stands for it here, GROUPED and DASHED for it
+    /// in groups of four) is dropped, and so is
     /// anything that does not look like its field; a response code that is not two letters or
     /// digits is no answer at all. Long numbers as such are kept (an ARN has 23 digits).
     @Test(arguments: [
@@ -120,13 +121,18 @@ final class HTTPSubject: AcquirerConformanceSubject {
         (#"{"responseCode":"00","acquirerReference":"74837265432101234567890","message":"ARN 74837265432101234567890"}"#, "00", nil,
          "74837265432101234567890", "ARN 74837265432101234567890"),
         (#"{"responseCode":"00","authorizationCode":"PAN","acquirerReference":"ref PAN","message":"card PANxyz"}"#, "00", nil, nil, nil),
+        (#"{"responseCode":"00","acquirerReference":"ref GROUPED","message":"card DASHED."}"#, "00", nil, nil, nil),
         (#"{"responseCode":"05","authorizationCode":"1234567","acquirerReference":"tab\there","message":"é"}"#, "05", nil, nil, nil),
         (#"{"responseCode":"PAN"}"#, nil, nil, nil, nil),
         (#"{"responseCode":"0 "}"#, nil, nil, nil, nil),
     ] as [(String, String?, String?, String?, String?)])
     func replyFieldsAreChecked(reply: String, code: String?, authorizationCode: String?, reference: String?, message: String?) async throws {
         let router = Router()
-        let withCard = reply.replacingOccurrences(of: "PAN", with: SimulatorAcquirer.testCard(code: "00"))
+        let pan = SimulatorAcquirer.testCard(code: "00")
+        let groups = stride(from: 0, to: pan.count, by: 4).map { String(pan.dropFirst($0).prefix(4)) }
+        let withCard = reply.replacingOccurrences(of: "PAN", with: pan)
+            .replacingOccurrences(of: "GROUPED", with: groups.joined(separator: " "))
+            .replacingOccurrences(of: "DASHED", with: groups.joined(separator: "-"))
         router.post("/authorizations") { _, _ -> Response in
             Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: withCard)))
         }

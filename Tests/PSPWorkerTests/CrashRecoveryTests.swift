@@ -365,6 +365,8 @@ struct ScratchStore {
         // Nor an acquirer: the simulator, once the default, approves with nothing authorized.
         (["serve", "--private-key", "k.pem", "--port", "0"], "--acquirer"),
         (["keygen", "--bits", "99999999999"], "--bits"),
+        (["serve", "--acquirer", "simulator", "--private-key", "k.pem", "--simulator-latency-ms", "-5"], "--simulator-latency-ms"),
+        (["serve", "--acquirer", "https://acq.example.net", "--private-key", "k.pem", "--simulator-latency-ms", "20"], "--simulator-latency-ms"),
         (["serve", "--acquirer", "simulator", "--private-key", "k.pem", "--log-level", "verbose"], "--log-level"),
     ])
     func badValuesAreRefused(arguments: [String], named: String) async throws {

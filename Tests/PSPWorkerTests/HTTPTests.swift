@@ -521,6 +521,11 @@ final class AdminWriteFaultStore: ForwardingPaymentStore {
         #expect(try AdminToken.read(file: path)?.length == 12)
         try Data(" \n\t".utf8).write(to: URL(fileURLWithPath: path))
         #expect(throws: AdminToken.Empty.self) { _ = try AdminToken.hash(file: path) }
+        // One no header can carry (two lines, raw random bytes) is refused, not left to answer 401 for ever.
+        for unusable in [Data("first-line\nsecond-line\n".utf8), Data([0x41, 0x42, 0x00, 0x43, 0x44]), Data([0xC3, 0xA9, 0x61, 0xFF, 0x10])] {
+            try unusable.write(to: URL(fileURLWithPath: path))
+            #expect(throws: AdminToken.Unusable.self) { _ = try AdminToken.hash(file: path) }
+        }
     }
 }
 

@@ -218,11 +218,15 @@ import Testing
         // Not a cryptogram at all: 72 rather than 92 proves it was never decrypted.
         let result = await h.makePayment(h.request("p-u", cardData: "not-a-cryptogram", confirmed: confirmed))
         #expect(result.response == .fail("p-u", ErrorMessage(errorId: 72, errorText: "Different texts")))
+        // Called again with a cardData no cryptogram could be (the body's limit bounds it): the same answer.
+        let again = await h.makePayment(h.request("p-u", cardData: String(repeating: "A", count: 5_000), confirmed: confirmed))
+        #expect(again == result)
         #expect(h.acquirer.authorizationCount(pspTransactionId: "p-u") == 0)
     }
 
     @Test(arguments: [
         ("garbage", 92), ("", 92),
+        ("too long", 92),  // no cryptogram is 5,000 characters: unable to decrypt, not an invalid request
         ("4000000000000003,3012,s", 87),   // fails Luhn
         ("4000000000000002,2610,s", 86),   // expired
         ("4000000000000002,3013,s", 92),   // month 13
@@ -231,7 +235,12 @@ import Testing
     func badCardDataIsRefusedBeforeAuthorization(plaintext: String, errorId: Int) async throws {
         let h = try PipelineHarness()
         try await h.register("p-b")
-        let cardData = plaintext == "garbage" ? String(repeating: "A", count: 344) : (plaintext.isEmpty ? "" : h.cardData(plaintext))
+        let cardData = switch plaintext {
+        case "garbage": String(repeating: "A", count: 344)
+        case "too long": String(repeating: "A", count: 5_000)
+        case "": ""
+        default: h.cardData(plaintext)
+        }
         let result = await h.makePayment(h.request("p-b", cardData: cardData))
         #expect(result.httpStatus == 200 && result.response.errorMessage?.errorId == errorId)
         #expect(h.acquirer.authorizationCount(pspTransactionId: "p-b") == 0)
@@ -311,6 +320,22 @@ import Testing
         _ = await h.makePayment(h.request("t-own", cardData: h.cardData(code: "00")))
         let own = try #require(try await h.store.payment("t-own")?.attempt)
         #expect(own.orphanedAt == own.startedAt + h.pipeline.orphanedAfterMilliseconds)
+    }
+
+    /// A retry waiting for another process's attempt, cancelled (a shutdown that does not wait),
+    /// answers 91 and leaves the attempt to its process: it neither polls the store without pause
+    /// until the attempt is orphaned nor reverses an attempt still in flight elsewhere.
+    @Test func aCancelledWaitForAnAttemptElsewhereAnswers91() async throws {
+        let h = try PipelineHarness(acquirerTimeout: .seconds(5))
+        try await h.register("wc-1")
+        try await h.beginAttempt("wc-1", instance: "other-instance", startedAt: wallClockMilliseconds())
+        let retry = Task { await h.makePayment(h.request("wc-1", cardData: h.cardData(code: "00"))) }
+        try await Task.sleep(for: .milliseconds(200))
+        retry.cancel()
+        let result = await retry.value
+        #expect(result == MakePaymentResult(httpStatus: 500, response: .fail("wc-1", .internalError)))
+        #expect(try await h.store.payment("wc-1")?.state == .processing)
+        #expect(try await h.store.reversals(for: "wc-1").isEmpty)
     }
 
     /// A retry that finds another process's attempt still young waits for its outcome instead of
@@ -817,6 +842,33 @@ import Testing
         #expect(lr3.state == .pending && lr3.lateApproved)
     }
 
+    /// An adapter that ignores cancellation (none of the worker's own, but one plugged in may)
+    /// and approves after the deadline: that answer is a late reply like ISO 8583's. The reversal
+    /// recorded at the deadline was answered "no such authorization" meanwhile and settled; the
+    /// approval reopens it, and the host, which has the original now, reverses it. (It was
+    /// dropped: the approval stood, holding the customer's money.)
+    @Test func anApprovalReturnedPastTheDeadlineReopensItsReversal() async throws {
+        let h = try PipelineHarness()
+        try await h.register("ic-1")
+        let gate = Gate()
+        let acquirer = IgnoresCancellation(gate: gate, reversal: .noOriginal)
+        var configuration = ReversalService.Configuration()
+        configuration.noOriginalSettleMilliseconds = 0  // the first 25 is final
+        let service = ReversalService(store: h.store, acquirer: acquirer, configuration: configuration)
+        let pipeline = PipelineHarness.pipeline(store: h.store, acquirer: acquirer, reversals: service, acquirerTimeout: .seconds(1))
+        let result = await h.makePayment(h.request("ic-1", cardData: h.cardData(code: "00")), through: pipeline)
+        #expect(result.response.errorMessage?.errorId == 85)
+        await service.sendDue(limit: 10)
+        try await waitUntil { acquirer.reversals.withLock { $0 } == 1 }
+        #expect(try await h.store.reversals(for: "ic-1").first?.lateApproved == false)
+        acquirer.reversal.withLock { $0 = .reversed }  // the host has the original from now on
+        gate.open()  // the authorization returns "00", past its deadline
+        try await waitUntil(timeout: .seconds(10)) { acquirer.reversals.withLock { $0 } == 2 }
+        try await waitUntil(timeout: .seconds(10)) { try await h.store.reversals(for: "ic-1").first?.state == .acknowledged }
+        #expect(try await h.store.reversals(for: "ic-1").first?.lateApproved == true)
+        await service.finishSendingSoon()
+    }
+
     /// Approved late while a 0400 is out (the host answers it 25: it had no original yet): that
     /// answer is not recorded, and the reversal goes out again as a first send, which reverses it.
     /// Had the 0400 out been answered "reversed", that would stand (the conformance suite).
@@ -1028,6 +1080,36 @@ import Testing
         // Only 72 has a text of its own; the others answer the API's text exactly.
         #expect(throws: ResponseCodeTableError.self) { _ = try ResponseCodeTable(overridesJSON: Data(#"{"05": {"errorId": 82, "text": "Declined"}}"#.utf8)) }
     }
+
+    /// An override changes what Vipps is told, not whether an authorization that may stand is
+    /// undone: 68 (the issuer may have approved), an unmapped code and a refused approval code keep
+    /// their reversal unless the override says `"reverse": false`, and an approval code cannot.
+    @Test func anOverrideKeepsTheReversalOfWhatItReplaces() throws {
+        func table(_ json: String) throws -> ResponseCodeTable { try ResponseCodeTable(overridesJSON: Data(json.utf8)) }
+        #expect(try table(#"{"68": 85}"#).decision(for: "68") == .refusedAndReversed(.responseReceivedTooLate))
+        #expect(try table(#"{"visa:68": 83}"#).decision(for: "68", scheme: .visa) == .refusedAndReversed(.suspectedFraud))
+        #expect(try table(#"{"16": 82}"#).decision(for: "16") == .refusedAndReversed(.refusedByIssuer))
+        #expect(try table(#"{"00": 82}"#).decision(for: "00") == .refusedAndReversed(.refusedByIssuer))
+        #expect(try table(#"{"Z1": "approved", "iso8583:Z1": 83}"#).decision(for: "Z1", acquirer: "iso8583") == .refusedAndReversed(.suspectedFraud))
+        #expect(try table(#"{"iso8583:10": {"errorId": 72, "text": "Part only"}}"#).decision(for: "10", acquirer: "iso8583").reverses)
+        // A refusal stays a plain refusal; the operator's explicit word stands where nothing was approved.
+        #expect(try table(#"{"05": 83}"#).decision(for: "05") == .refused(.suspectedFraud))
+        #expect(try table(#"{"68": {"errorId": 85, "reverse": false}}"#).decision(for: "68") == .refused(.responseReceivedTooLate))
+        #expect(throws: ResponseCodeTableError.self) { _ = try table(#"{"00": {"errorId": 82, "reverse": false}}"#) }
+        #expect(throws: ResponseCodeTableError.self) { _ = try table(#"{"visa:11": {"errorId": 82, "reverse": false}}"#) }
+    }
+
+    /// An override that could never match, or a field that would be left out, is refused: the
+    /// default would otherwise stay in force with nothing said.
+    @Test func anOverrideThatWouldBeIgnoredIsRefused() throws {
+        for json in [#"{"Visa:05": 83}"#, #"{"5": 83}"#, #"{"005": 83}"#, #"{":05": 83}"#, #"{"visa:": 83}"#,
+                     #"{"16": {"errorId": 82, "reverse": "true"}}"#, #"{"16": {"errorId": 82, "reverse": 1}}"#,
+                     #"{"16": {"errorId": 82, "reverses": true}}"#, #"{"03": {"errorId": 72, "text": 5}}"#] {
+            #expect(throws: ResponseCodeTableError.self, "\(json)") { _ = try ResponseCodeTable(overridesJSON: Data(json.utf8)) }
+        }
+        #expect(try ResponseCodeTable(overridesJSON: Data(#"{"limit-bank:Z9": 83, "16": {"errorId": 82, "reverse": false}}"#.utf8))
+            .decision(for: "Z9", acquirer: "limit-bank") == .refusedAndReversed(.suspectedFraud))
+    }
 }
 
 func waitUntil(timeout: Duration = .seconds(30), _ condition: () async throws -> Bool) async throws {
@@ -1084,6 +1166,24 @@ final class ReversalAnswers: AcquirerAdapter {
         sendCounts.withLock { $0[reversal.pspTransactionId, default: []].append(reversal.sendCount) }
         await before?()
         return answer
+    }
+}
+
+/// An adapter whose authorization waits for `gate` whatever its task's cancellation, then
+/// approves; its reversals get `reversal`.
+final class IgnoresCancellation: AcquirerAdapter {
+    let name = "ignores-cancellation"
+    let gate: Gate
+    let reversal: Mutex<ReversalAnswer>
+    let reversals = Mutex(0)
+    init(gate: Gate, reversal: ReversalAnswer) { self.gate = gate; self.reversal = Mutex(reversal) }
+    func authorize(_ request: AuthorizationRequest) async throws -> AcquirerAnswer {
+        await gate.wait()
+        return AcquirerAnswer(responseCode: "00", authorizationCode: "123456")
+    }
+    func reverse(_ request: ReversalRequest) async throws -> ReversalAnswer {
+        reversals.withLock { $0 += 1 }
+        return reversal.withLock { $0 }
     }
 }
 
