@@ -1,6 +1,7 @@
 import Acquiring
 import CardCrypto
 import Foundation
+import HTTPAcquirer
 import NIOCore
 import ISO8583Acquirer
 import SQLitePaymentStore
@@ -56,7 +57,7 @@ public struct PSPWorkerConfiguration: Sendable {
         public init?(_ text: String, simulatorLatency: Duration = .zero) {
             if text == "simulator" { self = .simulator(latency: simulatorLatency); return }
             if let iso = ISO8583Acquirer.Configuration(url: text) { self = .iso8583(host: iso.host, port: iso.port, terminalId: iso.terminalId); return }
-            if (text.hasPrefix("http://") || text.hasPrefix("https://")) && URL(string: text)?.host != nil {
+            if HTTPAcquirer.parse(text) != nil {
                 self = .http(baseURL: text)
                 return
             }

@@ -49,9 +49,39 @@ final class HTTPSubject: AcquirerConformanceSubject {
     }
 
     @Test func urlsAreChecked() {
-        #expect(HTTPAcquirer(baseURL: "http://127.0.0.1:8090") != nil)
-        #expect(HTTPAcquirer(baseURL: "https://acquirer.example/api/") != nil)
+        #expect(HTTPAcquirer(baseURL: "http://127.0.0.1:8090")?.connections == HTTPAcquirer.defaultConnections)
+        #expect(HTTPAcquirer(baseURL: "https://acquirer.example/api/")?.baseURL == "https://acquirer.example/api")
         #expect(HTTPAcquirer(baseURL: "iso8583://x:1") == nil)
+        let pooled = HTTPAcquirer(baseURL: "https://acquirer.example/api/?connections=8")
+        #expect(pooled?.baseURL == "https://acquirer.example/api" && pooled?.connections == 8)
+        // A query the paths would be appended after, or a pool of none or of thousands, is refused.
+        for url in ["http://127.0.0.1:8090?connections=0", "http://127.0.0.1:8090?connections=5000", "http://127.0.0.1:8090?pool=8",
+                    "http://127.0.0.1:8090?connections=8&x=1", "http://127.0.0.1:8090/#frag"] {
+            #expect(HTTPAcquirer(baseURL: url) == nil, "\(url)")
+        }
+    }
+
+    /// More authorizations at once than a small pool had (64) all reach a slow acquirer: past the
+    /// pool, one waited for a connection longer than the connect timeout and failed unsent (85).
+    @Test func aSlowAcquirerGetsEveryAuthorizationOfABurst() async throws {
+        let arrived = Atomic<Int>(0)
+        let router = Router()
+        router.post("/authorizations") { _, _ -> Response in
+            arrived.add(1, ordering: .relaxed)
+            try await Task.sleep(for: .milliseconds(2500))  // past the 2 s a request may wait for a connection
+            return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: #"{"responseCode":"00","authorizationCode":"123456"}"#)))
+        }
+        let kit = AcquirerConformance(subject: try await HTTPSubject())
+        let requests = try (0..<80).map { _ in try kit.request(code: "00") }
+        try await Self.withHost(router) { (port: Int) async throws in
+            let adapter = HTTPAcquirer(baseURL: "http://127.0.0.1:\(port)")!
+            let codes = await withTaskGroup(of: String?.self) { group in
+                for request in requests { group.addTask { try? await adapter.authorize(request).responseCode } }
+                return await group.reduce(into: [String?]()) { $0.append($1) }
+            }
+            #expect(codes.filter { $0 == "00" }.count == requests.count, "\(codes.filter { $0 != "00" }.count) of \(requests.count) not answered")
+        }
+        #expect(arrived.load(ordering: .relaxed) == requests.count)
     }
 
     /// A redirect is not followed: it would post the clear PAN again, to wherever it points, and
