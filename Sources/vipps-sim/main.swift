@@ -25,8 +25,9 @@ struct VippsSim: AsyncParsableCommand {
     @Option(help: "The worker's base URL (plain HTTP).") var url = "http://127.0.0.1:8080"
     @Option(help: "Path of the makePaymentUrl.") var makePaymentPath = "/makePayment"
     @Option(help: "The worker's public key, to encrypt card data with.") var publicKey = "keys-example/psp-public-key.pem"
-    @Option(help: "Admin bearer token for POST /payments (else the environment variable PSP_ADMIN_TOKEN).")
-    var adminToken: String?
+    // A file, not the token itself: an argument is visible to every user (ps, /proc/PID/cmdline).
+    @Option(help: "File holding the admin bearer token for POST /payments (else the environment variable PSP_ADMIN_TOKEN).")
+    var adminTokenFile: String?
     @Option(help: "merchantSerialNumber of every payment.") var merchantSerialNumber = "123456"
     @Option(help: "Closed loop: requests in flight. Open loop: connections (default 64).") var concurrency: Int?
     @Option(help: "Open loop: makePayment requests per second, on schedule.") var rate: Double?
@@ -71,6 +72,7 @@ struct VippsSim: AsyncParsableCommand {
         // Ten minutes: past that an answer is lost, not slow.
         if !(requestTimeout >= 0.001 && requestTimeout <= 600) { throw ValidationError("--request-timeout must be between 0.001 and 600 s") }
         if let count, count < 1 { throw ValidationError("--count must be at least 1") }
+        if !(1...256).contains(clientThreads) { throw ValidationError("--client-threads must be between 1 and 256") }
         if let interval {
             if !(interval >= 0.1 && interval <= 3_600) { throw ValidationError("--interval must be between 0.1 and 3,600 s") }
             if let duration, duration / interval > Double(Recorder.maxIntervals) {
@@ -83,10 +85,16 @@ struct VippsSim: AsyncParsableCommand {
 
     func run() async throws {
         // Trimmed as the worker trims it.
-        guard var given = adminToken ?? ProcessInfo.processInfo.environment["PSP_ADMIN_TOKEN"],
+        var fromFile: String?
+        if let adminTokenFile {
+            do { fromFile = try String(contentsOfFile: adminTokenFile, encoding: .utf8) } catch {
+                throw ValidationError("--admin-token-file \(adminTokenFile) cannot be read")
+            }
+        }
+        guard var given = fromFile ?? ProcessInfo.processInfo.environment["PSP_ADMIN_TOKEN"],
               case let token = given.withUTF8({ String(decoding: Secrets.trimmingASCIISpace(UnsafeRawBufferPointer($0)), as: UTF8.self) }),
               !token.isEmpty else {
-            throw ValidationError("an admin token is needed: --admin-token or PSP_ADMIN_TOKEN")
+            throw ValidationError("an admin token is needed: --admin-token-file or PSP_ADMIN_TOKEN")
         }
         let drive: LoadConfiguration.Drive = rate.map { .open(rate: $0, connections: concurrency ?? 64) }
             ?? .closed(concurrency: concurrency ?? 64)

@@ -437,6 +437,19 @@ struct ScratchStore {
         #expect(status != 0 && message.contains(named), "\(status): \(message)")
     }
 
+    /// vipps-sim takes the admin token from a file or the environment, never as an argument (which
+    /// any user of the machine reads in ps), and refuses a client of no threads (it ran on one).
+    @Test(arguments: [
+        (["--admin-token", "s3cret"], "--admin-token"),
+        (["--admin-token-file", "/nonexistent-\(UUID().uuidString)"], "--admin-token-file"),
+        (["--client-threads", "0"], "--client-threads"),
+    ] as [([String], String)])
+    func vippsSimRefusesWhatItWouldMisread(arguments: [String], named: String) async throws {
+        let binary = WorkerProcess.binary.deletingLastPathComponent().appendingPathComponent("vipps-sim")
+        let (status, message) = try await Self.run(["--url", "http://127.0.0.1:1", "--count", "1"] + arguments, binary: binary)
+        #expect(status != 0 && message.contains(named), "\(status): \(message)")
+    }
+
     /// `--out` may name folders that do not exist yet: its own is made 0700 (those above as
     /// `mkdir -p` makes them), and the pair lands with no temporary file left beside it.
     @Test func keygenMakesTheFoldersItNeeds() async throws {
