@@ -17,15 +17,16 @@ public enum DeadlineOutcome<T: Sendable>: Sendable {
 ///
 /// `late` is given the value of an operation that ignored its cancellation and returned after
 /// the deadline had answered for it: an acquirer's answer nobody waits for any more, which may
-/// be an approval holding money.
-public func withDeadline<T: Sendable>(
-    _ duration: Duration, late: (@Sendable (T) -> Void)? = nil, _ operation: @escaping @Sendable () async throws -> T
+/// be an approval holding money. A value, kept in the race's own object: no allocation of its
+/// own on the hot path, where it is almost never called.
+public func withDeadline<T: Sendable, Late: LateValueHandler<T>>(
+    _ duration: Duration, late: Late, _ operation: @escaping @Sendable () async throws -> T
 ) async -> DeadlineOutcome<T> {
-    let race = DeadlineRace<T>()
+    let race = DeadlineRace<T, Late>(late: late)
     let work = Task.immediate {
         let result: DeadlineOutcome<T>
         do { result = .value(try await operation()) } catch { result = .failed(error) }
-        if !race.finish(result), case .value(let value) = result { late?(value) }
+        if !race.finish(result), case .value(let value) = result { race.late.late(value) }
     }
     // Answered without suspending: no timer, no suspension of the caller.
     if let early = race.early() { return early }
@@ -35,8 +36,29 @@ public func withDeadline<T: Sendable>(
     }
 }
 
+/// `withDeadline` for an operation whose late value needs nothing done.
+public func withDeadline<T: Sendable>(
+    _ duration: Duration, _ operation: @escaping @Sendable () async throws -> T
+) async -> DeadlineOutcome<T> {
+    await withDeadline(duration, late: IgnoreLateValue<T>(), operation)
+}
+
+/// What `withDeadline` does with a value that came after its deadline.
+public protocol LateValueHandler<Value>: Sendable {
+    associatedtype Value
+    func late(_ value: Value)
+}
+
+public struct IgnoreLateValue<Value>: LateValueHandler {
+    public init() {}
+    public func late(_ value: Value) {}
+}
+
 /// Resumes the caller exactly once, with whichever of the work and the timer finishes first.
-private final class DeadlineRace<T: Sendable>: Sendable {
+private final class DeadlineRace<T: Sendable, Late: LateValueHandler<T>>: Sendable {
+    let late: Late
+    init(late: Late) { self.late = late }
+
     private struct State {
         var continuation: CheckedContinuation<DeadlineOutcome<T>, Never>?
         var finished = false

@@ -324,11 +324,8 @@ public final class MakePaymentPipeline: Sendable {
         // An adapter that ignores cancellation may still answer after the deadline (an adapter
         // that reports late replies itself, ISO 8583's, throws instead): taken as a late reply,
         // so that an approval reopens the reversal recorded meanwhile, even one settled on 25.
-        let late: @Sendable (AcquirerAnswer) -> Void = { [weak self] answer in
-            let reply = LateReply(pspTransactionId: id, attemptReference: request.attemptReference,
-                                  responseCode: answer.responseCode, scheme: answer.scheme ?? request.scheme)
-            Task { await self?.handleLateReply(reply) }
-        }
+        let late = LateAuthorizationAnswer(pipeline: self, pspTransactionId: id, attemptReference: request.attemptReference,
+                                           scheme: request.scheme)
         let outcome = await withDeadline(deadline, late: late) {
             try await AuthorizationDeadline.$sendBy.withValue(sendBy) { try await acquirer.authorize(request) }
         }
@@ -676,6 +673,20 @@ final class InFlightPayments: Sendable {
         let followers = waiting.withLock { $0.removeValue(forKey: id) } ?? []
         followers.forEach { $0.resume(returning: result) }
         return result
+    }
+}
+
+/// An authorization's answer that came after its deadline: handed to `handleLateReply`.
+struct LateAuthorizationAnswer: LateValueHandler {
+    let pipeline: MakePaymentPipeline
+    let pspTransactionId: String
+    let attemptReference: String
+    let scheme: CardScheme?
+
+    func late(_ answer: AcquirerAnswer) {
+        let reply = LateReply(pspTransactionId: pspTransactionId, attemptReference: attemptReference,
+                              responseCode: answer.responseCode, scheme: answer.scheme ?? scheme)
+        Task { [pipeline] in await pipeline.handleLateReply(reply) }
     }
 }
 
