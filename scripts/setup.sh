@@ -9,10 +9,10 @@ pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
-    # sudo drops the environment, so the setting goes through env; -n fails at once where sudo
-    # would wait for a password nobody types (a CI runner).
+    # sudo drops the environment, so the setting goes through env; without a terminal, -n fails
+    # at once where sudo would wait for a password nobody types (a CI runner).
     SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
+    if [ "$(id -u)" -ne 0 ]; then if [ -t 0 ]; then SUDO="sudo"; else SUDO="sudo -n"; fi; fi
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 fi

@@ -15,7 +15,11 @@ extension ResponseCodeTable {
     /// `{"68": 85}` changes what Vipps is told, not that 68 (the issuer may have approved) is
     /// undone, nor that a code nobody mapped is. An approval code refused without a reversal is
     /// refused with a message: its authorization would stand, holding the customer's money.
-    public init(overridesJSON data: Data) throws {
+    ///
+    /// `acquirer`, the adapter's `name`, is the one prefix besides the card schemes a key may have
+    /// (`"visa:05"`, `"iso8583:91"`): any other could never match, and would leave the default in
+    /// force with nothing said. Nil: any prefix.
+    public init(overridesJSON data: Data, acquirer: String? = nil) throws {
         let object: Any
         do { object = try JSONSerialization.jsonObject(with: data) } catch {
             throw ResponseCodeTableError(description: "response code overrides are not valid JSON")
@@ -26,8 +30,10 @@ extension ResponseCodeTable {
         var overrides: [String: ResponseDecision] = [:]
         for (key, value) in entries {
             // A key that can never match (`"Visa:05"`, `"5"`) would leave the default in force unseen.
-            guard Self.isOverrideKey(key) else {
-                throw ResponseCodeTableError(description: "override \(key): a key is a two-character code, after \"scheme:\" or \"acquirer:\" in lower case if any (\"05\", \"visa:05\", \"iso8583:91\")")
+            guard Self.isOverrideKey(key, acquirer: acquirer) else {
+                let prefixes = (CardScheme.allCases.map(\.rawValue) + (acquirer.map { [$0] } ?? [])).joined(separator: ", ")
+                throw ResponseCodeTableError(description: "override \(key): a key is a response code of 2 to 4 letters or digits, "
+                    + "alone or after \"SCHEME:\" or \"ACQUIRER:\" (\(prefixes)), e.g. \"05\", \"visa:05\"")
             }
             func decision(_ id: Int, _ text: String?, reverse: Bool? = nil) throws -> ResponseDecision {
                 guard let error = APIError(rawValue: id), (81...92).contains(id) || id == 72 else {
@@ -69,16 +75,19 @@ extension ResponseCodeTable {
         self.init(overrides: overrides)
     }
 
-    /// "05", or "visa:05" / "iso8583:91": a scheme's or an acquirer's name (as `CardScheme` and
-    /// `AcquirerAdapter.name` spell them, in lower case) before a two-character code.
-    static func isOverrideKey(_ key: String) -> Bool {
-        let parts = key.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
-        let code = parts.last!
-        let alphanumeric = { (c: UInt8) in (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) }
-        guard code.utf8.count == 2, code.utf8.allSatisfy(alphanumeric) else { return false }
-        guard parts.count == 2 else { return true }
-        let name = parts[0]
-        return !name.isEmpty && name.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D || $0 == 0x5F }
+    /// "05", or "visa:05" / "iso8583:91": a card scheme (as `CardScheme` spells it) or the
+    /// acquirer's `name` before a response code of 2 to 4 letters or digits (ISO 8583:1987's field
+    /// 39 has 2; an adapter of another version may have 3-digit action codes).
+    static func isOverrideKey(_ key: String, acquirer: String?) -> Bool {
+        guard let colon = key.lastIndex(of: ":") else { return isCode(key[...]) }
+        let prefix = String(key[..<colon])
+        guard isCode(key[key.index(after: colon)...]), !prefix.isEmpty else { return false }
+        return CardScheme(rawValue: prefix) != nil || acquirer.map { prefix == $0 } ?? true
+    }
+
+    private static func isCode(_ code: Substring) -> Bool {
+        (2...4).contains(code.utf8.count)
+            && code.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) }
     }
 
     /// JSONSerialization gives `true` and `1` alike as NSNumber (and `1 as? Bool` succeeds): a
@@ -90,15 +99,21 @@ extension ResponseCodeTable {
 
     private enum Standing { case refuses, mayStand, approves }
 
-    /// What the decisions an override of `key` replaces leave of the authorization: the code's
-    /// default (a code nobody mapped may be an approval), and any other override of the same code
-    /// (a scheme's or an acquirer's, or the code's own): the most the authorization may stand.
+    /// What the decisions an override of `key` replaces leave of the authorization, at most. A
+    /// code alone replaces its default (a code nobody mapped may be an approval); a scheme's,
+    /// the code's own override or its default; an acquirer's, those and every scheme's for the
+    /// code. Another override counts here only as an approval ("approved", "partial"): a refusal's
+    /// own reverse flag is its author's say.
     private static func authorizationMayStand(replacedBy key: String, in entries: [String: Any]) -> Standing {
-        let code = key.split(separator: ":", maxSplits: 1).last.map(String.init) ?? key
+        let colon = key.lastIndex(of: ":")
+        let code = colon.map { String(key[key.index(after: $0)...]) } ?? key
+        let prefix = colon.map { String(key[..<$0]) }
         var replaced = [iso8583Defaults[code] ?? .refusedAndReversed(.refusedByIssuer)]
-        for (other, value) in entries where other != key && (other == code || other.hasSuffix(":" + code)) {
-            // Only the plain forms: an object's own reverse flag is its author's say.
-            if let text = value as? String { replaced.append(text == "partial" ? .partialApprovalReversed : .approved) }
+        var replacedKeys: [String] = []
+        if prefix != nil { replacedKeys.append(code) }
+        if let prefix, CardScheme(rawValue: prefix) == nil { replacedKeys += CardScheme.allCases.map { $0.rawValue + ":" + code } }
+        for other in replacedKeys {
+            if let text = entries[other] as? String { replaced.append(text == "partial" ? .partialApprovalReversed : .approved) }
         }
         if replaced.contains(where: { $0 == .approved || $0 == .partialApprovalReversed }) { return .approves }
         return replaced.contains(where: \.reverses) ? .mayStand : .refuses

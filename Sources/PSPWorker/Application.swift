@@ -72,7 +72,7 @@ public struct PSPWorkerComponents: Sendable {
         var codes = ResponseCodeTable()
         if let path = configuration.responseCodeOverridesPath {
             guard let json = FileManager.default.contents(atPath: path) else { throw UnreadableFile(option: "--response-codes", path: path) }
-            codes = try ResponseCodeTable(overridesJSON: json)
+            codes = try ResponseCodeTable(overridesJSON: json, acquirer: acquirer.name)
         }
         return PSPWorkerComponents(keyRing: ring, store: store, acquirer: acquirer, codes: codes, closeStore: { store.close() })
     }
@@ -117,7 +117,7 @@ public func buildApplication(
         metrics: metrics, reversals: reversals, logger: Logger(label: "psp-worker.pipeline"))
     // Weak: the acquirer holds the handler, and the pipeline holds the acquirer.
     (components.acquirer as? any LateReplyReporting)?.onLateReply { [weak pipeline] reply in
-        Task { await pipeline?.handleLateReply(reply) }
+        pipeline?.handleLateReplySoon(reply)
     }
     let queue = InProcessMakePaymentQueue(capacity: configuration.queueCapacity)
     // Workers on the event loops need one per loop: a loop with none would only feed the other

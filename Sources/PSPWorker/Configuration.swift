@@ -129,9 +129,17 @@ import Glibc
 
 /// The process's limit on open file descriptors, which every connection takes one of.
 public enum OpenFileLimit {
-    /// Descriptors kept beyond the connections: the store's files, the acquirer's connections,
-    /// the event loops' own, the key files read at start.
+    /// Descriptors kept beyond the connections and the acquirer's: the store's files, the event
+    /// loops' own, the key files read at start, the ISO 8583 connection.
     public static let reserve = 256
+
+    /// The descriptors `configuration` may hold at once: its connections, the HTTP acquirer's
+    /// pool, and the reserve.
+    public static func needed(by configuration: PSPWorkerConfiguration) -> Int {
+        var acquirerConnections = 0
+        if case .http(let url) = configuration.acquirer { acquirerConnections = HTTPAcquirer.parse(url)?.connections ?? 0 }
+        return configuration.maxConnections + acquirerConnections + reserve
+    }
 
     /// Raises the soft limit to `needed` if it is lower, as far as the hard limit allows (a
     /// common soft default, 1,024, is below the default `maxConnections` and what the process

@@ -485,10 +485,22 @@ public final class MakePaymentPipeline: Sendable {
     /// approves, or that needs reversing anyway, gets its reversal sent again, even if that was
     /// settled as "no such authorization"; a refusal holds no money and needs nothing.
     public func handleLateReply(_ reply: LateReply) async {
+        guard needsReversal(reply) else { return }
+        await reversals?.reopen(pspTransactionId: reply.pspTransactionId, attemptReference: reply.attemptReference)
+    }
+
+    /// `handleLateReply` without waiting: the reopen is tracked by the reversal service from this
+    /// call on, so a shutdown that begins next waits for it (a task of the caller's own could
+    /// reach the service after the store has closed, and the approval would stand).
+    public func handleLateReplySoon(_ reply: LateReply) {
+        guard needsReversal(reply) else { return }
+        reversals?.reopenSoon(pspTransactionId: reply.pspTransactionId, attemptReference: reply.attemptReference)
+    }
+
+    private func needsReversal(_ reply: LateReply) -> Bool {
         metrics.lateReply()
         let decision = codes.decision(for: reply.responseCode, scheme: reply.scheme, acquirer: acquirer.name)
-        guard decision == .approved || decision.reverses else { return }
-        await reversals?.reopen(pspTransactionId: reply.pspTransactionId, attemptReference: reply.attemptReference)
+        return decision == .approved || decision.reverses
     }
 
     // MARK: - Orphan sweep
@@ -686,7 +698,7 @@ struct LateAuthorizationAnswer: LateValueHandler {
     func late(_ answer: AcquirerAnswer) {
         let reply = LateReply(pspTransactionId: pspTransactionId, attemptReference: attemptReference,
                               responseCode: answer.responseCode, scheme: answer.scheme ?? scheme)
-        Task { [pipeline] in await pipeline.handleLateReply(reply) }
+        pipeline.handleLateReplySoon(reply)
     }
 }
 

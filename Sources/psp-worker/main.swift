@@ -208,13 +208,14 @@ struct Serve: AsyncParsableCommand {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be trace, debug, info, notice, warning, error or critical")
         }
-        // At or past the acquirer timeout every payment would be 85; with another acquirer it would do nothing.
+        // A simulated latency is a test's setting: negative or huge is a slip (past the acquirer
+        // timeout every payment is 85), and with another acquirer it would do nothing.
         guard (0...60_000).contains(simulatorLatencyMs) else { throw ValidationError("--simulator-latency-ms must be between 0 and 60,000") }
         guard simulatorLatencyMs == 0 || acquirer == "simulator" else {
             throw ValidationError("--simulator-latency-ms is for --acquirer simulator only")
         }
         guard let choice = PSPWorkerConfiguration.AcquirerChoice(acquirer) else {
-            throw ValidationError("--acquirer must be simulator, iso8583://HOST:PORT[?terminal=TERMINAL] (a terminal id of 8 characters) or http(s)://HOST:PORT[/path]")
+            throw ValidationError("--acquirer must be simulator, iso8583://HOST:PORT[?terminal=TERMINAL] (a terminal id of 8 characters) or http(s)://HOST:PORT[/path][?connections=N] (N from 1 to 4,096)")
         }
         guard !choice.sendsCardDataInClearOffThisMachine || allowCleartextAcquirer else {
             throw ValidationError("--acquirer \(choice.logDescription) would send card numbers in clear over the network; use https, "
@@ -248,9 +249,9 @@ struct Serve: AsyncParsableCommand {
         configuration.busyGroupCommitWindow = .microseconds(Int64(busyGroupCommitWindowMs * 1000))
         configuration.queueCapacity = queueCapacity
         configuration.maxConnections = maxConnections
-        let needed = maxConnections + OpenFileLimit.reserve
+        let needed = OpenFileLimit.needed(by: configuration)
         if let files = OpenFileLimit.raise(toAtLeast: needed), files < needed {
-            logger.warning("the open-file limit is below what --max-connections needs: accepts may fail before the limit (raise ulimit -n)",
+            logger.warning("the open-file limit is below what --max-connections and the acquirer's connections need: accepts may fail before the limit (raise ulimit -n)",
                            metadata: ["openFiles": "\(files)", "needed": "\(needed)"])
         }
         configuration.acquirerTimeout = .milliseconds(Int64(acquirerTimeout * 1000))

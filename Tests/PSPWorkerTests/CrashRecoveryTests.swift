@@ -365,7 +365,7 @@ struct ScratchStore {
         // Nor an acquirer: the simulator, once the default, approves with nothing authorized.
         (["serve", "--private-key", "k.pem", "--port", "0"], "--acquirer"),
         (["keygen", "--bits", "99999999999"], "--bits"),
-        (["serve", "--acquirer", "simulator", "--private-key", "k.pem", "--simulator-latency-ms", "-5"], "--simulator-latency-ms"),
+        (["serve", "--acquirer", "simulator", "--private-key", "k.pem", "--simulator-latency-ms", "70000"], "--simulator-latency-ms"),
         (["serve", "--acquirer", "https://acq.example.net", "--private-key", "k.pem", "--simulator-latency-ms", "20"], "--simulator-latency-ms"),
         (["serve", "--acquirer", "simulator", "--private-key", "k.pem", "--log-level", "verbose"], "--log-level"),
     ])
@@ -536,6 +536,17 @@ struct ScratchStore {
                       ("iso8583://127.acq.example.net:8583", true), ("http://127.0.0.2:8090", false)])
     func cleartextOffThisMachineIsNamed(url: String, inClear: Bool) throws {
         #expect(try #require(PSPWorkerConfiguration.AcquirerChoice(url)).sendsCardDataInClearOffThisMachine == inClear)
+    }
+
+    /// The open-file limit is raised for the HTTP acquirer's pool too, not only for the
+    /// connections served (the pool's sockets past the limit failed with EMFILE: 85 and a reversal).
+    @Test(arguments: [("simulator", 0), ("iso8583://127.0.0.1:8583", 0), ("https://acq.example.net", 256),
+                      ("https://acq.example.net/api?connections=1000", 1000)])
+    func theOpenFileLimitCoversTheAcquirersPool(acquirer: String, pool: Int) throws {
+        var configuration = PSPWorkerConfiguration(keys: KeyRingSource(privateKeyPath: "k.pem"))
+        configuration.maxConnections = 500
+        configuration.acquirer = try #require(PSPWorkerConfiguration.AcquirerChoice(acquirer))
+        #expect(OpenFileLimit.needed(by: configuration) == 500 + pool + OpenFileLimit.reserve)
     }
 
     /// A running worker cannot leave a core dump: one would hold the private key and the card

@@ -859,9 +859,13 @@ import Testing
         let result = await h.makePayment(h.request("ic-1", cardData: h.cardData(code: "00")), through: pipeline)
         #expect(result.response.errorMessage?.errorId == 85)
         await service.sendDue(limit: 10)
-        try await waitUntil { acquirer.reversals.withLock { $0 } == 1 }
+        // Settled on its 25 (sent by the pipeline at once, or by this pass), its send over.
+        try await waitUntil { try await h.store.reversals(for: "ic-1").first?.state == .acknowledged }
+        #expect(acquirer.reversals.withLock { $0 } == 1)
         #expect(try await h.store.reversals(for: "ic-1").first?.lateApproved == false)
         acquirer.reversal.withLock { $0 = .reversed }  // the host has the original from now on
+        let poller = Task { await service.run() }  // as in the worker: what is due is sent within a poll
+        defer { poller.cancel() }
         gate.open()  // the authorization returns "00", past its deadline
         try await waitUntil(timeout: .seconds(10)) { acquirer.reversals.withLock { $0 } == 2 }
         try await waitUntil(timeout: .seconds(10)) { try await h.store.reversals(for: "ic-1").first?.state == .acknowledged }
@@ -1102,13 +1106,28 @@ import Testing
     /// An override that could never match, or a field that would be left out, is refused: the
     /// default would otherwise stay in force with nothing said.
     @Test func anOverrideThatWouldBeIgnoredIsRefused() throws {
-        for json in [#"{"Visa:05": 83}"#, #"{"5": 83}"#, #"{"005": 83}"#, #"{":05": 83}"#, #"{"visa:": 83}"#,
+        for json in [#"{"Visa:05": 83}"#, #"{"vsa:05": 83}"#, #"{"5": 83}"#, #"{"00005": 83}"#, #"{":05": 83}"#, #"{"visa:": 83}"#,
                      #"{"16": {"errorId": 82, "reverse": "true"}}"#, #"{"16": {"errorId": 82, "reverse": 1}}"#,
                      #"{"16": {"errorId": 82, "reverses": true}}"#, #"{"03": {"errorId": 72, "text": 5}}"#] {
-            #expect(throws: ResponseCodeTableError.self, "\(json)") { _ = try ResponseCodeTable(overridesJSON: Data(json.utf8)) }
+            #expect(throws: ResponseCodeTableError.self, "\(json)") { _ = try ResponseCodeTable(overridesJSON: Data(json.utf8), acquirer: "iso8583") }
         }
-        #expect(try ResponseCodeTable(overridesJSON: Data(#"{"limit-bank:Z9": 83, "16": {"errorId": 82, "reverse": false}}"#.utf8))
-            .decision(for: "Z9", acquirer: "limit-bank") == .refusedAndReversed(.suspectedFraud))
+        // The acquirer's own name, whatever its spelling, and codes of 3 or 4 characters (ISO 8583:1993's action codes).
+        let table = try ResponseCodeTable(overridesJSON: Data(#"{"Nets.no:Z9": 83, "000": "approved", "16": {"errorId": 82, "reverse": false}}"#.utf8),
+                                          acquirer: "Nets.no")
+        #expect(table.decision(for: "Z9", acquirer: "Nets.no") == .refusedAndReversed(.suspectedFraud))
+        #expect(table.decision(for: "000") == .approved)
+    }
+
+    /// An override replaces only what it is more specific than: a scheme's never another
+    /// scheme's, a code's alone never a scheme's or an acquirer's.
+    @Test func anOverrideWeighsOnlyWhatItReplaces() throws {
+        let schemes = try ResponseCodeTable(overridesJSON: Data(#"{"visa:05": "approved", "mastercard:05": 83}"#.utf8))
+        #expect(schemes.decision(for: "05", scheme: .mastercard) == .refused(.suspectedFraud))
+        let acquirer = try ResponseCodeTable(overridesJSON: Data(#"{"05": {"errorId": 82, "reverse": false}, "iso8583:05": "approved"}"#.utf8))
+        #expect(acquirer.decision(for: "05") == .refused(.refusedByIssuer))
+        // An acquirer's refusal replaces a scheme's approval: reversed.
+        let over = try ResponseCodeTable(overridesJSON: Data(#"{"visa:05": "approved", "iso8583:05": 83}"#.utf8))
+        #expect(over.decision(for: "05", scheme: .visa, acquirer: "iso8583") == .refusedAndReversed(.suspectedFraud))
     }
 }
 
