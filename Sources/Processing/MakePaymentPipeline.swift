@@ -688,7 +688,7 @@ final class InFlightPayments: Sendable {
     }
 }
 
-/// An authorization's answer that came after its deadline: handed to `handleLateReply`.
+/// An authorization's answer that came after its deadline: handed to `handleLateReplySoon`.
 struct LateAuthorizationAnswer: LateValueHandler {
     let pipeline: MakePaymentPipeline
     let pspTransactionId: String
