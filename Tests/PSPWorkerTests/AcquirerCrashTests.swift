@@ -87,24 +87,7 @@ final class AcquirerSimProcess: @unchecked Sendable {
         let first = try await WorkerProcess.start(store: scratch.path, latencyMs: 0, arguments: acquirer + ["--acquirer-timeout", "6"],
                                                   connections: ids.count)
         defer { first.kill(SIGKILL) }
-        for id in ids { #expect(try await first.register(id) == 201) }
-        let answeredBeforeKill = Answers()
-        let load = Task {
-            await withTaskGroup(of: Void.self) { group in
-                for id in ids {
-                    group.addTask {
-                        if let (status, body) = try? await first.makePayment(id, cardData: cardData), status == 200 {
-                            answeredBeforeKill.bodies.withLock { $0[id] = body }
-                        }
-                    }
-                }
-            }
-        }
-        try await waitUntil(within: .seconds(60)) { !answeredBeforeKill.bodies.withLock { $0.isEmpty } }
-        try await Task.sleep(for: .milliseconds(300))
-        try await first.stop(SIGKILL)
-        await load.value
-        let before = answeredBeforeKill.bodies.withLock { $0 }
+        let before = try await first.killedMidFlight(ids, cardData: cardData, after: .milliseconds(300))
 
         // 2. Restarted, and only watched: the dead process's attempts are orphaned 6 s + 2 s after
         // they began, reversed by the sweep, and each reversal acknowledged.

@@ -135,6 +135,31 @@ final class WorkerProcess: @unchecked Sendable {
 
 final class Answers: Sendable { let bodies = Mutex<[String: String]>([:]) }
 
+extension WorkerProcess {
+    /// Registers `ids`, makes every payment at once (as the connections allow), and SIGKILLs the
+    /// worker `delay` after the first answer came. Returns the bodies answered 200 before the kill.
+    func killedMidFlight(_ ids: [String], cardData: String, after delay: Duration) async throws -> [String: String] {
+        for id in ids { #expect(try await register(id) == 201) }
+        let answered = Answers()
+        let load = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for id in ids {
+                    group.addTask {
+                        if let (status, body) = try? await self.makePayment(id, cardData: cardData), status == 200 {
+                            answered.bodies.withLock { $0[id] = body }
+                        }
+                    }
+                }
+            }
+        }
+        try await waitUntil(within: .seconds(60)) { !answered.bodies.withLock { $0.isEmpty } }
+        try await Task.sleep(for: delay)
+        try await stop(SIGKILL)
+        await load.value
+        return answered.bodies.withLock { $0 }
+    }
+}
+
 /// Polls `condition` every 20 ms until it holds; throws past `within`.
 func waitUntil(within limit: Duration, _ condition: () async throws -> Bool) async throws {
     let deadline = ContinuousClock.now + limit
@@ -168,30 +193,13 @@ struct ScratchStore {
         let ids = (0..<40).map { "crash-\($0)" }
         let cardData = TestKeys.cardData(code: "00")
 
-        // 1. Load with a slow acquirer (1 s per answer, 8 workers), then SIGKILL mid-flight.
+        // 1. Load with a slow acquirer (1 s per answer, 8 workers), then SIGKILL mid-flight: half
+        // an acquirer's latency after the first answers came (not at a fixed time from the start,
+        // which a slow machine may not reach): the client's connections send the payments in waves
+        // (6 connections for 40 payments), and the next wave is then waiting on the acquirer.
         let first = try await WorkerProcess.start(store: store, latencyMs: 1000)
         defer { first.kill(SIGKILL) }  // if the test fails before its kill
-        for id in ids { #expect(try await first.register(id) == 201) }
-        let answeredBeforeKill = Answers()
-        let load = Task {
-            await withTaskGroup(of: Void.self) { group in
-                for id in ids {
-                    group.addTask {
-                        if let (status, body) = try? await first.makePayment(id, cardData: cardData), status == 200 {
-                            answeredBeforeKill.bodies.withLock { $0[id] = body }
-                        }
-                    }
-                }
-            }
-        }
-        // Killed half an acquirer's latency after the first answers came (not at a fixed time from
-        // the start, which a slow machine may not reach): the client's connections send the
-        // payments in waves (6 connections for 40 payments), and the next wave is then waiting on the acquirer.
-        try await waitUntil(within: .seconds(60)) { !answeredBeforeKill.bodies.withLock { $0.isEmpty } }
-        try await Task.sleep(for: .milliseconds(500))
-        try await first.stop(SIGKILL)
-        await load.value
-        let before = answeredBeforeKill.bodies.withLock { $0 }
+        let before = try await first.killedMidFlight(ids, cardData: cardData, after: .milliseconds(500))
 
         // 2. Restart on the same store, with a fast acquirer, and send every payment again.
         let second = try await WorkerProcess.start(store: store, latencyMs: 0)
