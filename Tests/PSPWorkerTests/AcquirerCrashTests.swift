@@ -27,22 +27,9 @@ final class AcquirerSimProcess: @unchecked Sendable {
         process.standardOutput = output
         process.standardError = FileHandle.nullDevice
         try process.run()
-        var seen = ""
-        var found: Int?
-        let deadline = Date().addingTimeInterval(30)
-        while found == nil, Date() < deadline {
-            let chunk = output.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            seen += String(decoding: chunk, as: UTF8.self)
-            if let range = seen.range(of: #"ISO 8583 listening on 127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
-                found = Int(seen[range].split(separator: ":").last!)
-            }
-        }
+        let (found, seen) = WorkerProcess.port(from: output, after: "ISO 8583 listening on")
         guard let found else { process.terminate(); throw DidNotStart(log: seen) }
         isoPort = found
-        output.fileHandleForReading.readabilityHandler = { handle in
-            if handle.availableData.isEmpty { handle.readabilityHandler = nil }
-        }
     }
 
     /// Started from a thread of its own: the start blocks on the process's output.

@@ -41,6 +41,16 @@ final class WorkerProcess: @unchecked Sendable {
         process.standardError = FileHandle.nullDevice
         try process.run()
         // Read the log until the server says where it listens.
+        let (found, seen) = Self.port(from: output, after: "listening on")
+        guard let found else { process.terminate(); throw WorkerDidNotStart(log: seen) }
+        port = found
+    }
+
+    /// The port a child process names in its output (`<prefix> 127.0.0.1:PORT`), read for up to
+    /// 30 s; then the output is drained for good, so the child never blocks on a full pipe (at its
+    /// end, a kill, the draining stops: Foundation on Linux calls the handler again and again at
+    /// end of file, a core spun). Nil, with what was read, if the line never came.
+    static func port(from output: Pipe, after prefix: String) -> (Int?, String) {
         var seen = ""
         let deadline = Date().addingTimeInterval(30)
         var found: Int?
@@ -48,17 +58,14 @@ final class WorkerProcess: @unchecked Sendable {
             let chunk = output.fileHandleForReading.availableData
             if chunk.isEmpty { break }
             seen += String(decoding: chunk, as: UTF8.self)
-            if let range = seen.range(of: #"listening on 127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
+            if let range = seen.range(of: prefix + #" 127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
                 found = Int(seen[range].split(separator: ":").last!)
             }
         }
-        guard let found else { process.terminate(); throw WorkerDidNotStart(log: seen) }
-        port = found
-        // Keep draining the log so the worker never blocks on a full pipe; at its end (a kill),
-        // stop: Foundation on Linux calls the handler again and again at end of file, a core spun.
         output.fileHandleForReading.readabilityHandler = { handle in
             if handle.availableData.isEmpty { handle.readabilityHandler = nil }
         }
+        return (found, seen)
     }
 
     struct WorkerDidNotStart: Error { let log: String }
