@@ -75,7 +75,7 @@ public enum KeyFiles {
         guard let value = getenv(name) else { return nil }
         let length = strlen(value)
         defer {
-            memset(value, 0, length)
+            wipe(UnsafeMutableRawBufferPointer(start: value, count: length))  // a plain memset may be dropped
             unsetenv(name)
         }
         guard length > 0 else { return nil }

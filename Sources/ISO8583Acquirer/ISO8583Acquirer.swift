@@ -273,7 +273,7 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
         guard reply.mti == "0110" else { throw AcquirerUnavailable("\(reply.mti) in reply to an 0100") }
         if let named = reply[37], named != reference.rrn { throw AcquirerUnavailable("0110 names another RRN (field 37)") }
         guard let code = reply[39] else { throw AcquirerUnavailable("0110 without field 39") }
-        return AcquirerAnswer(responseCode: code, message: nil, authorizationCode: reply[38]?.trimmingCharacters(),
+        return AcquirerAnswer(responseCode: code, message: nil, authorizationCode: reply[38]?.droppingTrailingSpaces(),
                               acquirerReference: reply[37] ?? reference.rrn, scheme: request.scheme,
                               amount: reply[4].map { Int($0) ?? -1 })
     }
@@ -664,7 +664,8 @@ private final class ReplyHandler: ChannelInboundHandler, Sendable {
 }
 
 extension String {
-    func trimmingCharacters() -> String {
+    /// An IF_CHAR field's value without the spaces it is padded with on the right.
+    func droppingTrailingSpaces() -> String {
         var s = Substring(self)
         while s.last == " " { s.removeLast() }
         return String(s)

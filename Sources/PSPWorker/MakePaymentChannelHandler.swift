@@ -59,7 +59,10 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     private var handedOnCloses = false
     private var quiesceHeld = false
     /// Past this many parts waiting behind an outstanding answer, the socket is not read until
-    /// the backlog drains (what one read already brought in is still taken).
+    /// the backlog drains (what one read already brought in is still taken). While the channel is
+    /// not writable (its client does not read what it was sent), nothing new is started and the
+    /// parts wait here too: answers that need no wait (a 400, a 401, a recorded outcome) would
+    /// otherwise pile up in the outbound buffer without bound.
     private let backlogLimit = 64
     /// A read the channel asked for while the backlog was full, passed on once it drains.
     private var readHeld = false
@@ -166,12 +169,14 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     /// coming, which has a timer of its own) the wait is ours, not the client's.
     private func checkClientWait(context: ChannelHandlerContext) {
         guard !closing, context.channel.isActive else { clientWaitTimer = nil; return }
-        let clientsTurn: Bool
+        var clientsTurn: Bool
         switch state {
         case .idle: clientsTurn = backlog.isEmpty
         case .handedOn(let reading, _): clientsTurn = reading
         case .collecting, .answering: clientsTurn = false
         }
+        // Answers it does not read: the wait is the client's, whatever is owed.
+        if !context.channel.isWritable { clientsTurn = true }
         let now = context.eventLoop.now
         let due = (clientsTurn ? waitingSince : now) + Self.clientWaitTimeout
         if clientsTurn && due <= now {
@@ -191,7 +196,7 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         let part = unwrapInboundIn(data)
         // After the quiesce, only the rest of the request Hummingbird is reading goes on.
         if quiescing, !Self.isReading(state) { return }
-        if backlog.isEmpty && accepts(part) {
+        if backlog.isEmpty && context.channel.isWritable && accepts(part) {
             handle(part, arrivedAt: nil, context: context)
         } else if case .head = part {
             backlog.append((part, ContinuousClock.now))
@@ -226,11 +231,22 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     }
 
     func read(context: ChannelHandlerContext) {
-        if backlog.count >= backlogLimit {
+        if backlog.count >= backlogLimit || !context.channel.isWritable {
             readHeld = true
         } else {
             context.read()
         }
+    }
+
+    /// Writable again (the client read what it was sent): what waits is started, and a read held
+    /// is passed on. Not writable: the client's turn, timed as its wait (`clientWaitTimeout`).
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            drainBacklog(context: context)
+        } else {
+            waitingSince = context.eventLoop.now
+        }
+        context.fireChannelWritabilityChanged()
     }
 
     /// Whether `part` can be handled now rather than wait for an outstanding answer.
@@ -380,7 +396,7 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         // (a makePayment authorized, its answer lost). Never started, it is retried elsewhere.
         if quiescing { backlog.removeAll() }
         var handed = false
-        while let next = backlog.first, accepts(next.part) {
+        while let next = backlog.first, context.channel.isWritable, accepts(next.part) {
             backlog.removeFirst()
             if case .handedOn = state { handed = true }
             handle(next.part, arrivedAt: next.arrivedAt, context: context)
@@ -390,7 +406,7 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         // drained outside a read would never see.
         if handed { context.fireChannelReadComplete() }
         armBodyTimerIfCollecting(context: context)
-        if readHeld && backlog.count < backlogLimit {
+        if readHeld && backlog.count < backlogLimit && context.channel.isWritable {
             readHeld = false
             context.read()
         }

@@ -106,7 +106,7 @@ public final class SQLitePaymentStore: PaymentStore {
     /// while more jobs wait than the workers will take next; the writes that may come soon are the
     /// jobs taken and not yet answered (so a lone payment's writes are committed at once, not held
     /// for a group that cannot fill).
-    public func follow(_ queue: InProcessMakePaymentQueue, workers: Int) {
+    public func follow(_ queue: some MakePaymentQueue, workers: Int) {
         let workers = max(workers, 1)
         whenBusy { queue.depth >= workers }
         whenWritesUnderway { queue.inProgress }

@@ -679,9 +679,17 @@ final class AdminWriteFaultStore: ForwardingPaymentStore {
         let makePayment = RawHTTP.makePayment("mc1")
         let health = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
         let (servedFirst, servedPastTheLimit, servedOnceClosed) = try await RawHTTP.offThePool {
-            let first = try RawHTTP.Connection(port: port)
-            try first.send(health)
-            let servedFirst = try first.read(answers: 1)
+            // The registration's connection may not have given its place back yet (the worker
+            // sees its close a moment later): until it has, a new one is closed unread.
+            var first = try RawHTTP.Connection(port: port, timeoutSeconds: 5)
+            var servedFirst: [RawHTTP.Answer] = []
+            for _ in 0..<50 {
+                try? first.send(health)
+                servedFirst = (try? first.read(answers: 1)) ?? []
+                if !servedFirst.isEmpty { break }
+                Thread.sleep(forTimeInterval: 0.1)
+                first = try RawHTTP.Connection(port: port, timeoutSeconds: 5)
+            }
             let past = try RawHTTP.Connection(port: port, timeoutSeconds: 5)
             try? past.send(makePayment)
             let servedPastTheLimit = (try? past.read(answers: 1, readToEnd: true)) ?? []

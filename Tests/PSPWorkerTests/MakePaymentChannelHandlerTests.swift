@@ -80,6 +80,16 @@ final class HandlerRig {
 
 struct ParseFailure: Error {}
 
+/// Counts the reads that reach the socket's end of the pipeline.
+final class ReadCounter: ChannelOutboundHandler, @unchecked Sendable {
+    typealias OutboundIn = Any
+    var count = 0
+    func read(context: ChannelHandlerContext) {
+        count += 1
+        context.read()
+    }
+}
+
 @Suite struct MakePaymentChannelHandlerTests {
     /// Shutdown begins while a request handed on is still being read; a makePayment pipelined
     /// behind it must not start when that request's answer is written, since Hummingbird closes
@@ -92,6 +102,30 @@ struct ParseFailure: Error {}
         rig.router.answer()
         #expect(rig.router.parts.count == 3, "the request handed on was read in full")
         #expect(rig.served == 0, "a makePayment was started after the quiesce")
+    }
+
+    /// A client that sends request after request and reads none of the answers: once the channel
+    /// is not writable (its outbound buffer past the high mark), nothing more is started and, the
+    /// backlog full, the socket is not read; writable again, the rest is served in order. (Answers
+    /// that need no wait, a 400 or a 401, were written one after another whatever the client
+    /// read: one connection grew the worker's memory by gigabytes.)
+    @Test func aClientThatReadsNoAnswersIsNotServedPastTheOutboundBuffer() throws {
+        let rig = try HandlerRig()
+        let reads = ReadCounter()
+        try rig.channel.pipeline.syncOperations.addHandler(reads, position: .first)
+        try rig.read(HandlerRig.post("/makePayment"), HandlerRig.body("{}"), .end(nil))
+        #expect(rig.served == 1)
+        rig.channel.isWritable = false
+        rig.channel.pipeline.fireChannelWritabilityChanged()
+        for _ in 0..<30 { try rig.read(HandlerRig.post("/makePayment"), HandlerRig.body("{}"), .end(nil)) }
+        #expect(rig.served == 1, "started while the client read none of its answers")
+        let before = reads.count
+        rig.channel.read()
+        #expect(reads.count == before, "the socket was read with 90 parts waiting and the channel not writable")
+        rig.channel.isWritable = true
+        rig.channel.pipeline.fireChannelWritabilityChanged()
+        #expect(rig.served == 31, "once writable, what waited is served")
+        #expect(reads.count == before + 1, "and the read held is passed on")
     }
 
     /// Without a quiesce the same pipelined makePayment starts once the router has answered.
