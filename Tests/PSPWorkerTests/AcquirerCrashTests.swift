@@ -23,11 +23,7 @@ final class AcquirerSimProcess: @unchecked Sendable {
         self.journalPath = journalPath
         process.executableURL = WorkerProcess.binary.deletingLastPathComponent().appendingPathComponent("acquirer-sim")
         process.arguments = ["--iso-port", "0", "--no-http", "--journal", journalPath] + arguments
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let (found, seen) = WorkerProcess.port(from: output, after: "ISO 8583 listening on")
+        let (found, seen) = try WorkerProcess.run(process, readingPortAfter: "ISO 8583 listening on")
         guard let found else { process.terminate(); throw DidNotStart(log: seen) }
         isoPort = found
     }

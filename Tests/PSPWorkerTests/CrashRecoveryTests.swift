@@ -36,21 +36,21 @@ final class WorkerProcess: @unchecked Sendable {
         environment["PSP_ADMIN_TOKEN"] = LiveWorker.adminToken
         environment.merge(extra) { $1 }
         process.environment = environment
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
         // Read the log until the server says where it listens.
-        let (found, seen) = Self.port(from: output, after: "listening on")
+        let (found, seen) = try Self.run(process, readingPortAfter: "listening on")
         guard let found else { process.terminate(); throw WorkerDidNotStart(log: seen) }
         port = found
     }
 
-    /// The port a child process names in its output (`<prefix> 127.0.0.1:PORT`), read for up to
-    /// 30 s; then the output is drained for good, so the child never blocks on a full pipe (at its
-    /// end, a kill, the draining stops: Foundation on Linux calls the handler again and again at
-    /// end of file, a core spun). Nil, with what was read, if the line never came.
-    static func port(from output: Pipe, after prefix: String) -> (Int?, String) {
+    /// Runs `process` and returns the port it names in its output (`<prefix> 127.0.0.1:PORT`),
+    /// read for up to 30 s; then the output is drained for good, so the child never blocks on a
+    /// full pipe (at its end, a kill, the draining stops: Foundation on Linux calls the handler
+    /// again and again at end of file, a core spun). Nil, with what was read, if the line never came.
+    static func run(_ process: Process, readingPortAfter prefix: String) throws -> (Int?, String) {
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
         var seen = ""
         let deadline = Date().addingTimeInterval(30)
         var found: Int?
