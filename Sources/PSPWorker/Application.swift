@@ -135,7 +135,7 @@ public func buildApplication(
     let routes = Routes(configuration: configuration, pipeline: pipeline, queue: queue, drain: components.drain, store: components.store,
                         acquirer: components.acquirer, registry: registry, factory: factory,
                         adminTokenHash: configuration.adminTokenHash, logger: logger)
-    let router = Router(context: BasicRequestContext.self)
+    let router = Router(context: BasicRequestContext.self, options: .autoGenerateHeadEndpoints)
     routes.add(to: router)
 
     let eventLoopGroup: MultiThreadedEventLoopGroup = configuration.eventLoopThreads.map { MultiThreadedEventLoopGroup(numberOfThreads: $0) } ?? .singleton

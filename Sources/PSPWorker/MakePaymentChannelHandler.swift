@@ -17,7 +17,7 @@ import Synchronization
 /// One request at a time per connection, as HTTP/1.1 answers them: parts that arrive while an
 /// answer is outstanding (ours, or Hummingbird's for a request handed on) wait in a small backlog;
 /// while it is full, the connection is not read (the answer owed is never dropped for it).
-/// `Expect: 100-continue` is answered 100 before the body is read (not for HTTP/1.0: `HTTP10RequestMarker`).
+/// `Expect: 100-continue` is answered 100 before the body is read (not for HTTP/1.0: `HTTP1RequestHeadChecks`).
 /// On graceful shutdown the quiesce event is held until our answer is written, so a makePayment in
 /// flight is answered before the connection closes.
 final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
@@ -118,10 +118,10 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         if staysOnEventLoop { executor = EventLoopTaskExecutor(context.eventLoop) }
         if context.channel.isActive { armClientWaitTimer(context: context) }
         // Hummingbird adds its channel handlers after the conversion to HTTPTypes, which drops
-        // the request's version: the HTTP/1.0 mark goes in ahead of it from here.
+        // the request's version: the checks that need it go in ahead of it from here.
         let pipeline = context.pipeline.syncOperations
         if let codec = try? pipeline.handler(type: HTTP1ToHTTPServerCodec.self) {
-            try? pipeline.addHandler(HTTP10RequestMarker(), position: .before(codec))
+            try? pipeline.addHandler(HTTP1RequestHeadChecks(), position: .before(codec))
         }
     }
 
@@ -348,6 +348,8 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         head.headerFields[.contentLength] = String(body.readableBytes)
         head.headerFields[.date] = HTTPDate.now()
         head.headerFields[.server] = "psp-worker"
+        // A 401 names the scheme it wants (RFC 9110 §11.6.1): Vipps's makePaymentToken, sent bare.
+        if result.httpStatus == 401 { head.headerFields[.wwwAuthenticate] = Self.makePaymentChallenge }
         // After a half-close, the last request's answer closes the connection (nothing more can come).
         let close = closeAfterAnswer || quiesceHeld || (inputClosedHeld && backlog.isEmpty)
         if close { head.headerFields[.connection] = "close" }
@@ -370,6 +372,11 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         written.futureResult.whenComplete { _ in channel.close(promise: nil) }
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
     }
+
+    /// The challenge of a makePayment refused 401: the Authorization header carries the payment's
+    /// makePaymentToken as it is, with no scheme word before it, so the challenge names none of
+    /// the registered schemes.
+    static let makePaymentChallenge = #"makePaymentToken realm="makePayment""#
 
     /// The request's one Authorization field. Two or more are no credential (HTTP joins repeated
     /// fields with ", ", and two lines must not spell a token that contains one): nil, so 401.
@@ -524,7 +531,7 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     }
 
     /// Whether the request asks that its connection close after the answer (`Connection: close`,
-    /// in any case; HTTP/1.0 without keep-alive is marked so by `HTTP10RequestMarker`).
+    /// in any case; HTTP/1.0 without keep-alive is marked so by `HTTP1RequestHeadChecks`).
     static func asksToClose(_ head: HTTPRequest) -> Bool {
         head.headerFields[.connection]?.lowercased().contains("close") ?? false
     }
@@ -536,17 +543,36 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     }
 }
 
-/// Gives an HTTP/1.0 request what HTTP/1.1 spells out, before the conversion to HTTPTypes drops
-/// the version: without keep-alive, `Connection: close` (HTTP/1.0 does not keep a connection by
-/// default; treated as HTTP/1.1, it was answered and then kept open for a request that never
-/// comes), and no `Expect` (a server must not send an HTTP/1.0 client 100 Continue, RFC 9110
-/// §10.1.1). Our endpoint and Hummingbird's routes then close after the answer.
-final class HTTP10RequestMarker: ChannelInboundHandler, RemovableChannelHandler {
+/// Checks and completes a request's head before the conversion to HTTPTypes drops its version.
+///
+/// - Host (RFC 9112 §3.2): an HTTP/1.1 request without one, or any request with more than one, is
+///   refused 400 and the connection closed, as for a head the decoder could not parse (the error
+///   goes down the pipeline as `HTTPParserError.invalidHost`; what the client sends after it is
+///   not read).
+/// - HTTP/1.0: without keep-alive, `Connection: close` (HTTP/1.0 does not keep a connection by
+///   default; treated as HTTP/1.1, it was answered and then kept open for a request that never
+///   comes), and no `Expect` (a server must not send an HTTP/1.0 client 100 Continue, RFC 9110
+///   §10.1.1). Our endpoint and Hummingbird's routes then close after the answer.
+final class HTTP1RequestHeadChecks: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
 
+    /// A head was refused: nothing more from this connection is passed on.
+    private var refused = false
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard case .head(var head) = unwrapInboundIn(data), head.version == .http1_0 else {
+        guard !refused else { return }
+        guard case .head(var head) = unwrapInboundIn(data) else {
+            context.fireChannelRead(data)
+            return
+        }
+        let hosts = head.headers["host"].count
+        if hosts > 1 || (hosts == 0 && head.version != .http1_0) {
+            refused = true
+            context.fireErrorCaught(HTTPParserError.invalidHost)
+            return
+        }
+        guard head.version == .http1_0 else {
             context.fireChannelRead(data)
             return
         }

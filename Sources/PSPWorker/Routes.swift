@@ -64,7 +64,13 @@ struct Routes: Sendable {
         router.get("/payments/:id") { request, context in
             await adminOnly(request) { await show(Self.paymentId(context.parameters.get("id"))) }
         }
-        router.add(middleware: UnknownRouteMiddleware())
+        // Every route and its methods, for the 405s (HEAD comes with each GET: the router's
+        // `autoGenerateHeadEndpoints`). Kept beside the registrations, which must match it.
+        router.add(middleware: UnknownRouteMiddleware(routes: [
+            (configuration.makePaymentPath, [.post]),
+            ("/payments", [.post]), ("/payments/:id", [.get, .head]), ("/payments/:id/cancel", [.post]),
+            ("/health", [.get, .head]), ("/health/ready", [.get, .head]), ("/metrics", [.get, .head]),
+        ]))
         router.get("/health") { _, _ in Responses.json(.ok, #"{"status":"UP"}"#) }
         router.get("/health/ready") { _, _ in await readiness() }
         router.get("/metrics") { _, _ in
@@ -275,14 +281,33 @@ final class InFlightCounter: Sendable {
 }
 
 
-/// A route no endpoint has (or a method an endpoint does not take) is answered with a JSON error
-/// like every other refusal, not an empty 404.
+/// A route no endpoint has is answered 404, and a method a route does not take 405 with the
+/// methods it does (RFC 9110 §15.5.6), each with a JSON error like every other refusal.
 struct UnknownRouteMiddleware<Context: RequestContext>: RouterMiddleware {
+    /// Each route's path (a segment `:name` stands for any one segment) and its methods.
+    let routes: [(path: String, methods: [HTTPRequest.Method])]
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
         } catch let error as HTTPError where error.status == .notFound {
-            return Responses.errors(.notFound, [(nil, "404", "No such endpoint")])
+            guard let methods = allowedMethods(for: request.uri.path), !methods.contains(request.method) else {
+                return Responses.errors(.notFound, [(nil, "404", "No such endpoint")])
+            }
+            var refusal = Responses.errors(.methodNotAllowed, [(nil, "405", "Method not allowed")])
+            refusal.headers[.allow] = methods.map(\.rawValue).joined(separator: ", ")
+            return refusal
         }
+    }
+
+    /// The methods of the route `path` names, or nil when no route matches it.
+    func allowedMethods(for path: String) -> [HTTPRequest.Method]? {
+        let segments = path.split(separator: "/")
+        for route in routes {
+            let pattern = route.path.split(separator: "/")
+            guard pattern.count == segments.count else { continue }
+            if zip(pattern, segments).allSatisfy({ $0.first == ":" || $0 == $1 }) { return route.methods }
+        }
+        return nil
     }
 }

@@ -153,7 +153,10 @@ extension TestResponse {
         try await LiveWorker.run { client in
             _ = try await client.register("p1")
             let cardData = TestKeys.cardData(code: "00")
-            #expect(try await client.makePayment("p1", cardData: cardData, token: "wrong").status == .unauthorized)
+            let wrongToken = try await client.makePayment("p1", cardData: cardData, token: "wrong")
+            #expect(wrongToken.status == .unauthorized)
+            // A 401 says which scheme it wants (RFC 9110 §11.6.1); it said none.
+            #expect(wrongToken.headers[.wwwAuthenticate] == #"makePaymentToken realm="makePayment""#)
             #expect(try await client.post("/makePayment", #"{"pspTransactionId":"p1","merchantSerialNumber":"123456","cardData":"\#(cardData)","confirmed":"YES"}"#).status == .unauthorized)
             #expect(try await client.makePayment("nope", cardData: cardData).status == .notFound)
             #expect(try await client.makePayment("p1", cardData: cardData, merchant: "654321").status == .badRequest)
@@ -484,17 +487,59 @@ final class AdminWriteFaultStore: ForwardingPaymentStore {
         }
     }
 
-    /// A route no endpoint has is refused like everything else, in JSON.
+    /// A route no endpoint has is refused like everything else, in JSON; a method a route does not
+    /// take is 405 with the methods it does (it was 404, as if the route did not exist).
     @Test func unknownRoutesAnswerAJSONNotFound() async throws {
         try await LiveWorker.run { client in
-            for (uri, method) in [("/nope", HTTPRequest.Method.get), ("/health", .post), ("/makePayment", .get), ("/payments/p1/refund", .post)] {
+            for (uri, method) in [("/nope", HTTPRequest.Method.get), ("/payments/p1/refund", .post), ("/health/ready/x", .get)] {
                 let answer = try await client.execute(uri: uri, method: method)
                 #expect(answer.status == .notFound, "\(method) \(uri)")
                 #expect(answer.headers[.contentType] == "application/json")
                 #expect(answer.text == #"[{"errorCode":"404","errorMessage":"No such endpoint"}]"#, "\(method) \(uri)")
             }
+            for (uri, method, allow) in [("/health", HTTPRequest.Method.post, "GET, HEAD"), ("/makePayment", .get, "POST"),
+                                         ("/makePayment", .head, "POST"), ("/payments", .get, "POST"),
+                                         ("/payments/p1", .delete, "GET, HEAD"), ("/payments/p1/cancel/", .get, "POST")] {
+                let answer = try await client.execute(uri: uri, method: method)
+                #expect(answer.status == .methodNotAllowed, "\(method) \(uri)")
+                #expect(answer.headers[.allow] == allow, "\(method) \(uri)")
+                if method != .head {
+                    #expect(answer.text == #"[{"errorCode":"405","errorMessage":"Method not allowed"}]"#, "\(method) \(uri)")
+                }
+            }
             // The path is not echoed: it could carry anything, a card number included.
             #expect(!(try await client.execute(uri: "/4925000000004444", method: .get).text.contains("4925")))
+        }
+    }
+
+    /// HEAD is answered wherever GET is (RFC 9110 §9.1: every general-purpose server supports
+    /// both), with GET's headers and no body; it was 404 (a load balancer's HEAD probe failed).
+    @Test func headIsAnsweredLikeGetWithoutABody() async throws {
+        try await LiveWorker.run { client in
+            let get = try await client.execute(uri: "/health", method: .get)
+            let head = try await client.execute(uri: "/health", method: .head)
+            #expect(head.status == .ok)
+            #expect(head.headers[.contentLength] == get.headers[.contentLength] && get.headers[.contentLength] != nil)
+            #expect(head.text.isEmpty && !get.text.isEmpty)
+        }
+    }
+
+    /// RFC 9112 §3.2: an HTTP/1.1 request without Host, or any with two, is refused 400 and the
+    /// connection closed (both were served). HTTP/1.0 needs none.
+    @Test func aRequestWithoutOneHostIsRefused() async throws {
+        try await LiveWorker.run { client in
+            #expect(try await client.register("nh1").status == .created)
+            let port = try #require(client.port)
+            let noHost = RawHTTP.makePayment("nh1").replacingOccurrences(of: "Host: x\r\n", with: "")
+            let twoHosts = RawHTTP.makePayment("nh1").replacingOccurrences(of: "Host: x\r\n", with: "Host: x\r\nHost: y\r\n")
+            for request in [noHost, twoHosts, "GET /health HTTP/1.1\r\n\r\n", "GET /health HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n"] {
+                let answers = try await RawHTTP.exchange(port: port, request, answers: 1, readToEnd: true)
+                #expect(answers.map(\.status) == [400], "\(request.prefix(40))")
+                #expect(answers.first?.headers["connection"] == "close")
+            }
+            #expect(try await client.show("nh1")["state"] as? String == "pending", "the makePayments without one Host were not served")
+            let health = try await RawHTTP.exchange(port: port, "GET /health HTTP/1.0\r\n\r\n", answers: 1, readToEnd: true)
+            #expect(health.map(\.status) == [200])
         }
     }
 
@@ -507,8 +552,6 @@ final class AdminWriteFaultStore: ForwardingPaymentStore {
     }
 }
 
-/// makePayment is answered ahead of the router (MakePaymentChannelHandler); on one keep-alive
-/// connection it must still take turns with the routes it hands on, in the order sent.
 @Suite struct AdminTokenTests {
     /// The token is kept only as its hash, read from a file without the whitespace around it;
     /// an empty one is refused rather than protecting the admin endpoints with "".
@@ -529,6 +572,8 @@ final class AdminWriteFaultStore: ForwardingPaymentStore {
     }
 }
 
+/// makePayment is answered ahead of the router (MakePaymentChannelHandler); on one keep-alive
+/// connection it must still take turns with the routes it hands on, in the order sent.
 @Suite struct MakePaymentConnectionTests {
     @Test func pipelinedRequestsOnOneConnectionAreAnsweredInOrder() async throws {
         try await LiveWorker.run { client in
