@@ -99,7 +99,9 @@ public final class ReversalService: ReversalSender {
     /// new (pending, a first 0400 under a fresh STAN, "no such authorization" no longer settling
     /// it) and is sent; a try in flight is then not recorded. All in the store, so whichever
     /// process on it settled or sends the reversal, the one that hears the approval reopens it.
-    /// Nothing if the attempt has no reversal recorded yet (its 85 is being written; it goes out then).
+    /// An attempt still `processing`, its 85 and reversal not yet written (the reply came while
+    /// they were), is tried again with the same back-off until they are: the reversal goes out
+    /// anyway, but only the reopen marks it approved late (a 25 then does not settle it).
     /// A store that refuses the write is tried again with back-off (the approval holds the
     /// cardholder's money, and nothing else would hear of it again), and at shutdown once more.
     public func reopen(pspTransactionId: String, attemptReference: String) async {
@@ -125,7 +127,9 @@ public final class ReversalService: ReversalSender {
     /// One try of `reopen`: whether it was recorded.
     private func reopenOnce(pspTransactionId: String, attemptReference: String, last: Bool) async -> Bool {
         do {
+            var found = false
             for reversal in try await store.reversals(for: pspTransactionId) where reversal.request.attemptReference == attemptReference {
+                found = true
                 let id = reversal.request.reversalId
                 switch try await store.lateApproval(ofReversal: id, now: now()) {
                 case .reopened:
@@ -139,6 +143,14 @@ public final class ReversalService: ReversalSender {
                     logger.info("authorization approved late; its reversal was acknowledged", metadata: [
                         "pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)"])
                 }
+            }
+            if !found, let record = try await store.payment(pspTransactionId), record.state == .processing,
+               record.attempt?.attemptReference == attemptReference {
+                if last {
+                    logger.error("authorization approved late; its reversal was not recorded in time to be marked so", metadata: [
+                        "pspTransactionId": "\(pspTransactionId)"])
+                }
+                return false
             }
             return true
         } catch {

@@ -842,6 +842,33 @@ import Testing
         #expect(lr3.state == .pending && lr3.lateApproved)
     }
 
+    /// A late approval heard while the attempt's 85 and reversal are still being written (the
+    /// attempt is `processing`, no reversal on file): the reopen waits for them and marks the
+    /// reversal approved late. (It found nothing and gave up: a 25 could then settle the reversal
+    /// of an approval the host had.)
+    @Test func aLateApprovalBeforeItsReversalIsRecordedMarksItWhenItIs() async throws {
+        let h = try PipelineHarness()
+        try await h.register("lb-1")
+        let attempt = try await h.beginAttempt("lb-1", instance: "test-instance", startedAt: 1)
+        var configuration = ReversalService.Configuration()
+        configuration.firstRetryMilliseconds = 20
+        let acquirer = ReversalAnswers(["lb-1": .noOriginal])
+        let service = ReversalService(store: h.store, acquirer: acquirer, configuration: configuration)
+        let pipeline = PipelineHarness.pipeline(store: h.store, acquirer: acquirer, reversals: service)
+        let reply = Task { await pipeline.handleLateReply(LateReply(pspTransactionId: "lb-1", attemptReference: attempt.attemptReference, responseCode: "00")) }
+        try await Task.sleep(for: .milliseconds(100))
+        let reversal = ReversalRequest(reversalId: "lb-1-R", pspTransactionId: "lb-1", attemptId: attempt.attemptId,
+                                       attemptReference: attempt.attemptReference, amount: 1000, currency: "NOK", merchantSerialNumber: "123456")
+        let outcome = PaymentOutcome(status: .fail, error: APIError.responseReceivedTooLate.message, maskedPAN: PipelineHarness.masked)
+        _ = try await h.store.recordOutcome("lb-1", outcome: outcome, reversal: reversal, attemptId: attempt.attemptId, now: wallClockMilliseconds())
+        await reply.value
+        #expect(try await h.store.reversals(for: "lb-1").first?.lateApproved == true)
+        // A late reply for an attempt that is not the payment's in flight waits for nothing.
+        let other = ContinuousClock.now
+        await pipeline.handleLateReply(LateReply(pspTransactionId: "lb-1", attemptReference: "another", responseCode: "00"))
+        #expect(ContinuousClock.now - other < .seconds(1))
+    }
+
     /// An adapter that ignores cancellation (none of the worker's own, but one plugged in may)
     /// and approves after the deadline: that answer is a late reply like ISO 8583's. The reversal
     /// recorded at the deadline was answered "no such authorization" meanwhile and settled; the
