@@ -121,7 +121,7 @@ public struct AcquirerConformance: Sendable {
     }
 
     public func reversal(of r: AuthorizationRequest, sendCount: Int = 1) -> ReversalRequest {
-        ReversalRequest(reversalId: r.attemptId + "-R", pspTransactionId: r.pspTransactionId, attemptId: r.attemptId,
+        ReversalRequest(reversalId: ReversalRequest.reversalId(of: r.attemptId), pspTransactionId: r.pspTransactionId, attemptId: r.attemptId,
                         attemptReference: r.attemptReference, amount: r.amount, currency: r.currency,
                         merchantSerialNumber: r.merchantSerialNumber, sendCount: sendCount)
     }

@@ -74,6 +74,9 @@ public struct ReversalRequest: Sendable, Equatable {
     /// 1 for the first send; more for repeats (ISO 8583 sends repeats as 0401).
     public var sendCount: Int
 
+    /// The id of attempt `attemptId`'s reversal: one per attempt, the same in every process.
+    public static func reversalId(of attemptId: String) -> String { attemptId + "-R" }
+
     public init(reversalId: String, pspTransactionId: String, attemptId: String, attemptReference: String? = nil, amount: Int,
                 currency: String, merchantSerialNumber: String, sendCount: Int = 1) {
         self.reversalId = reversalId

@@ -70,17 +70,7 @@ public final class SimulatorAcquirer: AcquirerAdapter, AuthorizationCounting {
     public static func testCard(code: String) -> String {
         precondition(code.utf8.count == 2 && code.utf8.allSatisfy { $0 >= 48 && $0 <= 57 })
         let body = "4000000000000" + code
-        return body + String(luhnCheckDigit(body))
-    }
-
-    public static func luhnCheckDigit(_ body: String) -> Int {
-        var sum = 0
-        for (i, c) in body.utf8.reversed().enumerated() {
-            var d = Int(c) - 48
-            if i % 2 == 0 { d *= 2; if d > 9 { d -= 9 } }
-            sum += d
-        }
-        return (10 - sum % 10) % 10
+        return body + String(Luhn.checkDigit(for: body.utf8))
     }
 
     public func authorize(_ request: AuthorizationRequest) async throws -> AcquirerAnswer {

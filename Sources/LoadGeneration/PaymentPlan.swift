@@ -97,11 +97,5 @@ public struct PaymentPlanner: Sendable {
         }
     }
 
-    static func randomHex(_ bytes: Int) -> String {
-        var generator = SystemRandomNumberGenerator()
-        return (0..<bytes).map { _ in
-            let b = UInt8.random(in: 0...255, using: &generator)
-            return String(b >> 4, radix: 16) + String(b & 15, radix: 16)
-        }.joined()
-    }
+    static func randomHex(_ bytes: Int) -> String { Secrets.hexString(Secrets.randomBytes(bytes)) }
 }

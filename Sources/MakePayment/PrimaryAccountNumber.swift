@@ -48,17 +48,7 @@ public struct PrimaryAccountNumber: ~Copyable, @unchecked Sendable {
     }
 
     /// Luhn (mod 10) check over all digits.
-    public var passesLuhn: Bool {
-        var sum = 0
-        var double = false
-        for i in stride(from: count - 1, through: 0, by: -1) {
-            var d = Int(digits[i] &- UInt8(ascii: "0"))
-            if double { d *= 2; if d > 9 { d -= 9 } }
-            sum += d
-            double.toggle()
-        }
-        return sum % 10 == 0
-    }
+    public var passesLuhn: Bool { Luhn.passes(UnsafeBufferPointer(start: digits, count: count)) }
 
     /// The number shown as first 6, last 4, e.g. `492500******4444`: safe for logs, records and bodies.
     public var masked: MaskedPAN {

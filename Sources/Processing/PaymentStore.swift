@@ -165,7 +165,7 @@ extension PaymentOutcome {
 extension ReversalRequest {
     /// The reversal of attempt `attemptId` (identified to the acquirer by `attemptReference`) of a registered payment.
     public static func undoing(attemptId: String, attemptReference: String, of registration: PaymentRegistration) -> ReversalRequest {
-        ReversalRequest(reversalId: attemptId + "-R", pspTransactionId: registration.pspTransactionId, attemptId: attemptId,
+        ReversalRequest(reversalId: ReversalRequest.reversalId(of: attemptId), pspTransactionId: registration.pspTransactionId, attemptId: attemptId,
                         attemptReference: attemptReference, amount: registration.amount, currency: registration.currency,
                         merchantSerialNumber: registration.merchantSerialNumber)
     }

@@ -93,6 +93,8 @@ private func outcome(_ text: String) -> String {
     func luhnValidNumbersPass(number: String) throws {
         let passes = try pan(number).passesLuhn
         #expect(passes)
+        // The check digit made for the rest of the number is the one it has.
+        #expect(Luhn.checkDigit(for: number.utf8.dropLast()) == Int(String(number.last!)))
     }
 
     @Test(arguments: ["4925000000004445", "4111111111111112", "5555555555554440"])
