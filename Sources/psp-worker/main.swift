@@ -138,11 +138,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
     @Option(help: "Port to listen on (0: any free port).") var port = 8080
     @Option(help: "Path of the makePaymentUrl given to Vipps.") var makePaymentPath = "/makePayment"
-    @Option(help: "PEM private key (PKCS#8, PKCS#1 or encrypted PKCS#8): the active key. Required: the worker never picks a key itself.")
-    var privateKey: String
-    @Option(help: "A retiring private key, tried after the active one. Repeatable.") var retiringKey: [String] = []
-    @Option(help: "File whose first line is the passphrase of encrypted keys (else PSP_KEY_PASSPHRASE).")
-    var passphraseFile: String?
+    /// Required: the worker never picks a key itself.
+    @OptionGroup var keys: KeyOptions
     @Option(help: "Where payments are recorded: sqlite:PATH.") var store = "sqlite:data/psp-worker.sqlite"
     @Option(help: "Milliseconds the store may wait for more writes to commit with, when writes come often (0: never).")
     var groupCommitWindowMs = milliseconds(SQLitePaymentStore.defaultGroupCommitWindow)
@@ -235,8 +232,7 @@ struct Serve: AsyncParsableCommand {
         // The store (its database, WAL and folder) is the worker's alone: it holds the hashes of
         // makePaymentTokens, which a short token would not keep from a brute force.
         umask(0o077)
-        var configuration = PSPWorkerConfiguration(keys: KeyRingSource(privateKeyPath: privateKey, retiringKeyPaths: retiringKey,
-                                                                       passphraseFile: passphraseFile))
+        var configuration = PSPWorkerConfiguration(keys: keys.source)
         configuration.host = host
         configuration.port = port
         configuration.makePaymentPath = makePaymentPath.hasPrefix("/") ? makePaymentPath : "/" + makePaymentPath
