@@ -3,7 +3,7 @@
 # and with OPENSSL_ia32cap hiding ADX (bit 19 of CPUID leaf 7 EBX), which makes OpenSSL take its
 # RSAZ-AVX2 path for the 1024-bit CRT halves instead of the MULX/ADX Montgomery code. Both are
 # OpenSSL's own constant-time code; which is faster depends on the CPU (on the AMD EPYC of
-# benchmarks/README.md, RSAZ-AVX2 signs 14-22 % faster). Runs take turns, ROUNDS (3) of SECONDS_PER (2)
+# benchmarks/README.md, RSAZ-AVX2 signs 10-28 % faster). Runs take turns, ROUNDS (3) of SECONDS_PER (2)
 # each, and medians are printed with the line to put in the worker's environment.
 #
 #   benchmarks/rsa-code-path.sh

@@ -424,7 +424,7 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     /// is out: nothing pipelined behind it is started, since its answer could not be written
     /// (Hummingbird closes only on a header of exactly `close`, and without saying so).
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if handedOnCloses, case .handedOn = state {
+        if handedOnCloses, case .handedOn(reading: false, _) = state {
             switch unwrapOutboundIn(data) {
             case .head(var head) where head.status.kind != .informational:
                 head.headerFields[.connection] = "close"
@@ -471,9 +471,16 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     /// would answer it 400 at once, ahead of ours, and the client would take that for the
     /// makePayment's answer: ours goes out first and closes the connection (requests pipelined
     /// in between were never started, so nothing of theirs is lost). A makePayment whose own body
-    /// is malformed (a bad chunk) is answered 400 (71) and the connection closed. Otherwise
-    /// Hummingbird answers it, as before.
+    /// is malformed (a bad chunk) is answered 400 (71) and the connection closed. Behind a request
+    /// handed on, with others waiting between, the connection closes after Hummingbird's answer.
+    /// Otherwise Hummingbird answers it 400 and closes.
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // The connection closes after the answer Hummingbird is giving: a 400 behind it would
+        // only race that close (and the decoder reports every read after its first error).
+        if handedOnCloses, case .handedOn = state {
+            backlog.removeAll()
+            return
+        }
         switch state {
         case .answering:
             closeAfterAnswer = true
@@ -487,11 +494,17 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
             let invalid = MakePaymentResult(httpStatus: 400, response: .fail("", .invalidRequest))
             record(invalid)
             answer(invalid, context: context)
+        case .handedOn(reading: false, _) where !backlog.isEmpty:
+            // Requests wait behind the one Hummingbird answers: its 400 would come next and be
+            // taken for the first of them (a makePayment told 400, never started). None of them
+            // is started; the connection closes once Hummingbird's answer is out, and they are
+            // retried.
+            backlog.removeAll()
+            handedOnCloses = true
         case .idle, .handedOn:
             // Hummingbird answers it 400 right after its answer to the request it holds, and then
-            // stops reading. What waits in the backlog must not start when that earlier answer is
-            // written (`drainBacklog`): the 400 that follows would be taken for its answer. Never
-            // started, it is retried.
+            // stops reading. What waits in the backlog (answers not read by the client) must not
+            // start when that earlier answer is written (`drainBacklog`). Never started, it is retried.
             backlog.removeAll()
             context.fireErrorCaught(error)
         }
@@ -545,8 +558,8 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
 
 /// Checks and completes a request's head before the conversion to HTTPTypes drops its version.
 ///
-/// - Host (RFC 9112 §3.2): an HTTP/1.1 request without one, or any request with more than one, is
-///   refused 400 and the connection closed, as for a head the decoder could not parse (the error
+/// - Host (RFC 9112 §3.2): an HTTP/1.1 request without one, or any request with more than one or
+///   with a value no host has, is refused 400 and the connection closed, as for a head the decoder could not parse (the error
 ///   goes down the pipeline as `HTTPParserError.invalidHost`; what the client sends after it is
 ///   not read).
 /// - HTTP/1.0: without keep-alive, `Connection: close` (HTTP/1.0 does not keep a connection by
@@ -566,8 +579,8 @@ final class HTTP1RequestHeadChecks: ChannelInboundHandler, RemovableChannelHandl
             context.fireChannelRead(data)
             return
         }
-        let hosts = head.headers["host"].count
-        if hosts > 1 || (hosts == 0 && head.version != .http1_0) {
+        let hosts = head.headers["host"]
+        if hosts.count > 1 || (hosts.isEmpty && head.version != .http1_0) || !hosts.allSatisfy(Self.isHostValue) {
             refused = true
             context.fireErrorCaught(HTTPParserError.invalidHost)
             return
@@ -579,6 +592,20 @@ final class HTTP1RequestHeadChecks: ChannelInboundHandler, RemovableChannelHandl
         if !head.isKeepAlive { head.headers.replaceOrAdd(name: "connection", value: "close") }
         head.headers.remove(name: "expect")
         context.fireChannelRead(wrapInboundOut(.head(head)))
+    }
+
+    /// `uri-host [":" port]` (RFC 9110 §7.2; empty is allowed): the characters of a reg-name, an
+    /// IPv4 address or an IP literal in brackets, and the port's colon. Not a full parse: what it
+    /// refuses (spaces, `/ ? # @`, controls, bytes past ASCII) can be no host.
+    static func isHostValue(_ value: String) -> Bool {
+        value.utf8.allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+                return true
+            default:
+                return "-._~%!$&'()*+,;=:[]".utf8.contains(byte)
+            }
+        }
     }
 }
 

@@ -284,26 +284,33 @@ final class InFlightCounter: Sendable {
 /// A route no endpoint has is answered 404, and a method a route does not take 405 with the
 /// methods it does (RFC 9110 §15.5.6), each with a JSON error like every other refusal.
 struct UnknownRouteMiddleware<Context: RequestContext>: RouterMiddleware {
-    /// Each route's path (a segment `:name` stands for any one segment) and its methods.
+    /// Each route's path (a segment `:name` stands for any one segment) and its methods; the
+    /// first is makePayment's, matched as a whole.
     let routes: [(path: String, methods: [HTTPRequest.Method])]
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
         } catch let error as HTTPError where error.status == .notFound {
-            guard let methods = allowedMethods(for: request.uri.path), !methods.contains(request.method) else {
-                return Responses.errors(.notFound, [(nil, "404", "No such endpoint")])
+            var refusal: Response
+            if let methods = allowedMethods(for: request.uri.path), !methods.contains(request.method) {
+                refusal = Responses.errors(.methodNotAllowed, [(nil, "405", "Method not allowed")])
+                refusal.headers[.allow] = methods.map(\.rawValue).joined(separator: ", ")
+            } else {
+                refusal = Responses.errors(.notFound, [(nil, "404", "No such endpoint")])
             }
-            var refusal = Responses.errors(.methodNotAllowed, [(nil, "405", "Method not allowed")])
-            refusal.headers[.allow] = methods.map(\.rawValue).joined(separator: ", ")
-            return refusal
+            // An answer to HEAD has no body (RFC 9110 §9.3.2): a client would read it as the next answer.
+            return request.method == .head ? refusal.createHeadResponse() : refusal
         }
     }
 
     /// The methods of the route `path` names, or nil when no route matches it.
     func allowedMethods(for path: String) -> [HTTPRequest.Method]? {
+        // makePayment is matched as sent, ahead of the router (`MakePaymentChannelHandler`); the
+        // router's routes segment by segment, empty segments dropped, as its trie does.
+        if let makePayment = routes.first, path == makePayment.path { return makePayment.methods }
         let segments = path.split(separator: "/")
-        for route in routes {
+        for route in routes.dropFirst() {
             let pattern = route.path.split(separator: "/")
             guard pattern.count == segments.count else { continue }
             if zip(pattern, segments).allSatisfy({ $0.first == ":" || $0 == $1 }) { return route.methods }

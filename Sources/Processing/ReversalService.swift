@@ -127,6 +127,11 @@ public final class ReversalService: ReversalSender {
     /// One try of `reopen`: whether it was recorded.
     private func reopenOnce(pspTransactionId: String, attemptReference: String, last: Bool) async -> Bool {
         do {
+            // Read before the reversals: an 85 recorded between the two reads is then found by the
+            // second, or, if it is not, the attempt was still processing and this is tried again.
+            let stillProcessing = try await store.payment(pspTransactionId).map {
+                $0.state == .processing && $0.attempt?.attemptReference == attemptReference
+            } ?? false
             var found = false
             for reversal in try await store.reversals(for: pspTransactionId) where reversal.request.attemptReference == attemptReference {
                 found = true
@@ -144,8 +149,7 @@ public final class ReversalService: ReversalSender {
                         "pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)"])
                 }
             }
-            if !found, let record = try await store.payment(pspTransactionId), record.state == .processing,
-               record.attempt?.attemptReference == attemptReference {
+            if !found && stillProcessing {
                 if last {
                     logger.error("authorization approved late; its reversal was not recorded in time to be marked so", metadata: [
                         "pspTransactionId": "\(pspTransactionId)"])

@@ -503,10 +503,12 @@ final class AdminWriteFaultStore: ForwardingPaymentStore {
                 let answer = try await client.execute(uri: uri, method: method)
                 #expect(answer.status == .methodNotAllowed, "\(method) \(uri)")
                 #expect(answer.headers[.allow] == allow, "\(method) \(uri)")
-                if method != .head {
-                    #expect(answer.text == #"[{"errorCode":"405","errorMessage":"Method not allowed"}]"#, "\(method) \(uri)")
-                }
+                // A HEAD's answer has no body (the client would read it as the next answer).
+                #expect(answer.text == (method == .head ? "" : #"[{"errorCode":"405","errorMessage":"Method not allowed"}]"#), "\(method) \(uri)")
             }
+            #expect(try await client.execute(uri: "/nope", method: .head).text == "")
+            // makePayment is matched as sent, ahead of the router: not with a slash more.
+            #expect(try await client.execute(uri: "/makePayment/", method: .get).status == .notFound)
             // The path is not echoed: it could carry anything, a card number included.
             #expect(!(try await client.execute(uri: "/4925000000004444", method: .get).text.contains("4925")))
         }
@@ -532,7 +534,8 @@ final class AdminWriteFaultStore: ForwardingPaymentStore {
             let port = try #require(client.port)
             let noHost = RawHTTP.makePayment("nh1").replacingOccurrences(of: "Host: x\r\n", with: "")
             let twoHosts = RawHTTP.makePayment("nh1").replacingOccurrences(of: "Host: x\r\n", with: "Host: x\r\nHost: y\r\n")
-            for request in [noHost, twoHosts, "GET /health HTTP/1.1\r\n\r\n", "GET /health HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n"] {
+            let badHost = RawHTTP.makePayment("nh1").replacingOccurrences(of: "Host: x\r\n", with: "Host: x, y\r\n")
+            for request in [noHost, twoHosts, badHost, "GET /health HTTP/1.1\r\n\r\n", "GET /health HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n"] {
                 let answers = try await RawHTTP.exchange(port: port, request, answers: 1, readToEnd: true)
                 #expect(answers.map(\.status) == [400], "\(request.prefix(40))")
                 #expect(answers.first?.headers["connection"] == "close")
@@ -540,6 +543,9 @@ final class AdminWriteFaultStore: ForwardingPaymentStore {
             #expect(try await client.show("nh1")["state"] as? String == "pending", "the makePayments without one Host were not served")
             let health = try await RawHTTP.exchange(port: port, "GET /health HTTP/1.0\r\n\r\n", answers: 1, readToEnd: true)
             #expect(health.map(\.status) == [200])
+            let hosts = try await RawHTTP.exchange(port: port, "GET /health HTTP/1.1\r\nHost: [::1]:8080\r\n\r\nGET /health HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n",
+                                                   answers: 2, readToEnd: true)
+            #expect(hosts.map(\.status) == [200, 200], "an IP literal and an empty Host are hosts")
         }
     }
 
@@ -666,6 +672,32 @@ final class AdminWriteFaultStore: ForwardingPaymentStore {
             #expect(answers.map(\.status) == [200])
             #expect(answers.first?.body == #"{"paymentInfo":{"pspTransactionId":"mf1","status":"OK"}}"#)
             #expect(answers.first?.headers["connection"] == "close")
+        }
+    }
+
+    /// The same behind a request handed on to the router, with a makePayment waiting between: no
+    /// 400 is answered in the makePayment's place (Hummingbird's 400 was, after the health answer,
+    /// and the client took it for the makePayment's). It is either answered itself (when it
+    /// started before the bad request was read) or left unstarted, the connection closed.
+    @Test func aMalformedRequestBehindAHandedOnOneDoesNotAnswerTheOneBetween() async throws {
+        try await LiveWorker.run { client in
+            let port = try #require(client.port)
+            for round in 0..<5 {
+                let id = "mh\(round)"
+                #expect(try await client.register(id).status == .created)
+                let requests = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n" + RawHTTP.makePayment(id)
+                    + "GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n"
+                let answers = try await RawHTTP.exchange(port: port, requests, answers: 3, readToEnd: true)
+                #expect(answers.first?.status == 200)
+                #expect(!answers.contains { $0.status == 400 }, "\(answers.map(\.status))")
+                let state = try await client.show(id)["state"] as? String
+                if answers.count == 2 {
+                    #expect(answers[1].body == #"{"paymentInfo":{"pspTransactionId":"\#(id)","status":"OK"}}"#)
+                    #expect(state == "completed")
+                } else {
+                    #expect(answers.count == 1 && state == "pending", "\(answers.map(\.status)) \(state ?? "-")")
+                }
+            }
         }
     }
 
