@@ -32,7 +32,7 @@ public enum ISO8583Error: Error, Equatable, Hashable, Sendable, CustomStringConv
     case trailingBytes(count: Int)
     /// A frame's declared (or requested) body length exceeds the allowed maximum.
     case frameTooLong(length: Int, max: Int)
-    /// A frame declared a body length of 0, or an empty body was to be framed.
+    /// An empty body was to be framed (a frame of length 0 is a keep-alive, never a message).
     case emptyFrame
 
     public var description: String {
@@ -66,7 +66,7 @@ public enum ISO8583Error: Error, Equatable, Hashable, Sendable, CustomStringConv
         case .frameTooLong(let length, let max):
             "frame length \(length) exceeds maximum \(max)"
         case .emptyFrame:
-            "frame length is 0"
+            "an empty message cannot be framed"
         }
     }
 

@@ -1,7 +1,8 @@
 /// Framing with a 2-byte big-endian length header that counts the body only.
 ///
 /// Use `append(_:)` with whatever the socket delivered, then call `nextFrame()`
-/// until it returns nil. A bad header (length 0 or above `maxFrameLength`) throws,
+/// until it returns nil. A header of length 0 is a keep-alive (some hosts send them; jPOS's
+/// channels read past them) and is skipped. A header above `maxFrameLength` throws,
 /// and keeps throwing: the stream can no longer be re-synchronised, so the caller
 /// should close the connection.
 public struct LengthPrefixedFramer: Sendable {
@@ -40,6 +41,11 @@ public struct LengthPrefixedFramer: Sendable {
 
     /// The next complete frame body, nil if more bytes are needed.
     public mutating func nextFrame() throws(ISO8583Error) -> [UInt8]? {
+        // Zero-length frames are keep-alives: skipped.
+        while buffer.count - start >= Self.headerLength, buffer[start] == 0, buffer[start + 1] == 0 {
+            start += Self.headerLength
+        }
+        compactIfWorthIt()
         let available = buffer.count - start
         guard available >= Self.headerLength else { return nil }
         let length = try Self.bodyLength(buffer[start], buffer[start + 1], max: maxFrameLength)
@@ -82,6 +88,12 @@ public struct LengthPrefixedFramer: Sendable {
             }
             guard remaining >= headerLength + length else { break }
             let bodyStart = bytes.index(after: second)
+            if length == 0 {  // a keep-alive: consumed, no frame
+                result.consumed += headerLength
+                remaining -= headerLength
+                index = bodyStart
+                continue
+            }
             let bodyEnd = bytes.index(bodyStart, offsetBy: length)
             result.frames.append(Array(bytes[bodyStart..<bodyEnd]))
             result.consumed += headerLength + length
@@ -93,7 +105,6 @@ public struct LengthPrefixedFramer: Sendable {
 
     private static func bodyLength(_ high: UInt8, _ low: UInt8, max: Int) throws(ISO8583Error) -> Int {
         let length = Int(high) << 8 | Int(low)
-        guard length > 0 else { throw .emptyFrame }
         guard length <= max else { throw .frameTooLong(length: length, max: max) }
         return length
     }

@@ -10,7 +10,8 @@ import NIOCore
 /// cumulation buffer that it grows and compacts, freeing the old storage unwiped). The frames
 /// passed on are slices of the read (or of that buffer) and are read synchronously by the next
 /// handler; that handler wipes them too, the read's and the buffer's bytes are wiped here after.
-/// A bad length is an error that closes the connection: the stream cannot be resynchronised.
+/// A zero length is a keep-alive, skipped. A length past the limit is an error that closes the
+/// connection: the stream cannot be resynchronised.
 public final class ISO8583FrameHandler: ChannelInboundHandler {
     public typealias InboundIn = ByteBuffer
     public typealias InboundOut = ByteBuffer
@@ -34,7 +35,8 @@ public final class ISO8583FrameHandler: ChannelInboundHandler {
                     try gather(from: &read, context: context)
                 } else if let length = try frameLength(in: read), read.readableBytes >= 2 + length {
                     read.moveReaderIndex(forwardBy: 2)
-                    context.fireChannelRead(wrapInboundOut(read.readSlice(length: length)!))
+                    let frame = read.readSlice(length: length)!
+                    if length > 0 { context.fireChannelRead(wrapInboundOut(frame)) }
                 } else {
                     var buffer = context.channel.allocator.buffer(capacity: 2 + maxFrameLength)
                     buffer.writeBuffer(&read)
@@ -59,14 +61,15 @@ public final class ISO8583FrameHandler: ChannelInboundHandler {
         // Taken out before it is passed on: whatever the next handler does, this frame is done.
         var whole = partial.take()!
         defer { whole.withUnsafeReadableBytes(wipeInPlace) }
+        guard length > 0 else { return }
         let frame = whole.getSlice(at: whole.readerIndex + 2, length: length)!
         context.fireChannelRead(wrapInboundOut(frame))
     }
 
     /// The body's length from the header at the reader index, nil while the header is incomplete.
+    /// 0 is a keep-alive some hosts send (jPOS's channels read past it): taken, and nothing passed on.
     private func frameLength(in buffer: ByteBuffer) throws -> Int? {
         guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt16.self) else { return nil }
-        guard length > 0 else { throw ISO8583Error.emptyFrame }
         guard Int(length) <= maxFrameLength else { throw ISO8583Error.frameTooLong(length: Int(length), max: maxFrameLength) }
         return Int(length)
     }

@@ -68,12 +68,15 @@ struct FramerTests {
         #expect(try framer.nextFrame() == third)
     }
 
-    @Test("a zero length header is rejected, and stays rejected")
-    func zeroLength() {
+    @Test("a zero length header is a keep-alive: skipped, the frames around it delivered")
+    func zeroLength() throws {
         var framer = LengthPrefixedFramer()
-        framer.append([0x00, 0x00, 0x41])
-        #expect(throws: ISO8583Error.emptyFrame) { try framer.nextFrame() }
-        #expect(throws: ISO8583Error.emptyFrame) { try framer.nextFrame() }
+        framer.append([0x00, 0x00, 0x00])
+        #expect(try framer.nextFrame() == nil)
+        framer.append([0x00] + (try LengthPrefixedFramer.frame(bytes("OK"))) + [0x00, 0x00])
+        #expect(try framer.nextFrame() == bytes("OK"))
+        #expect(try framer.nextFrame() == nil)
+        #expect(framer.bufferedByteCount == 0)
     }
 
     @Test("an over-long header is rejected before its body arrives", arguments: [
@@ -98,9 +101,10 @@ struct FramerTests {
     @Test("good frames before a bad header are delivered, then the error")
     func goodThenBad() throws {
         var framer = LengthPrefixedFramer()
-        framer.append(try LengthPrefixedFramer.frame(bytes("OK")) + [0x00, 0x00])
+        framer.append(try LengthPrefixedFramer.frame(bytes("OK")) + [0xFF, 0xFF])
         #expect(try framer.nextFrame() == bytes("OK"))
-        #expect(throws: ISO8583Error.emptyFrame) { try framer.nextFrame() }
+        #expect(throws: ISO8583Error.frameTooLong(length: 65535, max: 8192)) { try framer.nextFrame() }
+        #expect(throws: ISO8583Error.frameTooLong(length: 65535, max: 8192)) { try framer.nextFrame() }
     }
 
     @Test("scan reports frames, bytes consumed and leaves a partial tail")
@@ -125,9 +129,18 @@ struct FramerTests {
         #expect(result.consumed == 4)
     }
 
+    @Test("scan consumes keep-alives (zero length) without a frame")
+    func scanKeepAlive() throws {
+        let good = try LengthPrefixedFramer.frame(bytes("GOOD"))
+        let result = LengthPrefixedFramer.scan([0x00, 0x00] + good + [0x00, 0x00, 0x00])
+        #expect(result.frames == [bytes("GOOD")])
+        #expect(result.consumed == 2 + good.count + 2)
+        #expect(result.error == nil)
+    }
+
     @Test("scan stops at a bad header but keeps the frames before it", arguments: [
-        ([UInt8]([0x00, 0x00]), ISO8583Error.emptyFrame),
-        ([0x20, 0x01], .frameTooLong(length: 8193, max: 8192)),
+        ([UInt8]([0x20, 0x01]), ISO8583Error.frameTooLong(length: 8193, max: 8192)),
+        ([0xFF, 0xFF], .frameTooLong(length: 65535, max: 8192)),
     ])
     func scanBadHeader(header: [UInt8], error: ISO8583Error) throws {
         let good = try LengthPrefixedFramer.frame(bytes("GOOD"))
