@@ -60,6 +60,18 @@ public enum CaseKind: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// An authorization that may stand after the answer the payment gets, so the worker must
+    /// reverse it, once: no answer at all (the timeout card), a partial approval (10), and the
+    /// issuer's late answer (68). Against the simulator only (it counts reversals); refusals that
+    /// hold no money are not read back.
+    public var mustBeReversed: Bool {
+        switch self {
+        case .timeout: true
+        case .code(let code): code == "10" || code == "68"
+        default: false
+        }
+    }
+
     /// Sent twice (one after the other, or both at once): two answers, one authorization.
     public var sendsTwice: Bool { self == .duplicate || self == .duplicateInFlight }
 

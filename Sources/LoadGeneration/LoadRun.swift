@@ -23,7 +23,9 @@ public struct LoadConfiguration: Sendable {
     public var duration: Duration?
     public var mix: Mix
     public var seed: UInt64 = 1
-    public var requestTimeout: Duration = .seconds(30)
+    public var requestTimeout: Duration = .seconds(15)
+    /// How long the read-back waits for the reversals that must have been sent (`CaseKind.mustBeReversed`).
+    public var reversalWait: Duration = .seconds(10)
     /// The acquirer injects faults (dropped replies, resets): a case that reaches it may also be
     /// answered FAIL 85, and is counted as an unknown outcome rather than a mismatch.
     public var acquirerFaults = false
@@ -278,23 +280,40 @@ public final class LoadRun: Sendable {
         }
     }
 
-    /// Reads back duplicates (one authorization) and wrong-token payments (still pending, none).
+    /// Reads back duplicates (one authorization), wrong-token payments (still pending, none) and,
+    /// where the acquirer counts them (the simulator), the authorizations that must be reversed
+    /// (one reversal: it is sent as the 85 is recorded, so it is waited for a few seconds).
     private func verify(_ sent: ArraySlice<PlannedPayment>) async {
         let c = configuration
-        let targets = sent.filter { $0.kind.sendsTwice || $0.kind == .wrongToken }
+        let targets = sent.filter { $0.kind.sendsTwice || $0.kind == .wrongToken || $0.kind.mustBeReversed }
+        let reversalsDue = ContinuousClock.now + c.reversalWait
         guard !targets.isEmpty else { return }
         let timeout = TimeAmount.nanoseconds(Int64(c.requestTimeout.nanoseconds))
         var connection: HTTPConnection?
         for payment in targets {
             let request = PreparedRequest(method: .GET, uri: "/payments/" + payment.id, host: c.address.hostHeader,
                                           authorization: "Bearer " + c.adminToken, body: [])
-            guard let (answer, _) = await exchange(request, label: payment, connection: &connection, timeout: timeout) else { continue }
-            guard answer.status == 200,
-                  let view = (try? JSONSerialization.jsonObject(with: Data(answer.body))) as? [String: Any],
-                  let sentCount = view["authorizationsSent"] as? Int, let state = view["state"] as? String
-            else {
-                recorder.mismatch("\(payment.id) [\(payment.kind)]: GET /payments/{id} answered HTTP \(answer.status)")
-                continue
+            var view: [String: Any] = [:], sentCount = 0, state = ""
+            var read = false
+            while true {
+                guard let (answer, _) = await exchange(request, label: payment, connection: &connection, timeout: timeout) else { break }
+                guard answer.status == 200,
+                      let object = (try? JSONSerialization.jsonObject(with: Data(answer.body))) as? [String: Any],
+                      let count = object["authorizationsSent"] as? Int, let text = object["state"] as? String
+                else {
+                    recorder.mismatch("\(payment.id) [\(payment.kind)]: GET /payments/{id} answered HTTP \(answer.status)")
+                    break
+                }
+                (view, sentCount, state, read) = (object, count, text, true)
+                // A reversal not sent yet: asked again until it is, or until the wait is over.
+                guard payment.kind.mustBeReversed, let reversals = object["acquirerReversals"] as? Int, reversals == 0,
+                      ContinuousClock.now < reversalsDue else { break }
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+            guard read else { continue }
+            if payment.kind.mustBeReversed, let reversals = view["acquirerReversals"] as? Int, !c.acquirerFaults,
+               reversals != 1 || sentCount != 1 {
+                recorder.mismatch("\(payment.id) [\(payment.kind)]: reversed \(reversals) times after \(sentCount) authorizations, expected once after one")
             }
             let acquirerCount = view["acquirerAuthorizations"] as? Int
             if payment.kind.sendsTwice, sentCount != 1 || (acquirerCount ?? 1) != 1 {

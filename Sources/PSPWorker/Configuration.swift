@@ -5,6 +5,9 @@ import HTTPAcquirer
 import NIOCore
 import ISO8583Acquirer
 import SQLitePaymentStore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Everything `psp-worker serve` is configured with: filled from flags and the environment by the
 /// command line, or directly by tests.
@@ -123,10 +126,6 @@ public struct PSPWorkerConfiguration: Sendable {
     }
 }
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// The process's limit on open file descriptors, which every connection takes one of.
 public enum OpenFileLimit {
     /// Descriptors kept beyond the connections and the acquirer's: the store's files, the event
@@ -144,21 +143,7 @@ public enum OpenFileLimit {
     /// Raises the soft limit to `needed` if it is lower, as far as the hard limit allows (a
     /// common soft default, 1,024, is below the default `maxConnections` and what the process
     /// needs besides). Returns the soft limit now in force; nil if it could not be read.
-    public static func raise(toAtLeast needed: Int) -> Int? {
-        #if canImport(Glibc)
-        var limit = rlimit()
-        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return nil }
-        let wanted = rlim_t(max(needed, 0))
-        if limit.rlim_cur < wanted {
-            var raised = limit
-            raised.rlim_cur = min(wanted, limit.rlim_max)
-            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
-        }
-        return Int(clamping: limit.rlim_cur)  // RLIM_INFINITY (all ones) clamps to Int.max
-        #else
-        return nil
-        #endif
-    }
+    public static func raise(toAtLeast needed: Int) -> Int? { ProcessLimits.raiseOpenFiles(toAtLeast: needed) }
 }
 
 /// The admin token, read once at start and kept only as its hash.

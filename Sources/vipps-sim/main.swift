@@ -42,7 +42,8 @@ struct VippsSim: AsyncParsableCommand {
         """)
     var mix = "approved=90,51=5,05=3,bad-cryptogram=1,wrong-token=1"
     @Option(help: "Seed of the order the cases are sent in.") var seed: UInt64 = 1
-    @Option(help: "Seconds to wait for one answer before counting it as lost.") var requestTimeout: Double = 30
+    @Option(help: "Seconds to wait for one answer before counting it as lost (15: Vipps's patience; an answer later than that is one Vipps never read).")
+    var requestTimeout: Double = 15
     @Option(help: "Event-loop threads of the client.") var clientThreads = 1
     @Option(help: "Write the report as JSON to this file.") var json: String?
     @Option(help: "Also report throughput and latency for each interval of this many seconds of the timed run (stalls, slow minutes).")
@@ -120,6 +121,12 @@ struct VippsSim: AsyncParsableCommand {
         }
 
         let log: @Sendable (String) -> Void = { FileHandle.standardError.write(Data(("vipps-sim: " + $0 + "\n").utf8)) }
+        // A connection per request in flight (two for a duplicate sent at once), and a margin for
+        // the registrations' connections and the process's own files.
+        let neededFiles = 2 * (concurrency ?? 64) + 256
+        if let files = ProcessLimits.raiseOpenFiles(toAtLeast: neededFiles), files < neededFiles {
+            log("the open-file limit (\(files)) is below the \(neededFiles) descriptors this run may need: connections may fail (raise ulimit -n)")
+        }
         // Before the run starts its event loops, which inherit the policy from the thread starting them.
         if !noBatchScheduling, (GeneratorScheduling.batchAllThreads() ?? 0) == 0 {
             log("cannot run under SCHED_BATCH here; running under the default scheduling policy")

@@ -28,7 +28,7 @@ struct LiveWorker {
     /// The acquirer's timeout is generous: with under half of it left after the attempt's commit
     /// (slow on a loaded machine), an authorization is not sent and the answer is 85. `configure`
     /// changes the configuration, and `store` the store the worker gets (to inject faults).
-    static func run(acquirerTimeout: Duration = .seconds(5), logger: Logger = quietLogger,
+    static func run(acquirerTimeout: Duration = .seconds(5), logger: Logger = quietLogger, acquirer: (any AcquirerAdapter)? = nil,
                     configure: (inout PSPWorkerConfiguration) throws -> Void = { _ in },
                     store: (any PaymentStore) -> any PaymentStore = { $0 },
                     _ body: @Sendable (any TestClientProtocol) async throws -> Void) async throws {
@@ -41,7 +41,7 @@ struct LiveWorker {
         configuration.acquirerTimeout = acquirerTimeout
         configuration.workers = 2
         try configure(&configuration)
-        var components = try PSPWorkerComponents.make(configuration, logger: logger)
+        var components = try PSPWorkerComponents.make(configuration, acquirer: acquirer, logger: logger)
         components.store = store(components.store)
         let app = try buildApplication(configuration: configuration, components: components, logger: logger)
         try await app.test(.live, body)

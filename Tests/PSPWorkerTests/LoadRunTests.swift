@@ -1,14 +1,18 @@
+import Acquiring
 import LoadGeneration
 import Testing
 
 /// vipps-sim's driver against the real worker on a real socket: every kind of case, closed and open
-/// loop, every answer checked (duplicates read back as authorized once, wrong tokens as never).
+/// loop, every answer checked (duplicates read back as authorized once, wrong tokens as never,
+/// the authorizations that may stand as reversed once).
 @Suite struct LoadRunTests {
-    static let mix = "approved=40,51=5,05=5,timeout=2,bad-cryptogram=5,wrong-token=5,duplicate=5,duplicate-in-flight=5,no=5,timeout-status=5,cancel=5,luhn=5,expired=5"
+    static let mix = "approved=40,51=5,05=5,10=3,68=3,timeout=2,bad-cryptogram=5,wrong-token=5,duplicate=5,duplicate-in-flight=5,no=5,timeout-status=5,cancel=5,luhn=5,expired=5"
 
-    func run(_ drive: LoadConfiguration.Drive, count: Int? = nil, duration: Duration? = nil, port: Int) async throws -> Report {
+    func run(_ drive: LoadConfiguration.Drive, count: Int? = nil, duration: Duration? = nil, mix: String = Self.mix,
+             reversalWait: Duration = .seconds(10), port: Int) async throws -> Report {
         var configuration = LoadConfiguration(address: ServerAddress(host: "127.0.0.1", port: port),
-                                              adminToken: LiveWorker.adminToken, drive: drive, mix: try Mix(parsing: Self.mix))
+                                              adminToken: LiveWorker.adminToken, drive: drive, mix: try Mix(parsing: mix))
+        configuration.reversalWait = reversalWait
         configuration.publicKeyPath = TestKeys.path("psp-public-key")
         configuration.count = count
         configuration.duration = duration
@@ -32,6 +36,20 @@ import Testing
         }
     }
 
+    /// A worker that answers right but never gets its reversals through (here: an acquirer that
+    /// refuses every reversal) is caught by the read-back: each 68 and 10 is a mismatch.
+    @Test func anAuthorizationLeftUnreversedIsAMismatch() async throws {
+        let acquirer = RefusesReversals()
+        try await LiveWorker.run(acquirerTimeout: .seconds(4), acquirer: acquirer) { client in
+            let report = try await run(.closed(concurrency: 4), count: 20, mix: "approved=1,68=1,10=1", reversalWait: .milliseconds(500),
+                                       port: client.port!)
+            let mustBeReversed = (report.kinds["68"] ?? 0) + (report.kinds["10"] ?? 0)
+            #expect(mustBeReversed > 0)
+            #expect(report.mismatches == mustBeReversed, "\(report.firstMismatches)")
+            #expect(report.firstMismatches.allSatisfy { $0.contains("reversed 0 times") }, "\(report.firstMismatches)")
+        }
+    }
+
     @Test func openLoopKeepsToTheScheduleAndChecksEveryAnswer() async throws {
         try await LiveWorker.run(acquirerTimeout: .seconds(4)) { client in
             let report = try await run(.open(rate: 200, connections: 32), duration: .seconds(1), port: client.port!)
@@ -41,4 +59,16 @@ import Testing
             #expect(report.answered >= 200)
         }
     }
+}
+
+/// The simulator, except that every reversal fails (as an acquirer that is down for them would).
+final class RefusesReversals: AcquirerAdapter, AuthorizationCounting {
+    struct Down: Error {}
+    let simulator = SimulatorAcquirer()
+    var name: String { simulator.name }
+    func attemptReference(for attemptId: String) -> String { simulator.attemptReference(for: attemptId) }
+    func authorize(_ request: AuthorizationRequest) async throws -> AcquirerAnswer { try await simulator.authorize(request) }
+    func reverse(_ reversal: ReversalRequest) async throws -> ReversalAnswer { throw Down() }
+    func authorizationCount(pspTransactionId: String) -> Int { simulator.authorizationCount(pspTransactionId: pspTransactionId) }
+    func reversalCount(pspTransactionId: String) -> Int { simulator.reversalCount(pspTransactionId: pspTransactionId) }
 }
