@@ -25,10 +25,22 @@ JITTER_MS=${JITTER_MS:-3}
 MIX=${MIX:-approved=88,51=4,05=3,timeout=2,bad-cryptogram=1,wrong-token=1,no=1}
 # The check below counts one reversal per payment answered 85; a duplicate's repeat (and each copy
 # of a duplicate-in-flight whose reply was dropped) is a second 85 for one reversal, a 91 is answered
-# 85 with nothing to reverse, and a 10 is reversed but answered 82, so none may be in the mix.
+# 85 with nothing to reverse, and a 10 or a code the worker does not map is reversed but answered 82,
+# so none may be in the mix: its codes are those the worker answers 85 and reverses (68, and 99 as
+# `timeout`), approves (00, 08, 11), or refuses without a reversal (README.md, "Response codes").
 # (Spaces removed: vipps-sim trims them around each kind.)
-case ",${MIX// /}" in *,duplicate=*|*,duplicate-in-flight=*|*,91=*|*,10=*)
-    echo "MIX must not contain duplicate, duplicate-in-flight, 91 or 10 here (one reversal per 85 is what is checked)"; exit 2 ;; esac
+IFS=, read -ra KINDS <<<"${MIX// /}"
+for kind in "${KINDS[@]}"; do
+    case "${kind%%=*}" in
+    duplicate|duplicate-in-flight)
+        echo "MIX must not contain $kind here (one reversal per 85 is what is checked)"; exit 2 ;;
+    [0-9][0-9])
+        case " 00 08 11 68 99 01 02 03 04 05 06 07 12 13 14 15 20 22 30 31 33 34 41 43 46 51 54 56 57 58 59 61 62 63 65 78 92 93 94 96 " in
+        *" ${kind%%=*} "*) ;;
+        *) echo "MIX must not contain code ${kind%%=*} here: it is not answered 85 with one reversal, nor refused without one"; exit 2 ;;
+        esac ;;
+    esac
+done
 # The journal checks read JSON with Python, and the worker's metrics come through curl (both checked
 # now, not after the run).
 command -v python3 >/dev/null || { echo "python3 is needed: apt-get install -y python3"; exit 2; }

@@ -4,12 +4,13 @@
 # latency next to the `openssl speed rsa2048 -multi <cores>` ceiling, and stops the worker with
 # SIGTERM. Exit status 1 if any answer was not what its test card must get.
 #
-#   benchmarks/e2e.sh                  closed loop (20,000 mixed payments, 64 in flight), then an
+#   benchmarks/e2e.sh                  closed loop (20,000 mixed payments, 64 in flight on 2 cores), then an
 #                                      open loop at 80% of the peak it found, for the p99
 #   SOAK_SECONDS=300 benchmarks/e2e.sh also a 5-minute open-loop run, sampling the worker's RSS and the WAL,
 #                                      with latency per 30 s and the store writer's stalls
 #
-# Environment (defaults): COUNT (20000), CONCURRENCY (64), MIX (approved=90,51=5,05=3,
+# Environment (defaults): COUNT (10,000 per core), CONCURRENCY (32 per core), OPEN_CONNECTIONS (64 per
+# core), CLIENT_THREADS (vipps-sim's; 1, or one per 4 cores from 8 cores), MIX (approved=90,51=5,05=3,
 # bad-cryptogram=1,wrong-token=1), WORKERS (unset: the worker's default, one per core or event loop,
 # whichever is more; workers only decrypt, the waiting on the store and the acquirer runs in tasks of its own), RATE_SHARE (0.8; several, e.g. "0.5 0.6 0.7 0.8",
 # give one open-loop run each: latency against load), RATE_SECONDS (30), SOAK_SECONDS (0),
@@ -22,8 +23,14 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SCRATCH=${SCRATCH:-$ROOT/benchmarks/.build-e2e}
-COUNT=${COUNT:-20000}
-CONCURRENCY=${CONCURRENCY:-64}
+CORES=$(nproc)
+# Sized by the cores, so that on a larger machine the closed loop still measures the worker, not
+# vipps-sim or too few requests in flight: 10,000 payments, 32 in flight and 64 open-loop
+# connections per core, a vipps-sim client thread per 4 cores (20,000, 64, 128 and 1 on 2 cores).
+COUNT=${COUNT:-$((10000 * CORES))}
+CONCURRENCY=${CONCURRENCY:-$((32 * CORES))}
+OPEN_CONNECTIONS=${OPEN_CONNECTIONS:-$((64 * CORES))}
+CLIENT_THREADS=${CLIENT_THREADS:-$(( CORES >= 8 ? CORES / 4 : 1 ))}
 MIX=${MIX:-approved=90,51=5,05=3,bad-cryptogram=1,wrong-token=1}
 WORKERS=${WORKERS:-}
 RATE_SHARE=${RATE_SHARE:-0.8}
@@ -31,7 +38,6 @@ RATE_SECONDS=${RATE_SECONDS:-30}
 SOAK_SECONDS=${SOAK_SECONDS:-0}
 # The soak samples the worker's RSS with ps.
 if [ "$SOAK_SECONDS" -gt 0 ]; then command -v ps >/dev/null || { echo "ps is needed for the soak: apt-get install -y procps"; exit 2; }; fi
-CORES=$(nproc)
 unset OPENSSL_ia32cap  # the worker gets only WORKER_IA32CAP
 
 echo "== build (release, $SCRATCH)"
@@ -102,7 +108,7 @@ account() {  # NAME CPU_TIMES WORKER_TICKS: the steal, idle and worker CPU of NA
 }
 timed_sim() {  # NAME ARGS...: a run whose steal, idle and worker CPU are kept beside its report
     local name=$1; shift
-    (cd "$ROOT" && exec "$BIN/vipps-sim" --url "$URL" --quiet "$@" --json "$WORK/$name.json" 2>"$WORK/$name.err") &
+    (cd "$ROOT" && exec "$BIN/vipps-sim" --url "$URL" --quiet --client-threads "$CLIENT_THREADS" "$@" --json "$WORK/$name.json" 2>"$WORK/$name.err") &
     local pid=$!
     SIM_PID=$pid
     wait_registered "$WORK/$name.err" "$pid"
@@ -130,7 +136,7 @@ SHARES=($RATE_SHARE)
 for share in "${SHARES[@]}"; do
     RATE=$(awk -v p="$PEAK" -v s="$share" 'BEGIN { printf "%d", p * s }')
     echo "== open loop: $RATE/s ($share of the peak) for $RATE_SECONDS s"
-    timed_sim "open-$share" --rate "$RATE" --duration "$RATE_SECONDS" --concurrency 128 --mix "$MIX"
+    timed_sim "open-$share" --rate "$RATE" --duration "$RATE_SECONDS" --concurrency "$OPEN_CONNECTIONS" --mix "$MIX"
 done
 # The soak and the summary's target line use the last share.
 LAST_SHARE=${SHARES[${#SHARES[@]}-1]}
@@ -140,7 +146,7 @@ if [ "$SOAK_SECONDS" -gt 0 ]; then
     echo "== soak: $RATE/s for $SOAK_SECONDS s; worker RSS and WAL size sampled every 15 s once the timed run starts"
     stalls() { { curl -s --max-time 5 "$URL/metrics" || true; } | awk '/^psp_store_(commits|writes|slow_commits|slow_wal_restarts)_total/ { print $1, $2 }' | sort; }
     STALLS_BEFORE=$(stalls)
-    (cd "$ROOT" && exec "$BIN/vipps-sim" --url "$URL" --quiet --rate "$RATE" --duration "$SOAK_SECONDS" --concurrency 128 \
+    (cd "$ROOT" && exec "$BIN/vipps-sim" --url "$URL" --quiet --client-threads "$CLIENT_THREADS" --rate "$RATE" --duration "$SOAK_SECONDS" --concurrency "$OPEN_CONNECTIONS" \
         --mix "$MIX" --interval 30 --json "$WORK/soak.json" >"$WORK/soak.out" 2>"$WORK/soak.err") &
     SIM_PID=$!
     wait_registered "$WORK/soak.err" "$SIM_PID"

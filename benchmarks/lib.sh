@@ -1,11 +1,27 @@
 # Shared by the benchmark scripts (sourced after ROOT and SCRATCH are set).
 
+# Stores and scratch files on a disk: /tmp is tmpfs on some distributions (Debian 13), where an
+# fsync reaches no disk and a store's figures are not a durable store's. TMPDIR set is kept.
+if [ -z "${TMPDIR:-}" ]; then
+    export TMPDIR="$ROOT/benchmarks/.build/tmp"
+    mkdir -p "$TMPDIR"
+fi
+
 # build_release PRODUCT...: release builds of the repository's products in $SCRATCH; sets BIN.
+# The last line of each build is shown; the whole log if it fails.
 build_release() {
-    local product
+    local product log
+    log=$(mktemp)
     for product in "$@"; do
-        swift build --package-path "$ROOT" --scratch-path "$SCRATCH" -c release --product "$product" 2>&1 | tail -1
+        if ! swift build --package-path "$ROOT" --scratch-path "$SCRATCH" -c release --product "$product" > "$log" 2>&1; then
+            cat "$log" >&2
+            rm -f "$log"
+            echo "the release build of $product failed" >&2
+            return 1
+        fi
+        tail -1 "$log"
     done
+    rm -f "$log"
     BIN=$(swift build --package-path "$ROOT" --scratch-path "$SCRATCH" -c release --show-bin-path)
 }
 

@@ -12,7 +12,8 @@
 #
 #   SCRATCH=$PWD/../.build ./node-bar.sh      (after a release build there; else it builds)
 #
-# Environment (defaults): ROUNDS (2), SECONDS_PER_RUN (10), CONNECTIONS (64), WRK_THREADS (1),
+# Environment (defaults): ROUNDS (2), SECONDS_PER_RUN (10), CONNECTIONS (32 per core), WRK_THREADS (1;
+# one per 4 cores from 8 cores),
 # SCRATCH (benchmarks/.build-e2e), WORKER_ARGS (more `psp-worker serve` options, e.g.
 # "--group-commit-window-ms 5"); WORKER_IA32CAP and NODE_IA32CAP (unset): an OPENSSL_ia32cap value
 # for that server alone (both libcrypto and Node's OpenSSL read it; see benchmarks/README.md, "RSA
@@ -24,9 +25,11 @@ HERE="$ROOT/benchmarks"
 SCRATCH=${SCRATCH:-$ROOT/benchmarks/.build-e2e}
 ROUNDS=${ROUNDS:-2}
 RUN_SECONDS=${SECONDS_PER_RUN:-10}
-CONNECTIONS=${CONNECTIONS:-64}
-export WRK_THREADS=${WRK_THREADS:-1}
 CORES=$(nproc)
+# Sized by the cores (64 connections and 1 wrk thread on 2 cores), so that on a larger machine
+# wrk still saturates the servers rather than measuring itself.
+CONNECTIONS=${CONNECTIONS:-$((32 * CORES))}
+export WRK_THREADS=${WRK_THREADS:-$(( CORES >= 8 ? CORES / 4 : 1 ))}
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk"; exit 2; }
 command -v node >/dev/null || { echo "node is needed: apt-get install -y nodejs"; exit 2; }
 # Node's cluster workers are found with pgrep: without it their CPU would be silently left out.

@@ -15,8 +15,16 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# The pipeline's stores on a disk, not on a tmpfs /tmp (see lib.sh); TMPDIR set is kept.
+if [ -z "${TMPDIR:-}" ]; then
+    export TMPDIR="$PWD/.build/tmp"
+    mkdir -p "$TMPDIR"
+fi
 echo "== machine: nproc $(nproc); $(lscpu | grep 'Model name' | sed 's/  */ /g'); $(openssl version)"
-swift build -c release 2>&1 | tail -1
+build_log=$(mktemp)
+if ! swift build -c release > "$build_log" 2>&1; then cat "$build_log" >&2; echo "the release build failed" >&2; exit 1; fi
+tail -1 "$build_log"
+rm -f "$build_log"
 # swift-crypto is any 3.12.3..<5.0.0 (Package.resolved is not kept): the version this run compares with.
 echo "== swift-crypto $(awk '/swift-crypto/ { found = 1 } found && /"version"/ { gsub(/[",]/, "", $3); print $3; exit }' Package.resolved 2>/dev/null)"
 

@@ -12,7 +12,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     # sudo drops the environment, so the setting goes through env; without a terminal, -n fails
     # at once where sudo would wait for a password nobody types (a CI runner).
     SUDO=""
-    if [ "$(id -u)" -ne 0 ]; then if [ -t 0 ]; then SUDO="sudo"; else SUDO="sudo -n"; fi; fi
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 || { echo "setup: missing ${missing[*]}; install them as root (apt-get install -y ${missing[*]}), or run this as root" >&2; exit 1; }
+        if [ -t 0 ]; then SUDO="sudo"; else SUDO="sudo -n"; fi
+    fi
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 fi
