@@ -74,8 +74,14 @@ if [ -n "${WORKER_IA32CAP:-}" ]; then
 fi
 
 echo "== start psp-worker (workers ${WORKERS:-default}, store $WORK/e2e.sqlite)"
+# The connections vipps-sim may open (two per duplicate in flight) past the worker's default limit
+# of 1,024 (a connection past it is closed unread: a transport error here), on many cores.
+MOST_CONNECTIONS=$(( 2 * (CONCURRENCY > OPEN_CONNECTIONS ? CONCURRENCY : OPEN_CONNECTIONS) + 64 ))
+CONNECTION_LIMIT=""
+if [ "$MOST_CONNECTIONS" -gt 1024 ]; then CONNECTION_LIMIT="--max-connections $MOST_CONNECTIONS"; fi
+# shellcheck disable=SC2086
 (cd "$ROOT" && exec env ${WORKER_IA32CAP:+OPENSSL_ia32cap=$WORKER_IA32CAP} "${WORKER_BIN:-$BIN/psp-worker}" serve --private-key "$ROOT/keys-example/psp-private-key.pem" --acquirer simulator --port 0 --store "sqlite:$WORK/e2e.sqlite" ${WORKERS:+--workers "$WORKERS"} \
-    --queue-capacity 4096 --acquirer-timeout 2 ${WORKER_ARGS:-} >"$WORK/worker.log" 2>&1) &
+    --queue-capacity 4096 --acquirer-timeout 2 $CONNECTION_LIMIT ${WORKER_ARGS:-} >"$WORK/worker.log" 2>&1) &
 WORKER_PID=$!
 PORT=$(logged_port "$WORK/worker.log" "$WORKER_PID") || { echo "psp-worker did not start"; exit 2; }
 URL="http://127.0.0.1:$PORT"

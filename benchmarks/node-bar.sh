@@ -49,7 +49,11 @@ unset OPENSSL_ia32cap
 ceiling() { signs_per_second 3; }
 
 cd "$ROOT"
-env ${WORKER_IA32CAP:+OPENSSL_ia32cap=$WORKER_IA32CAP} "$BIN/psp-worker" serve --private-key "$ROOT/keys-example/psp-private-key.pem" --acquirer simulator --port 0 --store "sqlite:$WORK/bar.sqlite" --queue-capacity 4096 ${WORKER_ARGS:-} >"$WORK/worker.log" 2>&1 &
+# wrk's connections past the worker's default limit of 1,024 (closed unread past it), on many cores.
+CONNECTION_LIMIT=""
+if [ "$CONNECTIONS" -gt 960 ]; then CONNECTION_LIMIT="--max-connections $((CONNECTIONS + 64))"; fi
+# shellcheck disable=SC2086
+env ${WORKER_IA32CAP:+OPENSSL_ia32cap=$WORKER_IA32CAP} "$BIN/psp-worker" serve --private-key "$ROOT/keys-example/psp-private-key.pem" --acquirer simulator --port 0 --store "sqlite:$WORK/bar.sqlite" --queue-capacity 4096 $CONNECTION_LIMIT ${WORKER_ARGS:-} >"$WORK/worker.log" 2>&1 &
 PIDS+=($!)
 WORKER_PORT=$(logged_port "$WORK/worker.log" "${PIDS[0]}")
 # Port 0: the kernel picks a free one and Node's primary logs it (the worker's port + 1 may be taken).

@@ -2,7 +2,7 @@
 ///
 /// Use `append(_:)` with whatever the socket delivered, then call `nextFrame()`
 /// until it returns nil. A header of length 0 is a keep-alive (some hosts send them; jPOS's
-/// channels read past them) and is skipped. A header above `maxFrameLength` throws,
+/// channels skip them when configured to) and is skipped. A header above `maxFrameLength` throws,
 /// and keeps throwing: the stream can no longer be re-synchronised, so the caller
 /// should close the connection.
 public struct LengthPrefixedFramer: Sendable {

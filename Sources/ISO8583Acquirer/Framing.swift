@@ -10,7 +10,7 @@ import NIOCore
 /// cumulation buffer that it grows and compacts, freeing the old storage unwiped). The frames
 /// passed on are slices of the read (or of that buffer) and are read synchronously by the next
 /// handler; that handler wipes them too, the read's and the buffer's bytes are wiped here after.
-/// A zero length is a keep-alive, skipped. A length past the limit is an error that closes the
+/// A zero length is a keep-alive: no frame, a `KeepAlive` event. A length past the limit is an error that closes the
 /// connection: the stream cannot be resynchronised.
 public final class ISO8583FrameHandler: ChannelInboundHandler {
     public typealias InboundIn = ByteBuffer
@@ -19,6 +19,9 @@ public final class ISO8583FrameHandler: ChannelInboundHandler {
     /// The start of a frame split across reads, header included.
     private var partial: ByteBuffer?
     private var failed = false
+
+    /// Fired down the pipeline for each zero-length frame: the host is there, though it sent no message.
+    public struct KeepAlive: Sendable {}
 
     public init(maxFrameLength: Int = LengthPrefixedFramer.defaultMaxFrameLength) {
         self.maxFrameLength = min(max(maxFrameLength, 1), LengthPrefixedFramer.absoluteMaxFrameLength)
@@ -36,7 +39,11 @@ public final class ISO8583FrameHandler: ChannelInboundHandler {
                 } else if let length = try frameLength(in: read), read.readableBytes >= 2 + length {
                     read.moveReaderIndex(forwardBy: 2)
                     let frame = read.readSlice(length: length)!
-                    if length > 0 { context.fireChannelRead(wrapInboundOut(frame)) }
+                    if length > 0 {
+                        context.fireChannelRead(wrapInboundOut(frame))
+                    } else {
+                        context.fireUserInboundEventTriggered(KeepAlive())
+                    }
                 } else {
                     var buffer = context.channel.allocator.buffer(capacity: 2 + maxFrameLength)
                     buffer.writeBuffer(&read)
@@ -61,7 +68,10 @@ public final class ISO8583FrameHandler: ChannelInboundHandler {
         // Taken out before it is passed on: whatever the next handler does, this frame is done.
         var whole = partial.take()!
         defer { whole.withUnsafeReadableBytes(wipeInPlace) }
-        guard length > 0 else { return }
+        guard length > 0 else {
+            context.fireUserInboundEventTriggered(KeepAlive())
+            return
+        }
         let frame = whole.getSlice(at: whole.readerIndex + 2, length: length)!
         context.fireChannelRead(wrapInboundOut(frame))
     }

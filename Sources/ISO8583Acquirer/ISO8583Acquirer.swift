@@ -566,6 +566,12 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
         channel.writeAndFlush(buffer, promise: nil)
     }
 
+    /// A keep-alive from the host: it counts as something received for the echo's timing (not as
+    /// an answer: requests given up on in a row still close a connection the host does not answer on).
+    func keptAlive() {
+        state.withLock { $0.lastReceived = .now }
+    }
+
     /// A message from the host: resumes the request it answers, is logged as late or unknown, or
     /// (a request of the host's own) is answered.
     /// (Internal, not private: a test hands it frames on a channel whose writability it sets.)
@@ -655,6 +661,13 @@ private final class ReplyHandler: ChannelInboundHandler, Sendable {
     func channelInactive(context: ChannelHandlerContext) {
         acquirer.connectionLost(context.channel)
         context.fireChannelInactive()
+    }
+
+    /// A host's zero-length keep-alive: it is there, so no echo is owed yet (a host that sends
+    /// those may not answer 0800s, and the connection would be closed every echo interval).
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ISO8583FrameHandler.KeepAlive { acquirer.keptAlive() }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

@@ -61,7 +61,7 @@ public enum CaseKind: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// An authorization that may stand after the answer the payment gets, so the worker must
-    /// reverse it, once: no answer at all (the timeout card), a partial approval (10), and the
+    /// reverse it: no answer at all (the timeout card), a partial approval (10), and the
     /// issuer's late answer (68). Against the simulator only (it counts reversals); refusals that
     /// hold no money are not read back.
     public var mustBeReversed: Bool {

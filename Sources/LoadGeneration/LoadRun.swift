@@ -25,7 +25,7 @@ public struct LoadConfiguration: Sendable {
     public var seed: UInt64 = 1
     public var requestTimeout: Duration = .seconds(15)
     /// How long the read-back waits for the reversals that must have been sent (`CaseKind.mustBeReversed`).
-    public var reversalWait: Duration = .seconds(10)
+    public var reversalWait: Duration = .seconds(20)
     /// The acquirer injects faults (dropped replies, resets): a case that reaches it may also be
     /// answered FAIL 85, and is counted as an unknown outcome rather than a mismatch.
     public var acquirerFaults = false
@@ -282,11 +282,13 @@ public final class LoadRun: Sendable {
 
     /// Reads back duplicates (one authorization), wrong-token payments (still pending, none) and,
     /// where the acquirer counts them (the simulator), the authorizations that must be reversed
-    /// (one reversal: it is sent as the 85 is recorded, so it is waited for a few seconds).
+    /// (it is sent as the 85 is recorded, so it is waited for a few seconds).
     private func verify(_ sent: ArraySlice<PlannedPayment>) async {
         let c = configuration
-        let targets = sent.filter { $0.kind.sendsTwice || $0.kind == .wrongToken || $0.kind.mustBeReversed }
+        let targets = sent.filter { $0.kind.sendsTwice || $0.kind == .wrongToken || ($0.kind.mustBeReversed && !c.acquirerFaults) }
         let reversalsDue = ContinuousClock.now + c.reversalWait
+        // Against an acquirer with faults an approval may rightly be 85 and reversed, or not reached.
+        let checksReversals = !c.acquirerFaults
         guard !targets.isEmpty else { return }
         let timeout = TimeAmount.nanoseconds(Int64(c.requestTimeout.nanoseconds))
         var connection: HTTPConnection?
@@ -306,14 +308,17 @@ public final class LoadRun: Sendable {
                 }
                 (view, sentCount, state, read) = (object, count, text, true)
                 // A reversal not sent yet: asked again until it is, or until the wait is over.
-                guard payment.kind.mustBeReversed, let reversals = object["acquirerReversals"] as? Int, reversals == 0,
-                      ContinuousClock.now < reversalsDue else { break }
+                guard checksReversals, payment.kind.mustBeReversed, let reversals = object["acquirerReversals"] as? Int, reversals == 0,
+                      (object["acquirerAuthorizations"] as? Int ?? 0) > 0, ContinuousClock.now < reversalsDue else { break }
                 try? await Task.sleep(for: .milliseconds(100))
             }
             guard read else { continue }
-            if payment.kind.mustBeReversed, let reversals = view["acquirerReversals"] as? Int, !c.acquirerFaults,
-               reversals != 1 || sentCount != 1 {
-                recorder.mismatch("\(payment.id) [\(payment.kind)]: reversed \(reversals) times after \(sentCount) authorizations, expected once after one")
+            // What the acquirer authorized is reversed: once, or more where a reversal's answer was
+            // lost and it was sent again (harmless: a host acknowledges a repeat). An attempt closed
+            // unsent (85 with too little time left) reached no acquirer and has nothing to undo.
+            if checksReversals, payment.kind.mustBeReversed, let reversals = view["acquirerReversals"] as? Int,
+               let authorized = view["acquirerAuthorizations"] as? Int, (authorized > 0) != (reversals > 0) {
+                recorder.mismatch("\(payment.id) [\(payment.kind)]: reversed \(reversals) times after \(authorized) authorizations at the acquirer")
             }
             let acquirerCount = view["acquirerAuthorizations"] as? Int
             if payment.kind.sendsTwice, sentCount != 1 || (acquirerCount ?? 1) != 1 {

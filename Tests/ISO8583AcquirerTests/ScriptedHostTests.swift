@@ -23,11 +23,18 @@ final class ScriptedHost: Sendable {
         try await self.init(script: { answer($0).map { [$0] } ?? [] })
     }
 
-    init(script answer: @escaping @Sendable (ISOMessage) -> [ISOMessage]?) async throws {
+    /// `keepAliveEvery`: the host also sends a zero-length frame that often on each connection.
+    init(keepAliveEvery: TimeAmount? = nil, script answer: @escaping @Sendable (ISOMessage) -> [ISOMessage]?) async throws {
         let log = self.log
         server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                if let keepAliveEvery {
+                    channel.eventLoop.scheduleRepeatedTask(initialDelay: keepAliveEvery, delay: keepAliveEvery) { task in
+                        guard channel.isActive else { task.cancel(); return }
+                        channel.writeAndFlush(ByteBuffer(bytes: [0, 0]), promise: nil)
+                    }
+                }
+                return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ISO8583FrameHandler())
                     try channel.pipeline.syncOperations.addHandler(Responder(log: log, answer: answer))
                 }
@@ -159,6 +166,24 @@ final class ScriptedHost: Sendable {
         }
         #expect(answered)
         #expect(host.received.first?[41] != nil, "our echo names our terminal")
+    }
+
+    /// A host that sends zero-length keep-alives is heard: no echo is sent while they come (they
+    /// were dropped unheard, and a host that does not answer 0800s had its connection closed every
+    /// echo interval), and the connection stays up.
+    @Test func aHostsKeepAlivesPutOffTheEcho() async throws {
+        let host = try await ScriptedHost(keepAliveEvery: .milliseconds(50)) { [ScriptedHost.reply(to: $0, mti: "0810", fields: [7, 11, 41, 70])] }
+        defer { Task { await host.stop() } }
+        var configuration = ISO8583Acquirer.Configuration(host: "127.0.0.1", port: host.port)
+        configuration.echoInterval = .milliseconds(300)
+        configuration.echoTimeout = .milliseconds(200)
+        let iso = ISO8583Acquirer(configuration: configuration)
+        try await iso.echo()  // connected
+        let keepAlive = Task { await iso.runKeepAlive() }
+        try await Task.sleep(for: .milliseconds(1_200))
+        keepAlive.cancel()
+        await keepAlive.value
+        #expect(host.received.map(\.mti) == ["0800"], "echoes sent while the host's keep-alives came")
     }
 
     /// An authorization whose send deadline has passed by the time its frame would be written (a
