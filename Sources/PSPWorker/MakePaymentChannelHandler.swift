@@ -579,8 +579,13 @@ final class HTTP1RequestHeadChecks: ChannelInboundHandler, RemovableChannelHandl
             context.fireChannelRead(data)
             return
         }
-        let hosts = head.headers["host"]
-        if hosts.count > 1 || (hosts.isEmpty && head.version != .http1_0) || !hosts.allSatisfy(Self.isHostValue) {
+        // Counted in place: `headers["host"]` would build an array for every request.
+        var hosts = 0, valid = true
+        for (name, value) in head.headers where Self.isHost(name) {
+            hosts += 1
+            valid = valid && Self.isHostValue(value)
+        }
+        if hosts > 1 || (hosts == 0 && head.version != .http1_0) || !valid {
             refused = true
             context.fireErrorCaught(HTTPParserError.invalidHost)
             return
@@ -592,6 +597,11 @@ final class HTTP1RequestHeadChecks: ChannelInboundHandler, RemovableChannelHandl
         if !head.isKeepAlive { head.headers.replaceOrAdd(name: "connection", value: "close") }
         head.headers.remove(name: "expect")
         context.fireChannelRead(wrapInboundOut(.head(head)))
+    }
+
+    /// Whether a field's name is Host, in any case.
+    static func isHost(_ name: String) -> Bool {
+        name.utf8.count == 4 && name.utf8.elementsEqual("host".utf8) { $0 | 0x20 == $1 }
     }
 
     /// `uri-host [":" port]` (RFC 9110 §7.2; empty is allowed): the characters of a reg-name, an
