@@ -148,7 +148,8 @@ final class SlotDriver: @unchecked Sendable {
     }
 
     /// One request on the slot's connection (or its second one), connecting again first if it was
-    /// lost. Nil (and a transport error recorded, its latency counted from `since`) when there is no answer.
+    /// lost. Nil (and a transport error recorded, its latency counted from `since`) when there is no
+    /// answer within the request timeout of `since`.
     private func exchange(_ payment: PlannedPayment, since: ContinuousClock.Instant, side: Bool = false,
                           _ completion: @escaping @Sendable ((answer: HTTPAnswer, sentAt: ContinuousClock.Instant)?) -> Void) {
         let current = side ? sideConnection : connection
@@ -163,7 +164,12 @@ final class SlotDriver: @unchecked Sendable {
         connected.flatMap { connection -> EventLoopFuture<(answer: HTTPAnswer, sentAt: ContinuousClock.Instant)> in
             if side { self.sideConnection = connection } else { self.connection = connection }
             let sentAt = ContinuousClock.now
-            return connection.send(payment.makePayment, timeout: self.run.timeout).map { ($0, sentAt) }
+            // Vipps's patience runs from the intended send (an open loop's request sent late, after
+            // a wait for a free connection, has less of it left): an answer past it is lost.
+            let (seconds, attoseconds) = (sentAt - since).components
+            let spent = TimeAmount.nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+            let left = max(self.run.timeout - spent, .milliseconds(1))
+            return connection.send(payment.makePayment, timeout: left).map { ($0, sentAt) }
         }.whenComplete { result in
             switch result {
             case .success(let exchanged):

@@ -42,7 +42,7 @@ struct VippsSim: AsyncParsableCommand {
         """)
     var mix = "approved=90,51=5,05=3,bad-cryptogram=1,wrong-token=1"
     @Option(help: "Seed of the order the cases are sent in.") var seed: UInt64 = 1
-    @Option(help: "Seconds to wait for one answer before counting it as lost (15: Vipps's patience; an answer later than that is one Vipps never read).")
+    @Option(help: "Seconds to wait for one answer, from its intended send, before counting it as lost (15: Vipps's patience; an answer later than that is one Vipps never read).")
     var requestTimeout: Double = 15
     @Option(help: "Event-loop threads of the client.") var clientThreads = 1
     @Option(help: "Write the report as JSON to this file.") var json: String?

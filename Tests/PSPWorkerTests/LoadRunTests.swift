@@ -9,14 +9,14 @@ import Testing
     static let mix = "approved=40,51=5,05=5,10=3,68=3,timeout=2,bad-cryptogram=5,wrong-token=5,duplicate=5,duplicate-in-flight=5,no=5,timeout-status=5,cancel=5,luhn=5,expired=5"
 
     func run(_ drive: LoadConfiguration.Drive, count: Int? = nil, duration: Duration? = nil, mix: String = Self.mix,
-             reversalWait: Duration = .seconds(10), port: Int) async throws -> Report {
+             reversalWait: Duration = .seconds(10), requestTimeout: Duration = .seconds(10), port: Int) async throws -> Report {
         var configuration = LoadConfiguration(address: ServerAddress(host: "127.0.0.1", port: port),
                                               adminToken: LiveWorker.adminToken, drive: drive, mix: try Mix(parsing: mix))
         configuration.reversalWait = reversalWait
         configuration.publicKeyPath = TestKeys.path("psp-public-key")
         configuration.count = count
         configuration.duration = duration
-        configuration.requestTimeout = .seconds(10)
+        configuration.requestTimeout = requestTimeout
         return try await LoadRun(configuration, log: { _ in }).run()
     }
 
@@ -47,6 +47,19 @@ import Testing
             #expect(mustBeReversed > 0)
             #expect(report.mismatches == mustBeReversed, "\(report.firstMismatches)")
             #expect(report.firstMismatches.allSatisfy { $0.contains("reversed 0 times") }, "\(report.firstMismatches)")
+        }
+    }
+
+    /// In an open loop Vipps's patience runs from a request's intended send: one that waited for a
+    /// free connection has that much less of it. One connection, answers 250 ms apart, 20 a second
+    /// intended, a 1 s timeout: each answer comes 250 ms after its send, but the later ones well
+    /// past a second after their intended time, and those are lost (they counted as answered).
+    @Test func anOpenLoopCountsTheTimeoutFromTheIntendedSend() async throws {
+        try await LiveWorker.run(acquirerTimeout: .seconds(4), configure: { $0.acquirer = .simulator(latency: .milliseconds(250)) }) { client in
+            let report = try await run(.open(rate: 20, connections: 1), duration: .seconds(1), mix: "approved=1",
+                                       requestTimeout: .seconds(1), port: client.port!)
+            #expect(report.transportErrors > 0, "answers past the timeout from their intended send counted as answered")
+            #expect(report.answered > 0)
         }
     }
 
