@@ -10,8 +10,8 @@ import NIOCore
 /// cumulation buffer that it grows and compacts, freeing the old storage unwiped). The frames
 /// passed on are slices of the read (or of that buffer) and are read synchronously by the next
 /// handler; that handler wipes them too, the read's and the buffer's bytes are wiped here after.
-/// A zero length is a keep-alive: no frame, a `KeepAlive` event. A length past the limit is an error that closes the
-/// connection: the stream cannot be resynchronised.
+/// A zero length is a keep-alive: no frame, a `KeepAlive` event. A length past the limit is an
+/// error that closes the connection: the stream cannot be resynchronised.
 public final class ISO8583FrameHandler: ChannelInboundHandler {
     public typealias InboundIn = ByteBuffer
     public typealias InboundOut = ByteBuffer
@@ -77,7 +77,8 @@ public final class ISO8583FrameHandler: ChannelInboundHandler {
     }
 
     /// The body's length from the header at the reader index, nil while the header is incomplete.
-    /// 0 is a keep-alive some hosts send (jPOS's channels read past it): taken, and nothing passed on.
+    /// 0 is a keep-alive some hosts send (jPOS's channels skip them when configured to,
+    /// `expect-keep-alive`): taken, and only `KeepAlive` passed on.
     private func frameLength(in buffer: ByteBuffer) throws -> Int? {
         guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt16.self) else { return nil }
         guard Int(length) <= maxFrameLength else { throw ISO8583Error.frameTooLong(length: Int(length), max: maxFrameLength) }

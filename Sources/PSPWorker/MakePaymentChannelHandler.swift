@@ -424,7 +424,7 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     /// is out: nothing pipelined behind it is started, since its answer could not be written
     /// (Hummingbird closes only on a header of exactly `close`, and without saying so).
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if handedOnCloses, case .handedOn(reading: false, _) = state {
+        if handedOnCloses, case .handedOn = state {
             switch unwrapOutboundIn(data) {
             case .head(var head) where head.status.kind != .informational:
                 head.headerFields[.connection] = "close"
@@ -476,8 +476,9 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     /// Otherwise Hummingbird answers it 400 and closes.
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // The connection closes after the answer Hummingbird is giving: a 400 behind it would
-        // only race that close (and the decoder reports every read after its first error).
-        if handedOnCloses, case .handedOn = state {
+        // only race that close (and the decoder reports every read after its first error). Not
+        // while its request is still being read: the error may be that request's own.
+        if handedOnCloses, case .handedOn(reading: false, _) = state {
             backlog.removeAll()
             return
         }

@@ -186,6 +186,20 @@ final class ReadCounter: ChannelOutboundHandler, @unchecked Sendable {
     /// A request the codec could not parse, behind a request handed on: Hummingbird answers it
     /// 400 right after its earlier answer, so a makePayment pipelined between them must not start
     /// when that answer is written (the 400 would be taken for its answer, the payment authorized).
+    /// A request handed on that asks to close, answered before its body is all in (a refusal
+    /// Hummingbird gives early): the answer says close, and the connection closes once it is out.
+    @Test func anEarlyAnswerToARequestThatClosesClosesTheConnection() throws {
+        let rig = try HandlerRig()
+        let head = HTTPRequest(method: .post, scheme: nil, authority: "x", path: "/payments",
+                               headerFields: [.authorization: "t", .connection: "close"])
+        try rig.read(.head(head), HandlerRig.body("{"))
+        rig.router.answer()
+        guard case .head(let answer)? = try rig.channel.readOutbound(as: HTTPResponsePart.self) else { Issue.record("no answer"); return }
+        #expect(answer.headerFields[.connection] == "close")
+        rig.loop.run()
+        #expect(!rig.channel.isActive)
+    }
+
     /// With requests waiting between, the error is not passed on (Hummingbird's 400 would be taken
     /// for the first of them, a makePayment told 400 without being started): the connection
     /// closes once the answer owed is out, and nothing waiting is started. With none waiting,
