@@ -8,6 +8,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
+import Synchronization
 
 /// An acquirer reached over HTTP(S) with a small JSON API, on a pooled AsyncHTTPClient.
 ///
@@ -79,6 +80,9 @@ public final class HTTPAcquirer: AcquirerAdapter {
             // A redirect would post the clear PAN again, to wherever it points (even from https to
             // http), and send the authorization twice: it is an unknown outcome instead.
             configuration.redirectConfiguration = .disallow
+            // One request per connection, as `connections` counts them: over HTTP/2 every
+            // authorization would share one connection, and one reset would make them all unknown.
+            configuration.httpVersion = .http1Only
             self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
             ownsClient = true
         }
@@ -158,12 +162,13 @@ public final class HTTPAcquirer: AcquirerAdapter {
         body.writeString(middle)
         request.card.pan.withASCIIDigits { body.writeBytes($0) }
         body.writeString(tail)
-        // As late as this adapter can see: the HTTP client's own hop to its event loop follows.
         if AuthorizationDeadline.passed {
             body.withVeryUnsafeBytes(wipeInPlace)
             throw AuthorizationDeadline.notSent
         }
-        let answered: AuthorizationReply = try await post("/authorizations", body)
+        // Checked again when the client writes the body (`DeadlineGatedBody`): a request may wait
+        // for a connection of the pool for up to the connect timeout after this.
+        let answered: AuthorizationReply = try await post("/authorizations", body, sendBy: AuthorizationDeadline.sendBy)
         guard let reply = request.card.pan.withASCIIDigits({ answered.checked(sent: $0) }) else {
             throw AcquirerUnavailable("HTTP acquirer answered a response code that is not two letters or digits")
         }
@@ -200,12 +205,18 @@ public final class HTTPAcquirer: AcquirerAdapter {
     }
 
     /// Sends `sent`, which it wipes (it may hold a clear PAN), and decodes the answer, whose
-    /// bytes it wipes as well (a host may echo the card back).
-    private func post<T: Decodable>(_ path: String, _ sent: ByteBuffer) async throws -> T {
+    /// bytes it wipes as well (a host may echo the card back). With `sendBy`, the body is not
+    /// written past it (`DeadlineGatedBody`): the request then fails as never sent.
+    private func post<T: Decodable>(_ path: String, _ sent: ByteBuffer, sendBy: ContinuousClock.Instant? = nil) async throws -> T {
         var request = HTTPClientRequest(url: baseURL + path)
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
-        request.body = .bytes(sent)
+        let withheld = DeadlineGatedBody.Withheld()
+        if let sendBy {
+            request.body = .stream(DeadlineGatedBody(body: sent, sendBy: sendBy, withheld: withheld), length: .known(Int64(sent.readableBytes)))
+        } else {
+            request.body = .bytes(sent)
+        }
         // The body may hold a clear PAN: its copy in the request is zeroed once the call is over.
         // A call that failed or was cancelled (the pipeline's deadline) returns before the client
         // has stopped writing on its event loop, so that copy is zeroed a second later instead.
@@ -223,6 +234,7 @@ public final class HTTPAcquirer: AcquirerAdapter {
         do {
             response = try await client.execute(request, timeout: requestTimeout)
         } catch {
+            if withheld.value { throw AuthorizationDeadline.notSent }
             throw AcquirerUnavailable("HTTP acquirer: \(error)", neverSent: Self.failedBeforeSending(error))
         }
         let bytes = try await response.body.collect(upTo: 64 * 1024)
@@ -237,4 +249,42 @@ public final class HTTPAcquirer: AcquirerAdapter {
             throw AcquirerUnavailable("HTTP acquirer sent a body that is not the documented JSON")
         }
     }
+}
+
+/// An authorization's body, handed to the client when it is about to write it, after the request's
+/// head (the client pulls a streamed body then; a `.bytes` body goes out with the head, however
+/// long the request waited for a connection of the pool). Past the send deadline it is withheld:
+/// the request fails and its connection is closed with the head alone sent, which no server acts
+/// on (the amount, the card and the ids are all in the body), so the authorization never left.
+struct DeadlineGatedBody: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
+
+    /// Set when the body was withheld: the request's failure is that, whatever the client reports.
+    final class Withheld: Sendable {
+        private let flag = Atomic<Bool>(false)
+        var value: Bool { flag.load(ordering: .acquiring) }
+        func set() { flag.store(true, ordering: .releasing) }
+    }
+
+    let body: ByteBuffer
+    let sendBy: ContinuousClock.Instant
+    let withheld: Withheld
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        var body: ByteBuffer?
+        let sendBy: ContinuousClock.Instant
+        let withheld: Withheld
+
+        mutating func next() async throws -> ByteBuffer? {
+            guard let body else { return nil }
+            self.body = nil
+            if ContinuousClock.now >= sendBy {
+                withheld.set()
+                throw AuthorizationDeadline.notSent
+            }
+            return body
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(body: body, sendBy: sendBy, withheld: withheld) }
 }

@@ -84,6 +84,42 @@ final class HTTPSubject: AcquirerConformanceSubject {
         #expect(arrived.load(ordering: .relaxed) == requests.count)
     }
 
+    /// An authorization that waited for a connection of the pool past its send deadline is not
+    /// sent once one frees: its body is withheld, and it fails as never sent (85, nothing to
+    /// reverse). It went out late before: after another process may have taken the attempt for
+    /// orphaned and settled its reversal, an approval nobody reverses.
+    @Test func anAuthorizationQueuedPastItsSendDeadlineIsNotSent() async throws {
+        let arrived = Atomic<Int>(0)
+        let router = Router()
+        router.post("/authorizations") { request, _ -> Response in
+            var request = request
+            _ = try await request.collectBody(upTo: 64 * 1024)  // counted once its body is in: the authorization itself
+            arrived.add(1, ordering: .relaxed)
+            try await Task.sleep(for: .milliseconds(800))
+            return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: #"{"responseCode":"00","authorizationCode":"123456"}"#)))
+        }
+        let kit = AcquirerConformance(subject: try await HTTPSubject())
+        let (first, second) = (try kit.request(code: "00"), try kit.request(code: "00"))
+        try await Self.withHost(router) { (port: Int) async throws in
+            let adapter = HTTPAcquirer(baseURL: "http://127.0.0.1:\(port)?connections=1")!
+            let holding = Task { try await adapter.authorize(first) }
+            while arrived.load(ordering: .relaxed) == 0 { try await Task.sleep(for: .milliseconds(10)) }
+            let late = await AuthorizationDeadline.$sendBy.withValue(.now + .milliseconds(200)) {
+                do {
+                    _ = try await adapter.authorize(second)
+                    return "answered"
+                } catch let error as AcquirerUnavailable {
+                    return error.neverSent ? "never sent" : "unknown outcome"
+                } catch {
+                    return "\(error)"
+                }
+            }
+            #expect(late == "never sent")
+            #expect(try await holding.value.responseCode == "00")
+        }
+        #expect(arrived.load(ordering: .relaxed) == 1, "the authorization queued past its deadline reached the acquirer")
+    }
+
     /// A redirect is not followed: it would post the clear PAN again, to wherever it points, and
     /// send the authorization twice. It is an unknown outcome.
     @Test func aRedirectIsNotFollowed() async throws {
