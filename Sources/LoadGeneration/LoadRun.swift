@@ -295,8 +295,7 @@ public final class LoadRun: Sendable {
         for payment in targets {
             let request = PreparedRequest(method: .GET, uri: "/payments/" + payment.id, host: c.address.hostHeader,
                                           authorization: "Bearer " + c.adminToken, body: [])
-            var view: [String: Any] = [:], sentCount = 0, state = ""
-            var read = false
+            var fetched: (view: [String: Any], sentCount: Int, state: String)?
             while true {
                 guard let (answer, _) = await exchange(request, label: payment, connection: &connection, timeout: timeout) else { break }
                 guard answer.status == 200,
@@ -306,13 +305,13 @@ public final class LoadRun: Sendable {
                     recorder.mismatch("\(payment.id) [\(payment.kind)]: GET /payments/{id} answered HTTP \(answer.status)")
                     break
                 }
-                (view, sentCount, state, read) = (object, count, text, true)
+                fetched = (object, count, text)
                 // A reversal not sent yet: asked again until it is, or until the wait is over.
                 guard checksReversals, payment.kind.mustBeReversed, let reversals = object["acquirerReversals"] as? Int, reversals == 0,
                       (object["acquirerAuthorizations"] as? Int ?? 0) > 0, ContinuousClock.now < reversalsDue else { break }
                 try? await Task.sleep(for: .milliseconds(100))
             }
-            guard read else { continue }
+            guard let (view, sentCount, state) = fetched else { continue }
             // What the acquirer authorized is reversed: once, or more where a reversal's answer was
             // lost and it was sent again (harmless: a host acknowledges a repeat). An attempt closed
             // unsent (85 with too little time left) reached no acquirer and has nothing to undo.

@@ -139,11 +139,6 @@ public enum OpenFileLimit {
         if case .http(let url) = configuration.acquirer { acquirerConnections = HTTPAcquirer.parse(url)?.connections ?? 0 }
         return configuration.maxConnections + acquirerConnections + reserve
     }
-
-    /// Raises the soft limit to `needed` if it is lower, as far as the hard limit allows (a
-    /// common soft default, 1,024, is below the default `maxConnections` and what the process
-    /// needs besides). Returns the soft limit now in force; nil if it could not be read.
-    public static func raise(toAtLeast needed: Int) -> Int? { ProcessLimits.raiseOpenFiles(toAtLeast: needed) }
 }
 
 /// The admin token, read once at start and kept only as its hash.

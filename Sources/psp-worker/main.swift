@@ -245,8 +245,10 @@ struct Serve: AsyncParsableCommand {
         configuration.busyGroupCommitWindow = .microseconds(Int64(busyGroupCommitWindowMs * 1000))
         configuration.queueCapacity = queueCapacity
         configuration.maxConnections = maxConnections
+        // A common soft default, 1,024, is below the default --max-connections and what the
+        // process needs besides: raised as far as the hard limit allows.
         let needed = OpenFileLimit.needed(by: configuration)
-        if let files = OpenFileLimit.raise(toAtLeast: needed), files < needed {
+        if let files = ProcessLimits.raiseOpenFiles(toAtLeast: needed), files < needed {
             logger.warning("the open-file limit is below what --max-connections and the acquirer's connections need: accepts may fail before the limit (raise ulimit -n)",
                            metadata: ["openFiles": "\(files)", "needed": "\(needed)"])
         }
