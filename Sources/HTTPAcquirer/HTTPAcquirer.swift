@@ -29,6 +29,8 @@ public final class HTTPAcquirer: AcquirerAdapter {
     public let baseURL: String
     /// The pool's connections at most (`?connections=`; ignored for a client of the caller's).
     public let connections: Int
+    /// How long an idle connection of the pool stays open (`?idle=`; ignored for a client of the caller's).
+    public let idleTimeout: TimeAmount
     private let client: HTTPClient
     private let ownsClient: Bool
     /// A bound on each request of its own, behind the pipeline's deadline.
@@ -40,37 +42,56 @@ public final class HTTPAcquirer: AcquirerAdapter {
     /// as never sent (answered 85). At 250 ms an answer, 256 carry ~1,000 payments a second.
     public static let defaultConnections = 256
 
-    /// The URL as the operator gives it: `http(s)://HOST:PORT[/path][?connections=N]` (N from 1 to
-    /// 4,096); nil for anything else. The base is what the API's paths are appended to.
-    public static func parse(_ url: String) -> (base: String, connections: Int)? {
+    /// How long a connection of the pool may stay idle before it is closed (`?idle=`): shorter
+    /// than the acquirer's own keep-alive, so that it is always we who close an idle connection.
+    /// A request written on a connection the server was closing at that moment fails as an
+    /// unknown outcome (an 85 and a needless reversal); Node's and Apache's servers close after
+    /// 5 s idle, Tomcat's after 20, a cloud load balancer's after 60.
+    public static let defaultIdleTimeout = 4
+
+    /// The URL as the operator gives it: `http(s)://HOST:PORT[/path][?connections=N][&idle=S]`
+    /// (N from 1 to 4,096, S seconds from 1 to 3,600, each at most once, in either order); nil
+    /// for anything else. The base is what the API's paths are appended to.
+    public static func parse(_ url: String) -> (base: String, connections: Int, idleSeconds: Int)? {
         guard url.hasPrefix("http://") || url.hasPrefix("https://") else { return nil }
-        var base = Substring(url), connections = defaultConnections
+        var base = Substring(url)
+        var connections: Int?, idle: Int?
         if let query = url.firstIndex(of: "?") {
             base = url[..<query]
-            let parameter = url[url.index(after: query)...]
-            guard parameter.hasPrefix("connections="), let n = Int(parameter.dropFirst("connections=".count)),
-                  (1...4096).contains(n) else { return nil }
-            connections = n
+            for parameter in url[url.index(after: query)...].split(separator: "&", omittingEmptySubsequences: false) {
+                if parameter.hasPrefix("connections="), connections == nil, let n = Int(parameter.dropFirst("connections=".count)),
+                   (1...4096).contains(n) {
+                    connections = n
+                } else if parameter.hasPrefix("idle="), idle == nil, let s = Int(parameter.dropFirst("idle=".count)),
+                          (1...3600).contains(s) {
+                    idle = s
+                } else {
+                    return nil
+                }
+            }
         }
         guard !base.contains("#"), URL(string: String(base))?.host != nil else { return nil }
-        return (String(base.hasSuffix("/") ? base.dropLast() : base), connections)
+        return (String(base.hasSuffix("/") ? base.dropLast() : base), connections ?? defaultConnections, idle ?? defaultIdleTimeout)
     }
 
     /// - Parameter baseURL: `http://HOST:PORT[/path]` or `https://…`, with `?connections=N` if
-    ///   the pool is to hold other than `defaultConnections`.
+    ///   the pool is to hold other than `defaultConnections`, `idle=S` if its connections are to
+    ///   stay open idle other than `defaultIdleTimeout` seconds.
     /// - Parameter client: a client of the caller's; it must not follow redirects
     ///   (`redirectConfiguration = .disallow`), or a redirect would post the card elsewhere.
     public init?(baseURL: String, client: HTTPClient? = nil, requestTimeout: TimeAmount = .seconds(30),
                  logger: Logger = Logger(label: "psp-worker.http-acquirer")) {
-        guard let (base, connections) = Self.parse(baseURL) else { return nil }
+        guard let (base, connections, idleSeconds) = Self.parse(baseURL) else { return nil }
         self.baseURL = base
         self.connections = connections
+        let idleTimeout = TimeAmount.seconds(Int64(idleSeconds))
+        self.idleTimeout = idleTimeout
         if let client {
             self.client = client
             ownsClient = false
         } else {
             var configuration = HTTPClient.Configuration()
-            configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)
+            configuration.connectionPool = .init(idleTimeout: idleTimeout, concurrentHTTP1ConnectionsPerHostSoftLimit: connections)
             configuration.timeout = .init(connect: .seconds(2), read: requestTimeout)
             // Card numbers go over this link: no protocol older than TLS 1.2 (NIOSSL's default
             // allows 1.0), as PCI DSS asks.
