@@ -30,17 +30,30 @@ public enum ISO87APackager {
         return out
     }
 
-    /// Decodes exactly one message; bytes left after the last field are an error
-    /// because with a length-prefixed frame they mean the two sides disagree on layout.
+    /// How much of a message `decode` checks.
+    public enum Checks: Sendable {
+        /// Every field's content against its kind (digits, hex, a signed amount), and no bytes
+        /// after the last field (with a length-prefixed frame they mean the two sides disagree on
+        /// layout): for what a peer of ours sends, our own encoder's output.
+        case everything
+        /// The framing alone (the MTI, the bitmaps, each field's length prefix and limit), as jPOS's
+        /// ISO87APackager unpacks, which takes a field's bytes as they are and only warns of bytes
+        /// left over: for a host's replies, where a field the reader has no use for (a settlement
+        /// date of spaces, a signless amount, a letter in a network code) must not make an
+        /// approval unreadable. The reader checks the fields it uses.
+        case framing
+    }
+
+    /// Decodes exactly one message.
     /// Decoded values are the wire form: fixed fields keep their padding, binary is uppercase hex.
     ///
     /// Fields in `omitting` are framed (their length read and checked) but neither validated nor
     /// kept: a reader with no use for the cardholder data a host echoes (2, 14, 35, 45) makes no
     /// copy of it (decode from the receive buffer itself, which the caller wipes, not a copy).
-    public static func decode(_ bytes: some Collection<UInt8>, omitting: Set<Int> = []) throws(ISO8583Error) -> ISOMessage {
+    public static func decode(_ bytes: some Collection<UInt8>, omitting: Set<Int> = [], checks: Checks = .everything) throws(ISO8583Error) -> ISOMessage {
         // Contiguous (an array, a buffer's view): decoded where it is, no copy to wipe.
         if let decoded = bytes.withContiguousStorageIfAvailable({ buffer in
-            Result { () throws(ISO8583Error) -> ISOMessage in try decode(UnsafeRawBufferPointer(buffer), omitting: omitting) }
+            Result { () throws(ISO8583Error) -> ISOMessage in try decode(UnsafeRawBufferPointer(buffer), omitting: omitting, checks: checks) }
         }) {
             return try decoded.get()
         }
@@ -48,11 +61,11 @@ public enum ISO87APackager {
         // The copy may hold a host's echo of field 2 or 35: zeroed before it is freed.
         defer { copy.withUnsafeMutableBytes { _ = $0.initializeMemory(as: UInt8.self, repeating: 0) } }
         // (withUnsafeBytes rethrows untyped: the typed error is carried out in a Result.)
-        let decoded = copy.withUnsafeBytes { raw in Result { () throws(ISO8583Error) -> ISOMessage in try decode(raw, omitting: omitting) } }
+        let decoded = copy.withUnsafeBytes { raw in Result { () throws(ISO8583Error) -> ISOMessage in try decode(raw, omitting: omitting, checks: checks) } }
         return try decoded.get()
     }
 
-    public static func decode(_ bytes: UnsafeRawBufferPointer, omitting: Set<Int> = []) throws(ISO8583Error) -> ISOMessage {
+    public static func decode(_ bytes: UnsafeRawBufferPointer, omitting: Set<Int> = [], checks: Checks = .everything) throws(ISO8583Error) -> ISOMessage {
         var reader = Reader(bytes)
 
         guard let mtiBytes = reader.take(4) else { throw .shortMessage(field: 0) }
@@ -67,10 +80,10 @@ public enum ISO87APackager {
             if omitting.contains(number) {
                 _ = try takeField(spec(for: number)!, from: &reader)
             } else {
-                message[number] = try decodeField(spec(for: number)!, from: &reader)
+                message[number] = try decodeField(spec(for: number)!, from: &reader, checks: checks)
             }
         }
-        guard reader.remaining == 0 else { throw .trailingBytes(count: reader.remaining) }
+        guard reader.remaining == 0 || checks == .framing else { throw .trailingBytes(count: reader.remaining) }
         return message
     }
 
@@ -170,10 +183,13 @@ public enum ISO87APackager {
     }
 
     private static func decodeField(
-        _ spec: ISOFieldSpec, from reader: inout Reader
+        _ spec: ISOFieldSpec, from reader: inout Reader, checks: Checks
     ) throws(ISO8583Error) -> String {
         let field = spec.number
         let raw = try takeField(spec, from: &reader)
+        guard checks == .everything else {
+            return spec.kind == .binary ? Ascii.string(raw.lazy.map(Ascii.uppercased)) : Ascii.string(raw)
+        }
 
         switch spec.kind {
         case .numeric, .llnum:

@@ -5,11 +5,12 @@ import NIOCore
 
 /// Splits a TCP stream into ISO 8583 messages framed by a 2-byte big-endian length, and wipes every
 /// byte it was given once the frames in it are passed on: hosts echo card data (fields 2, 14, 35)
-/// in their replies. A frame split across reads is gathered in one buffer allocated at the largest
-/// frame's size, so it is never grown or moved (NIO's `ByteToMessageHandler` copies into a
-/// cumulation buffer that it grows and compacts, freeing the old storage unwiped). The frames
-/// passed on are slices of the read (or of that buffer) and are read synchronously by the next
-/// handler; that handler wipes them too, the read's and the buffer's bytes are wiped here after.
+/// in their replies. A frame split across reads is gathered in one buffer allocated at its size
+/// (at the largest frame's while its header is split), so it is never grown or moved (NIO's
+/// `ByteToMessageHandler` copies into a cumulation buffer that it grows and compacts, freeing the
+/// old storage unwiped). The frames passed on are slices of the read (or of that buffer) and are
+/// read synchronously by the next handler; that handler wipes them too, the read's and the
+/// buffer's bytes are wiped here after.
 /// A zero length is a keep-alive: no frame, a `KeepAlive` event. A length past the limit is an
 /// error that closes the connection: the stream cannot be resynchronised.
 public final class ISO8583FrameHandler: ChannelInboundHandler {
@@ -45,7 +46,8 @@ public final class ISO8583FrameHandler: ChannelInboundHandler {
                         context.fireUserInboundEventTriggered(KeepAlive())
                     }
                 } else {
-                    var buffer = context.channel.allocator.buffer(capacity: 2 + maxFrameLength)
+                    // The frame's size once its header is in, the largest while it is split.
+                    var buffer = context.channel.allocator.buffer(capacity: 2 + (try frameLength(in: read) ?? maxFrameLength))
                     buffer.writeBuffer(&read)
                     partial = buffer
                 }

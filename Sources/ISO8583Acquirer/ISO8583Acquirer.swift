@@ -514,7 +514,9 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
                 .channelInitializer { [weak self] channel in
                     guard let self else { return channel.eventLoop.makeSucceededVoidFuture() }
                     return channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(ISO8583FrameHandler())
+                        // Any reply the header can describe (jPOS's channels take up to 100,000 bytes):
+                        // a host's long private fields (48, 55, 62, 63) must not close the connection.
+                        try channel.pipeline.syncOperations.addHandler(ISO8583FrameHandler(maxFrameLength: LengthPrefixedFramer.absoluteMaxFrameLength))
                         try channel.pipeline.syncOperations.addHandler(ReplyHandler(acquirer: self))
                     }
                 }
@@ -582,7 +584,12 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
         // handler wipes whatever else it received).
         defer { frame.withUnsafeReadableBytes(wipeInPlace) }
         do {
-            message = try frame.withUnsafeReadableBytes { try ISO87APackager.decode($0, omitting: ISOMessage.cardholderFields) }
+            // Framing only, as jPOS reads a reply: a field we do not use that a host fills its own
+            // way (spaces for a settlement date not yet known) does not make an approval unreadable,
+            // an unknown outcome. What we use is checked where it is used (the match key, 37, 39, 4).
+            message = try frame.withUnsafeReadableBytes {
+                try ISO87APackager.decode($0, omitting: ISOMessage.cardholderFields, checks: .framing)
+            }
         } catch {
             logger.error("undecodable message from acquirer", metadata: ["error": "\(error)"])
             return

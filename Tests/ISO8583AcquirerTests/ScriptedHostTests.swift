@@ -24,7 +24,14 @@ final class ScriptedHost: Sendable {
     }
 
     /// `keepAliveEvery`: the host also sends a zero-length frame that often on each connection.
-    init(keepAliveEvery: TimeAmount? = nil, script answer: @escaping @Sendable (ISOMessage) -> [ISOMessage]?) async throws {
+    convenience init(keepAliveEvery: TimeAmount? = nil, script answer: @escaping @Sendable (ISOMessage) -> [ISOMessage]?) async throws {
+        try await self.init(keepAliveEvery: keepAliveEvery, frames: { request in
+            answer(request).map { replies in replies.compactMap { try? ISO87APackager.encode($0) } }
+        })
+    }
+
+    /// `frames`: each answer as the bodies of its frames, which may be what our encoder would refuse to write.
+    init(keepAliveEvery: TimeAmount? = nil, frames answer: @escaping @Sendable (ISOMessage) -> [[UInt8]]?) async throws {
         let log = self.log
         server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelInitializer { channel in
@@ -55,8 +62,8 @@ final class ScriptedHost: Sendable {
     private final class Responder: ChannelInboundHandler, Sendable {
         typealias InboundIn = ByteBuffer
         let log: Log
-        let answer: @Sendable (ISOMessage) -> [ISOMessage]?
-        init(log: Log, answer: @escaping @Sendable (ISOMessage) -> [ISOMessage]?) {
+        let answer: @Sendable (ISOMessage) -> [[UInt8]]?
+        init(log: Log, answer: @escaping @Sendable (ISOMessage) -> [[UInt8]]?) {
             self.log = log
             self.answer = answer
         }
@@ -68,8 +75,7 @@ final class ScriptedHost: Sendable {
                 context.close(promise: nil)
                 return
             }
-            for reply in replies {
-                guard let body = try? ISO87APackager.encode(reply) else { continue }
+            for body in replies {
                 var buffer = context.channel.allocator.buffer(capacity: body.count + 2)
                 buffer.writeISO8583Frame(body)
                 context.writeAndFlush(NIOAny(buffer), promise: nil)
@@ -307,6 +313,50 @@ final class ScriptedHost: Sendable {
         while reported.withLock({ $0.isEmpty }), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
         #expect(reported.withLock { $0 } == [LateReply(pspTransactionId: old.pspTransactionId, attemptReference: old.attemptReference,
                                                        responseCode: "00", scheme: old.scheme)])
+    }
+
+    /// A reply is read as jPOS reads it (lengths and prefixes; the bytes of each field as they are;
+    /// bytes after the last field ignored; frames up to what the header can say): a field we do not
+    /// use filled the host's way, a CR LF after the message, or long private fields do not make an
+    /// approval unreadable. (Each made it an unknown outcome: 85, and a reversal of an approval.)
+    @Test(arguments: ["content", "trailing", "long"])
+    func aReplyIsReadAsJPOSReadsIt(_ how: String) async throws {
+        let host = try await ScriptedHost(frames: { request in
+            guard request.mti == "0100" else { return [] }
+            var fields: [Int: String] = [3: "000000", 4: request[4]!, 7: request[7]!, 11: request[11]!, 37: request[37]!, 39: "00", 41: request[41]!]
+            switch how {
+            case "content":  // a settlement date not yet known, a signless fee, letters in an institution's code
+                fields[15] = "    "
+                fields[28] = "000000100"
+                fields[32] = "05AB345"
+            case "long":  // past 8 KiB
+                for field in [48, 62, 63] + Array(120...127) { fields[field] = "999" + String(repeating: "X", count: 999) }
+            default: break
+            }
+            return [Self.wire("0110", fields, trailing: how == "trailing" ? "\r\n" : "")]
+        })
+        defer { Task { await host.stop() } }
+        let iso = ISO8583Acquirer(configuration: .init(host: "127.0.0.1", port: host.port))
+        let request = try Self.authorization(iso, "jpos-\(how)")
+        let answering = Task { try await iso.authorize(request) }
+        let deadline = Task { try await Task.sleep(for: .seconds(5)); answering.cancel() }
+        defer { deadline.cancel() }
+        let answer = try await answering.value
+        #expect(answer.responseCode == "00" && answer.amount == 1000)
+    }
+
+    /// A message in wire form from its fields' wire forms (length prefixes included), the bitmaps
+    /// worked out: what a host may send that our encoder would refuse to write.
+    static func wire(_ mti: String, _ fields: [Int: String], trailing: String = "") -> [UInt8] {
+        let numbers = fields.keys.sorted()
+        let secondary = numbers.last! > 64
+        var bitmap = [UInt8](repeating: 0, count: 16)
+        if secondary { bitmap[0] |= 0x80 }
+        for number in numbers { bitmap[(number - 1) / 8] |= 0x80 >> UInt8((number - 1) % 8) }
+        var out = Array(mti.utf8)
+        out += bitmap[0..<(secondary ? 16 : 8)].flatMap { Array(String(format: "%02X", $0).utf8) }
+        for number in numbers { out += Array(fields[number]!.utf8) }
+        return out + Array(trailing.utf8)
     }
 
     /// A value a field cannot hold is not cut or defaulted (an amount's last 12 digits, currency

@@ -47,6 +47,27 @@ struct DecodeTests {
         #expect(throws: error) { try ISO87APackager.decode(bytes(wire)) }
     }
 
+    /// Framing checks alone, as jPOS unpacks (a host's replies): a field's content and bytes after
+    /// the last field pass, with the bytes as they came; a broken frame is still an error.
+    @Test("with framing checks alone only the framing is refused", arguments: malformedCases)
+    func framingOnly(wire: String, error: ISO8583Error) throws {
+        switch error {
+        case .nonNumeric, .nonHex, .badAmount, .trailingBytes:
+            let message = try ISO87APackager.decode(bytes(wire), checks: .framing)
+            #expect(!message.fieldNumbers.isEmpty)
+        default:
+            #expect(throws: error) { try ISO87APackager.decode(bytes(wire), checks: .framing) }
+        }
+    }
+
+    @Test("with framing checks alone, each field holds its bytes as they came")
+    func framingOnlyKeepsTheBytes() throws {
+        let wire = Self.w("0200", "0000001000001000", "X00000100", "0123456789abcdeg")
+        let message = try ISO87APackager.decode(bytes(wire + "\r\n"), checks: .framing)
+        #expect(message[28] == "X00000100" && message[52] == "0123456789ABCDEg")
+        #expect(message.fieldNumbers == [28, 52])
+    }
+
     @Test("bitmap hex is accepted in lower case")
     func lowercaseBitmap() throws {
         let upper = try ISO87APackager.encode(sampleAuthorization())
