@@ -23,7 +23,8 @@ public final class Recorder: Sendable {
         var mismatches = 0
         var firstMismatches: [String] = []
         var transportErrors = 0
-        var lastAnswer: ContinuousClock.Instant?
+        /// When the last request ended, answered or not.
+        var lastEnded: ContinuousClock.Instant?
         /// With an interval: when the timed run began, and a histogram per interval since, by the
         /// time each answer came (1 µs to `highestMicros` at 2 significant digits: ~30 KB each).
         var runStart: ContinuousClock.Instant?
@@ -97,7 +98,7 @@ public final class Recorder: Sendable {
         state.withLock { s in
             s.answered += 1
             // Answers from several connections may be recorded out of order.
-            s.lastAnswer = max(s.lastAnswer ?? instant, instant)
+            s.lastEnded = max(s.lastEnded ?? instant, instant)
             // Counted once per answer: its send lag is part of its latency.
             if Self.beyondRange(latency) || sendLag.map(Self.beyondRange) == true { s.beyondRange += 1 }
             let micros = Self.micros(latency)
@@ -123,15 +124,18 @@ public final class Recorder: Sendable {
     /// intended send time to the failure) goes into the latency figures too, at the time it failed:
     /// left out, the requests a stalled server never answered (timed out at `--request-timeout`)
     /// would flatter its tail. Any of these fails the run anyway.
-    public func transportError(_ description: String, failedAfter latency: Duration? = nil,
+    public func transportError(_ description: String, failedAfter latency: Duration? = nil, sendLag: Duration? = nil,
                                at instant: ContinuousClock.Instant = .now) {
         state.withLock { s in
+            s.lastEnded = max(s.lastEnded ?? instant, instant)
             if let latency {
-                if Self.beyondRange(latency) { s.beyondRange += 1 }
+                if Self.beyondRange(latency) || sendLag.map(Self.beyondRange) == true { s.beyondRange += 1 }
                 let micros = Self.micros(latency)
                 _ = s.latency.record(micros)
                 recordInInterval(&s, micros, at: instant, answered: false)
             }
+            // The most delayed sends are the ones that time out: left out, the lag would flatter the generator.
+            if let sendLag { _ = s.sendLag.record(Self.micros(sendLag)) }
             s.transportErrors += 1
             s.outcomes["transport error", default: 0] += 1
             Self.mismatch(&s, description)
@@ -145,7 +149,7 @@ public final class Recorder: Sendable {
 
     /// Each interval's figures. Answers per second are over the interval's length, except for
     /// the last one: the run's last interval (`lastInterval`) takes every later answer, so its rate
-    /// is over all the time it covers, to the run's end or, without a duration, to the last answer
+    /// is over all the time it covers, to the last request's end or the run's, whichever is later
     /// (past `maxIntervals` that is more than one interval); one before it, where the answers
     /// stopped, is over what is left of the run up to one interval.
     private static func intervals(_ s: State, length: Duration, start: ContinuousClock.Instant) -> [Report.Interval] {
@@ -153,7 +157,8 @@ public final class Recorder: Sendable {
             let from = length * i
             var span = length
             if i == s.intervals.count - 1 {
-                let end = s.runLength ?? ((s.lastAnswer ?? start) - start)
+                // Answers after the run's end are in the last interval: its span runs to the last of them.
+                let end = max(s.runLength ?? .zero, (s.lastEnded ?? start) - start)
                 span = max(i == s.lastInterval ? end - from : min(length, end - from), .milliseconds(1))
             }
             let answers = s.intervalAnswers[i]
@@ -184,7 +189,8 @@ public final class Recorder: Sendable {
     /// The final report of a run that began at `start`.
     public func report(setup: Report.Setup, start: ContinuousClock.Instant, unsent: Int) -> Report {
         state.withLock { s in
-            let elapsed = ((s.lastAnswer ?? start) - start).seconds
+            // To the last request's end, answered or not: requests that failed at the end took that time too.
+            let elapsed = ((s.lastEnded ?? start) - start).seconds
             return Report(setup: setup, elapsedSeconds: elapsed, answered: s.answered,
                           throughput: elapsed > 0 ? Double(s.answered) / elapsed : 0,
                           latencyMs: Report.Latency(s.latency),

@@ -48,7 +48,7 @@ public struct Report: Codable, Sendable, Equatable {
         init(_ h: Histogram<UInt64>) {
             func ms(_ percentile: Double) -> Double { h.totalCount == 0 ? 0 : Double(h.valueAtPercentile(percentile)) / 1000 }
             self.init(p50: ms(50), p90: ms(90), p99: ms(99), p999: ms(99.9),
-                      max: h.totalCount == 0 ? 0 : Double(h.max) / 1000, mean: h.totalCount == 0 ? 0 : h.mean / 1000)
+                      max: h.totalCount == 0 ? 0 : Double(h.maxRecorded) / 1000, mean: h.totalCount == 0 ? 0 : h.mean / 1000)
         }
     }
 
@@ -66,7 +66,7 @@ public struct Report: Codable, Sendable, Equatable {
     }
 
     public var setup: Setup
-    /// From the first intended send to the last answer.
+    /// From the first intended send to the end of the last request (its answer, or its failure).
     public var elapsedSeconds: Double
     /// HTTP answers (a duplicate case has two).
     public var answered: Int

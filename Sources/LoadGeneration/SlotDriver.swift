@@ -87,7 +87,7 @@ final class SlotDriver: @unchecked Sendable {
         exchange(payment, since: intended) { first in
             guard let first else { return self.loop.execute { self.next() } }
             let answeredAt = ContinuousClock.now
-            let lag: Duration? = if case .open = self.run.drive { max(.zero, first.sentAt - intended) } else { nil }
+            let lag = self.sendLag(first.sentAt, intended: intended)
             let expected = payment.kind.expected
             let firstCheck = self.check(first.answer, payment)
             self.recorder.answered(firstCheck, latency: answeredAt - intended, sendLag: lag,
@@ -125,7 +125,7 @@ final class SlotDriver: @unchecked Sendable {
         for (i, this) in answered.enumerated() {
             var check = check(this.answer, payment)
             if i == 1, check.problem == nil, Self.differ(this.answer, answered[0].answer) { check.problem = "the two answers differ" }
-            let lag: Duration? = if case .open = run.drive { max(.zero, this.sentAt - intended) } else { nil }
+            let lag = sendLag(this.sentAt, intended: intended)
             recorder.answered(check, latency: this.at - intended, sendLag: lag, label: "\(payment.id) [\(payment.kind)]", at: this.at)
         }
         next()
@@ -140,6 +140,19 @@ final class SlotDriver: @unchecked Sendable {
         let tooLate = AnswerCheck.check(httpStatus: answer.status, isJSON: answer.isJSON, body: answer.body,
                                         expected: .fail(.responseReceivedTooLate), pspTransactionId: payment.id, decoder: decoder)
         return tooLate.problem == nil ? tooLate : checked
+    }
+
+    /// A request that got no answer: why, and when it went out (nil: it did not), or when it was
+    /// given up before it could.
+    private struct Unanswered: Error {
+        let error: any Error
+        let sentAt: ContinuousClock.Instant?
+        let notSentBy: ContinuousClock.Instant?
+    }
+
+    /// An open loop's send lag for a request sent (or given up) at `sentAt`, intended at `intended`.
+    private func sendLag(_ sentAt: ContinuousClock.Instant, intended: ContinuousClock.Instant) -> Duration? {
+        if case .open = run.drive { max(.zero, sentAt - intended) } else { nil }
     }
 
     /// Two answers to the same payment that a client could tell apart.
@@ -161,21 +174,35 @@ final class SlotDriver: @unchecked Sendable {
             if side { sideConnection = nil } else { connection = nil }
             connected = HTTPConnection.connect(to: run.address, on: loop, unexpectedAnswer: recorder.unexpectedAnswerReport)
         }
+        // Vipps's patience runs from the intended send (an open loop's request sent late, after a
+        // wait for a free connection, has less of it left): a request whose patience ran out before
+        // it could go is not sent, and an answer past it is lost, however it came.
+        let patience = Duration.nanoseconds(self.run.timeout.nanoseconds)
         connected.flatMap { connection -> EventLoopFuture<(answer: HTTPAnswer, sentAt: ContinuousClock.Instant)> in
             if side { self.sideConnection = connection } else { self.connection = connection }
             let sentAt = ContinuousClock.now
-            // Vipps's patience runs from the intended send (an open loop's request sent late, after
-            // a wait for a free connection, has less of it left): an answer past it is lost.
             let (seconds, attoseconds) = (sentAt - since).components
             let spent = TimeAmount.nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
-            let left = max(self.run.timeout - spent, .milliseconds(1))
-            return connection.send(payment.makePayment, timeout: left).map { ($0, sentAt) }
+            guard spent < self.run.timeout else {
+                return self.loop.makeFailedFuture(Unanswered(error: HTTPClientError.timedOut, sentAt: nil, notSentBy: sentAt))
+            }
+            return connection.send(payment.makePayment, timeout: self.run.timeout - spent).map { ($0, sentAt) }
+                .flatMapErrorThrowing { throw Unanswered(error: $0, sentAt: sentAt, notSentBy: nil) }
         }.whenComplete { result in
+            let now = ContinuousClock.now
             switch result {
-            case .success(let exchanged):
+            case .success(let exchanged) where now - since <= patience:
                 completion(exchanged)
+            case .success(let exchanged):
+                // The connection's timer fires every 100 ms: an answer after the patience but before it is lost all the same.
+                self.recorder.transportError("\(payment.id) [\(payment.kind)]: answered after the request timeout",
+                                             failedAfter: now - since, sendLag: self.sendLag(exchanged.sentAt, intended: since), at: now)
+                completion(nil)
             case .failure(let error):
-                self.recorder.transportError("\(payment.id) [\(payment.kind)]: \(error)", failedAfter: ContinuousClock.now - since)
+                let unanswered = error as? Unanswered
+                let lag = unanswered.flatMap { $0.sentAt ?? $0.notSentBy }.flatMap { self.sendLag($0, intended: since) }
+                self.recorder.transportError("\(payment.id) [\(payment.kind)]: \(unanswered?.error ?? error)", failedAfter: now - since,
+                                             sendLag: lag, at: now)
                 if side {
                     self.sideConnection?.closeFuture().whenComplete { _ in }
                     self.sideConnection = nil

@@ -171,6 +171,50 @@ import Testing
         #expect(report.text.contains("1 longer than the histograms hold"), "\(report.text)")
     }
 
+    /// The run lasts until its last request ends, answered or not: requests that failed at the end
+    /// (a server that stopped answering) took that time too. (It ended at the last answer, and such
+    /// a run read as keeping the target rate.)
+    @Test func theRunLastsUntilItsLastRequestEnds() {
+        let recorder = Recorder()
+        let start = ContinuousClock.now
+        for i in 0..<10 {
+            recorder.answered(CheckedAnswer(outcome: "200 OK", problem: nil), latency: .milliseconds(5), label: "p\(i)",
+                              at: start + .milliseconds(100 * (i + 1)))
+        }
+        recorder.transportError("p10 [approved]: timed out", failedAfter: .seconds(15), at: start + .seconds(16))
+        let setup = Report.Setup(mode: .open, concurrency: 1, targetRate: 10, payments: 11, mix: "approved=1", url: "http://h:1")
+        let report = recorder.report(setup: setup, start: start, unsent: 0)
+        #expect(abs(report.elapsedSeconds - 16) < 1e-6)
+        #expect(abs(report.throughput - 10.0 / 16) < 1e-6)
+    }
+
+    /// An open loop's send lag counts the requests that failed too: in a backlog the latest sends
+    /// are the ones that time out, and left out they flattered the generator.
+    @Test func theSendLagCountsTheRequestsThatFailed() {
+        let recorder = Recorder()
+        let start = ContinuousClock.now
+        recorder.answered(CheckedAnswer(outcome: "200 OK", problem: nil), latency: .milliseconds(5), sendLag: .milliseconds(1), label: "p0",
+                          at: start + .milliseconds(10))
+        recorder.transportError("p1 [approved]: timed out", failedAfter: .seconds(15), sendLag: .seconds(9), at: start + .seconds(15))
+        let setup = Report.Setup(mode: .open, concurrency: 1, targetRate: 10, payments: 2, mix: "approved=1", url: "http://h:1")
+        let lag = recorder.report(setup: setup, start: start, unsent: 0).sendLagMs
+        #expect(abs((lag?.max ?? 0) - 9_000) < 1)
+    }
+
+    /// The maximum is the longest latency recorded, not the top of its histogram bucket (up to
+    /// 0.1 % more, 1 % in the intervals' histograms: an interval's max could exceed the run's).
+    @Test func theMaximumIsTheLongestRecorded() {
+        let recorder = Recorder(interval: .seconds(10))
+        let start = ContinuousClock.now
+        recorder.begin(at: start, duration: .seconds(10))
+        recorder.answered(CheckedAnswer(outcome: "200 OK", problem: nil), latency: .microseconds(16_572_400), label: "p0",
+                          at: start + .seconds(1))
+        let setup = Report.Setup(mode: .open, concurrency: 1, targetRate: 10, payments: 1, mix: "approved=1", url: "http://h:1")
+        let report = recorder.report(setup: setup, start: start, unsent: 0)
+        #expect(report.latencyMs.max == 16_572.4)
+        #expect(report.intervals?.first?.latencyMs.max == 16_572.4)
+    }
+
     @Test func jsonHasTheReportsFieldsAndRoundTrips() throws {
         let report = Self.sampleReport()
         let data = try report.json()
@@ -229,7 +273,8 @@ import Testing
         // The lost request is in its interval's latency, not in its answers: the intervals' answers
         // add up to the run's.
         #expect(intervals.map(\.answered) == [100, 0, 51])
-        #expect(intervals.map(\.perSecond) == [10, 0, 5.1])
+        // The last, from 20 s, is rated up to its last answer, half a second past the run's end.
+        #expect(intervals.map(\.perSecond) == [10, 0, 51 / 10.5])
         #expect(intervals.map(\.answered).reduce(0, +) == report.answered)
         #expect(abs(intervals[0].latencyMs.max - 2) <= 0.05)
         #expect(abs(intervals[2].latencyMs.p50 - 40) <= 0.5)

@@ -63,6 +63,16 @@ import Testing
         }
     }
 
+    /// An answer that comes after the request timeout is lost, however it came: the connection
+    /// looks at its timeout only every 100 ms, and an answer in between counted as answered.
+    @Test func anAnswerPastTheRequestTimeoutIsLost() async throws {
+        try await LiveWorker.run(acquirerTimeout: .seconds(4), configure: { $0.acquirer = .simulator(latency: .milliseconds(60)) }) { client in
+            let report = try await run(.closed(concurrency: 1), count: 8, mix: "approved=1", requestTimeout: .milliseconds(30), port: client.port!)
+            #expect(report.transportErrors == 8 && report.answered == 0, "\(report.answered) answers past the timeout counted as answered")
+            #expect(report.latencyMs.p50 >= 30)
+        }
+    }
+
     @Test func openLoopKeepsToTheScheduleAndChecksEveryAnswer() async throws {
         try await LiveWorker.run(acquirerTimeout: .seconds(4)) { client in
             let report = try await run(.open(rate: 200, connections: 32), duration: .seconds(1), port: client.port!)
