@@ -577,7 +577,7 @@ public final class MakePaymentPipeline: Sendable {
             reopenIfApprovedUnderAnother(standing, id, outcome, reversal: reversal, undo: undo)
             return MakePaymentResult(httpStatus: 200, response: standing.response(for: id))
         } catch {
-            return await notRecorded(id, attemptId: attemptId, undo: undo, error)
+            return await notRecorded(id, outcome, reversal: reversal, attemptId: attemptId, undo: undo, error)
         }
     }
 
@@ -598,11 +598,17 @@ public final class MakePaymentPipeline: Sendable {
     /// when it is known to be unanswered: a read shows it still `processing`, or, with the read
     /// failing too, this very call sent it. An orphan's attempt with no read to go by is left to
     /// the sweep: its approval may have been recorded and answered OK since the stale read.
-    private func notRecorded(_ id: String, attemptId: String?, undo: Undo?, _ error: any Error) async -> MakePaymentResult {
+    /// An outcome that stands in place of this approval (another process's 85) has its reversal
+    /// reopened, as when the write succeeds (`reopenIfApprovedUnderAnother`).
+    private func notRecorded(_ id: String, _ outcome: PaymentOutcome, reversal: ReversalRequest?, attemptId: String?, undo: Undo?,
+                             _ error: any Error) async -> MakePaymentResult {
         let unanswered: Bool
         do {
             let record = try await store.payment(id)
-            if let standing = record?.outcome { return MakePaymentResult(httpStatus: 200, response: standing.response(for: id)) }
+            if let standing = record?.outcome {
+                reopenIfApprovedUnderAnother(standing, id, outcome, reversal: reversal, undo: undo)
+                return MakePaymentResult(httpStatus: 200, response: standing.response(for: id))
+            }
             unanswered = record?.state == .processing && record?.attempt?.attemptId == attemptId
         } catch {
             unanswered = undo?.sentHere == true

@@ -587,15 +587,17 @@ import Testing
     /// An approval whose write loses to another process's sweep (it took the attempt for
     /// orphaned, and recorded 85 with a reversal) answers that 85, and marks the reversal as of an
     /// approval: it must not settle on "no original" while the approval stands. (Nothing did.) A
-    /// refusal that loses the same way leaves the reversal as it is.
-    @Test(arguments: [("00", true), ("51", false)])
-    func anApprovalThatLosesToAnotherProcesssSweepReopensItsReversal(code: String, reopened: Bool) async throws {
+    /// refusal that loses the same way leaves the reversal as it is. So too when this process's
+    /// write fails outright and a read finds the sweep's outcome (it answered that and left the
+    /// reversal as it was).
+    @Test(arguments: [("00", true, false), ("51", false, false), ("00", true, true), ("51", false, true)])
+    func anApprovalThatLosesToAnotherProcesssSweepReopensItsReversal(code: String, reopened: Bool, writeFails: Bool) async throws {
         let h = try PipelineHarness()
-        let id = "lost-" + code
+        let id = "lost-" + code + (writeFails ? "-f" : "")
         try await h.register(id)
         // This process: its outcome's write waits (a stalled disk, a lock held elsewhere) until the sweep is done.
         let sweepDone = Gate()
-        let slow = h.pipeline(over: GatedOutcomes(h.store, gate: sweepDone), acquirerTimeout: .seconds(2), instanceId: "slow")
+        let slow = h.pipeline(over: GatedOutcomes(h.store, gate: sweepDone, failing: writeFails), acquirerTimeout: .seconds(2), instanceId: "slow")
         let record = try #require(try await h.store.payment(id))
         let answer = Task { await slow.work(MakePaymentJob(request: h.request(id, cardData: h.cardData(code: code)), payment: record)) }
         try await waitUntil { try await h.store.payment(id)?.state == .processing }
@@ -1166,13 +1168,18 @@ final class IgnoresCancellation: AcquirerAdapter {
 }
 
 /// A store whose outcome writes wait for `gate` to open.
+/// A store whose outcome writes wait for `gate`, and then, with `failing`, fail (the lock
+/// held past its timeout by the group that committed the other outcome, say).
 final class GatedOutcomes: ForwardingPaymentStore {
+    struct Refused: Error {}
     let base: any PaymentStore
     let gate: Gate
-    init(_ base: any PaymentStore, gate: Gate) { self.base = base; self.gate = gate }
+    let failing: Bool
+    init(_ base: any PaymentStore, gate: Gate, failing: Bool = false) { self.base = base; self.gate = gate; self.failing = failing }
     func recordOutcome(_ pspTransactionId: String, outcome: PaymentOutcome, reversal: ReversalRequest?,
                        attemptId: String?, now: Int64, answerBy: ContinuousClock.Instant?) async throws -> PaymentOutcome? {
         await gate.wait()
+        if failing { throw Refused() }
         return try await base.recordOutcome(pspTransactionId, outcome: outcome, reversal: reversal, attemptId: attemptId, now: now,
                                             answerBy: answerBy)
     }
