@@ -147,7 +147,8 @@ public func buildApplication(
     // Shut down in reverse: the HTTP server first (finishing requests in flight), then the
     // workers (draining the queue), then reversals, then the store.
     let services: [any Service] = [
-        StoreCloser(writers: writers, close: components.closeStore), ReversalLoopService(writers: writers, reversals: reversals),
+        StoreCloser(writers: writers, lastWrites: { await reversals.finishSendingSoon() }, close: components.closeStore),
+        ReversalLoopService(writers: writers, reversals: reversals),
         OrphanSweepService(writers: writers, pipeline: pipeline), AcquirerKeepAlive(acquirer: components.acquirer), workers,
     ]
     writers.expect(services.count { $0 is any WritesToStore })
@@ -296,12 +297,17 @@ struct AcquirerKeepAlive: Service {
 /// services in reverse order, this one last; a cancellation (another service failed: the port was
 /// taken, say) stops them all at once, and the workers may still be draining the queue and the
 /// reversals finishing their sends, each of which must be recorded: so it waits for them either way.
+/// `lastWrites` runs after them, before the store closes: a late approval the acquirer reported
+/// after the reversal service stopped (its connection is still open) reopens its reversal then
+/// (`ReversalService.finishSendingSoon` waits for the reopen), instead of failing on a closed store.
 struct StoreCloser: Service {
     let writers: StoreWriters
+    var lastWrites: @Sendable () async -> Void = {}
     let close: @Sendable () -> Void
     func run() async throws {
         try? await gracefulShutdown()
         await writers.allFinished()
+        await lastWrites()
         // Closing waits for the writer's last group and any checkpoint: on a thread of its own,
         // not one of the cooperative pool's.
         let close = self.close

@@ -25,12 +25,16 @@ final class Events: Sendable {
     }
 
     /// However the group stops (gracefully, or cancelled because another service failed), the
-    /// store is closed only after every service that writes to it has returned.
+    /// store is closed only after every service that writes to it has returned, and after the
+    /// writes begun since (a late approval's reopen).
     @Test(arguments: [false, true]) func theStoreClosesAfterItsWriters(cancelled: Bool) async throws {
         let events = Events()
         let writers = StoreWriters()
         let services: [any Service] = [
-            StoreCloser(writers: writers, close: { events.add("closed") }),
+            StoreCloser(writers: writers, lastWrites: {
+                try? await Task.sleep(for: .milliseconds(100))
+                events.add("late reopen")
+            }, close: { events.add("closed") }),
             FinishingWriter(writers: writers, events: events), FinishingWriter(writers: writers, events: events),
         ]
         writers.expect(services.count { $0 is any WritesToStore })
@@ -40,6 +44,6 @@ final class Events: Sendable {
         try await Task.sleep(for: .milliseconds(100))
         if cancelled { running.cancel() } else { await group.triggerGracefulShutdown() }
         try? await running.value
-        #expect(events.all == ["last write", "last write", "closed"])
+        #expect(events.all == ["last write", "last write", "late reopen", "closed"])
     }
 }
