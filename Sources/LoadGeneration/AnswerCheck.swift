@@ -38,6 +38,7 @@ public enum AnswerCheck {
         if !isJSON { problems.append("Content-Type not application/json") }
         let extra = unexpectedFields(body)
         if extra > 0 { problems.append("\(extra) field(s) the API does not have") }
+        if nonObjectMembers(body) > 0 { problems.append("errorMessage or paymentInfo not an object") }
         if response.paymentInfo.pspTransactionId != pspTransactionId {
             problems.append("pspTransactionId \(response.paymentInfo.pspTransactionId)")
         }
@@ -63,6 +64,13 @@ public enum AnswerCheck {
             if let member = value as? [String: Any] { extra += member.keys.filter { !fields.contains($0) }.count }
         }
         return extra
+    }
+
+    /// How many of `errorMessage` and `paymentInfo` are there but not objects (`"errorMessage":null`
+    /// decodes as no error: an answer the API does not have must not pass for one it has).
+    static func nonObjectMembers(_ body: [UInt8]) -> Int {
+        guard let top = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] else { return 0 }
+        return ["errorMessage", "paymentInfo"].count { key in top[key].map { !($0 is [String: Any]) } ?? false }
     }
 
     /// `text` with every run of 12 or more digits masked by the project's rule for PANs

@@ -154,6 +154,14 @@ import Testing
         #expect(AnswerCheck.maskingDigitRuns("a 123456789012 b 12345678901 c 1234567890123") == "a ************ b 12345678901 c 123456***0123")
     }
 
+    /// `"errorMessage":null` is not the API's (an error is an object, or absent): JSONDecoder reads
+    /// it as no error, and such an OK passed.
+    @Test func anErrorMessageOfNullIsAMismatch() {
+        let body = #"{"errorMessage":null,"paymentInfo":{"pspTransactionId":"p1","status":"OK"}}"#
+        let checked = AnswerCheck.check(httpStatus: 200, isJSON: true, body: Array(body.utf8), expected: .ok, pspTransactionId: "p1")
+        #expect(checked.problem == "expected 200 OK, got errorMessage or paymentInfo not an object")
+    }
+
     /// The right body under another media type is a mismatch, on the fast path too.
     @Test func anAnswerThatIsNotSaidToBeJSONIsAMismatch() {
         let checked = AnswerCheck.check(httpStatus: 200, isJSON: false, body: MakePaymentResponse.ok("p1").json, expected: .ok,
