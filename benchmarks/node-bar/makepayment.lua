@@ -1,9 +1,9 @@
 -- wrk script: sends each prepared makePayment once, in file order split across wrk's threads.
 -- REQUESTS (environment) names a file of lines "pspTransactionId<TAB>token<TAB>body" written by
 -- `vipps-sim --export-requests`. Counts answers that are not 200 with "status":"OK" and no
--- errorMessage (every exported
--- payment is an approved test card), and says if the file ran out before the run did (then the
--- last request is repeated, which a real worker answers from its store without decrypting).
+-- errorMessage (every exported payment is an approved test card), and says if the file ran out
+-- before the run did (then the last request is repeated, which a real worker answers from its
+-- store without decrypting).
 local threads = {}
 local thread_count = 0
 
