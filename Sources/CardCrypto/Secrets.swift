@@ -54,15 +54,17 @@ public enum Secrets {
     }
 
     /// The credentials of an Authorization header of the Bearer scheme (`Bearer <token>`, the
-    /// scheme's name in any case: RFC 9110 §11.1), else nil. Read by bytes: "Bearer " then at least
-    /// one byte, all of them the token's (taken by Characters, a combining mark after the space
-    /// would go with it).
+    /// scheme's name in any case and one or more spaces after it: RFC 9110 §11.1 and §11.4), else
+    /// nil. Read by bytes: "Bearer", spaces, then at least one byte, all of them the token's (taken
+    /// by Characters, a combining mark after the space would go with it). A token never begins
+    /// with a space (`POST /payments` refuses one), so none is lost with them.
     public static func bearerCredentials(_ header: String) -> String? {
         let bytes = header.utf8
         // (`| 0x20` lowers an ASCII letter, and makes a letter only of that letter's two cases.)
         guard bytes.count > 7, bytes.prefix(6).lazy.map({ $0 | 0x20 }).elementsEqual("bearer".utf8),
               bytes.dropFirst(6).first == UInt8(ascii: " ") else { return nil }
-        return String(decoding: bytes.dropFirst(7), as: UTF8.self)
+        let credentials = bytes.dropFirst(7).drop { $0 == UInt8(ascii: " ") }
+        return credentials.isEmpty ? nil : String(decoding: credentials, as: UTF8.self)
     }
 
     public static var openSSLVersion: String { String(cString: ccs_openssl_version()) }

@@ -110,6 +110,44 @@ struct RegisterPaymentRequest {
         }
     }
 
+    /// Whether every number in the JSON text is written as RFC 8259 §6 has it
+    /// (`-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`). JSONDecoder only finds where a
+    /// number ends, and takes `0010` for 10 or `1-2-3` for a value of no type; another reader
+    /// refuses them, or reads `010` as octal 8: an amount two systems read differently.
+    static func numbersAreWellFormed(_ data: Data) -> Bool {
+        let bytes = [UInt8](data)
+        var i = 0
+        func isDigit(_ j: Int) -> Bool { j < bytes.count && bytes[j] >= UInt8(ascii: "0") && bytes[j] <= UInt8(ascii: "9") }
+        func digits(from j: Int) -> Int { var k = j; while isDigit(k) { k += 1 }; return k }
+        while i < bytes.count {
+            let byte = bytes[i]
+            if byte == UInt8(ascii: "\"") {  // a string: skipped, escapes and all
+                i += 1
+                while i < bytes.count, bytes[i] != UInt8(ascii: "\"") { i += bytes[i] == UInt8(ascii: "\\") ? 2 : 1 }
+                i += 1
+                continue
+            }
+            guard byte == UInt8(ascii: "-") || isDigit(i) else { i += 1; continue }
+            // A number: its grammar, then the token must end (a structural byte or whitespace).
+            var j = byte == UInt8(ascii: "-") ? i + 1 : i
+            guard isDigit(j) else { return false }
+            j = bytes[j] == UInt8(ascii: "0") ? j + 1 : digits(from: j)
+            if j < bytes.count, bytes[j] == UInt8(ascii: ".") {
+                guard isDigit(j + 1) else { return false }
+                j = digits(from: j + 1)
+            }
+            if j < bytes.count, bytes[j] | 0x20 == UInt8(ascii: "e") {
+                j += 1
+                if j < bytes.count, bytes[j] == UInt8(ascii: "+") || bytes[j] == UInt8(ascii: "-") { j += 1 }
+                guard isDigit(j) else { return false }
+                j = digits(from: j)
+            }
+            if j < bytes.count, !",]} \t\r\n".utf8.contains(bytes[j]) { return false }
+            i = j
+        }
+        return true
+    }
+
     static func isUsableToken(_ token: String) -> Bool {
         let bytes = Array(token.utf8)
         guard bytes.count >= 8, let first = bytes.first, let last = bytes.last, first != 0x20, last != 0x20 else { return false }
@@ -119,7 +157,7 @@ struct RegisterPaymentRequest {
     static func parse(_ data: Data) -> Result<RegisterPaymentRequest, Problems> {
         // UTF-8 only (RFC 8259 §8.1): JSONDecoder would also read UTF-16 and UTF-32, which the key
         // check below, on the bytes as sent, cannot (a NUL is in every one of those with ASCII keys).
-        guard !data.contains(0), String(data: data, encoding: .utf8) != nil,
+        guard !data.contains(0), String(data: data, encoding: .utf8) != nil, numbersAreWellFormed(data),
               let object = try? JSONDecoder().decode([String: JSONValue].self, from: data) else {
             return .failure(Problems(entries: [(nil, "51", "Invalid request")]))
         }

@@ -298,6 +298,9 @@ import Testing
         #expect(Secrets.bearerCredentials("Bearer \u{301}abc") == "\u{301}abc")
         #expect(Secrets.bearerCredentials("Bearer\tabc") == nil)
         #expect(Secrets.bearerCredentials("Bearer ") == nil)
+        // One or more spaces after the scheme (RFC 9110 §11.4: `1*SP`); two were refused.
+        #expect(Secrets.bearerCredentials("Bearer   abc") == "abc")
+        #expect(Secrets.bearerCredentials("Bearer    ") == nil)
         #expect(Secrets.bearerCredentials("Basic abcdef") == nil)
         #expect(Secrets.bearerCredentials("Bearerabc") == nil)
         // Bytes that `| 0x20` would turn into a letter or the space are not taken for them.

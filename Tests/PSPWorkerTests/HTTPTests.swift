@@ -339,6 +339,18 @@ final class AdminWriteFaultStore: ForwardingPaymentStore {
             #expect(try await client.register("p7", amount: "123456789012345678901234567890").text.contains("at most 999999999999"))
             let spaced = try await client.register("p7", amount: " \n 1000 \t")
             #expect(spaced.status == .created)
+            // Numbers as RFC 8259 writes them, here and in any other member: JSONDecoder took
+            // `0010` for 10 øre (another reader refuses it, or reads octal 8) and let `1-2-3` by.
+            for written in ["0010", "01", "-01", "1-2-3", "1.", ".5", "+1", "1e", "1e+", "--1", "0x10", "1.e3"] {
+                let refused = try await client.register("p8", amount: written)
+                #expect(refused.status == .badRequest && refused.text.contains(#""errorCode":"51""#), "\(written): \(refused.text)")
+            }
+            let otherMember = try await client.post("/payments", #"{"pspTransactionId":"m5","merchantSerialNumber":"123456","merchantOrderId":"o","amount":100,"currency":"NOK","makePaymentToken":"token-m5x","x":[1,{"y":1-2-3}]}"#,
+                                                    authorization: "Bearer " + LiveWorker.adminToken)
+            #expect(otherMember.status == .badRequest, "\(otherMember.text)")
+            let wellFormed = try await client.post("/payments", #"{"pspTransactionId":"m6","merchantSerialNumber":"123456","merchantOrderId":"o","amount":100,"currency":"NOK","makePaymentToken":"token-m6x","x":[0,-0.5,1E+2,2e-3,"01 1-2"],"y":{"z":-12.5e7}}"#,
+                                                   authorization: "Bearer " + LiveWorker.adminToken)
+            #expect(wellFormed.status == .created, "\(wellFormed.text)")
             let numericMerchant = try await client.post("/payments", #"{"pspTransactionId":"m3","merchantSerialNumber":123456,"merchantOrderId":"o","amount":100,"currency":"NOK","makePaymentToken":"token-m3x"}"#,
                                                         authorization: "Bearer " + LiveWorker.adminToken)
             #expect(numericMerchant.status == .created)
