@@ -54,6 +54,10 @@ public enum KeyFiles {
     /// variable. Never from a command-line argument, which any user can read in the process list.
     /// The variable is taken out of the environment even when the file wins, so that no child
     /// process inherits it.
+    /// Longer, a passphrase is refused as too long: OpenSSL's PEM reader hands its callback a
+    /// buffer of 1,024 bytes, and one that does not fit read as a wrong passphrase.
+    public static let maxPassphraseBytes = 1024
+
     public static func passphrase(file: String?, environmentVariable: String = "PSP_KEY_PASSPHRASE")
         throws(KeyLoadError) -> SecureBytes?
     {
@@ -64,7 +68,12 @@ public enum KeyFiles {
                 bytes.firstIndex(where: { $0 == 0x0A || $0 == 0x0D }) ?? bytes.count
             }
             guard length > 0 else { throw .emptyPassphrase(source: file) }
+            guard length <= maxPassphraseBytes else { throw .passphraseTooLong(source: file) }
             return raw.withUnsafeBytes { SecureBytes(copying: UnsafeRawBufferPointer(rebasing: $0[..<length])) }
+        }
+        if let value = getenv(environmentVariable), strlen(value) > maxPassphraseBytes {
+            discardEnvironmentSecret(environmentVariable)
+            throw .passphraseTooLong(source: environmentVariable)
         }
         return takeEnvironmentSecret(environmentVariable)
     }

@@ -21,6 +21,7 @@ public enum KeyLoadError: Error, CustomStringConvertible, Equatable {
     case weakExponent(path: String)
     case inconsistent(path: String)
     case emptyPassphrase(source: String)
+    case passphraseTooLong(source: String)
     case generationFailed
 
     public var description: String {
@@ -36,6 +37,8 @@ public enum KeyLoadError: Error, CustomStringConvertible, Equatable {
         case .weakExponent(let path): "\(path) is an RSA key whose public exponent is even, under 65537 or over 2^256 (FIPS 186-5); refused"
         case .inconsistent(let path): "\(path) is an RSA private key whose parts do not agree (n, e, d, p, q or the CRT values): a damaged or altered key file; refused"
         case .emptyPassphrase(let source): "the passphrase from \(source) is empty"
+        case .passphraseTooLong(let source):
+            "the passphrase from \(source) is over \(KeyFiles.maxPassphraseBytes) bytes, more than OpenSSL's PEM reader takes (the openssl tool keeps only the first 1,023 bytes of a line)"
         case .generationFailed: "OpenSSL could not generate an RSA key"
         }
     }

@@ -52,6 +52,20 @@ import Testing
         #expect(taken == [UInt8]("from-the-file".utf8))
     }
 
+    /// A passphrase longer than OpenSSL's PEM reader takes (1,024 bytes) is refused as that; it
+    /// read as the wrong passphrase for the key, pointing the operator at the wrong cause.
+    @Test func aPassphraseTooLongForOpenSSLIsSaidToBe() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("pass-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let unset = "PSP_TEST_UNSET_\(UInt32.random(in: 0...UInt32.max))"
+        try (String(repeating: "a", count: KeyFiles.maxPassphraseBytes + 1) + "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        #expect(throws: KeyLoadError.passphraseTooLong(source: file)) { _ = try KeyFiles.passphrase(file: file, environmentVariable: unset) }
+        try (String(repeating: "a", count: KeyFiles.maxPassphraseBytes) + "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        var count = 0
+        if let longest = try KeyFiles.passphrase(file: file, environmentVariable: unset) { count = longest.count }
+        #expect(count == KeyFiles.maxPassphraseBytes)
+    }
+
     @Test func encryptedKeyWithoutPassphraseIsAClearError() throws {
         #expect(throws: KeyLoadError.needsPassphrase(path: "psp-private-key-encrypted.pem")) {
             _ = try Fixtures.privateKey("psp-private-key-encrypted.pem")
