@@ -50,14 +50,14 @@ public enum KeyFiles {
         return "\(what) \(path) has mode \(String(mode, radix: 8)): readable by group or others; use chmod 600"
     }
 
+    /// The longest passphrase: OpenSSL's PEM reader hands its callback a buffer of 1,024 bytes, and
+    /// a longer one, not fitting, read as the wrong passphrase. Longer is refused as too long.
+    public static let maxPassphraseBytes = 1024
+
     /// A passphrase from a file (its first line, without the line break) or from an environment
     /// variable. Never from a command-line argument, which any user can read in the process list.
     /// The variable is taken out of the environment even when the file wins, so that no child
     /// process inherits it.
-    /// Longer, a passphrase is refused as too long: OpenSSL's PEM reader hands its callback a
-    /// buffer of 1,024 bytes, and one that does not fit read as a wrong passphrase.
-    public static let maxPassphraseBytes = 1024
-
     public static func passphrase(file: String?, environmentVariable: String = "PSP_KEY_PASSPHRASE")
         throws(KeyLoadError) -> SecureBytes?
     {

@@ -49,7 +49,7 @@ public final class HTTPAcquirer: AcquirerAdapter {
     /// 5 s idle, Tomcat's after 20, a cloud load balancer's after 60.
     public static let defaultIdleTimeout = 4
 
-    /// The URL as the operator gives it: `http(s)://HOST:PORT[/path][?connections=N][&idle=S]`
+    /// The URL as the operator gives it: `http(s)://HOST:PORT[/path][?connections=N&idle=S]`
     /// (N from 1 to 4,096, S seconds from 1 to 3,600, each at most once, in either order); nil
     /// for anything else. The base is what the API's paths are appended to.
     public static func parse(_ url: String) -> (base: String, connections: Int, idleSeconds: Int)? {

@@ -562,7 +562,11 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
         var reply = ISOMessage(mti: "0810")
         for field in [7, 11, 32, 41, 70] { reply[field] = request[field] }
         reply[39] = "00"
-        guard let body = try? ISO87APackager.encode(reply) else { return }
+        guard let body = try? ISO87APackager.encode(reply) else {
+            // A field we echo that our encoder cannot write (a letter in field 11, say): read as it came, not answered.
+            logger.warning("request from acquirer not answered: a field to echo is malformed", metadata: ["message": "\(request.maskedDescription)"])
+            return
+        }
         var buffer = channel.allocator.buffer(capacity: body.count + 2)
         buffer.writeISO8583Frame(body)
         channel.writeAndFlush(buffer, promise: nil)

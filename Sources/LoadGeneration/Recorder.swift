@@ -127,8 +127,9 @@ public final class Recorder: Sendable {
     public func transportError(_ description: String, failedAfter latency: Duration? = nil, sendLag: Duration? = nil,
                                at instant: ContinuousClock.Instant = .now) {
         state.withLock { s in
-            s.lastEnded = max(s.lastEnded ?? instant, instant)
             if let latency {
+                // A request of the timed run (the read-back's failures after it have no latency).
+                s.lastEnded = max(s.lastEnded ?? instant, instant)
                 if Self.beyondRange(latency) || sendLag.map(Self.beyondRange) == true { s.beyondRange += 1 }
                 let micros = Self.micros(latency)
                 _ = s.latency.record(micros)

@@ -93,7 +93,7 @@ final class SlotDriver: @unchecked Sendable {
             self.recorder.answered(firstCheck, latency: answeredAt - intended, sendLag: lag,
                                    label: "\(payment.id) [\(payment.kind)]", at: answeredAt)
             guard payment.kind == .duplicate else { return self.next() }
-            self.exchange(payment, since: .now) { again in
+            self.exchange(payment, since: .now, isRepeat: true) { again in
                 guard let again else { return self.loop.execute { self.next() } }
                 let now = ContinuousClock.now
                 var check = AnswerCheck.check(httpStatus: again.answer.status, isJSON: again.answer.isJSON, body: again.answer.body,
@@ -162,8 +162,9 @@ final class SlotDriver: @unchecked Sendable {
 
     /// One request on the slot's connection (or its second one), connecting again first if it was
     /// lost. Nil (and a transport error recorded, its latency counted from `since`) when there is no
-    /// answer within the request timeout of `since`.
-    private func exchange(_ payment: PlannedPayment, since: ContinuousClock.Instant, side: Bool = false,
+    /// answer within the request timeout of `since`. A duplicate's repeat (`isRepeat`), sent as soon
+    /// as the first answer came, has no intended time of its own: no send lag.
+    private func exchange(_ payment: PlannedPayment, since: ContinuousClock.Instant, side: Bool = false, isRepeat: Bool = false,
                           _ completion: @escaping @Sendable ((answer: HTTPAnswer, sentAt: ContinuousClock.Instant)?) -> Void) {
         let current = side ? sideConnection : connection
         let connected: EventLoopFuture<HTTPConnection>
@@ -196,13 +197,16 @@ final class SlotDriver: @unchecked Sendable {
             case .success(let exchanged):
                 // The connection's timer fires every 100 ms: an answer after the patience but before it is lost all the same.
                 self.recorder.transportError("\(payment.id) [\(payment.kind)]: answered after the request timeout",
-                                             failedAfter: now - since, sendLag: self.sendLag(exchanged.sentAt, intended: since), at: now)
+                                             failedAfter: now - since, sendLag: isRepeat ? nil : self.sendLag(exchanged.sentAt, intended: since), at: now)
                 completion(nil)
             case .failure(let error):
+                // Sent, or given up unsent (its patience ran out, or no connection could be made) at the failure.
                 let unanswered = error as? Unanswered
-                let lag = unanswered.flatMap { $0.sentAt ?? $0.notSentBy }.flatMap { self.sendLag($0, intended: since) }
+                let lag = isRepeat ? nil : self.sendLag(unanswered?.sentAt ?? unanswered?.notSentBy ?? now, intended: since)
                 self.recorder.transportError("\(payment.id) [\(payment.kind)]: \(unanswered?.error ?? error)", failedAfter: now - since,
                                              sendLag: lag, at: now)
+                // Not sent for want of patience: nothing is in flight on the connection, which stays.
+                if let unanswered, unanswered.sentAt == nil, unanswered.notSentBy != nil { return completion(nil) }
                 if side {
                     self.sideConnection?.closeFuture().whenComplete { _ in }
                     self.sideConnection = nil

@@ -146,7 +146,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "The window while makePayments queue for a worker (the CPU is saturated), in milliseconds.")
     var busyGroupCommitWindowMs = milliseconds(SQLitePaymentStore.defaultBusyGroupCommitWindow)
     @Option(help: """
-        Acquirer adapter: iso8583://HOST:PORT[?terminal=TERMINAL], http(s)://HOST:PORT[/path][?connections=N][&idle=S], or simulator (approves by \
+        Acquirer adapter: iso8583://HOST:PORT[?terminal=TERMINAL], http(s)://HOST:PORT[/path][?connections=N&idle=S], or simulator (approves by \
         test card, with nothing authorized: for tests and load runs only). Required: the worker never picks an acquirer itself.
         """) var acquirer: String
     @Flag(help: "Allow an acquirer reached in clear (iso8583:// or http://) off this machine: only over a private link you vouch for.")
@@ -212,7 +212,7 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--simulator-latency-ms is for --acquirer simulator only")
         }
         guard let choice = PSPWorkerConfiguration.AcquirerChoice(acquirer) else {
-            throw ValidationError("--acquirer must be simulator, iso8583://HOST:PORT[?terminal=TERMINAL] (a terminal id of 8 characters) or http(s)://HOST:PORT[/path][?connections=N][&idle=S] (N from 1 to 4,096; S seconds a connection stays open idle, 1 to 3,600)")
+            throw ValidationError("--acquirer must be simulator, iso8583://HOST:PORT[?terminal=TERMINAL] (a terminal id of 8 characters) or http(s)://HOST:PORT[/path][?connections=N&idle=S] (either parameter or both; N from 1 to 4,096; S seconds a connection stays open idle, 1 to 3,600)")
         }
         guard !choice.sendsCardDataInClearOffThisMachine || allowCleartextAcquirer else {
             throw ValidationError("--acquirer \(choice.logDescription) would send card numbers in clear over the network; use https, "

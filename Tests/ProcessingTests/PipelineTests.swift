@@ -1167,7 +1167,6 @@ final class IgnoresCancellation: AcquirerAdapter {
     }
 }
 
-/// A store whose outcome writes wait for `gate` to open.
 /// A store whose outcome writes wait for `gate`, and then, with `failing`, fail (the lock
 /// held past its timeout by the group that committed the other outcome, say).
 final class GatedOutcomes: ForwardingPaymentStore {
