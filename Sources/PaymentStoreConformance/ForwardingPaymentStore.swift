@@ -37,8 +37,8 @@ extension ForwardingPaymentStore {
     public func settleReversalWithoutOriginal(_ reversalId: String, now: Int64, claimedUntil: Int64) async throws -> Bool {
         try await base.settleReversalWithoutOriginal(reversalId, now: now, claimedUntil: claimedUntil)
     }
-    public func lateApproval(ofReversal reversalId: String, now: Int64) async throws -> LateApprovalResult {
-        try await base.lateApproval(ofReversal: reversalId, now: now)
+    public func lateApproval(ofReversal reversalId: String, now: Int64, claimsEndBy: Int64) async throws -> LateApprovalResult {
+        try await base.lateApproval(ofReversal: reversalId, now: now, claimsEndBy: claimsEndBy)
     }
     public var writesFailing: Bool { base.writesFailing }
     public func probeWrite(now: Int64) async throws { try await base.probeWrite(now: now) }

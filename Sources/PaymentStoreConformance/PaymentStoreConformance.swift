@@ -296,18 +296,25 @@ public struct PaymentStoreConformance: Sendable {
         let reversal = try await Self.reversalRecorded(store, "p-rev", reversalId: "rev-1", attemptReference: "ref-p-rev-instance-a")
         var due = try await store.dueReversals(now: 100, limit: 10)
         try Self.expect(due.map(\.request) == [reversal], "the reversal is due at once, got \(due)")
-        try await store.recordReversalTry("rev-1", state: .pending, nextTryAt: 5_000, now: 101)
+        // A claim counts its try: the send it is for is the first.
+        try Self.expect(try await store.claimReversal("rev-1", now: 100, until: 1_100)?.tries == 1, "the claimed try is the first")
+        try await store.recordReversalTry("rev-1", state: .pending, nextTryAt: 5_000, now: 101, claimedUntil: 1_100)
         due = try await store.dueReversals(now: 200, limit: 10)
         try Self.expect(due.isEmpty, "a reversal waiting for its next try is not due")
         due = try await store.dueReversals(now: 5_000, limit: 10)
         try Self.expect(due.count == 1 && due[0].tries == 1 && due[0].request.sendCount == 2, "its next try is a repeat")
-        try await store.recordReversalTry("rev-1", state: .acknowledged, nextTryAt: 0, now: 5_001)
+        // A try whose answer is never recorded (a crash mid-send) counts all the same: the next is a repeat of it.
+        try Self.expect(try await store.claimReversal("rev-1", now: 5_000, until: 6_000)?.tries == 2, "the second try")
+        due = try await store.dueReversals(now: 6_000, limit: 10)
+        try Self.expect(due.count == 1 && due[0].tries == 2 && due[0].request.sendCount == 3, "after a claim that ran out, a repeat again")
+        try Self.expect(try await store.claimReversal("rev-1", now: 6_000, until: 7_000)?.tries == 3, "the third try")
+        try await store.recordReversalTry("rev-1", state: .acknowledged, nextTryAt: 0, now: 6_001, claimedUntil: 7_000)
         try Self.expect(try await store.dueReversals(now: 10_000, limit: 10).isEmpty, "an acknowledged reversal is never due again")
         let all = try await store.reversals(for: "p-rev")
-        try Self.expect(all.count == 1 && all[0].state == .acknowledged && all[0].tries == 2, "the reversal is acknowledged after two tries")
+        try Self.expect(all.count == 1 && all[0].state == .acknowledged && all[0].tries == 3, "the reversal is acknowledged after three tries")
         // Acknowledged as reversed, a late approval leaves it; unknown, nothing happens.
-        try Self.expect(try await store.lateApproval(ofReversal: "rev-1", now: 20_000) == .stands, "a reversed reversal stands")
-        try Self.expect(try await store.lateApproval(ofReversal: "rev-none", now: 20_000) == .stands, "no such reversal")
+        try Self.expect(try await store.lateApproval(ofReversal: "rev-1", now: 20_000, claimsEndBy: 30_000) == .stands, "a reversed reversal stands")
+        try Self.expect(try await store.lateApproval(ofReversal: "rev-none", now: 20_000, claimsEndBy: 30_000) == .stands, "no such reversal")
     }
 
     /// A try's answer is recorded only under the claim it was sent under. A reversal answered "no
@@ -324,32 +331,42 @@ public struct PaymentStoreConformance: Sendable {
         try Self.expect(try await store.settleReversalWithoutOriginal("rev-late", now: 200, claimedUntil: 1_100), "settled on 25")
         var record = try await store.reversals(for: "p-late").first
         try Self.expect(record?.state == .acknowledged && record?.tries == 1 && record?.lateApproved == false, "acknowledged, got \(String(describing: record))")
-        try Self.expect(try await store.lateApproval(ofReversal: "rev-late", now: 20_000) == .reopened, "settled on 25, then approved late: reopened")
+        try Self.expect(try await store.lateApproval(ofReversal: "rev-late", now: 20_000, claimsEndBy: 30_000) == .reopened,
+                        "settled on 25, then approved late: reopened")
         record = try await store.reversals(for: "p-late").first
         try Self.expect(record?.state == .pending && record?.tries == 0 && record?.lateApproved == true
                         && record?.request.sendCount == 1 && record?.createdAt == 100,
                         "reopened as new, a first send, created when the attempt was given up, got \(String(describing: record))")
         try Self.expect(try await store.dueReversals(now: 20_000, limit: 10).map(\.request.reversalId) == ["rev-late"], "and due")
-        // Approved late again while a try is out: that try's answer is not recorded, and it is due as new.
+        // Approved late again while a try is out: that try's answer is not recorded, and it is due as
+        // new once its claim has run out (before, another sender could send beside it).
         try Self.expect(try await store.claimReversal("rev-late", now: 20_000, until: 21_000) != nil, "claimed again")
-        try Self.expect(try await store.lateApproval(ofReversal: "rev-late", now: 20_002) == .reopened, "pending: started again")
+        try Self.expect(try await store.lateApproval(ofReversal: "rev-late", now: 20_002, claimsEndBy: 30_002) == .reopened, "pending: started again")
         try Self.expect(!(try await store.recordReversalTry("rev-late", state: .acknowledged, nextTryAt: 0, now: 20_003, claimedUntil: 21_000)),
                         "the try in flight is not recorded")
         record = try await store.reversals(for: "p-late").first
-        try Self.expect(record?.state == .pending && record?.tries == 0 && record?.nextTryAt == 20_002, "due as new, got \(String(describing: record))")
+        try Self.expect(record?.state == .pending && record?.tries == 0 && record?.nextTryAt == 21_001,
+                        "due as new after the claim, got \(String(describing: record))")
+        try Self.expect(try await store.claimReversal("rev-late", now: 21_000, until: 22_000) == nil, "not while the claim in flight holds")
         // An answer "reversed" is recorded whatever became of the claim: the reversal is done.
-        try Self.expect(try await store.claimReversal("rev-late", now: 20_002, until: 20_900) != nil, "claimed")
-        try Self.expect(try await store.lateApproval(ofReversal: "rev-late", now: 20_003) == .reopened, "started again")
-        try Self.expect(try await store.recordReversalTry("rev-late", state: .acknowledged, nextTryAt: 0, now: 20_004, claimedUntil: nil),
+        try Self.expect(try await store.claimReversal("rev-late", now: 21_001, until: 21_900)?.tries == 1, "claimed: a first send")
+        try Self.expect(try await store.lateApproval(ofReversal: "rev-late", now: 21_002, claimsEndBy: 31_002) == .reopened, "started again")
+        try Self.expect(try await store.recordReversalTry("rev-late", state: .acknowledged, nextTryAt: 0, now: 21_004, claimedUntil: nil),
                         "reversed: recorded")
-        try Self.expect(try await store.lateApproval(ofReversal: "rev-late", now: 20_005) == .stands, "and it stands")
+        try Self.expect(try await store.lateApproval(ofReversal: "rev-late", now: 21_005, claimsEndBy: 31_005) == .stands, "and it stands")
         // Approved late, then 25 does not settle it; failed for good, a late approval starts it again.
         _ = try await Self.reversalRecorded(store, "p-late2", reversalId: "rev-late-2", attemptReference: "ref-late-2")
-        try Self.expect(try await store.lateApproval(ofReversal: "rev-late-2", now: 20_000) == .reopened, "pending: started again")
+        try Self.expect(try await store.lateApproval(ofReversal: "rev-late-2", now: 20_000, claimsEndBy: 30_000) == .reopened, "pending: started again")
         try Self.expect(try await store.claimReversal("rev-late-2", now: 20_000, until: 22_000) != nil, "claimed as new")
         try Self.expect(!(try await store.settleReversalWithoutOriginal("rev-late-2", now: 20_004, claimedUntil: 22_000)), "approved late: 25 does not settle it")
         try Self.expect(try await store.recordReversalTry("rev-late-2", state: .failed, nextTryAt: 0, now: 30_000, claimedUntil: 22_000), "failed under its claim")
-        try Self.expect(try await store.lateApproval(ofReversal: "rev-late-2", now: 40_000) == .reopened, "failed, then approved late: reopened")
+        try Self.expect(try await store.lateApproval(ofReversal: "rev-late-2", now: 40_000, claimsEndBy: 50_000) == .reopened, "failed, then approved late: reopened")
+        // Waiting out a back-off longer than any claim (no try in flight): due again by the end of a claim at most.
+        _ = try await Self.reversalRecorded(store, "p-late3", reversalId: "rev-late-3", attemptReference: "ref-late-3")
+        try Self.expect(try await store.claimReversal("rev-late-3", now: 100, until: 1_100) != nil, "claimed")
+        try Self.expect(try await store.recordReversalTry("rev-late-3", state: .pending, nextTryAt: 60_000, now: 200, claimedUntil: 1_100), "a minute's back-off")
+        try Self.expect(try await store.lateApproval(ofReversal: "rev-late-3", now: 20_000, claimsEndBy: 30_000) == .reopened, "reopened")
+        try Self.expect(try await store.reversals(for: "p-late3").first?.nextTryAt == 30_001, "due after a claim's length, not the back-off")
     }
 
     func survivesReopen() async throws {

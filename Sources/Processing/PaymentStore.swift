@@ -149,7 +149,7 @@ public struct ReversalRecord: Sendable, Equatable {
 
 public enum RegisterResult: Sendable, Equatable { case created, alreadyExists }
 
-/// What a late approval did to a reversal (`PaymentStore.lateApproval(ofReversal:now:)`):
+/// What a late approval did to a reversal (`PaymentStore.lateApproval(ofReversal:now:claimsEndBy:)`):
 /// started again as new, or left as it was (reversed by the host, or no such reversal).
 public enum LateApprovalResult: Sendable, Equatable { case reopened, stands }
 
@@ -234,10 +234,13 @@ public protocol PaymentStore: Sendable {
     func attemptsOrphaned(at now: Int64, unrecordedAfter: Int64, limit: Int) async throws -> [PaymentRecord]
     /// Reversals not yet acknowledged whose next try is due.
     func dueReversals(now: Int64, limit: Int) async throws -> [ReversalRecord]
-    /// Claims a reversal for one send: if it is pending and due at `now`, moves its next try to
-    /// `until` (so that no other process sends it meanwhile) and returns it; else nil.
+    /// Claims a reversal for one send: if it is pending and due at `now`, counts the try (`tries`
+    /// is then that send's number: 1 a first send, more a repeat), moves its next try to `until` (so
+    /// that no other process sends it meanwhile) and returns it; else nil. Counted here, not when
+    /// its answer is recorded: a try whose answer never is (a crash mid-send, a failed write) may
+    /// have reached the host, and the next must be a repeat of it.
     func claimReversal(_ reversalId: String, now: Int64, until: Int64) async throws -> ReversalRecord?
-    /// Records a try of a reversal: acknowledged, or not (with when to try next, or failed for good).
+    /// Records a try's answer: acknowledged, or not (with when to try next, or failed for good).
     /// With `claimedUntil` (the `until` of the claim the try was sent under), only while that
     /// claim still holds: false, recording nothing, if the reversal changed meanwhile (a late
     /// approval reset it, or the claim ran out and another sender took it).
@@ -252,8 +255,11 @@ public protocol PaymentStore: Sendable {
     /// `now`, no tries (its next send is a first one, not a repeat of a message the host answered
     /// "no such authorization"), and "no such authorization" no longer settles it. It keeps its
     /// `createdAt`, when the payment's attempt was first given up; `now` is its last update. A try
-    /// in flight under a claim is then not recorded (its claim no longer holds).
-    func lateApproval(ofReversal reversalId: String, now: Int64) async throws -> LateApprovalResult
+    /// in flight under a claim is then not recorded (its claim no longer holds), and the reversal
+    /// is due only once that claim has run out: a pending one due after `now` is due again just
+    /// after its next try, or after `claimsEndBy` (the latest a claim taken by `now` can end),
+    /// whichever is sooner; no other sender sends beside the try in flight.
+    func lateApproval(ofReversal reversalId: String, now: Int64, claimsEndBy: Int64) async throws -> LateApprovalResult
     func reversals(for pspTransactionId: String) async throws -> [ReversalRecord]
     /// Whether the store's last write failed as a store (not a refused transition) with none
     /// succeeding since: a full disk, a lock held by another process past the busy timeout. Reads

@@ -136,7 +136,8 @@ public final class ReversalService: ReversalSender {
             for reversal in try await store.reversals(for: pspTransactionId) where reversal.request.attemptReference == attemptReference {
                 found = true
                 let id = reversal.request.reversalId
-                switch try await store.lateApproval(ofReversal: id, now: now()) {
+                let at = now()
+                switch try await store.lateApproval(ofReversal: id, now: at, claimsEndBy: at + claimMilliseconds) {
                 case .reopened:
                     metrics.reversalsRestarted.increment()
                     logger.critical("authorization approved late; its reversal starts again as new", metadata: [
@@ -174,11 +175,22 @@ public final class ReversalService: ReversalSender {
     /// shutdown (`finishSendingSoon`), with one more try then rather than its back-off: a restart
     /// while the store still refuses writes finds the attempt another process's (its instance id
     /// is new) and cannot send it, so what goes out now is all that goes out until writes work.
+    /// The id is held in `sending` all the while: once the store takes writes again, the sweep or
+    /// a retry may record the reversal and `sendSoon` it, and its first 0400 under another STAN
+    /// would go out beside this one's. (A recorded send of it already under way: nothing to add.)
     public func sendUnrecorded(_ reversal: ReversalRequest) {
-        guard sentUnrecorded.withLock({ $0.insert(reversal.reversalId).inserted }) else { return }
+        let id = reversal.reversalId
+        guard sentUnrecorded.withLock({ $0.insert(id).inserted }) else { return }
+        guard sending.withLock({ $0.insert(id).inserted }) else {
+            _ = sentUnrecorded.withLock { $0.remove(id) }
+            return
+        }
         logger.critical("outcome not recorded; reversing without a record", metadata: [
-            "pspTransactionId": "\(reversal.pspTransactionId)", "reversalId": "\(reversal.reversalId)"])
-        track { await self.sendWithoutRecord(reversal) }
+            "pspTransactionId": "\(reversal.pspTransactionId)", "reversalId": "\(id)"])
+        track {
+            await self.sendWithoutRecord(reversal)
+            _ = self.sending.withLock { $0.remove(id) }
+        }
     }
 
     /// Tries with back-off until the acquirer reverses it: five failures, or a "no such
@@ -188,8 +200,8 @@ public final class ReversalService: ReversalSender {
         var request = reversal
         let acquirer = self.acquirer
         let first = ContinuousClock.now
-        var failures = 0
-        var tries = 0
+        var failures = 0, tries = 0
+        var lastError = "none"
         while true {
             let last = stopping.load(ordering: .relaxed)
             tries += 1
@@ -207,8 +219,12 @@ public final class ReversalService: ReversalSender {
                         "pspTransactionId": "\(reversal.pspTransactionId)", "reversalId": "\(reversal.reversalId)", "tries": "\(tries)"])
                     return
                 }
-            case .failed, .timedOut:
+            case .failed(let error):
                 failures += 1
+                lastError = "\(error)"
+            case .timedOut:
+                failures += 1
+                lastError = "no answer in time"
             }
             guard failures < unrecordedFailures, !last else { break }
             await sleepUnlessStopping(.milliseconds(backoff(after: tries)))
@@ -216,7 +232,7 @@ public final class ReversalService: ReversalSender {
         // Given up for now: the next sweep or retry that finds the orphan may send it again.
         _ = sentUnrecorded.withLock { $0.remove(reversal.reversalId) }
         logger.critical("unrecorded reversal not acknowledged; left to the orphan sweep once the store takes writes", metadata: [
-            "pspTransactionId": "\(reversal.pspTransactionId)", "reversalId": "\(reversal.reversalId)"])
+            "pspTransactionId": "\(reversal.pspTransactionId)", "reversalId": "\(reversal.reversalId)", "lastError": "\(lastError)"])
     }
     private let unrecordedFailures = 5
 
@@ -305,7 +321,7 @@ public final class ReversalService: ReversalSender {
         // Each try's answer is recorded under this claim: if the reversal changed meanwhile (a
         // late approval started it again, or the claim ran out and another sender took it), the
         // answer is not recorded, and the reversal is sent as it now stands.
-        let claimedUntil = now() + configuration.timeout.milliseconds + 5_000
+        let claimedUntil = now() + claimMilliseconds
         do {
             guard let claimed = try await store.claimReversal(id, now: now(), until: claimedUntil) else { return }
             record = claimed
@@ -326,12 +342,13 @@ public final class ReversalService: ReversalSender {
                            metadata: ["reversalId": "\(id)", "pspTransactionId": "\(record.request.pspTransactionId)"])
             return
         }
+        // The claim counted this try: its number, 1 for a first send (0400), more for a repeat (0401).
+        let tries = record.tries
         var request = record.request
-        request.sendCount = record.tries + 1
+        request.sendCount = tries
         metrics.reversalsSent.increment()
         let acquirer = self.acquirer
         let outcome = await withDeadline(sendWithin) { [request] in try await acquirer.reverse(request) }
-        let tries = record.tries + 1
         let pspTransactionId = request.pspTransactionId
         func recordTry(_ state: ReversalState, nextTryAt: Int64) async throws -> Bool {
             let recorded = try await store.recordReversalTry(id, state: state, nextTryAt: nextTryAt, now: now(), claimedUntil: claimedUntil)
@@ -373,15 +390,18 @@ public final class ReversalService: ReversalSender {
                     logger.info("reversal acknowledged", metadata: ["pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
                 }
             case .failed, .timedOut:
+                // Why, for the operator: a refusal code (a format error, 12, 94) is not a host that is down.
+                let why = if case .failed(let error) = outcome { "\(error)" } else { "no answer in time" }
                 if tries >= configuration.maxTries {
                     if try await recordTry(.failed, nextTryAt: 0) {
                         metrics.reversalsFailed.increment()
                         logger.critical("reversal not acknowledged after all tries; needs an operator", metadata: [
-                            "pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)"])
+                            "pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)", "lastError": "\(why)"])
                     }
                 } else if try await recordTry(.pending, nextTryAt: now() + backoff(after: tries)), let left = retryLog.admit() {
                     logger.warning("reversal not acknowledged; will retry", metadata: [
-                        "pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)", "alikeLeftOut": "\(left)"])
+                        "pspTransactionId": "\(pspTransactionId)", "reversalId": "\(id)", "tries": "\(tries)", "error": "\(why)",
+                        "alikeLeftOut": "\(left)"])
                 }
             }
         } catch {
@@ -390,6 +410,9 @@ public final class ReversalService: ReversalSender {
             }
         }
     }
+
+    /// How long a claim holds: one send, and 5 s to record its answer.
+    private var claimMilliseconds: Int64 { configuration.timeout.milliseconds + 5_000 }
 
     /// The wait before the next try: the first retry's, doubled per try, up to the cap.
     private func backoff(after tries: Int) -> Int64 {

@@ -349,19 +349,25 @@ public final class SQLitePaymentStore: PaymentStore {
             merchant_serial_number, reason, state, tries, next_try_at, created_at, updated_at)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?) ON CONFLICT DO NOTHING
         """
+    /// A try's answer. The try itself was counted when it was claimed (`claimReversal`).
     static let reversalTrySQL = """
-        UPDATE reversals SET state = ?, tries = tries + 1, next_try_at = ?, updated_at = ? WHERE reversal_id = ? AND state = 'pending'
+        UPDATE reversals SET state = ?, next_try_at = ?, updated_at = ? WHERE reversal_id = ? AND state = 'pending'
         """
     /// The same, under the claim the try was sent under.
     static let claimedReversalTrySQL = reversalTrySQL + " AND next_try_at = ?"
     static let settleWithoutOriginalSQL = """
-        UPDATE reversals SET state = 'acknowledged', tries = tries + 1, next_try_at = 0, settled_without_original = 1, updated_at = ?
+        UPDATE reversals SET state = 'acknowledged', next_try_at = 0, settled_without_original = 1, updated_at = ?
         WHERE reversal_id = ? AND state = 'pending' AND late_approved = 0 AND next_try_at = ?
         """
+    /// ?1 now, ?2 the latest end of a claim taken by now, ?3 the reversal. A pending one whose next
+    /// try is after now may be claimed with a try on the wire: due again only once that claim has
+    /// run out (its end moved by 1 ms, so that its answer is not recorded), or no other sender
+    /// would wait for that try before sending a first 0400 of its own beside it.
     static let reopenLateApprovedSQL = """
-        UPDATE reversals SET state = 'pending', tries = 0, next_try_at = ?, updated_at = ?, late_approved = 1,
-            settled_without_original = 0
-        WHERE reversal_id = ? AND (state <> 'acknowledged' OR settled_without_original = 1)
+        UPDATE reversals SET state = 'pending', tries = 0,
+            next_try_at = CASE WHEN state = 'pending' AND next_try_at > ?1 THEN MIN(next_try_at, ?2) + 1 ELSE ?1 END,
+            updated_at = ?1, late_approved = 1, settled_without_original = 0
+        WHERE reversal_id = ?3 AND (state <> 'acknowledged' OR settled_without_original = 1)
         """
     static let cancelSQL = "UPDATE payments SET state = 'cancelled', updated_at = ? WHERE psp_transaction_id = ? AND state = 'pending'"
 
@@ -532,7 +538,9 @@ public final class SQLitePaymentStore: PaymentStore {
 
     public func claimReversal(_ reversalId: String, now: Int64, until: Int64) async throws -> ReversalRecord? {
         try await writer.perform { db in
-            let changed = try db.run("UPDATE reversals SET next_try_at = ?, updated_at = ? WHERE reversal_id = ? AND state = 'pending' AND next_try_at <= ?",
+            // The try is counted as it is claimed: if its answer is never recorded (a crash mid-send,
+            // a failed write), the next send is still a repeat of one the host may have had.
+            let changed = try db.run("UPDATE reversals SET tries = tries + 1, next_try_at = ?, updated_at = ? WHERE reversal_id = ? AND state = 'pending' AND next_try_at <= ?",
                                      [.integer(until), .integer(now), .text(reversalId), .integer(now)])
             guard changed == 1 else { return nil }
             return try Self.reversal(db, id: reversalId)
@@ -553,9 +561,9 @@ public final class SQLitePaymentStore: PaymentStore {
         }
     }
 
-    public func lateApproval(ofReversal reversalId: String, now: Int64) async throws -> LateApprovalResult {
+    public func lateApproval(ofReversal reversalId: String, now: Int64, claimsEndBy: Int64) async throws -> LateApprovalResult {
         try await writer.perform { db in
-            try db.run(Self.reopenLateApprovedSQL, [.integer(now), .integer(now), .text(reversalId)]) > 0 ? .reopened : .stands
+            try db.run(Self.reopenLateApprovedSQL, [.integer(now), .integer(claimsEndBy), .text(reversalId)]) > 0 ? .reopened : .stands
         }
     }
 

@@ -504,6 +504,25 @@ import Testing
         #expect(finished <= 2)
     }
 
+    /// A reversal sent without a record (its outcome's write failed) that the store records
+    /// meanwhile (the sweep, once writes work again) is not sent beside it by this process: the
+    /// recorded send waits for the unrecorded one (before, a second first 0400 under another STAN
+    /// went out while the first was still out).
+    @Test func anUnrecordedReversalIsNotSentTwiceAtOnce() async throws {
+        let h = try PipelineHarness()
+        let reversal = try await h.reversalDue("us-1")
+        let acquirer = ReversalAnswers(["us-1": .reversed])
+        let gate = Gate()
+        acquirer.before = { await gate.wait() }
+        let service = ReversalService(store: h.store, acquirer: acquirer)
+        service.sendUnrecorded(reversal)
+        try await waitUntil { acquirer.sends.withLock { $0["us-1"] } == 1 }  // the unrecorded 0400 is out
+        _ = await service.sendDue(limit: 10)  // the recorded reversal, due: waits for the unrecorded send
+        #expect(acquirer.sends.withLock { $0["us-1"] } == 1, "the recorded reversal went out beside the unrecorded one")
+        gate.open()
+        await service.finishSendingSoon()
+    }
+
     /// A refusal decided on a stale `pending` (the front's memory, while another process began an
     /// attempt) must not close that attempt without reversing it: its outcome is the answer.
     @Test func aRefusalOnAStalePendingDoesNotCloseAnAttemptInFlight() async throws {
@@ -903,8 +922,10 @@ import Testing
     }
 
     /// Approved late while a 0400 is out (the host answers it 25: it had no original yet): that
-    /// answer is not recorded, and the reversal goes out again as a first send, which reverses it.
-    /// Had the 0400 out been answered "reversed", that would stand (the conformance suite).
+    /// answer is not recorded, and the reversal goes out again as a first send, which reverses it,
+    /// once the claim of the 0400 out has run out (not beside it: before, a poller of another
+    /// process could send its own 0400 while the first was still out). Had the 0400 out been
+    /// answered "reversed", that would stand (the conformance suite).
     @Test func aLateApprovalWhileTheReversalIsOutStartsItAgain() async throws {
         let h = try PipelineHarness()
         let reversal = try await h.reversalDue("ra-1")
@@ -913,6 +934,7 @@ import Testing
         acquirer.before = { await gate.wait() }
         var configuration = ReversalService.Configuration()
         configuration.noOriginalSettleMilliseconds = 0
+        configuration.timeout = .milliseconds(500)  // a claim of 5.5 s
         let sender = ReversalService(store: h.store, acquirer: acquirer, configuration: configuration)
         let other = ReversalService(store: h.store, acquirer: acquirer, configuration: configuration)
         let pipeline = PipelineHarness.pipeline(store: h.store, acquirer: acquirer, reversals: other)
@@ -920,6 +942,10 @@ import Testing
         try await waitUntil { acquirer.sends.withLock { $0["ra-1"] } == 1 }  // the 0400 is out
         acquirer.answers.withLock { $0["ra-1"] = .reversed }  // the host has the original from now on
         await pipeline.handleLateReply(LateReply(pspTransactionId: "ra-1", attemptReference: reversal.attemptReference, responseCode: "00"))
+        let poller = Task { await other.run() }  // another process's poller: nothing goes out beside the 0400 still out
+        defer { poller.cancel() }
+        try await Task.sleep(for: .milliseconds(1500))
+        #expect(acquirer.sends.withLock { $0["ra-1"] } == 1, "a second 0400 went out while the first was still out")
         gate.open()  // the 0400's answer: 25 (it was decided before the approval)
         _ = await out.value
         try await waitUntil { try await h.store.reversals(for: "ra-1").first?.state == .acknowledged }
@@ -1203,12 +1229,12 @@ final class RefusesLateApprovals: ForwardingPaymentStore {
     let refused = Atomic<Int>(0)
     struct Refused: Error {}
     init(_ base: any PaymentStore, times: Int) { self.base = base; self.times = times }
-    func lateApproval(ofReversal reversalId: String, now: Int64) async throws -> LateApprovalResult {
+    func lateApproval(ofReversal reversalId: String, now: Int64, claimsEndBy: Int64) async throws -> LateApprovalResult {
         if refused.load(ordering: .relaxed) < times {
             refused.add(1, ordering: .relaxed)
             throw Refused()
         }
-        return try await base.lateApproval(ofReversal: reversalId, now: now)
+        return try await base.lateApproval(ofReversal: reversalId, now: now, claimsEndBy: claimsEndBy)
     }
 }
 
