@@ -44,8 +44,11 @@ final class WorkerProcess: @unchecked Sendable {
 
     /// Runs `process` and returns the port it names in its output (`<prefix> 127.0.0.1:PORT`),
     /// read for up to 30 s; then the output is drained for good, so the child never blocks on a
-    /// full pipe (at its end, a kill, the draining stops: Foundation on Linux calls the handler
-    /// again and again at end of file, a core spun). Nil, with what was read, if the line never came.
+    /// full pipe, by blocking reads on a thread of its own that ends at the output's end (a kill).
+    /// Not by a `readabilityHandler`: that is a dispatch source on the pipe, and a pipe closed while
+    /// its source was still registered, its descriptor then reused by a socket, crashed the test
+    /// process in libdispatch (`_dispatch_event_loop_drain`, a SIGKILL test in CI). Nil, with what
+    /// was read, if the line never came.
     static func run(_ process: Process, readingPortAfter prefix: String) throws -> (Int?, String) {
         let output = Pipe()
         process.standardOutput = output
@@ -62,9 +65,8 @@ final class WorkerProcess: @unchecked Sendable {
                 found = Int(seen[range].split(separator: ":").last!)
             }
         }
-        output.fileHandleForReading.readabilityHandler = { handle in
-            if handle.availableData.isEmpty { handle.readabilityHandler = nil }
-        }
+        let reading = output.fileHandleForReading  // kept open by the thread until the end
+        Thread { while !reading.availableData.isEmpty {} }.start()
         return (found, seen)
     }
 
