@@ -297,7 +297,8 @@ public struct PaymentStoreConformance: Sendable {
         var due = try await store.dueReversals(now: 100, limit: 10)
         try Self.expect(due.map(\.request) == [reversal], "the reversal is due at once, got \(due)")
         // A claim counts its try: the send it is for is the first.
-        try Self.expect(try await store.claimReversal("rev-1", now: 100, until: 1_100)?.tries == 1, "the claimed try is the first")
+        try Self.expect(try await store.claimReversal("rev-1", now: 100, until: 1_100).map { $0.tries == 1 && $0.request.sendCount == 1 } == true,
+                        "the claimed try is the first, and the claimed send's own number")
         try await store.recordReversalTry("rev-1", state: .pending, nextTryAt: 5_000, now: 101, claimedUntil: 1_100)
         due = try await store.dueReversals(now: 200, limit: 10)
         try Self.expect(due.isEmpty, "a reversal waiting for its next try is not due")

@@ -342,10 +342,11 @@ public final class ReversalService: ReversalSender {
                            metadata: ["reversalId": "\(id)", "pspTransactionId": "\(record.request.pspTransactionId)"])
             return
         }
-        // The claim counted this try: its number, 1 for a first send (0400), more for a repeat (0401).
+        // The claim counted this try (`request.sendCount`): 1 for a first send (0400), more for a
+        // repeat (0401). A claim too slow to send under (above) counts too: the next send is then
+        // a repeat of one the host never had, which it takes as it would the first.
         let tries = record.tries
-        var request = record.request
-        request.sendCount = tries
+        let request = record.request
         metrics.reversalsSent.increment()
         let acquirer = self.acquirer
         let outcome = await withDeadline(sendWithin) { [request] in try await acquirer.reverse(request) }

@@ -542,8 +542,9 @@ public final class SQLitePaymentStore: PaymentStore {
             // a failed write), the next send is still a repeat of one the host may have had.
             let changed = try db.run("UPDATE reversals SET tries = tries + 1, next_try_at = ?, updated_at = ? WHERE reversal_id = ? AND state = 'pending' AND next_try_at <= ?",
                                      [.integer(until), .integer(now), .text(reversalId), .integer(now)])
-            guard changed == 1 else { return nil }
-            return try Self.reversal(db, id: reversalId)
+            guard changed == 1, var claimed = try Self.reversal(db, id: reversalId) else { return nil }
+            claimed.request.sendCount = claimed.tries  // the claimed send's own number
+            return claimed
         }
     }
 

@@ -858,9 +858,9 @@ import Testing
         acquirer.answers.withLock { $0["lr-3"] = .noOriginal }
         await pipeline.handleLateReply(LateReply(pspTransactionId: "lr-3", attemptReference: pending.attemptReference, responseCode: "00"))
         await service.sendDue(limit: 10)  // this one or the other service's send, whichever claims it
-        try await waitUntil { try await h.store.reversals(for: "lr-3").first?.tries == 1 }
+        await other.finishSendingSoon()  // the other's send, answered and recorded (a try counts from its claim)
         let lr3 = try #require(try await h.store.reversals(for: "lr-3").first)
-        #expect(lr3.state == .pending && lr3.lateApproved)
+        #expect(lr3.tries == 1 && lr3.state == .pending && lr3.lateApproved)
     }
 
     /// A late approval heard while the attempt's 85 and reversal are still being written (the
@@ -934,7 +934,7 @@ import Testing
         acquirer.before = { await gate.wait() }
         var configuration = ReversalService.Configuration()
         configuration.noOriginalSettleMilliseconds = 0
-        configuration.timeout = .milliseconds(500)  // a claim of 5.5 s
+        configuration.timeout = .seconds(3)  // a claim of 8 s: the 0400 is still out when the poller looks
         let sender = ReversalService(store: h.store, acquirer: acquirer, configuration: configuration)
         let other = ReversalService(store: h.store, acquirer: acquirer, configuration: configuration)
         let pipeline = PipelineHarness.pipeline(store: h.store, acquirer: acquirer, reversals: other)
@@ -988,8 +988,12 @@ import Testing
         let service = ReversalService(store: h.store, acquirer: acquirer, configuration: configuration, now: { clock.withLock { $0 } })
         let pipeline = PipelineHarness.pipeline(store: h.store, acquirer: acquirer, reversals: service)
         await pipeline.handleLateReply(LateReply(pspTransactionId: "mt-1", attemptReference: reversal.attemptReference, responseCode: "00"))
-        // Reopened, it is sent at once (`sendSoon`); the passes below then find only its retries.
-        try await waitUntil { try await h.store.reversals(for: "mt-1").first?.tries == 1 }
+        // Reopened, it is sent at once (`sendSoon`); the passes below then find only its retries. (Its
+        // answer recorded: the try counts from its claim, whose next try is 15 s off, not 1 s.)
+        try await waitUntil {
+            let now = clock.withLock { $0 }
+            return try await h.store.reversals(for: "mt-1").first.map { $0.tries == 1 && $0.nextTryAt < now + 15_000 } ?? false
+        }
         for _ in 0..<3 {
             await service.sendDue(limit: 10)
             clock.withLock { $0 += 120_000 }
