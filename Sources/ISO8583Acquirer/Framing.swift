@@ -37,7 +37,10 @@ public final class ISO8583FrameHandler: ChannelInboundHandler {
             while !failed, read.readableBytes > 0 {
                 if partial != nil {
                     try gather(from: &read, context: context)
-                } else if let length = try frameLength(in: read), read.readableBytes >= 2 + length {
+                    continue
+                }
+                let length = try frameLength(in: read)
+                if let length, read.readableBytes >= 2 + length {
                     read.moveReaderIndex(forwardBy: 2)
                     let frame = read.readSlice(length: length)!
                     if length > 0 {
@@ -47,7 +50,7 @@ public final class ISO8583FrameHandler: ChannelInboundHandler {
                     }
                 } else {
                     // The frame's size once its header is in, the largest while it is split.
-                    var buffer = context.channel.allocator.buffer(capacity: 2 + (try frameLength(in: read) ?? maxFrameLength))
+                    var buffer = context.channel.allocator.buffer(capacity: 2 + (length ?? maxFrameLength))
                     buffer.writeBuffer(&read)
                     partial = buffer
                 }

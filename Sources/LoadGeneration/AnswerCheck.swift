@@ -36,9 +36,9 @@ public enum AnswerCheck {
         var problems: [String] = []
         if httpStatus != expected.httpStatus { problems.append("HTTP \(httpStatus)") }
         if !isJSON { problems.append("Content-Type not application/json") }
-        let extra = unexpectedFields(body)
-        if extra > 0 { problems.append("\(extra) field(s) the API does not have") }
-        if nonObjectMembers(body) > 0 { problems.append("errorMessage or paymentInfo not an object") }
+        let shape = unexpectedMembers(body)
+        if shape.extra > 0 { problems.append("\(shape.extra) field(s) the API does not have") }
+        if shape.notObjects > 0 { problems.append("errorMessage or paymentInfo not an object") }
         if response.paymentInfo.pspTransactionId != pspTransactionId {
             problems.append("pspTransactionId \(response.paymentInfo.pspTransactionId)")
         }
@@ -52,25 +52,21 @@ public enum AnswerCheck {
         return CheckedAnswer(outcome: outcome, problem: maskingDigitRuns("expected \(expected), got " + problems.joined(separator: ", ")))
     }
 
-    /// How many members of the answer are not the API's: at the top `errorMessage` and
-    /// `paymentInfo` only, in them `errorId`/`errorText` and `pspTransactionId`/`status`.
-    /// (JSONDecoder skips unknown keys; an answer with a card number added must not pass.)
-    static func unexpectedFields(_ body: [UInt8]) -> Int {
-        guard let top = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] else { return 0 }
+    /// How many members of the answer are not the API's (`extra`): at the top `errorMessage` and
+    /// `paymentInfo` only, in them `errorId`/`errorText` and `pspTransactionId`/`status`
+    /// (JSONDecoder skips unknown keys; an answer with a card number added must not pass); and how
+    /// many of `errorMessage` and `paymentInfo` are there but not objects (`notObjects`:
+    /// `"errorMessage":null` decodes as no error, and must not pass for an answer the API has).
+    static func unexpectedMembers(_ body: [UInt8]) -> (extra: Int, notObjects: Int) {
+        guard let top = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] else { return (0, 0) }
         let allowed: [String: Set<String>] = ["errorMessage": ["errorId", "errorText"], "paymentInfo": ["pspTransactionId", "status"]]
-        var extra = 0
+        var extra = 0, notObjects = 0
         for (key, value) in top {
             guard let fields = allowed[key] else { extra += 1; continue }
-            if let member = value as? [String: Any] { extra += member.keys.filter { !fields.contains($0) }.count }
+            guard let member = value as? [String: Any] else { notObjects += 1; continue }
+            extra += member.keys.filter { !fields.contains($0) }.count
         }
-        return extra
-    }
-
-    /// How many of `errorMessage` and `paymentInfo` are there but not objects (`"errorMessage":null`
-    /// decodes as no error: an answer the API does not have must not pass for one it has).
-    static func nonObjectMembers(_ body: [UInt8]) -> Int {
-        guard let top = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] else { return 0 }
-        return ["errorMessage", "paymentInfo"].count { key in top[key].map { !($0 is [String: Any]) } ?? false }
+        return (extra, notObjects)
     }
 
     /// `text` with every run of 12 or more digits masked by the project's rule for PANs

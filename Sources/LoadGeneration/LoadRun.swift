@@ -171,7 +171,7 @@ public final class LoadRun: Sendable {
         // Cases are taken in order; the ones sent are always a prefix of the plan.
         let cursor = Counter()
         let executed = Counter()
-        let timeout = TimeAmount.nanoseconds(Int64(c.requestTimeout.nanoseconds))
+        let timeout = TimeAmount(c.requestTimeout)
         // Answers to come: one per payment, two for a duplicate (its repeat). Counted before the
         // clock starts: a pass over a large plan would make the first sends late.
         let answers = plan.count + plan.filter(\.kind.sendsTwice).count
@@ -249,7 +249,7 @@ public final class LoadRun: Sendable {
     private func register(_ plan: [PlannedPayment]) async throws {
         let c = configuration
         let cursor = Counter()
-        let timeout = TimeAmount.nanoseconds(Int64(c.requestTimeout.nanoseconds))
+        let timeout = TimeAmount(c.requestTimeout)
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             for _ in 0..<max(1, min(c.registrationConcurrency, plan.count)) {
                 tasks.addTask {
@@ -290,7 +290,7 @@ public final class LoadRun: Sendable {
         // Against an acquirer with faults an approval may rightly be 85 and reversed, or not reached.
         let checksReversals = !c.acquirerFaults
         guard !targets.isEmpty else { return }
-        let timeout = TimeAmount.nanoseconds(Int64(c.requestTimeout.nanoseconds))
+        let timeout = TimeAmount(c.requestTimeout)
         var connection: HTTPConnection?
         for payment in targets {
             let request = PreparedRequest(method: .GET, uri: "/payments/" + payment.id, host: c.address.hostHeader,

@@ -69,9 +69,7 @@ final class SlotDriver: @unchecked Sendable {
             // send at once; the wait is counted in its latency.
             let wait = intended - .now
             if wait > .zero {
-                let (seconds, attoseconds) = wait.components
-                let delay = TimeAmount.nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
-                loop.scheduleTask(in: delay) { self.send(index, intended: intended) }
+                loop.scheduleTask(in: TimeAmount(wait)) { self.send(index, intended: intended) }
             } else {
                 send(index, intended: intended)
             }
@@ -178,16 +176,15 @@ final class SlotDriver: @unchecked Sendable {
         // Vipps's patience runs from the intended send (an open loop's request sent late, after a
         // wait for a free connection, has less of it left): a request whose patience ran out before
         // it could go is not sent, and an answer past it is lost, however it came.
-        let patience = Duration.nanoseconds(self.run.timeout.nanoseconds)
+        let patience = Duration(run.timeout)
         connected.flatMap { connection -> EventLoopFuture<(answer: HTTPAnswer, sentAt: ContinuousClock.Instant)> in
             if side { self.sideConnection = connection } else { self.connection = connection }
             let sentAt = ContinuousClock.now
-            let (seconds, attoseconds) = (sentAt - since).components
-            let spent = TimeAmount.nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
-            guard spent < self.run.timeout else {
+            let left = patience - (sentAt - since)
+            guard left > .zero else {
                 return self.loop.makeFailedFuture(Unanswered(error: HTTPClientError.timedOut, sentAt: nil, notSentBy: sentAt))
             }
-            return connection.send(payment.makePayment, timeout: self.run.timeout - spent).map { ($0, sentAt) }
+            return connection.send(payment.makePayment, timeout: TimeAmount(left)).map { ($0, sentAt) }
                 .flatMapErrorThrowing { throw Unanswered(error: $0, sentAt: sentAt, notSentBy: nil) }
         }.whenComplete { result in
             let now = ContinuousClock.now
