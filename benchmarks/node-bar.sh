@@ -16,8 +16,8 @@
 # one per 4 cores from 8 cores),
 # SCRATCH (benchmarks/.build-e2e), WORKER_ARGS (more `psp-worker serve` options, e.g.
 # "--group-commit-window-ms 5"); WORKER_IA32CAP and NODE_IA32CAP (unset): an OPENSSL_ia32cap value
-# for that server alone (both libcrypto and Node's OpenSSL read it; see benchmarks/README.md, "RSA
-# code path"). The ceiling is always `openssl speed` as installed, with no OPENSSL_ia32cap.
+# for that server alone (both libcrypto and Node's OpenSSL read it; rsa-code-path.sh measures
+# which path is faster here). The ceiling is always `openssl speed` as installed, with no OPENSSL_ia32cap.
 # Needs node, wrk and pgrep (apt-get install -y nodejs wrk procps).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
