@@ -129,7 +129,6 @@ public final class AcquirerHost: Sendable {
 
     private func replyDelay(_ f: AcquirerFaults) -> Duration {
         guard f.jitter > .zero else { return f.delay }
-        let jitterNanos = f.jitter.components.seconds * 1_000_000_000 + f.jitter.components.attoseconds / 1_000_000_000
-        return f.delay + .nanoseconds(Int64.random(in: 0...max(jitterNanos, 0)))
+        return f.delay + f.jitter * Double.random(in: 0...1)
     }
 }

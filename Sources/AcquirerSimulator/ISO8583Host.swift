@@ -55,8 +55,7 @@ public final class ISO8583Host: Sendable {
             if twice { channel.writeAndFlush(buffer, promise: nil) }
         }
         if delay > .zero {
-            let nanos = delay.components.seconds * 1_000_000_000 + delay.components.attoseconds / 1_000_000_000
-            channel.eventLoop.scheduleTask(in: .nanoseconds(nanos)) { write() }
+            channel.eventLoop.scheduleTask(in: TimeAmount(delay)) { write() }
         } else {
             channel.eventLoop.execute { write() }
         }

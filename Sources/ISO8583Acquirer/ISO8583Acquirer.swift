@@ -508,8 +508,7 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
         case .backingOff: throw AcquirerUnavailable("acquirer \(configuration.host):\(configuration.port) unreachable; backing off", neverSent: true)
         case .connect(let promise):
             let bootstrap = ClientBootstrap(group: group)
-                .connectTimeout(.milliseconds(configuration.connectTimeout.components.seconds * 1000
-                                              + configuration.connectTimeout.components.attoseconds / 1_000_000_000_000_000))
+                .connectTimeout(TimeAmount(configuration.connectTimeout))
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { [weak self] channel in
                     guard let self else { return channel.eventLoop.makeSucceededVoidFuture() }
