@@ -84,7 +84,7 @@ let package = Package(
             "MakePayment",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .target(name: "AcquirerConformance", dependencies: ["Acquiring", "MakePayment", "CardCrypto", "Processing"]),
+        .target(name: "AcquirerConformance", dependencies: ["Acquiring", "MakePayment", "CardCrypto"]),
         // ISO 8583:1987, ASCII (jPOS ISO87APackager): the codec, on the standard library alone.
         .target(name: "ISO8583"),
         // The HTTP JSON acquirer adapter, on a pooled AsyncHTTPClient.

@@ -1,7 +1,6 @@
 import Acquiring
 import CardCrypto
 import MakePayment
-import Processing
 
 /// The attempt an acquirer saw, as a subject can look it up.
 public struct AttemptIdentity: Sendable {
@@ -103,6 +102,14 @@ public struct AcquirerConformance: Sendable {
 
     /// A request for a simulator test card; the PAN stays inside the request.
     public func request(code: String?, pan: String? = nil, amount: Int = 1000) throws -> AuthorizationRequest {
+        let adapter = subject.adapter
+        return try Self.request(code: code, pan: pan, amount: amount, attemptReference: adapter.attemptReference(for:))
+    }
+
+    /// The same without a subject (a test of an adapter alone): `attemptReference` is the
+    /// adapter's `attemptReference(for:)`.
+    public static func request(code: String?, pan: String? = nil, amount: Int = 1000,
+                               attemptReference: (String) -> String) throws -> AuthorizationRequest {
         let number = pan ?? SimulatorAcquirer.testCard(code: code ?? "00")
         let text = number + ",3012,conformance"
         let plaintext = UnsafeMutableRawBufferPointer.allocate(byteCount: text.utf8.count, alignment: 1)
@@ -112,7 +119,7 @@ public struct AcquirerConformance: Sendable {
         let attemptId = Secrets.hexString(Secrets.randomBytes(8))
         return AuthorizationRequest(
             pspTransactionId: "conf-" + attemptId, attemptId: attemptId,
-            attemptReference: subject.adapter.attemptReference(for: attemptId),
+            attemptReference: attemptReference(attemptId),
             merchantSerialNumber: "123456", amount: amount, currency: "NOK", card: card)
     }
 

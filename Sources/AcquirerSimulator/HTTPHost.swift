@@ -42,7 +42,8 @@ public enum HTTPHost {
                 return json(.badRequest, #"{"error":"not a reversal"}"#)
             }
             let known = host.reverse(rrn: reversal.reference, repeat: reversal.repeat ?? false)
-            if host.replyDelay > .zero { try await Task.sleep(for: host.replyDelay) }
+            let delay = host.replyDelay  // drawn once: jitter makes each read differ
+            if delay > .zero { try await Task.sleep(for: delay) }
             return json(.ok, #"{"responseCode":"\#(known ? "00" : "25")"}"#)
         }
         router.get("/journal") { _, _ -> Response in

@@ -48,7 +48,7 @@ public final class ISO8583Host: Sendable {
     }
 
     func send(_ frame: [UInt8], on channel: any Channel, after delay: Duration, twice: Bool) {
-        let write = {
+        let write: @Sendable () -> Void = {
             var buffer = channel.allocator.buffer(capacity: frame.count + 2)
             buffer.writeISO8583Frame(frame)
             channel.writeAndFlush(buffer, promise: nil)
@@ -61,7 +61,7 @@ public final class ISO8583Host: Sendable {
         }
     }
 
-    /// Answers one request; nil when nothing is to be sent now.
+    /// Answers one request, or holds or drops its reply as the faults say.
     func handle(_ request: ISOMessage, on channel: any Channel) {
         var reply = ISOMessage(mti: ISOMessage.responseMTI(for: request.mti) ?? "0810")
         for field in [3, 4, 7, 11, 12, 13, 32, 37, 41, 42, 49] { reply[field] = request[field] }

@@ -1,7 +1,8 @@
 /// A map that keeps its latest `limit` entries: setting a key makes it the newest, and past the
-/// limit the oldest goes first. For an adapter's memory of messages (the ISO 8583 adapter's first
-/// sends of reversals and authorizations given up on): bounded, because a host in trouble can make
-/// them pile up by the thousand a second.
+/// limit the oldest goes first. For a memory that must stay bounded (the ISO 8583 adapter's first
+/// sends of reversals and authorizations given up on, the SQLite store's cache of pending
+/// payments): a host in trouble, or a flood of registrations, can make them pile up by the
+/// thousand a second.
 public struct RecentMap<Key: Hashable, Value> {
     public let limit: Int
     private var entries: [Key: (value: Value, serial: UInt64)] = [:]
@@ -19,8 +20,6 @@ public struct RecentMap<Key: Hashable, Value> {
     public var count: Int { entries.count }
 
     public subscript(key: Key) -> Value? { entries[key]?.value }
-
-    public func contains(_ key: Key) -> Bool { entries[key] != nil }
 
     /// Sets `value` for `key`, as the newest entry.
     public mutating func set(_ value: Value, for key: Key) {

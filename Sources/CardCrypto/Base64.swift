@@ -2,15 +2,6 @@
 /// Strict because the sender knows its own framing: padding must be canonical, no white space,
 /// no URL-safe alphabet, and unused trailing bits must be zero.
 public enum StrictBase64 {
-    /// The decoded length of `encodedCount` characters, or nil when no base64 text has that length.
-    @inline(__always)
-    public static func decodedLength(encodedCount: Int, lastTwo: (UInt8, UInt8)) -> Int? {
-        guard encodedCount > 0, encodedCount % 4 == 0 else { return nil }
-        var n = encodedCount / 4 * 3
-        if lastTwo.1 == UInt8(ascii: "=") { n -= 1; if lastTwo.0 == UInt8(ascii: "=") { n -= 1 } }
-        return n
-    }
-
     private static let table: [UInt8] = {
         var t = [UInt8](repeating: 0xFF, count: 256)
         for (i, c) in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8.enumerated() {

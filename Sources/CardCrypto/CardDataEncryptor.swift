@@ -8,7 +8,7 @@ public final class CardDataEncryptor: Sendable {
 
     public init(publicKey key: RSAKey, concurrency: Int = 1) throws(KeyLoadError) {
         self.key = key
-        let handle = ccs_key_handle(key)
+        let handle = KeyHandle(key)
         guard let pool = ContextPool(prepare: concurrency, make: { ccs_encryptor_new(handle.pointer) },
                                      release: { ccs_encryptor_free($0) })
         else { throw .notAPublicKey(path: key.source) }

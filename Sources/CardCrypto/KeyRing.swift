@@ -24,7 +24,7 @@ public final class KeyRing: Sendable {
         var pools: [(Int, ContextPool)] = []
         for key in [active] + retiring {
             guard key.isPrivate else { throw .notAPrivateKey(path: key.source) }
-            let handle = ccs_key_handle(key)
+            let handle = KeyHandle(key)
             guard let pool = ContextPool(
                 prepare: concurrency,
                 make: { ccs_decryptor_new(handle.pointer) },
@@ -81,6 +81,10 @@ public final class KeyRing: Sendable {
     }
 }
 
-/// A key handle that may cross into the pool's factory closure: `ccs_decryptor_new` only reads it.
-struct KeyHandle: @unchecked Sendable { let pointer: OpaquePointer; let owner: RSAKey }
-func ccs_key_handle(_ key: RSAKey) -> KeyHandle { KeyHandle(pointer: key.handle, owner: key) }
+/// A key handle that may cross into a pool's factory closure: the shim's `ccs_decryptor_new` and
+/// `ccs_encryptor_new` only read it, and `owner` keeps the key alive while a context uses it.
+struct KeyHandle: @unchecked Sendable {
+    let pointer: OpaquePointer
+    let owner: RSAKey
+    init(_ key: RSAKey) { pointer = key.handle; owner = key }
+}

@@ -67,5 +67,6 @@ public enum Secrets {
         return credentials.isEmpty ? nil : String(decoding: credentials, as: UTF8.self)
     }
 
+    /// The version of the libcrypto loaded (not the headers built against), for the start-up log.
     public static var openSSLVersion: String { String(cString: ccs_openssl_version()) }
 }

@@ -23,18 +23,18 @@ import Synchronization
 /// `responseCode` is ISO 8583 field 39 and goes through the same table as every adapter. Any other
 /// status, a malformed body, a response code that is not two letters or digits or a broken
 /// connection is an unknown outcome (the pipeline reverses). A reply's other fields that do not
-/// look like themselves, or that hold the card number sent, are dropped (`AuthorizationReply.checked`).
+/// look like themselves, or that hold the card number sent, are dropped (`AcquirerReply.checked`).
 public final class HTTPAcquirer: AcquirerAdapter {
     public let name = "http"
     public let baseURL: String
     /// The pool's connections at most (`?connections=`; ignored for a client of the caller's).
     public let connections: Int
     /// How long an idle connection of the pool stays open (`?idle=`; ignored for a client of the caller's).
-    public let idleTimeout: TimeAmount
+    public let idleTimeout: Duration
     private let client: HTTPClient
     private let ownsClient: Bool
     /// A bound on each request of its own, behind the pipeline's deadline.
-    public let requestTimeout: TimeAmount
+    public let requestTimeout: Duration
     private let logger: Logger
 
     /// Connections to the acquirer at most (HTTP/1.1 carries one request at a time on each): a
@@ -47,7 +47,7 @@ public final class HTTPAcquirer: AcquirerAdapter {
     /// A request written on a connection the server was closing at that moment fails as an
     /// unknown outcome (an 85 and a needless reversal); Node's and Apache's servers close after
     /// 5 s idle, Tomcat's after 20, a cloud load balancer's after 60.
-    public static let defaultIdleTimeout = 4
+    public static let defaultIdleSeconds = 4
 
     /// The URL as the operator gives it: `http(s)://HOST:PORT[/path][?connections=N&idle=S]`
     /// (N from 1 to 4,096, S seconds from 1 to 3,600, each at most once, in either order); nil
@@ -71,28 +71,27 @@ public final class HTTPAcquirer: AcquirerAdapter {
             }
         }
         guard !base.contains("#"), URL(string: String(base))?.host != nil else { return nil }
-        return (String(base.hasSuffix("/") ? base.dropLast() : base), connections ?? defaultConnections, idle ?? defaultIdleTimeout)
+        return (String(base.hasSuffix("/") ? base.dropLast() : base), connections ?? defaultConnections, idle ?? defaultIdleSeconds)
     }
 
     /// - Parameter baseURL: `http://HOST:PORT[/path]` or `https://…`, with `?connections=N` if
     ///   the pool is to hold other than `defaultConnections`, `idle=S` if its connections are to
-    ///   stay open idle other than `defaultIdleTimeout` seconds.
+    ///   stay open idle other than `defaultIdleSeconds` seconds.
     /// - Parameter client: a client of the caller's; it must not follow redirects
     ///   (`redirectConfiguration = .disallow`), or a redirect would post the card elsewhere.
-    public init?(baseURL: String, client: HTTPClient? = nil, requestTimeout: TimeAmount = .seconds(30),
+    public init?(baseURL: String, client: HTTPClient? = nil, requestTimeout: Duration = .seconds(30),
                  logger: Logger = Logger(label: "psp-worker.http-acquirer")) {
         guard let (base, connections, idleSeconds) = Self.parse(baseURL) else { return nil }
         self.baseURL = base
         self.connections = connections
-        let idleTimeout = TimeAmount.seconds(Int64(idleSeconds))
-        self.idleTimeout = idleTimeout
+        idleTimeout = .seconds(idleSeconds)
         if let client {
             self.client = client
             ownsClient = false
         } else {
             var configuration = HTTPClient.Configuration()
-            configuration.connectionPool = .init(idleTimeout: idleTimeout, concurrentHTTP1ConnectionsPerHostSoftLimit: connections)
-            configuration.timeout = .init(connect: .seconds(2), read: requestTimeout)
+            configuration.connectionPool = .init(idleTimeout: TimeAmount(idleTimeout), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)
+            configuration.timeout = .init(connect: .seconds(2), read: TimeAmount(requestTimeout))
             // Card numbers go over this link: no protocol older than TLS 1.2 (NIOSSL's default
             // allows 1.0), as PCI DSS asks.
             var tls = TLSConfiguration.makeClientConfiguration()
@@ -117,7 +116,7 @@ public final class HTTPAcquirer: AcquirerAdapter {
         if ownsClient { client.shutdown { _ in } }
     }
 
-    struct AuthorizationReply: Decodable {
+    struct AcquirerReply: Decodable {
         var responseCode: String
         var authorizationCode: String?
         var acquirerReference: String?
@@ -130,7 +129,7 @@ public final class HTTPAcquirer: AcquirerAdapter {
         /// or message of printable ASCII) is dropped, and so is any that holds `pan`, the card number
         /// sent (a host or a proxy that echoes the request). Long numbers as such are kept: an
         /// acquirer reference number (ARN) has 23 digits.
-        func checked(sent pan: UnsafeRawBufferPointer? = nil) -> AuthorizationReply? {
+        func checked(sent pan: UnsafeRawBufferPointer? = nil) -> AcquirerReply? {
             guard responseCode.utf8.count == 2, responseCode.utf8.allSatisfy(Self.isAlphanumeric) else { return nil }
             var reply = self
             reply.authorizationCode = authorizationCode.flatMap {
@@ -179,9 +178,9 @@ public final class HTTPAcquirer: AcquirerAdapter {
         // storage, PAN and all, freed unwiped.
         var body = ByteBufferAllocator().buffer(capacity: head.utf8.count + 4 + middle.utf8.count + request.card.pan.count + tail.utf8.count)
         body.writeString(head)
-        request.card.expiry.withASCIIDigits { body.writeBytes($0) }
+        request.card.expiry.withASCIIDigits { _ = body.writeBytes($0) }
         body.writeString(middle)
-        request.card.pan.withASCIIDigits { body.writeBytes($0) }
+        request.card.pan.withASCIIDigits { _ = body.writeBytes($0) }
         body.writeString(tail)
         if AuthorizationDeadline.passed {
             body.withVeryUnsafeBytes(wipeInPlace)
@@ -189,7 +188,7 @@ public final class HTTPAcquirer: AcquirerAdapter {
         }
         // Checked again when the client writes the body (`DeadlineGatedBody`): a request may wait
         // for a connection of the pool for up to the connect timeout after this.
-        let answered: AuthorizationReply = try await post("/authorizations", body, sendBy: AuthorizationDeadline.sendBy)
+        let answered: AcquirerReply = try await post("/authorizations", body, sendBy: AuthorizationDeadline.sendBy)
         guard let reply = request.card.pan.withASCIIDigits({ answered.checked(sent: $0) }) else {
             throw AcquirerUnavailable("HTTP acquirer answered a response code that is not two letters or digits")
         }
@@ -200,7 +199,7 @@ public final class HTTPAcquirer: AcquirerAdapter {
 
     public func reverse(_ reversal: ReversalRequest) async throws -> ReversalAnswer {
         let body = #"{"reversalId":\#(JSONText.quoted(reversal.reversalId)),"attemptId":\#(JSONText.quoted(reversal.attemptId)),"reference":\#(JSONText.quoted(reversal.attemptReference)),"pspTransactionId":\#(JSONText.quoted(reversal.pspTransactionId)),"merchantSerialNumber":\#(JSONText.quoted(reversal.merchantSerialNumber)),"amount":\#(reversal.amount),"currency":\#(JSONText.quoted(reversal.currency)),"repeat":\#(reversal.sendCount > 1)}"#
-        let answered: AuthorizationReply = try await post("/reversals", ByteBuffer(string: body))
+        let answered: AcquirerReply = try await post("/reversals", ByteBuffer(string: body))
         guard let reply = answered.checked() else {
             throw AcquirerUnavailable("HTTP acquirer answered a response code that is not two letters or digits")
         }
@@ -253,7 +252,7 @@ public final class HTTPAcquirer: AcquirerAdapter {
         }
         let response: HTTPClientResponse
         do {
-            response = try await client.execute(request, timeout: requestTimeout)
+            response = try await client.execute(request, timeout: TimeAmount(requestTimeout))
         } catch {
             if withheld.value { throw AuthorizationDeadline.notSent }
             throw AcquirerUnavailable("HTTP acquirer: \(error)", neverSent: Self.failedBeforeSending(error))

@@ -123,10 +123,16 @@ extension ISOMessage {
     /// "000123" match. Nil when the MTI is malformed or 41 or 11 is missing.
     public var matchKey: String? {
         guard Ascii.isMTI(mti), let terminal = self[41], let stan = self[11] else { return nil }
+        return Self.matchKey(mtiClass: mti.prefix(2), terminal: terminal, stan: stan)
+    }
+
+    /// The key of a message of MTI class `mtiClass` ("01" for 0100 and 0110) from terminal
+    /// (field 41) `terminal` with STAN (field 11) `stan`: what a request sent is waited for under.
+    public static func matchKey(mtiClass: Substring, terminal: String, stan: String) -> String {
         let paddedTerminal = terminal.unicodeScalars.count < 8
             ? terminal + String(repeating: " ", count: 8 - terminal.unicodeScalars.count) : terminal
         let paddedStan = stan.unicodeScalars.count < 6
             ? String(repeating: "0", count: 6 - stan.unicodeScalars.count) + stan : stan
-        return String(mti.prefix(2)) + paddedTerminal + paddedStan
+        return String(mtiClass) + paddedTerminal + paddedStan
     }
 }

@@ -71,7 +71,7 @@ public final class ISO8583FrameHandler: ChannelInboundHandler {
         partial!.writeBuffer(&piece)
         guard let length = try frameLength(in: partial!), partial!.readableBytes == 2 + length else { return }
         // Taken out before it is passed on: whatever the next handler does, this frame is done.
-        var whole = partial.take()!
+        let whole = partial.take()!
         defer { whole.withUnsafeReadableBytes(wipeInPlace) }
         guard length > 0 else {
             context.fireUserInboundEventTriggered(KeepAlive())
@@ -126,9 +126,6 @@ struct ISOClock {
 
     init(milliseconds: Int64) { date = UTCDate(secondsSince1970: milliseconds / 1000) }
 
-    var year: Int { date.year }
-    var dayOfYear: Int { date.dayOfYear }
-    var hour: Int { date.hour }
     /// Field 7, transmission date and time: MMDDhhmmss.
     var transmission: String { monthDay + time }
     /// Field 12, local time: hhmmss (UTC here).

@@ -262,7 +262,7 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
             for i in 0..<4 { frame[expiryOffset + i] = expiry[i] }
         }
         defer { frame.withUnsafeMutableBytes { wipe($0) } }
-        let reply = try await exchange(&frame, key: "01" + terminal + reference.stan, sendBy: AuthorizationDeadline.sendBy,
+        let reply = try await exchange(&frame, key: ISOMessage.matchKey(mtiClass: "01", terminal: terminal, stan: reference.stan), sendBy: AuthorizationDeadline.sendBy,
                                        givenUp: GivenUp(pspTransactionId: request.pspTransactionId, attemptReference: request.attemptReference,
                                                         scheme: request.scheme, rrn: reference.rrn),
                                        replyMTI: "0110", rrn: reference.rrn)
@@ -305,7 +305,7 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
         message[90] = "0100" + original.stan + original.transmission
             + digits(Int(configuration.acquiringInstitutionId) ?? 0, width: 11) + String(repeating: "0", count: 11)
         var frame = try ISO87APackager.encode(message)
-        let reply = try await exchange(&frame, key: "04" + terminal + stan, rrn: original.rrn)
+        let reply = try await exchange(&frame, key: ISOMessage.matchKey(mtiClass: "04", terminal: terminal, stan: stan), rrn: original.rrn)
         // Terminal and STAN pair a reply with its request, and a STAN comes round again after
         // 999,999 messages: an 0410 that names another original (a late reply to an older reversal
         // that had this STAN) is no answer to this one, and taking it would leave this original
@@ -355,7 +355,7 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
         message[41] = configuration.terminalId
         message[70] = "301"
         var frame = try ISO87APackager.encode(message)
-        _ = try await exchange(&frame, key: "08" + configuration.terminalId + stan)
+        _ = try await exchange(&frame, key: ISOMessage.matchKey(mtiClass: "08", terminal: configuration.terminalId, stan: stan))
     }
 
     /// Keeps the connection alive with echoes when the host has been quiet, until cancelled. An

@@ -30,10 +30,10 @@ public struct OpenLoopSchedule: Sendable, Equatable {
 
 extension Duration {
     /// The whole duration in nanoseconds, as a Double (exact up to 104 days).
-    public var nanoseconds: Double {
+    var nanoseconds: Double {
         let (seconds, attoseconds) = components
         return Double(seconds) * 1e9 + Double(attoseconds / 1_000_000_000)
     }
 
-    public var seconds: Double { nanoseconds / 1e9 }
+    var seconds: Double { nanoseconds / 1e9 }
 }

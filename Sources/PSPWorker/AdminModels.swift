@@ -14,7 +14,7 @@ struct RegisterPaymentRequest {
     var makePaymentToken: String
     var paymentText: String
 
-    struct Problems: Error { var entries: [(field: String?, code: String, message: String)] }
+    struct Problems: Error { var entries: [AdminProblem] }
 
     /// A JSON value as it came, so each field's type can be checked on its own.
     enum JSONValue: Decodable {
@@ -159,9 +159,9 @@ struct RegisterPaymentRequest {
         // check below, on the bytes as sent, cannot (a NUL is in every one of those with ASCII keys).
         guard !data.contains(0), String(data: data, encoding: .utf8) != nil, numbersAreWellFormed(data),
               let object = try? JSONDecoder().decode([String: JSONValue].self, from: data) else {
-            return .failure(Problems(entries: [(nil, "51", "Invalid request")]))
+            return .failure(Problems(entries: [(nil, .invalidRequest, "Invalid request")]))
         }
-        var problems: [(String?, String, String)] = []
+        var problems: [AdminProblem] = []
         // JSONDecoder keeps one value of a key given twice, and another reader may keep the other:
         // an amount or token that two systems read differently is refused.
         let entries = topLevelEntries(data)
@@ -171,7 +171,7 @@ struct RegisterPaymentRequest {
         for key in entries.map(\.key) where !seen.insert(key).inserted {
             let named = ["pspTransactionId", "merchantSerialNumber", "merchantOrderId", "amount", "currency", "makePaymentToken",
                          "paymentText"].contains(key)
-            problems.append((named ? key : nil, "51", "Invalid request: " + (named ? key : "a field") + " is given more than once"))
+            problems.append((named ? key : nil, .invalidRequest, "Invalid request: " + (named ? key : "a field") + " is given more than once"))
         }
         func string(_ field: String, max: Int, optional: Bool = false) -> String {
             switch object[field] {
@@ -181,48 +181,48 @@ struct RegisterPaymentRequest {
                 if case .whole(let number)? = written(field).flatMap(IntegerText.init), number > 0 {
                     return String(number)
                 }
-                problems.append((field, "51", "Invalid request"))
+                problems.append((field, .invalidRequest, "Invalid request"))
                 return ""
             case nil where optional, .null where optional: return ""
             case .string(let value) where value.utf8.count > max:
-                problems.append((field, "51", "Invalid request: \(field) is at most \(max) bytes"))
+                problems.append((field, .invalidRequest, "Invalid request: \(field) is at most \(max) bytes"))
                 return ""
             default:
-                problems.append((field, "51", "Invalid request"))
+                problems.append((field, .invalidRequest, "Invalid request"))
                 return ""
             }
         }
-        let id = string("pspTransactionId", max: 128)
-        let msn = string("merchantSerialNumber", max: 64)
+        let id = string("pspTransactionId", max: MakePaymentPipeline.maxIdBytes)
+        let msn = string("merchantSerialNumber", max: MakePaymentPipeline.maxMerchantSerialNumberBytes)
         let orderId = string("merchantOrderId", max: 128)
         let token = string("makePaymentToken", max: 1024)
         let text = string("paymentText", max: 1024, optional: true)
         // Ids travel in URL paths (`/payments/{id}`, percent-decoded there) and in log lines; `.`
         // and `..` are path steps that clients and proxies rewrite before they reach us.
         if !id.isEmpty, !id.utf8.allSatisfy(Self.isIdByte) || id == "." || id == ".." {
-            problems.append(("pspTransactionId", "51", "Invalid request: pspTransactionId is letters, digits and - . _ ~ ! $ & ' ( ) * + , ; = : @ (not . or .. alone)"))
+            problems.append(("pspTransactionId", .invalidRequest, "Invalid request: pspTransactionId is letters, digits and - . _ ~ ! $ & ' ( ) * + , ; = : @ (not . or .. alone)"))
         }
         // ISO 8583 field 42 carries it: up to 15 characters; Vipps's are digits.
         if !msn.isEmpty, !(msn.utf8.count <= 15 && msn.utf8.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) {
-            problems.append(("merchantSerialNumber", "51", "Invalid request: merchantSerialNumber is 1 to 15 digits"))
+            problems.append(("merchantSerialNumber", .invalidRequest, "Invalid request: merchantSerialNumber is 1 to 15 digits"))
         }
         // A header value cannot carry control characters or keep spaces at its ends: such a token
         // could never match. Under 8 characters it is too easy to guess.
         if !token.isEmpty, !Self.isUsableToken(token) {
-            problems.append(("makePaymentToken", "51", "Invalid request: makePaymentToken is 8 to 1024 bytes, no control characters, no spaces at either end"))
+            problems.append(("makePaymentToken", .invalidRequest, "Invalid request: makePaymentToken is 8 to 1024 bytes, no control characters, no spaces at either end"))
         }
         var amount = 0
-        let lessThanOne: (String?, String, String) = ("amount", "amount.less.than.one", "Amount must be at least 1 øre")
+        let lessThanOne: AdminProblem = ("amount", .amountLessThanOne, "Amount must be at least 1 øre")
         switch written("amount").flatMap(IntegerText.init) {
         case .whole(let value) where value < 1: problems.append(lessThanOne)
         case .whole(let value) where value <= Self.maxAmount: amount = value
-        case .whole, .tooLarge: problems.append(("amount", "51", "Invalid request: amount is at most \(Self.maxAmount) øre"))
+        case .whole, .tooLarge: problems.append(("amount", .invalidRequest, "Invalid request: amount is at most \(Self.maxAmount) øre"))
         case .underOne: problems.append(lessThanOne)
-        case .notWhole: problems.append(("amount", "51", "Invalid request: amount is a whole number of øre, written without a fraction or exponent"))
-        case nil: problems.append(("amount", "51", "Invalid request"))
+        case .notWhole: problems.append(("amount", .invalidRequest, "Invalid request: amount is a whole number of øre, written without a fraction or exponent"))
+        case nil: problems.append(("amount", .invalidRequest, "Invalid request"))
         }
         if case .string("NOK") = object["currency"] {} else {
-            problems.append(("currency", "transaction.currency.invalid", "Currency must be NOK"))
+            problems.append(("currency", .currencyInvalid, "Currency must be NOK"))
         }
         guard problems.isEmpty else { return .failure(Problems(entries: problems)) }
         return .success(RegisterPaymentRequest(pspTransactionId: id, merchantSerialNumber: msn, merchantOrderId: orderId,

@@ -37,15 +37,19 @@ public struct PSPWorkerComponents: Sendable {
     }
 
     /// Builds the components the configuration names, or with `acquirer`, that adapter instead of
-    /// the configuration's (an adapter of your own). Logs key warnings and the acquirer.
+    /// the configuration's (an adapter of your own). Logs key warnings and the acquirer;
+    /// `componentLogger` makes the logger of a component by its label (the ISO 8583 adapter's).
     public static func make(_ configuration: PSPWorkerConfiguration, acquirer custom: (any AcquirerAdapter)? = nil,
-                            logger: Logger) throws -> PSPWorkerComponents {
+                            logger: Logger,
+                            componentLogger: @Sendable (String) -> Logger = { Logger(label: $0) }) throws -> PSPWorkerComponents {
         let (ring, warnings) = try configuration.keys.load(concurrency: max(configuration.workers, 1))
         warnings.forEach { logger.warning("\($0)") }
         logger.info("keys loaded", metadata: [
             "active": "\(ring.active.source) sha256:\(ring.active.fingerprint)",
             "retiring": "\(ring.retiring.map { "\($0.source) sha256:\($0.fingerprint)" })",
-            // libcrypto read it at load: it picks the RSA code path (benchmarks/rsa-code-path.sh).
+            // The libcrypto loaded, and what it read at load to pick its RSA code path
+            // (benchmarks/rsa-code-path.sh).
+            "openssl": "\(Secrets.openSSLVersion)",
             "OPENSSL_ia32cap": "\(getenv("OPENSSL_ia32cap").map { String(cString: $0) } ?? "unset: OpenSSL's default RSA code path")",
         ])
         let store: SQLitePaymentStore
@@ -67,7 +71,7 @@ public struct PSPWorkerComponents: Sendable {
             } else {
                 logger.info("acquirer", metadata: ["acquirer": "\(configuration.acquirer.logDescription)"])
             }
-            acquirer = Self.adapter(for: configuration.acquirer)
+            acquirer = Self.adapter(for: configuration.acquirer, componentLogger: componentLogger)
         }
         var codes = ResponseCodeTable()
         if let path = configuration.responseCodeOverridesPath {
@@ -77,14 +81,15 @@ public struct PSPWorkerComponents: Sendable {
         return PSPWorkerComponents(keyRing: ring, store: store, acquirer: acquirer, codes: codes, closeStore: { store.close() })
     }
 
-    static func adapter(for choice: PSPWorkerConfiguration.AcquirerChoice) -> any AcquirerAdapter {
+    static func adapter(for choice: PSPWorkerConfiguration.AcquirerChoice,
+                        componentLogger: (String) -> Logger = { Logger(label: $0) }) -> any AcquirerAdapter {
         switch choice {
         // Room for a long load run (3 M payments: 5 minutes at 10,000/s) so that memory stays flat through it.
         case .simulator(let latency): return SimulatorAcquirer(latency: latency, expectedPayments: 3_000_000)
         case .iso8583(let host, let port, let terminalId):
             var iso = ISO8583Acquirer.Configuration(host: host, port: port)
             iso.terminalId = terminalId
-            return ISO8583Acquirer(configuration: iso, logger: Logger(label: "psp-worker.iso8583"))
+            return ISO8583Acquirer(configuration: iso, logger: componentLogger("psp-worker.iso8583"))
         case .http(let baseURL):
             return HTTPAcquirer(baseURL: baseURL)!
         }
@@ -92,12 +97,14 @@ public struct PSPWorkerComponents: Sendable {
 }
 
 /// Builds the worker: router, pipeline, queue, worker pool and reversal services. `main` only
-/// parses arguments and runs what this returns; tests drive the same router.
+/// parses arguments and runs what this returns; tests drive the same router. `componentLogger`
+/// makes each component's logger by its label (`psp-worker.pipeline`, `psp-worker.reversals`).
 public func buildApplication(
     configuration: PSPWorkerConfiguration, components: PSPWorkerComponents? = nil,
-    logger: Logger = Logger(label: "psp-worker")
+    logger: Logger = Logger(label: "psp-worker"),
+    componentLogger: @escaping @Sendable (String) -> Logger = { Logger(label: $0) }
 ) throws -> some ApplicationProtocol {
-    let components = try components ?? PSPWorkerComponents.make(configuration, logger: logger)
+    let components = try components ?? PSPWorkerComponents.make(configuration, logger: logger, componentLogger: componentLogger)
     let registry = PrometheusCollectorRegistry()
     var factory = PrometheusMetricsFactory(registry: registry)
     // A decryption takes a fraction of a millisecond: under the default buckets (5 ms and up) every
@@ -110,11 +117,11 @@ public func buildApplication(
         .map { Duration.milliseconds($0) }
     let metrics = PipelineMetrics(factory: factory)
     let reversals = ReversalService(store: components.store, acquirer: components.acquirer, metrics: metrics,
-                                    logger: Logger(label: "psp-worker.reversals"))
+                                    logger: componentLogger("psp-worker.reversals"))
     let pipeline = MakePaymentPipeline(
         configuration: .init(acquirerTimeout: configuration.acquirerTimeout, instanceId: Secrets.hexString(Secrets.randomBytes(8))),
         keyRing: components.keyRing, store: components.store, acquirer: components.acquirer, codes: components.codes,
-        metrics: metrics, reversals: reversals, logger: Logger(label: "psp-worker.pipeline"))
+        metrics: metrics, reversals: reversals, logger: componentLogger("psp-worker.pipeline"))
     // Weak: the acquirer holds the handler, and the pipeline holds the acquirer.
     (components.acquirer as? any LateReplyReporting)?.onLateReply { [weak pipeline] reply in
         pipeline?.handleLateReplySoon(reply)

@@ -22,11 +22,6 @@ public enum CardDataTools {
         #"{"errorId":\#(error.rawValue),"errorText":\#(JSONText.quoted(error.text))}"#
     }
 
-    /// One `encrypt` answer: the `cardData` for a plaintext line, or nil when it cannot be encrypted.
-    public static func encryptLine(_ plaintext: String, encryptor: CardDataEncryptor) -> String? {
-        encryptor.cardData(for: plaintext)
-    }
-
     /// The month now falls in (UTC), for the expiry check.
     public static func currentMonth() -> CardExpiry {
         CardExpiry.month(containing: Int64(time(nil)))

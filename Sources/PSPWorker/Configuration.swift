@@ -56,7 +56,7 @@ public struct PSPWorkerConfiguration: Sendable {
             }
         }
 
-        /// Parses `--acquirer`: `simulator` or `iso8583://HOST:PORT`.
+        /// Parses `--acquirer`: `simulator`, `iso8583://HOST:PORT[?…]` or `http(s)://HOST[:PORT][/PATH][?…]`.
         public init?(_ text: String, simulatorLatency: Duration = .zero) {
             if text == "simulator" { self = .simulator(latency: simulatorLatency); return }
             if let iso = ISO8583Acquirer.Configuration(url: text) { self = .iso8583(host: iso.host, port: iso.port, terminalId: iso.terminalId); return }

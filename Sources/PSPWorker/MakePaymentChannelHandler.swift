@@ -6,7 +6,6 @@ import NIOHTTP1
 import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
 import Processing
-import Synchronization
 
 /// Serves `POST <makePaymentPath>` straight from the connection's channel pipeline, ahead of
 /// Hummingbird's router, and hands every other request on to it. makePayment is the one call on
@@ -68,6 +67,8 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     private var readHeld = false
     /// An answer that closes the connection is being written.
     private var closing = false
+    /// The Date header's text, made once a second.
+    private var date = HTTPDate()
     /// Shutdown began with no makePayment of ours under way (Hummingbird finishes its request and
     /// closes): no new request is started, since its answer could not be written before the close.
     private var quiescing = false
@@ -334,7 +335,7 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
 
     /// A body over the limit: 400 with 71 (the API has no 413), counted like the answers `serve` gives.
     private func refuseTooLarge(context: ChannelHandlerContext) {
-        let tooLarge = MakePaymentResult(httpStatus: 400, response: .fail("", .invalidRequest))
+        let tooLarge = MakePaymentPipeline.invalidRequest("")
         record(tooLarge)
         answer(tooLarge, context: context)
     }
@@ -346,7 +347,7 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
         let body = ByteBuffer(json)
         head.headerFields[.contentType] = "application/json"
         head.headerFields[.contentLength] = String(body.readableBytes)
-        head.headerFields[.date] = HTTPDate.now()
+        head.headerFields[.date] = date.now()
         head.headerFields[.server] = "psp-worker"
         // A 401 names the scheme it wants (RFC 9110 §11.6.1): Vipps's makePaymentToken, sent bare.
         if result.httpStatus == 401 { head.headerFields[.wwwAuthenticate] = Self.makePaymentChallenge }
@@ -475,6 +476,9 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     /// handed on, with others waiting between, the connection closes after Hummingbird's answer.
     /// Otherwise Hummingbird answers it 400 and closes.
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // Closing after an answer of ours still being written: the decoder reports every read
+        // after its first error, and Hummingbird, told, would close the channel under that answer.
+        guard !closing else { return }
         // The connection closes after the answer Hummingbird is giving: a 400 behind it would
         // only race that close (and the decoder reports every read after its first error). Not
         // while its request is still being read: the error may be that request's own.
@@ -492,7 +496,7 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
             closeAfterAnswer = true
             backlog.removeAll()
             cancelBodyTimer()
-            let invalid = MakePaymentResult(httpStatus: 400, response: .fail("", .invalidRequest))
+            let invalid = MakePaymentPipeline.invalidRequest("")
             record(invalid)
             answer(invalid, context: context)
         case .handedOn(reading: false, _) where !backlog.isEmpty:
@@ -502,6 +506,13 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
             // retried.
             backlog.removeAll()
             handedOnCloses = true
+        case .idle where !backlog.isEmpty:
+            // Requests wait because the client reads its answers slowly: Hummingbird's 400 would
+            // go out at once and be taken for the first of them (a makePayment told 400, never
+            // started). None is started; the output closes once the answers written are out.
+            backlog.removeAll()
+            closing = true
+            context.close(mode: .output, promise: nil)
         case .idle, .handedOn:
             // Hummingbird answers it 400 right after its answer to the request it holds, and then
             // stops reading. What waits in the backlog (answers not read by the client) must not
@@ -519,6 +530,8 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
             if !backlog.isEmpty { inputClosedHeld = true; return }
         }
         if event is ChannelShouldQuiesceEvent {
+            // Closing already, once our last answer is out: Hummingbird would close at once.
+            if closing { return }
             switch state {
             case .collecting:
                 // A body still coming: answered and closed if it completes, but a client that
@@ -547,7 +560,15 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     /// Whether the request asks that its connection close after the answer (`Connection: close`,
     /// in any case; HTTP/1.0 without keep-alive is marked so by `HTTP1RequestHeadChecks`).
     static func asksToClose(_ head: HTTPRequest) -> Bool {
-        head.headerFields[.connection]?.lowercased().contains("close") ?? false
+        guard let value = head.headerFields[.connection] else { return false }
+        // Compared in place, ASCII letters folded: `lowercased()` made a String for every request.
+        let bytes = value.utf8, close = "close".utf8
+        var start = bytes.startIndex
+        while bytes.distance(from: start, to: bytes.endIndex) >= close.count {
+            if zip(bytes[start...], close).allSatisfy({ $0 | 0x20 == $1 }) { return true }
+            start = bytes.index(after: start)
+        }
+        return false
     }
 
     /// The path of a request target, without its query.
@@ -561,7 +582,7 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
 ///
 /// - Host (RFC 9112 §3.2): an HTTP/1.1 request without one, or any request with more than one or
 ///   with a value no host has, is refused 400 and the connection closed, as for a head the decoder could not parse (the error
-///   goes down the pipeline as `HTTPParserError.invalidHost`; what the client sends after it is
+///   goes down the pipeline as `HTTPParserError.invalidHeaderToken`, which Hummingbird answers 400 as it does any `HTTPParserError`; what the client sends after it is
 ///   not read).
 /// - HTTP/1.0: without keep-alive, `Connection: close` (HTTP/1.0 does not keep a connection by
 ///   default; treated as HTTP/1.1, it was answered and then kept open for a request that never
@@ -588,7 +609,7 @@ final class HTTP1RequestHeadChecks: ChannelInboundHandler, RemovableChannelHandl
         }
         if hosts > 1 || (hosts == 0 && head.version != .http1_0) || !valid {
             refused = true
-            context.fireErrorCaught(HTTPParserError.invalidHost)
+            context.fireErrorCaught(HTTPParserError.invalidHeaderToken)
             return
         }
         guard head.version == .http1_0 else {
@@ -620,26 +641,30 @@ final class HTTP1RequestHeadChecks: ChannelInboundHandler, RemovableChannelHandl
     }
 }
 
-/// The Date header's IMF-fixdate, made at most once a second.
-enum HTTPDate {
-    private static let cache = Mutex<(second: Int, text: String)>((-1, ""))
+/// The Date header's IMF-fixdate, made at most once a second. One per connection, on its event
+/// loop: no lock on the answer's path (one shared by the event loops was taken by every answer).
+struct HTTPDate {
+    private var second = -1
+    private var text = ""
 
-    static func now() -> String {
+    mutating func now() -> String {
         var time = timespec()
         clock_gettime(CLOCK_REALTIME, &time)
-        let second = time.tv_sec
-        return cache.withLock { cached in
-            if cached.second == second { return cached.text }
-            var t = second
-            var parts = tm()
-            gmtime_r(&t, &parts)
-            let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
-            let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-            func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
-            let text = "\(days[Int(parts.tm_wday)]), \(two(parts.tm_mday)) \(months[Int(parts.tm_mon)]) \(1900 + parts.tm_year) "
-                + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) GMT"
-            cached = (second, text)
-            return text
-        }
+        if time.tv_sec == second { return text }
+        second = time.tv_sec
+        text = Self.format(second)
+        return text
+    }
+
+    /// IMF-fixdate (RFC 9110 §5.6.7) of a second since 1970.
+    static func format(_ second: Int) -> String {
+        var t = second
+        var parts = tm()
+        gmtime_r(&t, &parts)
+        let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
+        return "\(days[Int(parts.tm_wday)]), \(two(parts.tm_mday)) \(months[Int(parts.tm_mon)]) \(1900 + parts.tm_year) "
+            + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) GMT"
     }
 }

@@ -157,7 +157,7 @@ struct Routes: Sendable {
               Secrets.sha256(of: token, equals: adminTokenHash)
         else {
             adminRefusals.increment()
-            var refusal = Responses.errors(.unauthorized, [(nil, "401", "Unauthorized: an admin bearer token is required")])
+            var refusal = Responses.errors(.unauthorized, [(nil, .unauthorized, "Unauthorized: an admin bearer token is required")])
             refusal.headers[.wwwAuthenticate] = #"Bearer realm="psp-worker""#
             return refusal
         }
@@ -167,7 +167,7 @@ struct Routes: Sendable {
     func register(_ request: Request) async -> Response {
         var request = request
         guard let buffer = try? await request.collectBody(upTo: configuration.maxBodyBytes) else {
-            return Responses.errors(.contentTooLarge, [(nil, "51", "Invalid request")])
+            return Responses.errors(.contentTooLarge, [(nil, .invalidRequest, "Invalid request")])
         }
         let parsed: RegisterPaymentRequest
         switch RegisterPaymentRequest.parse(Data(buffer: buffer)) {
@@ -188,7 +188,7 @@ struct Routes: Sendable {
                 if let existing = try await store.payment(parsed.pspTransactionId), existing.registration.hasSameBytes(as: registration) {
                     return Responses.json(.ok, #"{"pspTransactionId":\#(JSONText.quoted(parsed.pspTransactionId)),"state":"\#(existing.state.rawValue)"}"#)
                 }
-                return Responses.errors(.conflict, [("pspTransactionId", "99", "PSP Transaction id already exists")])
+                return Responses.errors(.conflict, [("pspTransactionId", .idExists, "PSP Transaction id already exists")])
             }
         } catch {
             // The id passed registration's checks: printable, no separators a log line could be forged with.
@@ -202,7 +202,7 @@ struct Routes: Sendable {
         var metadata: Logger.Metadata = ["step": "\(step)", "error": "\(error)"]
         if let id { metadata["pspTransactionId"] = "\(id)" }
         logger.error("admin call failed in the store", metadata: metadata)
-        return Responses.errors(.internalServerError, [(nil, "91", "Internal error")])
+        return Responses.errors(.internalServerError, [(nil, .internalError, "Internal error")])
     }
 
     func cancel(_ id: String) async -> Response {
@@ -211,9 +211,9 @@ struct Routes: Sendable {
             // Idempotent: a PSP that retries after losing the first answer is told it is cancelled.
             case .cancelled, .notPending(.cancelled):
                 return Responses.json(.ok, #"{"pspTransactionId":\#(JSONText.quoted(id)),"state":"cancelled"}"#)
-            case .notFound: return Responses.errors(.notFound, [("pspTransactionId", "404", "No such payment")])
+            case .notFound: return Responses.errors(.notFound, [("pspTransactionId", .notFound, "No such payment")])
             case .notPending(let state):
-                return Responses.errors(.conflict, [("pspTransactionId", "409", "The payment is \(state.rawValue) and can no longer be cancelled")])
+                return Responses.errors(.conflict, [("pspTransactionId", .notPending, "The payment is \(state.rawValue) and can no longer be cancelled")])
             }
         } catch {
             return storeFailed("cancel", error)
@@ -223,7 +223,7 @@ struct Routes: Sendable {
     func show(_ id: String) async -> Response {
         do {
             guard let record = try await store.payment(id) else {
-                return Responses.errors(.notFound, [("pspTransactionId", "404", "No such payment")])
+                return Responses.errors(.notFound, [("pspTransactionId", .notFound, "No such payment")])
             }
             let reversals = try await store.reversals(for: id)
             let view = PaymentView(record, reversals: reversals, counts: acquirer as? any AuthorizationCounting)
@@ -294,10 +294,10 @@ struct UnknownRouteMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch let error as HTTPError where error.status == .notFound {
             var refusal: Response
             if let methods = allowedMethods(for: request.uri.path), !methods.contains(request.method) {
-                refusal = Responses.errors(.methodNotAllowed, [(nil, "405", "Method not allowed")])
+                refusal = Responses.errors(.methodNotAllowed, [(nil, .methodNotAllowed, "Method not allowed")])
                 refusal.headers[.allow] = methods.map(\.rawValue).joined(separator: ", ")
             } else {
-                refusal = Responses.errors(.notFound, [(nil, "404", "No such endpoint")])
+                refusal = Responses.errors(.notFound, [(nil, .notFound, "No such endpoint")])
             }
             // An answer to HEAD has no body (RFC 9110 §9.3.2): a client would read it as the next answer.
             return request.method == .head ? refusal.createHeadResponse() : refusal

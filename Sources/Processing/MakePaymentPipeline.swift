@@ -96,7 +96,7 @@ public final class MakePaymentPipeline: Sendable {
         let record: PaymentRecord
         do {
             guard let found = try await store.paymentForMakePayment(id) else {
-                return MakePaymentResult(httpStatus: 404, response: .fail(id, .invalidRequest))
+                return .notFound(id)
             }
             record = found
         } catch {
@@ -111,9 +111,9 @@ public final class MakePaymentPipeline: Sendable {
             return MakePaymentResult(httpStatus: 400, response: .fail(id, .invalidRequest))
         }
         // 5. Idempotency: a recorded outcome is answered again; one in flight is joined.
-        if let outcome = record.outcome { return MakePaymentResult(httpStatus: 200, response: outcome.response(for: id)) }
+        if let outcome = record.outcome { return .recorded(outcome, id) }
         // 6. Cancelled by the PSP: the answer is known here too, so a full queue cannot turn it into a 91.
-        if record.state == .cancelled { return MakePaymentResult(httpStatus: 200, response: .fail(id, .responseReceivedTooLate)) }
+        if record.state == .cancelled { return .cancelled(id) }
         return await inFlight.run(id) {
             let job = MakePaymentJob(request: request, payment: record, receivedAt: receivedAt)
             guard let queue else { return await self.work(job) }
@@ -124,13 +124,13 @@ public final class MakePaymentPipeline: Sendable {
                 // The record may be stale (a store answers a registration it has not seen move
                 // from memory): a payment whose answer is known by now gets it, full queue or not.
                 if let fresh = try? await self.store.payment(id) {
-                    if let outcome = fresh.outcome { return MakePaymentResult(httpStatus: 200, response: outcome.response(for: id)) }
-                    if fresh.state == .cancelled { return MakePaymentResult(httpStatus: 200, response: .fail(id, .responseReceivedTooLate)) }
+                    if let outcome = fresh.outcome { return .recorded(outcome, id) }
+                    if fresh.state == .cancelled { return .cancelled(id) }
                 }
                 // The API has no 503: a full queue is our problem, 500 with 91. Nothing was done
                 // here, so Vipps's next call is processed (or, for an attempt another process has
                 // under way, waits for its outcome).
-                return MakePaymentResult(httpStatus: 500, response: .fail(id, .internalError))
+                return .internalError(id)
             }
         }
     }
@@ -140,7 +140,7 @@ public final class MakePaymentPipeline: Sendable {
     /// limit bounds it, and the key ring refuses a wrong length before any RSA operation).
     public static func validate(_ request: MakePaymentRequest) -> String? {
         if request.pspTransactionId.isEmpty || request.pspTransactionId.utf8.count > maxIdBytes { return "pspTransactionId" }
-        if request.merchantSerialNumber.isEmpty || request.merchantSerialNumber.utf8.count > 64 { return "merchantSerialNumber" }
+        if request.merchantSerialNumber.isEmpty || request.merchantSerialNumber.utf8.count > maxMerchantSerialNumberBytes { return "merchantSerialNumber" }
         return nil
     }
 
@@ -152,6 +152,8 @@ public final class MakePaymentPipeline: Sendable {
 
     /// The longest pspTransactionId (as registered: `POST /payments`).
     public static let maxIdBytes = 128
+    /// The longest merchantSerialNumber (as registered).
+    public static let maxMerchantSerialNumberBytes = 64
 
     /// Compares SHA-256 of the presented token with the stored hash, in constant time. The header
     /// is the makePaymentToken as registered (which may itself begin "Bearer "); failing that, a
@@ -183,11 +185,11 @@ public final class MakePaymentPipeline: Sendable {
         let payment = job.payment
         switch payment.state {
         case .completed:
-            if let outcome = payment.outcome { return .answered(MakePaymentResult(httpStatus: 200, response: outcome.response(for: id))) }
+            if let outcome = payment.outcome { return .answered(.recorded(outcome, id)) }
             return .answered(internalError(id, step: "completed without outcome", nil))
         case .cancelled:
             // 6. Cancelled by the PSP.
-            return .answered(MakePaymentResult(httpStatus: 200, response: .fail(id, .responseReceivedTooLate)))
+            return .answered(.cancelled(id))
         case .processing:
             return .awaiting { await self.recoverOrphan(payment) }
         case .pending:
@@ -285,10 +287,10 @@ public final class MakePaymentPipeline: Sendable {
         do {
             switch try await store.beginAttempt(id, attempt: attempt, now: now()) {
             case .begun: break
-            case .notFound: return .answered(MakePaymentResult(httpStatus: 404, response: .fail(id, .invalidRequest)))
+            case .notFound: return .answered(.notFound(id))
             case .notPending(let record):
-                if let outcome = record.outcome { return .answered(MakePaymentResult(httpStatus: 200, response: outcome.response(for: id))) }
-                if record.state == .cancelled { return .answered(MakePaymentResult(httpStatus: 200, response: .fail(id, .responseReceivedTooLate))) }
+                if let outcome = record.outcome { return .answered(.recorded(outcome, id)) }
+                if record.state == .cancelled { return .answered(.cancelled(id)) }
                 return .recover(record)
             }
         } catch {
@@ -414,7 +416,7 @@ public final class MakePaymentPipeline: Sendable {
     /// nothing to undo. Recorded with each attempt (`AttemptRecord.orphanedAt`), since another
     /// process on the same store may have a longer acquirer timeout than this one (`orphanedAt(_:)`).
     public var orphanedAfterMilliseconds: Int64 {
-        min(configuration.acquirerTimeout, configuration.answerWithin).milliseconds + Self.outcomeMarginMilliseconds
+        min(configuration.acquirerTimeout, configuration.answerWithin).wholeMilliseconds + Self.outcomeMarginMilliseconds
     }
     static let outcomeMarginMilliseconds: Int64 = 2_000
 
@@ -429,7 +431,7 @@ public final class MakePaymentPipeline: Sendable {
     }
 
     /// How long after its start any attempt is over for certain: Vipps's patience and the margin.
-    var unrecordedOrphanAfterMilliseconds: Int64 { configuration.answerWithin.milliseconds + Self.outcomeMarginMilliseconds }
+    var unrecordedOrphanAfterMilliseconds: Int64 { configuration.answerWithin.wholeMilliseconds + Self.outcomeMarginMilliseconds }
 
     /// A payment found `processing`: its attempt is in flight (wait for the outcome), or was left
     /// by a crash between sending and recording, or by an outcome that could not be recorded. Once
@@ -466,8 +468,8 @@ public final class MakePaymentPipeline: Sendable {
         let deadline = ContinuousClock.now + patience
         while ContinuousClock.now < deadline {
             if let record = try? await store.payment(id), record.state != .processing {
-                if let outcome = record.outcome { return MakePaymentResult(httpStatus: 200, response: outcome.response(for: id)) }
-                return MakePaymentResult(httpStatus: 200, response: .fail(id, .responseReceivedTooLate))
+                if let outcome = record.outcome { return .recorded(outcome, id) }
+                return .cancelled(id)
             }
             // Cancelled (a shutdown that does not wait): the sleep would return at once, and the
             // loop read the store without pause until `patience` ran out. Nothing was done here:
@@ -554,18 +556,18 @@ public final class MakePaymentPipeline: Sendable {
             guard let standing = try await store.recordOutcome(id, outcome: outcome, reversal: reversal, attemptId: attemptId, now: now(),
                                                                answerBy: answerBy) else {
                 guard let record = try await store.payment(id) else {
-                    return MakePaymentResult(httpStatus: 404, response: .fail(id, .invalidRequest))
+                    return .notFound(id)
                 }
                 // Another outcome stands (another process's attempt, or its orphan's 85): it is the answer.
                 if let standing = record.outcome {
                     reopenIfApprovedUnderAnother(standing, id, outcome, reversal: reversal, undo: undo)
-                    return MakePaymentResult(httpStatus: 200, response: standing.response(for: id))
+                    return .recorded(standing, id)
                 }
                 // A refusal decided on a stale `pending` (another process began an attempt
                 // meanwhile): that attempt's outcome is the answer, and it is never closed unreversed.
                 if record.state == .processing && attemptId == nil { return await recoverOrphan(record) }
                 // Cancelled meanwhile.
-                return MakePaymentResult(httpStatus: 200, response: .fail(id, .responseReceivedTooLate))
+                return .cancelled(id)
             }
             if let reversal, standing == outcome { reversals?.sendSoon(reversal) }
             if answerBy != nil, standing != outcome, outcome.status == .ok, standing == outcome.tooLateToAnswer, let undo, let attemptId {
@@ -575,7 +577,7 @@ public final class MakePaymentPipeline: Sendable {
                 reversals?.sendSoon(.undoing(attemptId: attemptId, attemptReference: undo.attemptReference, of: undo.registration))
             }
             reopenIfApprovedUnderAnother(standing, id, outcome, reversal: reversal, undo: undo)
-            return MakePaymentResult(httpStatus: 200, response: standing.response(for: id))
+            return .recorded(standing, id)
         } catch {
             return await notRecorded(id, outcome, reversal: reversal, attemptId: attemptId, undo: undo, error)
         }
@@ -607,7 +609,7 @@ public final class MakePaymentPipeline: Sendable {
             let record = try await store.payment(id)
             if let standing = record?.outcome {
                 reopenIfApprovedUnderAnother(standing, id, outcome, reversal: reversal, undo: undo)
-                return MakePaymentResult(httpStatus: 200, response: standing.response(for: id))
+                return .recorded(standing, id)
             }
             unanswered = record?.state == .processing && record?.attempt?.attemptId == attemptId
         } catch {
@@ -632,7 +634,7 @@ public final class MakePaymentPipeline: Sendable {
         // a crafted id cannot forge log lines.
         let printable = String(id.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? "?" : Character($0) })
         logger.error("internal error", metadata: ["pspTransactionId": "\(printable)", "step": "\(step)", "error": "\(error.map { "\($0)" } ?? "-")"])
-        return MakePaymentResult(httpStatus: 500, response: .fail(id, .internalError))
+        return .internalError(id)
     }
 
     static func newAttemptId() -> String { AttemptIds.shared.next() }

@@ -21,6 +21,17 @@ public struct MakePaymentResult: Sendable, Equatable {
         self.httpStatus = httpStatus
         self.response = response
     }
+
+    /// 404: no payment is registered under the id.
+    public static func notFound(_ id: String) -> MakePaymentResult { MakePaymentResult(httpStatus: 404, response: .fail(id, .invalidRequest)) }
+    /// 200 with the outcome on record: every call for a payment gets the first one's answer.
+    public static func recorded(_ outcome: PaymentOutcome, _ id: String) -> MakePaymentResult {
+        MakePaymentResult(httpStatus: 200, response: outcome.response(for: id))
+    }
+    /// 200 with 85: the payment was cancelled before it had an outcome.
+    public static func cancelled(_ id: String) -> MakePaymentResult { MakePaymentResult(httpStatus: 200, response: .fail(id, .responseReceivedTooLate)) }
+    /// 500 with 91.
+    public static func internalError(_ id: String) -> MakePaymentResult { MakePaymentResult(httpStatus: 500, response: .fail(id, .internalError)) }
 }
 
 /// What a worker's CPU-bound part produced: the answer, or the rest, which waits on I/O (the store,
@@ -38,7 +49,7 @@ public struct QueueFull: Error, Sendable, CustomStringConvertible {
 }
 
 /// Where the HTTP front hands makePayment jobs to workers. Bounded: a full queue refuses (500 with 91)
-/// rather than growing. This in-process implementation is the one now; a durable one (PostgreSQL)
+/// rather than growing. `InProcessMakePaymentQueue` is the one implementation now; a durable one (PostgreSQL)
 /// can stand behind the same protocol when front and workers run as separate processes.
 public protocol MakePaymentQueue: Sendable {
     /// Enqueues `job` and waits for a worker's result. Throws `QueueFull` at once when full or closed.

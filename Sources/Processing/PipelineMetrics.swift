@@ -1,3 +1,4 @@
+import Acquiring
 import MakePayment
 import Metrics
 
@@ -63,8 +64,6 @@ public struct PipelineMetrics: Sendable {
 
 extension Metrics.Timer {
     func recordInterval(since start: ContinuousClock.Instant) {
-        let elapsed = ContinuousClock.now - start
-        let (seconds, attoseconds) = elapsed.components
-        recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        recordNanoseconds((ContinuousClock.now - start).wholeNanoseconds)
     }
 }

@@ -336,7 +336,7 @@ public final class ReversalService: ReversalSender {
         // claim could run out mid-send and another sender send the reversal too. With under half
         // a second left (half the timeout, if shorter), nothing is sent: the reversal is due again
         // once the claim has run out.
-        let sendWithin = min(configuration.timeout, .milliseconds(claimedUntil - 5_000 - now()))
+        let sendWithin = min(configuration.timeout, .milliseconds(claimedUntil - Self.claimRecordMilliseconds - now()))
         guard sendWithin >= min(.milliseconds(500), configuration.timeout / 2) else {
             logger.warning("reversal claimed too slowly to send under its claim; due again after it",
                            metadata: ["reversalId": "\(id)", "pspTransactionId": "\(record.request.pspTransactionId)"])
@@ -412,8 +412,10 @@ public final class ReversalService: ReversalSender {
         }
     }
 
-    /// How long a claim holds: one send, and 5 s to record its answer.
-    private var claimMilliseconds: Int64 { configuration.timeout.milliseconds + 5_000 }
+    /// How long a claim holds: one send, and `claimRecordMilliseconds` to record its answer.
+    private var claimMilliseconds: Int64 { configuration.timeout.wholeMilliseconds + Self.claimRecordMilliseconds }
+    /// The part of a claim kept for recording the send's answer.
+    static let claimRecordMilliseconds: Int64 = 5_000
 
     /// The wait before the next try: the first retry's, doubled per try, up to the cap.
     private func backoff(after tries: Int) -> Int64 {

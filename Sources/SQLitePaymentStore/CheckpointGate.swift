@@ -1,3 +1,4 @@
+import Acquiring
 import CSQLite
 import Foundation
 import Synchronization
@@ -86,7 +87,7 @@ final class CheckpointGate: @unchecked Sendable {
     /// A blocking flock cannot time out, so a gate held by another process is polled, at growing
     /// intervals up to half a millisecond (about ten polls for a checkpoint's 1–3 ms).
     private func take(waiting: Bool) throws {
-        let deadline = monotonicNanoseconds() &+ (waiting ? nanoseconds(timeout) : 0)
+        let deadline = monotonicNanoseconds() &+ (waiting ? timeout.wholeNanoseconds : 0)
         var pause: UInt32 = 20
         while flock(descriptor, LOCK_EX | LOCK_NB) != 0 {
             switch errno {

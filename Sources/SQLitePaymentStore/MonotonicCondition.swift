@@ -1,3 +1,4 @@
+import Acquiring
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)

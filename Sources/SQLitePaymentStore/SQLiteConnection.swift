@@ -4,6 +4,11 @@ public struct SQLiteError: Error, CustomStringConvertible {
     public let code: Int32
     public let message: String
     public var description: String { "SQLite error \(code): \(message)" }
+
+    /// `error` itself if it is one, else one of code -1 that describes it (a write's own error).
+    static func wrapping(_ error: any Error) -> SQLiteError {
+        error as? SQLiteError ?? SQLiteError(code: -1, message: "\(error)")
+    }
 }
 
 private let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)

@@ -497,16 +497,16 @@ public final class SQLitePaymentStore: PaymentStore {
         }
     }
 
+    static func reversal(_ db: SQLiteConnection, id: String) throws -> ReversalRecord? {
+        var found: ReversalRecord?
+        try db.run(selectReversalById, [.text(id)]) { found = Self.reversal($0) }
+        return found
+    }
+
     /// A reversal id names one attempt's reversal, and an attempt's outcome is recorded once, so the
     /// row found where the INSERT met its id is that same reversal, recorded before (the INSERT is
     /// then a no-op). Anything else is a clash: it fails the whole write, outcome included, rather
     /// than leave an approval that nothing will reverse.
-    static func reversal(_ db: SQLiteConnection, id: String) throws -> ReversalRecord? {
-        var found: ReversalRecord?
-        try db.run(selectReversal + " WHERE reversal_id = ?", [.text(id)]) { found = Self.reversal($0) }
-        return found
-    }
-
     static func checkSameReversal(_ db: SQLiteConnection, _ r: ReversalRequest) throws {
         guard let found = try reversal(db, id: r.reversalId), found.request.pspTransactionId == r.pspTransactionId, found.request.attemptId == r.attemptId else {
             throw SQLiteError(code: SQLITE_CONSTRAINT, message: "reversal \(r.reversalId) is already recorded for another payment or attempt")
@@ -517,6 +517,10 @@ public final class SQLitePaymentStore: PaymentStore {
         SELECT reversal_id, psp_transaction_id, attempt_id, amount, currency, merchant_serial_number, reason, state, tries,
                next_try_at, created_at, attempt_reference, late_approved FROM reversals
         """
+    // Whole statements made once: the connection's statement cache is keyed by their text.
+    private static let selectReversalById = selectReversal + " WHERE reversal_id = ?"
+    private static let selectDueReversals = selectReversal + " WHERE state = 'pending' AND next_try_at <= ? ORDER BY next_try_at LIMIT ?"
+    private static let selectReversalsOfPayment = selectReversal + " WHERE psp_transaction_id = ? ORDER BY created_at"
 
     static func reversal(_ row: SQLiteRow) -> ReversalRecord {
         ReversalRecord(
@@ -530,7 +534,7 @@ public final class SQLitePaymentStore: PaymentStore {
     public func dueReversals(now: Int64, limit: Int) async throws -> [ReversalRecord] {
         try read { db in
             var out: [ReversalRecord] = []
-            try db.run(Self.selectReversal + " WHERE state = 'pending' AND next_try_at <= ? ORDER BY next_try_at LIMIT ?",
+            try db.run(Self.selectDueReversals,
                        [.integer(now), .integer(Int64(limit))]) { out.append(Self.reversal($0)) }
             return out
         }
@@ -571,7 +575,7 @@ public final class SQLitePaymentStore: PaymentStore {
     public func reversals(for id: String) async throws -> [ReversalRecord] {
         try read { db in
             var out: [ReversalRecord] = []
-            try db.run(Self.selectReversal + " WHERE psp_transaction_id = ? ORDER BY created_at", [.text(id)]) { out.append(Self.reversal($0)) }
+            try db.run(Self.selectReversalsOfPayment, [.text(id)]) { out.append(Self.reversal($0)) }
             return out
         }
     }

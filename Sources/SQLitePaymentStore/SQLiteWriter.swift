@@ -1,3 +1,4 @@
+import Acquiring
 import CSQLite
 import Foundation
 import Synchronization
@@ -56,20 +57,18 @@ final class SQLiteWriter: @unchecked Sendable {
     /// The WAL has grown past its limit: finish the checkpoint between two groups, so that it restarts.
     private var walRestartDue = false
     private let groupLimit = 256
-    private var thread: Thread?
     private let stopped = DispatchSemaphore(value: 0)
 
     init(connection: SQLiteConnection, gate: CheckpointGate, name: String, gatherWindow: Duration = .milliseconds(2),
          busyWindow: Duration? = nil) {
         self.connection = connection
         self.gate = gate
-        self.gatherWindow = nanoseconds(gatherWindow)
-        self.busyWindow = nanoseconds(busyWindow ?? gatherWindow)
+        self.gatherWindow = gatherWindow.wholeNanoseconds
+        self.busyWindow = (busyWindow ?? gatherWindow).wholeNanoseconds
         let thread = Thread { [unowned self] in
             nameCurrentThread(name)
             self.loop()
         }
-        self.thread = thread
         thread.start()
     }
 
@@ -272,7 +271,7 @@ final class SQLiteWriter: @unchecked Sendable {
         do {
             result = try gate.withGate { commitGated(items) }
         } catch {
-            result = .failed(error as? SQLiteError ?? SQLiteError(code: -1, message: "\(error)"))
+            result = .failed(SQLiteError.wrapping(error))
         }
         // A piece's own failure (a refused transition, a constraint) says nothing of the store;
         // one the store made (a read of a failing disk, a full one) says writes are failing.
@@ -288,7 +287,7 @@ final class SQLiteWriter: @unchecked Sendable {
         do {
             try connection.run("BEGIN IMMEDIATE")
         } catch {
-            return .failed(error as? SQLiteError ?? SQLiteError(code: -1, message: "\(error)"))
+            return .failed(SQLiteError.wrapping(error))
         }
         for item in items {
             do { try item.run(connection) } catch {
@@ -300,7 +299,7 @@ final class SQLiteWriter: @unchecked Sendable {
             try connection.run("COMMIT")
             return .committed
         } catch {
-            let failure = error as? SQLiteError ?? SQLiteError(code: -1, message: "\(error)")
+            let failure = SQLiteError.wrapping(error)
             // After an I/O error in COMMIT (a failed fsync, above all) the group's frames may be in
             // the WAL all the same, and a restart would replay them: an outcome answered 91 would
             // then stand as OK, with nothing to reverse it. Like PostgreSQL after a failed fsync,
@@ -389,55 +388,4 @@ private final class Write<T: Sendable>: GroupWrite, @unchecked Sendable {
 /// passes a name on only when it is set from the thread itself. Linux keeps the first 15 bytes.
 func nameCurrentThread(_ name: String) {
     Thread.current.name = name
-}
-
-/// A duration in whole nanoseconds (negative: zero).
-func nanoseconds(_ duration: Duration) -> UInt64 {
-    let (seconds, attoseconds) = duration.components
-    return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
-}
-
-func monotonicNanoseconds() -> UInt64 {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
-}
-
-/// Copies the WAL back into the database file every `interval`, so that no checkpoint runs inside a
-/// commit: PASSIVE, between two of the writer's groups (a group waits while one runs, and a
-/// checkpoint while a group commits: `CheckpointGate`). When the WAL has grown to
-/// `restartFrames` or more, it calls `walTooLong`: the writer then completes the checkpoint between
-/// two groups, and the WAL starts again from its beginning (`SQLiteWriter.requestWALRestart`).
-final class SQLiteCheckpointer: @unchecked Sendable {
-    // @unchecked: `connection` is used only by this thread; `stop` is a semaphore.
-    private let connection: SQLiteConnection
-    private let stop = DispatchSemaphore(value: 0)
-    private let stopped = DispatchSemaphore(value: 0)
-    private let closed = Mutex(false)
-
-    private let gate: CheckpointGate
-
-    init(connection: SQLiteConnection, gate: CheckpointGate, interval: Duration, restartFrames: Int,
-         walTooLong: @escaping @Sendable () -> Void) {
-        self.connection = connection
-        self.gate = gate
-        let interval = DispatchTimeInterval.nanoseconds(Int(max(nanoseconds(interval), 1)))
-        let thread = Thread { [unowned self] in
-            nameCurrentThread("sqlite-ckpt")
-            while self.stop.wait(timeout: .now() + interval) == .timedOut {
-                // Skipped while another process holds the gate: tried again at the next interval.
-                if let result = try? self.gate.withGate(waiting: false, { try self.connection.checkpointPassive() }), result.walFrames >= restartFrames {
-                    walTooLong()
-                }
-            }
-            self.stopped.signal()
-        }
-        thread.start()
-    }
-
-    func close() {
-        guard closed.withLock({ c -> Bool in defer { c = true }; return !c }) else { return }
-        stop.signal()
-        stopped.wait()
-    }
 }

@@ -92,7 +92,7 @@ struct Encrypt: ParsableCommand {
         }
         var failures = 0
         while let line = readLine(strippingNewline: true) {
-            if let cardData = CardDataTools.encryptLine(line, encryptor: encryptor) {
+            if let cardData = encryptor.cardData(for: line) {
                 print(cardData)
             } else {
                 failures += 1
@@ -142,9 +142,9 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var keys: KeyOptions
     @Option(help: "Where payments are recorded: sqlite:PATH.") var store = "sqlite:data/psp-worker.sqlite"
     @Option(help: "Milliseconds the store may wait for more writes to commit with, when writes come often (0: never).")
-    var groupCommitWindowMs = milliseconds(SQLitePaymentStore.defaultGroupCommitWindow)
+    var groupCommitWindowMs = SQLitePaymentStore.defaultGroupCommitWindow / .milliseconds(1)
     @Option(help: "The window while makePayments queue for a worker (the CPU is saturated), in milliseconds.")
-    var busyGroupCommitWindowMs = milliseconds(SQLitePaymentStore.defaultBusyGroupCommitWindow)
+    var busyGroupCommitWindowMs = SQLitePaymentStore.defaultBusyGroupCommitWindow / .milliseconds(1)
     @Option(help: """
         Acquirer adapter: iso8583://HOST:PORT[?terminal=TERMINAL], http(s)://HOST:PORT[/path][?connections=N&idle=S], or simulator (approves by \
         test card, with nothing authorized: for tests and load runs only). Required: the worker never picks an acquirer itself.
@@ -241,8 +241,8 @@ struct Serve: AsyncParsableCommand {
         configuration.workers = workers
         configuration.eventLoopThreads = eventLoopThreads
         configuration.workersOnEventLoops = workerThreads == .eventLoops
-        configuration.groupCommitWindow = .microseconds(Int64(groupCommitWindowMs * 1000))
-        configuration.busyGroupCommitWindow = .microseconds(Int64(busyGroupCommitWindowMs * 1000))
+        configuration.groupCommitWindow = .milliseconds(groupCommitWindowMs)
+        configuration.busyGroupCommitWindow = .milliseconds(busyGroupCommitWindowMs)
         configuration.queueCapacity = queueCapacity
         configuration.maxConnections = maxConnections
         // A common soft default, 1,024, is below the default --max-connections and what the
@@ -252,8 +252,8 @@ struct Serve: AsyncParsableCommand {
             logger.warning("the open-file limit is below what --max-connections and the acquirer's connections need: accepts may fail before the limit (raise ulimit -n)",
                            metadata: ["openFiles": "\(files)", "needed": "\(needed)"])
         }
-        configuration.acquirerTimeout = .milliseconds(Int64(acquirerTimeout * 1000))
-        configuration.drainTime = .milliseconds(Int64(drainSeconds * 1000))
+        configuration.acquirerTimeout = .seconds(acquirerTimeout)
+        configuration.drainTime = .seconds(drainSeconds)
         configuration.responseCodeOverridesPath = responseCodes
         do {
             if let adminTokenFile, let warning = KeyFiles.permissionWarning(path: adminTokenFile, what: "admin token file") {
@@ -285,10 +285,4 @@ struct Serve: AsyncParsableCommand {
 enum WorkerThreads: String, ExpressibleByArgument, CaseIterable {
     case eventLoops = "event-loops"
     case pool
-}
-
-/// A duration in milliseconds, for options given in milliseconds.
-func milliseconds(_ duration: Duration) -> Double {
-    let (seconds, attoseconds) = duration.components
-    return Double(seconds) * 1000 + Double(attoseconds) / 1e15
 }

@@ -154,7 +154,7 @@ import Testing
 
     @Test func groupReadableKeyFileDrawsAWarning() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("perm-\(UUID()).pem").path
-        FileManager.default.createFile(atPath: path, contents: Data("x".utf8), attributes: [.posixPermissions: 0o640])
+        #expect(FileManager.default.createFile(atPath: path, contents: Data("x".utf8), attributes: [.posixPermissions: 0o640]))
         defer { try? FileManager.default.removeItem(atPath: path) }
         #expect(KeyFiles.permissionWarning(path: path)?.contains("chmod 600") == true)
         #expect(KeyFiles.permissionWarning(path: path, what: "passphrase file")?.hasPrefix("passphrase file ") == true)

@@ -52,7 +52,12 @@ struct HostNeverSawIt: Error {}
     @Test(arguments: AcquirerConformance.checks)
     func conformance(_ check: AcquirerConformance.Check) async throws {
         let subject = try await ISO8583Subject()
-        try await check.run(AcquirerConformance(subject: subject))
+        do {
+            try await check.run(AcquirerConformance(subject: subject))
+        } catch {
+            await subject.server.stop()  // stopped whether the check passed or not
+            throw error
+        }
         await subject.server.stop()
     }
 
@@ -226,9 +231,9 @@ struct HostNeverSawIt: Error {}
     /// time as during the back-off that follows.
     @Test func unreachableHostIsNotSentNotACrash() async throws {
         let adapter = ISO8583Acquirer(configuration: .init(host: "127.0.0.1", port: 1))
-        let kit = AcquirerConformance(subject: try await ISO8583Subject())
         for _ in 0..<2 {
-            let error = await #expect(throws: AcquirerUnavailable.self) { _ = try await adapter.authorize(try kit.request(code: "00")) }
+            let request = try AcquirerConformance.request(code: "00", attemptReference: adapter.attemptReference(for:))
+            let error = await #expect(throws: AcquirerUnavailable.self) { _ = try await adapter.authorize(request) }
             #expect(error?.neverSent == true)
         }
     }

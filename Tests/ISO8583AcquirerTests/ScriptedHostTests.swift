@@ -181,12 +181,13 @@ final class ScriptedHost: Sendable {
         let host = try await ScriptedHost(keepAliveEvery: .milliseconds(50)) { [ScriptedHost.reply(to: $0, mti: "0810", fields: [7, 11, 41, 70])] }
         defer { Task { await host.stop() } }
         var configuration = ISO8583Acquirer.Configuration(host: "127.0.0.1", port: host.port)
-        configuration.echoInterval = .milliseconds(300)
-        configuration.echoTimeout = .milliseconds(200)
+        // Keep-alives every 50 ms against an echo interval of 1 s: a margin a stalled machine keeps.
+        configuration.echoInterval = .seconds(1)
+        configuration.echoTimeout = .milliseconds(500)
         let iso = ISO8583Acquirer(configuration: configuration)
         try await iso.echo()  // connected
         let keepAlive = Task { await iso.runKeepAlive() }
-        try await Task.sleep(for: .milliseconds(1_200))
+        try await Task.sleep(for: .milliseconds(3_500))
         keepAlive.cancel()
         await keepAlive.value
         #expect(host.received.map(\.mti) == ["0800"], "echoes sent while the host's keep-alives came")

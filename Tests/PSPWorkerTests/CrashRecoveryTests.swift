@@ -111,7 +111,7 @@ final class WorkerProcess: @unchecked Sendable {
     func request(_ method: String, _ path: String, _ body: String? = nil, authorization: String? = nil) async throws -> (Int, String) {
         var text = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
         if let authorization { text += "Authorization: \(authorization)\r\n" }
-        if let body { text += "Content-Type: application/json\r\n" }
+        if body != nil { text += "Content-Type: application/json\r\n" }
         text += "Content-Length: \(body?.utf8.count ?? 0)\r\n\r\n" + (body ?? "")
         let port = self.port, callsAtOnce = self.callsAtOnce, request = text
         return try await RawHTTP.offThePool {

@@ -28,7 +28,8 @@ struct LiveWorker {
     /// The acquirer's timeout is generous: with under half of it left after the attempt's commit
     /// (slow on a loaded machine), an authorization is not sent and the answer is 85. `configure`
     /// changes the configuration, and `store` the store the worker gets (to inject faults).
-    static func run(acquirerTimeout: Duration = .seconds(5), logger: Logger = quietLogger, acquirer: (any AcquirerAdapter)? = nil,
+    static func run(acquirerTimeout: Duration = .seconds(5), logger: Logger = quietLogger,
+                    componentLogger: @escaping @Sendable (String) -> Logger = { Logger(label: $0) }, acquirer: (any AcquirerAdapter)? = nil,
                     configure: (inout PSPWorkerConfiguration) throws -> Void = { _ in },
                     store: (any PaymentStore) -> any PaymentStore = { $0 },
                     _ body: @Sendable (any TestClientProtocol) async throws -> Void) async throws {
@@ -41,9 +42,9 @@ struct LiveWorker {
         configuration.acquirerTimeout = acquirerTimeout
         configuration.workers = 2
         try configure(&configuration)
-        var components = try PSPWorkerComponents.make(configuration, acquirer: acquirer, logger: logger)
+        var components = try PSPWorkerComponents.make(configuration, acquirer: acquirer, logger: logger, componentLogger: componentLogger)
         components.store = store(components.store)
-        let app = try buildApplication(configuration: configuration, components: components, logger: logger)
+        let app = try buildApplication(configuration: configuration, components: components, logger: logger, componentLogger: componentLogger)
         try await app.test(.live, body)
     }
 
@@ -92,6 +93,32 @@ extension TestResponse {
             #expect(response.status == .ok)
             #expect(response.text == #"{"paymentInfo":{"pspTransactionId":"p1","status":"OK"}}"#)
             #expect(response.headers[.contentType] == "application/json")
+        }
+    }
+
+    /// At the most verbose log level, no clear card number reaches a log line or its metadata,
+    /// whatever the outcome: approved, refused, unanswered (85, then reversed), expired, failing
+    /// the Luhn check. The masked form (first 6, last 4) is what the logs show.
+    @Test func noClearCardNumberReachesTheLogs() async throws {
+        let logs = CapturedLogs(level: .trace)
+        let approved = SimulatorAcquirer.testCard(code: "00")
+        let badLuhn = String(approved.dropLast()) + String((Int(String(approved.last!))! + 1) % 10)
+        let cases: [(pan: String, expiry: String, errorId: Int?)] = [
+            (approved, "3012", nil), (SimulatorAcquirer.testCard(code: "51"), "3012", 89),
+            (SimulatorAcquirer.testCard(code: "99"), "3012", 85), (approved, "2001", 86), (badLuhn, "3012", 87),
+        ]
+        try await LiveWorker.run(acquirerTimeout: .seconds(3), logger: logs.logger, componentLogger: { logs.logger(label: $0) }) { client in
+            for (i, c) in cases.enumerated() {
+                _ = try await client.register("pl-\(i)")
+                let response = try await client.makePayment("pl-\(i)", cardData: TestKeys.cardData("\(c.pan),\(c.expiry),session"))
+                let expected = c.errorId.map { #""errorId":\#($0),"# } ?? #""status":"OK""#
+                #expect(response.status == .ok && response.text.contains(expected), "\(i): \(response.text)")
+            }
+        }
+        let lines = logs.records.withLock { $0 }.map { "\($0.message) \($0.metadata)" }
+        #expect(lines.contains { $0.contains("400000******") }, "the logs name the cards masked")
+        for pan in Set(cases.map(\.pan)) {
+            #expect(!lines.contains { $0.contains(pan) }, "a clear card number in the logs")
         }
     }
 
@@ -215,9 +242,12 @@ extension TestResponse {
 final class CapturedLogs: Sendable {
     struct Record: Sendable { var level: Logger.Level; var message: String; var metadata: Logger.Metadata }
     let records = Mutex<[Record]>([])
-    var logger: Logger {
-        var logger = Logger(label: "captured") { _ in Handler(logs: self) }
-        logger.logLevel = .info
+    let level: Logger.Level
+    init(level: Logger.Level = .info) { self.level = level }
+    var logger: Logger { logger(label: "captured") }
+    func logger(label: String) -> Logger {
+        var logger = Logger(label: label) { _ in Handler(logs: self) }
+        logger.logLevel = level
         return logger
     }
     struct Handler: LogHandler {

@@ -19,9 +19,14 @@ final class HandlerRig {
         typealias InboundIn = HTTPRequestPart
         typealias OutboundOut = HTTPResponsePart
         var parts: [HTTPRequestPart] = []
+        /// Quiesce events that reached it (Hummingbird closes an idle connection at one).
+        var quiesces = 0
         var context: ChannelHandlerContext?
         func handlerAdded(context: ChannelHandlerContext) { self.context = context }
         func channelRead(context: ChannelHandlerContext, data: NIOAny) { parts.append(unwrapInboundIn(data)) }
+        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            if event is ChannelShouldQuiesceEvent { quiesces += 1 }
+        }
         func answer() {
             context?.write(wrapOutboundOut(.head(HTTPResponse(status: .created))), promise: nil)
             context?.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
@@ -79,6 +84,22 @@ final class HandlerRig {
 }
 
 struct ParseFailure: Error {}
+
+/// Holds the promises of the writes that reach the socket's end: as if the kernel's send buffer
+/// were full, nothing written completes until the test says so.
+final class HeldWrites: ChannelOutboundHandler, @unchecked Sendable {
+    typealias OutboundIn = Any
+    var promises: [EventLoopPromise<Void>] = []
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if let promise { promises.append(promise) }
+        context.write(data, promise: nil)
+    }
+    func completeAll() {
+        let held = promises
+        promises = []
+        held.forEach { $0.succeed() }
+    }
+}
 
 /// Counts the reads that reach the socket's end of the pipeline.
 final class ReadCounter: ChannelOutboundHandler, @unchecked Sendable {
@@ -222,6 +243,62 @@ final class ReadCounter: ChannelOutboundHandler, @unchecked Sendable {
         try alone.read(HandlerRig.post("/payments"), .end(nil))
         alone.channel.pipeline.fireErrorCaught(ParseFailure())
         #expect(throws: ParseFailure.self) { try alone.channel.throwIfErrorCaught() }
+    }
+
+    /// A client that reads its answers slowly (the channel not writable), a makePayment waiting
+    /// behind the one answered, then a request the codec cannot parse: Hummingbird's bare 400
+    /// would go out at once and be taken for the waiting makePayment's answer (told 400, never
+    /// started). The error is not passed on, nothing waiting starts, and the connection closes.
+    @Test func anUnparsableRequestBehindUnreadAnswersIsNotAnsweredInAnotherPlace() throws {
+        let rig = try HandlerRig()
+        try rig.read(HandlerRig.post("/makePayment"), HandlerRig.body("{}"), .end(nil))
+        #expect(rig.served == 1)
+        rig.channel.isWritable = false
+        rig.channel.pipeline.fireChannelWritabilityChanged()
+        try rig.read(HandlerRig.post("/makePayment"), HandlerRig.body("{}"), .end(nil))
+        rig.channel.pipeline.fireErrorCaught(ParseFailure())
+        #expect(throws: Never.self) { try rig.channel.throwIfErrorCaught() }
+        rig.channel.isWritable = true
+        rig.channel.pipeline.fireChannelWritabilityChanged()
+        #expect(rig.served == 1, "the makePayment waiting was started after the error")
+        #expect(!rig.channel.isActive, "the connection stays open after an unparsable request")
+    }
+
+    /// A makePayment whose body is malformed is answered 400 (71) and the connection closes once
+    /// that answer is out. Until then, the decoder's later errors and a quiesce stop here: passed
+    /// on, Hummingbird would close the channel at once, the 400 still being written.
+    @Test func nothingClosesTheConnectionUnderItsLastAnswer() throws {
+        let rig = try HandlerRig()
+        let writes = HeldWrites()
+        try rig.channel.pipeline.syncOperations.addHandler(writes, position: .first)
+        try rig.read(HandlerRig.post("/makePayment"), HandlerRig.body("{"))
+        rig.channel.pipeline.fireErrorCaught(ParseFailure())
+        guard case .head(let head)? = try rig.channel.readOutbound(as: HTTPResponsePart.self) else { Issue.record("no answer"); return }
+        #expect(head.status.code == 400 && head.headerFields[.connection] == "close")
+        rig.channel.pipeline.fireErrorCaught(ParseFailure())  // the decoder reports each read after its first error
+        #expect(throws: Never.self) { try rig.channel.throwIfErrorCaught() }
+        rig.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        #expect(rig.router.quiesces == 0, "a quiesce passed on would close the connection under the 400")
+        #expect(rig.channel.isActive)
+        writes.completeAll()
+        #expect(!rig.channel.isActive, "the connection stays open after its closing answer")
+    }
+}
+
+@Suite struct MakePaymentHeaderTests {
+    /// RFC 9110 §5.6.7's own example of an IMF-fixdate.
+    @Test func theDateHeaderIsAnIMFFixdate() {
+        #expect(HTTPDate.format(784_111_777) == "Sun, 06 Nov 1994 08:49:37 GMT")
+        #expect(HTTPDate.format(0) == "Thu, 01 Jan 1970 00:00:00 GMT")
+        var date = HTTPDate()
+        #expect(date.now().hasSuffix(" GMT") && date.now().count == 29)
+    }
+
+    @Test(arguments: [("close", true), ("Close", true), ("keep-alive, CLOSE", true), ("keep-alive", false),
+                      ("upgrade", false), ("clos", false), ("cLoSe", true)])
+    func aConnectionHeaderAsksToClose(value: String, closes: Bool) {
+        let head = HTTPRequest(method: .post, scheme: nil, authority: "x", path: "/makePayment", headerFields: [.connection: value])
+        #expect(MakePaymentChannelHandler.asksToClose(head) == closes)
     }
 }
 

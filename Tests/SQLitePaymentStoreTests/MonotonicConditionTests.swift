@@ -1,3 +1,4 @@
+import Acquiring
 import Foundation
 @testable import SQLitePaymentStore
 import Testing

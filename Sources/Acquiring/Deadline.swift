@@ -165,11 +165,3 @@ final class DeadlineTimer: Sendable {
         }
     }
 }
-
-extension Duration {
-    /// Whole milliseconds, for the store's wall-clock fields.
-    var milliseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1_000 + attoseconds / 1_000_000_000_000_000
-    }
-}
