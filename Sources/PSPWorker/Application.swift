@@ -91,7 +91,7 @@ public struct PSPWorkerComponents: Sendable {
             iso.terminalId = terminalId
             return ISO8583Acquirer(configuration: iso, logger: componentLogger("psp-worker.iso8583"))
         case .http(let baseURL):
-            return HTTPAcquirer(baseURL: baseURL)!
+            return HTTPAcquirer(baseURL: baseURL, logger: componentLogger("psp-worker.http-acquirer"))!
         }
     }
 }

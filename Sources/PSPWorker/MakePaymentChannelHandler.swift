@@ -77,6 +77,9 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     private var inputClosedHeld = false
     /// At shutdown, how long a body still coming may take before its connection is closed.
     static let unfinishedBodyGrace = TimeAmount.seconds(5)
+    /// How long an answer that closes the connection may take to be written out (to a client that
+    /// reads): past it, the connection is closed with the answer unsent.
+    static let closingGrace = TimeAmount.seconds(10)
     /// How long a makePayment's body may take to arrive in full once its request is being
     /// served (its head read, or taken from the backlog): past it the connection is closed
     /// (nothing was started), however steadily the body trickles in. Vipps sends a few hundred bytes at once; a client that
@@ -365,13 +368,25 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
             passOnInputClosedIfAnswered(context: context)
             return
         }
-        // Closed once the answer is out, not before (a close fails writes still pending).
         backlog.removeAll()
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: closeOnceWritten(context: context))
+    }
+
+    /// A promise for the last write of an answer that closes the connection: the connection is
+    /// closed once that answer is out, not before (a close fails writes still pending), and
+    /// `closingGrace` after it was written at the latest (a client that reads nothing would
+    /// otherwise hold it, and a graceful shutdown, for ever: errors and the quiesce stop here
+    /// while `closing`).
+    private func closeOnceWritten(context: ChannelHandlerContext) -> EventLoopPromise<Void> {
         closing = true
         let channel = context.channel
         let written = context.eventLoop.makePromise(of: Void.self)
-        written.futureResult.whenComplete { _ in channel.close(promise: nil) }
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
+        let grace = context.eventLoop.scheduleTask(in: Self.closingGrace) { channel.close(promise: nil) }
+        written.futureResult.whenComplete { _ in
+            grace.cancel()
+            channel.close(promise: nil)
+        }
+        return written
     }
 
     /// The challenge of a makePayment refused 401: the Authorization header carries the payment's
@@ -432,11 +447,8 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
                 context.write(wrapOutboundOut(.head(head)), promise: promise)
                 return
             case .end:
-                closing = true
                 backlog.removeAll()
-                let channel = context.channel
-                let written = context.eventLoop.makePromise(of: Void.self)
-                written.futureResult.whenComplete { _ in channel.close(promise: nil) }
+                let written = closeOnceWritten(context: context)
                 if let promise { written.futureResult.cascade(to: promise) }
                 context.write(data, promise: written)
                 return
@@ -506,13 +518,6 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
             // retried.
             backlog.removeAll()
             handedOnCloses = true
-        case .idle where !backlog.isEmpty:
-            // Requests wait because the client reads its answers slowly: Hummingbird's 400 would
-            // go out at once and be taken for the first of them (a makePayment told 400, never
-            // started). None is started; the output closes once the answers written are out.
-            backlog.removeAll()
-            closing = true
-            context.close(mode: .output, promise: nil)
         case .idle, .handedOn:
             // Hummingbird answers it 400 right after its answer to the request it holds, and then
             // stops reading. What waits in the backlog (answers not read by the client) must not
@@ -524,6 +529,8 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, event == .inputClosed {
+            // Closing already, once our last answer is out: Hummingbird would close under it.
+            if closing { return }
             // A half-close: Hummingbird would close the connection at once, with our answer still
             // owed (the payment processed, its answer lost). Held until it is answered.
             if case .answering = state { inputClosedHeld = true; return }

@@ -107,7 +107,7 @@ extension TestResponse {
             (approved, "3012", nil), (SimulatorAcquirer.testCard(code: "51"), "3012", 89),
             (SimulatorAcquirer.testCard(code: "99"), "3012", 85), (approved, "2001", 86), (badLuhn, "3012", 87),
         ]
-        try await LiveWorker.run(acquirerTimeout: .seconds(3), logger: logs.logger, componentLogger: { logs.logger(label: $0) }) { client in
+        try await LiveWorker.run(acquirerTimeout: .seconds(5), logger: logs.logger, componentLogger: { logs.logger(label: $0) }) { client in
             for (i, c) in cases.enumerated() {
                 _ = try await client.register("pl-\(i)")
                 let response = try await client.makePayment("pl-\(i)", cardData: TestKeys.cardData("\(c.pan),\(c.expiry),session"))

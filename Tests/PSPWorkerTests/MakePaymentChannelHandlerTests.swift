@@ -21,11 +21,14 @@ final class HandlerRig {
         var parts: [HTTPRequestPart] = []
         /// Quiesce events that reached it (Hummingbird closes an idle connection at one).
         var quiesces = 0
+        /// Half-closes that reached it (Hummingbird closes the connection at one).
+        var inputCloses = 0
         var context: ChannelHandlerContext?
         func handlerAdded(context: ChannelHandlerContext) { self.context = context }
         func channelRead(context: ChannelHandlerContext, data: NIOAny) { parts.append(unwrapInboundIn(data)) }
         func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
             if event is ChannelShouldQuiesceEvent { quiesces += 1 }
+            if let event = event as? ChannelEvent, event == .inputClosed { inputCloses += 1 }
         }
         func answer() {
             context?.write(wrapOutboundOut(.head(HTTPResponse(status: .created))), promise: nil)
@@ -245,25 +248,6 @@ final class ReadCounter: ChannelOutboundHandler, @unchecked Sendable {
         #expect(throws: ParseFailure.self) { try alone.channel.throwIfErrorCaught() }
     }
 
-    /// A client that reads its answers slowly (the channel not writable), a makePayment waiting
-    /// behind the one answered, then a request the codec cannot parse: Hummingbird's bare 400
-    /// would go out at once and be taken for the waiting makePayment's answer (told 400, never
-    /// started). The error is not passed on, nothing waiting starts, and the connection closes.
-    @Test func anUnparsableRequestBehindUnreadAnswersIsNotAnsweredInAnotherPlace() throws {
-        let rig = try HandlerRig()
-        try rig.read(HandlerRig.post("/makePayment"), HandlerRig.body("{}"), .end(nil))
-        #expect(rig.served == 1)
-        rig.channel.isWritable = false
-        rig.channel.pipeline.fireChannelWritabilityChanged()
-        try rig.read(HandlerRig.post("/makePayment"), HandlerRig.body("{}"), .end(nil))
-        rig.channel.pipeline.fireErrorCaught(ParseFailure())
-        #expect(throws: Never.self) { try rig.channel.throwIfErrorCaught() }
-        rig.channel.isWritable = true
-        rig.channel.pipeline.fireChannelWritabilityChanged()
-        #expect(rig.served == 1, "the makePayment waiting was started after the error")
-        #expect(!rig.channel.isActive, "the connection stays open after an unparsable request")
-    }
-
     /// A makePayment whose body is malformed is answered 400 (71) and the connection closes once
     /// that answer is out. Until then, the decoder's later errors and a quiesce stop here: passed
     /// on, Hummingbird would close the channel at once, the 400 still being written.
@@ -279,9 +263,26 @@ final class ReadCounter: ChannelOutboundHandler, @unchecked Sendable {
         #expect(throws: Never.self) { try rig.channel.throwIfErrorCaught() }
         rig.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
         #expect(rig.router.quiesces == 0, "a quiesce passed on would close the connection under the 400")
+        rig.channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        #expect(rig.router.inputCloses == 0, "a half-close passed on would close the connection under the 400")
         #expect(rig.channel.isActive)
         writes.completeAll()
         #expect(!rig.channel.isActive, "the connection stays open after its closing answer")
+    }
+
+    /// A closing answer the client never reads (its socket's buffer full) does not hold the
+    /// connection, nor a graceful shutdown, for ever: it is closed `closingGrace` after.
+    @Test func aClosingAnswerNobodyReadsIsClosedAfterTheGrace() throws {
+        let rig = try HandlerRig()
+        let writes = HeldWrites()
+        try rig.channel.pipeline.syncOperations.addHandler(writes, position: .first)
+        try rig.read(HandlerRig.post("/makePayment"), HandlerRig.body("{"))
+        rig.channel.pipeline.fireErrorCaught(ParseFailure())
+        rig.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        rig.loop.advanceTime(by: MakePaymentChannelHandler.closingGrace - .seconds(1))
+        #expect(rig.channel.isActive, "closed before the grace, the answer still being written")
+        rig.loop.advanceTime(by: .seconds(1))
+        #expect(!rig.channel.isActive, "a closing answer nobody reads holds the connection past the grace")
     }
 }
 

@@ -28,7 +28,8 @@ import Testing
         let h = try PipelineHarness()
         try await h.register("ac-1")
         let acquirer = LooksAtTheStoreFile(path: h.path)
-        let pipeline = PipelineHarness.pipeline(store: h.store, acquirer: acquirer)
+        // A generous timeout: the acquirer opens a store of its own inside it.
+        let pipeline = PipelineHarness.pipeline(store: h.store, acquirer: acquirer, acquirerTimeout: .seconds(10))
         let result = await h.makePayment(h.request("ac-1", cardData: h.cardData(code: "00")), through: pipeline)
         #expect(result == MakePaymentResult(httpStatus: 200, response: .ok("ac-1")))
         let (seen, attemptId) = try #require(acquirer.seen.withLock { $0 })
@@ -1214,8 +1215,6 @@ final class IgnoresCancellation: AcquirerAdapter {
     }
 }
 
-/// A store whose outcome writes wait for `gate`, and then, with `failing`, fail (the lock
-/// held past its timeout by the group that committed the other outcome, say).
 /// Counts `payment(_:)` reads: how many times a caller looked.
 final class CountsPaymentReads: ForwardingPaymentStore {
     let base: any PaymentStore
@@ -1228,6 +1227,8 @@ final class CountsPaymentReads: ForwardingPaymentStore {
     }
 }
 
+/// A store whose outcome writes wait for `gate`, and then, with `failing`, fail (the lock
+/// held past its timeout by the group that committed the other outcome, say).
 final class GatedOutcomes: ForwardingPaymentStore {
     struct Refused: Error {}
     let base: any PaymentStore
