@@ -20,6 +20,7 @@ enum Fixtures {
 
     static func publicKey() throws -> RSAKey { try RSAKey.publicKey(pem: bytes("psp-public-key.pem"), source: "psp-public-key.pem") }
 
+    /// Named in test output by `name` (Swift Testing's protocol): its plaintext, a card, is not printed.
     struct InteropCase: Decodable, CustomTestStringConvertible {
         let name: String
         let cardData: String
@@ -47,8 +48,6 @@ enum Fixtures {
         return file.testGroups[0]
     }
 }
-
-protocol CustomTestStringConvertible {}
 
 extension Array where Element == UInt8 {
     init(hex: String) {
