@@ -52,6 +52,10 @@ public final class ReversalService: ReversalSender {
     private let sending = Mutex<Set<String>>([])
     /// Reversals sent without a record (`sendUnrecorded`), so each goes out once from here.
     private let sentUnrecorded = Mutex<Set<String>>([])
+    /// Every reversal this process has sent without a record (the latest ones; those are rare,
+    /// one per outcome the store failed to write): the recorded send of one is a repeat (0401), since the
+    /// host may hold the first send's 0400.
+    private let everSentUnrecorded = Mutex(RecentMap<String, Void>(limit: 10_000))
     /// A backlog's retries in an acquirer's outage, and the store's refusals while it fails: a few
     /// lines and a count per 10 s each, not a line per try.
     private let retryLog = LogLimiter()
@@ -200,6 +204,7 @@ public final class ReversalService: ReversalSender {
         var request = reversal
         let acquirer = self.acquirer
         let first = ContinuousClock.now
+        everSentUnrecorded.withLock { $0.set((), for: reversal.reversalId) }
         var failures = 0, tries = 0
         var lastError = "none"
         while true {
@@ -345,8 +350,10 @@ public final class ReversalService: ReversalSender {
         // The claim counted this try (`request.sendCount`): 1 for a first send (0400), more for a
         // repeat (0401). A claim too slow to send under (above) counts too: the next send is then
         // a repeat of one the host never had, which it takes as it would the first.
+        // Sent before from here without a record: the host may hold that 0400, so this is a repeat.
         let tries = record.tries
-        let request = record.request
+        var request = record.request
+        if request.sendCount < 2, everSentUnrecorded.withLock({ $0[id] != nil }) { request.sendCount = 2 }
         metrics.reversalsSent.increment()
         let acquirer = self.acquirer
         let outcome = await withDeadline(sendWithin) { [request] in try await acquirer.reverse(request) }

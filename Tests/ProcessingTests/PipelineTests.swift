@@ -540,6 +540,25 @@ import Testing
         await service.finishSendingSoon()
     }
 
+    /// Once this process has sent a reversal without a record, the recorded one's first send is a
+    /// repeat (an 0401): the host may hold the unrecorded 0400, and a second 0400 for the same
+    /// authorization can be refused as a duplicate (94).
+    @Test func aRecordedReversalSentBeforeWithoutARecordGoesOutAsARepeat() async throws {
+        let h = try PipelineHarness()
+        let reversal = try await h.reversalDue("ux-1")
+        let acquirer = ReversalAnswers(["ux-1": .reversed])
+        let service = ReversalService(store: h.store, acquirer: acquirer)
+        service.sendUnrecorded(reversal)
+        // The recorded one, sent once the unrecorded send (acknowledged) no longer holds its id.
+        try await waitUntil {
+            _ = await service.sendDue(limit: 10)
+            return acquirer.sends.withLock { $0["ux-1"] } == 2
+        }
+        await service.finishSendingSoon()
+        #expect(acquirer.sendCounts.withLock { $0["ux-1"] } == [1, 2], "the recorded send after an unrecorded one was not a repeat")
+        #expect(try await h.store.reversals(for: "ux-1").first?.state == .acknowledged)
+    }
+
     /// A refusal decided on a stale `pending` (the front's memory, while another process began an
     /// attempt) must not close that attempt without reversing it: its outcome is the answer.
     @Test func aRefusalOnAStalePendingDoesNotCloseAnAttemptInFlight() async throws {
