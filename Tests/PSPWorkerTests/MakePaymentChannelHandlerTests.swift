@@ -248,15 +248,22 @@ final class ReadCounter: ChannelOutboundHandler, @unchecked Sendable {
         #expect(throws: ParseFailure.self) { try alone.channel.throwIfErrorCaught() }
     }
 
-    /// A makePayment whose body is malformed is answered 400 (71) and the connection closes once
-    /// that answer is out. Until then, the decoder's later errors and a quiesce stop here: passed
-    /// on, Hummingbird would close the channel at once, the 400 still being written.
-    @Test func nothingClosesTheConnectionUnderItsLastAnswer() throws {
+    /// A makePayment with a malformed body, answered 400 (71) with `Connection: close`, the answer
+    /// not yet written out (the writes held).
+    static func closingAnswerBeingWritten() throws -> (HandlerRig, HeldWrites) {
         let rig = try HandlerRig()
         let writes = HeldWrites()
         try rig.channel.pipeline.syncOperations.addHandler(writes, position: .first)
         try rig.read(HandlerRig.post("/makePayment"), HandlerRig.body("{"))
         rig.channel.pipeline.fireErrorCaught(ParseFailure())
+        return (rig, writes)
+    }
+
+    /// A makePayment whose body is malformed is answered 400 (71) and the connection closes once
+    /// that answer is out. Until then, the decoder's later errors and a quiesce stop here: passed
+    /// on, Hummingbird would close the channel at once, the 400 still being written.
+    @Test func nothingClosesTheConnectionUnderItsLastAnswer() throws {
+        let (rig, writes) = try Self.closingAnswerBeingWritten()
         guard case .head(let head)? = try rig.channel.readOutbound(as: HTTPResponsePart.self) else { Issue.record("no answer"); return }
         #expect(head.status.code == 400 && head.headerFields[.connection] == "close")
         rig.channel.pipeline.fireErrorCaught(ParseFailure())  // the decoder reports each read after its first error
@@ -273,11 +280,7 @@ final class ReadCounter: ChannelOutboundHandler, @unchecked Sendable {
     /// A closing answer the client never reads (its socket's buffer full) does not hold the
     /// connection, nor a graceful shutdown, for ever: it is closed `closingGrace` after.
     @Test func aClosingAnswerNobodyReadsIsClosedAfterTheGrace() throws {
-        let rig = try HandlerRig()
-        let writes = HeldWrites()
-        try rig.channel.pipeline.syncOperations.addHandler(writes, position: .first)
-        try rig.read(HandlerRig.post("/makePayment"), HandlerRig.body("{"))
-        rig.channel.pipeline.fireErrorCaught(ParseFailure())
+        let (rig, writes) = try Self.closingAnswerBeingWritten()
         rig.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
         rig.loop.advanceTime(by: MakePaymentChannelHandler.closingGrace - .seconds(1))
         #expect(rig.channel.isActive, "closed before the grace, the answer still being written")
