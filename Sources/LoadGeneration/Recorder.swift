@@ -87,6 +87,19 @@ public final class Recorder: Sendable {
         if answered { s.intervalAnswers[index] += 1 }
     }
 
+    /// A request of the timed run ended at `instant`, answered or not: its latency (from its intended
+    /// send time) and send lag. Requests on several connections may end out of order.
+    private func recordRequest(_ s: inout State, latency: Duration, sendLag: Duration?, at instant: ContinuousClock.Instant, answered: Bool) {
+        s.lastEnded = max(s.lastEnded ?? instant, instant)
+        // Counted once per request: its send lag is part of its latency.
+        if Self.beyondRange(latency) || sendLag.map(Self.beyondRange) == true { s.beyondRange += 1 }
+        let micros = Self.micros(latency)
+        _ = s.latency.record(micros)
+        recordInInterval(&s, micros, at: instant, answered: answered)
+        // The most delayed sends are the ones that time out: left out, the lag would flatter the generator.
+        if let sendLag { _ = s.sendLag.record(Self.micros(sendLag)) }
+    }
+
     /// A payment case was sent (counted once, even when a duplicate sends twice).
     public func sent(_ kind: CaseKind) {
         state.withLock { $0.kinds[kind.name, default: 0] += 1 }
@@ -97,14 +110,7 @@ public final class Recorder: Sendable {
                          at instant: ContinuousClock.Instant = .now) {
         state.withLock { s in
             s.answered += 1
-            // Answers from several connections may be recorded out of order.
-            s.lastEnded = max(s.lastEnded ?? instant, instant)
-            // Counted once per answer: its send lag is part of its latency.
-            if Self.beyondRange(latency) || sendLag.map(Self.beyondRange) == true { s.beyondRange += 1 }
-            let micros = Self.micros(latency)
-            _ = s.latency.record(micros)
-            recordInInterval(&s, micros, at: instant, answered: true)
-            if let sendLag { _ = s.sendLag.record(Self.micros(sendLag)) }
+            recordRequest(&s, latency: latency, sendLag: sendLag, at: instant, answered: true)
             s.outcomes[answer.outcome, default: 0] += 1
             if let problem = answer.problem { Self.mismatch(&s, label() + ": " + problem) }
         }
@@ -129,14 +135,11 @@ public final class Recorder: Sendable {
         state.withLock { s in
             if let latency {
                 // A request of the timed run (the read-back's failures after it have no latency).
-                s.lastEnded = max(s.lastEnded ?? instant, instant)
-                if Self.beyondRange(latency) || sendLag.map(Self.beyondRange) == true { s.beyondRange += 1 }
-                let micros = Self.micros(latency)
-                _ = s.latency.record(micros)
-                recordInInterval(&s, micros, at: instant, answered: false)
+                recordRequest(&s, latency: latency, sendLag: sendLag, at: instant, answered: false)
+            } else if let sendLag {
+                // The most delayed sends are the ones that time out: left out, the lag would flatter the generator.
+                _ = s.sendLag.record(Self.micros(sendLag))
             }
-            // The most delayed sends are the ones that time out: left out, the lag would flatter the generator.
-            if let sendLag { _ = s.sendLag.record(Self.micros(sendLag)) }
             s.transportErrors += 1
             s.outcomes["transport error", default: 0] += 1
             Self.mismatch(&s, description)
