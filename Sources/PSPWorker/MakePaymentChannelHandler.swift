@@ -374,7 +374,7 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
 
     /// A promise for the last write of an answer that closes the connection: the connection is
     /// closed once that answer is out, not before (a close fails writes still pending), and
-    /// `closingGrace` after it was written at the latest (a client that reads nothing would
+    /// `closingGrace` after it was queued at the latest (a client that reads nothing would
     /// otherwise hold it, and a graceful shutdown, for ever: errors and the quiesce stop here
     /// while `closing`).
     private func closeOnceWritten(context: ChannelHandlerContext) -> EventLoopPromise<Void> {

@@ -350,10 +350,12 @@ public final class ReversalService: ReversalSender {
         // The claim counted this try (`request.sendCount`): 1 for a first send (0400), more for a
         // repeat (0401). A claim too slow to send under (above) counts too: the next send is then
         // a repeat of one the host never had, which it takes as it would the first.
-        // Sent before from here without a record: the host may hold that 0400, so this is a repeat.
+        // Sent before from here without a record: the host may hold that 0400, so this is a repeat;
+        // unless approved late since, which starts it again as new (a repeat would replay the 25
+        // the host gave that send).
         let tries = record.tries
         var request = record.request
-        if request.sendCount < 2, everSentUnrecorded.withLock({ $0[id] != nil }) { request.sendCount = 2 }
+        if request.sendCount < 2, !record.lateApproved, everSentUnrecorded.withLock({ $0[id] != nil }) { request.sendCount = 2 }
         metrics.reversalsSent.increment()
         let acquirer = self.acquirer
         let outcome = await withDeadline(sendWithin) { [request] in try await acquirer.reverse(request) }

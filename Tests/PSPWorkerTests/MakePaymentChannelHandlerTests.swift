@@ -280,7 +280,7 @@ final class ReadCounter: ChannelOutboundHandler, @unchecked Sendable {
     /// A closing answer the client never reads (its socket's buffer full) does not hold the
     /// connection, nor a graceful shutdown, for ever: it is closed `closingGrace` after.
     @Test func aClosingAnswerNobodyReadsIsClosedAfterTheGrace() throws {
-        let (rig, writes) = try Self.closingAnswerBeingWritten()
+        let (rig, _) = try Self.closingAnswerBeingWritten()
         rig.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
         rig.loop.advanceTime(by: MakePaymentChannelHandler.closingGrace - .seconds(1))
         #expect(rig.channel.isActive, "closed before the grace, the answer still being written")

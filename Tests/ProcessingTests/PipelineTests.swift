@@ -540,6 +540,29 @@ import Testing
         await service.finishSendingSoon()
     }
 
+    /// A reversal sent here without a record (answered 25) and then approved late starts again as
+    /// new, as any reversal approved late does: a first send (0400), not a repeat of the send the
+    /// host answered 25 (which a host keeping its answers would replay).
+    @Test func aReversalApprovedLateAfterAnUnrecordedSendStartsAgainAsNew() async throws {
+        let h = try PipelineHarness()
+        let reversal = try await h.reversalDue("ul-1")
+        let acquirer = ReversalAnswers(["ul-1": .noOriginal])
+        var configuration = ReversalService.Configuration()
+        configuration.noOriginalSettleMilliseconds = 0  // the first 25 is final
+        let service = ReversalService(store: h.store, acquirer: acquirer, configuration: configuration)
+        service.sendUnrecorded(reversal)
+        try await waitUntil { acquirer.sends.withLock { $0["ul-1"] } == 1 }
+        let at = wallClockMilliseconds()
+        #expect(try await h.store.lateApproval(ofReversal: reversal.reversalId, now: at, claimsEndBy: at) == .reopened)
+        acquirer.answers.withLock { $0["ul-1"] = .reversed }
+        try await waitUntil {
+            _ = await service.sendDue(limit: 10)
+            return acquirer.sends.withLock { $0["ul-1"] } == 2
+        }
+        await service.finishSendingSoon()
+        #expect(acquirer.sendCounts.withLock { $0["ul-1"] } == [1, 1], "the reversal approved late went out as a repeat")
+    }
+
     /// Once this process has sent a reversal without a record, the recorded one's first send is a
     /// repeat (an 0401): the host may hold the unrecorded 0400, and a second 0400 for the same
     /// authorization can be refused as a duplicate (94).
