@@ -6,6 +6,7 @@ import NIOHTTP1
 import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
 import Processing
+import Synchronization
 
 /// Serves `POST <makePaymentPath>` straight from the connection's channel pipeline, ahead of
 /// Hummingbird's router, and hands every other request on to it. makePayment is the one call on
@@ -648,9 +649,11 @@ final class HTTP1RequestHeadChecks: ChannelInboundHandler, RemovableChannelHandl
     }
 }
 
-/// The Date header's IMF-fixdate, made at most once a second. One per connection, on its event
-/// loop: no lock on the answer's path (one shared by the event loops was taken by every answer).
+/// The Date header's IMF-fixdate. Formatted once a second for the whole process (`shared`), and
+/// remembered by each connection, on its event loop: the shared lock is taken once per connection
+/// per second, not by every answer, and the text is made once a second, not once per connection.
 struct HTTPDate {
+    private static let shared = Mutex<(second: Int, text: String)>((-1, ""))
     private var second = -1
     private var text = ""
 
@@ -658,8 +661,12 @@ struct HTTPDate {
         var time = timespec()
         clock_gettime(CLOCK_REALTIME, &time)
         if time.tv_sec == second { return text }
-        second = time.tv_sec
-        text = Self.format(second)
+        let now = time.tv_sec
+        second = now
+        text = Self.shared.withLock { cached in
+            if cached.second != now { cached = (now, Self.format(now)) }
+            return cached.text
+        }
         return text
     }
 
