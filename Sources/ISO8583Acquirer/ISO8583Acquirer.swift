@@ -312,6 +312,7 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
         // unreversed. `received` does not take one for it; checked again here (a failed try, and
         // the reversal is sent again).
         if let named = reply[37], named != original.rrn {
+            forgetFirstSend(of: reversal)
             throw AcquirerUnavailable("0410 names another original (field 37)")
         }
         // 25: the host cannot find the original (yet). Not 94 (duplicate): a host that keeps
@@ -319,6 +320,11 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
         switch reply[39] {
         case "00": return .reversed
         case "25": return .noOriginal
+        case "94":
+            // The host already has a message under this terminal and STAN (another process's on
+            // that terminal, say): a repeat under the same STAN would be told 94 again, every try.
+            forgetFirstSend(of: reversal)
+            throw AcquirerUnavailable("reversal refused with 94 (duplicate transmission)")
         default: throw AcquirerUnavailable("reversal refused with \(reply[39] ?? "no code")")
         }
     }
@@ -339,6 +345,11 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
             sends.set(first, for: reversal.reversalId)
             return (first.stan, first.clock)
         }
+    }
+    /// The next repeat gets a STAN of its own (an 0401 still; field 90 names the original), as
+    /// after a restart: the host took this one for another message's.
+    private func forgetFirstSend(of reversal: ReversalRequest) {
+        _ = firstReversalSends.withLock { $0.removeValue(forKey: reversal.reversalId) }
     }
     private let firstReversalSends = Mutex(RecentMap<String, (stan: String, clock: ISOClock, issued: Int)>(limit: rememberedReversals))
     static let rememberedReversals = 10_000

@@ -204,13 +204,19 @@ public final class ReversalService: ReversalSender {
         var request = reversal
         let acquirer = self.acquirer
         let first = ContinuousClock.now
-        everSentUnrecorded.withLock { $0.set((), for: reversal.reversalId) }
+        // Sent before without a record (an earlier round given up): this round repeats it (0401),
+        // not a second 0400 under a new STAN.
+        let sentBefore = everSentUnrecorded.withLock { map in
+            defer { map.set((), for: reversal.reversalId) }
+            return map[reversal.reversalId] != nil
+        }
         var failures = 0, tries = 0
+        let earlierSends = sentBefore ? 1 : 0
         var lastError = "none"
         while true {
             let last = stopping.load(ordering: .relaxed)
             tries += 1
-            request.sendCount = tries
+            request.sendCount = earlierSends + tries
             metrics.reversalsSent.increment()
             let outcome = await withDeadline(configuration.timeout) { [request] in try await acquirer.reverse(request) }
             switch outcome {

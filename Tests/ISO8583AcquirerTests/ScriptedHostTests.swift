@@ -157,6 +157,39 @@ final class ScriptedHost: Sendable {
         #expect(Set(sent.map { $0[37] }) == [sent[0][37]], "every send names the same original")
     }
 
+    /// A 94 (duplicate transmission: the host has another message under this terminal and STAN)
+    /// fails the try, and the repeat goes out under a STAN of its own: under the same one it was
+    /// told 94 again at every try until the reversal was given up on. (A 25 is not: its repeat is
+    /// the same message, asked again while the original may still be filed.)
+    @Test(arguments: ["94", "25"]) func aRepeatAfterA94GetsAFreshSTAN(code: String) async throws {
+        let answered = Mutex(0)
+        let host = try await ScriptedHost { request in
+            let first = answered.withLock { count in
+                defer { count += 1 }
+                return count == 0
+            }
+            return ScriptedHost.reply(to: request, mti: "0410", fields: [3, 4, 7, 11, 37, 41], code: first ? code : "00")
+        }
+        defer { Task { await host.stop() } }
+        let iso = ISO8583Acquirer(configuration: .init(host: "127.0.0.1", port: host.port))
+        var reversal = Self.reversal(iso, "a1")
+        if code == "25" {
+            #expect(try await iso.reverse(reversal) == .noOriginal)
+        } else {
+            await #expect(throws: AcquirerUnavailable.self) { try await iso.reverse(reversal) }
+        }
+        reversal.sendCount = 2
+        #expect(try await iso.reverse(reversal) == .reversed)
+        let sent = host.received
+        #expect(sent.map(\.mti) == ["0400", "0401"])
+        if code == "94" {
+            #expect(sent[1][11] != sent[0][11], "the repeat reused the STAN the host took for another message's")
+        } else {
+            #expect(sent[1][11] == sent[0][11], "a repeat after a 25 is the same message")
+        }
+        #expect(sent[1][90] == sent[0][90], "both name the same original")
+    }
+
     /// Many hosts answer network management with fields 7, 11, 39 and 70 only: such an 0810
     /// answers our echo (which otherwise looked unanswered, and the connection was closed).
     @Test func anEchoAnswerWithoutTerminalAnswersTheEcho() async throws {

@@ -582,6 +582,28 @@ import Testing
         #expect(try await h.store.reversals(for: "ux-1").first?.state == .acknowledged)
     }
 
+    /// An unrecorded reversal given up on (five failures) and found again by the sweep or a
+    /// retry, the store still refusing writes: the new round repeats the first send (0401), not a
+    /// second 0400 under a new STAN for the same authorization.
+    @Test func anUnrecordedReversalSentAgainGoesOutAsARepeat() async throws {
+        let h = try PipelineHarness()
+        let reversal = try await h.reversalDue("ua-1")
+        let acquirer = ReversalAnswers([:])
+        acquirer.failing.withLock { $0.insert("ua-1") }
+        var configuration = ReversalService.Configuration()
+        configuration.firstRetryMilliseconds = 1
+        let service = ReversalService(store: h.store, acquirer: acquirer, configuration: configuration)
+        // As the sweep finds the orphan again and again: ignored while a round is under way.
+        try await waitUntil(timeout: .seconds(10)) {
+            service.sendUnrecorded(reversal)
+            return acquirer.sends.withLock { $0["ua-1"] ?? 0 } > 5
+        }
+        await service.finishSendingSoon()
+        let counts = acquirer.sendCounts.withLock { $0["ua-1"] ?? [] }
+        #expect(counts.first == 1)
+        #expect(counts.dropFirst().allSatisfy { $0 >= 2 }, "a later round sent a first 0400 again: \(counts)")
+    }
+
     /// A refusal decided on a stale `pending` (the front's memory, while another process began an
     /// attempt) must not close that attempt without reversing it: its outcome is the answer.
     @Test func aRefusalOnAStalePendingDoesNotCloseAnAttemptInFlight() async throws {
@@ -1226,6 +1248,8 @@ final class ReversalAnswers: AcquirerAdapter {
     func authorize(_ request: AuthorizationRequest) async throws -> AcquirerAnswer { throw AcquirerUnavailable("not used") }
     /// Run after each send is counted, before it is answered (a test holds the answer there).
     nonisolated(unsafe) var before: (@Sendable () async -> Void)?
+    /// Payments whose reversals fail (no answer the adapter could read).
+    let failing = Mutex<Set<String>>([])
     /// What a payment's sends after its first get (a host that reversed it answers 25 after).
     let later = Mutex<[String: ReversalAnswer]>([:])
     func reverse(_ reversal: ReversalRequest) async throws -> ReversalAnswer {
@@ -1235,6 +1259,7 @@ final class ReversalAnswers: AcquirerAdapter {
         sends.withLock { $0[reversal.pspTransactionId, default: 0] += 1 }
         sendCounts.withLock { $0[reversal.pspTransactionId, default: []].append(reversal.sendCount) }
         await before?()
+        if failing.withLock({ $0.contains(reversal.pspTransactionId) }) { throw AcquirerUnavailable("no answer") }
         return answer
     }
 }
