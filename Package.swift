@@ -180,7 +180,7 @@ let package = Package(
         .testTarget(name: "ProcessingTests", dependencies: ["Processing", "Acquiring", "MakePayment", "CardCrypto", "SQLitePaymentStore", "PaymentStoreConformance"], resources: [.copy("Fixtures")]),
         .testTarget(name: "SQLitePaymentStoreTests", dependencies: ["SQLitePaymentStore", "PaymentStoreConformance", "Processing", "MakePayment", "Acquiring"]),
         .testTarget(name: "LoadGenerationTests", dependencies: [
-            "LoadGeneration", "MakePayment", .product(name: "NIOCore", package: "swift-nio"),
+            "LoadGeneration", "MakePayment", "CardCrypto", .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .testTarget(name: "PSPWorkerTests", dependencies: [

@@ -60,6 +60,10 @@ public enum CaseKind: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// The answer comes before any acquirer is asked (72, 92, 401, 87, 86): the read-back after
+    /// the run checks that none was.
+    public var neverAuthorized: Bool { !reachesAcquirer }
+
     /// An authorization that may stand after the answer the payment gets, so the worker must
     /// reverse it: no answer at all (the timeout card), a partial approval (10), and the
     /// issuer's late answer (68). Against the simulator only (it counts reversals); refusals that

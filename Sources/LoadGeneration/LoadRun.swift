@@ -280,12 +280,13 @@ public final class LoadRun: Sendable {
         }
     }
 
-    /// Reads back duplicates (one authorization), wrong-token payments (still pending, none) and,
-    /// where the acquirer counts them (the simulator), the authorizations that must be reversed
-    /// (it is sent as the 85 is recorded, so it is waited for a few seconds).
+    /// Reads back duplicates (one authorization), the cases answered before the acquirer (none;
+    /// wrong-token payments still pending) and, where the acquirer counts them (the simulator),
+    /// the authorizations that must be reversed (it is sent as the 85 is recorded, so it is
+    /// waited for a few seconds).
     private func verify(_ sent: ArraySlice<PlannedPayment>) async {
         let c = configuration
-        let targets = sent.filter { $0.kind.sendsTwice || $0.kind == .wrongToken || ($0.kind.mustBeReversed && !c.acquirerFaults) }
+        let targets = sent.filter { $0.kind.sendsTwice || $0.kind.neverAuthorized || ($0.kind.mustBeReversed && !c.acquirerFaults) }
         let reversalsDue = ContinuousClock.now + c.reversalWait
         // Against an acquirer with faults an approval may rightly be 85 and reversed, or not reached.
         let checksReversals = !c.acquirerFaults
@@ -325,6 +326,8 @@ public final class LoadRun: Sendable {
             }
             if payment.kind == .wrongToken, state != "pending" || sentCount != 0 {
                 recorder.mismatch("\(payment.id) [wrong-token]: state \(state) with \(sentCount) authorizations, expected pending with none")
+            } else if payment.kind.neverAuthorized, sentCount != 0 || (acquirerCount ?? 0) != 0 {
+                recorder.mismatch("\(payment.id) [\(payment.kind)]: authorized \(sentCount) times (acquirer saw \(acquirerCount ?? -1)), expected never")
             }
         }
         await connection?.close()

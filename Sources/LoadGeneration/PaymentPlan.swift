@@ -20,6 +20,9 @@ public struct PaymentPlanner: Sendable {
     public var makePaymentPath: String
     public var hostHeader: String
     public var amount = 10_000
+    /// Makes each payment's makePaymentToken its own and unguessable, yet known for every index:
+    /// a wrong-token case presents another payment's real token.
+    private let tokenSeed = Self.randomHex(16)
 
     public init(runId: String, merchantSerialNumber: String, makePaymentPath: String, hostHeader: String) {
         self.runId = runId
@@ -45,10 +48,13 @@ public struct PaymentPlanner: Sendable {
 
     public func pspTransactionId(_ index: Int) -> String { "sim-\(runId)-\(index)" }
 
+    /// The makePaymentToken payment `index` is registered with.
+    func makePaymentToken(_ index: Int) -> String { "tok-\(tokenSeed)-\(index)" }
+
     /// Payment `index` of kind `kind`, its card data encrypted with `encryptor`.
     public func payment(index: Int, kind: CaseKind, encryptor: CardDataEncryptor) throws(PlanError) -> PlannedPayment {
         let id = pspTransactionId(index)
-        let token = "tok-" + Self.randomHex(16)
+        let token = makePaymentToken(index)
         let plaintext = kind.cardPlaintext(session: "s\(runId)\(index)")
         let cardData: String
         if kind == .badCryptogram {
@@ -69,7 +75,9 @@ public struct PaymentPlanner: Sendable {
         let registration = Registration(pspTransactionId: id, merchantSerialNumber: merchantSerialNumber,
                                         merchantOrderId: "order-\(runId)-\(index)", amount: amount,
                                         makePaymentToken: token, paymentText: "vipps-sim load test")
-        let presented = kind == .wrongToken ? "tok-" + Self.randomHex(16) : token
+        // Another registered payment's token (a neighbour's): a worker that checked only that the
+        // token is someone's would let it through.
+        let presented = kind == .wrongToken ? makePaymentToken(index == 0 ? 1 : index - 1) : token
         return PlannedPayment(
             id: id, kind: kind, registrationBody: Array((try? encoder.encode(registration)) ?? Data()),
             makePayment: PreparedRequest(method: .POST, uri: makePaymentPath, host: hostHeader, authorization: presented, body: body))

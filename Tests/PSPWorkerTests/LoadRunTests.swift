@@ -50,6 +50,19 @@ import Testing
         }
     }
 
+    /// The cases answered before any acquirer is asked (NO, a cryptogram that does not decrypt, a
+    /// bad check digit) are read back too: one the acquirer saw authorized is a mismatch, right as
+    /// its answer was (here an acquirer that counts one authorization more than it was sent).
+    @Test func anAuthorizationOfACaseAnsweredBeforeTheAcquirerIsAMismatch() async throws {
+        let acquirer = CountsOneTooMany()
+        try await LiveWorker.run(acquirerTimeout: .seconds(4), acquirer: acquirer) { client in
+            let report = try await run(.closed(concurrency: 4), count: 12, mix: "no=1,bad-cryptogram=1,luhn=1", port: client.port!)
+            #expect(report.transportErrors == 0)
+            #expect(report.mismatches == 12, "\(report.firstMismatches)")
+            #expect(report.firstMismatches.allSatisfy { $0.contains("expected never") }, "\(report.firstMismatches)")
+        }
+    }
+
     /// In an open loop Vipps's patience runs from a request's intended send: one that waited for a
     /// free connection has that much less of it. One connection, answers 250 ms apart, 20 a second
     /// intended, a 1 s timeout: each answer comes 250 ms after its send, but the later ones well
@@ -93,5 +106,16 @@ final class RefusesReversals: AcquirerAdapter, AuthorizationCounting {
     func authorize(_ request: AuthorizationRequest) async throws -> AcquirerAnswer { try await simulator.authorize(request) }
     func reverse(_ reversal: ReversalRequest) async throws -> ReversalAnswer { throw Down() }
     func authorizationCount(pspTransactionId: String) -> Int { simulator.authorizationCount(pspTransactionId: pspTransactionId) }
+    func reversalCount(pspTransactionId: String) -> Int { simulator.reversalCount(pspTransactionId: pspTransactionId) }
+}
+
+/// The simulator, except that it counts one authorization more for every payment than it was sent.
+final class CountsOneTooMany: AcquirerAdapter, AuthorizationCounting {
+    let simulator = SimulatorAcquirer()
+    var name: String { simulator.name }
+    func attemptReference(for attemptId: String) -> String { simulator.attemptReference(for: attemptId) }
+    func authorize(_ request: AuthorizationRequest) async throws -> AcquirerAnswer { try await simulator.authorize(request) }
+    func reverse(_ reversal: ReversalRequest) async throws -> ReversalAnswer { try await simulator.reverse(reversal) }
+    func authorizationCount(pspTransactionId: String) -> Int { simulator.authorizationCount(pspTransactionId: pspTransactionId) + 1 }
     func reversalCount(pspTransactionId: String) -> Int { simulator.reversalCount(pspTransactionId: pspTransactionId) }
 }
