@@ -75,6 +75,11 @@ public enum KeyFiles {
             discardEnvironmentSecret(environmentVariable)
             throw .passphraseTooLong(source: environmentVariable)
         }
+        // Set but empty (a secret store's lookup that found nothing): said so, not taken for unset.
+        if let value = getenv(environmentVariable), value.pointee == 0 {
+            discardEnvironmentSecret(environmentVariable)
+            throw .emptyPassphrase(source: environmentVariable)
+        }
         return takeEnvironmentSecret(environmentVariable)
     }
 

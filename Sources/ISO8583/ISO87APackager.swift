@@ -3,6 +3,11 @@
 ///
 /// A caseless enum because the packager holds no state; it is a namespace.
 public enum ISO87APackager {
+    /// The longest message `encode` can produce: every field 2...128 at its longest, behind the
+    /// MTI and both bitmaps (36,489 bytes). It fits a frame's 2-byte length (65,535), so a message
+    /// this packager encodes can always be framed.
+    public static let maxEncodedLength = 4 + 32 + fieldSpecs.reduce(0) { $0 + $1.kind.prefixDigits + $1.maxValueLength }
+
     /// Encodes a message. Fixed numeric values shorter than the field are left padded
     /// with '0', fixed character values right padded with ' ', short amounts zero padded
     /// after the sign; anything longer than the field is an error.

@@ -40,8 +40,9 @@ public struct ISOMessage: Sendable, Hashable {
 extension ISOMessage: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
     /// Fields replaced by "***" in logs. 35/52/55 (track 2, PIN block, EMV data) as
     /// required; 34, 36 and 45 (extended PAN, track 3, track 1) as well because they
-    /// embed the PAN too; 14 (expiry), which beside a masked PAN is card data all the same.
-    public static let fullyMaskedFields: Set<Int> = [14, 34, 35, 36, 45, 52, 55]
+    /// embed the PAN too; 14 (expiry), which beside a masked PAN is card data all the same;
+    /// 102 and 103 (account identification), where some hosts put the card's number.
+    public static let fullyMaskedFields: Set<Int> = [14, 34, 35, 36, 45, 52, 55, 102, 103]
     /// Every field that carries cardholder data: the PAN and the fully masked ones. A reply's
     /// reader that has no use for them decodes without them (`ISO87APackager.decode(_:omitting:)`).
     public static let cardholderFields: Set<Int> = fullyMaskedFields.union([2])

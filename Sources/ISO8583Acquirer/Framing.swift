@@ -106,8 +106,10 @@ public final class ISO8583FrameHandler: ChannelInboundHandler {
 }
 
 extension ByteBuffer {
-    /// Writes `body` behind its 2-byte big-endian length.
+    /// Writes `body` behind its 2-byte big-endian length. `body` is a message `ISO87APackager`
+    /// encoded, which is never longer than a frame can carry (`maxEncodedLength`).
     public mutating func writeISO8583Frame(_ body: [UInt8]) {
+        precondition(body.count <= Int(UInt16.max), "an ISO 8583 message longer than a frame can carry")
         writeInteger(UInt16(body.count))
         writeBytes(body)
     }

@@ -189,7 +189,11 @@ struct Serve: AsyncParsableCommand {
         guard groupCommitWindowMs >= 0 && groupCommitWindowMs <= 100, busyGroupCommitWindowMs >= 0 && busyGroupCommitWindowMs <= 100 else {
             throw ValidationError("--group-commit-window-ms and --busy-group-commit-window-ms must be between 0 and 100")
         }
-        if let eventLoopThreads, eventLoopThreads < 1 { throw ValidationError("--event-loop-threads must be at least 1") }
+        // One thread each: past a few per core they only contend, and too many for the process
+        // limit would stop the worker with a trap in NIO rather than this message.
+        if let eventLoopThreads, !(1...256).contains(eventLoopThreads) {
+            throw ValidationError("--event-loop-threads must be between 1 and 256")
+        }
         guard (1...1_000_000).contains(maxConnections) else { throw ValidationError("--max-connections must be between 1 and 1,000,000") }
         guard workers >= 1, queueCapacity >= 1 else { throw ValidationError("--workers and --queue-capacity must be at least 1") }
         // Each event loop needs a worker of its own: a loop with none would only feed the others'

@@ -32,6 +32,7 @@ struct MessageTests {
             message[52] = "0123456789ABCDEF"
             message[55] = "9F2608A1B2C3D4E5F607"
             message[45] = "B4925000000004444^DOE/JOHN^2512101"
+            message[102] = "4925000000004444"  // account identification, where some hosts echo the card
             return message
         }
 

@@ -64,6 +64,9 @@ struct RoundTripTests {
         let wire = try ISO87APackager.encode(message)
         #expect(text(Array(wire[4..<36])) == "FFFFFFFFFFFFFFFF" + "FFFFFFFFFFFFFFFF")
         #expect(try ISO87APackager.decode(wire) == message)
+        // The longest message there is: framing any encoded message cannot overflow the length.
+        #expect(wire.count == ISO87APackager.maxEncodedLength)
+        #expect(try LengthPrefixedFramer.frame(wire).count == wire.count + 2)
     }
 
     @Test("encoded, framed, split into chunks, reassembled and decoded")

@@ -377,6 +377,7 @@ struct ScratchStore {
         (["serve", "--acquirer", "simulator", "--private-key", "k.pem", "--drain-seconds", "301"], "--drain-seconds"),
         (["serve", "--acquirer", "simulator", "--private-key", "k.pem", "--workers", "1", "--event-loop-threads", "2"], "--workers"),
         (["serve", "--acquirer", "simulator", "--private-key", "k.pem", "--port", "70000"], "--port"),
+        (["serve", "--acquirer", "simulator", "--private-key", "k.pem", "--worker-threads", "pool", "--event-loop-threads", "100000"], "--event-loop-threads"),
         (["serve", "--acquirer", "simulator", "--private-key", "k.pem", "--max-connections", "0"], "--max-connections"),
         // Card numbers do not cross a network in clear unless the operator says the link is private.
         (["serve", "--private-key", "k.pem", "--acquirer", "http://acq.example.net:8090"], "--allow-cleartext-acquirer"),
@@ -502,6 +503,20 @@ struct ScratchStore {
         let (status, message) = try await Self.run(["keygen", "--out", directory])
         #expect(status == 0, "\(message)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory).sorted() == ["notes.txt", "private-key.pem", "public-key.pem"])
+    }
+
+    /// A passphrase variable set but empty (a secret store's lookup that found nothing) is said to
+    /// be empty: taken for unset, the worker told the operator to set the variable that was set.
+    @Test func anEmptyPassphraseInTheEnvironmentIsSaidToBe() async throws {
+        let scratch = try ScratchStore("emptypass")
+        defer { scratch.remove() }
+        let key = try #require(Bundle.module.url(forResource: "psp-private-key-encrypted", withExtension: "pem", subdirectory: "Fixtures")).path
+        var environment = ProcessInfo.processInfo.environment
+        environment["PSP_KEY_PASSPHRASE"] = ""
+        let (status, message) = try await Self.run(["serve", "--acquirer", "simulator", "--private-key", key, "--port", "0",
+                                                    "--host", "127.0.0.1", "--store", "sqlite:" + scratch.path], environment: environment)
+        #expect(status != 0)
+        #expect(message.contains("PSP_KEY_PASSPHRASE is empty"), "\(message)")
     }
 
     /// Without `--workers`, the worker takes one per event loop at least: NIO's loop count follows
