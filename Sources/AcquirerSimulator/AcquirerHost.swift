@@ -30,7 +30,8 @@ public struct AcquirerJournal: Sendable, Equatable {
     public var reversals: [String: Int] = [:]
     public var repeats = 0
     /// ISO 8583 only: 0401 repeats whose STAN was not their 0400's (a repeat is the same message
-    /// with only the MTI changed). Zero unless a process restarted between the two sends.
+    /// with only the MTI changed). Zero unless a process restarted between the two sends (or the
+    /// host answered 94, which this one never does).
     public var repeatsWithAnotherSTAN = 0
     /// The STAN of each RRN's first reversal, to check its repeats against.
     var reversalSTANs: [String: String] = [:]

@@ -312,7 +312,6 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
         // unreversed. `received` does not take one for it; checked again here (a failed try, and
         // the reversal is sent again).
         if let named = reply[37], named != original.rrn {
-            forgetFirstSend(of: reversal)
             throw AcquirerUnavailable("0410 names another original (field 37)")
         }
         // 25: the host cannot find the original (yet). Not 94 (duplicate): a host that keeps
@@ -347,7 +346,7 @@ public final class ISO8583Acquirer: AcquirerAdapter, LateReplyReporting {
         }
     }
     /// The next repeat gets a STAN of its own (an 0401 still; field 90 names the original), as
-    /// after a restart: the host took this one for another message's.
+    /// after a restart: the host took this one for another message's (94).
     private func forgetFirstSend(of reversal: ReversalRequest) {
         _ = firstReversalSends.withLock { $0.removeValue(forKey: reversal.reversalId) }
     }

@@ -224,7 +224,7 @@ public final class LoadRun: Sendable {
         return micros(usage.ru_utime) + micros(usage.ru_stime)
     }
 
-    /// One request on the slot's connection, reconnecting first if it was lost. Nil (and a
+    /// One read-back request on `connection`, reconnecting first if it was lost. Nil (and a
     /// transport error recorded) when there is no answer.
     private func exchange(_ request: PreparedRequest, label payment: PlannedPayment, connection: inout HTTPConnection?,
                           timeout: TimeAmount) async -> (answer: HTTPAnswer, sentAt: ContinuousClock.Instant)? {
@@ -238,7 +238,7 @@ public final class LoadRun: Sendable {
             let answer = try await connection!.send(request, timeout: timeout)
             return (answer, sentAt)
         } catch {
-            recorder.transportError("\(payment.id) [\(payment.kind)]: \(error)")
+            recorder.readBackFailed("\(payment.id) [\(payment.kind)]: \(error)")
             await connection?.close()
             connection = nil
             return nil

@@ -141,8 +141,16 @@ public final class Recorder: Sendable {
                 _ = s.sendLag.record(Self.micros(sendLag))
             }
             s.transportErrors += 1
-            // The outcome mix is of makePayment answers: a read-back after the run is not one.
-            if latency != nil || sendLag != nil { s.outcomes["transport error", default: 0] += 1 }
+            s.outcomes["transport error", default: 0] += 1
+            Self.mismatch(&s, description)
+        }
+    }
+
+    /// A read-back after the run (`GET /payments/{id}`) that got no answer: a transport error and
+    /// a mismatch, but not in the outcome mix, which is of makePayment's answers.
+    public func readBackFailed(_ description: String) {
+        state.withLock { s in
+            s.transportErrors += 1
             Self.mismatch(&s, description)
         }
     }
