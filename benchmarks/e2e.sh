@@ -198,11 +198,14 @@ echo "(worker µs and gen µs: psp-worker's and vipps-sim's CPU per answer; stea
 echo " idle %: what neither used. All over the timed part of each run, after registration.)"
 echo "ceiling, openssl speed rsa2048 -multi $CORES: $CEILING sign/s (mean of just before and just after the closed loop)"
 echo "closed-loop peak / ceiling: $(ratio "$PEAK" "$CEILING")   (target ≥ 0.60)"
-# The 401s (wrong tokens) need no RSA: the peak counting only the answers that did.
-WRONG_TOKENS=$(grep -o '"401 FAIL 71" : [0-9]*' "$WORK/closed.json" | awk '{ print $NF }' || true)
-if [ -n "$WRONG_TOKENS" ]; then
-    DECRYPTING=$(awk -v p="$PEAK" -v w="$WRONG_TOKENS" -v n="$(field "$WORK/closed.json" answered)" 'BEGIN { printf "%.1f", p * (n - w) / n }')
-    echo "  … counting only the answers that decrypted (not the $WRONG_TOKENS 401s): $(ratio "$DECRYPTING" "$CEILING")"
+# Some answers need no RSA: the 401s (wrong tokens), the 72s (confirmed NO, TIMEOUT, CANCEL) and the
+# second answer of each duplicate (from the stored outcome, or joined to the first in flight). The
+# peak counting only the answers that did.
+NO_RSA=$(grep -oE '"(401 FAIL 71|200 FAIL 72|duplicate|duplicate-in-flight)" : [0-9]+' "$WORK/closed.json" \
+    | awk '{ n += $NF } END { print n + 0 }')
+if [ "$NO_RSA" -gt 0 ]; then
+    DECRYPTING=$(awk -v p="$PEAK" -v w="$NO_RSA" -v n="$(field "$WORK/closed.json" answered)" 'BEGIN { printf "%.1f", p * (n - w) / n }')
+    echo "  … counting only the answers that decrypted (not the $NO_RSA that needed no RSA: 401s, 72s, duplicates' second answers): $(ratio "$DECRYPTING" "$CEILING")"
 fi
 [ -n "${SAME_PATH:-}" ] && echo "closed-loop peak / openssl speed on the worker's path: $(ratio "$PEAK" "$SAME_PATH")"
 echo "open loop at $LAST_SHARE of peak: p99 $(field "$WORK/open.json" p99) ms   (target < 20 ms)," \
