@@ -27,12 +27,13 @@ import Synchronization
 public final class HTTPAcquirer: AcquirerAdapter {
     public let name = "http"
     public let baseURL: String
-    /// The pool's connections at most (`?connections=`; ignored for a client of the caller's).
+    /// The pool's connections at most (`?connections=`).
     public let connections: Int
-    /// How long an idle connection of the pool stays open (`?idle=`; ignored for a client of the caller's).
+    /// How long an idle connection of the pool stays open (`?idle=`).
     public let idleTimeout: Duration
+    /// Always its own, set up below: a client of a caller's could follow redirects, use a proxy or
+    /// HTTP/2, none of which can be checked from outside it.
     private let client: HTTPClient
-    private let ownsClient: Bool
     /// A bound on each request of its own, behind the pipeline's deadline.
     public let requestTimeout: Duration
     private let logger: Logger
@@ -77,35 +78,27 @@ public final class HTTPAcquirer: AcquirerAdapter {
     /// - Parameter baseURL: `http://HOST:PORT[/path]` or `https://…`, with `?connections=N` if
     ///   the pool is to hold other than `defaultConnections`, `idle=S` if its connections are to
     ///   stay open idle other than `defaultIdleSeconds` seconds.
-    /// - Parameter client: a client of the caller's; it must not follow redirects
-    ///   (`redirectConfiguration = .disallow`), or a redirect would post the card elsewhere.
-    public init?(baseURL: String, client: HTTPClient? = nil, requestTimeout: Duration = .seconds(30),
+    public init?(baseURL: String, requestTimeout: Duration = .seconds(30),
                  logger: Logger = Logger(label: "psp-worker.http-acquirer")) {
         guard let (base, connections, idleSeconds) = Self.parse(baseURL) else { return nil }
         self.baseURL = base
         self.connections = connections
         idleTimeout = .seconds(idleSeconds)
-        if let client {
-            self.client = client
-            ownsClient = false
-        } else {
-            var configuration = HTTPClient.Configuration()
-            configuration.connectionPool = .init(idleTimeout: TimeAmount(idleTimeout), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)
-            configuration.timeout = .init(connect: .seconds(2), read: TimeAmount(requestTimeout))
-            // Card numbers go over this link: no protocol older than TLS 1.2 (NIOSSL's default
-            // allows 1.0), as PCI DSS asks.
-            var tls = TLSConfiguration.makeClientConfiguration()
-            tls.minimumTLSVersion = .tlsv12
-            configuration.tlsConfiguration = tls
-            // A redirect would post the clear PAN again, to wherever it points (even from https to
-            // http), and send the authorization twice: it is an unknown outcome instead.
-            configuration.redirectConfiguration = .disallow
-            // One request per connection, as `connections` counts them: over HTTP/2 every
-            // authorization would share one connection, and one reset would make them all unknown.
-            configuration.httpVersion = .http1Only
-            self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-            ownsClient = true
-        }
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool = .init(idleTimeout: TimeAmount(idleTimeout), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)
+        configuration.timeout = .init(connect: .seconds(2), read: TimeAmount(requestTimeout))
+        // Card numbers go over this link: no protocol older than TLS 1.2 (NIOSSL's default
+        // allows 1.0), as PCI DSS asks.
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.minimumTLSVersion = .tlsv12
+        configuration.tlsConfiguration = tls
+        // A redirect would post the clear PAN again, to wherever it points (even from https to
+        // http), and send the authorization twice: it is an unknown outcome instead.
+        configuration.redirectConfiguration = .disallow
+        // One request per connection, as `connections` counts them: over HTTP/2 every
+        // authorization would share one connection, and one reset would make them all unknown.
+        configuration.httpVersion = .http1Only
+        self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         self.requestTimeout = requestTimeout
         self.logger = logger
     }
@@ -113,7 +106,7 @@ public final class HTTPAcquirer: AcquirerAdapter {
     deinit {
         // Not syncShutdown: the last reference may go on an event loop thread (workers can run
         // there), where AsyncHTTPClient stops the process rather than block the loop.
-        if ownsClient { client.shutdown { _ in } }
+        client.shutdown { _ in }
     }
 
     struct AcquirerReply: Decodable {
@@ -121,6 +114,10 @@ public final class HTTPAcquirer: AcquirerAdapter {
         var authorizationCode: String?
         var acquirerReference: String?
         var message: String?
+        /// The amount approved (minor units), when the host names it: an approval of another
+        /// amount than asked is refused and reversed, as a partial approval is. A value that is no
+        /// whole number makes the reply unreadable (an unknown outcome: 85, reversed).
+        var amount: Int?
 
         /// The reply as far as it is what the API says: a response code of two letters or digits
         /// (ISO 8583 field 39), or none of it can be read (an unknown outcome). The other fields
@@ -194,7 +191,7 @@ public final class HTTPAcquirer: AcquirerAdapter {
         }
         return AcquirerAnswer(responseCode: reply.responseCode, message: reply.message,
                               authorizationCode: reply.authorizationCode, acquirerReference: reply.acquirerReference,
-                              scheme: request.scheme)
+                              scheme: request.scheme, amount: reply.amount)
     }
 
     public func reverse(_ reversal: ReversalRequest) async throws -> ReversalAnswer {

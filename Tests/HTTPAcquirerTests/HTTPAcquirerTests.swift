@@ -264,6 +264,27 @@ final class HTTPSubject: AcquirerConformanceSubject {
         }
     }
 
+    /// The amount a reply names reaches the pipeline (which refuses an approval of another amount
+    /// than asked, and reverses it); one that is no whole number makes the reply unreadable, an
+    /// unknown outcome. (Before, the field was dropped: an approval of half the amount stood.)
+    @Test(arguments: [(#"{"responseCode":"00","amount":5000}"#, 5000 as Int?), (#"{"responseCode":"00"}"#, nil),
+                      (#"{"responseCode":"00","amount":"5000"}"#, -1), (#"{"responseCode":"00","amount":50.5}"#, -1)])
+    func theAmountAReplyNamesIsPassedOn(reply: String, amount: Int?) async throws {
+        let router = Router()
+        router.post("/authorizations") { _, _ -> Response in
+            Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: reply)))
+        }
+        let request = try Self.request()
+        try await Self.withHost(router) { (port: Int) async throws in
+            let adapter = HTTPAcquirer(baseURL: "http://127.0.0.1:\(port)")!
+            if amount == -1 {
+                await #expect(throws: AcquirerUnavailable.self) { _ = try await adapter.authorize(request) }
+            } else {
+                #expect(try await adapter.authorize(request).amount == amount)
+            }
+        }
+    }
+
     /// A JSON value of the body's: its text when it is a string.
     struct AnyScalar: Decodable {
         let text: String?
