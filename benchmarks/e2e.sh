@@ -201,7 +201,7 @@ echo "closed-loop peak / ceiling: $(ratio "$PEAK" "$CEILING")   (target ≥ 0.60
 # Some answers need no RSA: the 401s (wrong tokens), the 72s (confirmed NO, TIMEOUT, CANCEL) and the
 # second answer of each duplicate (from the stored outcome, or joined to the first in flight). The
 # peak counting only the answers that did.
-NO_RSA=$(grep -oE '"(401 FAIL 71|200 FAIL 72|duplicate|duplicate-in-flight)" : [0-9]+' "$WORK/closed.json" \
+NO_RSA=$({ grep -oE '"(401 FAIL 71|200 FAIL 72|duplicate|duplicate-in-flight)" : [0-9]+' "$WORK/closed.json" || true; } \
     | awk '{ n += $NF } END { print n + 0 }')
 if [ "$NO_RSA" -gt 0 ]; then
     DECRYPTING=$(awk -v p="$PEAK" -v w="$NO_RSA" -v n="$(field "$WORK/closed.json" answered)" 'BEGIN { printf "%.1f", p * (n - w) / n }')

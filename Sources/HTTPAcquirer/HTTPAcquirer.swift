@@ -14,7 +14,8 @@ import Synchronization
 ///
 /// `POST {base}/authorizations`
 /// `{"attemptId","reference","pspTransactionId","merchantSerialNumber","amount","currency","pan","expiry"}`
-/// → 200 `{"responseCode":"00","authorizationCode":"123456","acquirerReference":"…","message":"…"}`
+/// → 200 `{"responseCode":"00","authorizationCode":"123456","acquirerReference":"…","message":"…","amount":10000}`
+/// (`amount`, optional: the amount approved, in minor units)
 ///
 /// `POST {base}/reversals`
 /// `{"reversalId","attemptId","reference","pspTransactionId","merchantSerialNumber","amount","currency","repeat"}`
@@ -116,8 +117,24 @@ public final class HTTPAcquirer: AcquirerAdapter {
         var message: String?
         /// The amount approved (minor units), when the host names it: an approval of another
         /// amount than asked is refused and reversed, as a partial approval is. A value that is no
-        /// whole number makes the reply unreadable (an unknown outcome: 85, reversed).
+        /// whole number is -1, as ISO 8583's field 4 is read: another amount, whatever it meant
+        /// (not an unreadable reply, which would fail a reversal's answer and undo a decline too).
         var amount: Int?
+
+        private enum CodingKeys: String, CodingKey { case responseCode, authorizationCode, acquirerReference, message, amount }
+
+        init(from decoder: any Decoder) throws {
+            let fields = try decoder.container(keyedBy: CodingKeys.self)
+            responseCode = try fields.decode(String.self, forKey: .responseCode)
+            authorizationCode = try fields.decodeIfPresent(String.self, forKey: .authorizationCode)
+            acquirerReference = try fields.decodeIfPresent(String.self, forKey: .acquirerReference)
+            message = try fields.decodeIfPresent(String.self, forKey: .message)
+            if fields.contains(.amount), try !fields.decodeNil(forKey: .amount) {
+                amount = (try? fields.decode(Int.self, forKey: .amount)) ?? -1
+            } else {
+                amount = nil
+            }
+        }
 
         /// The reply as far as it is what the API says: a response code of two letters or digits
         /// (ISO 8583 field 39), or none of it can be read (an unknown outcome). The other fields
@@ -242,7 +259,7 @@ public final class HTTPAcquirer: AcquirerAdapter {
             if answered {
                 sent.withVeryUnsafeBytes(wipeInPlace)
             } else {
-                // At once if the task cannot run (a caller's event loop group shut down meanwhile).
+                // At once if the task cannot be scheduled (the event loop group shutting down).
                 client.eventLoopGroup.next().scheduleTask(in: .seconds(1)) { sent.withVeryUnsafeBytes(wipeInPlace) }
                     .futureResult.whenFailure { _ in sent.withVeryUnsafeBytes(wipeInPlace) }
             }
