@@ -271,9 +271,22 @@ public final class HTTPAcquirer: AcquirerAdapter {
             if withheld.value { throw AuthorizationDeadline.notSent }
             throw AcquirerUnavailable("HTTP acquirer: \(error)", neverSent: Self.failedBeforeSending(error))
         }
-        let bytes = try await response.body.collect(upTo: 64 * 1024)
-        answered = true
+        // Read into one buffer sized once, each part wiped as it is taken (it is the client's
+        // receive buffer): `collect(upTo:)` grew its first part's buffer, freeing unwiped each
+        // copy it outgrew. (NIO's HTTP decoder and, over TLS, NIOSSL keep copies of their own
+        // that this cannot reach.)
+        let limit = 64 * 1024
+        let expected = response.headers.first(name: "content-length").flatMap { Int($0) }.map { min(max($0, 0), limit) }
+        var bytes = ByteBufferAllocator().buffer(capacity: expected ?? limit)
         defer { bytes.withVeryUnsafeBytes(wipeInPlace) }
+        for try await part in response.body {
+            defer { part.withUnsafeReadableBytes(wipeInPlace) }
+            guard part.readableBytes <= limit - bytes.readableBytes else {
+                throw AcquirerUnavailable("HTTP acquirer answered with a body over \(limit) bytes")
+            }
+            bytes.writeImmutableBuffer(part)
+        }
+        answered = true
         guard response.status == .ok else { throw AcquirerUnavailable("HTTP acquirer answered \(response.status.code)") }
         do {
             var data = Data(bytes.readableBytesView)

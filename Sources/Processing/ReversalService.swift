@@ -50,8 +50,11 @@ public final class ReversalService: ReversalSender {
     private let now: @Sendable () -> Int64
     /// Reversal ids being sent right now, so the poller and `sendSoon` never send one twice at once.
     private let sending = Mutex<Set<String>>([])
-    /// Reversals sent without a record (`sendUnrecorded`), so each goes out once from here.
-    private let sentUnrecorded = Mutex<Set<String>>([])
+    /// Reversals sent without a record (`sendUnrecorded`), so each goes out once from here. Kept
+    /// once acknowledged (the store may still refuse the write that records it, and the sweep
+    /// finds the orphan again), so bounded: the latest 100,000; one pushed out is long done, and
+    /// one still being sent is held in `sending` as well.
+    private let sentUnrecorded = Mutex(RecentMap<String, Void>(limit: 100_000))
     /// Every reversal this process has sent without a record (the latest ones; those are rare,
     /// one per outcome the store failed to write): the recorded send of one is a repeat (0401), since the
     /// host may hold the first send's 0400.
@@ -184,9 +187,13 @@ public final class ReversalService: ReversalSender {
     /// would go out beside this one's. (A recorded send of it already under way: nothing to add.)
     public func sendUnrecorded(_ reversal: ReversalRequest) {
         let id = reversal.reversalId
-        guard sentUnrecorded.withLock({ $0.insert(id).inserted }) else { return }
+        guard sentUnrecorded.withLock({ map in
+            guard map[id] == nil else { return false }
+            map.set((), for: id)
+            return true
+        }) else { return }
         guard sending.withLock({ $0.insert(id).inserted }) else {
-            _ = sentUnrecorded.withLock { $0.remove(id) }
+            _ = sentUnrecorded.withLock { $0.removeValue(forKey: id) }
             return
         }
         logger.critical("outcome not recorded; reversing without a record", metadata: [
@@ -241,7 +248,7 @@ public final class ReversalService: ReversalSender {
             await sleepUnlessStopping(.milliseconds(backoff(after: tries)))
         }
         // Given up for now: the next sweep or retry that finds the orphan may send it again.
-        _ = sentUnrecorded.withLock { $0.remove(reversal.reversalId) }
+        _ = sentUnrecorded.withLock { $0.removeValue(forKey: reversal.reversalId) }
         logger.critical("unrecorded reversal not acknowledged; left to the orphan sweep once the store takes writes", metadata: [
             "pspTransactionId": "\(reversal.pspTransactionId)", "reversalId": "\(reversal.reversalId)", "lastError": "\(lastError)"])
     }
@@ -285,18 +292,22 @@ public final class ReversalService: ReversalSender {
         let width = max(configuration.concurrentSends, 1)
         return await withTaskGroup(of: Void.self) { group in
             var started: Set<String> = [], inFlight = 0
+            // Due, but held by a send already under way here (`sendSoon`, or `sendUnrecorded` for
+            // up to a minute of tries): not claimed, so each read finds them first again.
+            var passedOver: Set<String> = []
             var due: [ReversalRecord] = [], next = 0
             var more = true
             while started.count < limit, !Task.isCancelled {
                 if next == due.count {
                     guard more else { break }
                     // Those started already are claimed (due later) by now, but for those still in
-                    // flight whose claim is not yet written: asked for on top, and left out.
-                    let asked = min(limit - started.count, 100) + inFlight
+                    // flight whose claim is not yet written, and those passed over: asked for on
+                    // top, and left out.
+                    let asked = min(limit - started.count, 100) + inFlight + passedOver.count
                     do {
                         let read = try await store.dueReversals(now: now(), limit: asked)
                         more = read.count == asked
-                        due = read.filter { !started.contains($0.request.reversalId) }
+                        due = read.filter { !started.contains($0.request.reversalId) && !passedOver.contains($0.request.reversalId) }
                     } catch {
                         if let left = storeErrorLog.admit() {
                             logger.error("cannot read due reversals", metadata: ["error": "\(error)", "alikeLeftOut": "\(left)"])
@@ -313,6 +324,10 @@ public final class ReversalService: ReversalSender {
                 }
                 let id = due[next].request.reversalId
                 next += 1
+                if sending.withLock({ $0.contains(id) }) {
+                    passedOver.insert(id)
+                    continue
+                }
                 group.addTask { await self.send(id) }
                 inFlight += 1
                 started.insert(id)

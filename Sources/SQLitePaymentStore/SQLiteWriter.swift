@@ -300,13 +300,14 @@ final class SQLiteWriter: @unchecked Sendable {
             return .committed
         } catch {
             let failure = SQLiteError.wrapping(error)
-            // After an I/O error in COMMIT (a failed fsync, above all) the group's frames may be in
-            // the WAL all the same, and a restart would replay them: an outcome answered 91 would
+            // After an I/O error in COMMIT (a failed fsync, above all), or no memory for the WAL
+            // index once the frames are synced, the group's frames may be in the WAL all the
+            // same, and a restart would replay them: an outcome answered 91 would
             // then stand as OK, with nothing to reverse it. Like PostgreSQL after a failed fsync,
             // the process stops rather than go on with a store whose state it cannot know; a
             // restart recovers the store, and the orphan sweep settles what was in flight.
             if Self.commitFailureIsFatal(failure.code) {
-                fatalError("store commit failed with an I/O error (\(failure)); stopping so that a restart recovers the store")
+                fatalError("store commit failed (\(failure)) after its frames may have reached the WAL; stopping so that a restart recovers the store")
             }
             rollBack()
             return .failed(failure)
@@ -332,9 +333,15 @@ final class SQLiteWriter: @unchecked Sendable {
         return [SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOMEM, SQLITE_READONLY, SQLITE_CANTOPEN, SQLITE_NOTADB].contains(code & 0xFF)
     }
 
-    /// SQLITE_IOERR and SQLITE_CORRUPT, in any of their extended forms. Busy, locked or full
-    /// (nothing was written) leave the store as it was, and the group's writes fail as usual.
-    static func commitFailureIsFatal(_ code: Int32) -> Bool { [SQLITE_IOERR, SQLITE_CORRUPT].contains(code & 0xFF) }
+    /// Every failure but the four that come before the commit frame reaches the WAL: busy and
+    /// locked (the write lock not had), a constraint (a deferred foreign key, checked first) and
+    /// full (the frame's own write failed: with powersafe overwrite, SQLite's default, nothing is
+    /// written after it before the sync). Any other, in any extended form, may come after the
+    /// frame was synced (SQLITE_NOMEM from growing the WAL index, an I/O error in the sync
+    /// itself), so the group may stand after a restart though its writers were told it failed.
+    static func commitFailureIsFatal(_ code: Int32) -> Bool {
+        ![SQLITE_BUSY, SQLITE_LOCKED, SQLITE_CONSTRAINT, SQLITE_FULL].contains(code & 0xFF)
+    }
 
     /// Finishes what is queued, then stops the thread.
     func close() {

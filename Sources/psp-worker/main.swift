@@ -43,6 +43,11 @@ func requireCoreDumpsOff() throws {
         printError("error: could not turn core dumps off; a dump would hold the private key and the card data")
         throw ExitCode(2)
     }
+    #if os(Linux)
+    if !ProcessHardening.openSSLFreesAreWiped {
+        printError("warning: OpenSSL's freed buffers are not wiped; copies of the private key may stay in freed memory")
+    }
+    #endif
 }
 
 func printError(_ text: String) {

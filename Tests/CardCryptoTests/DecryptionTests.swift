@@ -3,6 +3,17 @@ import Foundation
 import Testing
 
 @Suite struct KeyLoadingTests {
+    #if os(Linux)
+    /// OpenSSL's PEM decoder frees the clear private key it decoded without wiping it: every
+    /// buffer OpenSSL frees is wiped first, by allocation functions the shim installs before
+    /// `main` (OpenSSL takes them only before its first allocation).
+    @Test func openSSLWipesWhatItFrees() throws {
+        #expect(ProcessHardening.openSSLFreesAreWiped)
+        let key = try Fixtures.privateKey("psp-private-key-encrypted.pem", passphrase: "test-passphrase-not-secret")
+        #expect(key.fingerprint == (try Fixtures.publicKey()).fingerprint)
+    }
+    #endif
+
     @Test(arguments: ["psp-private-key.pem", "psp-private-key-pkcs1.pem"])
     func unencryptedKeyEncodingsLoad(file: String) throws {
         let key = try Fixtures.privateKey(file)

@@ -282,6 +282,32 @@ final class HTTPSubject: AcquirerConformanceSubject {
         }
     }
 
+    /// A reply that comes in parts (chunked, no Content-Length) is read whole, each part wiped as
+    /// it is taken into one buffer; one longer than 64 KiB is no answer (an unknown outcome,
+    /// reversed), and the buffer never grows past it.
+    @Test(arguments: [(1, true), (63, true), (64, false), (200, false)])
+    func aReplyInPartsIsReadWholeUpTo64KiB(kilobytes: Int, read: Bool) async throws {
+        let router = Router()
+        router.post("/authorizations") { _, _ -> Response in
+            Response(status: .ok, body: ResponseBody { writer in
+                try await writer.write(ByteBuffer(string: #"{"responseCode":"05","message":"x"#))
+                for _ in 0..<kilobytes { try await writer.write(ByteBuffer(repeating: UInt8(ascii: "x"), count: 1024)) }
+                try await writer.write(ByteBuffer(string: #""}"#))
+                try await writer.finish(nil)
+            })
+        }
+        let request = try Self.request()
+        try await Self.withHost(router) { (port: Int) async throws in
+            let adapter = HTTPAcquirer(baseURL: "http://127.0.0.1:\(port)")!
+            if read {
+                #expect(try await adapter.authorize(request).responseCode == "05")
+            } else {
+                let error = await #expect(throws: AcquirerUnavailable.self) { _ = try await adapter.authorize(request) }
+                #expect(error?.neverSent == false)
+            }
+        }
+    }
+
     /// A JSON value of the body's: its text when it is a string.
     struct AnyScalar: Decodable {
         let text: String?

@@ -540,6 +540,30 @@ import Testing
         await service.finishSendingSoon()
     }
 
+    /// Reversals held by unrecorded sends still under way (their outcomes' writes failed; the
+    /// sweep recorded them since) stay due and come first in every read of the store: a pass
+    /// passes over them and sends those due behind them (before, it counted them as sent, so a
+    /// dozen held ones stopped every pass while the rest waited).
+    @Test func aPassSendsTheReversalsDueBehindOnesHeldByUnrecordedSends() async throws {
+        let h = try PipelineHarness()
+        let acquirer = ReversalAnswers([:])
+        let service = ReversalService(store: h.store, acquirer: acquirer)
+        let heldIds = (1...12).map { "hd-\($0)" }
+        for id in heldIds {
+            acquirer.held.withLock { _ = $0.insert(id) }
+            service.sendUnrecorded(try await h.reversalDue(id))
+        }
+        try await waitUntil { acquirer.sends.withLock { $0.count } == heldIds.count }
+        try await Task.sleep(for: .milliseconds(5))  // due after the held ones
+        let freeIds = (1...3).map { "fr-\($0)" }
+        for id in freeIds { _ = try await h.reversalDue(id) }
+        #expect(await service.sendDue(limit: 10) == 3)
+        for id in freeIds { #expect(acquirer.sends.withLock { $0[id] } == 1, "\(id)") }
+        for id in heldIds { #expect(acquirer.sends.withLock { $0[id] } == 1, "\(id) sent beside its unrecorded send") }
+        acquirer.heldGate.open()
+        await service.finishSendingSoon()
+    }
+
     /// A reversal sent here without a record (answered 25) and then approved late starts again as
     /// new, as any reversal approved late does: a first send (0400), not a repeat of the send the
     /// host answered 25 (which a host keeping its answers would replay).
@@ -1250,6 +1274,9 @@ final class ReversalAnswers: AcquirerAdapter {
     nonisolated(unsafe) var before: (@Sendable () async -> Void)?
     /// Payments whose reversals fail (no answer the adapter could read).
     let failing = Mutex<Set<String>>([])
+    /// Payments whose reversals are answered only once `heldGate` opens.
+    let held = Mutex<Set<String>>([])
+    let heldGate = Gate()
     /// What a payment's sends after its first get (a host that reversed it answers 25 after).
     let later = Mutex<[String: ReversalAnswer]>([:])
     func reverse(_ reversal: ReversalRequest) async throws -> ReversalAnswer {
@@ -1259,6 +1286,7 @@ final class ReversalAnswers: AcquirerAdapter {
         sends.withLock { $0[reversal.pspTransactionId, default: 0] += 1 }
         sendCounts.withLock { $0[reversal.pspTransactionId, default: []].append(reversal.sendCount) }
         await before?()
+        if held.withLock({ $0.contains(reversal.pspTransactionId) }) { await heldGate.wait() }
         if failing.withLock({ $0.contains(reversal.pspTransactionId) }) { throw AcquirerUnavailable("no answer") }
         return answer
     }

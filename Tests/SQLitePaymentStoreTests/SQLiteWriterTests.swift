@@ -228,11 +228,12 @@ final class GateHolder: @unchecked Sendable {
 
     /// A failing write in a group fails alone: the group is rolled back and each write is run again
     /// on its own, so the others still commit, durably.
-    /// A COMMIT that failed with an I/O error (a failed fsync: SQLITE_IOERR_FSYNC, 1034) or found
-    /// the store corrupt stops the process: its frames may be in the WAL all the same. Busy, locked
-    /// and full wrote nothing, and only fail the group.
-    @Test(arguments: [(Int32(10), true), (1034, true), (266, true), (11, true), (5, false), (6, false), (13, false), (19, false)])
-    func onlyAnIOErrorOrCorruptionInCommitIsFatal(code: Int32, fatal: Bool) {
+    /// A COMMIT that failed with an I/O error (a failed fsync: SQLITE_IOERR_FSYNC, 1034), found
+    /// the store corrupt, or ran out of memory (which SQLite can report after the frames were
+    /// synced) stops the process: its frames may be in the WAL all the same. Busy, locked, full
+    /// and a deferred constraint wrote no commit frame, and only fail the group.
+    @Test(arguments: [(Int32(10), true), (1034, true), (266, true), (11, true), (7, true), (8, true), (5, false), (517, false), (6, false), (13, false), (19, false), (787, false)])
+    func aCommitFailureIsFatalUnlessNothingWasWritten(code: Int32, fatal: Bool) {
         #expect(SQLiteWriter.commitFailureIsFatal(code) == fatal)
     }
 

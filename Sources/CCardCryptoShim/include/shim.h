@@ -75,6 +75,10 @@ int ccs_disable_core_dumps(void);
 
 /// OPENSSL_cleanse, which is a macro-free function but keeps secrets' wiping in one place.
 void ccs_cleanse(void *p, size_t len);
+
+/// 1 when every buffer OpenSSL frees is wiped first (installed before main; Linux only).
+int ccs_openssl_frees_are_wiped(void);
+
 /// Wipes and frees a buffer this shim returned.
 void ccs_free_secret(void *p, size_t len);
 void ccs_free(void *p);
