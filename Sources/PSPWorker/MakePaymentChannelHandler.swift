@@ -111,12 +111,23 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     /// level each, and thousands of them would overflow the event loop's stack).
     private var draining = false
 
-    init(path: String, maxBodyBytes: Int, staysOnEventLoop: Bool = false, record: @escaping Record = { _ in }, serve: @escaping Serve) {
+    /// Bytes of earlier answers the channel still holds, not yet taken by its socket (a client
+    /// slow to read), asked at shutdown; a test's channel stands in for a socket's here.
+    private let unsentBytes: (any Channel) -> Int
+
+    init(path: String, maxBodyBytes: Int, staysOnEventLoop: Bool = false, record: @escaping Record = { _ in },
+         unsentBytes: @escaping (any Channel) -> Int = MakePaymentChannelHandler.bufferedBytes, serve: @escaping Serve) {
         self.path = path
         self.maxBodyBytes = maxBodyBytes
         self.staysOnEventLoop = staysOnEventLoop
         self.record = record
+        self.unsentBytes = unsentBytes
         self.serve = serve
+    }
+
+    /// What a socket channel holds unwritten (0 where the channel cannot say).
+    static func bufferedBytes(_ channel: any Channel) -> Int {
+        (try? channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -557,7 +568,19 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
                 // Ours is in flight: close after answering it.
                 quiesceHeld = true
                 return
-            case .idle, .handedOn:
+            case .idle:
+                backlog.removeAll()
+                quiescing = true
+                // An answer may still be on its way out (its client slow to read): Hummingbird
+                // would close at once, and a close fails the writes still pending (the outcome
+                // stands in the store, but the answer is lost). The output is closed instead,
+                // which NIO does once they are written; then the connection, `closingGrace` at
+                // the latest.
+                if unsentBytes(context.channel) > 0 {
+                    context.close(mode: .output, promise: closeOnceWritten(context: context))
+                    return
+                }
+            case .handedOn:
                 backlog.removeAll()
                 quiescing = true
             }

@@ -53,9 +53,11 @@ final class HandlerRig {
     /// When the last makePayment served came in, as the handler told `serve`.
     var lastReceivedAt: ContinuousClock.Instant? { started.receivedAt.withLock { $0 } }
 
-    init() throws {
+    /// `unsentBytes`: what the channel says it still holds of earlier answers, unwritten (an
+    /// EmbeddedChannel writes at once).
+    init(unsentBytes: Int = 0) throws {
         let started = self.started
-        let handler = MakePaymentChannelHandler(path: "/makePayment", maxBodyBytes: 4096) { _, authorization, receivedAt in
+        let handler = MakePaymentChannelHandler(path: "/makePayment", maxBodyBytes: 4096, unsentBytes: { _ in unsentBytes }) { _, authorization, receivedAt in
             started.value.withLock { $0 += 1 }
             started.authorization.withLock { $0 = authorization }
             started.receivedAt.withLock { $0 = receivedAt }
@@ -101,6 +103,18 @@ final class HeldWrites: ChannelOutboundHandler, @unchecked Sendable {
         let held = promises
         promises = []
         held.forEach { $0.succeed() }
+    }
+}
+
+/// Records the closes that reach the socket's end, and holds a close of the output (which a
+/// socket channel completes once its pending writes are out) until the test says so.
+final class HeldOutputClose: ChannelOutboundHandler, @unchecked Sendable {
+    typealias OutboundIn = Any
+    var modes: [CloseMode] = []
+    var held: EventLoopPromise<Void>?
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        modes.append(mode)
+        if mode == .output { held = promise } else { context.close(mode: mode, promise: promise) }
     }
 }
 
@@ -150,6 +164,31 @@ final class ReadCounter: ChannelOutboundHandler, @unchecked Sendable {
         rig.channel.pipeline.fireChannelWritabilityChanged()
         #expect(rig.served == 31, "once writable, what waited is served")
         #expect(reads.count == before + 1, "and the read held is passed on")
+    }
+
+    /// Shutdown begins with the handler idle but its last answer still on its way out (a client
+    /// slow to read): the quiesce is not passed on (Hummingbird would close at once, and a close
+    /// fails the writes still pending: the answer lost, its outcome only in the store); the output
+    /// is closed instead, which a socket channel does once those writes are out, then the
+    /// connection. With nothing left to write, it is passed on as before.
+    @Test func aQuiesceWaitsForAnAnswerStillOnItsWayOut() throws {
+        let rig = try HandlerRig(unsentBytes: 300)
+        let closes = HeldOutputClose()
+        try rig.channel.pipeline.syncOperations.addHandler(closes, position: .first)
+        try rig.read(HandlerRig.post("/makePayment"), HandlerRig.body("{}"), .end(nil))
+        #expect(rig.served == 1)
+        rig.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        #expect(rig.router.quiesces == 0, "passed on, the quiesce closes the connection under the answer")
+        #expect(closes.modes == [.output])
+        #expect(rig.channel.isActive)
+        closes.held?.succeed()
+        #expect(closes.modes == [.output, .all])
+        #expect(!rig.channel.isActive, "open after its last answer went out")
+
+        let written = try HandlerRig(unsentBytes: 0)
+        try written.read(HandlerRig.post("/makePayment"), HandlerRig.body("{}"), .end(nil))
+        written.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        #expect(written.router.quiesces == 1)
     }
 
     /// Without a quiesce the same pipelined makePayment starts once the router has answered.
