@@ -202,9 +202,11 @@ struct RegisterPaymentRequest {
         if !id.isEmpty, !id.utf8.allSatisfy(Self.isIdByte) || id == "." || id == ".." {
             problems.append(("pspTransactionId", .invalidRequest, "Invalid request: pspTransactionId is letters, digits and - . _ ~ ! $ & ' ( ) * + , ; = : @ (not . or .. alone)"))
         }
-        // ISO 8583 field 42 carries it: up to 15 characters; Vipps's are digits.
-        if !msn.isEmpty, !(msn.utf8.count <= 15 && msn.utf8.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) {
-            problems.append(("merchantSerialNumber", .invalidRequest, "Invalid request: merchantSerialNumber is 1 to 15 digits"))
+        // ISO 8583 field 42 carries it: up to 15 characters; Vipps's are digits. No leading zero
+        // (nor 0 itself), as when given as a number: "0123" would never match the 123 Vipps sends.
+        if !msn.isEmpty, !(msn.utf8.count <= 15 && msn.utf8.first != UInt8(ascii: "0")
+                           && msn.utf8.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) {
+            problems.append(("merchantSerialNumber", .invalidRequest, "Invalid request: merchantSerialNumber is 1 to 15 digits, the first not 0"))
         }
         // A header value cannot carry control characters or keep spaces at its ends: such a token
         // could never match. Under 8 characters it is too easy to guess.

@@ -408,9 +408,11 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
 
     /// The request's one Authorization field. Two or more are no credential (HTTP joins repeated
     /// fields with ", ", and two lines must not spell a token that contains one): nil, so 401.
-    static func authorization(of head: HTTPRequest) -> String? {
+    static func authorization(of head: HTTPRequest) -> String? { authorization(in: head.headerFields) }
+
+    static func authorization(in fields: HTTPFields) -> String? {
         var found: String?
-        for field in head.headerFields where field.name == .authorization {
+        for field in fields where field.name == .authorization {
             guard found == nil else { return nil }
             found = field.value
         }

@@ -5,6 +5,7 @@ import Hummingbird
 import Logging
 import MakePayment
 import Metrics
+import NIOCore
 import Prometheus
 import Processing
 import SQLitePaymentStore
@@ -153,7 +154,9 @@ struct Routes: Sendable {
     }
 
     private func adminOnly(_ request: Request, _ body: () async -> Response) async -> Response {
-        guard let adminTokenHash, let header = request.headers[.authorization], let token = Secrets.bearerCredentials(header),
+        // One Authorization field, as for makePayment: the subscript would join two with ", ".
+        guard let adminTokenHash, let header = MakePaymentChannelHandler.authorization(in: request.headers),
+              let token = Secrets.bearerCredentials(header),
               Secrets.sha256(of: token, equals: adminTokenHash)
         else {
             adminRefusals.increment()
@@ -166,8 +169,14 @@ struct Routes: Sendable {
 
     func register(_ request: Request) async -> Response {
         var request = request
-        guard let buffer = try? await request.collectBody(upTo: configuration.maxBodyBytes) else {
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.collectBody(upTo: configuration.maxBodyBytes)
+        } catch is NIOTooManyBytesError {
             return Responses.errors(.contentTooLarge, [(nil, .invalidRequest, "Invalid request")])
+        } catch {
+            // A body cut short (the client gone, or stalled past the body timeout): not too large.
+            return Responses.errors(.badRequest, [(nil, .invalidRequest, "Invalid request: the body could not be read")])
         }
         let parsed: RegisterPaymentRequest
         switch RegisterPaymentRequest.parse(Data(buffer: buffer)) {

@@ -1,6 +1,7 @@
 import Acquiring
 import CardCrypto
 import Foundation
+import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Logging
@@ -409,6 +410,12 @@ final class AdminWriteFaultStore: ForwardingPaymentStore {
             let noText = try await client.post("/payments", #"{"pspTransactionId":"n1","merchantSerialNumber":"123456","merchantOrderId":"o","amount":100,"currency":"NOK","makePaymentToken":"token-n1x","paymentText":null}"#,
                                                authorization: "Bearer " + LiveWorker.adminToken)
             #expect(noText.status == .created)
+            // A merchant with a leading zero would never match the number Vipps sends.
+            for msn in [#""0123""#, #""0""#, "0"] {
+                let zero = try await client.post("/payments", #"{"pspTransactionId":"z1","merchantSerialNumber":\#(msn),"merchantOrderId":"o","amount":100,"currency":"NOK","makePaymentToken":"token-z1x"}"#,
+                                                 authorization: "Bearer " + LiveWorker.adminToken)
+                #expect(zero.status == .badRequest && zero.text.contains("merchantSerialNumber"), "\(msn): \(zero.text)")
+            }
         }
     }
 
@@ -425,6 +432,20 @@ final class AdminWriteFaultStore: ForwardingPaymentStore {
             // The scheme's name is case-insensitive.
             let lower = try await client.execute(uri: "/payments/p1", method: .get, headers: [.authorization: "bearer " + LiveWorker.adminToken])
             #expect(lower.status == .notFound)
+        }
+    }
+
+    /// Two Authorization fields are no credential, as for makePayment: joined with ", " they
+    /// would spell an admin token that contains one.
+    @Test func twoAuthorizationFieldsAreNoAdminCredential() async throws {
+        let token = "first-half, second-half"
+        try await LiveWorker.run(configure: { $0.adminTokenHash = Secrets.sha256(token) }) { client in
+            var split = HTTPFields()
+            split.append(HTTPField(name: .authorization, value: "Bearer first-half"))
+            split.append(HTTPField(name: .authorization, value: "second-half"))
+            #expect(try await client.execute(uri: "/payments/p1", method: .get, headers: split).status == .unauthorized)
+            let whole = try await client.execute(uri: "/payments/p1", method: .get, headers: [.authorization: "Bearer " + token])
+            #expect(whole.status == .notFound)
         }
     }
 
