@@ -184,7 +184,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .testTarget(name: "PSPWorkerTests", dependencies: [
-            "PSPWorker", "psp-worker", "acquirer-sim", "SQLitePaymentStore", "Acquiring", "CardCrypto", "MakePayment", "Processing",
+            "PSPWorker", "psp-worker", "acquirer-sim", "vipps-sim", "SQLitePaymentStore", "Acquiring", "CardCrypto", "MakePayment", "Processing",
             "LoadGeneration", "PaymentStoreConformance",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
             .product(name: "NIOPosix", package: "swift-nio"),
