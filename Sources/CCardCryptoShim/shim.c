@@ -67,7 +67,8 @@ static int cleansing_installed;
 int ccs_openssl_frees_are_wiped(void) { return cleansing_installed; }
 
 // The PEM decoder keeps the passphrase in a buffer on the stack (and the key passes through
-// others): wiped once the load returns, over more stack than the decoder's calls take.
+// others, as through the checks after it): wiped once the load and its checks return, over more
+// stack than their calls take.
 __attribute__((noinline)) static void wipe_stack_below(void) {
     volatile unsigned char scratch[32 * 1024];
     OPENSSL_cleanse((void *)scratch, sizeof scratch);
@@ -162,12 +163,14 @@ ccs_key *ccs_private_key_from_pem(const void *pem, size_t pem_len,
     EVP_PKEY *pkey = PEM_read_bio_PrivateKey_ex(bio, NULL, passphrase_callback, &req, NULL, NULL);
     BIO_free(bio);
     ERR_clear_error();
-    wipe_stack_below();
+    ccs_key *key = NULL;
     if (pkey == NULL) {
         if (req.asked) *reason = passphrase == NULL ? CCS_KEY_NEEDS_PASSPHRASE : CCS_KEY_BAD_PASSPHRASE;
-        return NULL;
+    } else {
+        key = wrap_key(pkey, 1, reason);  // its checks compute with the private parts on the stack too
     }
-    return wrap_key(pkey, 1, reason);
+    wipe_stack_below();
+    return key;
 }
 
 ccs_key *ccs_public_key_from_pem(const void *pem, size_t pem_len, int *reason) {

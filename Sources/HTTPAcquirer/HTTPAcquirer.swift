@@ -271,10 +271,12 @@ public final class HTTPAcquirer: AcquirerAdapter {
             if withheld.value { throw AuthorizationDeadline.notSent }
             throw AcquirerUnavailable("HTTP acquirer: \(error)", neverSent: Self.failedBeforeSending(error))
         }
-        // Read into one buffer sized once, each part wiped as it is taken (it is the client's
-        // receive buffer): `collect(upTo:)` grew its first part's buffer, freeing unwiped each
-        // copy it outgrew. (NIO's HTTP decoder and, over TLS, NIOSSL keep copies of their own
-        // that this cannot reach.)
+        // Read into one buffer sized once, each part's bytes wiped as it is taken (a slice of the
+        // client's receive buffer, whose decoder has passed them): `collect(upTo:)` grew its first
+        // part's buffer, freeing unwiped each copy it outgrew. (NIO's HTTP decoder and, over TLS,
+        // NIOSSL keep copies of their own that this cannot reach; one the event loop makes of its
+        // buffer while a part is being wiped, when a later chunk's header came split, may keep
+        // some of the part's bytes.)
         let limit = 64 * 1024
         let expected = response.headers.first(name: "content-length").flatMap { Int($0) }.map { min(max($0, 0), limit) }
         var bytes = ByteBufferAllocator().buffer(capacity: expected ?? limit)

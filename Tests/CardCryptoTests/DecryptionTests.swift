@@ -4,9 +4,10 @@ import Testing
 
 @Suite struct KeyLoadingTests {
     #if os(Linux)
-    /// OpenSSL's PEM decoder frees the clear private key it decoded without wiping it: every
-    /// buffer OpenSSL frees is wiped first, by allocation functions the shim installs before
-    /// `main` (OpenSSL takes them only before its first allocation).
+    /// OpenSSL's PEM decoder frees the clear private key it decoded without wiping it: the shim
+    /// installs allocation functions that wipe every buffer OpenSSL frees, before `main` (OpenSSL
+    /// takes them only before its first allocation). Checked here: that they are installed, and
+    /// keys still load through them (what a freed buffer holds cannot be read back soundly).
     @Test func openSSLWipesWhatItFrees() throws {
         #expect(ProcessHardening.openSSLFreesAreWiped)
         let key = try Fixtures.privateKey("psp-private-key-encrypted.pem", passphrase: "test-passphrase-not-secret")

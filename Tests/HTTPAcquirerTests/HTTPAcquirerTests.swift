@@ -282,9 +282,9 @@ final class HTTPSubject: AcquirerConformanceSubject {
         }
     }
 
-    /// A reply that comes in parts (chunked, no Content-Length) is read whole, each part wiped as
-    /// it is taken into one buffer; one longer than 64 KiB is no answer (an unknown outcome,
-    /// reversed), and the buffer never grows past it.
+    /// A reply that comes in parts (chunked, no Content-Length) is read whole (each part wiped as
+    /// it is taken into one buffer, which this cannot see); one longer than 64 KiB is no answer
+    /// (an unknown outcome, reversed).
     @Test(arguments: [(1, true), (63, true), (64, false), (200, false)])
     func aReplyInPartsIsReadWholeUpTo64KiB(kilobytes: Int, read: Bool) async throws {
         let router = Router()
