@@ -12,7 +12,7 @@
 #
 #   SCRATCH=$PWD/../.build ./node-bar.sh      (after a release build there; else it builds)
 #
-# Environment (defaults): ROUNDS (2), SECONDS_PER_RUN (10), CONNECTIONS (32 per core), WRK_THREADS (1;
+# Environment (defaults): ROUNDS (2; the servers take turns going first, so keep it even), SECONDS_PER_RUN (10), CONNECTIONS (32 per core), WRK_THREADS (1;
 # one per 4 cores from 8 cores),
 # SCRATCH (benchmarks/.build-e2e), WORKER_ARGS (more `psp-worker serve` options, e.g.
 # "--group-commit-window-ms 5"); WORKER_IA32CAP and NODE_IA32CAP (unset): an OPENSSL_ia32cap value
@@ -105,8 +105,15 @@ for round in $(seq 1 "$ROUNDS"); do
     # once the disk has the pages and the worker is idle.
     sync
     settle "${PIDS[0]}"
-    NODE=$(wrk_run "http://127.0.0.1:$NODE_PORT/makePayment" "$WORK/requests.tsv" "${PIDS[1]}") || exit 2
-    OURS=$(wrk_run "http://127.0.0.1:$WORKER_PORT/makePayment" "$WORK/requests.tsv" "${PIDS[0]}") || exit 2
+    # The two take turns going first, round by round, so that a drift of the VM's speed within a
+    # round (10-20 % from minute to minute here) does not always fall on the same server.
+    if [ $((round % 2)) -eq 1 ]; then
+        NODE=$(wrk_run "http://127.0.0.1:$NODE_PORT/makePayment" "$WORK/requests.tsv" "${PIDS[1]}") || exit 2
+        OURS=$(wrk_run "http://127.0.0.1:$WORKER_PORT/makePayment" "$WORK/requests.tsv" "${PIDS[0]}") || exit 2
+    else
+        OURS=$(wrk_run "http://127.0.0.1:$WORKER_PORT/makePayment" "$WORK/requests.tsv" "${PIDS[0]}") || exit 2
+        NODE=$(wrk_run "http://127.0.0.1:$NODE_PORT/makePayment" "$WORK/requests.tsv" "${PIDS[1]}") || exit 2
+    fi
     C2=$(number "$(ceiling)" "the ceiling")
     for pair in "node (stateless, cluster)|$NODE" "psp-worker (token, SQLite, acquirer)|$OURS"; do
         name=${pair%%|*}; line=${pair#*|}

@@ -63,18 +63,22 @@ public struct ResponseCodeTable: Sendable {
         for c in ["01", "02", "05", "12", "46", "57", "62", "78", "93", "04", "07", "41", "43"] { t[c] = .refused(.refusedByIssuer) }
         for c in ["34", "59", "63"] { t[c] = .refused(.suspectedFraud) }
         for c in ["61", "65"] { t[c] = .refused(.exceedsWithdrawalAmountLimit) }
-        // 68: the issuer answered the switch too late, and may have approved. 91: it could not be reached.
+        // 68: the issuer answered the switch too late, and may have approved. 91: the issuer or
+        // the switch inoperative, which a switch also answers when the issuer timed out: it may
+        // have approved too. Both are reversed (a host that has no such original answers 25).
         t["68"] = .refusedAndReversed(.responseReceivedTooLate)
-        t["91"] = .refused(.responseReceivedTooLate)
+        t["91"] = .refusedAndReversed(.responseReceivedTooLate)
         for c in ["33", "54"] { t[c] = .refused(.expiredCard) }
         for c in ["14", "56"] { t[c] = .refused(.invalidCardNumber) }
         t["58"] = .refused(.merchantDoesNotAllowCreditCards)
         t["51"] = .refused(.notSufficientFunds)
         // 13, invalid amount: the issuer's refusal like any. 03, invalid merchant: our merchant
         // setup at the acquirer is wrong, which is ours to fix, not the card's (91, as for the
-        // format and system errors below).
+        // format and system errors below). 96, a system malfunction, may come after the request
+        // was forwarded to the issuer: reversed; the others refuse the request as it came.
         t["13"] = .refused(.refusedByIssuer)
-        for c in ["03", "06", "20", "22", "30", "94", "96"] { t[c] = .refused(.internalError) }
+        for c in ["03", "06", "20", "22", "30", "94"] { t[c] = .refused(.internalError) }
+        t["96"] = .refusedAndReversed(.internalError)
         return t
     }()
 }

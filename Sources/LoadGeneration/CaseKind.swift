@@ -65,13 +65,13 @@ public enum CaseKind: Hashable, Sendable, CustomStringConvertible {
     public var neverAuthorized: Bool { !reachesAcquirer }
 
     /// An authorization that may stand after the answer the payment gets, so the worker must
-    /// reverse it: no answer at all (the timeout card), a partial approval (10), and the
-    /// issuer's late answer (68). Against the simulator only (it counts reversals); refusals that
-    /// hold no money are not read back.
+    /// reverse it: no answer at all (the timeout card), a partial approval (10), the issuer's
+    /// late answer (68), the issuer or switch inoperative (91) and a system malfunction (96).
+    /// Against the simulator only (it counts reversals); refusals that hold no money are not read back.
     public var mustBeReversed: Bool {
         switch self {
         case .timeout: true
-        case .code(let code): code == "10" || code == "68"
+        case .code(let code): ["10", "68", "91", "96"].contains(code)
         default: false
         }
     }

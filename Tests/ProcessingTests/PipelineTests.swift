@@ -68,8 +68,11 @@ import Testing
     }
 
     /// A refusal whose authorization may stand is reversed: a code nobody mapped (16 is an ISO
-    /// approval we do not honour) and the issuer's late answer (68). A plain decline is not.
-    @Test(arguments: [("16", 82, 1), ("68", 85, 1), ("51", 89, 0), ("05", 82, 0)])
+    /// approval we do not honour), the issuer's late answer (68), the issuer or switch
+    /// inoperative (91, also a switch's answer when the issuer timed out) and a system
+    /// malfunction (96, possibly after forwarding). A plain decline, or a request refused as it
+    /// came (30, format error), is not.
+    @Test(arguments: [("16", 82, 1), ("68", 85, 1), ("91", 85, 1), ("96", 91, 1), ("51", 89, 0), ("05", 82, 0), ("30", 91, 0)])
     func refusalsThatMayStandAreReversed(code: String, errorId: Int, reversals: Int) async throws {
         let h = try PipelineHarness()
         let id = "may-" + code
