@@ -105,11 +105,13 @@ worker_ticks() { awk '{ print $14 + $15 }' "/proc/$WORKER_PID/stat"; }
 wait_registered() {  # ERR PID: until vipps-sim (PID, stderr in ERR) has registered its payments, or exited
     until grep -q "registered" "$1" 2>/dev/null || ! kill -0 "$2" 2>/dev/null; do sleep 0.05; done
 }
-account() {  # NAME CPU_TIMES WORKER_TICKS: the steal, idle and worker CPU of NAME's run since those counts
-    local after; after=$(cpu_times)
-    share "$2" "$after" 2 >"$WORK/$1.steal"
-    share "$2" "$after" 3 >"$WORK/$1.idle"
-    awk -v t0="$3" -v t1="$(worker_ticks)" -v hz="$CLK_TCK" -v n="$(field "$WORK/$1.json" answered)" \
+wait_driven() {  # ERR PID: until vipps-sim's timed run is over (its read-back of some payments follows), or it exited
+    until grep -q "timed run done" "$1" 2>/dev/null || ! kill -0 "$2" 2>/dev/null; do sleep 0.05; done
+}
+account() {  # NAME CPU_TIMES WORKER_TICKS CPU_TIMES_AFTER WORKER_TICKS_AFTER: the steal, idle and worker CPU of NAME's timed run
+    share "$2" "$4" 2 >"$WORK/$1.steal"
+    share "$2" "$4" 3 >"$WORK/$1.idle"
+    awk -v t0="$3" -v t1="$5" -v hz="$CLK_TCK" -v n="$(field "$WORK/$1.json" answered)" \
         'BEGIN { if (n > 0) printf "%d", (t1 - t0) * 1e6 / hz / n; else printf "-" }' >"$WORK/$1.worker"
 }
 timed_sim() {  # NAME ARGS...: a run whose steal, idle and worker CPU are kept beside its report
@@ -118,11 +120,13 @@ timed_sim() {  # NAME ARGS...: a run whose steal, idle and worker CPU are kept b
     local pid=$!
     SIM_PID=$pid
     wait_registered "$WORK/$name.err" "$pid"
-    local before ticks
+    local before ticks after after_ticks
     before=$(cpu_times); ticks=$(worker_ticks)
+    wait_driven "$WORK/$name.err" "$pid"
+    after=$(cpu_times); after_ticks=$(worker_ticks)
     wait "$pid" || FAILED=1
     SIM_PID=""
-    account "$name" "$before" "$ticks"
+    account "$name" "$before" "$ticks" "$after" "$after_ticks"
     cat "$WORK/$name.err" >&2
 }
 
@@ -158,14 +162,17 @@ if [ "$SOAK_SECONDS" -gt 0 ]; then
     wait_registered "$WORK/soak.err" "$SIM_PID"
     SOAK_CPU=$(cpu_times); SOAK_TICKS=$(worker_ticks)
     : >"$WORK/rss"
-    while kill -0 "$SIM_PID" 2>/dev/null; do
+    driven() { grep -q "timed run done" "$WORK/soak.err" 2>/dev/null || ! kill -0 "$SIM_PID" 2>/dev/null; }
+    while ! driven; do
         echo "$(date +%s.%N) $(ps -o rss= -p "$WORKER_PID") $(stat -c %s "$WORK/e2e.sqlite-wal" 2>/dev/null || echo 0) $(worker_ticks) $(cpu_times)" >>"$WORK/rss"
-        # In short steps, so that the soak's accounting ends when vipps-sim does.
-        for _ in $(seq 30); do kill -0 "$SIM_PID" 2>/dev/null && sleep 0.5; done
+        # In short steps, so that the soak's accounting ends when its timed run does.
+        for _ in $(seq 30); do driven || sleep 0.5; done
     done
+    SOAK_CPU_AFTER=$(cpu_times); SOAK_TICKS_AFTER=$(worker_ticks)
+    echo "$(date +%s.%N) $(ps -o rss= -p "$WORKER_PID") $(stat -c %s "$WORK/e2e.sqlite-wal" 2>/dev/null || echo 0) $SOAK_TICKS_AFTER $SOAK_CPU_AFTER" >>"$WORK/rss"
     wait "$SIM_PID" || FAILED=1
     SIM_PID=""
-    account soak "$SOAK_CPU" "$SOAK_TICKS"
+    account soak "$SOAK_CPU" "$SOAK_TICKS" "$SOAK_CPU_AFTER" "$SOAK_TICKS_AFTER"
     cat "$WORK/soak.err" "$WORK/soak.out"
     echo "worker RSS and the store's WAL over the soak, every 15 s (the WAL starts again past 16 MiB), and over each"
     echo "step the worker's CPU per payment at the soak's rate and the share of the cores idle (a slower VM or a"

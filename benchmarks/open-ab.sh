@@ -48,10 +48,12 @@ run() {  # SIDE BINARY
     local c0 w0 t0 s0 c1 w1 t1 s1 status=0
     c0=$(metric "$port" psp_store_commits_total); w0=$(metric "$port" psp_store_writes_total)
     t0=$(worker_ticks); s0=$(cpu_times)
-    wait "$sim" || status=$?
-    SIM_PID=
+    # Counted to the end of the timed run, not of vipps-sim (its read-back of some payments follows).
+    until grep -q "timed run done" "$WORK/run/sim.err" 2>/dev/null || ! kill -0 "$sim" 2>/dev/null; do sleep 0.05; done
     t1=$(worker_ticks); s1=$(cpu_times)
     c1=$(metric "$port" psp_store_commits_total); w1=$(metric "$port" psp_store_writes_total)
+    wait "$sim" || status=$?
+    SIM_PID=
     kill "$WORKER_PID"; wait "$WORKER_PID" 2>/dev/null || true; WORKER_PID=
     [ "$status" -eq 0 ] || { echo "$1: vipps-sim failed (status $status):" >&2; cat "$WORK/run/sim.err" "$WORK/run/sim.out" >&2; exit 1; }
     awk -v side="$1" -v hz="$(getconf CLK_TCK)" -v n="$(json "$WORK/run/sim.json" answered)" \

@@ -5,7 +5,8 @@ import MakePayment
 /// the last reference goes (the pipeline drops its own as soon as the adapter has answered).
 public final class AuthorizationRequest: Sendable {
     public let pspTransactionId: String
-    /// Unique per attempt: what an acquirer uses as its STAN/RRN source and what a reversal names.
+    /// Unique per attempt: the pipeline's and the store's name for it (what the acquirer sees is
+    /// `attemptReference`).
     public let attemptId: String
     /// The adapter's own identifiers for this attempt (STAN, RRN, …), from `attemptReference(for:)`,
     /// recorded with the attempt before it is sent so that a reversal after a crash can name it.
@@ -71,7 +72,11 @@ public struct ReversalRequest: Sendable, Equatable {
     public var amount: Int
     public var currency: String
     public var merchantSerialNumber: String
-    /// 1 for the first send; more for repeats (ISO 8583 sends repeats as 0401).
+    /// 1 for a first send; more for repeats (ISO 8583 sends repeats as 0401). A reversal started
+    /// again after a late approval comes back with the same `reversalId` and 1: send it as a new
+    /// reversal (an acquirer that keeps answers by id would replay the 25 it gave before the
+    /// approval came). A repeat (more than 1) may also come for a reversal the acquirer never got
+    /// (a first send lost with its process): it must be taken as a first send then.
     public var sendCount: Int
 
     /// The id of attempt `attemptId`'s reversal: one per attempt, the same in every process.
@@ -127,7 +132,9 @@ public struct AcquirerUnavailable: Error, Sendable, CustomStringConvertible {
 /// What the pipeline counts on, so that no payment is charged twice or left held:
 /// - One send per `authorize` call, never a retry of its own: the pipeline decides on retries.
 /// - `AuthorizationDeadline.passed` checked just before the send: past it, throw
-///   `AuthorizationDeadline.notSent` and send nothing.
+///   `AuthorizationDeadline.notSent` and send nothing. It reads a task-local: on another thread
+///   (an event loop that writes the bytes) copy `AuthorizationDeadline.sendBy` inside the task
+///   and compare the clock with it there (`passed` is always false off the task).
 /// - `neverSent` only when no byte of the authorization can have left; anything else is an
 ///   unknown outcome, answered 85 and reversed.
 /// - `attemptReference(for:)` is all a reversal needs: another process, after a restart, reverses
@@ -185,6 +192,9 @@ public protocol LateReplyReporting: AcquirerAdapter {
 /// A reply that came after its authorization was given up on.
 public struct LateReply: Sendable, Equatable {
     public var pspTransactionId: String
+    /// Exactly the string `attemptReference(for:)` gave the attempt: the reversal to start again is
+    /// found by it, and a reply under any other (an RRN alone, say) starts none (counted only in
+    /// `psp_acquirer_late_replies_total`).
     public var attemptReference: String
     /// Field 39 as the acquirer sent it.
     public var responseCode: String

@@ -2,7 +2,7 @@ import Acquiring
 import MakePayment
 import Synchronization
 
-/// An example acquirer adapter: a "bank" that approves up to a limit per card scheme and refuses
+/// An example acquirer adapter: a "bank" that approves up to one amount limit and refuses
 /// with 61 (exceeds withdrawal amount limit) above it, and otherwise answers by the simulator's test
 /// cards so that the conformance kit can check it. A real adapter would speak its acquirer's protocol
 /// here; everything else (deadline, reversal store-and-forward, code mapping) the worker does.
