@@ -253,12 +253,21 @@ public struct AcquirerConformance: Sendable {
         _ = await subject.setFaults(ConformanceFaults())
     }
 
+    /// A connection that drops once the authorization was written: an unknown outcome, never
+    /// `neverSent` (the bytes may have reached the acquirer, which must then see a reversal), and
+    /// never sent again on the next connection (the pipeline decides on retries).
     func droppedConnection() async throws {
         try await injectFaults(ConformanceFaults(resetAfter: 1))
         let r = try request(code: "00")
-        let result = await authorize(r)
+        let adapter = subject.adapter
+        let outcome = await withDeadline(deadline) { try await adapter.authorize(r) }
         _ = await subject.setFaults(ConformanceFaults())
+        let result = DeadlineResult(outcome)
         try Self.expect(result.code == nil, "a request whose connection dropped has an unknown outcome: \(result)")
+        if case .failed(let error) = outcome {
+            try Self.expect((error as? AcquirerUnavailable)?.neverSent != true,
+                            "an authorization whose connection dropped after it was written may have been received: not neverSent (\(error))")
+        }
         _ = try await subject.adapter.reverse(reversal(of: r))
         var after = await authorize(try request(code: "00"))
         if after.code == nil {  // a connection may be in back-off for a moment
@@ -266,6 +275,7 @@ public struct AcquirerConformance: Sendable {
             after = await authorize(try request(code: "00"))
         }
         try Self.expect(after.code == "00", "the adapter must reconnect after a dropped connection: \(after)")
+        try Self.expect(await subject.authorizations(of: identity(r)) <= 1, "the authorization whose connection dropped was sent again")
     }
 
     func concurrency() async throws {
