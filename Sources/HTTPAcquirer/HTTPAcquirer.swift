@@ -116,23 +116,16 @@ public final class HTTPAcquirer: AcquirerAdapter {
         var acquirerReference: String?
         var message: String?
         /// The amount approved (minor units), when the host names it: an approval of another
-        /// amount than asked is refused and reversed, as a partial approval is. A value that is no
-        /// whole number is -1, as ISO 8583's field 4 is read: another amount, whatever it meant
-        /// (not an unreadable reply, which would fail a reversal's answer and undo a decline too).
-        var amount: Int?
+        /// amount than asked is refused and reversed, as a partial approval is.
+        var amount: ApprovedAmount?
 
-        private enum CodingKeys: String, CodingKey { case responseCode, authorizationCode, acquirerReference, message, amount }
-
-        init(from decoder: any Decoder) throws {
-            let fields = try decoder.container(keyedBy: CodingKeys.self)
-            responseCode = try fields.decode(String.self, forKey: .responseCode)
-            authorizationCode = try fields.decodeIfPresent(String.self, forKey: .authorizationCode)
-            acquirerReference = try fields.decodeIfPresent(String.self, forKey: .acquirerReference)
-            message = try fields.decodeIfPresent(String.self, forKey: .message)
-            if fields.contains(.amount), try !fields.decodeNil(forKey: .amount) {
-                amount = (try? fields.decode(Int.self, forKey: .amount)) ?? -1
-            } else {
-                amount = nil
+        /// A value that is no whole number is -1, as ISO 8583's field 4 is read: another amount,
+        /// whatever it meant (not an unreadable reply, which would fail a reversal's answer and
+        /// undo a decline too). Absent or null: no amount named.
+        struct ApprovedAmount: Decodable {
+            let value: Int
+            init(from decoder: any Decoder) throws {
+                value = (try? decoder.singleValueContainer().decode(Int.self)) ?? -1
             }
         }
 
@@ -208,7 +201,7 @@ public final class HTTPAcquirer: AcquirerAdapter {
         }
         return AcquirerAnswer(responseCode: reply.responseCode, message: reply.message,
                               authorizationCode: reply.authorizationCode, acquirerReference: reply.acquirerReference,
-                              scheme: request.scheme, amount: reply.amount)
+                              scheme: request.scheme, amount: reply.amount?.value)
     }
 
     public func reverse(_ reversal: ReversalRequest) async throws -> ReversalAnswer {

@@ -291,7 +291,7 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
                 }
                 requestsRead += 1
                 bodyTimerArmed = false
-                state = .collecting(body: context.channel.allocator.buffer(capacity: 0), authorization: Self.authorization(of: head),
+                state = .collecting(body: context.channel.allocator.buffer(capacity: 0), authorization: head.headerFields.soleAuthorization,
                                     receivedAt: arrivedAt ?? .now, closeAfter: Self.asksToClose(head), tooLarge: false)
             } else {
                 state = .handedOn(reading: true, answered: false)
@@ -406,18 +406,6 @@ final class MakePaymentChannelHandler: ChannelDuplexHandler, RemovableChannelHan
     /// the registered schemes.
     static let makePaymentChallenge = #"makePaymentToken realm="makePayment""#
 
-    /// The request's one Authorization field. Two or more are no credential (HTTP joins repeated
-    /// fields with ", ", and two lines must not spell a token that contains one): nil, so 401.
-    static func authorization(of head: HTTPRequest) -> String? { authorization(in: head.headerFields) }
-
-    static func authorization(in fields: HTTPFields) -> String? {
-        var found: String?
-        for field in fields where field.name == .authorization {
-            guard found == nil else { return nil }
-            found = field.value
-        }
-        return found
-    }
 
     /// A request handed on whose parts are still coming.
     private static func isReading(_ state: State) -> Bool {
@@ -705,5 +693,19 @@ struct HTTPDate {
         func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
         return "\(days[Int(parts.tm_wday)]), \(two(parts.tm_mday)) \(months[Int(parts.tm_mon)]) \(1900 + parts.tm_year) "
             + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) GMT"
+    }
+}
+
+extension HTTPFields {
+    /// The one Authorization field, for makePayment's token and the admin API's bearer token
+    /// alike. Two or more are no credential (the subscript joins repeated fields with ", ", and
+    /// two lines must not spell a token that contains one): nil, so 401.
+    var soleAuthorization: String? {
+        var found: String?
+        for field in self where field.name == .authorization {
+            guard found == nil else { return nil }
+            found = field.value
+        }
+        return found
     }
 }

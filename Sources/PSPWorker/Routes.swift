@@ -154,8 +154,7 @@ struct Routes: Sendable {
     }
 
     private func adminOnly(_ request: Request, _ body: () async -> Response) async -> Response {
-        // One Authorization field, as for makePayment: the subscript would join two with ", ".
-        guard let adminTokenHash, let header = MakePaymentChannelHandler.authorization(in: request.headers),
+        guard let adminTokenHash, let header = request.headers.soleAuthorization,
               let token = Secrets.bearerCredentials(header),
               Secrets.sha256(of: token, equals: adminTokenHash)
         else {
